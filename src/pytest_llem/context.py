@@ -1,0 +1,96 @@
+"""`ExperimentContext`: what a workload receives in the isolated child.
+
+    def generate(ctx):
+        model = load(ctx.config.model)         # not measured
+        with ctx.window():                     # measured; may be opened several times
+            n = run(model)
+        ctx.record(output_tokens=n, input_tokens=512)
+
+Windows add up: their durations and energies are summed. If the workload never opens one,
+the worker measures the whole call instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pytest_llem.config import ExperimentConfig
+from pytest_llem.meters import EnergyMeter
+from pytest_llem.results import DeviceEnergy, QualityWarning, WindowMeasurement
+
+
+class ExperimentContext:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        meter: EnergyMeter,
+        on_first_window: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.config = config
+        self._meter = meter
+        self._on_first_window = on_first_window
+        self._window_open = False
+        self.windows: list[WindowMeasurement] = []
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.extra: dict[str, Any] = {}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.config.params
+
+    @contextmanager
+    def window(self) -> Iterator[None]:
+        """Measure the code inside the `with` block; energy and time add up across windows."""
+        if self._window_open:
+            raise RuntimeError("ctx.window() is already open; windows cannot be nested")
+        if not self.windows:
+            self._on_first_window()
+        self._window_open = True
+        self._meter.begin_window("llem.window")
+        try:
+            yield
+        finally:
+            self.windows.append(self._meter.end_window("llem.window"))
+            self._window_open = False
+
+    def record(
+        self,
+        output_tokens: int | None = None,
+        input_tokens: int | None = None,
+        **extra: Any,
+    ) -> None:
+        """Report token counts (added up over calls) and any extra JSON-able figures."""
+        if output_tokens is not None:
+            self.output_tokens = (self.output_tokens or 0) + _count("output_tokens", output_tokens)
+        if input_tokens is not None:
+            self.input_tokens = (self.input_tokens or 0) + _count("input_tokens", input_tokens)
+        self.extra.update(extra)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"ctx.record({name}=...) takes a whole number of tokens >= 0, got {value!r}")
+    return value
+
+
+def combine_windows(windows: list[WindowMeasurement]) -> WindowMeasurement:
+    """Sum durations and energies; energy is None if any window lacks it."""
+    duration_s = sum(w.duration_s for w in windows)
+    energies = [w.energy_j for w in windows]
+    energy_j = None if any(e is None for e in energies) else sum(e for e in energies if e is not None)
+    per_device: dict[str, float] = {}
+    for window in windows:
+        for device in window.devices:
+            per_device[device.device] = per_device.get(device.device, 0.0) + device.energy_j
+    warnings: list[QualityWarning] = []
+    for window in windows:
+        warnings.extend(w for w in window.warnings if w not in warnings)
+    return WindowMeasurement(
+        duration_s=duration_s,
+        energy_j=energy_j,
+        devices=[DeviceEnergy(device=d, energy_j=e) for d, e in per_device.items()],
+        warnings=warnings,
+    )

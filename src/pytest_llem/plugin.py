@@ -1,0 +1,193 @@
+"""pytest hooks for pytest-llem: options, the `llem` marker and fixture, the session report.
+
+Deliberately thin: each hook hands over to `BenchmarkSession` and turns its errors into
+pytest outcomes (one line, no traceback from inside pytest-llem).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Generator, Mapping
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from pytest_llem.config import build_config
+from pytest_llem.errors import ConfigError, ExperimentInterrupted, LlemError
+from pytest_llem.report import format_summary
+from pytest_llem.results import ExperimentResult
+from pytest_llem.session import BenchmarkSession
+from pytest_llem.settings import STATE_DIR_ENV, LlemSettings, resolve_settings
+from pytest_llem.workload import Workload
+
+INTERRUPTED_EXIT_CODE = 130
+MARKER = "llem"
+FIXTURE = "llem"
+
+settings_key = pytest.StashKey[LlemSettings]()
+session_key = pytest.StashKey[BenchmarkSession]()
+previous_sigterm_key = pytest.StashKey[Any]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llem", "LLM energy benchmarks (pytest-llem)")
+    group.addoption("--llem", action="store_true", default=None, dest="llem_enabled",
+                    help="run LLM energy benchmarks (tests using the llem fixture or marker). ini: llem")
+    group.addoption("--llem-state-dir", metavar="PATH", dest="llem_state_dir",
+                    help=f"where states and reports go. env: {STATE_DIR_ENV}; ini: llem_state_dir; "
+                         "default: the platform's user state dir")
+    group.addoption("--llem-timeout", metavar="SECONDS", dest="llem_timeout",
+                    help="kill an experiment after this long (marker field timeout= wins). ini: llem_timeout")
+    group.addoption("--llem-resume", action="store_true", default=None, dest="llem_resume",
+                    help="reuse results of experiments already done with the same config hash. ini: llem_resume")
+    group.addoption("--llem-json", metavar="PATH", dest="llem_json",
+                    help="also write the session report to PATH. ini: llem_json")
+    parser.addini("llem", "enable pytest-llem (like --llem)", type="bool", default=False)
+    parser.addini("llem_state_dir", "state dir (like --llem-state-dir)", default="")
+    parser.addini("llem_timeout", "per-experiment timeout in seconds (like --llem-timeout)", default="")
+    parser.addini("llem_resume", "reuse finished experiments (like --llem-resume)", type="bool", default=False)
+    parser.addini("llem_json", "copy of the session report (like --llem-json)", default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(**fields): an LLM energy benchmark; fields configure the experiment "
+        "(model, backend, batch_size, max_new_tokens, gpus, energy, timeout, env, params, ...)",
+    )
+    try:
+        settings = resolve_settings(
+            cli={
+                "enabled": config.getoption("llem_enabled"),
+                "state_dir": config.getoption("llem_state_dir"),
+                "timeout": config.getoption("llem_timeout"),
+                "resume": config.getoption("llem_resume"),
+                "json": config.getoption("llem_json"),
+            },
+            ini={name: config.getini(f"llem_{name}") for name in ("state_dir", "timeout", "resume", "json")}
+            | {"enabled": config.getini("llem")},
+        )
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pytest-llem: {exc}") from None
+    config.stash[settings_key] = settings
+    if settings.enabled and not hasattr(config, "workerinput"):
+        config.stash[session_key] = BenchmarkSession(settings, root=config.rootpath)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    bench = session.config.stash.get(session_key, None)
+    if bench is None:
+        return
+    bench.start()
+    # Plain SIGTERM would kill pytest with no teardown; make it behave like Ctrl-C instead.
+    session.config.stash[previous_sigterm_key] = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _marker_layers(item: pytest.Item) -> list[dict[str, Any]]:
+    """Marker fields, outermost (module) first so the closest (function) marker wins."""
+    layers = []
+    for mark in reversed(list(item.iter_markers(MARKER))):
+        if mark.args:
+            raise ConfigError(f"@pytest.mark.{MARKER} takes keyword fields only, got {mark.args!r}")
+        layers.append(dict(mark.kwargs))
+    return layers
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    enabled = config.stash[settings_key].enabled
+    skip = pytest.mark.skip(reason="LLM energy benchmark: run with --llem (or set llem = true in ini)")
+    problems = []
+    for item in items:
+        uses_llem = FIXTURE in getattr(item, "fixturenames", ()) or item.get_closest_marker(MARKER)
+        if not uses_llem:
+            continue
+        try:
+            build_config(*_marker_layers(item))
+        except ConfigError as exc:
+            problems.append(f"pytest-llem: {item.nodeid}: @pytest.mark.{MARKER}: {exc}")
+        if not enabled:
+            item.add_marker(skip)
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
+
+
+class LlemRunner:
+    """The `llem` fixture: runs experiments for one test with its marker's config."""
+
+    def __init__(self, bench: BenchmarkSession, item: pytest.Item) -> None:
+        self._bench = bench
+        self._item = item
+
+    def run(self, workload: Workload | str | None = None, **fields: Any) -> ExperimentResult:
+        """Run `workload` in an isolated child; `fields` override the marker's."""
+        layers: list[Mapping[str, Any]] = [*_marker_layers(self._item), fields]
+        try:
+            result = self._bench.run_experiment(self._item.nodeid, workload, layers)
+        except ExperimentInterrupted as exc:
+            interrupted: str | None = f"pytest-llem: {self._item.nodeid}: {exc}"
+            failure = None
+        except LlemError as exc:
+            interrupted, failure = None, f"pytest-llem: {exc}"
+        else:
+            interrupted = failure = None
+        # Outside the except blocks, so pytest shows one message and no chained traceback.
+        if interrupted is not None:
+            pytest.exit(interrupted, returncode=INTERRUPTED_EXIT_CODE)
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
+        self._item.user_properties.extend(
+            (f"llem_{name}", value)
+            for name, value in (
+                ("duration_s", result.duration_s),
+                ("tokens_per_s", result.tokens_per_s),
+                ("energy_j", result.energy_j),
+                ("energy_per_token_j", result.energy_per_token_j),
+            )
+            if value is not None
+        )
+        return result
+
+
+@pytest.fixture
+def llem(request: pytest.FixtureRequest) -> LlemRunner:
+    """Runs LLM energy experiments in isolated children; see `LlemRunner.run`."""
+    bench = request.config.stash.get(session_key, None)
+    if bench is None:
+        pytest.skip("LLM energy benchmark: run with --llem")
+    return LlemRunner(bench, request.node)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    bench = session.config.stash.get(session_key, None)
+    if bench is None:
+        return
+    if session.config.stash.get(previous_sigterm_key, None) is not None:
+        signal.signal(signal.SIGTERM, session.config.stash[previous_sigterm_key])
+    if exitstatus in (pytest.ExitCode.INTERRUPTED, INTERRUPTED_EXIT_CODE):
+        session.exitstatus = INTERRUPTED_EXIT_CODE
+        outcome = "interrupted"
+    else:
+        outcome = "passed" if exitstatus == pytest.ExitCode.OK else "failed"
+    bench.finish(outcome, int(session.exitstatus))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    bench = config.stash.get(session_key, None)
+    if bench is None:
+        return
+    if bench.entries:
+        terminalreporter.section("pytest-llem")
+        for line in format_summary(bench.entries):
+            terminalreporter.write_line(line)
+    if bench.report.stale_experiments:
+        terminalreporter.write_line(
+            f"pytest-llem: marked {len(bench.report.stale_experiments)} stale experiment(s) from "
+            "an earlier session as failed"
+        )
+    terminalreporter.write_line(f"pytest-llem: report written to {bench.report_path}")

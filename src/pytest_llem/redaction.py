@@ -1,0 +1,46 @@
+"""Keeps secrets and machine paths out of everything pytest-llem writes to disk.
+
+Reports and states travel: they are attached to CI runs and shared between machines.
+Tracebacks and error messages carry absolute paths and, if a workload is careless, token
+values. `redact_text` is applied to every free-text field before it is persisted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+# Environment variables whose values must never reach a file.
+SECRET_ENV_PATTERN = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL)", re.I)
+REDACTED = "***"
+# Shorter values are too likely to occur by accident in ordinary text.
+_MIN_SECRET_LENGTH = 6
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(SECRET_ENV_PATTERN.search(name))
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    environ = os.environ if environ is None else environ
+    values = {v for k, v in environ.items() if is_secret_name(k) and len(v) >= _MIN_SECRET_LENGTH}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact_text(
+    text: str,
+    *,
+    root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Replace secret values with ***, `root` with `.` and the home folder with `~`."""
+    for value in secret_values(environ):
+        text = text.replace(value, REDACTED)
+    if root is not None:
+        text = text.replace(str(root), ".")
+    home = str(Path.home())
+    if home not in ("/", ""):
+        text = text.replace(home, "~")
+    return text

@@ -1,0 +1,151 @@
+"""The session report: one JSON file per pytest session, and the terminal summary of it.
+
+Written to `<state_dir>/runs/<run_id>/report.json` after every experiment (outcome
+`running`, so a session killed outright still leaves what it measured) and once more at the
+end. Entries carry the worker that ran them, so reports from several pytest-xdist workers
+merge into one with `merge_reports`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from pytest_llem.atomic import atomic_write_text, ensure_private_dir
+from pytest_llem.meters import NoEnergyMeter
+from pytest_llem.results import ExperimentResult
+
+REPORT_SCHEMA_VERSION = 1
+SessionOutcome = Literal["running", "passed", "failed", "interrupted"]
+# Merged outcome: the worst of the parts wins.
+_OUTCOME_SEVERITY = {"passed": 0, "failed": 1, "running": 2, "interrupted": 3}
+
+
+class HostInfo(BaseModel):
+    hostname: str
+    platform: str
+    machine: str
+    cpu_count: int | None
+    python_implementation: str
+
+    @classmethod
+    def current(cls) -> HostInfo:
+        return cls(
+            hostname=socket.gethostname(),
+            platform=platform.platform(),
+            machine=platform.machine(),
+            cpu_count=os.cpu_count(),
+            python_implementation=platform.python_implementation(),
+        )
+
+
+class ReportEntry(BaseModel):
+    """One experiment as the session saw it: what was asked, how it ended, what it measured."""
+
+    nodeid: str
+    experiment_id: str | None = None
+    config: dict[str, Any] | None = None
+    config_hash: str | None = None
+    workload: str | None = None
+    phase: str | None = None
+    failed: bool = False
+    error: str | None = None
+    resumed: bool = False
+    worker_id: str = "main"
+    result: ExperimentResult | None = None
+
+    @property
+    def status(self) -> str:
+        if self.failed or self.result is None:
+            return "failed"
+        return "resumed" if self.resumed else "passed"
+
+
+class SessionReport(BaseModel):
+    schema_version: int = REPORT_SCHEMA_VERSION
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: SessionOutcome = "running"
+    exit_code: int | None = None
+    plugin_version: str
+    python_version: str = Field(default_factory=lambda: platform.python_version())
+    host: HostInfo = Field(default_factory=HostInfo.current)
+    stale_experiments: list[str] = Field(
+        default_factory=list, description="experiments found orphaned at start and marked failed"
+    )
+    experiments: list[ReportEntry] = Field(default_factory=list)
+
+
+def report_path(state_dir: Path, run_id: str) -> Path:
+    return state_dir / "runs" / run_id / "report.json"
+
+
+def write_report(report: SessionReport, state_dir: Path) -> Path:
+    path = report_path(state_dir, report.run_id)
+    ensure_private_dir(path.parent.parent)
+    ensure_private_dir(path.parent)
+    atomic_write_text(path, report.model_dump_json(indent=2))
+    return path
+
+
+def copy_report(report: SessionReport, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(destination, report.model_dump_json(indent=2))
+
+
+def load_report(path: Path) -> SessionReport:
+    return SessionReport.model_validate_json(path.read_bytes())
+
+
+def merge_reports(run_id: str, reports: list[SessionReport]) -> SessionReport:
+    """One report from several workers' reports of the same session."""
+    if not reports:
+        raise ValueError("merge_reports needs at least one report")
+    finished = [r.finished_at for r in reports if r.finished_at is not None]
+    return reports[0].model_copy(
+        update={
+            "run_id": run_id,
+            "started_at": min(r.started_at for r in reports),
+            "finished_at": max(finished) if len(finished) == len(reports) else None,
+            "outcome": max((r.outcome for r in reports), key=_OUTCOME_SEVERITY.__getitem__),
+            "stale_experiments": sorted({s for r in reports for s in r.stale_experiments}),
+            "experiments": [e for r in reports for e in r.experiments],
+        }
+    )
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_summary(entries: list[ReportEntry]) -> list[str]:
+    """The terminal table: one row per experiment. A `!` marks a row with quality warnings."""
+    header = ("test", "duration_s", "tokens/s", "energy_j", "J/token", "status")
+    rows = []
+    for entry in entries:
+        result = entry.result
+        flagged = result is not None and any(w != NoEnergyMeter.NOT_MEASURED for w in result.warnings)
+        rows.append(
+            (
+                entry.nodeid,
+                _fmt(result.duration_s if result else None, ".3f"),
+                _fmt(result.tokens_per_s if result else None, ".1f"),
+                _fmt(result.energy_j if result else None, ".2f"),
+                _fmt(result.energy_per_token_j if result else None, ".4f"),
+                entry.status + (" !" if flagged else ""),
+            )
+        )
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [str(row[0]).ljust(widths[0])] + [str(c).rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+    return lines
+

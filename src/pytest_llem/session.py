@@ -1,0 +1,180 @@
+"""A benchmark session: runs experiments, keeps their states, and writes the session report.
+
+This is the work behind the pytest plugin, with no pytest in it: the plugin turns options
+into `LlemSettings`, calls `run_experiment` from the `llem` fixture and `finish` at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pytest_llem import __version__
+from pytest_llem.config import build_config, compute_config_hash
+from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError
+from pytest_llem.protocol import ExperimentRequest
+from pytest_llem.redaction import redact_text
+from pytest_llem.report import ReportEntry, SessionOutcome, SessionReport, copy_report, write_report
+from pytest_llem.results import ExperimentResult
+from pytest_llem.runner import build_experiment_env, run_in_child
+from pytest_llem.settings import LlemSettings
+from pytest_llem.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
+from pytest_llem.workload import Workload, describe_workload
+
+# Built-in backends register a workload here ("module:function"); a config that names a
+# backend may then omit its workload. Empty until the backends land.
+BACKEND_WORKLOADS: dict[str, str] = {}
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+class BenchmarkSession:
+    def __init__(self, settings: LlemSettings, root: Path | None = None, worker_id: str = "main") -> None:
+        self.settings = settings
+        self.root = root
+        self.worker_id = worker_id
+        self.states = StateManager(settings.state_dir)
+        self.report = SessionReport(run_id=new_run_id(), started_at=utc_now(), plugin_version=__version__)
+        self.report_path: Path | None = None
+
+    @property
+    def entries(self) -> list[ReportEntry]:
+        return self.report.experiments
+
+    def start(self) -> None:
+        """Create the state dir and fail states orphaned by a session that died."""
+        self.states.ensure_dirs()
+        stale = self.states.cleanup_stale()
+        self.report.stale_experiments = [s.experiment_id for s in stale]
+
+    def run_experiment(
+        self,
+        nodeid: str,
+        workload: Workload | str | None,
+        config_layers: list[Mapping[str, Any]],
+    ) -> ExperimentResult:
+        """Validate, run in an isolated child, persist and report one experiment.
+
+        Raises `LlemError` subclasses whose message is meant for the user as it is.
+        """
+        entry = ReportEntry(nodeid=nodeid, worker_id=self.worker_id)
+        self.entries.append(entry)
+        try:
+            return self._run(entry, workload, config_layers)
+        except LlemError as exc:
+            entry.failed = True
+            entry.error = self._redact(str(exc))
+            raise
+        finally:
+            self._checkpoint()
+
+    def _run(
+        self,
+        entry: ReportEntry,
+        workload: Workload | str | None,
+        config_layers: list[Mapping[str, Any]],
+    ) -> ExperimentResult:
+        config = build_config(*config_layers)
+        if workload is None:
+            if config.backend is None:
+                raise ConfigError("llem.run() needs a workload function, or backend= naming a built-in backend")
+            if config.backend not in BACKEND_WORKLOADS:
+                raise ConfigError(
+                    f"backend {config.backend!r} is not available in pytest-llem {__version__}; "
+                    "pass a workload function instead"
+                )
+            workload = BACKEND_WORKLOADS[config.backend]
+        spec = describe_workload(workload)
+        config_hash = compute_config_hash(config, spec.ref)
+        entry.config = config.model_dump(mode="json")
+        entry.config_hash = config_hash
+        entry.workload = spec.ref
+
+        if self.settings.resume:
+            previous = self.states.find_resumable(config_hash)
+            if previous is not None and previous.result is not None:
+                entry.experiment_id = previous.experiment_id
+                entry.phase = previous.phase.value
+                entry.resumed = True
+                entry.result = previous.result.model_copy(update={"resumed": True})
+                return entry.result
+
+        experiment_id = self._experiment_id(entry.nodeid, config.experiment_id, config_hash)
+        entry.experiment_id = experiment_id
+        state = self.states.create(experiment_id, config_hash)
+        entry.phase = state.phase.value
+
+        request = ExperimentRequest(
+            experiment_id=experiment_id,
+            config=config,
+            config_hash=config_hash,
+            workload=spec,
+            state_dir=str(self.settings.state_dir),
+            sys_path=[p for p in sys.path if p],
+        )
+        timeout_s = config.timeout if config.timeout is not None else self.settings.timeout_s
+        try:
+            result = run_in_child(
+                request,
+                env=build_experiment_env(config, experiment_id),
+                timeout_s=timeout_s,
+            )
+        except ExperimentInterrupted as exc:
+            if exc.result is not None:
+                self._mark_done(entry, exc.result)
+            else:
+                self._mark_failed(entry, f"interrupted by {exc.signal_name}; its process group was killed")
+            raise
+        except ExperimentFailed as exc:
+            self._mark_failed(entry, str(exc))
+            raise
+        self._mark_done(entry, result)
+        return result
+
+    def _experiment_id(self, nodeid: str, requested: str | None, config_hash: str) -> str:
+        if requested is not None:
+            return sanitise_experiment_id(requested)
+        test_name = nodeid.rpartition("::")[2] or nodeid
+        return sanitise_experiment_id(f"{test_name[:80]}-{config_hash[:8]}-{uuid.uuid4().hex[:6]}")
+
+    def _mark_done(self, entry: ReportEntry, result: ExperimentResult) -> None:
+        assert entry.experiment_id is not None
+        state = self.states.load(entry.experiment_id)
+        if state is None:
+            raise ExperimentFailed(f"state of {entry.experiment_id} vanished from the state dir")
+        if state.phase is ExperimentPhase.INITIALISING:
+            state.advance(ExperimentPhase.MEASURING)
+        state.advance(ExperimentPhase.DONE)
+        state.result = result
+        self.states.save(state)
+        entry.phase = state.phase.value
+        entry.result = result
+
+    def _mark_failed(self, entry: ReportEntry, message: str) -> None:
+        assert entry.experiment_id is not None
+        message = self._redact(message)
+        state = self.states.mark_failed(entry.experiment_id, message)
+        entry.phase = state.phase.value
+
+    def _redact(self, text: str) -> str:
+        return redact_text(text, root=self.root)
+
+    def _checkpoint(self) -> None:
+        self.report_path = write_report(self.report, self.settings.state_dir)
+
+    def finish(self, outcome: SessionOutcome, exit_code: int) -> Path:
+        self.report.outcome = outcome
+        self.report.exit_code = exit_code
+        self.report.finished_at = utc_now()
+        self._checkpoint()
+        if self.settings.json_path is not None:
+            copy_report(self.report, self.settings.json_path)
+        assert self.report_path is not None
+        return self.report_path

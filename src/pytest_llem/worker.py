@@ -1,0 +1,111 @@
+"""The process that imports and runs a workload, measured, and writes its outcome.
+
+Started by the supervisor inside the experiment's process group:
+`python -m pytest_llem.worker WORK_DIR`. This is the only pytest-llem process in which
+torch, vLLM or CUDA may ever be imported (by the workload or a backend).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from pytest_llem.context import ExperimentContext, combine_windows
+from pytest_llem.meters import create_meter
+from pytest_llem.processes import set_parent_death_signal
+from pytest_llem.protocol import (
+    OUTCOME_FILE,
+    REQUEST_FILE,
+    ChildOutcome,
+    ExperimentRequest,
+    WorkloadFailure,
+    write_model,
+)
+from pytest_llem.results import ExperimentResult
+from pytest_llem.state import ExperimentPhase, StateManager, utc_now
+from pytest_llem.workload import load_workload
+
+# Names the implicit window that covers the whole call when the workload opens none.
+_WHOLE_CALL_WINDOW = "llem.whole-call"
+
+
+def run_request(request: ExperimentRequest) -> ExperimentResult:
+    states = StateManager(Path(request.state_dir))
+
+    def enter_measuring() -> None:
+        states.advance(request.experiment_id, ExperimentPhase.MEASURING)
+
+    for entry in reversed(request.sys_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+    workload = load_workload(request.workload)
+    meter = create_meter(request.config.energy)
+    ctx = ExperimentContext(request.config, meter, on_first_window=enter_measuring)
+    started_at = utc_now()
+    try:
+        meter.begin_window(_WHOLE_CALL_WINDOW)
+        workload(ctx)
+        whole_call = meter.end_window(_WHOLE_CALL_WINDOW)
+    finally:
+        meter.close()
+    if ctx.windows:
+        measured = combine_windows(ctx.windows)
+    else:
+        enter_measuring()
+        measured = whole_call
+    return ExperimentResult(
+        experiment_id=request.experiment_id,
+        config_hash=request.config_hash,
+        config=request.config.model_dump(mode="json"),
+        workload=request.workload.ref,
+        duration_s=measured.duration_s,
+        window_count=max(1, len(ctx.windows)),
+        input_tokens=ctx.input_tokens,
+        output_tokens=ctx.output_tokens,
+        energy_j=measured.energy_j,
+        energy_source=meter.source,
+        energy_by_device=measured.devices,
+        warnings=measured.warnings,
+        extra=ctx.extra,
+        started_at=started_at,
+        finished_at=utc_now(),
+    )
+
+
+def format_workload_traceback(exc: BaseException) -> str:
+    """The traceback without pytest-llem's own frames: the user's code is what matters."""
+    package_dir = str(Path(__file__).parent)
+    tb = traceback.TracebackException.from_exception(exc)
+    user_frames = [f for f in tb.stack if not f.filename.startswith(package_dir)]
+    if user_frames:
+        tb.stack = traceback.StackSummary.from_list(user_frames)
+    return "".join(tb.format())
+
+
+def main(work_dir: Path) -> int:
+    supervisor_pid = int(os.environ["PYTEST_LLEM_SUPERVISOR_PID"])
+    # If the supervisor dies, nothing is left to tear this process down in time: die with it.
+    set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != supervisor_pid:
+        return 1
+    request = ExperimentRequest.model_validate_json((work_dir / REQUEST_FILE).read_bytes())
+    try:
+        result = run_request(request)
+    except BaseException as exc:  # the workload's failure is data for the parent, not a crash
+        failure = WorkloadFailure(
+            exception_type=type(exc).__name__,
+            message=str(exc),
+            traceback=format_workload_traceback(exc),
+        )
+        write_model(work_dir, OUTCOME_FILE, ChildOutcome(failure=failure))
+        return 1
+    write_model(work_dir, OUTCOME_FILE, ChildOutcome(result=result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
