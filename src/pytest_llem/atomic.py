@@ -1,8 +1,9 @@
 """Crash-safe file writes: a reader sees the old file or the new one, never half of either.
 
-Every file pytest-llem persists (experiment states, results, session reports) goes through
-`atomic_write_text`: a uniquely named temporary file in the destination folder (so that
-concurrent writers never share one), fsync, then `os.replace`, which is atomic on POSIX.
+Every file pytest-llem persists goes through `atomic_write_text`: a uniquely named temporary
+file in the destination folder (so that concurrent writers never share one), fsync, then
+`os.replace`, which is atomic on POSIX. States and reports, which outlive the session, go
+through `write_model_redacted` on the way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+
+from pydantic import BaseModel
+
+from pytest_llem.redaction import redact_text
 
 PRIVATE_DIR_MODE = 0o700
 
@@ -41,6 +46,11 @@ def atomic_write_text(path: Path, text: str) -> None:
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def write_model_redacted(path: Path, model: BaseModel, root: Path | None = None) -> None:
+    """Persist a model as JSON with secret values and machine paths scrubbed (see redaction)."""
+    atomic_write_text(path, redact_text(model.model_dump_json(indent=2), root=root))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -137,7 +137,9 @@ class LlemRunner:
             interrupted = failure = None
         # Outside the except blocks, so pytest shows one message and no chained traceback.
         if interrupted is not None:
-            pytest.exit(interrupted, returncode=INTERRUPTED_EXIT_CODE)
+            # INTERRUPTED rather than 130 here so pytest still prints its summaries;
+            # pytest_sessionfinish turns it into 130.
+            pytest.exit(interrupted, returncode=pytest.ExitCode.INTERRUPTED)
         if failure is not None:
             pytest.fail(failure, pytrace=False)
         self._item.user_properties.extend(

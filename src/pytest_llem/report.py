@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from pytest_llem.atomic import atomic_write_text, ensure_private_dir
+from pytest_llem.atomic import ensure_private_dir, write_model_redacted
 from pytest_llem.meters import NoEnergyMeter
 from pytest_llem.results import ExperimentResult
 
@@ -56,12 +56,15 @@ class ReportEntry(BaseModel):
     phase: str | None = None
     failed: bool = False
     error: str | None = None
+    interrupted: bool = False
     resumed: bool = False
     worker_id: str = "main"
     result: ExperimentResult | None = None
 
     @property
     def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
         if self.failed or self.result is None:
             return "failed"
         return "resumed" if self.resumed else "passed"
@@ -87,17 +90,17 @@ def report_path(state_dir: Path, run_id: str) -> Path:
     return state_dir / "runs" / run_id / "report.json"
 
 
-def write_report(report: SessionReport, state_dir: Path) -> Path:
+def write_report(report: SessionReport, state_dir: Path, root: Path | None = None) -> Path:
     path = report_path(state_dir, report.run_id)
     ensure_private_dir(path.parent.parent)
     ensure_private_dir(path.parent)
-    atomic_write_text(path, report.model_dump_json(indent=2))
+    write_model_redacted(path, report, root)
     return path
 
 
-def copy_report(report: SessionReport, destination: Path) -> None:
+def copy_report(report: SessionReport, destination: Path, root: Path | None = None) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(destination, report.model_dump_json(indent=2))
+    write_model_redacted(destination, report, root)
 
 
 def load_report(path: Path) -> SessionReport:

@@ -68,6 +68,11 @@ class BenchmarkSession:
         self.entries.append(entry)
         try:
             return self._run(entry, workload, config_layers)
+        except ExperimentInterrupted as exc:
+            if exc.result is None:
+                entry.failed = entry.interrupted = True
+                entry.error = str(exc)
+            raise
         except LlemError as exc:
             entry.failed = True
             entry.error = self._redact(str(exc))
@@ -167,7 +172,7 @@ class BenchmarkSession:
         return redact_text(text, root=self.root)
 
     def _checkpoint(self) -> None:
-        self.report_path = write_report(self.report, self.settings.state_dir)
+        self.report_path = write_report(self.report, self.settings.state_dir, self.root)
 
     def finish(self, outcome: SessionOutcome, exit_code: int) -> Path:
         self.report.outcome = outcome
@@ -175,6 +180,6 @@ class BenchmarkSession:
         self.report.finished_at = utc_now()
         self._checkpoint()
         if self.settings.json_path is not None:
-            copy_report(self.report, self.settings.json_path)
+            copy_report(self.report, self.settings.json_path, self.root)
         assert self.report_path is not None
         return self.report_path

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pytest_llem.atomic import atomic_write_text, ensure_private_dir
+from pytest_llem.atomic import ensure_private_dir, write_model_redacted
 from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
 from pytest_llem.results import ExperimentResult
@@ -136,7 +136,7 @@ class StateManager:
 
     def save(self, state: ExperimentState) -> None:
         self.ensure_dirs()
-        atomic_write_text(self.path_for(state.experiment_id), state.model_dump_json(indent=2))
+        write_model_redacted(self.path_for(state.experiment_id), state)
 
     def load(self, experiment_id: str) -> ExperimentState | None:
         return self._read(self.path_for(experiment_id))
@@ -211,14 +211,14 @@ class StateManager:
 
     def _read(self, path: Path) -> ExperimentState | None:
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             log.warning("pytest-llem: skipping unreadable state file %s: %s", path.name, exc)
             return None
         try:
-            return ExperimentState.model_validate_json(text)
+            return ExperimentState.model_validate_json(raw)
         except (ValidationError, json.JSONDecodeError, ValueError) as exc:
             first_line = str(exc).splitlines()[0]
             log.warning("pytest-llem: skipping corrupt or foreign state file %s: %s", path.name, first_line)

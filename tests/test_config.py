@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from pytest_llem.config import ExperimentConfig, build_config, compute_config_hash
+from pytest_llem.errors import ConfigError
+
+
+def test_later_layers_override_earlier_ones():
+    config = build_config({"model": "tiny", "batch_size": 2}, {"batch_size": 8})
+    assert (config.model, config.batch_size) == ("tiny", 8)
+
+
+def test_unknown_field_names_the_field_and_the_allowed_ones():
+    with pytest.raises(ConfigError) as excinfo:
+        build_config({"batch_sise": 4})
+    message = str(excinfo.value)
+    assert "unknown field 'batch_sise'" in message
+    assert "batch_size" in message and "params" in message
+    assert "\n" not in message
+
+
+def test_bad_value_names_field_problem_and_input():
+    with pytest.raises(ConfigError, match=r"batch_size: Input should be greater than or equal to 1 \(got 0\)"):
+        build_config({"batch_size": 0})
+
+
+def test_unknown_backend_lists_the_choices():
+    with pytest.raises(ConfigError, match=r"backend: Input should be 'pytorch' or 'vllm' \(got 'pytroch'\)"):
+        build_config({"backend": "pytroch"})
+
+
+def test_secrets_are_refused_in_config_env():
+    with pytest.raises(ConfigError, match=r"env: HF_TOKEN looks like a secret; set it in the environment"):
+        build_config({"env": {"HF_TOKEN": "hf_abcdefgh"}})
+
+
+def test_params_must_be_json():
+    with pytest.raises(ConfigError, match="params must hold JSON values"):
+        build_config({"params": {"fn": object()}})
+
+
+def test_hash_is_16_hex_and_stable_across_key_order_and_float_noise():
+    a = build_config({"params": {"temperature": 0.7, "top_p": 1.0, "nested": {"b": 1, "a": 2}}})
+    b = build_config({"params": {"nested": {"a": 2, "b": 1}, "top_p": 1, "temperature": 0.7000000000000001}})
+    hash_a = compute_config_hash(a, "bench:generate")
+    assert hash_a == compute_config_hash(b, "bench:generate")
+    assert len(hash_a) == 16 and int(hash_a, 16) >= 0
+
+
+def test_hash_ignores_fields_that_do_not_change_the_measurement():
+    base = compute_config_hash(build_config({"model": "m"}), "bench:generate")
+    assert base == compute_config_hash(build_config({"model": "m", "timeout": 30, "experiment_id": "x"}), "bench:generate")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"model": "other"}, {"batch_size": 2}, {"params": {"prompt_set": "b"}}, {"gpus": [1]}, {"env": {"OMP_NUM_THREADS": "1"}}],
+)
+def test_hash_changes_with_what_is_measured(change):
+    base = compute_config_hash(build_config({"model": "m"}), "bench:generate")
+    assert base != compute_config_hash(build_config({"model": "m", **change}), "bench:generate")
+
+
+def test_hash_includes_the_workload_identity():
+    config = ExperimentConfig()
+    assert compute_config_hash(config, "bench:generate") != compute_config_hash(config, "bench:other")
+
+
+def test_nan_and_inf_params_hash_without_error():
+    config = build_config({"params": {"a": float("nan"), "b": float("inf")}})
+    assert compute_config_hash(config, None) == compute_config_hash(config, None)

@@ -1,0 +1,98 @@
+"""Workloads the tests run in real isolated children (importable by name, as users' are)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from pytest_llem import ExperimentContext
+
+# A grandchild that ignores SIGTERM, as a stuck inference worker would.
+STUBBORN_CHILD = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+)
+
+
+def count_tokens(ctx: ExperimentContext) -> None:
+    with ctx.window():
+        total = sum(i * i for i in range(20_000 * ctx.config.batch_size))
+    ctx.record(output_tokens=8 * ctx.config.batch_size, input_tokens=4, checksum=total)
+
+
+def two_windows(ctx: ExperimentContext) -> None:
+    for _ in range(2):
+        with ctx.window():
+            time.sleep(0.1)
+        time.sleep(0.3)  # outside the windows: not measured
+        ctx.record(output_tokens=5)
+
+
+def no_window(ctx: ExperimentContext) -> None:
+    time.sleep(0.2)
+    ctx.record(output_tokens=3)
+
+
+def report_identity(ctx: ExperimentContext) -> None:
+    ctx.record(
+        output_tokens=1,
+        pid=os.getpid(),
+        pgid=os.getpgrp(),
+        sid=os.getsid(0),
+        env={k: v for k, v in os.environ.items() if k.startswith(("PYTEST_LLEM", "CUDA", "HF_", "HUGGING", "VLLM", "TORCH"))},
+        torch_imported="torch" in sys.modules,
+    )
+
+
+def big_payload(ctx: ExperimentContext) -> None:
+    ctx.record(output_tokens=1, blob="x" * (10 * 1024 * 1024))
+
+
+def raise_error(ctx: ExperimentContext) -> None:
+    raise ValueError("the workload broke on purpose")
+
+
+def exit_three(ctx: ExperimentContext) -> None:
+    os._exit(3)
+
+
+def segfault(ctx: ExperimentContext) -> None:
+    ctypes.string_at(0)
+
+
+def oom_killed(ctx: ExperimentContext) -> None:
+    # What the out-of-memory killer does: SIGKILL, no chance to clean up.
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write_pids(path: str, extra_pids: list[int]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump([os.getppid(), os.getpid(), *extra_pids], fh)
+    os.replace(tmp, path)
+
+
+def hang_with_stubborn_children(ctx: ExperimentContext) -> None:
+    """Ignore SIGTERM, spawn grandchildren that ignore it too, report every PID, then block."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    kids = [subprocess.Popen([sys.executable, "-c", STUBBORN_CHILD]) for _ in range(2)]
+    write_pids(ctx.params["pid_file"], [k.pid for k in kids])
+    with ctx.window():
+        time.sleep(600)
+
+
+def hang_in_native_code(ctx: ExperimentContext) -> None:
+    """Block in C with signals masked: no Python handler can run, only SIGKILL ends it."""
+    kids = [subprocess.Popen([sys.executable, "-c", STUBBORN_CHILD])]
+    write_pids(ctx.params["pid_file"], [k.pid for k in kids])
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    libc = ctypes.CDLL(None)
+    libc.sleep(600)
+
+
+def leak_secret(ctx: ExperimentContext) -> None:
+    raise RuntimeError(f"could not log in with token {os.environ['HF_TOKEN']}")
