@@ -233,3 +233,19 @@ class TestBuildExperimentEnv:
     def test_vllm_defaults_only_for_the_vllm_backend(self, make_config):
         env = build_experiment_env(make_config({"backend": "pytorch"}), "exp", {})
         assert not set(VLLM_ENV_DEFAULTS) & set(env)
+
+
+class TestInterruptGuard:
+    def test_records_the_first_signal_without_raising_and_restores_handlers(self):
+        import signal
+
+        from pytest_llem.signals import InterruptGuard
+
+        before = signal.getsignal(signal.SIGTERM)
+        guard = InterruptGuard()
+        with guard.installed():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # handlers run between bytecodes; give them a chance
+        assert guard.received == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is before

@@ -2,10 +2,10 @@
 
 The child is a supervisor process started in a new session, so it leads its own process
 group and Ctrl-C in the terminal never reaches it directly. While it runs, SIGINT and
-SIGTERM to pytest are only *recorded* by handlers installed here; the wait loop then runs
-the kill sequence in ordinary code: SIGTERM to the whole group, up to `GRACE_PERIOD_S` for
-it to exit, then SIGKILL. Because the handlers never raise, a second signal cannot abort
-that sequence. The original handlers are restored when the experiment ends.
+SIGTERM to pytest are only *recorded* by the caller's `InterruptGuard`; the wait loop then
+runs the kill sequence in ordinary code: SIGTERM to the whole group, up to `GRACE_PERIOD_S`
+for it to exit, then SIGKILL. Because the guard never raises, a second signal cannot abort
+that sequence.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 from pytest_llem.config import ExperimentConfig
@@ -35,10 +33,10 @@ from pytest_llem.protocol import (
     write_model,
 )
 from pytest_llem.results import ExperimentResult
+from pytest_llem.signals import InterruptGuard
 
 GRACE_PERIOD_S = 2.0
 POLL_INTERVAL_S = 0.05
-INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # Environment the vLLM backend needs inside an isolated child; the user's own wins.
 VLLM_ENV_DEFAULTS = {
@@ -70,29 +68,6 @@ def build_experiment_env(
     env.update(config.env)
     env["PYTEST_LLEM_EXPERIMENT_ID"] = experiment_id
     return env
-
-
-class _SignalRecorder:
-    """Records SIGINT/SIGTERM instead of acting on them, while installed."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-
-    def _record(self, signum: int, frame: object) -> None:
-        if self.received is None:
-            self.received = signum
-
-    @contextmanager
-    def installed(self) -> Iterator[_SignalRecorder]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self  # only the main thread may install handlers; pytest runs tests there
-            return
-        previous = {sig: signal.signal(sig, self._record) for sig in INTERRUPT_SIGNALS}
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def _leader_exited(pid: int) -> bool:
@@ -127,53 +102,53 @@ def run_in_child(
     request: ExperimentRequest,
     *,
     env: Mapping[str, str],
+    guard: InterruptGuard,
     timeout_s: float | None = None,
 ) -> ExperimentResult:
     """Run `request` in an isolated process group and return its validated result.
 
-    Raises `ExperimentFailed` (crash, timeout, workload exception) or `ExperimentInterrupted`
-    (SIGINT/SIGTERM to this process; the group has been torn down when it is raised).
+    `guard` must be installed by the caller. Raises `ExperimentFailed` (crash, timeout,
+    workload exception) or `ExperimentInterrupted` (a signal reached `guard`; the group has
+    been torn down when it is raised).
     """
     with tempfile.TemporaryDirectory(prefix="pytest-llem-") as tmp:
         work_dir = Path(tmp)
         write_model(work_dir, REQUEST_FILE, request)
-        recorder = _SignalRecorder()
-        with recorder.installed():
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pytest_llem.supervisor", str(work_dir), str(os.getpid())],
-                env=dict(env),
-                start_new_session=True,
-                stdin=subprocess.DEVNULL,
-            )
-            try:
-                _wait_for_leader(proc, recorder, timeout_s)
-            except BaseException:
-                if proc.returncode is None:
-                    terminate_group(proc)
-                raise
-            # Whatever the workload left running (servers, dataloader workers) dies with it.
-            _killpg(proc.pid, signal.SIGKILL)
-            supervisor_returncode = proc.wait()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest_llem.supervisor", str(work_dir), str(os.getpid())],
+            env=dict(env),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            _wait_for_leader(proc, guard, timeout_s)
+        except BaseException:
+            if proc.returncode is None:
+                terminate_group(proc)
+            raise
+        # Whatever the workload left running (servers, dataloader workers) dies with it.
+        _killpg(proc.pid, signal.SIGKILL)
+        supervisor_returncode = proc.wait()
         try:
             result = _read_outcome(work_dir, supervisor_returncode)
         except ExperimentFailed:
-            if recorder.received is not None:
-                raise ExperimentInterrupted(signal_name(recorder.received)) from None
+            if guard.received is not None:
+                raise ExperimentInterrupted(signal_name(guard.received)) from None
             raise
-        if recorder.received is not None:
+        if guard.received is not None:
             # The experiment finished as the signal came: keep its result, still stop.
-            raise ExperimentInterrupted(signal_name(recorder.received), result=result)
+            raise ExperimentInterrupted(signal_name(guard.received), result=result)
         return result
 
 
 def _wait_for_leader(
-    proc: subprocess.Popen[bytes], recorder: _SignalRecorder, timeout_s: float | None
+    proc: subprocess.Popen[bytes], guard: InterruptGuard, timeout_s: float | None
 ) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while not _leader_exited(proc.pid):
-        if recorder.received is not None:
+        if guard.received is not None:
             terminate_group(proc)
-            raise ExperimentInterrupted(signal_name(recorder.received))
+            raise ExperimentInterrupted(signal_name(guard.received))
         if deadline is not None and time.monotonic() > deadline:
             terminate_group(proc)
             raise ExperimentFailed(

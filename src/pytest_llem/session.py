@@ -16,12 +16,14 @@ from typing import Any
 from pytest_llem import __version__
 from pytest_llem.config import build_config, compute_config_hash
 from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError
+from pytest_llem.processes import signal_name
 from pytest_llem.protocol import ExperimentRequest
 from pytest_llem.redaction import redact_text
 from pytest_llem.report import ReportEntry, SessionOutcome, SessionReport, copy_report, write_report
 from pytest_llem.results import ExperimentResult
 from pytest_llem.runner import build_experiment_env, run_in_child
 from pytest_llem.settings import LlemSettings
+from pytest_llem.signals import InterruptGuard
 from pytest_llem.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
 from pytest_llem.workload import Workload, describe_workload
 
@@ -66,25 +68,33 @@ class BenchmarkSession:
         """
         entry = ReportEntry(nodeid=nodeid, worker_id=self.worker_id)
         self.entries.append(entry)
-        try:
-            return self._run(entry, workload, config_layers)
-        except ExperimentInterrupted as exc:
-            if exc.result is None:
-                entry.failed = entry.interrupted = True
-                entry.error = str(exc)
-            raise
-        except LlemError as exc:
-            entry.failed = True
-            entry.error = self._redact(str(exc))
-            raise
-        finally:
-            self._checkpoint()
+        guard = InterruptGuard()
+        # The guard covers teardown *and* bookkeeping: a signal cannot leave a state half-done.
+        with guard.installed():
+            try:
+                result = self._run(entry, workload, config_layers, guard)
+            except ExperimentInterrupted as exc:
+                if exc.result is None:
+                    entry.failed = entry.interrupted = True
+                    entry.error = str(exc)
+                raise
+            except LlemError as exc:
+                entry.failed = True
+                entry.error = self._redact(str(exc))
+                raise
+            finally:
+                self._checkpoint()
+        if guard.received is not None:
+            # The experiment finished just as the signal came: it is kept, the session stops.
+            raise ExperimentInterrupted(signal_name(guard.received), result=result)
+        return result
 
     def _run(
         self,
         entry: ReportEntry,
         workload: Workload | str | None,
         config_layers: list[Mapping[str, Any]],
+        guard: InterruptGuard,
     ) -> ExperimentResult:
         config = build_config(*config_layers)
         if workload is None:
@@ -129,6 +139,7 @@ class BenchmarkSession:
             result = run_in_child(
                 request,
                 env=build_experiment_env(config, experiment_id),
+                guard=guard,
                 timeout_s=timeout_s,
             )
         except ExperimentInterrupted as exc:
@@ -175,11 +186,13 @@ class BenchmarkSession:
         self.report_path = write_report(self.report, self.settings.state_dir, self.root)
 
     def finish(self, outcome: SessionOutcome, exit_code: int) -> Path:
+        """Write the final report; signals arriving meanwhile are ignored (we are stopping anyway)."""
         self.report.outcome = outcome
         self.report.exit_code = exit_code
         self.report.finished_at = utc_now()
-        self._checkpoint()
-        if self.settings.json_path is not None:
-            copy_report(self.report, self.settings.json_path, self.root)
+        with InterruptGuard().installed():
+            self._checkpoint()
+            if self.settings.json_path is not None:
+                copy_report(self.report, self.settings.json_path, self.root)
         assert self.report_path is not None
         return self.report_path

@@ -1,0 +1,142 @@
+"""SIGINT, SIGTERM and SIGKILL to a real pytest process while an experiment runs.
+
+The suite's second experiment ignores SIGTERM and spawns grandchildren that ignore it too,
+then writes every PID to a file and blocks. After the signal, no descendant may survive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import read_pids, wait_for_file, wait_until_all_gone
+from pytest_llem.state import StateManager
+
+pytestmark = pytest.mark.signals
+
+TESTS_DIR = Path(__file__).parent
+# Grace period (2 s) plus polling; the brief's bound for teardown.
+ALL_GONE_WITHIN_S = 3.0
+
+SUITE = """
+import os
+from workloads import count_tokens, hang_with_stubborn_children, hang_in_native_code
+
+def test_measured_first(llem):
+    assert llem.run(count_tokens).output_tokens == 8
+
+def test_hangs(llem):
+    llem.run(globals()[os.environ["HANG_WORKLOAD"]], params={"pid_file": os.environ["PID_FILE"]})
+
+def test_never_reached(llem):
+    llem.run(count_tokens)
+"""
+
+
+class Session:
+    def __init__(self, tmp_path: Path, hang_workload: str = "hang_with_stubborn_children") -> None:
+        self.tmp_path = tmp_path
+        self.state_dir = tmp_path / "state"
+        self.pid_file = tmp_path / "pids.json"
+        (tmp_path / "test_suite.py").write_text(SUITE)
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+            PID_FILE=str(self.pid_file),
+            HANG_WORKLOAD=hang_workload,
+        )
+        # Its own session, so the signal reaches pytest alone, as `kill PID` would.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem",
+             f"--llem-state-dir={self.state_dir}", "test_suite.py"],
+            cwd=tmp_path, env=env, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+
+    def wait_until_hanging(self) -> list[int]:
+        wait_for_file(self.pid_file)
+        time.sleep(0.2)  # let the worker enter its window
+        return read_pids(self.pid_file)
+
+    def finish(self, timeout_s: float = 20) -> tuple[int, str]:
+        output, _ = self.proc.communicate(timeout=timeout_s)
+        return self.proc.returncode, output
+
+    def report(self) -> dict:
+        (path,) = self.state_dir.glob("runs/*/report.json")
+        return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_tears_down_the_group_and_reports_what_was_measured(tmp_path: Path, sig: signal.Signals):
+    session = Session(tmp_path)
+    pids = session.wait_until_hanging()
+    assert len(pids) == 4  # supervisor, worker, two grandchildren
+
+    os.kill(session.proc.pid, sig)
+    signalled_at = time.monotonic()
+    assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
+    print(f"{sig.name}: all {len(pids)} descendants gone {time.monotonic() - signalled_at:.2f} s after the signal")
+    returncode, output = session.finish()
+
+    assert returncode == 130, output
+    assert f"interrupted by {sig.name}" in output
+    assert "pytest-llem: report written to" in output
+    report = session.report()
+    assert report["outcome"] == "interrupted" and report["exit_code"] == 130
+    measured, interrupted = report["experiments"]  # the third test never ran
+    assert measured["phase"] == "done" and measured["result"]["output_tokens"] == 8
+    assert interrupted["failed"] and interrupted["result"] is None
+    state = StateManager(session.state_dir).load(interrupted["experiment_id"])
+    assert state.failed and state.phase.value == "measuring"
+    assert state.error_message == f"interrupted by {sig.name}; its process group was killed"
+
+
+def test_a_second_signal_does_not_abort_cleanup(tmp_path: Path):
+    session = Session(tmp_path)
+    pids = session.wait_until_hanging()
+    os.kill(session.proc.pid, signal.SIGINT)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+        time.sleep(0.3)  # inside the 2 s grace period
+        os.kill(session.proc.pid, sig)
+    assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
+    returncode, output = session.finish()
+    assert returncode == 130, output
+    report = session.report()
+    assert report["outcome"] == "interrupted"
+    assert report["experiments"][1]["error"] == "interrupted by SIGINT"
+
+
+@pytest.mark.parametrize("hang_workload", ["hang_with_stubborn_children", "hang_in_native_code"])
+def test_sigkill_to_pytest_leaves_no_descendant_and_the_next_session_marks_it_stale(
+    tmp_path: Path, hang_workload: str
+):
+    session = Session(tmp_path, hang_workload)
+    pids = session.wait_until_hanging()
+    os.kill(session.proc.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
+    print(f"SIGKILL ({hang_workload}): all {len(pids)} descendants gone {time.monotonic() - killed_at:.2f} s later")
+    session.finish()
+
+    states = StateManager(session.state_dir)
+    (orphan,) = [s for s in states.all_states() if s.experiment_id.startswith("test_hangs")]
+    assert orphan.active  # nobody was left to mark it
+    # The report written after the first experiment survived the kill.
+    assert session.report()["outcome"] == "running"
+
+    (tmp_path / "test_suite.py").write_text("def test_nothing(llem):\n    pass\n")
+    rerun = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem", f"--llem-state-dir={session.state_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert "marked 1 stale experiment(s)" in rerun.stdout, rerun.stdout
+    stale = states.load(orphan.experiment_id)
+    assert stale.failed and stale.error_message.startswith("stale: its process is gone")
