@@ -246,3 +246,22 @@ def test_stale_states_from_a_dead_session_are_marked_failed_at_start(suite: pyte
     result.stdout.fnmatch_lines(["pytest-llem: marked 1 stale experiment(s) from an earlier session as failed"])
     assert reports(state_dir)[0]["stale_experiments"] == ["orphan"]
     assert states.load("orphan").failed
+
+
+def test_the_demo_suite_runs_under_llem(tmp_path: Path):
+    """`make demo` runs this suite; keep it green from the outside too."""
+    import subprocess
+    import sys
+
+    examples = Path(__file__).parent.parent / "examples" / "cpu_ngram"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem",
+         f"--llem-state-dir={tmp_path}", str(examples)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "6 passed" in proc.stdout
+    (report,) = reports(tmp_path)
+    assert [e["result"]["output_tokens"] for e in report["experiments"]] == [
+        20 * bs * n for bs in (1, 8, 32) for n in (64, 256)
+    ]

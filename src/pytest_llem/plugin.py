@@ -71,8 +71,14 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
     config.stash[settings_key] = settings
-    if settings.enabled and not hasattr(config, "workerinput"):
-        config.stash[session_key] = BenchmarkSession(settings, root=config.rootpath)
+    if settings.enabled and not _is_xdist_controller(config):
+        # Each xdist worker runs its own session and report, tagged with its worker id.
+        worker_id = getattr(config, "workerinput", {}).get("workerid", "main")
+        config.stash[session_key] = BenchmarkSession(settings, root=config.rootpath, worker_id=worker_id)
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
