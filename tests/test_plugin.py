@@ -265,3 +265,21 @@ def test_the_demo_suite_runs_under_llem(tmp_path: Path):
     assert [e["result"]["output_tokens"] for e in report["experiments"]] == [
         20 * bs * n for bs in (1, 8, 32) for n in (64, 256)
     ]
+
+
+def test_the_workload_comes_from_the_test_file_even_when_its_name_is_shadowed(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch
+):
+    """Under --import-mode=importlib a same-named module earlier on sys.path must not win."""
+    shadow = pytester.mkdir("shadow")
+    shadow.joinpath("suite").mkdir()
+    shadow.joinpath("suite", "__init__.py").write_text("")
+    shadow.joinpath("suite", "bench.py").write_text("def work(ctx):\n    ctx.record(output_tokens=1, where='shadow')\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow))  # pytest names the test module suite.bench
+    pytester.mkdir("suite").joinpath("bench.py").write_text(
+        "def work(ctx):\n    ctx.record(output_tokens=1, where='suite')\n"
+        "def test_where(llem):\n    assert llem.run(work).extra['where'] == 'suite'\n"
+    )
+    result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}", "--import-mode=importlib",
+                 "-o", "python_files=bench.py", "suite/bench.py")
+    result.assert_outcomes(passed=1)

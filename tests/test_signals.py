@@ -140,3 +140,29 @@ def test_sigkill_to_pytest_leaves_no_descendant_and_the_next_session_marks_it_st
     assert "marked 1 stale experiment(s)" in rerun.stdout, rerun.stdout
     stale = states.load(orphan.experiment_id)
     assert stale.failed and stale.error_message.startswith("stale: its process is gone")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_between_experiments_also_ends_with_130_and_a_report(tmp_path: Path, sig: signal.Signals):
+    marker = tmp_path / "sleeping"
+    (tmp_path / "test_between.py").write_text(
+        "import pathlib, time\n"
+        "from workloads import count_tokens\n"
+        "def test_measured(llem):\n    llem.run(count_tokens)\n"
+        f"def test_plain_sleep():\n    pathlib.Path({str(marker)!r}).touch()\n    time.sleep(60)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(TESTS_DIR))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem",
+         f"--llem-state-dir={tmp_path / 'state'}", "test_between.py"],
+        cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    wait_for_file(marker)
+    os.kill(proc.pid, sig)
+    output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130, output
+    assert "pytest-llem: report written to" in output
+    (path,) = (tmp_path / "state").glob("runs/*/report.json")
+    report = json.loads(path.read_text())
+    assert report["outcome"] == "interrupted"
+    assert report["experiments"][0]["result"]["output_tokens"] == 8

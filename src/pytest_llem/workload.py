@@ -64,12 +64,17 @@ def describe_workload(workload: Workload | str) -> WorkloadSpec:
 def load_workload(spec: WorkloadSpec) -> Workload:
     """Import the workload in this (child) process."""
     module_name, _, qualname = spec.ref.partition(":")
+    module_file = Path(spec.module_file) if spec.module_file else None
     try:
         module = importlib.import_module(module_name)
     except ImportError:
-        if spec.module_file is None or not Path(spec.module_file).is_file():
+        if module_file is None or not module_file.is_file():
             raise
-        module = _import_from_file(module_name, Path(spec.module_file))
+        module = _import_from_file(module_name, module_file)
+    else:
+        # Another module of the same name (a second conftest, say) may shadow the right one.
+        if module_file is not None and module_file.is_file() and not _same_file(module, module_file):
+            module = _import_from_file(module_name, module_file)
     target: Any = module
     for part in qualname.split("."):
         try:
@@ -79,6 +84,11 @@ def load_workload(spec: WorkloadSpec) -> Workload:
     if not callable(target):
         raise WorkloadError(f"workload {spec.ref!r} is not callable")
     return target
+
+
+def _same_file(module: Any, path: Path) -> bool:
+    loaded = getattr(module, "__file__", None)
+    return loaded is not None and Path(loaded).resolve() == path.resolve()
 
 
 def _import_from_file(module_name: str, path: Path) -> Any:
