@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING
 
 from pytest_llem.redaction import redact_text
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 PRIVATE_DIR_MODE = 0o700
 

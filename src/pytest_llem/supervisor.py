@@ -9,21 +9,19 @@ that ignore SIGTERM included.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from pytest_llem.processes import process_start_time, set_parent_death_signal
-from pytest_llem.protocol import (
-    REQUEST_FILE,
-    WORKER_STATUS_FILE,
-    ExperimentRequest,
-    WorkerStatus,
-    write_model,
-)
-from pytest_llem.state import StateManager
+from pytest_llem.atomic import atomic_write_text
+from pytest_llem.processes import set_parent_death_signal
+
+# Kept in step with protocol.WORKER_STATUS_FILE / WorkerStatus, which the parent validates
+# with; this process writes plain JSON so it need not import pydantic and starts fast.
+WORKER_STATUS_FILE = "worker-status.json"
 
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
 _PARENT_CHECK_INTERVAL_S = 0.5
@@ -50,12 +48,6 @@ def main(work_dir: Path, parent_pid: int) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     signal.signal(signal.SIGINT, lambda signum, frame: None)
 
-    # Recorded here, not by pytest, so that the child side alone writes the state while it runs.
-    request = ExperimentRequest.model_validate_json((work_dir / REQUEST_FILE).read_bytes())
-    StateManager(Path(request.state_dir)).record_subprocess(
-        request.experiment_id, os.getpid(), process_start_time(os.getpid())
-    )
-
     env = dict(os.environ, PYTEST_LLEM_SUPERVISOR_PID=str(os.getpid()))
     worker = subprocess.Popen([sys.executable, "-m", "pytest_llem.worker", str(work_dir)], env=env)
     while True:
@@ -65,7 +57,7 @@ def main(work_dir: Path, parent_pid: int) -> int:
         except subprocess.TimeoutExpired:
             if os.getppid() != parent_pid:
                 kill_own_group()
-    write_model(work_dir, WORKER_STATUS_FILE, WorkerStatus(returncode=returncode))
+    atomic_write_text(work_dir / WORKER_STATUS_FILE, json.dumps({"returncode": returncode}))
     return 0
 
 

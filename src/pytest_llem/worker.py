@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pytest_llem.context import ExperimentContext, combine_windows
 from pytest_llem.meters import create_meter
-from pytest_llem.processes import set_parent_death_signal
+from pytest_llem.processes import process_start_time, set_parent_death_signal
 from pytest_llem.protocol import (
     OUTCOME_FILE,
     REQUEST_FILE,
@@ -34,6 +34,9 @@ _WHOLE_CALL_WINDOW = "llem.whole-call"
 
 def run_request(request: ExperimentRequest) -> ExperimentResult:
     states = StateManager(Path(request.state_dir))
+    # Recorded on the child side, so that only the child writes the state while it runs.
+    group_leader = os.getpgrp()
+    states.record_subprocess(request.experiment_id, group_leader, process_start_time(group_leader))
 
     def enter_measuring() -> None:
         states.advance(request.experiment_id, ExperimentPhase.MEASURING)
