@@ -283,3 +283,25 @@ def test_the_workload_comes_from_the_test_file_even_when_its_name_is_shadowed(
     result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}", "--import-mode=importlib",
                  "-o", "python_files=bench.py", "suite/bench.py")
     result.assert_outcomes(passed=1)
+
+
+def test_a_workload_exception_fails_its_test_with_the_users_traceback_once(pytester: pytest.Pytester, tmp_path: Path):
+    pytester.makepyfile(
+        test_raises="""
+        def broken(ctx):
+            raise KeyError("missing prompt file")
+
+        def test_broken(llem):
+            llem.run(broken)
+        """
+    )
+    result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*pytest-llem: workload raised KeyError: 'missing prompt file'",
+        "Traceback (most recent call last):",
+        '  File "*test_raises.py", line 2, in broken',
+    ])
+    assert output.count("Traceback (most recent call last)") == 1
+    assert "During handling" not in output and "pytest_llem" not in output.split("= FAILURES =")[1].split("= pytest-llem =")[0]

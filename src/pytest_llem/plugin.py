@@ -135,19 +135,13 @@ class LlemRunner:
         try:
             result = self._bench.run_experiment(self._item.nodeid, workload, layers)
         except ExperimentInterrupted as exc:
-            interrupted: str | None = f"pytest-llem: {self._item.nodeid}: {exc}"
-            failure = None
-        except LlemError as exc:
-            interrupted, failure = None, f"pytest-llem: {exc}"
-        else:
-            interrupted = failure = None
-        # Outside the except blocks, so pytest shows one message and no chained traceback.
-        if interrupted is not None:
             # INTERRUPTED rather than 130 here so pytest still prints its summaries;
-            # pytest_sessionfinish turns it into 130.
-            pytest.exit(interrupted, returncode=pytest.ExitCode.INTERRUPTED)
-        if failure is not None:
-            pytest.fail(failure, pytrace=False)
+            # pytest_sessionfinish turns it into 130. `from None`: one message, no chain.
+            raise pytest.exit.Exception(
+                f"pytest-llem: {self._item.nodeid}: {exc}", returncode=pytest.ExitCode.INTERRUPTED
+            ) from None
+        except LlemError as exc:
+            raise pytest.fail.Exception(f"pytest-llem: {exc}", pytrace=False) from None
         self._item.user_properties.extend(
             (f"llem_{name}", value)
             for name, value in (
