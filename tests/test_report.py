@@ -83,6 +83,12 @@ def test_redaction_scrubs_secret_values_root_and_home():
     assert out == "token *** in ./tests/x.py and ~/models/m"
 
 
+def test_paths_are_replaced_only_as_whole_prefixes():
+    out = redact_text("/proj/a /project/b /proj", root=Path("/proj"), environ={})
+    assert out == "./a /project/b ."
+    assert redact_text("/usr/lib", root=Path("/"), environ={}) == "/usr/lib"
+
+
 def test_short_secret_values_are_not_scrubbed_from_ordinary_text():
     assert redact_text("a b c", environ={"API_KEY": "a"}) == "a b c"
 

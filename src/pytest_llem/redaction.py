@@ -39,8 +39,12 @@ def redact_text(
     for value in secret_values(environ):
         text = text.replace(value, REDACTED)
     if root is not None:
-        text = text.replace(str(root), ".")
-    home = str(Path.home())
-    if home not in ("/", ""):
-        text = text.replace(home, "~")
-    return text
+        text = _replace_path(text, str(root), ".")
+    return _replace_path(text, str(Path.home()), "~")
+
+
+def _replace_path(text: str, path: str, replacement: str) -> str:
+    """Replace `path` where it is a whole path prefix: /home/me/x, not /home/meg."""
+    if path in ("", "/"):
+        return text
+    return re.sub(re.escape(path.rstrip("/")) + r"(?![\w.-])", replacement, text)
