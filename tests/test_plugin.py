@@ -305,3 +305,24 @@ def test_a_workload_exception_fails_its_test_with_the_users_traceback_once(pytes
     ])
     assert output.count("Traceback (most recent call last)") == 1
     assert "During handling" not in output and "pytest_llem" not in output.split("= FAILURES =")[1].split("= pytest-llem =")[0]
+
+
+def test_xdist_workers_report_into_one_run(suite: pytest.Pytester, tmp_path: Path):
+    pytest.importorskip("xdist")
+    state_dir = tmp_path / "state"
+    # --dist=each runs every test on both workers, so both surely run experiments.
+    result = run(suite, "--llem", f"--llem-state-dir={state_dir}", "-n", "2", "--dist=each")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines([
+        "test_suite.py::test_tiny[[]*[]]*passed",
+        "pytest-llem: experiments ran on 2 xdist workers at once; they shared this machine*",
+        f"pytest-llem: report written to {state_dir}/runs/*/report.json",
+    ])
+    (run_dir,) = (state_dir / "runs").iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["report-gw0.json", "report-gw1.json", "report.json"]
+    merged = json.loads((run_dir / "report.json").read_text())
+    assert merged["outcome"] == "passed"
+    assert sorted((e["worker_id"], e["nodeid"]) for e in merged["experiments"]) == [
+        (worker, f"test_suite.py::test_tiny[{bs}]") for worker in ("gw0", "gw1") for bs in (1, 4)
+    ]
+    assert all(e["result"]["output_tokens"] > 0 for e in merged["experiments"])

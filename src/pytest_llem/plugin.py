@@ -15,13 +15,15 @@ import pytest
 
 from pytest_llem.config import build_config
 from pytest_llem.errors import ConfigError, ExperimentInterrupted, LlemError
-from pytest_llem.report import format_summary
+from pytest_llem.report import SessionReport, format_summary
 from pytest_llem.results import ExperimentResult
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import STATE_DIR_ENV, LlemSettings, resolve_settings
 from pytest_llem.workload import Workload
 
 INTERRUPTED_EXIT_CODE = 130
+RUN_ID_WORKERINPUT = "llem_run_id"
+REPORT_WORKEROUTPUT = "llem_report"
 MARKER = "llem"
 FIXTURE = "llem"
 
@@ -71,14 +73,34 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
     config.stash[settings_key] = settings
-    if settings.enabled and not _is_xdist_controller(config):
-        # Each xdist worker runs its own session and report, tagged with its worker id.
-        worker_id = getattr(config, "workerinput", {}).get("workerid", "main")
-        config.stash[session_key] = BenchmarkSession(settings, root=config.rootpath, worker_id=worker_id)
+    if not settings.enabled:
+        return
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:  # an xdist worker: report to the controller's run
+        bench = BenchmarkSession(
+            settings, root=config.rootpath, worker_id=workerinput["workerid"],
+            run_id=workerinput.get(RUN_ID_WORKERINPUT),
+        )
+    else:
+        bench = BenchmarkSession(settings, root=config.rootpath)
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(XdistController(bench), "llem-xdist-controller")
+    config.stash[session_key] = bench
 
 
-def _is_xdist_controller(config: pytest.Config) -> bool:
-    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+class XdistController:
+    """Controller-side xdist hooks (pytest-cov's pattern): hand out the run id, collect reports."""
+
+    def __init__(self, bench: BenchmarkSession) -> None:
+        self.bench = bench
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[RUN_ID_WORKERINPUT] = self.bench.report.run_id
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        payload = getattr(node, "workeroutput", {}).get(REPORT_WORKEROUTPUT)
+        if payload is not None:
+            self.bench.absorb(SessionReport.model_validate_json(payload))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -177,6 +199,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         outcome = "passed" if exitstatus == pytest.ExitCode.OK else "failed"
     bench.finish(outcome, int(session.exitstatus))
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[REPORT_WORKEROUTPUT] = bench.report.model_dump_json()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -187,6 +212,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.section("pytest-llem")
         for line in format_summary(bench.entries):
             terminalreporter.write_line(line)
+    workers = {entry.worker_id for entry in bench.entries}
+    if len(workers) > 1:
+        terminalreporter.write_line(
+            f"pytest-llem: experiments ran on {len(workers)} xdist workers at once; "
+            "they shared this machine, so their time and energy figures affect each other"
+        )
     if bench.report.stale_experiments:
         terminalreporter.write_line(
             f"pytest-llem: marked {len(bench.report.stale_experiments)} stale experiment(s) from "

@@ -86,12 +86,14 @@ class SessionReport(BaseModel):
     experiments: list[ReportEntry] = Field(default_factory=list)
 
 
-def report_path(state_dir: Path, run_id: str) -> Path:
-    return state_dir / "runs" / run_id / "report.json"
+def report_path(state_dir: Path, run_id: str, name: str = "report.json") -> Path:
+    return state_dir / "runs" / run_id / name
 
 
-def write_report(report: SessionReport, state_dir: Path, root: Path | None = None) -> Path:
-    path = report_path(state_dir, report.run_id)
+def write_report(
+    report: SessionReport, state_dir: Path, root: Path | None = None, name: str = "report.json"
+) -> Path:
+    path = report_path(state_dir, report.run_id, name)
     ensure_private_dir(path.parent.parent)
     ensure_private_dir(path.parent)
     write_model_redacted(path, report, root)

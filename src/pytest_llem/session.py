@@ -38,12 +38,28 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 class BenchmarkSession:
-    def __init__(self, settings: LlemSettings, root: Path | None = None, worker_id: str = "main") -> None:
+    """One pytest session's benchmarks.
+
+    Under pytest-xdist each worker has its own, sharing the controller's `run_id`; its report
+    is checkpointed as `report-<worker_id>.json` and `absorb`ed by the controller's session,
+    which writes the merged `report.json`.
+    """
+
+    def __init__(
+        self,
+        settings: LlemSettings,
+        root: Path | None = None,
+        worker_id: str = "main",
+        run_id: str | None = None,
+    ) -> None:
         self.settings = settings
         self.root = root
         self.worker_id = worker_id
         self.states = StateManager(settings.state_dir)
-        self.report = SessionReport(run_id=new_run_id(), started_at=utc_now(), plugin_version=__version__)
+        self.report = SessionReport(
+            run_id=run_id or new_run_id(), started_at=utc_now(), plugin_version=__version__
+        )
+        self.report_name = "report.json" if worker_id == "main" else f"report-{worker_id}.json"
         self.report_path: Path | None = None
 
     @property
@@ -182,8 +198,14 @@ class BenchmarkSession:
     def _redact(self, text: str) -> str:
         return redact_text(text, root=self.root)
 
+    def absorb(self, worker_report: SessionReport) -> None:
+        """Take in a finished xdist worker's experiments (controller side)."""
+        self.report.experiments.extend(worker_report.experiments)
+        self.report.stale_experiments.extend(worker_report.stale_experiments)
+        self._checkpoint()
+
     def _checkpoint(self) -> None:
-        self.report_path = write_report(self.report, self.settings.state_dir, self.root)
+        self.report_path = write_report(self.report, self.settings.state_dir, self.root, self.report_name)
 
     def finish(self, outcome: SessionOutcome, exit_code: int) -> Path:
         """Write the final report; signals arriving meanwhile are ignored (we are stopping anyway)."""
