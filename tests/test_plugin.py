@@ -263,7 +263,7 @@ def test_the_demo_suite_runs_under_llem(tmp_path: Path):
     assert "6 passed" in proc.stdout
     (report,) = reports(tmp_path)
     assert [e["result"]["output_tokens"] for e in report["experiments"]] == [
-        20 * bs * n for bs in (1, 8, 32) for n in (64, 256)
+        100 * bs * n for bs in (1, 8, 32) for n in (64, 256)
     ]
 
 
