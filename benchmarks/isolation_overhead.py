@@ -49,8 +49,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench = BenchmarkSession(LlemSettings(enabled=True, state_dir=Path(tmp)))
         bench.start()
-        print(f"{'workload':10} {'in-process wall':>16} {'isolated wall':>14} {'overhead':>9} {'ratio':>7}"
-              f" {'window in/iso':>16}")
+        print(
+            f"{'workload':10} {'in-process wall':>16} {'isolated wall':>14} {'overhead':>9} {'ratio':>7}"
+            f" {'window in/iso':>16}"
+        )
         for workload in (trivial, compute):
             local = [in_process(workload) for _ in range(args.repeats)]
             remote = [isolated(bench, workload) for _ in range(args.repeats)]
@@ -59,7 +61,8 @@ def main() -> None:
             local_window = statistics.median(d for _, d in local)
             remote_window = statistics.median(d for _, d in remote)
             print(
-                f"{workload.__name__:10} {local_wall:15.3f}s {remote_wall:13.3f}s {remote_wall - local_wall:8.3f}s"
+                f"{workload.__name__:10} {local_wall:15.3f}s {remote_wall:13.3f}s"
+                f" {remote_wall - local_wall:8.3f}s"
                 f" {remote_wall / local_wall:7.1f} {local_window:7.3f}/{remote_window:.3f}s"
             )
         print(f"(medians of {args.repeats}; python {sys.version.split()[0]})")

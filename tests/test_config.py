@@ -21,7 +21,9 @@ def test_unknown_field_names_the_field_and_the_allowed_ones():
 
 
 def test_bad_value_names_field_problem_and_input():
-    with pytest.raises(ConfigError, match=r"batch_size: Input should be greater than or equal to 1 \(got 0\)"):
+    with pytest.raises(
+        ConfigError, match=r"batch_size: Input should be greater than or equal to 1 \(got 0\)"
+    ):
         build_config({"batch_size": 0})
 
 
@@ -50,12 +52,20 @@ def test_hash_is_16_hex_and_stable_across_key_order_and_float_noise():
 
 def test_hash_ignores_fields_that_do_not_change_the_measurement():
     base = compute_config_hash(build_config({"model": "m"}), "bench:generate")
-    assert base == compute_config_hash(build_config({"model": "m", "timeout": 30, "experiment_id": "x"}), "bench:generate")
+    assert base == compute_config_hash(
+        build_config({"model": "m", "timeout": 30, "experiment_id": "x"}), "bench:generate"
+    )
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"model": "other"}, {"batch_size": 2}, {"params": {"prompt_set": "b"}}, {"gpus": [1]}, {"env": {"OMP_NUM_THREADS": "1"}}],
+    [
+        {"model": "other"},
+        {"batch_size": 2},
+        {"params": {"prompt_set": "b"}},
+        {"gpus": [1]},
+        {"env": {"OMP_NUM_THREADS": "1"}},
+    ],
 )
 def test_hash_changes_with_what_is_measured(change):
     base = compute_config_hash(build_config({"model": "m"}), "bench:generate")

@@ -56,17 +56,22 @@ def test_with_llem_runs_each_case_and_reports_it(suite: pytest.Pytester, tmp_pat
     state_dir = tmp_path / "state"
     result = run(suite, "--llem", f"--llem-state-dir={state_dir}", "--strict-markers")
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines([
-        "*= pytest-llem =*",
-        "test*duration_s*tokens/s*energy_j*J/token*status",
-        "test_suite.py::test_tiny[[]1[]]*passed",
-        "test_suite.py::test_tiny[[]4[]]*passed",
-        f"pytest-llem: report written to {state_dir}/runs/*/report.json",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*= pytest-llem =*",
+            "test*duration_s*tokens/s*energy_j*J/token*status",
+            "test_suite.py::test_tiny[[]1[]]*passed",
+            "test_suite.py::test_tiny[[]4[]]*passed",
+            f"pytest-llem: report written to {state_dir}/runs/*/report.json",
+        ]
+    )
     (report,) = reports(state_dir)
     assert report["outcome"] == "passed" and report["exit_code"] == 0
-    assert [e["nodeid"] for e in report["experiments"]] == ["test_suite.py::test_tiny[1]", "test_suite.py::test_tiny[4]"]
-    for entry, batch_size in zip(report["experiments"], (1, 4)):
+    assert [e["nodeid"] for e in report["experiments"]] == [
+        "test_suite.py::test_tiny[1]",
+        "test_suite.py::test_tiny[4]",
+    ]
+    for entry, batch_size in zip(report["experiments"], (1, 4), strict=True):
         assert entry["config"]["batch_size"] == batch_size and entry["config"]["max_new_tokens"] == 32
         assert entry["phase"] == "done" and entry["result"]["output_tokens"] == 4 * batch_size
         assert entry["config_hash"] == entry["result"]["config_hash"]
@@ -83,10 +88,12 @@ def test_a_bad_marker_field_stops_collection_with_one_line(pytester: pytest.Pyte
     )
     result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([
-        "ERROR: pytest-llem: test_a_bad_marker_field_stops_collection_with_one_line.py::test_typo: "
-        "@pytest.mark.llem: unknown field 'batch_sise' (allowed: model, backend, batch_size, *)"
-    ])
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: pytest-llem: test_a_bad_marker_field_stops_collection_with_one_line.py::test_typo: "
+            "@pytest.mark.llem: unknown field 'batch_sise' (allowed: model, backend, batch_size, *)"
+        ]
+    )
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
@@ -105,7 +112,9 @@ def test_a_bad_field_in_run_fails_only_that_test(pytester: pytest.Pytester, tmp_
     )
     result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*pytest-llem: batch_size: Input should be greater than or equal to 1 (got 0)*"])
+    result.stdout.fnmatch_lines(
+        ["*pytest-llem: batch_size: Input should be greater than or equal to 1 (got 0)*"]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
@@ -131,7 +140,9 @@ def test_a_lambda_workload_fails_with_a_clear_message(pytester: pytest.Pytester,
     pytester.makepyfile("def test_lambda(llem):\n    llem.run(lambda ctx: None)\n")
     result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*pytest-llem: workload is a lambda; the isolated child imports workloads by name*"])
+    result.stdout.fnmatch_lines(
+        ["*pytest-llem: workload is a lambda; the isolated child imports workloads by name*"]
+    )
 
 
 def test_a_crash_fails_its_test_and_the_session_goes_on(pytester: pytest.Pytester, tmp_path: Path):
@@ -172,7 +183,9 @@ def test_state_dir_precedence_is_cli_then_env_then_ini(
     assert [p.name for p in tmp_path.iterdir() if (p / "runs").is_dir()] == [expected]
 
 
-def test_default_state_dir_is_the_platform_user_state_dir(suite: pytest.Pytester, tmp_path: Path, monkeypatch):
+def test_default_state_dir_is_the_platform_user_state_dir(
+    suite: pytest.Pytester, tmp_path: Path, monkeypatch
+):
     monkeypatch.delenv("PYTEST_LLEM_STATE_DIR", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     result = run(suite, "--llem")
@@ -220,16 +233,22 @@ def test_llem_json_copies_the_report_and_resume_reuses_results(suite: pytest.Pyt
     copy = tmp_path / "out" / "llem.json"
     result = run(suite, "--llem", "--llem-resume", f"--llem-state-dir={state_dir}", f"--llem-json={copy}")
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(["test_suite.py::test_tiny[[]1[]]*resumed", "test_suite.py::test_tiny[[]4[]]*resumed"])
+    result.stdout.fnmatch_lines(
+        ["test_suite.py::test_tiny[[]1[]]*resumed", "test_suite.py::test_tiny[[]4[]]*resumed"]
+    )
     first, second = reports(state_dir)
     assert json.loads(copy.read_text()) == second
     assert all(e["resumed"] and e["result"]["resumed"] for e in second["experiments"])
-    assert [e["experiment_id"] for e in second["experiments"]] == [e["experiment_id"] for e in first["experiments"]]
+    assert [e["experiment_id"] for e in second["experiments"]] == [
+        e["experiment_id"] for e in first["experiments"]
+    ]
 
 
 def test_metrics_reach_junit_xml_as_properties(suite: pytest.Pytester, tmp_path: Path):
     xml = tmp_path / "junit.xml"
-    run(suite, "--llem", f"--llem-state-dir={tmp_path / 'state'}", f"--junitxml={xml}").assert_outcomes(passed=3)
+    run(suite, "--llem", f"--llem-state-dir={tmp_path / 'state'}", f"--junitxml={xml}").assert_outcomes(
+        passed=3
+    )
     text = xml.read_text()
     assert 'name="llem_tokens_per_s"' in text and 'name="llem_duration_s"' in text
 
@@ -243,7 +262,9 @@ def test_stale_states_from_a_dead_session_are_marked_failed_at_start(suite: pyte
     orphan.phase, orphan.owner_pid, orphan.owner_start_time = ExperimentPhase.MEASURING, os.getpid(), 1.0
     states.save(orphan)
     result = run(suite, "--llem", f"--llem-state-dir={state_dir}")
-    result.stdout.fnmatch_lines(["pytest-llem: marked 1 stale experiment(s) from an earlier session as failed"])
+    result.stdout.fnmatch_lines(
+        ["pytest-llem: marked 1 stale experiment(s) from an earlier session as failed"]
+    )
     assert reports(state_dir)[0]["stale_experiments"] == ["orphan"]
     assert states.load("orphan").failed
 
@@ -255,9 +276,20 @@ def test_the_demo_suite_runs_under_llem(tmp_path: Path):
 
     examples = Path(__file__).parent.parent / "examples" / "cpu_ngram"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem",
-         f"--llem-state-dir={tmp_path}", str(examples)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--llem",
+            f"--llem-state-dir={tmp_path}",
+            str(examples),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "6 passed" in proc.stdout
@@ -274,18 +306,29 @@ def test_the_workload_comes_from_the_test_file_even_when_its_name_is_shadowed(
     shadow = pytester.mkdir("shadow")
     shadow.joinpath("suite").mkdir()
     shadow.joinpath("suite", "__init__.py").write_text("")
-    shadow.joinpath("suite", "bench.py").write_text("def work(ctx):\n    ctx.record(output_tokens=1, where='shadow')\n")
+    shadow.joinpath("suite", "bench.py").write_text(
+        "def work(ctx):\n    ctx.record(output_tokens=1, where='shadow')\n"
+    )
     monkeypatch.setenv("PYTHONPATH", str(shadow))  # pytest names the test module suite.bench
     pytester.mkdir("suite").joinpath("bench.py").write_text(
         "def work(ctx):\n    ctx.record(output_tokens=1, where='suite')\n"
         "def test_where(llem):\n    assert llem.run(work).extra['where'] == 'suite'\n"
     )
-    result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}", "--import-mode=importlib",
-                 "-o", "python_files=bench.py", "suite/bench.py")
+    result = run(
+        pytester,
+        "--llem",
+        f"--llem-state-dir={tmp_path}",
+        "--import-mode=importlib",
+        "-o",
+        "python_files=bench.py",
+        "suite/bench.py",
+    )
     result.assert_outcomes(passed=1)
 
 
-def test_a_workload_exception_fails_its_test_with_the_users_traceback_once(pytester: pytest.Pytester, tmp_path: Path):
+def test_a_workload_exception_fails_its_test_with_the_users_traceback_once(
+    pytester: pytest.Pytester, tmp_path: Path
+):
     pytester.makepyfile(
         test_raises="""
         def broken(ctx):
@@ -298,11 +341,13 @@ def test_a_workload_exception_fails_its_test_with_the_users_traceback_once(pytes
     result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}")
     result.assert_outcomes(failed=1)
     output = result.stdout.str()
-    result.stdout.fnmatch_lines([
-        "*pytest-llem: workload raised KeyError: 'missing prompt file'",
-        "Traceback (most recent call last):",
-        '  File "*test_raises.py", line 2, in broken',
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*pytest-llem: workload raised KeyError: 'missing prompt file'",
+            "Traceback (most recent call last):",
+            '  File "*test_raises.py", line 2, in broken',
+        ]
+    )
     # The failure section only: with CI set, pytest repeats the whole message in its short summary.
     failure_section = output.split("= FAILURES =")[1].split("= pytest-llem =")[0]
     assert failure_section.count("Traceback (most recent call last)") == 1
@@ -315,11 +360,13 @@ def test_xdist_workers_report_into_one_run(suite: pytest.Pytester, tmp_path: Pat
     # --dist=each runs every test on both workers, so both surely run experiments.
     result = run(suite, "--llem", f"--llem-state-dir={state_dir}", "-n", "2", "--dist=each")
     result.assert_outcomes(passed=6)
-    result.stdout.fnmatch_lines([
-        "test_suite.py::test_tiny[[]*[]]*passed",
-        "pytest-llem: experiments ran on 2 xdist workers at once; they shared this machine*",
-        f"pytest-llem: report written to {state_dir}/runs/*/report.json",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "test_suite.py::test_tiny[[]*[]]*passed",
+            "pytest-llem: experiments ran on 2 xdist workers at once; they shared this machine*",
+            f"pytest-llem: report written to {state_dir}/runs/*/report.json",
+        ]
+    )
     (run_dir,) = (state_dir / "runs").iterdir()
     assert sorted(p.name for p in run_dir.iterdir()) == ["report-gw0.json", "report-gw1.json", "report.json"]
     merged = json.loads((run_dir / "report.json").read_text())
@@ -328,3 +375,28 @@ def test_xdist_workers_report_into_one_run(suite: pytest.Pytester, tmp_path: Pat
         (worker, f"test_suite.py::test_tiny[{bs}]") for worker in ("gw0", "gw1") for bs in (1, 4)
     ]
     assert all(e["result"]["output_tokens"] > 0 for e in merged["experiments"])
+
+
+def test_an_unusable_state_dir_is_one_usage_error_line(suite: pytest.Pytester, tmp_path: Path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    result = run(suite, "--llem", f"--llem-state-dir={blocker / 'state'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-llem: cannot use state dir {blocker / 'state'}: *; "
+            "choose another with --llem-state-dir*"
+        ]
+    )
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_an_unwritable_json_copy_is_reported_and_the_report_is_kept(suite: pytest.Pytester, tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    state_dir = tmp_path / "state"
+    result = run(suite, "--llem", f"--llem-state-dir={state_dir}", f"--llem-json={blocker / 'copy.json'}")
+    result.assert_outcomes(passed=3)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([f"pytest-llem: could not write --llem-json {blocker / 'copy.json'}: *"])
+    assert len(reports(state_dir)[0]["experiments"]) == 2

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from pytest_llem.context import ExperimentContext, combine_windows
-from pytest_llem.meters import EnergyMeter, NoEnergyMeter, create_meter
 from pytest_llem.errors import MeterUnavailable
+from pytest_llem.meters import EnergyMeter, NoEnergyMeter, create_meter
 from pytest_llem.redaction import redact_text
 from pytest_llem.report import ReportEntry, SessionReport, format_summary, merge_reports
 from pytest_llem.results import DeviceEnergy, ExperimentResult, QualityWarning, WindowMeasurement
@@ -17,17 +17,30 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 def make_result(**overrides) -> ExperimentResult:
     fields = dict(
-        experiment_id="e", config_hash="0" * 16, config={}, duration_s=2.0, window_count=1,
-        output_tokens=100, energy_j=50.0, started_at=T0, finished_at=T0,
+        experiment_id="e",
+        config_hash="0" * 16,
+        config={},
+        duration_s=2.0,
+        window_count=1,
+        output_tokens=100,
+        energy_j=50.0,
+        started_at=T0,
+        finished_at=T0,
     )
     return ExperimentResult(**(fields | overrides))
 
 
-def make_report(run_id: str, worker: str, outcome: str, start_offset_s: int, finished: bool = True) -> SessionReport:
+def make_report(
+    run_id: str, worker: str, outcome: str, start_offset_s: int, finished: bool = True
+) -> SessionReport:
     start = T0 + timedelta(seconds=start_offset_s)
     return SessionReport(
-        run_id=run_id, started_at=start, finished_at=start + timedelta(seconds=10) if finished else None,
-        outcome=outcome, plugin_version="0", experiments=[ReportEntry(nodeid=f"t::{worker}", worker_id=worker)],
+        run_id=run_id,
+        started_at=start,
+        finished_at=start + timedelta(seconds=10) if finished else None,
+        outcome=outcome,
+        plugin_version="0",
+        experiments=[ReportEntry(nodeid=f"t::{worker}", worker_id=worker)],
     )
 
 
@@ -45,34 +58,43 @@ def test_no_rate_is_invented_from_missing_figures(overrides):
 
 
 def test_merge_reports_keeps_every_worker_entry_and_the_worst_outcome():
-    merged = merge_reports("merged", [
-        make_report("a", "gw0", "passed", 0), make_report("b", "gw1", "interrupted", 5),
-        make_report("c", "gw2", "failed", 2),
-    ])
+    merged = merge_reports(
+        "merged",
+        [
+            make_report("a", "gw0", "passed", 0),
+            make_report("b", "gw1", "interrupted", 5),
+            make_report("c", "gw2", "failed", 2),
+        ],
+    )
     assert merged.run_id == "merged" and merged.outcome == "interrupted"
     assert [e.worker_id for e in merged.experiments] == ["gw0", "gw1", "gw2"]
     assert merged.started_at == T0 and merged.finished_at == T0 + timedelta(seconds=15)
 
 
 def test_merge_reports_is_unfinished_while_any_worker_is():
-    merged = merge_reports("m", [make_report("a", "gw0", "passed", 0), make_report("b", "gw1", "running", 0, False)])
+    merged = merge_reports(
+        "m", [make_report("a", "gw0", "passed", 0), make_report("b", "gw1", "running", 0, False)]
+    )
     assert merged.finished_at is None and merged.outcome == "running"
 
 
 def test_summary_has_one_aligned_row_per_entry_and_marks_flagged_rows():
     flagged = make_result(warnings=[QualityWarning(code="short_window", message="window under 5 s")])
     plain = make_result(warnings=[NoEnergyMeter.NOT_MEASURED], energy_j=None)
-    lines = format_summary([
-        ReportEntry(nodeid="t::flagged", result=flagged),
-        ReportEntry(nodeid="t::plain", result=plain),
-        ReportEntry(nodeid="t::broken", failed=True, error="boom"),
-        ReportEntry(nodeid="t::again", result=plain, resumed=True),
-    ])
+    lines = format_summary(
+        [
+            ReportEntry(nodeid="t::flagged", result=flagged),
+            ReportEntry(nodeid="t::plain", result=plain),
+            ReportEntry(nodeid="t::broken", failed=True, error="boom"),
+            ReportEntry(nodeid="t::again", result=plain, resumed=True),
+        ]
+    )
     assert lines[0].split() == ["test", "duration_s", "tokens/s", "energy_j", "J/token", "status"]
     assert lines[1].split() == ["t::flagged", "2.000", "50.0", "50.00", "0.5000", "passed", "!"]
     assert lines[2].split() == ["t::plain", "2.000", "50.0", "-", "-", "passed"]
     assert lines[3].split() == ["t::broken", "-", "-", "-", "-", "failed"]
     assert lines[4].split()[-1] == "resumed"
+    assert lines[5].startswith("! = measurement-quality warnings")
     assert len({len(line.rstrip()) for line in lines[:2]}) == 1
 
 

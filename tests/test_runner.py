@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 import workloads
 from helpers import read_pids, wait_until_all_gone
+
 from pytest_llem.errors import ConfigError, ExperimentFailed, WorkloadError
 from pytest_llem.report import load_report
 from pytest_llem.runner import VLLM_ENV_DEFAULTS, build_experiment_env
@@ -138,7 +138,9 @@ def _nested_holder():
         ("no_colon", "must be 'module:function'"),
     ],
 )
-def test_unshippable_workloads_are_refused_before_any_process_starts(bench: BenchmarkSession, workload, match):
+def test_unshippable_workloads_are_refused_before_any_process_starts(
+    bench: BenchmarkSession, workload, match
+):
     with pytest.raises(WorkloadError, match=match):
         run(bench, workload)
     assert bench.states.all_states() == []

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import read_pids, wait_for_file, wait_until_all_gone
+
 from pytest_llem.state import StateManager
 
 pytestmark = pytest.mark.signals
@@ -54,10 +54,22 @@ class Session:
         )
         # Its own session, so the signal reaches pytest alone, as `kill PID` would.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem",
-             f"--llem-state-dir={self.state_dir}", "test_suite.py"],
-            cwd=tmp_path, env=env, start_new_session=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "--llem",
+                f"--llem-state-dir={self.state_dir}",
+                "test_suite.py",
+            ],
+            cwd=tmp_path,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
     def wait_until_hanging(self) -> list[int]:
@@ -83,7 +95,10 @@ def test_interrupt_tears_down_the_group_and_reports_what_was_measured(tmp_path: 
     os.kill(session.proc.pid, sig)
     signalled_at = time.monotonic()
     assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
-    print(f"{sig.name}: all {len(pids)} descendants gone {time.monotonic() - signalled_at:.2f} s after the signal")
+    print(
+        f"{sig.name}: all {len(pids)} descendants gone "
+        f"{time.monotonic() - signalled_at:.2f} s after the signal"
+    )
     returncode, output = session.finish()
 
     assert returncode == 130, output
@@ -123,7 +138,10 @@ def test_sigkill_to_pytest_leaves_no_descendant_and_the_next_session_marks_it_st
     os.kill(session.proc.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
-    print(f"SIGKILL ({hang_workload}): all {len(pids)} descendants gone {time.monotonic() - killed_at:.2f} s later")
+    print(
+        f"SIGKILL ({hang_workload}): all {len(pids)} descendants gone "
+        f"{time.monotonic() - killed_at:.2f} s later"
+    )
     session.finish()
 
     states = StateManager(session.state_dir)
@@ -134,8 +152,19 @@ def test_sigkill_to_pytest_leaves_no_descendant_and_the_next_session_marks_it_st
 
     (tmp_path / "test_suite.py").write_text("def test_nothing(llem):\n    pass\n")
     rerun = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem", f"--llem-state-dir={session.state_dir}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--llem",
+            f"--llem-state-dir={session.state_dir}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert "marked 1 stale experiment(s)" in rerun.stdout, rerun.stdout
     stale = states.load(orphan.experiment_id)
@@ -153,9 +182,22 @@ def test_a_signal_between_experiments_also_ends_with_130_and_a_report(tmp_path: 
     )
     env = dict(os.environ, PYTHONPATH=str(TESTS_DIR))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem",
-         f"--llem-state-dir={tmp_path / 'state'}", "test_between.py"],
-        cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--llem",
+            f"--llem-state-dir={tmp_path / 'state'}",
+            "test_between.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     wait_for_file(marker)
     os.kill(proc.pid, sig)

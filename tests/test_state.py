@@ -27,10 +27,16 @@ def test_phases_move_forward_one_step_at_a_time(state_dir: Path):
 
 @pytest.mark.parametrize(
     ("start", "to"),
-    [(a, b) for a in PHASES for b in PHASES if (a, b) not in {
-        (ExperimentPhase.INITIALISING, ExperimentPhase.MEASURING),
-        (ExperimentPhase.MEASURING, ExperimentPhase.DONE),
-    }],
+    [
+        (a, b)
+        for a in PHASES
+        for b in PHASES
+        if (a, b)
+        not in {
+            (ExperimentPhase.INITIALISING, ExperimentPhase.MEASURING),
+            (ExperimentPhase.MEASURING, ExperimentPhase.DONE),
+        }
+    ],
 )
 def test_every_other_move_is_refused(state_dir: Path, start, to):
     state = StateManager(state_dir).create("exp", "h" * 16)
@@ -69,7 +75,12 @@ def test_state_dir_is_private_and_writes_leave_no_temp_files(state_dir: Path):
 
 @pytest.mark.parametrize(
     ("raw", "clean"),
-    [("../../etc/passwd", "_.._etc_passwd"), ("test_x[bs=4]", "test_x_bs_4_"), ("..", None), ("a" * 500, "a" * 128)],
+    [
+        ("../../etc/passwd", "_.._etc_passwd"),
+        ("test_x[bs=4]", "test_x_bs_4_"),
+        ("..", None),
+        ("a" * 500, "a" * 128),
+    ],
 )
 def test_ids_are_sanitised(raw, clean):
     if clean is None:

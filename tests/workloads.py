@@ -13,9 +13,7 @@ import time
 from pytest_llem import ExperimentContext
 
 # A grandchild that ignores SIGTERM, as a stuck inference worker would.
-STUBBORN_CHILD = (
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
-)
+STUBBORN_CHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
 
 
 def count_tokens(ctx: ExperimentContext) -> None:
@@ -43,7 +41,11 @@ def report_identity(ctx: ExperimentContext) -> None:
         pid=os.getpid(),
         pgid=os.getpgrp(),
         sid=os.getsid(0),
-        env={k: v for k, v in os.environ.items() if k.startswith(("PYTEST_LLEM", "CUDA", "HF_", "HUGGING", "VLLM", "TORCH"))},
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("PYTEST_LLEM", "CUDA", "HF_", "HUGGING", "VLLM", "TORCH"))
+        },
         torch_imported="torch" in sys.modules,
     )
 

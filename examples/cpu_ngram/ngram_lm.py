@@ -50,7 +50,7 @@ class NGramLM:
             if counts:
                 if rng is None:
                     return counts.most_common(1)[0][0]
-                words, weights = zip(*counts.items())
+                words, weights = zip(*counts.items(), strict=True)
                 return rng.choices(words, weights)[0]
         return self.vocab[0] if rng is None else rng.choice(self.vocab)
 

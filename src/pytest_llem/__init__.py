@@ -19,7 +19,7 @@ _EXPORTS = {
     "QualityWarning": "pytest_llem.results",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = ["ExperimentConfig", "ExperimentContext", "ExperimentResult", "QualityWarning", "__version__"]
 
 if TYPE_CHECKING:
     from pytest_llem.config import ExperimentConfig

@@ -76,7 +76,9 @@ class ExperimentConfig(BaseModel):
         try:
             json.dumps(params, allow_nan=True)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"params must hold JSON values (str, number, bool, None, list, dict): {exc}")
+            raise ValueError(
+                f"params must hold JSON values (str, number, bool, None, list, dict): {exc}"
+            ) from None
         return params
 
 

@@ -52,7 +52,7 @@ class EnergyMeter(ABC):
     def _end_readings(self, name: str, duration_s: float) -> WindowMeasurement:
         """Take the closing readings for window `name` and return what was used."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most meters hold nothing to release
         """Release device handles and stop sampling threads."""
 
 

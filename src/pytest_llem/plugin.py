@@ -7,7 +7,7 @@ pytest outcomes (one line, no traceback from inside pytest-llem).
 from __future__ import annotations
 
 import signal
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
@@ -34,21 +34,45 @@ previous_sigterm_key = pytest.StashKey[Any]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llem", "LLM energy benchmarks (pytest-llem)")
-    group.addoption("--llem", action="store_true", default=None, dest="llem_enabled",
-                    help="run LLM energy benchmarks (tests using the llem fixture or marker). ini: llem")
-    group.addoption("--llem-state-dir", metavar="PATH", dest="llem_state_dir",
-                    help=f"where states and reports go. env: {STATE_DIR_ENV}; ini: llem_state_dir; "
-                         "default: the platform's user state dir")
-    group.addoption("--llem-timeout", metavar="SECONDS", dest="llem_timeout",
-                    help="kill an experiment after this long (marker field timeout= wins). ini: llem_timeout")
-    group.addoption("--llem-resume", action="store_true", default=None, dest="llem_resume",
-                    help="reuse results of experiments already done with the same config hash. ini: llem_resume")
-    group.addoption("--llem-json", metavar="PATH", dest="llem_json",
-                    help="also write the session report to PATH. ini: llem_json")
+    group.addoption(
+        "--llem",
+        action="store_true",
+        default=None,
+        dest="llem_enabled",
+        help="run LLM energy benchmarks (tests using the llem fixture or marker). ini: llem",
+    )
+    group.addoption(
+        "--llem-state-dir",
+        metavar="PATH",
+        dest="llem_state_dir",
+        help=f"where states and reports go. env: {STATE_DIR_ENV}; ini: llem_state_dir; "
+        "default: the platform's user state dir",
+    )
+    group.addoption(
+        "--llem-timeout",
+        metavar="SECONDS",
+        dest="llem_timeout",
+        help="kill an experiment after this long (marker field timeout= wins). ini: llem_timeout",
+    )
+    group.addoption(
+        "--llem-resume",
+        action="store_true",
+        default=None,
+        dest="llem_resume",
+        help="reuse results of experiments already done with the same config hash. ini: llem_resume",
+    )
+    group.addoption(
+        "--llem-json",
+        metavar="PATH",
+        dest="llem_json",
+        help="also write the session report to PATH. ini: llem_json",
+    )
     parser.addini("llem", "enable pytest-llem (like --llem)", type="bool", default=False)
     parser.addini("llem_state_dir", "state dir (like --llem-state-dir)", default="")
     parser.addini("llem_timeout", "per-experiment timeout in seconds (like --llem-timeout)", default="")
-    parser.addini("llem_resume", "reuse finished experiments (like --llem-resume)", type="bool", default=False)
+    parser.addini(
+        "llem_resume", "reuse finished experiments (like --llem-resume)", type="bool", default=False
+    )
     parser.addini("llem_json", "copy of the session report (like --llem-json)", default="")
 
 
@@ -78,7 +102,9 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: report to the controller's run
         bench = BenchmarkSession(
-            settings, root=config.rootpath, worker_id=workerinput["workerid"],
+            settings,
+            root=config.rootpath,
+            worker_id=workerinput["workerid"],
             run_id=workerinput.get(RUN_ID_WORKERINPUT),
         )
     else:
@@ -107,7 +133,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     bench = session.config.stash.get(session_key, None)
     if bench is None:
         return
-    bench.start()
+    try:
+        bench.start()
+    except LlemError as exc:
+        raise pytest.UsageError(f"pytest-llem: {exc}") from None
     # Plain SIGTERM would kill pytest with no teardown; make it behave like Ctrl-C instead.
     session.config.stash[previous_sigterm_key] = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
@@ -212,6 +241,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.section("pytest-llem")
         for line in format_summary(bench.entries):
             terminalreporter.write_line(line)
+    for problem in bench.problems:
+        terminalreporter.write_line(f"pytest-llem: {problem}")
     workers = {entry.worker_id for entry in bench.entries}
     if len(workers) > 1:
         terminalreporter.write_line(

@@ -150,7 +150,10 @@ def format_summary(entries: list[ReportEntry]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = []
     for row in [header, *rows]:
-        cells = [str(row[0]).ljust(widths[0])] + [str(c).rjust(w) for c, w in zip(row[1:], widths[1:])]
+        cells = [str(row[0]).ljust(widths[0])] + [
+            str(c).rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
         lines.append("  ".join(cells))
+    if any(row[-1].endswith("!") for row in rows):
+        lines.append("! = measurement-quality warnings; see `warnings` in the report")
     return lines
-

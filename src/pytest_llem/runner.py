@@ -141,9 +141,7 @@ def run_in_child(
         return result
 
 
-def _wait_for_leader(
-    proc: subprocess.Popen[bytes], guard: InterruptGuard, timeout_s: float | None
-) -> None:
+def _wait_for_leader(proc: subprocess.Popen[bytes], guard: InterruptGuard, timeout_s: float | None) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while not _leader_exited(proc.pid):
         if guard.received is not None:

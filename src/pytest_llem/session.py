@@ -61,6 +61,8 @@ class BenchmarkSession:
         )
         self.report_name = "report.json" if worker_id == "main" else f"report-{worker_id}.json"
         self.report_path: Path | None = None
+        #: Problems that did not stop the session, for the terminal summary.
+        self.problems: list[str] = []
 
     @property
     def entries(self) -> list[ReportEntry]:
@@ -68,7 +70,13 @@ class BenchmarkSession:
 
     def start(self) -> None:
         """Create the state dir and fail states orphaned by a session that died."""
-        self.states.ensure_dirs()
+        try:
+            self.states.ensure_dirs()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot use state dir {self.settings.state_dir}: {exc.strerror or exc}; "
+                "choose another with --llem-state-dir or PYTEST_LLEM_STATE_DIR"
+            ) from None
         stale = self.states.cleanup_stale()
         self.report.stale_experiments = [s.experiment_id for s in stale]
 
@@ -115,7 +123,9 @@ class BenchmarkSession:
         config = build_config(*config_layers)
         if workload is None:
             if config.backend is None:
-                raise ConfigError("llem.run() needs a workload function, or backend= naming a built-in backend")
+                raise ConfigError(
+                    "llem.run() needs a workload function, or backend= naming a built-in backend"
+                )
             if config.backend not in BACKEND_WORKLOADS:
                 raise ConfigError(
                     f"backend {config.backend!r} is not available in pytest-llem {__version__}; "
@@ -215,6 +225,12 @@ class BenchmarkSession:
         with InterruptGuard().installed():
             self._checkpoint()
             if self.settings.json_path is not None:
-                copy_report(self.report, self.settings.json_path, self.root)
+                try:
+                    copy_report(self.report, self.settings.json_path, self.root)
+                except OSError as exc:
+                    # The report itself is safe in the state dir; only the copy is missing.
+                    self.problems.append(
+                        f"could not write --llem-json {self.settings.json_path}: {exc.strerror or exc}"
+                    )
         assert self.report_path is not None
         return self.report_path

@@ -80,7 +80,9 @@ def load_workload(spec: WorkloadSpec) -> Workload:
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise WorkloadError(f"workload {spec.ref!r}: {module_name} has no attribute {qualname!r}") from None
+            raise WorkloadError(
+                f"workload {spec.ref!r}: {module_name} has no attribute {qualname!r}"
+            ) from None
     if not callable(target):
         raise WorkloadError(f"workload {spec.ref!r} is not callable")
     return target
