@@ -19,7 +19,7 @@ from pytest_llem.workload import WorkloadSpec
 
 REQUEST_FILE = "request.json"
 OUTCOME_FILE = "outcome.json"
-WORKER_STATUS_FILE = "worker-status.json"  # written by supervisor.py without pydantic
+# The worker-status file's name lives in supervisor.py, which writes it without pydantic.
 
 
 class ExperimentRequest(BaseModel):

@@ -25,7 +25,6 @@ from pytest_llem.processes import live_group_members, signal_name
 from pytest_llem.protocol import (
     OUTCOME_FILE,
     REQUEST_FILE,
-    WORKER_STATUS_FILE,
     ChildOutcome,
     ExperimentRequest,
     WorkerStatus,
@@ -34,6 +33,7 @@ from pytest_llem.protocol import (
 )
 from pytest_llem.results import ExperimentResult
 from pytest_llem.signals import InterruptGuard
+from pytest_llem.supervisor import WORKER_STATUS_FILE
 
 GRACE_PERIOD_S = 2.0
 POLL_INTERVAL_S = 0.05

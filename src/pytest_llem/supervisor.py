@@ -19,8 +19,8 @@ from pathlib import Path
 from pytest_llem.atomic import atomic_write_text
 from pytest_llem.processes import set_parent_death_signal
 
-# Kept in step with protocol.WORKER_STATUS_FILE / WorkerStatus, which the parent validates
-# with; this process writes plain JSON so it need not import pydantic and starts fast.
+# Read back by the parent as protocol.WorkerStatus; written here as plain JSON so that this
+# process need not import pydantic and starts fast.
 WORKER_STATUS_FILE = "worker-status.json"
 
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
