@@ -22,7 +22,7 @@ from pytest_llem.state import StateManager
 pytestmark = pytest.mark.signals
 
 TESTS_DIR = Path(__file__).parent
-# Grace period (2 s) plus polling; the brief's bound for teardown.
+# Grace period (2 s) plus polling: the bound a user can count on for teardown.
 ALL_GONE_WITHIN_S = 3.0
 
 SUITE = """
