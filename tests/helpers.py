@@ -1,10 +1,47 @@
-"""Process checks shared by the tests that signal real processes."""
+"""Shared by the tests that run pytest as a real process: starting it, reading its reports, PIDs."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+TESTS_DIR = Path(__file__).parent
+
+
+def start_llem_pytest(cwd: Path, state_dir: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """`pytest --llem` in its own session (so a signal reaches it alone, as `kill PID` would).
+
+    The tests folder is on PYTHONPATH so suites can import `workloads`; output is merged.
+    """
+    environ = dict(os.environ, **env)
+    environ["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--llem",
+            f"--llem-state-dir={state_dir}",
+            *args,
+        ],
+        cwd=cwd,
+        env=environ,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def reports(state_dir: Path) -> list[dict]:
+    """Every session report in the state dir, oldest run first."""
+    return [json.loads(p.read_text()) for p in sorted(state_dir.glob("runs/*/report.json"))]
 
 
 def is_live(pid: int) -> bool:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import reports, start_llem_pytest
 
 SUITE = """
 import os, sys
@@ -39,10 +40,6 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
-
-
-def reports(state_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(state_dir.glob("runs/*/report.json"))]
 
 
 def test_without_llem_benchmarks_skip_with_a_reason_and_the_rest_runs(suite: pytest.Pytester):
@@ -271,28 +268,11 @@ def test_stale_states_from_a_dead_session_are_marked_failed_at_start(suite: pyte
 
 def test_the_demo_suite_runs_under_llem(tmp_path: Path):
     """`make demo` runs this suite; keep it green from the outside too."""
-    import subprocess
-    import sys
-
     examples = Path(__file__).parent.parent / "examples" / "cpu_ngram"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--llem",
-            f"--llem-state-dir={tmp_path}",
-            str(examples),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "6 passed" in proc.stdout
+    proc = start_llem_pytest(tmp_path, tmp_path, str(examples))
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "6 passed" in output
     (report,) = reports(tmp_path)
     assert [e["result"]["output_tokens"] for e in report["experiments"]] == [
         100 * bs * n for bs in (1, 8, 32) for n in (64, 256)

@@ -6,22 +6,18 @@ then writes every PID to a file and blocks. After the signal, no descendant may 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import read_pids, wait_for_file, wait_until_all_gone
+from helpers import read_pids, reports, start_llem_pytest, wait_for_file, wait_until_all_gone
 
 from pytest_llem.state import StateManager
 
 pytestmark = pytest.mark.signals
 
-TESTS_DIR = Path(__file__).parent
 # Grace period (2 s) plus polling: the bound a user can count on for teardown.
 ALL_GONE_WITHIN_S = 3.0
 
@@ -46,30 +42,12 @@ class Session:
         self.state_dir = tmp_path / "state"
         self.pid_file = tmp_path / "pids.json"
         (tmp_path / "test_suite.py").write_text(SUITE)
-        env = dict(
-            os.environ,
-            PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+        self.proc = start_llem_pytest(
+            tmp_path,
+            self.state_dir,
+            "test_suite.py",
             PID_FILE=str(self.pid_file),
             HANG_WORKLOAD=hang_workload,
-        )
-        # Its own session, so the signal reaches pytest alone, as `kill PID` would.
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-p",
-                "no:cacheprovider",
-                "--llem",
-                f"--llem-state-dir={self.state_dir}",
-                "test_suite.py",
-            ],
-            cwd=tmp_path,
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
         )
 
     def wait_until_hanging(self) -> list[int]:
@@ -82,8 +60,8 @@ class Session:
         return self.proc.returncode, output
 
     def report(self) -> dict:
-        (path,) = self.state_dir.glob("runs/*/report.json")
-        return json.loads(path.read_text())
+        (report,) = reports(self.state_dir)
+        return report
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -151,22 +129,8 @@ def test_sigkill_to_pytest_leaves_no_descendant_and_the_next_session_marks_it_st
     assert session.report()["outcome"] == "running"
 
     (tmp_path / "test_suite.py").write_text("def test_nothing(llem):\n    pass\n")
-    rerun = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--llem",
-            f"--llem-state-dir={session.state_dir}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "marked 1 stale experiment(s)" in rerun.stdout, rerun.stdout
+    rerun_output, _ = start_llem_pytest(tmp_path, session.state_dir).communicate(timeout=60)
+    assert "marked 1 stale experiment(s)" in rerun_output, rerun_output
     stale = states.load(orphan.experiment_id)
     assert stale.failed and stale.error_message.startswith("stale: its process is gone")
 
@@ -180,31 +144,12 @@ def test_a_signal_between_experiments_also_ends_with_130_and_a_report(tmp_path: 
         "def test_measured(llem):\n    llem.run(count_tokens)\n"
         f"def test_plain_sleep():\n    pathlib.Path({str(marker)!r}).touch()\n    time.sleep(60)\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(TESTS_DIR))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--llem",
-            f"--llem-state-dir={tmp_path / 'state'}",
-            "test_between.py",
-        ],
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_between.py")
     wait_for_file(marker)
     os.kill(proc.pid, sig)
     output, _ = proc.communicate(timeout=20)
     assert proc.returncode == 130, output
     assert "pytest-llem: report written to" in output
-    (path,) = (tmp_path / "state").glob("runs/*/report.json")
-    report = json.loads(path.read_text())
+    (report,) = reports(tmp_path / "state")
     assert report["outcome"] == "interrupted"
     assert report["experiments"][0]["result"]["output_tokens"] == 8

@@ -21,9 +21,7 @@ def process_start_time(pid: int) -> float | None:
     """When `pid` started (seconds since the epoch), or None if it is gone."""
     try:
         return psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return None
-    except psutil.AccessDenied:
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
 

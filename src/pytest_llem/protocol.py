@@ -9,6 +9,7 @@ cannot deadlock a full pipe buffer, and nothing is lost if the parent is busy.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -57,7 +58,10 @@ def write_model(work_dir: Path, name: str, model: BaseModel) -> None:
     atomic_write_text(work_dir / name, model.model_dump_json())
 
 
-def read_model(work_dir: Path, name: str, model_type: type[BaseModel]) -> BaseModel | None:
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def read_model(work_dir: Path, name: str, model_type: type[ModelT]) -> ModelT | None:
     path = work_dir / name
     if not path.exists():
         return None

@@ -158,7 +158,7 @@ def _wait_for_leader(proc: subprocess.Popen[bytes], guard: InterruptGuard, timeo
 
 def _read_outcome(work_dir: Path, supervisor_returncode: int) -> ExperimentResult:
     outcome = read_model(work_dir, OUTCOME_FILE, ChildOutcome)
-    if isinstance(outcome, ChildOutcome):
+    if outcome is not None:
         if outcome.result is not None:
             return outcome.result
         if outcome.failure is not None:
@@ -167,7 +167,7 @@ def _read_outcome(work_dir: Path, supervisor_returncode: int) -> ExperimentResul
                 f"{outcome.failure.traceback}"
             )
     status = read_model(work_dir, WORKER_STATUS_FILE, WorkerStatus)
-    returncode = status.returncode if isinstance(status, WorkerStatus) else supervisor_returncode
+    returncode = status.returncode if status is not None else supervisor_returncode
     raise ExperimentFailed(describe_exit(returncode))
 
 
