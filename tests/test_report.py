@@ -7,7 +7,7 @@ import pytest
 
 from pytest_llem.context import ExperimentContext, combine_windows
 from pytest_llem.errors import MeterUnavailable
-from pytest_llem.meters import EnergyMeter, NoEnergyMeter, create_meter
+from pytest_llem.energy import EnergyMeter, NoEnergyMeter, create_meter
 from pytest_llem.redaction import redact_text
 from pytest_llem.report import ReportEntry, SessionReport, format_summary, merge_reports
 from pytest_llem.results import DeviceEnergy, ExperimentResult, QualityWarning, WindowMeasurement
@@ -94,8 +94,21 @@ def test_summary_has_one_aligned_row_per_entry_and_marks_flagged_rows():
     assert lines[2].split() == ["t::plain", "2.000", "50.0", "-", "-", "passed"]
     assert lines[3].split() == ["t::broken", "-", "-", "-", "-", "failed"]
     assert lines[4].split()[-1] == "resumed"
-    assert lines[5].startswith("! = measurement-quality warnings")
     assert len({len(line.rstrip()) for line in lines[:2]}) == 1
+    assert lines[5:] == [
+        "no energy meter was selected (energy='none'); time and tokens only [2 experiment(s)]",
+        "! = measurement-quality flags: short_window (1); see `warnings` in the report",
+    ]
+
+
+def test_summary_says_what_energy_j_covers():
+    both = make_result(energy_scope=["gpu", "cpu"], energy_source="nvml-counter+rapl")
+    gpu = make_result(energy_scope=["gpu"], energy_source="nvml-counter")
+    lines = format_summary([ReportEntry(nodeid=f"t::{i}", result=r) for i, r in enumerate([both, gpu, gpu])])
+    assert lines[4:] == [
+        "energy_j covers: gpu (nvml-counter) in 2 experiment(s)",
+        "energy_j covers: gpu + cpu (nvml-counter+rapl) in 1 experiment(s)",
+    ]
 
 
 def test_redaction_scrubs_secret_values_root_and_home():
@@ -118,14 +131,12 @@ def test_short_secret_values_are_not_scrubbed_from_ordinary_text():
 class FakeEnergyMeter(EnergyMeter):
     """A meter that reports a fixed power on two devices, to check the window arithmetic."""
 
-    source = "fake"
-
     def _begin_readings(self, name: str) -> None:
         return None
 
     def _end_readings(self, name: str, duration_s: float) -> WindowMeasurement:
         devices = [DeviceEnergy(device="gpu0", energy_j=2.0), DeviceEnergy(device="gpu1", energy_j=3.0)]
-        return WindowMeasurement(duration_s=duration_s, energy_j=5.0, devices=devices)
+        return WindowMeasurement(duration_s=duration_s, devices=devices)
 
 
 def test_windows_sum_energy_per_device():
@@ -139,7 +150,10 @@ def test_windows_sum_energy_per_device():
 
 
 def test_energy_is_missing_if_any_window_lacks_it():
-    windows = [WindowMeasurement(duration_s=1, energy_j=3.0), WindowMeasurement(duration_s=1, energy_j=None)]
+    windows = [
+        WindowMeasurement(duration_s=1, devices=[DeviceEnergy(device="gpu0", energy_j=3.0)]),
+        WindowMeasurement(duration_s=1, devices=[DeviceEnergy(device="gpu0", energy_j=None)]),
+    ]
     assert combine_windows(windows).energy_j is None
     assert combine_windows(windows).duration_s == 2
 
@@ -175,5 +189,5 @@ def test_meter_windows_are_named_and_checked():
 
 
 def test_unknown_meter_names_the_available_ones():
-    with pytest.raises(MeterUnavailable, match=r"unknown energy meter 'nvml' \(available: none\)"):
-        create_meter("nvml")
+    with pytest.raises(MeterUnavailable, match=r"unknown energy meter 'nvlm' \(available: auto, nvml, rapl"):
+        create_meter("nvlm")

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pytest_llem.energy.meter import MeterName
 from pytest_llem.errors import ConfigError
 from pytest_llem.redaction import is_secret_name
 
@@ -25,7 +26,6 @@ CONFIG_HASH_LENGTH = 16
 _FLOAT_SIGNIFICANT_DIGITS = 12
 
 BackendName = Literal["pytorch", "vllm"]
-MeterName = Literal["none"]
 
 
 class ExperimentConfig(BaseModel):
@@ -42,7 +42,7 @@ class ExperimentConfig(BaseModel):
     gpus: list[int] | None = Field(
         default=None, description="GPU indices to pin through CUDA_VISIBLE_DEVICES"
     )
-    energy: MeterName = Field(default="none", description="energy meter to use in the child")
+    energy: MeterName = Field(default="auto", description="energy meter to use in the child")
     timeout: float | None = Field(default=None, gt=0, description="seconds before the child is killed")
     experiment_id: str | None = Field(default=None, min_length=1, max_length=128)
     env: dict[str, str] = Field(

@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from pytest_llem.config import ExperimentConfig
-from pytest_llem.meters import EnergyMeter
-from pytest_llem.results import DeviceEnergy, QualityWarning, WindowMeasurement
+from pytest_llem.energy.devices import thin_timeline
+from pytest_llem.energy.meter import EnergyMeter
+from pytest_llem.results import DeviceEnergy, PowerSample, QualityWarning, WindowMeasurement
 
 
 class ExperimentContext:
@@ -77,20 +78,47 @@ def _count(name: str, value: Any) -> int:
 
 
 def combine_windows(windows: list[WindowMeasurement]) -> WindowMeasurement:
-    """Sum durations and energies; energy is None if any window lacks it."""
-    duration_s = sum(w.duration_s for w in windows)
-    energies = [w.energy_j for w in windows]
-    energy_j = None if any(e is None for e in energies) else sum(e for e in energies if e is not None)
-    per_device: dict[str, float] = {}
+    """Add windows up: durations and per-device energies sum, warnings and notes are kept once."""
+    by_device: dict[str, list[DeviceEnergy]] = {}
     for window in windows:
         for device in window.devices:
-            per_device[device.device] = per_device.get(device.device, 0.0) + device.energy_j
+            by_device.setdefault(device.baseline_key, []).append(device)
     warnings: list[QualityWarning] = []
+    notes: list[str] = []
     for window in windows:
         warnings.extend(w for w in window.warnings if w not in warnings)
+        notes.extend(n for n in window.notes if n not in notes)
     return WindowMeasurement(
-        duration_s=duration_s,
-        energy_j=energy_j,
-        devices=[DeviceEnergy(device=d, energy_j=e) for d, e in per_device.items()],
+        duration_s=sum(w.duration_s for w in windows),
+        devices=[combine_device(parts) for parts in by_device.values()],
         warnings=warnings,
+        notes=notes,
+    )
+
+
+def combine_device(parts: list[DeviceEnergy]) -> DeviceEnergy:
+    """One device over several windows; its energy is None if any window lacks it."""
+    first, last = parts[0], parts[-1]
+    energies = [p.energy_j for p in parts]
+    energy_j = None if any(e is None for e in energies) else sum(e for e in energies if e is not None)
+    duration_s = sum(p.duration_s for p in parts)
+    timeline: list[PowerSample] = []
+    offset_s = 0.0
+    for part in parts:
+        timeline.extend(s.model_copy(update={"t_s": s.t_s + offset_s}) for s in part.timeline)
+        offset_s += part.duration_s
+    peaks = [p.peak_power_w for p in parts if p.peak_power_w is not None]
+    sources = sorted({p.energy_source for p in parts if p.energy_source})
+    return first.model_copy(
+        update={
+            "energy_j": energy_j,
+            "energy_source": "+".join(sources) or None,
+            "duration_s": duration_s,
+            "avg_power_w": energy_j / duration_s if energy_j is not None and duration_s > 0 else None,
+            "peak_power_w": max(peaks) if peaks else None,
+            "temperature_end_c": last.temperature_end_c,
+            "throttle_reasons": sorted({r for p in parts for r in p.throttle_reasons}),
+            "power_samples": sum(p.power_samples for p in parts),
+            "timeline": thin_timeline(timeline),
+        }
     )

@@ -40,3 +40,7 @@ class InvalidStateTransitionError(LlemError):
 
 class MeterUnavailable(LlemError):
     """The requested energy meter cannot run here; the message says why."""
+
+
+class MeasurementRefused(MeterUnavailable):
+    """The devices exist but cannot be measured honestly (a MIG slice); never silently skipped."""

@@ -18,7 +18,7 @@ from pytest_llem.errors import ConfigError, ExperimentInterrupted, LlemError
 from pytest_llem.report import SessionReport, format_summary
 from pytest_llem.results import ExperimentResult
 from pytest_llem.session import BenchmarkSession
-from pytest_llem.settings import STATE_DIR_ENV, LlemSettings, resolve_settings
+from pytest_llem.settings import SETTINGS, LlemSettings, resolve_settings
 from pytest_llem.workload import Workload
 
 INTERRUPTED_EXIT_CODE = 130
@@ -41,39 +41,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="llem_enabled",
         help="run LLM energy benchmarks (tests using the llem fixture or marker). ini: llem",
     )
-    group.addoption(
-        "--llem-state-dir",
-        metavar="PATH",
-        dest="llem_state_dir",
-        help=f"where states and reports go. env: {STATE_DIR_ENV}; ini: llem_state_dir; "
-        "default: the platform's user state dir",
-    )
-    group.addoption(
-        "--llem-timeout",
-        metavar="SECONDS",
-        dest="llem_timeout",
-        help="kill an experiment after this long (marker field timeout= wins). ini: llem_timeout",
-    )
-    group.addoption(
-        "--llem-resume",
-        action="store_true",
-        default=None,
-        dest="llem_resume",
-        help="reuse results of experiments already done with the same config hash. ini: llem_resume",
-    )
-    group.addoption(
-        "--llem-json",
-        metavar="PATH",
-        dest="llem_json",
-        help="also write the session report to PATH. ini: llem_json",
-    )
     parser.addini("llem", "enable pytest-llem (like --llem)", type="bool", default=False)
-    parser.addini("llem_state_dir", "state dir (like --llem-state-dir)", default="")
-    parser.addini("llem_timeout", "per-experiment timeout in seconds (like --llem-timeout)", default="")
-    parser.addini(
-        "llem_resume", "reuse finished experiments (like --llem-resume)", type="bool", default=False
-    )
-    parser.addini("llem_json", "copy of the session report (like --llem-json)", default="")
+    for setting in SETTINGS:
+        switch = setting.parse is None
+        kwargs: dict[str, Any] = {"action": "store_true"} if switch else {"metavar": setting.metavar}
+        group.addoption(
+            setting.option,
+            default=None,
+            dest=f"llem_{setting.name}",
+            help=f"{setting.help}. ini: {setting.ini_name}",
+            **kwargs,
+        )
+        parser.addini(
+            setting.ini_name, f"{setting.help} (like {setting.option})", type="bool" if switch else "string"
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -84,15 +65,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     try:
         settings = resolve_settings(
-            cli={
-                "enabled": config.getoption("llem_enabled"),
-                "state_dir": config.getoption("llem_state_dir"),
-                "timeout": config.getoption("llem_timeout"),
-                "resume": config.getoption("llem_resume"),
-                "json": config.getoption("llem_json"),
-            },
-            ini={name: config.getini(f"llem_{name}") for name in ("state_dir", "timeout", "resume", "json")}
-            | {"enabled": config.getini("llem")},
+            cli={s.name: config.getoption(f"llem_{s.name}") for s in SETTINGS},
+            ini={s.name: config.getini(s.ini_name) for s in SETTINGS},
+            enabled=bool(config.getoption("llem_enabled") or config.getini("llem")),
         )
     except ConfigError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None

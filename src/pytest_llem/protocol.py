@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from pytest_llem.atomic import atomic_write_text
 from pytest_llem.config import ExperimentConfig
+from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.results import ExperimentResult
 from pytest_llem.workload import WorkloadSpec
 
@@ -31,6 +32,7 @@ class ExperimentRequest(BaseModel):
     state_dir: str
     #: The parent's import path, so test modules import in the child as they did in pytest.
     sys_path: list[str] = Field(default_factory=list)
+    meter: MeterOptions = Field(default_factory=MeterOptions)
 
 
 class WorkloadFailure(BaseModel):
@@ -39,6 +41,8 @@ class WorkloadFailure(BaseModel):
     exception_type: str
     message: str
     traceback: str
+    #: pytest-llem's own one-line error (a meter that cannot run, ...): shown without a traceback.
+    plain: bool = False
 
 
 class ChildOutcome(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from pytest_llem.atomic import ensure_private_dir, write_model_redacted
-from pytest_llem.meters import NoEnergyMeter
+from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.results import ExperimentResult
 
 REPORT_SCHEMA_VERSION = 1
@@ -136,7 +137,7 @@ def format_summary(entries: list[ReportEntry]) -> list[str]:
     rows = []
     for entry in entries:
         result = entry.result
-        flagged = result is not None and any(w != NoEnergyMeter.NOT_MEASURED for w in result.warnings)
+        flagged = result is not None and any(w.code not in UNMEASURED_CODES for w in result.warnings)
         rows.append(
             (
                 entry.nodeid,
@@ -154,6 +155,26 @@ def format_summary(entries: list[ReportEntry]) -> list[str]:
             str(c).rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
         ]
         lines.append("  ".join(cells))
-    if any(row[-1].endswith("!") for row in rows):
-        lines.append("! = measurement-quality warnings; see `warnings` in the report")
+    lines.extend(_energy_footnotes([e.result for e in entries if e.result is not None]))
+    return lines
+
+
+def _energy_footnotes(results: list[ExperimentResult]) -> list[str]:
+    """What energy_j contains, why it is missing, and which flags the `!` rows carry."""
+    lines = []
+    covers = Counter(
+        f"{' + '.join(r.energy_scope)} ({r.energy_source})"
+        for r in results
+        if r.energy_source and r.energy_scope
+    )
+    for what, count in sorted(covers.items()):
+        lines.append(f"energy_j covers: {what} in {count} experiment(s)")
+    unmeasured = Counter(w.message for r in results for w in r.warnings if w.code in UNMEASURED_CODES)
+    for message, count in sorted(unmeasured.items()):
+        lines.append(f"{message} [{count} experiment(s)]")
+    flags = Counter(w.code for r in results for w in {w.code: w for w in r.warnings}.values())
+    flagged = {code: n for code, n in flags.items() if code not in UNMEASURED_CODES}
+    if flagged:
+        listed = ", ".join(f"{code} ({n})" for code, n in sorted(flagged.items()))
+        lines.append(f"! = measurement-quality flags: {listed}; see `warnings` in the report")
     return lines

@@ -8,7 +8,7 @@ and the parent validates it. Energy fields stay `None` when no meter measured th
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
@@ -22,20 +22,97 @@ class QualityWarning(BaseModel):
     message: str
 
 
-class DeviceEnergy(BaseModel):
-    """Energy one device used during the measured window(s)."""
+DeviceKind = Literal["gpu", "cpu", "dram"]
 
-    device: str
-    energy_j: float
+
+class PowerSample(BaseModel):
+    """One point of a device's timeline, `t_s` seconds after its window began."""
+
+    t_s: float
+    power_w: float | None = None
+    temperature_c: float | None = None
+    sm_clock_mhz: float | None = None
+
+
+class DeviceEnergy(BaseModel):
+    """What one device used during the measured window(s), and how it was measured."""
+
+    device: str = Field(description="label for people: gpu0, cpu-package-0, ...")
+    kind: DeviceKind = "gpu"
+    name: str | None = None
+    uuid: str | None = Field(default=None, description="stable identity of a GPU")
+    energy_j: float | None = None
+    energy_source: str | None = Field(
+        default=None, description="nvml-counter, nvml-power (integrated samples), rapl, zeus, ..."
+    )
+    duration_s: float = 0.0
+    baseline_power_w: float | None = Field(default=None, description="idle power before the model loaded")
+    avg_power_w: float | None = None
+    peak_power_w: float | None = None
+    temperature_start_c: float | None = None
+    temperature_end_c: float | None = None
+    throttle_reasons: list[str] = Field(default_factory=list)
+    power_samples: int = 0
+    timeline: list[PowerSample] = Field(default_factory=list)
+
+    @property
+    def baseline_key(self) -> str:
+        return self.uuid or self.device
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def energy_adjusted_j(self) -> float | None:
+        """Energy above idle: raw energy minus baseline power times duration, never below zero."""
+        if self.energy_j is None or self.baseline_power_w is None:
+            return None
+        return max(0.0, self.energy_j - self.baseline_power_w * self.duration_s)
+
+
+class EnergyTotals(BaseModel):
+    """Per-kind sums over devices. A sum is None when any device of its kind lacks a figure:
+    a partial sum would pass for the whole."""
+
+    energy_j: float | None = None
+    gpu_energy_j: float | None = None
+    cpu_energy_j: float | None = None
+    energy_adjusted_j: float | None = None
+    baseline_power_w: float | None = None
+    energy_scope: list[DeviceKind] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, devices: list[DeviceEnergy]) -> EnergyTotals:
+        def total(values: list[float | None]) -> float | None:
+            if not values or any(v is None for v in values):
+                return None
+            return sum(v for v in values if v is not None)
+
+        scope = [k for k in ("gpu", "cpu", "dram") if any(d.kind == k for d in devices)]
+        return cls(
+            energy_j=total([d.energy_j for d in devices]),
+            gpu_energy_j=total([d.energy_j for d in devices if d.kind == "gpu"]),
+            cpu_energy_j=total([d.energy_j for d in devices if d.kind == "cpu"]),
+            energy_adjusted_j=total([d.energy_adjusted_j for d in devices]),
+            baseline_power_w=total([d.baseline_power_w for d in devices]),
+            energy_scope=scope,  # type: ignore[arg-type]
+        )
 
 
 class WindowMeasurement(BaseModel):
     """What an energy meter saw over one window."""
 
     duration_s: float
-    energy_j: float | None = None
     devices: list[DeviceEnergy] = Field(default_factory=list)
     warnings: list[QualityWarning] = Field(default_factory=list)
+    #: Why energy is missing or partial (unreadable RAPL, no GPU, ...): facts, not quality flags.
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def totals(self) -> EnergyTotals:
+        return EnergyTotals.of(self.devices)
+
+    @property
+    def energy_j(self) -> float | None:
+        return self.totals.energy_j
 
 
 class ExperimentResult(BaseModel):
@@ -51,8 +128,14 @@ class ExperimentResult(BaseModel):
     window_count: int = Field(ge=1)
     input_tokens: int | None = Field(default=None, ge=0)
     output_tokens: int | None = Field(default=None, ge=0)
-    energy_j: float | None = None
+    energy_j: float | None = Field(default=None, description="sum of the parts in energy_scope")
+    gpu_energy_j: float | None = None
+    cpu_energy_j: float | None = None
+    energy_adjusted_j: float | None = Field(default=None, description="energy_j above idle power")
+    baseline_power_w: float | None = None
+    energy_scope: list[DeviceKind] = Field(default_factory=list)
     energy_source: str | None = None
+    energy_notes: list[str] = Field(default_factory=list)
     energy_by_device: list[DeviceEnergy] = Field(default_factory=list)
     warnings: list[QualityWarning] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)

@@ -63,6 +63,8 @@ def build_experiment_env(
     token = base.get("HF_TOKEN") or base.get("HUGGING_FACE_HUB_TOKEN")
     if token:
         env["HF_TOKEN"] = env["HUGGING_FACE_HUB_TOKEN"] = token
+    # NVML numbers GPUs by PCI bus; CUDA must too, so index i is the same GPU to both.
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     if config.gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in config.gpus)
     env.update(config.env)
@@ -162,6 +164,8 @@ def _read_outcome(work_dir: Path, supervisor_returncode: int) -> ExperimentResul
         if outcome.result is not None:
             return outcome.result
         if outcome.failure is not None:
+            if outcome.failure.plain:
+                raise ExperimentFailed(outcome.failure.message)
             raise ExperimentFailed(
                 f"workload raised {outcome.failure.exception_type}: {outcome.failure.message}\n"
                 f"{outcome.failure.traceback}"

@@ -15,6 +15,8 @@ from typing import Any
 
 from pytest_llem import __version__
 from pytest_llem.config import build_config, compute_config_hash
+from pytest_llem.energy.idle import IdleBaselines
+from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError
 from pytest_llem.processes import signal_name
 from pytest_llem.protocol import ExperimentRequest
@@ -63,6 +65,8 @@ class BenchmarkSession:
         self.report_path: Path | None = None
         #: Problems that did not stop the session, for the terminal summary.
         self.problems: list[str] = []
+        self.idle = IdleBaselines(settings.baseline_s, settings.sample_interval_s)
+        self._experiments_started = 0
 
     @property
     def entries(self) -> list[ReportEntry]:
@@ -120,7 +124,8 @@ class BenchmarkSession:
         config_layers: list[Mapping[str, Any]],
         guard: InterruptGuard,
     ) -> ExperimentResult:
-        config = build_config(*config_layers)
+        # The session's meter is the lowest layer: a marker's or a call's energy= wins.
+        config = build_config({"energy": self.settings.energy}, *config_layers)
         if workload is None:
             if config.backend is None:
                 raise ConfigError(
@@ -152,6 +157,8 @@ class BenchmarkSession:
         state = self.states.create(experiment_id, config_hash)
         entry.phase = state.phase.value
 
+        env = build_experiment_env(config, experiment_id)
+        meter_options = self._prepare_devices(config.energy, env)
         request = ExperimentRequest(
             experiment_id=experiment_id,
             config=config,
@@ -159,12 +166,13 @@ class BenchmarkSession:
             workload=spec,
             state_dir=str(self.settings.state_dir),
             sys_path=[p for p in sys.path if p],
+            meter=meter_options,
         )
         timeout_s = config.timeout if config.timeout is not None else self.settings.timeout_s
         try:
             result = run_in_child(
                 request,
-                env=build_experiment_env(config, experiment_id),
+                env=env,
                 guard=guard,
                 timeout_s=timeout_s,
             )
@@ -179,6 +187,19 @@ class BenchmarkSession:
             raise
         self._mark_done(entry, result)
         return result
+
+    def _prepare_devices(self, meter: str, env: dict[str, str]) -> MeterOptions:
+        """Cool down after the previous experiment, then take idle baselines for new devices."""
+        options = self.settings.meter_options()
+        if self._experiments_started:
+            problem = self.idle.cool_down(
+                meter, options, env, self.settings.cooldown_s, self.settings.cooldown_temp_c
+            )
+            if problem is not None:
+                self.problems.append(problem)
+        self._experiments_started += 1
+        idle = self.idle.measure(meter, options, env)
+        return self.settings.meter_options({key: reading.power_w for key, reading in idle.items()})
 
     def _experiment_id(self, nodeid: str, requested: str | None, config_hash: str) -> str:
         if requested is not None:

@@ -1,21 +1,28 @@
 """Session-wide settings, resolved from the command line, the environment and ini keys.
 
-Precedence, highest first: command-line option, environment variable (state dir only),
-`[tool.pytest.ini_options]` key, built-in default. Kept free of pytest so a CLI can reuse it.
+Every setting is one row of `SETTINGS`: its command-line flag, its ini key (`llem_<name>`)
+and how its text is parsed. The plugin registers options and ini keys from the table, so a
+setting can never exist on one side only. Precedence, highest first: command-line option,
+environment variable (state dir only), ini key, built-in default. Kept free of pytest so a
+CLI can reuse it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
+from pytest_llem.energy.idle import DEFAULT_BASELINE_S
+from pytest_llem.energy.meter import DEFAULT_SAMPLE_INTERVAL_S, METER_NAMES, MeterOptions
 from pytest_llem.errors import ConfigError
 
 STATE_DIR_ENV = "PYTEST_LLEM_STATE_DIR"
+DEFAULT_METER = "auto"
 
 
 def default_state_dir() -> Path:
@@ -29,42 +36,154 @@ class LlemSettings:
     timeout_s: float | None = None
     resume: bool = False
     json_path: Path | None = None
+    energy: str = DEFAULT_METER
+    sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S
+    baseline_s: float = DEFAULT_BASELINE_S
+    cooldown_s: float = 0.0
+    cooldown_temp_c: float | None = None
+    rapl_dram: bool = False
+
+    def meter_options(self, baseline_power_w: Mapping[str, float] | None = None) -> MeterOptions:
+        return MeterOptions(
+            sample_interval_s=self.sample_interval_s,
+            rapl_dram=self.rapl_dram,
+            baseline_power_w=dict(baseline_power_w or {}),
+        )
 
 
-def _first(*values: object) -> object:
-    for value in values:
-        if value not in (None, ""):
-            return value
-    return None
+def _seconds(minimum: float, allow_equal: bool) -> Callable[[str, str], float]:
+    def parse(raw: str, source: str) -> float:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: expected a number of seconds, got {raw!r}") from None
+        if value < minimum or (value == minimum and not allow_equal):
+            bound = "at least" if allow_equal else "more than"
+            raise ConfigError(f"{source}: must be {bound} {minimum:g} seconds, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _degrees(raw: str, source: str) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: expected a number of degrees Celsius, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{source}: must be 0 or more degrees, got {raw!r}")
+    return value
+
+
+def _meter(raw: str, source: str) -> str:
+    if raw not in METER_NAMES:
+        raise ConfigError(f"{source}: unknown energy meter {raw!r}; choose one of {', '.join(METER_NAMES)}")
+    return raw
 
 
 def parse_timeout(raw: object, source: str) -> float | None:
-    if raw in (None, ""):
-        return None
-    try:
-        value = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: expected a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{source}: must be more than 0 seconds, got {raw!r}")
-    return value
+    return None if raw in (None, "") else _seconds(0, allow_equal=False)(str(raw), source)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One user-facing setting: `--llem-<flag>` on the command line, `llem_<flag>` in ini."""
+
+    name: str
+    flag: str
+    help: str
+    parse: Callable[[str, str], Any] | None = None  # None: an on/off switch
+    metavar: str | None = None
+
+    @property
+    def option(self) -> str:
+        return f"--llem-{self.flag}"
+
+    @property
+    def ini_name(self) -> str:
+        return "llem_" + self.flag.replace("-", "_")
+
+
+SETTINGS = (
+    Setting(
+        "state_dir",
+        "state-dir",
+        f"where states and reports go (env {STATE_DIR_ENV}; default: the platform's user state dir)",
+        lambda raw, _: Path(raw).expanduser(),
+        "PATH",
+    ),
+    Setting(
+        "timeout_s",
+        "timeout",
+        "kill an experiment after this long (marker field timeout= wins)",
+        _seconds(0, allow_equal=False),
+        "SECONDS",
+    ),
+    Setting("resume", "resume", "reuse results of experiments already done with the same config hash"),
+    Setting("json_path", "json", "also write the session report to PATH", lambda raw, _: Path(raw), "PATH"),
+    Setting(
+        "energy",
+        "energy",
+        f"energy meter: {', '.join(METER_NAMES)} (marker field energy= wins; default {DEFAULT_METER})",
+        _meter,
+        "METER",
+    ),
+    Setting(
+        "sample_interval_s",
+        "sample-interval",
+        f"seconds between power/temperature samples (default {DEFAULT_SAMPLE_INTERVAL_S})",
+        _seconds(0.01, allow_equal=True),
+        "SECONDS",
+    ),
+    Setting(
+        "baseline_s",
+        "baseline",
+        f"measure each device's idle power for this long before its first "
+        f"experiment; 0 skips it (default {DEFAULT_BASELINE_S:g})",
+        _seconds(0, allow_equal=True),
+        "SECONDS",
+    ),
+    Setting(
+        "cooldown_s",
+        "cooldown",
+        "pause between experiments; with --llem-cooldown-temp, the longest wait (default 0)",
+        _seconds(0, allow_equal=True),
+        "SECONDS",
+    ),
+    Setting(
+        "cooldown_temp_c",
+        "cooldown-temp",
+        "before each experiment, wait until every GPU is within this many degrees C of its idle temperature",
+        _degrees,
+        "DEGREES",
+    ),
+    Setting("rapl_dram", "rapl-dram", "also measure DRAM energy through RAPL"),
+)
 
 
 def resolve_settings(
     cli: Mapping[str, object],
     ini: Mapping[str, object],
     environ: Mapping[str, str] | None = None,
+    enabled: bool = False,
 ) -> LlemSettings:
-    """Combine option values (`None` when not given) into settings, validating each."""
+    """Combine raw values by setting name (`None` or "" when not given), validating each."""
     environ = os.environ if environ is None else environ
-    state_dir = _first(cli.get("state_dir"), environ.get(STATE_DIR_ENV), ini.get("state_dir"))
-    cli_timeout = parse_timeout(cli.get("timeout"), "--llem-timeout")
-    ini_timeout = parse_timeout(ini.get("timeout"), "ini llem_timeout")
-    json_path = _first(cli.get("json"), ini.get("json"))
-    return LlemSettings(
-        enabled=bool(cli.get("enabled") or ini.get("enabled")),
-        state_dir=Path(str(state_dir)).expanduser() if state_dir else default_state_dir(),
-        timeout_s=cli_timeout if cli_timeout is not None else ini_timeout,
-        resume=bool(cli.get("resume") or ini.get("resume")),
-        json_path=Path(str(json_path)) if json_path else None,
-    )
+    values: dict[str, Any] = {"enabled": enabled}
+    for setting in SETTINGS:
+        sources = [(cli.get(setting.name), setting.option)]
+        if setting.name == "state_dir":
+            sources.append((environ.get(STATE_DIR_ENV), STATE_DIR_ENV))
+        sources.append((ini.get(setting.name), f"ini {setting.ini_name}"))
+        for raw, source in sources:
+            if raw in (None, ""):
+                continue
+            if setting.parse is None:
+                if raw:  # a switch is on if any layer turns it on
+                    values[setting.name] = True
+                    break
+                continue
+            values[setting.name] = setting.parse(str(raw), source)
+            break
+    values.setdefault("state_dir", default_state_dir())
+    return LlemSettings(**values)

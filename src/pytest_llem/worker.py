@@ -14,7 +14,8 @@ import traceback
 from pathlib import Path
 
 from pytest_llem.context import ExperimentContext, combine_windows
-from pytest_llem.meters import create_meter
+from pytest_llem.energy.meter import create_meter
+from pytest_llem.errors import LlemError
 from pytest_llem.processes import process_start_time, set_parent_death_signal
 from pytest_llem.protocol import (
     OUTCOME_FILE,
@@ -24,7 +25,7 @@ from pytest_llem.protocol import (
     WorkloadFailure,
     write_model,
 )
-from pytest_llem.results import ExperimentResult
+from pytest_llem.results import EnergyTotals, ExperimentResult
 from pytest_llem.state import ExperimentPhase, StateManager, utc_now
 from pytest_llem.workload import load_workload
 
@@ -46,7 +47,7 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
             sys.path.insert(0, entry)
 
     workload = load_workload(request.workload)
-    meter = create_meter(request.config.energy)
+    meter = create_meter(request.config.energy, request.meter)
     ctx = ExperimentContext(request.config, meter, on_first_window=enter_measuring)
     started_at = utc_now()
     try:
@@ -60,6 +61,8 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
     else:
         enter_measuring()
         measured = whole_call
+    totals = EnergyTotals.of(measured.devices)
+    sources = sorted({d.energy_source for d in measured.devices if d.energy_source})
     return ExperimentResult(
         experiment_id=request.experiment_id,
         config_hash=request.config_hash,
@@ -69,8 +72,9 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
         window_count=max(1, len(ctx.windows)),
         input_tokens=ctx.input_tokens,
         output_tokens=ctx.output_tokens,
-        energy_j=measured.energy_j,
-        energy_source=meter.source,
+        **totals.model_dump(),
+        energy_source="+".join(sources) or None,
+        energy_notes=measured.notes,
         energy_by_device=measured.devices,
         warnings=measured.warnings,
         extra=ctx.extra,
@@ -103,6 +107,7 @@ def main(work_dir: Path) -> int:
             exception_type=type(exc).__name__,
             message=str(exc),
             traceback=format_workload_traceback(exc),
+            plain=isinstance(exc, LlemError),
         )
         write_model(work_dir, OUTCOME_FILE, ChildOutcome(failure=failure))
         return 1

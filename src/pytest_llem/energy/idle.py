@@ -1,0 +1,115 @@
+"""The idle baseline and the cool-down between experiments, both run by the pytest process.
+
+Before an experiment's child starts (so before its model loads), the devices it will use
+are measured at rest for `duration_s`; the result is cached per device for the session.
+Only NVML and powercap are read here: the pytest process never touches CUDA.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from pytest_llem.energy.devices import DeviceReadError
+from pytest_llem.energy.meter import MeterOptions, SampledMeter, open_devices
+from pytest_llem.errors import MeterUnavailable
+
+DEFAULT_BASELINE_S = 5.0
+# A temperature-based cool-down gives up after this long and says so.
+MAX_COOLDOWN_S = 300.0
+COOLDOWN_POLL_S = 1.0
+# Meters whose devices the parent can read itself; adapters measure in their own way.
+BASELINE_METERS = ("auto", "nvml", "rapl")
+
+
+@dataclass(frozen=True)
+class IdleReading:
+    power_w: float
+    temperature_c: float | None
+
+
+@dataclass
+class IdleBaselines:
+    """Idle power (and temperature, for the cool-down) per device key, measured once per session."""
+
+    duration_s: float = DEFAULT_BASELINE_S
+    sample_interval_s: float = 0.1
+    readings: dict[str, IdleReading] = field(default_factory=dict)
+    sleep: Callable[[float], None] = time.sleep
+
+    def measure(
+        self, meter: str, options: MeterOptions, environ: Mapping[str, str]
+    ) -> dict[str, IdleReading]:
+        """Idle readings for the devices `meter` would read under `environ`; {} if none apply."""
+        if self.duration_s <= 0 or meter not in BASELINE_METERS:
+            return {}
+        try:
+            devices, _, closers = open_devices(meter, options, environ)
+        except MeterUnavailable:
+            return {}  # the child will fail this experiment with the reason
+        try:
+            unmeasured = [d for d in devices if d.key not in self.readings]
+            if unmeasured:
+                idle_meter = SampledMeter(unmeasured, MeterOptions(sample_interval_s=self.sample_interval_s))
+                try:
+                    idle_meter.begin_window("idle")
+                    self.sleep(self.duration_s)
+                    window = idle_meter.end_window("idle")
+                finally:
+                    idle_meter.close()
+                for device, figures in zip(unmeasured, window.devices, strict=True):
+                    if figures.avg_power_w is not None:
+                        self.readings[device.key] = IdleReading(
+                            figures.avg_power_w, figures.temperature_start_c
+                        )
+            return {d.key: self.readings[d.key] for d in devices if d.key in self.readings}
+        finally:
+            for close in closers:
+                close()
+
+    def cool_down(
+        self,
+        meter: str,
+        options: MeterOptions,
+        environ: Mapping[str, str],
+        max_s: float,
+        within_c: float | None,
+    ) -> str | None:
+        """Wait `max_s`, or until each GPU is within `within_c` of its idle temperature.
+
+        Returns a sentence when the temperature target was not reached in time.
+        """
+        if within_c is None:
+            if max_s > 0:
+                self.sleep(max_s)
+            return None
+        limit_s = max_s if max_s > 0 else MAX_COOLDOWN_S
+        try:
+            devices, _, closers = open_devices(meter, options, environ)
+        except MeterUnavailable:
+            return None
+        try:
+            waited_s = 0.0
+            while True:
+                too_warm = []
+                for device in devices:
+                    idle = self.readings.get(device.key)
+                    try:
+                        current = device.read_status().temperature_c
+                    except DeviceReadError:
+                        current = None
+                    if idle and idle.temperature_c is not None and current is not None:
+                        if current > idle.temperature_c + within_c:
+                            too_warm.append(
+                                f"{device.label} {current:.0f} C (idle {idle.temperature_c:.0f} C)"
+                            )
+                if not too_warm:
+                    return None
+                if waited_s >= limit_s:
+                    return f"cool-down gave up after {waited_s:.0f} s: {', '.join(too_warm)}"
+                self.sleep(COOLDOWN_POLL_S)
+                waited_s += COOLDOWN_POLL_S
+        finally:
+            for close in closers:
+                close()

@@ -1,0 +1,278 @@
+"""The energy-meter interface, the meter over sampled devices, and choosing a meter by name.
+
+A meter lives in the isolated child (and, for the idle baseline, briefly in the parent,
+which reads NVML and never touches CUDA). Windows are named, as in Zeus's `ZeusMonitor`, so
+the implicit whole-call window and a workload's explicit windows can overlap:
+
+    meter.begin_window("generate")
+    ...                                   # the work being measured
+    measurement = meter.end_window("generate")
+
+A device's energy is `None` when it could not be measured, with a note that says why:
+never a guess dressed as a measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from pydantic import BaseModel, Field
+
+from pytest_llem.energy import quality
+from pytest_llem.energy.devices import DeviceTally, MeasuredDevice, take_reading
+from pytest_llem.errors import MeasurementRefused, MeterUnavailable
+from pytest_llem.results import QualityWarning, WindowMeasurement
+
+DEFAULT_SAMPLE_INTERVAL_S = 0.1
+# Process lists cost milliseconds per call and serialise in the driver: check them rarely.
+PROCESS_CHECK_INTERVAL_S = 1.0
+MeterName = Literal["auto", "nvml", "rapl", "zeus", "codecarbon", "none"]
+METER_NAMES: tuple[str, ...] = get_args(MeterName)
+
+
+class MeterOptions(BaseModel):
+    """Session-wide meter settings, sent to the child with each experiment."""
+
+    sample_interval_s: float = Field(default=DEFAULT_SAMPLE_INTERVAL_S, gt=0)
+    rapl_dram: bool = False
+    #: Idle power per device key (GPU UUID or RAPL zone), measured by the parent.
+    baseline_power_w: dict[str, float] = Field(default_factory=dict)
+
+
+def synchronize_accelerators() -> None:
+    """Wait for launched GPU work, so a window's edges are where the work really is.
+
+    Only where the workload has already imported torch and initialised CUDA: the meter
+    itself never imports torch (the parent process must not).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return
+    for index in range(torch.cuda.device_count()):
+        torch.cuda.synchronize(index)
+
+
+class EnergyMeter(ABC):
+    """Measures energy over named windows that begin and end in the same process."""
+
+    def __init__(self) -> None:
+        self._window_starts: dict[str, float] = {}
+
+    def begin_window(self, name: str) -> None:
+        if name in self._window_starts:
+            raise ValueError(f"window {name!r} is already open")
+        synchronize_accelerators()
+        self._begin_readings(name)
+        self._window_starts[name] = time.perf_counter()
+
+    def end_window(self, name: str) -> WindowMeasurement:
+        if name not in self._window_starts:
+            raise ValueError(f"window {name!r} was never opened")
+        synchronize_accelerators()
+        duration_s = time.perf_counter() - self._window_starts.pop(name)
+        return self._end_readings(name, duration_s)
+
+    @abstractmethod
+    def _begin_readings(self, name: str) -> None:
+        """Take the starting readings for window `name`."""
+
+    @abstractmethod
+    def _end_readings(self, name: str, duration_s: float) -> WindowMeasurement:
+        """Take the closing readings for window `name` and return what was used."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most meters hold nothing to release
+        """Release device handles and stop sampling threads."""
+
+
+class NoEnergyMeter(EnergyMeter):
+    """Times windows and measures no energy, saying why in every result."""
+
+    NOT_MEASURED = QualityWarning(
+        code=quality.ENERGY_NOT_MEASURED,
+        message="no energy meter was selected (energy='none'); time and tokens only",
+    )
+
+    def __init__(self, reasons: list[str] | None = None) -> None:
+        super().__init__()
+        self.reasons = reasons or []
+        self.warning = (
+            QualityWarning(
+                code=quality.ENERGY_NOT_MEASURED, message="energy not measured: " + "; ".join(self.reasons)
+            )
+            if self.reasons
+            else self.NOT_MEASURED
+        )
+
+    def _begin_readings(self, name: str) -> None:
+        return None
+
+    def _end_readings(self, name: str, duration_s: float) -> WindowMeasurement:
+        return WindowMeasurement(duration_s=duration_s, warnings=[self.warning], notes=list(self.reasons))
+
+
+@dataclass
+class _OpenWindow:
+    started: float
+    tallies: list[DeviceTally]
+    persistence_off: list[str] = field(default_factory=list)
+
+
+class SampledMeter(EnergyMeter):
+    """Energy counters read at each window's edges, plus a sampling thread.
+
+    The thread reads every device each `sample_interval_s`: power, temperature and clocks
+    for the timeline and the quality flags, the energy counter so a wrapping counter is
+    never missed, and (once a second) which processes use each GPU.
+    """
+
+    def __init__(
+        self,
+        devices: list[MeasuredDevice],
+        options: MeterOptions | None = None,
+        notes: list[str] | None = None,
+        on_close: list[Callable[[], None]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.devices = devices
+        self.options = options or MeterOptions()
+        self.notes = notes or []
+        self._on_close = on_close or []
+        self._windows: dict[str, _OpenWindow] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process_group = os.getpgrp()
+
+    def _read_all(self, windows: list[_OpenWindow], now: float, check_processes: bool) -> None:
+        for index, device in enumerate(self.devices):
+            reading = take_reading(device)
+            for window in windows:
+                window.tallies[index].add(now - window.started, reading)
+            if check_processes:
+                try:
+                    pids = device.other_processes(self._process_group)
+                except Exception:  # a process list is a hint for a flag; never fail a measurement on it
+                    continue
+                for window in windows:
+                    window.tallies[index].other_pids |= pids
+
+    def _begin_readings(self, name: str) -> None:
+        window = _OpenWindow(
+            started=time.perf_counter(),
+            tallies=[DeviceTally(d, self.options.baseline_power_w.get(d.key)) for d in self.devices],
+        )
+        for device in self.devices:
+            try:
+                if device.persistence_mode_off():
+                    window.persistence_off.append(device.label)
+            except Exception:  # same as above: a hint, not a measurement
+                pass
+        with self._lock:
+            self._read_all([window], time.perf_counter(), check_processes=True)
+            self._windows[name] = window
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._sample_loop, name="pytest-llem-sampler", daemon=True)
+            self._thread.start()
+
+    def _end_readings(self, name: str, duration_s: float) -> WindowMeasurement:
+        with self._lock:
+            window = self._windows.pop(name)
+            self._read_all([window], time.perf_counter(), check_processes=True)
+        devices = []
+        notes = list(self.notes)
+        for tally in window.tallies:
+            device_energy, device_notes = tally.result(duration_s)
+            devices.append(device_energy)
+            notes.extend(device_notes)
+        warnings = quality.assess_window(
+            duration_s,
+            devices,
+            other_pids={t.device.label: t.other_pids for t in window.tallies},
+            persistence_off=window.persistence_off,
+            lost=[t.device.label for t in window.tallies if t.lost is not None],
+        )
+        return WindowMeasurement(duration_s=duration_s, devices=devices, warnings=warnings, notes=notes)
+
+    def _sample_loop(self) -> None:
+        last_process_check = time.perf_counter()
+        while not self._stop.wait(self.options.sample_interval_s):
+            now = time.perf_counter()
+            check_processes = now - last_process_check >= PROCESS_CHECK_INTERVAL_S
+            if check_processes:
+                last_process_check = now
+            with self._lock:
+                if self._windows:
+                    self._read_all(list(self._windows.values()), now, check_processes)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for close in self._on_close:
+            close()
+
+
+def open_devices(
+    name: str, options: MeterOptions, environ: Mapping[str, str] | None = None
+) -> tuple[list[MeasuredDevice], list[str], list[Callable[[], None]]]:
+    """The devices meter `name` reads, notes on parts it cannot read, and closers to call.
+
+    `nvml` and `rapl` raise `MeterUnavailable` when they cannot measure at all; `auto`
+    takes whichever parts are readable and notes why the others are missing.
+    """
+    from pytest_llem.energy import nvml, rapl  # each imports its library only when used
+
+    environ = os.environ if environ is None else environ
+    devices: list[MeasuredDevice] = []
+    notes: list[str] = []
+    closers: list[Callable[[], None]] = []
+    if name in ("nvml", "auto"):
+        try:
+            session = nvml.NvmlSession.open()
+        except MeterUnavailable as exc:
+            if name == "nvml":
+                raise
+            notes.append(f"gpu: not measured ({exc})")
+        else:
+            try:
+                gpus = session.visible_gpus(environ.get("CUDA_VISIBLE_DEVICES"))
+            except MeterUnavailable as exc:
+                session.close()
+                if name == "nvml" or isinstance(exc, MeasurementRefused):
+                    raise
+                notes.append(f"gpu: not measured ({exc})")
+            else:
+                devices.extend(gpus)
+                closers.append(session.close)
+    if name in ("rapl", "auto"):
+        try:
+            devices.extend(rapl.find_rapl_zones(include_dram=options.rapl_dram))
+        except MeterUnavailable as exc:
+            if name == "rapl":
+                raise
+            notes.append(f"cpu: not measured ({exc})")
+    return devices, notes, closers
+
+
+def create_meter(name: str, options: MeterOptions | None = None) -> EnergyMeter:
+    """The meter called `name`, ready for windows; raises `MeterUnavailable` with the reason."""
+    options = options or MeterOptions()
+    if name == "none":
+        return NoEnergyMeter()
+    if name in ("zeus", "codecarbon"):
+        from pytest_llem.energy import adapters
+
+        return adapters.create_adapter(name)
+    if name not in METER_NAMES:
+        raise MeterUnavailable(f"unknown energy meter {name!r} (available: {', '.join(METER_NAMES)})")
+    devices, notes, closers = open_devices(name, options)
+    if not devices:
+        return NoEnergyMeter(reasons=notes)
+    return SampledMeter(devices, options, notes=notes, on_close=closers)

@@ -1,0 +1,196 @@
+"""NVIDIA GPUs through NVML (the `pynvml` module of nvidia-ml-py), as `MeasuredDevice`s.
+
+NVML never initialises CUDA, so the pytest process may use it for the idle baseline. GPUs
+are matched to the experiment through `CUDA_VISIBLE_DEVICES` by UUID: the child is started
+with `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so CUDA's index *i* and NVML's index *i* are the same
+GPU, and UUID entries are resolved to handles directly. MIG slices are refused: NVML
+reports power and energy for the whole GPU only.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+from pytest_llem.energy.devices import DeviceReadError, DeviceStatus, MeasuredDevice
+from pytest_llem.errors import MeasurementRefused, MeterUnavailable
+
+# nvmlClocksEventReason* bits (formerly ClocksThrottleReason*), named for reports.
+THROTTLE_REASON_BITS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake",
+    0x100: "display_clocks",
+}
+_FEATURE_DISABLED = 0
+
+
+def throttle_reason_names(mask: int) -> frozenset[str]:
+    return frozenset(name for bit, name in THROTTLE_REASON_BITS.items() if mask & bit)
+
+
+def _import_pynvml() -> ModuleType:
+    import pynvml  # nvidia-ml-py, a core dependency; imported only when a GPU meter is used
+
+    return pynvml
+
+
+class NvmlSession:
+    """One `nvmlInit` ... `nvmlShutdown` span, and the GPUs found in it."""
+
+    def __init__(self, nvml: ModuleType) -> None:
+        self.nvml = nvml
+
+    @classmethod
+    def open(cls, nvml: ModuleType | None = None) -> NvmlSession:
+        nvml = nvml or _import_pynvml()
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as exc:
+            raise MeterUnavailable(f"NVML could not start: {exc} (no NVIDIA driver or GPU here?)") from None
+        return cls(nvml)
+
+    def close(self) -> None:
+        try:
+            self.nvml.nvmlShutdown()
+        except self.nvml.NVMLError:
+            pass  # shutting down a library that already lost its device changes nothing
+
+    def driver_version(self) -> str | None:
+        try:
+            return str(self.nvml.nvmlSystemGetDriverVersion())
+        except self.nvml.NVMLError:
+            return None
+
+    def all_gpus(self) -> list[NvmlGpu]:
+        count = self.nvml.nvmlDeviceGetCount()
+        return [NvmlGpu(self.nvml, self.nvml.nvmlDeviceGetHandleByIndex(i), i) for i in range(count)]
+
+    def visible_gpus(self, cuda_visible_devices: str | None) -> list[NvmlGpu]:
+        """The GPUs a CUDA process with this `CUDA_VISIBLE_DEVICES` would see, in its order."""
+        try:
+            gpus = self.all_gpus()
+            chosen = select_visible(gpus, cuda_visible_devices)
+            for gpu in chosen:
+                gpu.refuse_if_mig()
+        except self.nvml.NVMLError as exc:
+            raise MeterUnavailable(f"NVML could not list the GPUs: {exc}") from None
+        if not chosen:
+            raise MeterUnavailable(
+                "no GPU is visible to the experiment"
+                + (
+                    f" (CUDA_VISIBLE_DEVICES={cuda_visible_devices!r})"
+                    if cuda_visible_devices is not None
+                    else ""
+                )
+            )
+        return chosen
+
+
+def select_visible(gpus: list[NvmlGpu], cuda_visible_devices: str | None) -> list[NvmlGpu]:
+    """CUDA's rules: indices or (prefixes of) UUIDs; the list stops at the first unknown entry."""
+    if cuda_visible_devices is None:
+        return list(gpus)
+    chosen: list[NvmlGpu] = []
+    for entry in (e.strip() for e in cuda_visible_devices.split(",")):
+        if entry.startswith("MIG-"):
+            raise MeasurementRefused(
+                f"CUDA_VISIBLE_DEVICES names a MIG slice ({entry}): NVML cannot attribute power or "
+                "energy to a slice; measure a whole GPU, or choose energy='none'"
+            )
+        match: NvmlGpu | None = None
+        if entry.isdigit():
+            match = next((g for g in gpus if g.index == int(entry)), None)
+        elif entry:
+            candidates = [g for g in gpus if g.uuid is not None and g.uuid.startswith(entry)]
+            match = candidates[0] if len(candidates) == 1 else None
+        if match is None:
+            break
+        if match not in chosen:
+            chosen.append(match)
+    return chosen
+
+
+class NvmlGpu(MeasuredDevice):
+    kind = "gpu"
+    counter_source = "nvml-counter"
+
+    def __init__(self, nvml: ModuleType, handle: Any, index: int) -> None:
+        self.nvml = nvml
+        self.handle = handle
+        self.index = index
+        self.label = f"gpu{index}"
+        self.uuid = str(nvml.nvmlDeviceGetUUID(handle))
+        self.name = str(nvml.nvmlDeviceGetName(handle))
+        self._has_counter = True
+
+    def __repr__(self) -> str:
+        return f"NvmlGpu({self.label}, {self.uuid})"
+
+    def _call(self, function: str, *args: Any) -> Any:
+        """Call NVML; NotSupported becomes None, a lost GPU a `DeviceReadError(lost=True)`."""
+        nvml = self.nvml
+        try:
+            return getattr(nvml, function)(self.handle, *args)
+        except nvml.NVMLError as exc:
+            if exc.value == nvml.NVML_ERROR_NOT_SUPPORTED:
+                return None
+            lost = exc.value in (nvml.NVML_ERROR_GPU_IS_LOST, getattr(nvml, "NVML_ERROR_RESET_REQUIRED", -1))
+            raise DeviceReadError(f"{function}: {exc}", lost=lost) from None
+
+    def refuse_if_mig(self) -> None:
+        try:
+            mode = self._call("nvmlDeviceGetMigMode")
+        except DeviceReadError:
+            return
+        if mode is not None and mode[0] == 1:
+            raise MeasurementRefused(
+                f"{self.label} ({self.name}) is in MIG mode: NVML cannot attribute power or energy to "
+                "a MIG slice; measure a GPU without MIG, or choose energy='none'"
+            )
+
+    def read_energy_j(self) -> float | None:
+        if not self._has_counter:
+            return None
+        millijoules = self._call("nvmlDeviceGetTotalEnergyConsumption")
+        if millijoules is None:
+            self._has_counter = False  # before Volta: power is integrated instead
+            return None
+        return millijoules / 1000.0
+
+    def read_status(self) -> DeviceStatus:
+        power_mw = self._call("nvmlDeviceGetPowerUsage")
+        temperature = self._call("nvmlDeviceGetTemperature", self.nvml.NVML_TEMPERATURE_GPU)
+        clock = self._call("nvmlDeviceGetClockInfo", self.nvml.NVML_CLOCK_SM)
+        reasons_function = (
+            "nvmlDeviceGetCurrentClocksEventReasons"
+            if hasattr(self.nvml, "nvmlDeviceGetCurrentClocksEventReasons")
+            else "nvmlDeviceGetCurrentClocksThrottleReasons"
+        )
+        mask = self._call(reasons_function)
+        return DeviceStatus(
+            power_w=power_mw / 1000.0 if power_mw is not None else None,
+            temperature_c=float(temperature) if temperature is not None else None,
+            sm_clock_mhz=float(clock) if clock is not None else None,
+            throttle_reasons=throttle_reason_names(mask) if mask is not None else frozenset(),
+        )
+
+    def other_processes(self, process_group: int) -> set[int]:
+        processes = self._call("nvmlDeviceGetComputeRunningProcesses") or []
+        return {p.pid for p in processes if not _in_group(p.pid, process_group)}
+
+    def persistence_mode_off(self) -> bool:
+        return self._call("nvmlDeviceGetPersistenceMode") == _FEATURE_DISABLED
+
+
+def _in_group(pid: int, process_group: int) -> bool:
+    try:
+        return os.getpgid(pid) == process_group
+    except (ProcessLookupError, PermissionError):
+        return False  # not a process of ours: ours are all visible to us

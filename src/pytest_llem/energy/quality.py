@@ -1,0 +1,118 @@
+"""Measurement-quality flags: when a figure should not be trusted, and why.
+
+Each flag is a `QualityWarning` with a stable code (for machines: reports, gating) and a
+sentence (for people). Every threshold is a named constant here, documented in README's
+"How energy is measured" section. Missing energy is not a quality flag: there is no figure
+to distrust, and the reason goes in `energy_notes`.
+"""
+
+from __future__ import annotations
+
+from pytest_llem.results import DeviceEnergy, QualityWarning
+
+# NVML's energy counter updates every ~10-100 ms and windows under ~5 s vary widely.
+MIN_WINDOW_S = 5.0
+# Fewer power samples than this cannot describe the window's power (and integrate poorly).
+MIN_POWER_SAMPLES = 10
+# Energy depends on temperature (leakage power); more drift than this biases the figure.
+MAX_TEMPERATURE_DRIFT_C = 5.0
+# Clock-limiting reasons that change the work done per joule. Idle and application-clock
+# settings are the normal state of a GPU, so they are not flagged.
+FLAGGED_THROTTLE_REASONS = frozenset(
+    {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake"}
+)
+
+SHORT_WINDOW = "short_window"
+ZERO_ENERGY = "zero_energy"
+FEW_POWER_SAMPLES = "few_power_samples"
+TEMPERATURE_DRIFT = "temperature_drift"
+THROTTLED = "throttled"
+OTHER_GPU_PROCESS = "other_gpu_process"
+PERSISTENCE_MODE_OFF = "persistence_mode_off"
+DEVICE_LOST = "device_lost"
+ENERGY_NOT_MEASURED = "energy_not_measured"
+
+#: Codes that mean "no figure" rather than "a doubtful figure"; the summary does not flag them.
+UNMEASURED_CODES = frozenset({ENERGY_NOT_MEASURED})
+
+
+def flag(code: str, message: str) -> QualityWarning:
+    return QualityWarning(code=code, message=message)
+
+
+def assess_window(
+    duration_s: float,
+    devices: list[DeviceEnergy],
+    other_pids: dict[str, set[int]] | None = None,
+    persistence_off: list[str] | None = None,
+    lost: list[str] | None = None,
+) -> list[QualityWarning]:
+    """The flags that apply to one measured window."""
+    warnings: list[QualityWarning] = []
+    if devices and duration_s < MIN_WINDOW_S:
+        warnings.append(
+            flag(
+                SHORT_WINDOW,
+                f"measured window lasted {duration_s:.2f} s, under {MIN_WINDOW_S:g} s: energy counters "
+                "update every 10-100 ms and short windows vary widely; measure more work per window",
+            )
+        )
+    for device in devices:
+        warnings.extend(_device_flags(device))
+    for label, pids in sorted((other_pids or {}).items()):
+        if pids:
+            warnings.append(
+                flag(
+                    OTHER_GPU_PROCESS,
+                    f"{label}: other processes used the GPU during the window (PIDs "
+                    f"{', '.join(map(str, sorted(pids)))}); their energy is included",
+                )
+            )
+    for label in persistence_off or []:
+        warnings.append(
+            flag(
+                PERSISTENCE_MODE_OFF,
+                f"{label}: persistence mode is off, so the driver may reinitialise the GPU between "
+                "processes and add start-up energy and latency; enable it with `nvidia-smi -pm 1`",
+            )
+        )
+    for label in lost or []:
+        warnings.append(flag(DEVICE_LOST, f"{label}: the device stopped answering during the window"))
+    return warnings
+
+
+def _device_flags(device: DeviceEnergy) -> list[QualityWarning]:
+    warnings = []
+    label = device.device
+    if device.energy_j is not None and device.energy_j <= 0:
+        warnings.append(
+            flag(
+                ZERO_ENERGY,
+                f"{label}: measured 0 J over {device.duration_s:.2f} s; the counter did not advance "
+                "(window too short for its update period, or the device does not report energy)",
+            )
+        )
+    if device.kind == "gpu" and device.power_samples < MIN_POWER_SAMPLES:
+        warnings.append(
+            flag(
+                FEW_POWER_SAMPLES,
+                f"{label}: {device.power_samples} power samples in the window, fewer than "
+                f"{MIN_POWER_SAMPLES}; lengthen the window or shorten --llem-sample-interval",
+            )
+        )
+    if device.temperature_start_c is not None and device.temperature_end_c is not None:
+        drift = device.temperature_end_c - device.temperature_start_c
+        if abs(drift) > MAX_TEMPERATURE_DRIFT_C:
+            warnings.append(
+                flag(
+                    TEMPERATURE_DRIFT,
+                    f"{label}: temperature moved {drift:+.1f} C during the window (limit "
+                    f"{MAX_TEMPERATURE_DRIFT_C:g} C); warm up longer or use --llem-cooldown-temp",
+                )
+            )
+    throttled = sorted(FLAGGED_THROTTLE_REASONS.intersection(device.throttle_reasons))
+    if throttled:
+        warnings.append(
+            flag(THROTTLED, f"{label}: clocks were limited during the window ({', '.join(throttled)})")
+        )
+    return warnings

@@ -1,0 +1,222 @@
+"""A simulated NVML, shaped like nvidia-ml-py's `pynvml`, for machines without an NVIDIA GPU.
+
+Only the calls pytest-llem makes exist here. Each GPU follows a scenario: a power profile
+that its energy counter integrates exactly (so figures are checkable), and faults that a
+real GPU shows: no energy counter (pre-Volta), a counter that starts failing, a GPU that
+falls off the bus, MIG mode, throttling, other processes, persistence mode off.
+
+Scenarios come from `configure(...)` in-process, or from the JSON file named by
+`FAKE_NVML_SCENARIO` in another process (put this folder first on PYTHONPATH). Times are
+seconds since the scenario's `epoch` (wall clock), so parent and child agree on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+NVML_ERROR_UNINITIALIZED = 1
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_GPU_IS_LOST = 15
+NVML_ERROR_RESET_REQUIRED = 16
+NVML_ERROR_UNKNOWN = 999
+NVML_TEMPERATURE_GPU = 0
+NVML_CLOCK_SM = 1
+
+_MESSAGES = {
+    NVML_ERROR_UNINITIALIZED: "Uninitialized",
+    NVML_ERROR_NOT_SUPPORTED: "Not Supported",
+    NVML_ERROR_NOT_FOUND: "Not Found",
+    NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded",
+    NVML_ERROR_GPU_IS_LOST: "GPU is lost",
+    NVML_ERROR_UNKNOWN: "Unknown Error",
+}
+
+
+class NVMLError(Exception):
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def __str__(self) -> str:
+        return _MESSAGES.get(self.value, f"NVML Error with code {self.value}")
+
+
+@dataclass
+class FakeGpu:
+    uuid: str
+    name: str = "Simulated GPU"
+    #: [[t_s, watts], ...]: power from t_s on, until the next step.
+    power_profile: list[list[float]] = field(default_factory=lambda: [[0.0, 100.0]])
+    has_energy_counter: bool = True
+    counter_fails_after_s: float | None = None
+    lost_after_s: float | None = None
+    temperature_c: float = 40.0
+    temperature_rise_c_per_s: float = 0.0
+    sm_clock_mhz: float = 1500.0
+    throttle_mask: int = 0
+    persistence_mode: int = 1
+    mig_mode: int = 0
+    other_pids: list[int] = field(default_factory=list)
+    initial_energy_mj: int = 123_456_789
+    #: A file of "t_s watts" lines that extends `power_profile`: `log_power` appends to it, so a
+    #: workload in one process can change the power that another process's NVML sees.
+    power_log: str | None = None
+
+
+_state: dict[str, Any] = {"gpus": [], "epoch": None, "initialised": False, "driver_loaded": True, "calls": 0}
+
+
+def configure(gpus: list[FakeGpu], epoch: float | None = None, driver_loaded: bool = True) -> None:
+    _state.update(gpus=list(gpus), epoch=time.time() if epoch is None else epoch, driver_loaded=driver_loaded)
+    _state["calls"] = 0
+
+
+def write_scenario(path: str, gpus: list[FakeGpu], driver_loaded: bool = True) -> None:
+    """A scenario file for other processes; its epoch is now."""
+    payload = {"epoch": time.time(), "driver_loaded": driver_loaded, "gpus": [g.__dict__ for g in gpus]}
+    with open(path, "w") as f:
+        json.dump(payload, f)
+
+
+def _load_scenario_from_env() -> None:
+    path = os.environ.get("FAKE_NVML_SCENARIO")
+    if path and not _state["gpus"]:
+        with open(path) as f:
+            payload = json.load(f)
+        configure([FakeGpu(**g) for g in payload["gpus"]], payload["epoch"], payload["driver_loaded"])
+
+
+def _now_s() -> float:
+    return time.time() - _state["epoch"]
+
+
+def log_power(watts: float) -> None:
+    """From now on, every simulated GPU with a power log draws `watts`."""
+    _load_scenario_from_env()
+    for gpu in _state["gpus"]:
+        if gpu.power_log:
+            with open(gpu.power_log, "a") as f:
+                f.write(f"{_now_s()} {watts}\n")
+
+
+def _steps(gpu: FakeGpu) -> list[list[float]]:
+    steps = [list(step) for step in gpu.power_profile]
+    if gpu.power_log and os.path.exists(gpu.power_log):
+        with open(gpu.power_log) as f:
+            steps += [[float(v) for v in line.split()] for line in f if line.strip()]
+    return sorted(steps)
+
+
+def _energy_mj(gpu: FakeGpu, t_s: float) -> float:
+    steps = _steps(gpu)
+    joules = 0.0
+    for i, (start, watts) in enumerate(steps):
+        end = steps[i + 1][0] if i + 1 < len(steps) else float("inf")
+        if t_s <= start:
+            break
+        joules += (min(t_s, end) - start) * watts
+    return gpu.initial_energy_mj + joules * 1000.0
+
+
+def _power_w(gpu: FakeGpu, t_s: float) -> float:
+    steps = _steps(gpu)
+    current = steps[0][1]
+    for start, watts in steps:
+        if t_s >= start:
+            current = watts
+    return current
+
+
+def _gpu(handle: FakeGpu) -> FakeGpu:
+    _state["calls"] += 1
+    if not _state["initialised"]:
+        raise NVMLError(NVML_ERROR_UNINITIALIZED)
+    if handle.lost_after_s is not None and _now_s() >= handle.lost_after_s:
+        raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+    return handle
+
+
+def nvmlInit() -> None:
+    _load_scenario_from_env()
+    if not _state["driver_loaded"]:
+        raise NVMLError(NVML_ERROR_DRIVER_NOT_LOADED)
+    _state["initialised"] = True
+
+
+def nvmlShutdown() -> None:
+    _state["initialised"] = False
+
+
+def nvmlSystemGetDriverVersion() -> str:
+    return "000.00-simulated"
+
+
+def nvmlDeviceGetCount() -> int:
+    return len(_state["gpus"])
+
+
+def nvmlDeviceGetHandleByIndex(index: int) -> FakeGpu:
+    try:
+        return _state["gpus"][index]
+    except IndexError:
+        raise NVMLError(NVML_ERROR_NOT_FOUND) from None
+
+
+def nvmlDeviceGetUUID(handle: FakeGpu) -> str:
+    return _gpu(handle).uuid
+
+
+def nvmlDeviceGetName(handle: FakeGpu) -> str:
+    return _gpu(handle).name
+
+
+def nvmlDeviceGetMigMode(handle: FakeGpu) -> list[int]:
+    mode = _gpu(handle).mig_mode
+    return [mode, mode]
+
+
+def nvmlDeviceGetTotalEnergyConsumption(handle: FakeGpu) -> int:
+    gpu = _gpu(handle)
+    if not gpu.has_energy_counter:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    t_s = _now_s()
+    if gpu.counter_fails_after_s is not None and t_s >= gpu.counter_fails_after_s:
+        raise NVMLError(NVML_ERROR_UNKNOWN)
+    return int(_energy_mj(gpu, t_s))
+
+
+def nvmlDeviceGetPowerUsage(handle: FakeGpu) -> int:
+    return int(_power_w(_gpu(handle), _now_s()) * 1000)
+
+
+def nvmlDeviceGetTemperature(handle: FakeGpu, sensor: int) -> int:
+    gpu = _gpu(handle)
+    return round(gpu.temperature_c + gpu.temperature_rise_c_per_s * _now_s())
+
+
+def nvmlDeviceGetClockInfo(handle: FakeGpu, clock: int) -> int:
+    return int(_gpu(handle).sm_clock_mhz)
+
+
+def nvmlDeviceGetCurrentClocksEventReasons(handle: FakeGpu) -> int:
+    return _gpu(handle).throttle_mask
+
+
+def nvmlDeviceGetPersistenceMode(handle: FakeGpu) -> int:
+    return _gpu(handle).persistence_mode
+
+
+@dataclass
+class _Process:
+    pid: int
+    usedGpuMemory: int = 0
+
+
+def nvmlDeviceGetComputeRunningProcesses(handle: FakeGpu) -> list[_Process]:
+    return [_Process(pid) for pid in _gpu(handle).other_pids]

@@ -1,0 +1,165 @@
+"""Energy through the whole plugin: `pytest --llem` in a real process, GPUs simulated.
+
+The simulated `pynvml` comes first on PYTHONPATH, so the pytest process (idle baseline) and
+the isolated child (measurement) both load it instead of the real library, through exactly
+the code paths a real GPU takes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import FAKE_NVML_DIR, load_fake_nvml
+from helpers import TESTS_DIR, reports
+
+IDLE_W, BUSY_W = 60.0, 300.0
+
+SUITE = """
+import time
+import pynvml
+import pytest
+
+def generate(ctx):
+    pynvml.log_power(BUSY_W)          # the model starts working: the simulated GPUs draw more
+    with ctx.window():
+        time.sleep(0.6)
+    ctx.record(output_tokens=60)
+
+@pytest.mark.llem(gpus=[1])
+def test_on_second_gpu(llem):
+    llem.run(generate)
+
+def test_without_a_meter(llem):
+    result = llem.run(generate, energy="none")
+    assert result.energy_j is None
+""".replace("BUSY_W", repr(BUSY_W))
+
+
+@pytest.fixture
+def simulated_gpus(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Two simulated GPUs idling at IDLE_W until a workload logs more power."""
+
+    def configure(driver_loaded: bool = True, **overrides):
+        fake = load_fake_nvml()
+        scenario = tmp_path / "scenario.json"
+        gpus = [
+            fake.FakeGpu(
+                uuid=f"GPU-{i:04d}-sim",
+                power_profile=[[0.0, IDLE_W]],
+                power_log=str(tmp_path / "power.log"),
+                **overrides,
+            )
+            for i in range(2)
+        ]
+        fake.write_scenario(str(scenario), gpus, driver_loaded=driver_loaded)
+        monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
+        monkeypatch.setenv(
+            "PYTHONPATH",
+            os.pathsep.join([str(FAKE_NVML_DIR), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+        )
+        pytester.makepyfile(test_energy_suite=SUITE)
+
+    return configure
+
+
+def run(pytester: pytest.Pytester, state_dir: Path, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--llem",
+        f"--llem-state-dir={state_dir}",
+        "--llem-sample-interval=0.02",
+        *args,
+    )
+
+
+def test_nvml_energy_baseline_and_flags_reach_the_report(pytester, simulated_gpus, tmp_path):
+    simulated_gpus()
+    state_dir = tmp_path / "state"
+    result = run(pytester, state_dir, "--llem-energy=nvml", "--llem-baseline=0.4")
+    result.assert_outcomes(passed=2)
+    (report,) = reports(state_dir)
+    measured = report["experiments"][0]["result"]
+    duration_s = measured["duration_s"]
+
+    # CUDA_VISIBLE_DEVICES=1 was resolved to the second GPU by its UUID.
+    (device,) = measured["energy_by_device"]
+    assert (device["device"], device["uuid"], device["energy_source"]) == (
+        "gpu1",
+        "GPU-0001-sim",
+        "nvml-counter",
+    )
+    assert measured["energy_scope"] == ["gpu"] and measured["energy_source"] == "nvml-counter"
+    assert measured["gpu_energy_j"] == measured["energy_j"] == pytest.approx(BUSY_W * duration_s, rel=0.03)
+    assert measured["cpu_energy_j"] is None
+    assert measured["baseline_power_w"] == pytest.approx(IDLE_W, rel=0.03)
+    assert measured["energy_adjusted_j"] == pytest.approx((BUSY_W - IDLE_W) * duration_s, rel=0.04)
+    assert measured["energy_per_token_j"] == pytest.approx(measured["energy_j"] / 60)
+    assert device["power_samples"] >= 10 and device["timeline"][0]["power_w"] == BUSY_W
+    # A 0.6 s window is too short to trust: flagged, with the code in the report and the summary.
+    assert [w["code"] for w in measured["warnings"]] == ["short_window"]
+    result.stdout.fnmatch_lines(
+        [
+            "test_energy_suite.py::test_on_second_gpu*passed !",
+            "energy_j covers: gpu (nvml-counter) in 1 experiment(s)",
+            "no energy meter was selected (energy='none'); time and tokens only [[]1 experiment(s)[]]",
+            "! = measurement-quality flags: short_window (1); see `warnings` in the report",
+        ]
+    )
+
+
+def test_without_a_gpu_the_nvml_meter_fails_that_test_in_one_line(pytester, simulated_gpus, tmp_path):
+    simulated_gpus(driver_loaded=False)
+    result = run(pytester, tmp_path / "state", "--llem-energy=nvml", "--llem-baseline=0")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*pytest-llem: NVML could not start: Driver Not Loaded (no NVIDIA driver or GPU here?)"]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_auto_without_readable_devices_says_why_energy_is_missing(pytester, simulated_gpus, tmp_path):
+    simulated_gpus(driver_loaded=False)
+    state_dir = tmp_path / "state"
+    result = run(pytester, state_dir)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["energy not measured: gpu: not measured (NVML could not start*"])
+    (report,) = reports(state_dir)
+    measured = report["experiments"][0]["result"]
+    assert measured["energy_j"] is None and measured["energy_by_device"] == []
+    assert any(note.startswith("gpu: not measured") for note in measured["energy_notes"])
+
+
+def test_a_meter_can_be_chosen_in_ini_and_bad_names_are_one_line_errors(pytester, simulated_gpus, tmp_path):
+    simulated_gpus()
+    pytester.makeini("[pytest]\nllem_energy = nvlm\n")
+    result = run(pytester, tmp_path / "state")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*pytest-llem: ini llem_energy: unknown energy meter 'nvlm'; choose one of auto, nvml, rapl, zeus*"]
+    )
+    pytester.makepyfile(test_energy_suite=SUITE.replace("gpus=[1]", "gpus=[1], energy='nvlm'"))
+    result = run(pytester, tmp_path / "state", "--llem-energy=none")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_on_second_gpu: @pytest.mark.llem: energy: Input should be 'auto'*"])
+
+
+def test_a_missing_library_names_the_extra_to_install(pytester, simulated_gpus, tmp_path):
+    simulated_gpus()
+    pytester.makepyfile(zeus="raise ImportError('zeus is not installed here')\n")
+    result = run(pytester, tmp_path / "state", "--llem-energy=zeus", "-k", "second")
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        ["*pytest-llem: energy='zeus' needs the 'zeus' extra: pip install 'pytest-llem[[]zeus[]]'*"]
+    )
+
+
+def test_report_json_has_no_machine_paths(pytester, simulated_gpus, tmp_path):
+    simulated_gpus()
+    state_dir = tmp_path / "state"
+    run(pytester, state_dir, "--llem-energy=nvml", "--llem-baseline=0")
+    text = json.dumps(reports(state_dir))
+    assert str(tmp_path) not in text and os.path.expanduser("~") not in text
