@@ -6,16 +6,20 @@ right answer; timing slack comes only from reading the clock at slightly differe
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from pytest_llem.energy import quality
 from pytest_llem.energy.idle import IdleBaselines
-from pytest_llem.energy.meter import MeterOptions, SampledMeter, create_meter
+from pytest_llem.energy.meter import MeterOptions, NoEnergyMeter, SampledMeter, create_meter
 from pytest_llem.energy.nvml import NvmlSession
 from pytest_llem.errors import MeasurementRefused, MeterUnavailable
 from pytest_llem.results import DeviceEnergy, EnergyTotals
+from pytest_llem.settings import SETTINGS
 
 FAST = MeterOptions(sample_interval_s=0.02)
 
@@ -311,3 +315,40 @@ def test_a_fixed_cool_down_just_waits():
     idle = IdleBaselines(sleep=slept.append)
     assert idle.cool_down("none", FAST, {}, max_s=1.5, within_c=None) is None
     assert slept == [1.5]
+
+
+def test_gpus_are_synchronised_at_window_edges_once_the_workload_initialised_cuda(monkeypatch):
+    synced = []
+
+    class Cuda:
+        initialised = False
+
+        def is_initialized(self):
+            return self.initialised
+
+        def device_count(self):
+            return 2
+
+        def synchronize(self, index):
+            synced.append(index)
+
+    cuda = Cuda()
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    meter = NoEnergyMeter()
+    meter.begin_window("w")
+    meter.end_window("w")
+    assert synced == []  # CUDA not initialised: nothing to wait for, and nothing initialised by us
+    cuda.initialised = True
+    meter.begin_window("w")
+    meter.end_window("w")
+    assert synced == [0, 1, 0, 1]
+
+
+def test_readme_documents_every_setting_and_flag():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for setting in SETTINGS:
+        assert f"`{setting.option}" in readme and f"`{setting.ini_name}" in readme, setting.name
+    codes = [v for k, v in vars(quality).items() if k.isupper() and isinstance(v, str)]
+    assert len(codes) >= 9
+    for code in codes:
+        assert f"`{code}`" in readme, code

@@ -98,3 +98,25 @@ def hang_in_native_code(ctx: ExperimentContext) -> None:
 
 def leak_secret(ctx: ExperimentContext) -> None:
     raise RuntimeError(f"could not log in with token {os.environ['HF_TOKEN']}")
+
+
+def gpu_matmul(ctx: ExperimentContext) -> None:
+    """Fixed-size fp16 matmuls on the first visible GPU: warm-up, then `seconds` measured."""
+    import torch
+
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+
+    def spin(seconds: float) -> int:
+        done = 0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            for _ in range(8):
+                a @ a
+            torch.cuda.synchronize()  # keeps the queue short, so the deadline is the work's end
+            done += 8
+        return done
+
+    spin(ctx.params.get("warmup_s", 3.0))  # power reaches its steady state outside the window
+    with ctx.window():
+        iterations = spin(ctx.params["seconds"])
+    ctx.record(output_tokens=iterations)

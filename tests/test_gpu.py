@@ -1,0 +1,94 @@
+"""The real NVML path on a real NVIDIA GPU (marked `gpu`; skipped cleanly without one).
+
+Run with `pytest -m gpu -s tests/test_gpu.py` on a GPU machine with torch for CUDA; each
+test prints the figures recorded in docs/gpu-validation.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+import workloads
+
+from pytest_llem.energy.devices import integrate_power_j
+from pytest_llem.energy.idle import IdleBaselines
+from pytest_llem.energy.meter import MeterOptions
+from pytest_llem.energy.nvml import NvmlSession
+from pytest_llem.errors import MeterUnavailable
+from pytest_llem.session import BenchmarkSession
+from pytest_llem.settings import LlemSettings
+
+pytestmark = pytest.mark.gpu
+
+
+def _first_gpu_or_skip():
+    try:
+        session = NvmlSession.open()
+        gpus = session.visible_gpus("0")
+    except MeterUnavailable as exc:
+        pytest.skip(f"no usable NVIDIA GPU: {exc}")
+    return session, gpus[0]
+
+
+@pytest.fixture
+def gpu_bench(state_dir) -> BenchmarkSession:
+    session, _ = _first_gpu_or_skip()
+    session.close()
+    bench = BenchmarkSession(
+        LlemSettings(enabled=True, state_dir=state_dir, energy="nvml", baseline_s=5.0, sample_interval_s=0.1)
+    )
+    bench.start()
+    return bench
+
+
+def run_matmul(bench: BenchmarkSession, seconds: float):
+    result = bench.run_experiment(
+        "tests/test_gpu.py::matmul", workloads.gpu_matmul, [{"gpus": [0], "params": {"seconds": seconds}}]
+    )
+    (device,) = result.energy_by_device
+    return result, device
+
+
+def test_counter_and_integrated_power_agree_within_two_percent(gpu_bench):
+    result, device = run_matmul(gpu_bench, 12.0)
+    integrated_j = integrate_power_j(device.timeline)
+    print(
+        f"\n{device.name} ({device.uuid}): window {result.duration_s:.2f} s, "
+        f"counter {device.energy_j:.1f} J, "
+        f"integrated {integrated_j:.1f} J over {device.power_samples} samples, "
+        f"avg {device.avg_power_w:.1f} W, peak {device.peak_power_w:.1f} W, "
+        f"baseline {device.baseline_power_w:.1f} W, "
+        f"{device.temperature_start_c}->{device.temperature_end_c} C, "
+        f"throttle {device.throttle_reasons}, flags {[w.code for w in result.warnings]}"
+    )
+    assert device.energy_source == "nvml-counter" and device.power_samples >= 100
+    assert integrated_j == pytest.approx(device.energy_j, rel=0.02)
+
+
+def test_energy_of_a_fixed_workload_scales_with_its_duration(gpu_bench):
+    short, short_device = run_matmul(gpu_bench, 5.0)
+    long, long_device = run_matmul(gpu_bench, 10.0)
+    energy_ratio = long_device.energy_j / short_device.energy_j
+    work_ratio = long.output_tokens / short.output_tokens
+    print(
+        f"\nenergy ratio {energy_ratio:.3f}, work ratio {work_ratio:.3f}, "
+        f"J per matmul {short_device.energy_j / short.output_tokens:.3f} / "
+        f"{long_device.energy_j / long.output_tokens:.3f}"
+    )
+    assert energy_ratio == pytest.approx(work_ratio, rel=0.1)
+
+
+def test_idle_baseline_is_plausible_for_the_card():
+    session, gpu = _first_gpu_or_skip()
+    try:
+        limit_w = session.nvml.nvmlDeviceGetEnforcedPowerLimit(gpu.handle) / 1000.0
+        persistence_off = gpu.persistence_mode_off()
+    finally:
+        session.close()
+    idle = IdleBaselines(duration_s=5.0).measure("nvml", MeterOptions(), {"CUDA_VISIBLE_DEVICES": "0"})
+    (reading,) = idle.values()
+    print(
+        f"\n{gpu.name}: idle {reading.power_w:.1f} W at {reading.temperature_c} C, "
+        f"power limit {limit_w:.0f} W, "
+        f"persistence mode {'off' if persistence_off else 'on'}"
+    )
+    assert 5.0 < reading.power_w < 0.5 * limit_w
