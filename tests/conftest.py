@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from fake_nvml import load_fake_nvml
 
 from pytest_llem.config import build_config
 from pytest_llem.session import BenchmarkSession
@@ -29,19 +28,6 @@ def bench(state_dir: Path) -> BenchmarkSession:
 @pytest.fixture
 def make_config():
     return build_config
-
-
-FAKE_NVML_DIR = Path(__file__).parent / "fake_nvml"
-
-
-def load_fake_nvml() -> ModuleType:
-    """A fresh simulated `pynvml` (its state is module-global, so one per test)."""
-    spec = importlib.util.spec_from_file_location("fake_pynvml", FAKE_NVML_DIR / "pynvml.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

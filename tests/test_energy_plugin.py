@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_NVML_DIR, load_fake_nvml
+from fake_nvml import FAKE_NVML_DIR, load_fake_nvml
 from helpers import TESTS_DIR, reports
 
 IDLE_W, BUSY_W = 60.0, 300.0

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from pytest_llem.context import ExperimentContext, combine_windows
-from pytest_llem.errors import MeterUnavailable
 from pytest_llem.energy import EnergyMeter, NoEnergyMeter, create_meter
+from pytest_llem.errors import MeterUnavailable
 from pytest_llem.redaction import redact_text
 from pytest_llem.report import ReportEntry, SessionReport, format_summary, merge_reports
 from pytest_llem.results import DeviceEnergy, ExperimentResult, QualityWarning, WindowMeasurement

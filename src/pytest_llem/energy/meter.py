@@ -165,7 +165,7 @@ class SampledMeter(EnergyMeter):
 
     def _begin_readings(self, name: str) -> None:
         window = _OpenWindow(
-            started=time.perf_counter(),
+            started=0.0,
             tallies=[DeviceTally(d, self.options.baseline_power_w.get(d.key)) for d in self.devices],
         )
         for device in self.devices:
@@ -175,7 +175,10 @@ class SampledMeter(EnergyMeter):
             except Exception:  # same as above: a hint, not a measurement
                 pass
         with self._lock:
-            self._read_all([window], time.perf_counter(), check_processes=True)
+            # The window's duration runs from just before the first counter read to just before
+            # the last, so energy and duration cover the same span (no edge-time bias).
+            window.started = time.perf_counter()
+            self._read_all([window], window.started, check_processes=True)
             self._windows[name] = window
         if self._thread is None:
             self._thread = threading.Thread(target=self._sample_loop, name="pytest-llem-sampler", daemon=True)
@@ -184,7 +187,9 @@ class SampledMeter(EnergyMeter):
     def _end_readings(self, name: str, duration_s: float) -> WindowMeasurement:
         with self._lock:
             window = self._windows.pop(name)
-            self._read_all([window], time.perf_counter(), check_processes=True)
+            ended = time.perf_counter()
+            self._read_all([window], ended, check_processes=True)
+        duration_s = ended - window.started
         devices = []
         notes = list(self.notes)
         for tally in window.tallies:
@@ -215,7 +220,8 @@ class SampledMeter(EnergyMeter):
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        for close in self._on_close:
+        closers, self._on_close = self._on_close, []  # closing twice must not shut NVML down twice
+        for close in closers:
             close()
 
 

@@ -42,7 +42,7 @@ class RaplZone(MeasuredDevice):
         try:
             return int(read_text(self.path / "energy_uj")) / 1e6
         except (OSError, ValueError) as exc:
-            raise DeviceReadError(f"{self.label}: cannot read energy_uj: {exc}") from None
+            raise DeviceReadError(f"cannot read energy_uj: {exc}") from None
 
 
 def find_rapl_zones(root: Path | None = None, include_dram: bool = False) -> list[RaplZone]:
@@ -50,8 +50,7 @@ def find_rapl_zones(root: Path | None = None, include_dram: bool = False) -> lis
     root = root or POWERCAP_ROOT
     if not root.is_dir():
         raise MeterUnavailable(
-            "RAPL is not available: no powercap interface (not Linux, or a container without "
-            f"{POWERCAP_ROOT})"
+            f"RAPL is not available: no powercap interface (not Linux, or a container without {root})"
         )
     zones: list[RaplZone] = []
     try:
