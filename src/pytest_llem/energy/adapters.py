@@ -47,26 +47,21 @@ class ZeusMeter(EnergyMeter):
     def _end_readings(self, name: str, duration_s: float) -> WindowMeasurement:
         measurement = self.monitor.end_window(name)
         duration_s = float(measurement.time)
+        parts = (
+            ("gpu", "gpu", measurement.gpu_energy),
+            ("cpu", "cpu-package-", getattr(measurement, "cpu_energy", None) or {}),
+        )
         devices = [
             DeviceEnergy(
-                device=f"gpu{index}",
-                kind="gpu",
-                energy_j=float(j),
+                device=f"{prefix}{index}",
+                kind=kind,
+                energy_j=float(joules),
                 energy_source="zeus",
                 duration_s=duration_s,
             )
-            for index, j in sorted(measurement.gpu_energy.items())
+            for kind, prefix, energies in parts
+            for index, joules in sorted(energies.items())
         ]
-        for index, j in sorted((getattr(measurement, "cpu_energy", None) or {}).items()):
-            devices.append(
-                DeviceEnergy(
-                    device=f"cpu-package-{index}",
-                    kind="cpu",
-                    energy_j=float(j),
-                    energy_source="zeus",
-                    duration_s=duration_s,
-                )
-            )
         return WindowMeasurement(
             duration_s=duration_s,
             devices=devices,
