@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -9,6 +10,7 @@ from fake_nvml import load_fake_nvml
 from pytest_llem.config import build_config
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
+from pytest_llem.testing import build_tiny_model
 
 
 @pytest.fixture
@@ -36,3 +38,11 @@ def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     module = load_fake_nvml()
     monkeypatch.setattr("pytest_llem.energy.nvml._import_pynvml", lambda: module)
     return module
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 built locally once per session (needs the torch extra; skips without it)."""
+    if importlib.util.find_spec("transformers") is None:  # find, not import: keep torch out of here
+        pytest.skip("the torch extra (torch, transformers) is not installed")
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-gpt2", arch="gpt2", seed=0)

@@ -6,6 +6,8 @@ test prints the figures recorded in docs/gpu-validation.md.
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import workloads
 
@@ -16,8 +18,9 @@ from pytest_llem.energy.nvml import NvmlSession
 from pytest_llem.errors import MeterUnavailable
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
+from pytest_llem.testing import needs_gpus
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, needs_gpus(1)]
 
 
 def _first_gpu_or_skip():
@@ -92,3 +95,78 @@ def test_idle_baseline_is_plausible_for_the_card():
         f"persistence mode {'off' if persistence_off else 'on'}"
     )
     assert 5.0 < reading.power_w < 0.5 * limit_w
+
+
+# --- the backends on CUDA --------------------------------------------------------------------
+
+
+def test_pytorch_backend_on_cuda_reports_gpu_memory_and_energy(gpu_bench, tiny_model):
+    result = gpu_bench.run_experiment(
+        "tests/test_gpu.py::pytorch",
+        None,
+        [
+            {
+                "backend": "pytorch",
+                "model": str(tiny_model),
+                "device": "cuda",
+                "gpus": [0],
+                "precision": "fp16",
+                "batch_size": 8,
+                "n_prompts": 64,
+                "max_new_tokens": 64,
+            }
+        ],
+    )
+    print(
+        f"\npytorch on {result.extra['device']}: {result.tokens_per_s:.0f} tokens/s, "
+        f"{result.energy_per_token_j} J/token, peak {result.peak_memory_bytes} B"
+    )
+    assert result.extra["device"].startswith("cuda") and result.peak_memory_kind == "cuda_max_allocated"
+    assert result.output_tokens == 64 * 64 and result.gpu_energy_j is not None and result.gpu_energy_j > 0
+
+
+@needs_gpus(2)
+def test_accelerate_ranks_on_two_gpus_are_measured_once(gpu_bench, tiny_model):
+    result = gpu_bench.run_experiment(
+        "tests/test_gpu.py::ranks",
+        None,
+        [
+            {
+                "backend": "pytorch",
+                "model": str(tiny_model),
+                "device": "cuda",
+                "gpus": [0, 1],
+                "num_processes": 2,
+                "batch_size": 8,
+                "n_prompts": 64,
+                "max_new_tokens": 32,
+            }
+        ],
+    )
+    assert result.extra["accelerate_world_size"] == 2 and len(result.energy_by_device) == 2
+
+
+def test_vllm_backend_for_real(gpu_bench, tiny_model):
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed")
+    result = gpu_bench.run_experiment(
+        "tests/test_gpu.py::vllm",
+        None,
+        [
+            {
+                "backend": "vllm",
+                "model": str(tiny_model),
+                "gpus": [0],
+                "batch_size": 16,
+                "n_prompts": 64,
+                "max_new_tokens": 32,
+                "gpu_memory_utilization": 0.3,
+                "enforce_eager": True,
+            }
+        ],
+    )
+    print(
+        f"\nvLLM {result.extra['vllm_version']}: {result.tokens_per_s:.0f} tokens/s, "
+        f"ttft p50 {result.time_to_first_token and result.time_to_first_token.p50_s}"
+    )
+    assert result.output_tokens == 64 * 32 and result.gpu_energy_j is not None

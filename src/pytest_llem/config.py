@@ -26,6 +26,8 @@ CONFIG_HASH_LENGTH = 16
 _FLOAT_SIGNIFICANT_DIGITS = 12
 
 BackendName = Literal["pytorch", "vllm"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+DeviceName = Literal["auto", "cuda", "cpu"]
 
 
 class ExperimentConfig(BaseModel):
@@ -39,6 +41,27 @@ class ExperimentConfig(BaseModel):
     )
     batch_size: int = Field(default=1, ge=1)
     max_new_tokens: int | None = Field(default=None, ge=1)
+    # Inference settings of the built-in backends (a custom workload may read them too).
+    precision: Precision = Field(default="auto", description="weights' dtype; auto: the checkpoint's")
+    device: DeviceName = Field(default="auto", description="auto: cuda when available, else cpu")
+    n_prompts: int | None = Field(default=None, ge=1, description="default: 4 batches' worth")
+    max_input_tokens: int = Field(default=128, ge=1, description="prompts are truncated to this")
+    ignore_eos: bool = Field(
+        default=True, description="generate exactly max_new_tokens per prompt, so runs compare"
+    )
+    temperature: float = Field(default=0.0, ge=0, description="0: greedy decoding")
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0, description="0: off")
+    seed: int = Field(default=0, ge=0, description="seeds prompts and sampling")
+    prompts: str | list[str] | None = Field(
+        default=None, description="None: seeded synthetic prompts; a list; or a .txt/.jsonl file"
+    )
+    warmup_batches: int = Field(default=1, ge=0, description="batches run before the measured window")
+    num_processes: int = Field(default=1, ge=1, description="pytorch: data-parallel ranks via accelerate")
+    tensor_parallel_size: int = Field(default=1, ge=1, description="vllm")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vllm")
+    max_model_len: int | None = Field(default=None, ge=1, description="vllm")
+    enforce_eager: bool = Field(default=False, description="vllm: no CUDA graphs")
     gpus: list[int] | None = Field(
         default=None, description="GPU indices to pin through CUDA_VISIBLE_DEVICES"
     )

@@ -37,6 +37,11 @@ class ExperimentContext:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.extra: dict[str, Any] = {}
+        self.batch_latencies_s: list[float] = []
+        self.first_token_latencies_s: list[float] = []
+        self.inter_token_latencies_s: list[float] = []
+        self.peak_memory: tuple[int, str] | None = None
+        self.flops_estimate: float | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -69,6 +74,30 @@ class ExperimentContext:
         if input_tokens is not None:
             self.input_tokens = (self.input_tokens or 0) + _count("input_tokens", input_tokens)
         self.extra.update(extra)
+
+    def record_latency(
+        self,
+        batch_s: float | None = None,
+        first_token_s: float | None = None,
+        inter_token_s: float | None = None,
+    ) -> None:
+        """Add one batch's (or request's) latencies; the result reports their percentiles."""
+        for values, value in (
+            (self.batch_latencies_s, batch_s),
+            (self.first_token_latencies_s, first_token_s),
+            (self.inter_token_latencies_s, inter_token_s),
+        ):
+            if value is not None:
+                values.append(float(value))
+
+    def record_resources(
+        self, peak_memory_bytes: int | None = None, memory_kind: str = "peak_rss", flops: float | None = None
+    ) -> None:
+        """Peak memory (with what it counts) and a FLOPs estimate for the measured work."""
+        if peak_memory_bytes is not None:
+            self.peak_memory = (int(peak_memory_bytes), memory_kind)
+        if flops is not None:
+            self.flops_estimate = float(flops)
 
 
 def _count(name: str, value: Any) -> int:

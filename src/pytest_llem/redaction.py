@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,12 +36,14 @@ def redact_text(
     root: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> str:
-    """Replace secret values with ***, `root` with `.` and the home folder with `~`."""
+    """Replace secret values with ***, `root` with `.`, the home folder with `~` and the
+    temporary folder with `$TMPDIR` (where tests and CI keep models and projects)."""
     for value in secret_values(environ):
         text = text.replace(value, REDACTED)
     if root is not None:
         text = _replace_path(text, str(root), ".")
-    return _replace_path(text, str(Path.home()), "~")
+    text = _replace_path(text, str(Path.home()), "~")
+    return _replace_path(text, tempfile.gettempdir(), "$TMPDIR")
 
 
 def _replace_path(text: str, path: str, replacement: str) -> str:

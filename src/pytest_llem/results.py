@@ -7,6 +7,7 @@ and the parent validates it. Energy fields stay `None` when no meter measured th
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime
 from typing import Any, Literal
 
@@ -115,6 +116,40 @@ class WindowMeasurement(BaseModel):
         return self.totals.energy_j
 
 
+class LatencyStats(BaseModel):
+    """Summary of a list of latencies (percentiles interpolate linearly, as numpy's default)."""
+
+    count: int = Field(ge=1)
+    mean_s: float
+    min_s: float
+    p50_s: float
+    p90_s: float
+    p99_s: float
+    max_s: float
+
+    @classmethod
+    def of(cls, values_s: list[float]) -> LatencyStats | None:
+        if not values_s:
+            return None
+        ordered = sorted(values_s)
+
+        def percentile(q: float) -> float:
+            position = (len(ordered) - 1) * q
+            low = int(position)
+            high = min(low + 1, len(ordered) - 1)
+            return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+        return cls(
+            count=len(ordered),
+            mean_s=statistics.fmean(ordered),
+            min_s=ordered[0],
+            p50_s=percentile(0.5),
+            p90_s=percentile(0.9),
+            p99_s=percentile(0.99),
+            max_s=ordered[-1],
+        )
+
+
 class ExperimentResult(BaseModel):
     """One experiment's measured figures. Rates are derived, so they can never disagree."""
 
@@ -138,6 +173,14 @@ class ExperimentResult(BaseModel):
     energy_notes: list[str] = Field(default_factory=list)
     energy_by_device: list[DeviceEnergy] = Field(default_factory=list)
     warnings: list[QualityWarning] = Field(default_factory=list)
+    batch_latency: LatencyStats | None = Field(default=None, description="per batch, in the window")
+    time_to_first_token: LatencyStats | None = None
+    inter_token_latency: LatencyStats | None = None
+    peak_memory_bytes: int | None = None
+    peak_memory_kind: str | None = Field(default=None, description="cuda_max_allocated or peak_rss")
+    flops_estimate: float | None = Field(
+        default=None, description="an estimate: 2 x non-embedding parameters x processed tokens"
+    )
     extra: dict[str, Any] = Field(default_factory=dict)
     started_at: datetime
     finished_at: datetime

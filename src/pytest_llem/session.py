@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem import __version__
+from pytest_llem.backends import BACKEND_WORKLOADS
 from pytest_llem.config import build_config, compute_config_hash
 from pytest_llem.energy.idle import IdleBaselines
 from pytest_llem.energy.meter import MeterOptions
@@ -28,10 +29,6 @@ from pytest_llem.settings import LlemSettings
 from pytest_llem.signals import InterruptGuard
 from pytest_llem.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
 from pytest_llem.workload import Workload, describe_workload
-
-# Built-in backends register a workload here ("module:function"); a config that names a
-# backend may then omit its workload. Empty until the backends land.
-BACKEND_WORKLOADS: dict[str, str] = {}
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -130,11 +127,6 @@ class BenchmarkSession:
             if config.backend is None:
                 raise ConfigError(
                     "llem.run() needs a workload function, or backend= naming a built-in backend"
-                )
-            if config.backend not in BACKEND_WORKLOADS:
-                raise ConfigError(
-                    f"backend {config.backend!r} is not available in pytest-llem {__version__}; "
-                    "pass a workload function instead"
                 )
             workload = BACKEND_WORKLOADS[config.backend]
         spec = describe_workload(workload)

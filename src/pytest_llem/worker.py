@@ -25,7 +25,7 @@ from pytest_llem.protocol import (
     WorkloadFailure,
     write_model,
 )
-from pytest_llem.results import EnergyTotals, ExperimentResult
+from pytest_llem.results import EnergyTotals, ExperimentResult, LatencyStats
 from pytest_llem.state import ExperimentPhase, StateManager, utc_now
 from pytest_llem.workload import load_workload
 
@@ -77,6 +77,12 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
         energy_notes=measured.notes,
         energy_by_device=measured.devices,
         warnings=measured.warnings,
+        batch_latency=LatencyStats.of(ctx.batch_latencies_s),
+        time_to_first_token=LatencyStats.of(ctx.first_token_latencies_s),
+        inter_token_latency=LatencyStats.of(ctx.inter_token_latencies_s),
+        peak_memory_bytes=ctx.peak_memory[0] if ctx.peak_memory else None,
+        peak_memory_kind=ctx.peak_memory[1] if ctx.peak_memory else None,
+        flops_estimate=ctx.flops_estimate,
         extra=ctx.extra,
         started_at=started_at,
         finished_at=utc_now(),

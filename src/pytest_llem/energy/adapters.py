@@ -9,26 +9,16 @@ windows, CodeCarbon's `EmissionsTracker` with its `final_emissions_data`).
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 from typing import Any
 
 from pytest_llem.energy import quality
 from pytest_llem.energy.meter import EnergyMeter
 from pytest_llem.errors import MeterUnavailable
+from pytest_llem.extras import import_extra
 from pytest_llem.results import DeviceEnergy, QualityWarning, WindowMeasurement
 
 JOULES_PER_KWH = 3.6e6
-
-
-def import_extra(module: str, extra: str) -> ModuleType:
-    """Import an optional library, or fail with the pip command that installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MeterUnavailable(
-            f"energy={extra!r} needs the {extra!r} extra: pip install 'pytest-llem[{extra}]' ({exc})"
-        ) from None
 
 
 class ZeusMeter(EnergyMeter):
@@ -37,7 +27,7 @@ class ZeusMeter(EnergyMeter):
     def __init__(self, monitor: Any | None = None) -> None:
         super().__init__()
         if monitor is None:
-            zeus_monitor = import_extra("zeus.monitor", "zeus")
+            zeus_monitor = import_extra("zeus.monitor", "zeus", "energy='zeus'", MeterUnavailable)
             monitor = zeus_monitor.ZeusMonitor()
         self.monitor = monitor
 
@@ -79,7 +69,9 @@ class CodeCarbonMeter(EnergyMeter):
 
     def __init__(self, codecarbon: ModuleType | None = None) -> None:
         super().__init__()
-        self.codecarbon = codecarbon or import_extra("codecarbon", "codecarbon")
+        self.codecarbon = codecarbon or import_extra(
+            "codecarbon", "codecarbon", "energy='codecarbon'", MeterUnavailable
+        )
         self._trackers: dict[str, Any] = {}
 
     def _begin_readings(self, name: str) -> None:

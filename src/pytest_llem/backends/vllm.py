@@ -1,0 +1,108 @@
+"""`backend="vllm"`: offline inference through `vllm.LLM`, measured per batch.
+
+A thin adapter over vLLM's public API (`LLM`, `SamplingParams`, `LLM.generate` and the
+`RequestOutput`s it returns), so that upgrading vLLM rarely touches it. The engine starts
+outside the measured window (with the spine's vLLM environment: in-process engine, spawned
+workers, no torch.compile), warms up, and then each batch of `batch_size` prompts is one
+`generate` call inside the window, with `max_num_seqs=batch_size`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pytest_llem.backends import DEFAULT_MAX_NEW_TOKENS
+from pytest_llem.backends.prompts import batched, load_prompts
+from pytest_llem.config import ExperimentConfig
+from pytest_llem.context import ExperimentContext
+from pytest_llem.errors import ConfigError
+from pytest_llem.extras import import_extra
+
+PURPOSE = "backend='vllm'"
+DTYPES = {"auto": "auto", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def engine_kwargs(config: ExperimentConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "model": config.model,
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "dtype": DTYPES[config.precision],
+        "gpu_memory_utilization": config.gpu_memory_utilization,
+        "enforce_eager": config.enforce_eager,
+        "max_num_seqs": config.batch_size,
+        "seed": config.seed,
+    }
+    if config.max_model_len is not None:
+        kwargs["max_model_len"] = config.max_model_len
+    return kwargs
+
+
+def sampling_kwargs(config: ExperimentConfig) -> dict[str, Any]:
+    max_tokens = config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+    kwargs: dict[str, Any] = {
+        "max_tokens": max_tokens,
+        "temperature": config.temperature,
+        "ignore_eos": config.ignore_eos,
+    }
+    if config.ignore_eos:
+        kwargs["min_tokens"] = max_tokens
+    if config.temperature > 0:
+        # vLLM reads -1 as "top-k off"; pytest-llem's config uses 0 for that.
+        kwargs.update(top_p=config.top_p, top_k=config.top_k or -1, seed=config.seed)
+    return kwargs
+
+
+def request_latencies(output: Any) -> tuple[float | None, float | None]:
+    """Time to first token and mean inter-token latency, where vLLM reports request metrics."""
+    metrics = getattr(output, "metrics", None)
+    first = getattr(metrics, "first_token_time", None)
+    arrival = getattr(metrics, "arrival_time", None)
+    last = getattr(metrics, "last_token_time", None)
+    if first is None or arrival is None:
+        return None, None
+    generated = len(output.outputs[0].token_ids) if output.outputs else 0
+    inter_token = (last - first) / (generated - 1) if last is not None and generated > 1 else None
+    return first - arrival, inter_token
+
+
+def run(ctx: ExperimentContext) -> None:
+    """The workload behind `backend="vllm"`."""
+    config = ctx.config
+    if config.model is None:
+        raise ConfigError("model: backend='vllm' needs model= (a hub id or a local directory)")
+    vllm = import_extra("vllm", "vllm", PURPOSE)
+    llm = vllm.LLM(**engine_kwargs(config))
+    params = vllm.SamplingParams(**sampling_kwargs(config))
+    batches = batched(load_prompts(config), config.batch_size)
+    for index in range(config.warmup_batches):
+        llm.generate(batches[index % len(batches)], params, use_tqdm=False)
+    torch = _torch_with_cuda()
+    if torch is not None:
+        torch.cuda.reset_peak_memory_stats()
+    with ctx.window():
+        for batch in batches:
+            started = time.perf_counter()
+            outputs = llm.generate(batch, params, use_tqdm=False)
+            latency_s = time.perf_counter() - started
+            ctx.record_latency(batch_s=latency_s)
+            for output in outputs:
+                ctx.record(
+                    input_tokens=len(output.prompt_token_ids),
+                    output_tokens=sum(len(completion.token_ids) for completion in output.outputs),
+                )
+                first_token_s, inter_token_s = request_latencies(output)
+                ctx.record_latency(first_token_s=first_token_s, inter_token_s=inter_token_s)
+    if torch is not None:
+        ctx.record_resources(int(torch.cuda.max_memory_allocated()), "cuda_max_allocated")
+    ctx.record(
+        vllm_version=getattr(vllm, "__version__", None), precision=config.precision, batches=len(batches)
+    )
+
+
+def _torch_with_cuda() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() and torch.cuda.is_initialized() else None
