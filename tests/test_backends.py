@@ -118,10 +118,14 @@ def calls(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
+def vllm(bench, stand_in, **fields):
+    return run(bench, backend="vllm", env=stand_in["env"], **fields)
+
+
 def test_vllm_adapter_maps_the_config_onto_vllms_api(bench, vllm_stand_in):
-    result = run(
+    result = vllm(
         bench,
-        backend="vllm",
+        vllm_stand_in,
         model="org/some-model",
         batch_size=3,
         n_prompts=6,
@@ -132,7 +136,6 @@ def test_vllm_adapter_maps_the_config_onto_vllms_api(bench, vllm_stand_in):
         max_model_len=2048,
         enforce_eager=True,
         warmup_batches=1,
-        env=vllm_stand_in["env"],
     )
     engine, sampling, *generates = calls(vllm_stand_in["log"])
     assert engine == {
@@ -160,9 +163,9 @@ def test_vllm_adapter_maps_the_config_onto_vllms_api(bench, vllm_stand_in):
 
 
 def test_vllm_adapter_sampling_and_natural_lengths(bench, vllm_stand_in):
-    result = run(
+    result = vllm(
         bench,
-        backend="vllm",
+        vllm_stand_in,
         model="m",
         n_prompts=2,
         max_new_tokens=8,
@@ -171,7 +174,6 @@ def test_vllm_adapter_sampling_and_natural_lengths(bench, vllm_stand_in):
         top_p=0.9,
         seed=5,
         warmup_batches=0,
-        env=vllm_stand_in["env"],
     )
     _, sampling, *_ = calls(vllm_stand_in["log"])
     assert sampling == {

@@ -100,22 +100,14 @@ def test_idle_baseline_is_plausible_for_the_card():
 # --- the backends on CUDA --------------------------------------------------------------------
 
 
+def run_backend(bench: BenchmarkSession, tiny_model, **fields):
+    fields = {"model": str(tiny_model), "gpus": [0], "batch_size": 8, "n_prompts": 64, **fields}
+    return bench.run_experiment(f"tests/test_gpu.py::{fields['backend']}", None, [fields])
+
+
 def test_pytorch_backend_on_cuda_reports_gpu_memory_and_energy(gpu_bench, tiny_model):
-    result = gpu_bench.run_experiment(
-        "tests/test_gpu.py::pytorch",
-        None,
-        [
-            {
-                "backend": "pytorch",
-                "model": str(tiny_model),
-                "device": "cuda",
-                "gpus": [0],
-                "precision": "fp16",
-                "batch_size": 8,
-                "n_prompts": 64,
-                "max_new_tokens": 64,
-            }
-        ],
+    result = run_backend(
+        gpu_bench, tiny_model, backend="pytorch", device="cuda", precision="fp16", max_new_tokens=64
     )
     print(
         f"\npytorch on {result.extra['device']}: {result.tokens_per_s:.0f} tokens/s, "
@@ -127,21 +119,14 @@ def test_pytorch_backend_on_cuda_reports_gpu_memory_and_energy(gpu_bench, tiny_m
 
 @needs_gpus(2)
 def test_accelerate_ranks_on_two_gpus_are_measured_once(gpu_bench, tiny_model):
-    result = gpu_bench.run_experiment(
-        "tests/test_gpu.py::ranks",
-        None,
-        [
-            {
-                "backend": "pytorch",
-                "model": str(tiny_model),
-                "device": "cuda",
-                "gpus": [0, 1],
-                "num_processes": 2,
-                "batch_size": 8,
-                "n_prompts": 64,
-                "max_new_tokens": 32,
-            }
-        ],
+    result = run_backend(
+        gpu_bench,
+        tiny_model,
+        backend="pytorch",
+        device="cuda",
+        gpus=[0, 1],
+        num_processes=2,
+        max_new_tokens=32,
     )
     assert result.extra["accelerate_world_size"] == 2 and len(result.energy_by_device) == 2
 
@@ -149,21 +134,14 @@ def test_accelerate_ranks_on_two_gpus_are_measured_once(gpu_bench, tiny_model):
 def test_vllm_backend_for_real(gpu_bench, tiny_model):
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vLLM is not installed")
-    result = gpu_bench.run_experiment(
-        "tests/test_gpu.py::vllm",
-        None,
-        [
-            {
-                "backend": "vllm",
-                "model": str(tiny_model),
-                "gpus": [0],
-                "batch_size": 16,
-                "n_prompts": 64,
-                "max_new_tokens": 32,
-                "gpu_memory_utilization": 0.3,
-                "enforce_eager": True,
-            }
-        ],
+    result = run_backend(
+        gpu_bench,
+        tiny_model,
+        backend="vllm",
+        batch_size=16,
+        max_new_tokens=32,
+        gpu_memory_utilization=0.3,
+        enforce_eager=True,
     )
     print(
         f"\nvLLM {result.extra['vllm_version']}: {result.tokens_per_s:.0f} tokens/s, "
