@@ -21,7 +21,7 @@ from pytest_llem.errors import ConfigError
 from pytest_llem.redaction import is_secret_name
 
 # Fields that change where or how long, not what is measured; left out of the hash.
-NON_MEASUREMENT_FIELDS = frozenset({"timeout", "experiment_id"})
+NON_MEASUREMENT_FIELDS = frozenset({"timeout", "experiment_id", "compare_fail", "budget"})
 CONFIG_HASH_LENGTH = 16
 _FLOAT_SIGNIFICANT_DIGITS = 12
 
@@ -57,6 +57,13 @@ class ExperimentConfig(BaseModel):
         default=None, description="None: seeded synthetic prompts; a list; or a .txt/.jsonl file"
     )
     warmup_batches: int = Field(default=1, ge=0, description="batches run before the measured window")
+    rounds: int = Field(default=1, ge=1, description="measured rounds after one load and warm-up")
+    compare_fail: dict[str, str] = Field(
+        default_factory=dict, description="per-test regression limits, e.g. {'energy_per_token_j': '5%'}"
+    )
+    budget: dict[str, float] = Field(
+        default_factory=dict, description="absolute limits, e.g. {'energy_per_token_j': 0.05}"
+    )
     num_processes: int = Field(default=1, ge=1, description="pytorch: data-parallel ranks via accelerate")
     tensor_parallel_size: int = Field(default=1, ge=1, description="vllm")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vllm")

@@ -14,12 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.energy.devices import thin_timeline
 from pytest_llem.energy.meter import EnergyMeter
 from pytest_llem.results import DeviceEnergy, PowerSample, QualityWarning, WindowMeasurement
+
+
+@dataclass
+class RoundRecord:
+    windows: list[WindowMeasurement] = field(default_factory=list)
+    output_tokens: int | None = None
+    input_tokens: int | None = None
+    batch_latencies_s: list[float] = field(default_factory=list)
 
 
 class ExperimentContext:
@@ -42,10 +51,26 @@ class ExperimentContext:
         self.inter_token_latencies_s: list[float] = []
         self.peak_memory: tuple[int, str] | None = None
         self.flops_estimate: float | None = None
+        #: One record per round, when the workload iterates `ctx.rounds()`.
+        self.round_records: list[RoundRecord] = []
+        self._round: RoundRecord | None = None
 
     @property
     def params(self) -> dict[str, Any]:
         return self.config.params
+
+    def rounds(self) -> Iterator[int]:
+        """Yield once per configured round; windows and tokens inside one round form its figures.
+
+        Load and warm up before the loop, measure inside it: the model loads once for all rounds.
+        """
+        if self.round_records or self._round is not None:
+            raise RuntimeError("ctx.rounds() can be iterated only once per experiment")
+        for index in range(self.config.rounds):
+            self._round = RoundRecord()
+            yield index
+            self.round_records.append(self._round)
+        self._round = None
 
     @contextmanager
     def window(self) -> Iterator[None]:
@@ -59,7 +84,10 @@ class ExperimentContext:
         try:
             yield
         finally:
-            self.windows.append(self._meter.end_window("llem.window"))
+            measured = self._meter.end_window("llem.window")
+            self.windows.append(measured)
+            if self._round is not None:
+                self._round.windows.append(measured)
             self._window_open = False
 
     def record(
@@ -71,8 +99,12 @@ class ExperimentContext:
         """Report token counts (added up over calls) and any extra JSON-able figures."""
         if output_tokens is not None:
             self.output_tokens = (self.output_tokens or 0) + _count("output_tokens", output_tokens)
+            if self._round is not None:
+                self._round.output_tokens = (self._round.output_tokens or 0) + output_tokens
         if input_tokens is not None:
             self.input_tokens = (self.input_tokens or 0) + _count("input_tokens", input_tokens)
+            if self._round is not None:
+                self._round.input_tokens = (self._round.input_tokens or 0) + input_tokens
         self.extra.update(extra)
 
     def record_latency(
@@ -89,6 +121,8 @@ class ExperimentContext:
         ):
             if value is not None:
                 values.append(float(value))
+        if batch_s is not None and self._round is not None:
+            self._round.batch_latencies_s.append(float(batch_s))
 
     def record_resources(
         self, peak_memory_bytes: int | None = None, memory_kind: str = "peak_rss", flops: float | None = None

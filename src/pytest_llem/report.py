@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from pytest_llem.atomic import ensure_private_dir, write_model_redacted
 from pytest_llem.energy.quality import UNMEASURED_CODES
+from pytest_llem.machine import MachineInfo
 from pytest_llem.results import ExperimentResult
 
 REPORT_SCHEMA_VERSION = 1
@@ -74,6 +75,8 @@ class ReportEntry(BaseModel):
 class SessionReport(BaseModel):
     schema_version: int = REPORT_SCHEMA_VERSION
     run_id: str
+    name: str | None = Field(default=None, description="--llem-save NAME or --llem-autosave")
+    machine: MachineInfo | None = Field(default=None, description="what the figures depend on")
     started_at: datetime
     finished_at: datetime | None = None
     outcome: SessionOutcome = "running"

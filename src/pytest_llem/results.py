@@ -150,6 +150,45 @@ class LatencyStats(BaseModel):
         )
 
 
+class MetricStats(BaseModel):
+    """One metric over an experiment's rounds; `ci95_*` is the t-interval of the mean."""
+
+    n: int
+    mean: float
+    median: float
+    stdev: float | None
+    min: float
+    max: float
+    ci95_low: float | None
+    ci95_high: float | None
+
+
+class RoundResult(BaseModel):
+    """One measured round: its windows summed, and the tokens recorded during it."""
+
+    index: int
+    duration_s: float
+    output_tokens: int | None = None
+    input_tokens: int | None = None
+    energy_j: float | None = None
+    gpu_energy_j: float | None = None
+    cpu_energy_j: float | None = None
+    energy_adjusted_j: float | None = None
+    batch_latency_p50_s: float | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.output_tokens / self.duration_s if self.output_tokens and self.duration_s > 0 else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def energy_per_token_j(self) -> float | None:
+        return (
+            self.energy_j / self.output_tokens if self.energy_j is not None and self.output_tokens else None
+        )
+
+
 class ExperimentResult(BaseModel):
     """One experiment's measured figures. Rates are derived, so they can never disagree."""
 
@@ -180,6 +219,10 @@ class ExperimentResult(BaseModel):
     peak_memory_kind: str | None = Field(default=None, description="cuda_max_allocated or peak_rss")
     flops_estimate: float | None = Field(
         default=None, description="an estimate: 2 x non-embedding parameters x processed tokens"
+    )
+    rounds: list[RoundResult] = Field(default_factory=list, description="one per round when rounds > 1")
+    statistics: dict[str, MetricStats] = Field(
+        default_factory=dict, description="per metric, over the rounds (when there are 2 or more)"
     )
     extra: dict[str, Any] = Field(default_factory=dict)
     started_at: datetime

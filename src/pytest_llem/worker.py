@@ -13,9 +13,10 @@ import sys
 import traceback
 from pathlib import Path
 
-from pytest_llem.context import ExperimentContext, combine_windows
+from pytest_llem.context import ExperimentContext, RoundRecord, combine_windows
 from pytest_llem.energy.meter import create_meter
-from pytest_llem.errors import LlemError
+from pytest_llem.errors import ConfigError, LlemError
+from pytest_llem.metrics import METRICS, round_values
 from pytest_llem.processes import process_start_time, set_parent_death_signal
 from pytest_llem.protocol import (
     OUTCOME_FILE,
@@ -25,8 +26,16 @@ from pytest_llem.protocol import (
     WorkloadFailure,
     write_model,
 )
-from pytest_llem.results import EnergyTotals, ExperimentResult, LatencyStats
+from pytest_llem.results import (
+    EnergyTotals,
+    ExperimentResult,
+    LatencyStats,
+    MetricStats,
+    RoundResult,
+    WindowMeasurement,
+)
 from pytest_llem.state import ExperimentPhase, StateManager, utc_now
+from pytest_llem.stats import summarise
 from pytest_llem.workload import load_workload
 
 # Names the implicit window that covers the whole call when the workload opens none.
@@ -61,6 +70,12 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
     else:
         enter_measuring()
         measured = whole_call
+    if request.config.rounds > 1 and not ctx.round_records:
+        raise ConfigError(
+            f"rounds={request.config.rounds}, but the workload never iterates ctx.rounds(); "
+            "loop `for _ in ctx.rounds():` around its measured windows"
+        )
+    rounds = [summarise_round(index, record) for index, record in enumerate(ctx.round_records)]
     totals = EnergyTotals.of(measured.devices)
     sources = sorted({d.energy_source for d in measured.devices if d.energy_source})
     return ExperimentResult(
@@ -83,10 +98,40 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
         peak_memory_bytes=ctx.peak_memory[0] if ctx.peak_memory else None,
         peak_memory_kind=ctx.peak_memory[1] if ctx.peak_memory else None,
         flops_estimate=ctx.flops_estimate,
+        rounds=rounds if len(rounds) > 1 else [],
+        statistics=round_statistics(rounds),
         extra=ctx.extra,
         started_at=started_at,
         finished_at=utc_now(),
     )
+
+
+def summarise_round(index: int, record: RoundRecord) -> RoundResult:
+    measured = combine_windows(record.windows) if record.windows else WindowMeasurement(duration_s=0.0)
+    totals = EnergyTotals.of(measured.devices)
+    latency = LatencyStats.of(record.batch_latencies_s)
+    return RoundResult(
+        index=index,
+        duration_s=measured.duration_s,
+        output_tokens=record.output_tokens,
+        input_tokens=record.input_tokens,
+        energy_j=totals.energy_j,
+        gpu_energy_j=totals.gpu_energy_j,
+        cpu_energy_j=totals.cpu_energy_j,
+        energy_adjusted_j=totals.energy_adjusted_j,
+        batch_latency_p50_s=latency.p50_s if latency else None,
+    )
+
+
+def round_statistics(rounds: list[RoundResult]) -> dict[str, MetricStats]:
+    if len(rounds) < 2:
+        return {}
+    summaries = {}
+    for name, metric in METRICS.items():
+        values = round_values(rounds, metric)
+        if values:
+            summaries[name] = summarise(values)
+    return summaries
 
 
 def format_workload_traceback(exc: BaseException) -> str:

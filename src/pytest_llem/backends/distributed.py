@@ -29,7 +29,7 @@ from pytest_llem.atomic import atomic_write_text
 from pytest_llem.backends.prompts import batched, load_prompts
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.context import ExperimentContext
-from pytest_llem.errors import ExperimentFailed
+from pytest_llem.errors import ConfigError, ExperimentFailed
 from pytest_llem.processes import set_parent_death_signal
 
 POLL_S = 0.02
@@ -85,6 +85,8 @@ def coordinate_ranks(ctx: ExperimentContext) -> None:
     from pytest_llem.backends.pytorch import BatchOutcome, record_outcomes
 
     config = ctx.config
+    if config.rounds > 1:
+        raise ConfigError("rounds: several rounds are not supported with num_processes > 1; use rounds=1")
     with tempfile.TemporaryDirectory(prefix="pytest-llem-ranks-") as tmp:
         work_dir = Path(tmp)
         ranks = _start_ranks(config, work_dir)

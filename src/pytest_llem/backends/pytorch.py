@@ -189,13 +189,14 @@ def run(ctx: ExperimentContext) -> None:
     engine.seed()
     for index in range(config.warmup_batches):
         engine.generate(encodings[index % len(encodings)])
-    engine.seed()  # the measured batches draw the same samples whatever the warm-up did
     engine.reset_peak_memory()
     outcomes = []
-    with ctx.window():
-        for encoding in encodings:
-            outcomes.append(engine.generate(encoding))
-    record_outcomes(ctx, outcomes)
+    for _ in ctx.rounds():
+        engine.seed()  # every round draws the same samples, whatever ran before it
+        with ctx.window():
+            round_outcomes = [engine.generate(encoding) for encoding in encodings]
+        record_outcomes(ctx, round_outcomes)
+        outcomes.extend(round_outcomes)
     processed = sum(o.input_tokens + o.output_tokens for o in outcomes)
     peak_bytes, kind = engine.peak_memory()
     ctx.record_resources(peak_bytes, kind, flops=2.0 * engine.non_embedding_parameters() * processed)

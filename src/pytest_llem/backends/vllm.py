@@ -80,12 +80,22 @@ def run(ctx: ExperimentContext) -> None:
     torch = _torch_with_cuda()
     if torch is not None:
         torch.cuda.reset_peak_memory_stats()
+    for _ in ctx.rounds():
+        _measure_round(ctx, llm, params, batches)
+    if torch is not None:
+        ctx.record_resources(int(torch.cuda.max_memory_allocated()), "cuda_max_allocated")
+    ctx.record(
+        vllm_version=getattr(vllm, "__version__", None), precision=config.precision, batches=len(batches)
+    )
+
+
+def _measure_round(ctx: ExperimentContext, llm: Any, params: Any, batches: list[list[str]]) -> None:
+    """One round: every batch is one `generate` call inside one measured window."""
     with ctx.window():
         for batch in batches:
             started = time.perf_counter()
             outputs = llm.generate(batch, params, use_tqdm=False)
-            latency_s = time.perf_counter() - started
-            ctx.record_latency(batch_s=latency_s)
+            ctx.record_latency(batch_s=time.perf_counter() - started)
             for output in outputs:
                 ctx.record(
                     input_tokens=len(output.prompt_token_ids),
@@ -93,11 +103,6 @@ def run(ctx: ExperimentContext) -> None:
                 )
                 first_token_s, inter_token_s = request_latencies(output)
                 ctx.record_latency(first_token_s=first_token_s, inter_token_s=inter_token_s)
-    if torch is not None:
-        ctx.record_resources(int(torch.cuda.max_memory_allocated()), "cuda_max_allocated")
-    ctx.record(
-        vllm_version=getattr(vllm, "__version__", None), precision=config.precision, batches=len(batches)
-    )
 
 
 def _torch_with_cuda() -> Any:

@@ -1,0 +1,64 @@
+"""The metrics pytest-llem compares and gates on: name, unit, which direction is better,
+and how to read each from a result (whole experiment) or from one of its rounds.
+
+One table serves the statistics over rounds, comparisons, limits, the CLI and exports, so
+a metric's direction or unit is never decided in two places.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pytest_llem.results import ExperimentResult, RoundResult
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    higher_is_better: bool
+    of_result: Callable[[ExperimentResult], float | None]
+    of_round: Callable[[RoundResult], float | None] | None = None
+
+    def worse_by(self, baseline: float, current: float) -> float:
+        """How much worse `current` is than `baseline`, in the metric's unit (negative: better)."""
+        return baseline - current if self.higher_is_better else current - baseline
+
+
+def _p50(stats: object) -> float | None:
+    return getattr(stats, "p50_s", None)
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(
+            "energy_per_token_j", "J", False, lambda r: r.energy_per_token_j, lambda r: r.energy_per_token_j
+        ),
+        Metric("energy_j", "J", False, lambda r: r.energy_j, lambda r: r.energy_j),
+        Metric("energy_adjusted_j", "J", False, lambda r: r.energy_adjusted_j, lambda r: r.energy_adjusted_j),
+        Metric("gpu_energy_j", "J", False, lambda r: r.gpu_energy_j, lambda r: r.gpu_energy_j),
+        Metric("cpu_energy_j", "J", False, lambda r: r.cpu_energy_j, lambda r: r.cpu_energy_j),
+        Metric("tokens_per_s", "tokens/s", True, lambda r: r.tokens_per_s, lambda r: r.tokens_per_s),
+        Metric("duration_s", "s", False, lambda r: r.duration_s, lambda r: r.duration_s),
+        Metric(
+            "batch_latency_p50_s",
+            "s",
+            False,
+            lambda r: _p50(r.batch_latency),
+            lambda r: r.batch_latency_p50_s,
+        ),
+        Metric("batch_latency_p99_s", "s", False, lambda r: getattr(r.batch_latency, "p99_s", None)),
+        Metric("ttft_p50_s", "s", False, lambda r: _p50(r.time_to_first_token)),
+        Metric("peak_memory_bytes", "B", False, lambda r: r.peak_memory_bytes),
+    )
+}
+
+
+def round_values(rounds: list[RoundResult], metric: Metric) -> list[float]:
+    """The metric in each round; empty unless every round has it."""
+    if metric.of_round is None or not rounds:
+        return []
+    values = [metric.of_round(r) for r in rounds]
+    return [v for v in values if v is not None] if all(v is not None for v in values) else []
