@@ -163,3 +163,99 @@ def test_report_json_has_no_machine_paths(pytester, simulated_gpus, tmp_path):
     run(pytester, state_dir, "--llem-energy=nvml", "--llem-baseline=0")
     text = json.dumps(reports(state_dir))
     assert str(tmp_path) not in text and os.path.expanduser("~") not in text
+
+
+GATED_SUITE = """
+import os, time
+import pynvml
+import pytest
+
+def generate(ctx):
+    for _ in ctx.rounds():
+        pynvml.log_power(float(os.environ["SIM_BUSY_W"]))   # what "the change" changes
+        with ctx.window():
+            time.sleep(0.25)
+        ctx.record(output_tokens=50)
+        pynvml.log_power(IDLE_W)
+
+@pytest.mark.llem(gpus=[0], budget={"energy_per_token_j": 3.0})
+def test_generate(llem):
+    llem.run(generate)
+""".replace("IDLE_W", repr(IDLE_W))
+
+
+def test_save_a_baseline_then_fail_on_a_real_regression_and_pass_on_noise(
+    pytester, simulated_gpus, tmp_path, monkeypatch
+):
+    simulated_gpus()
+    pytester.makepyfile(test_energy_suite=GATED_SUITE)
+    state_dir = tmp_path / "state"
+    common = ("--llem-energy=nvml", "--llem-baseline=0", "--llem-rounds=5", "--llem-gate-flagged")
+    gate = ("--llem-compare", "--llem-compare-fail=energy_per_token_j:5%")
+
+    monkeypatch.setenv("SIM_BUSY_W", "300")
+    saved = run(pytester, state_dir, *common, "--llem-save=main")
+    saved.assert_outcomes(passed=1)
+    assert saved.ret == 0
+
+    monkeypatch.setenv("SIM_BUSY_W", "360")  # 20% more power for the same tokens and time
+    summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    regressed = run(pytester, state_dir, *common, *gate, f"--llem-markdown={tmp_path / 'r.md'}")
+    regressed.assert_outcomes(passed=1)  # every test passed; the comparison fails the session
+    assert regressed.ret == 1
+    regressed.stdout.re_match_lines(
+        [
+            r"compared with main:",
+            r"pytest-llem: REGRESSION test_energy_suite.py::test_generate energy_per_token_j "
+            r"1\.5\d -> 1\.8\d J \(\+\d\d\.\d%, limit 5%, p=0\.00397\)",
+        ]
+    )
+    assert "Traceback" not in regressed.stdout.str()
+    assert "pytest-llem: REGRESSION" in summary.read_text() and "| test |" in (tmp_path / "r.md").read_text()
+
+    monkeypatch.setenv("SIM_BUSY_W", "300")  # back to the baseline: only timing noise remains
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY")
+    noise = run(
+        pytester, state_dir, *common, "--llem-compare=main", "--llem-compare-fail=energy_per_token_j:5%"
+    )
+    assert noise.ret == 0
+    assert "REGRESSION" not in noise.stdout.str()
+    (report,) = [r for r in reports(state_dir) if r["run_id"] == reports(state_dir)[-1]["run_id"]]
+    assert len(report["experiments"][0]["result"]["rounds"]) == 5
+
+
+def test_flagged_results_are_not_gated_by_default_and_budgets_fail_cleanly(
+    pytester, simulated_gpus, tmp_path, monkeypatch
+):
+    simulated_gpus()
+    pytester.makepyfile(test_energy_suite=GATED_SUITE)
+    state_dir = tmp_path / "state"
+    common = ("--llem-energy=nvml", "--llem-baseline=0", "--llem-rounds=3")
+    monkeypatch.setenv("SIM_BUSY_W", "300")
+    run(pytester, state_dir, *common, "--llem-save=main")
+    monkeypatch.setenv("SIM_BUSY_W", "400")
+    # Windows of 0.25 s carry the short_window flag: shown, not gated.
+    flagged = run(
+        pytester, state_dir, *common, "--llem-compare=main", "--llem-compare-fail=energy_per_token_j:5%"
+    )
+    assert flagged.ret == 0
+    flagged.stdout.fnmatch_lines(
+        ["*energy_per_token_j*flagged (beyond the limit, but a measurement-quality flag*"]
+    )
+    monkeypatch.setenv("SIM_BUSY_W", "700")  # 700 W x 0.25 s / 50 tokens = 3.5 J/token, over the 3.0 budget
+    over = run(pytester, state_dir, *common, "--llem-gate-flagged")
+    assert over.ret == 1
+    over.stdout.fnmatch_lines(
+        [
+            "pytest-llem: OVER BUDGET test_energy_suite.py::test_generate energy_per_token_j 3.5* J "
+            "(budget 3.00 J)"
+        ]
+    )
+
+
+def test_comparing_with_an_unknown_run_is_a_usage_error(pytester, simulated_gpus, tmp_path):
+    simulated_gpus()
+    result = run(pytester, tmp_path / "state", "--llem-compare=nope", "--llem-energy=none")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest-llem: --llem-compare: no saved run named 'nope'*"])

@@ -4,8 +4,9 @@ A limit is `METRIC:LIMIT`: a percentage (`energy_per_token_j:5%`) or an absolute
 the metric's unit (`tokens_per_s:50tokens/s`, `energy_per_token_j:0.002J`). Each metric
 knows which direction is worse (`metrics.METRICS`). A change is a regression when it is
 worse than its limit and, where both runs have at least `MIN_ROUNDS_FOR_SIGNIFICANCE`
-rounds, a one-sided Mann-Whitney U test over the rounds says it is real (p below
-`SIGNIFICANCE_LEVEL`); the compared values are then the rounds' medians, so one odd round
+rounds, a one-sided Mann-Whitney U test over the rounds says it is real (p at most
+`SIGNIFICANCE_LEVEL`; with three rounds a side the smallest possible p is exactly 0.05);
+the compared values are then the rounds' medians, so one odd round
 cannot decide. Results carrying a measurement-quality flag are shown but not gated unless
 asked. Budgets are absolute ceilings (or floors) that need no baseline.
 """
@@ -16,7 +17,7 @@ import re
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -95,6 +96,20 @@ class MetricChange(BaseModel):
     status: Status = "ok"
     note: str | None = None
 
+    COLUMNS: ClassVar[tuple[str, ...]] = ("test", "metric", "baseline", "current", "change", "p", "status")
+
+    def cells(self) -> tuple[str, ...]:
+        """This change as a table row, in `COLUMNS` order (for text, Markdown and HTML)."""
+        return (
+            self.nodeid,
+            self.metric,
+            "-" if self.baseline is None else f"{fmt(self.baseline)} {self.unit}",
+            f"{fmt(self.current)} {self.unit}",
+            "-" if self.change_pct is None else f"{self.change_pct:+.1f}%",
+            "-" if self.p_value is None else f"{self.p_value:.3g}",
+            self.status + (f" ({self.note})" if self.note else ""),
+        )
+
     def line(self) -> str:
         """The one line printed for a regression or an exceeded budget."""
         if self.status == "over_budget":
@@ -126,7 +141,8 @@ class Comparison(BaseModel):
 
 
 def fmt(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:#.3g}"
+    """Three significant digits, kept when they are zeros (0.120); thousands grouped."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:#.3g}".removesuffix(".")
 
 
 def is_flagged(result: ExperimentResult) -> bool:
@@ -210,7 +226,7 @@ def _change(
         return change
     if not limit.exceeded_by(old, new):
         change.status = "improved" if metric.worse_by(old, new) < 0 else "ok"
-    elif change.p_value is not None and change.p_value >= SIGNIFICANCE_LEVEL:
+    elif change.p_value is not None and change.p_value > SIGNIFICANCE_LEVEL:
         change.note = f"beyond the limit but not significant (p={change.p_value:.3g})"
     elif (is_flagged(baseline) or is_flagged(current)) and not gate_flagged:
         change.status = "flagged"
@@ -241,3 +257,24 @@ def check_budgets(report: SessionReport, gate_flagged: bool = False) -> list[Met
                 change.status = "flagged" if flagged else "over_budget"
             changes.append(change)
     return changes
+
+
+def format_comparison(comparison: Comparison) -> list[str]:
+    """The comparison as aligned text lines: one row per test and metric, then tests on one side only.
+
+    The failures' own lines (`MetricChange.line`) are printed by the caller, after problems.
+    """
+    against = comparison.baseline_name or comparison.baseline_run
+    lines = [f"compared with {against}:"]
+    if comparison.machine_warning:
+        lines.append(f"warning: {comparison.machine_warning}")
+    header = MetricChange.COLUMNS
+    rows = [c.cells() for c in comparison.changes]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    for nodeid in comparison.only_in_current:
+        lines.append(f"new (no baseline): {nodeid}")
+    for nodeid in comparison.only_in_baseline:
+        lines.append(f"missing from this run: {nodeid}")
+    return lines

@@ -89,6 +89,24 @@ class ExperimentConfig(BaseModel):
             raise ValueError("GPU indices must be 0 or more")
         return gpus
 
+    @field_validator("compare_fail")
+    @classmethod
+    def _limits_parse(cls, limits: dict[str, str]) -> dict[str, str]:
+        from pytest_llem.compare import lookup_metric, parse_limit_value
+
+        for name, text in limits.items():
+            parse_limit_value(lookup_metric(name, "compare_fail"), text, "compare_fail")
+        return limits
+
+    @field_validator("budget")
+    @classmethod
+    def _budget_metrics_exist(cls, budget: dict[str, float]) -> dict[str, float]:
+        from pytest_llem.compare import lookup_metric
+
+        for name in budget:
+            lookup_metric(name, "budget")
+        return budget
+
     @field_validator("env")
     @classmethod
     def _no_secrets_in_env(cls, env: dict[str, str]) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The optional heavy dependencies (extras): importing one, or saying which extra to install.
 
-Only ever called inside an experiment's child (backends, energy adapters), so the pytest
-process never imports torch, vLLM, Zeus or CodeCarbon.
+Inference and measurement libraries (torch, vLLM, Zeus, CodeCarbon) are only ever imported
+this way inside an experiment's child, so the pytest process never loads them; matplotlib,
+for the HTML report, is imported in whichever process renders it.
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from pytest_llem.compare import format_comparison
 from pytest_llem.config import build_config
 from pytest_llem.errors import ConfigError, ExperimentInterrupted, LlemError
+from pytest_llem.metrics import METRICS
 from pytest_llem.report import SessionReport, format_summary
 from pytest_llem.results import ExperimentResult
 from pytest_llem.session import BenchmarkSession
@@ -45,6 +47,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for setting in SETTINGS:
         switch = setting.parse is None
         kwargs: dict[str, Any] = {"action": "store_true"} if switch else {"metavar": setting.metavar}
+        if setting.repeatable:
+            kwargs["action"] = "append"
+        if setting.bare_value is not None:
+            kwargs.update(nargs="?", const=setting.bare_value)
         group.addoption(
             setting.option,
             default=None,
@@ -52,9 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             help=f"{setting.help}. ini: {setting.ini_name}",
             **kwargs,
         )
-        parser.addini(
-            setting.ini_name, f"{setting.help} (like {setting.option})", type="bool" if switch else "string"
-        )
+        ini_type = "bool" if switch else "linelist" if setting.repeatable else "string"
+        parser.addini(setting.ini_name, f"{setting.help} (like {setting.option})", type=ini_type)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -168,16 +173,11 @@ class LlemRunner:
             ) from None
         except LlemError as exc:
             raise pytest.fail.Exception(f"pytest-llem: {exc}", pytrace=False) from None
-        self._item.user_properties.extend(
-            (f"llem_{name}", value)
-            for name, value in (
-                ("duration_s", result.duration_s),
-                ("tokens_per_s", result.tokens_per_s),
-                ("energy_j", result.energy_j),
-                ("energy_per_token_j", result.energy_per_token_j),
-            )
-            if value is not None
-        )
+        # Every metric with a value, so CI systems that read JUnit XML can show them.
+        for metric in METRICS.values():
+            value = metric.of_result(result)
+            if value is not None:
+                self._item.user_properties.append((f"llem_{metric.name}", value))
         return result
 
 
@@ -197,11 +197,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if session.config.stash.get(previous_sigterm_key, None) is not None:
         signal.signal(signal.SIGTERM, session.config.stash[previous_sigterm_key])
+    try:
+        regressed = bool(bench.gate())
+    except LlemError as exc:  # a bad per-test limit, say: reported, never a traceback
+        bench.problems.append(str(exc))
+        regressed = False
     if exitstatus in (pytest.ExitCode.INTERRUPTED, INTERRUPTED_EXIT_CODE):
         session.exitstatus = INTERRUPTED_EXIT_CODE
         outcome = "interrupted"
     else:
-        outcome = "passed" if exitstatus == pytest.ExitCode.OK else "failed"
+        if regressed and exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        outcome = "passed" if session.exitstatus == pytest.ExitCode.OK else "failed"
     bench.finish(outcome, int(session.exitstatus))
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
@@ -216,8 +223,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.section("pytest-llem")
         for line in format_summary(bench.entries):
             terminalreporter.write_line(line)
+    if bench.comparison is not None:
+        for line in format_comparison(bench.comparison):
+            terminalreporter.write_line(line)
     for problem in bench.problems:
         terminalreporter.write_line(f"pytest-llem: {problem}")
+    for failure in bench.failures:
+        terminalreporter.write_line(failure.line(), red=True, bold=True)
     workers = {entry.worker_id for entry in bench.entries}
     if len(workers) > 1:
         terminalreporter.write_line(

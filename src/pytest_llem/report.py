@@ -158,11 +158,11 @@ def format_summary(entries: list[ReportEntry]) -> list[str]:
             str(c).rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
         ]
         lines.append("  ".join(cells))
-    lines.extend(_energy_footnotes([e.result for e in entries if e.result is not None]))
+    lines.extend(energy_footnotes([e.result for e in entries if e.result is not None]))
     return lines
 
 
-def _energy_footnotes(results: list[ExperimentResult]) -> list[str]:
+def energy_footnotes(results: list[ExperimentResult], flag_mark: str = "!") -> list[str]:
     """What energy_j contains, why it is missing, and which flags the `!` rows carry."""
     lines = []
     covers = Counter(
@@ -179,5 +179,5 @@ def _energy_footnotes(results: list[ExperimentResult]) -> list[str]:
     flagged = {code: n for code, n in flags.items() if code not in UNMEASURED_CODES}
     if flagged:
         listed = ", ".join(f"{code} ({n})" for code, n in sorted(flagged.items()))
-        lines.append(f"! = measurement-quality flags: {listed}; see `warnings` in the report")
+        lines.append(f"{flag_mark} = measurement-quality flags: {listed}; see `warnings` in the report")
     return lines

@@ -15,14 +15,18 @@ from typing import Any
 
 from pytest_llem import __version__
 from pytest_llem.backends import BACKEND_WORKLOADS
+from pytest_llem.compare import Comparison, MetricChange, check_budgets, compare_reports
 from pytest_llem.config import build_config, compute_config_hash
 from pytest_llem.energy.idle import IdleBaselines
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError
+from pytest_llem.history import RunHistory, UnknownRun, autosave_name
+from pytest_llem.machine import MachineInfo
 from pytest_llem.processes import signal_name
 from pytest_llem.protocol import ExperimentRequest
+from pytest_llem.publish import publish
 from pytest_llem.redaction import redact_text
-from pytest_llem.report import ReportEntry, SessionOutcome, SessionReport, copy_report, write_report
+from pytest_llem.report import ReportEntry, SessionOutcome, SessionReport, write_report
 from pytest_llem.results import ExperimentResult
 from pytest_llem.runner import build_experiment_env, run_in_child
 from pytest_llem.settings import LlemSettings
@@ -63,6 +67,11 @@ class BenchmarkSession:
         #: Problems that did not stop the session, for the terminal summary.
         self.problems: list[str] = []
         self.idle = IdleBaselines(settings.baseline_s, settings.sample_interval_s)
+        self.baseline: SessionReport | None = None
+        self.comparison: Comparison | None = None
+        self.budget_checks: list[MetricChange] = []
+        #: Regressions and exceeded budgets, once `gate` has run.
+        self.failures: list[MetricChange] = []
         self._experiments_started = 0
 
     @property
@@ -80,6 +89,47 @@ class BenchmarkSession:
             ) from None
         stale = self.states.cleanup_stale()
         self.report.stale_experiments = [s.experiment_id for s in stale]
+        self.report.machine = MachineInfo.current()
+        if self.settings.save_name:
+            self.report.name = self.settings.save_name
+        elif self.settings.autosave:
+            self.report.name = autosave_name(self.root)
+        if self.worker_id == "main" and (self.settings.compare or self.settings.compare_fail):
+            self.baseline = self._find_baseline(self.settings.compare or "latest")
+
+    def _find_baseline(self, ref: str) -> SessionReport | None:
+        history = RunHistory(self.settings.state_dir)
+        if ref != "latest":
+            try:
+                return history.find(ref)
+            except UnknownRun as exc:
+                raise ConfigError(f"--llem-compare: {exc}") from None
+        assert self.report.machine is not None
+        baseline = history.latest(self.report.machine.id, exclude_run_id=self.report.run_id)
+        if baseline is None:
+            self.problems.append(
+                f"nothing to compare with: no earlier finished run on this machine "
+                f"(id {self.report.machine.id}); this run can be the baseline of the next"
+            )
+        return baseline
+
+    def gate(self) -> list[MetricChange]:
+        """Compare with the baseline and check budgets; return what fails the session.
+
+        Only the session that holds every experiment gates (not an xdist worker).
+        """
+        if self.worker_id != "main":
+            return []
+        failures: list[MetricChange] = []
+        if self.baseline is not None:
+            self.comparison = compare_reports(
+                self.baseline, self.report, self.settings.compare_fail, self.settings.gate_flagged
+            )
+            failures.extend(self.comparison.failures)
+        self.budget_checks = check_budgets(self.report, self.settings.gate_flagged)
+        failures.extend(c for c in self.budget_checks if c.status == "over_budget")
+        self.failures = failures
+        return failures
 
     def run_experiment(
         self,
@@ -121,8 +171,10 @@ class BenchmarkSession:
         config_layers: list[Mapping[str, Any]],
         guard: InterruptGuard,
     ) -> ExperimentResult:
-        # The session's meter is the lowest layer: a marker's or a call's energy= wins.
-        config = build_config({"energy": self.settings.energy}, *config_layers)
+        # The session's meter and rounds are the lowest layer: a marker's or a call's fields win.
+        config = build_config(
+            {"energy": self.settings.energy, "rounds": self.settings.rounds}, *config_layers
+        )
         if workload is None:
             if config.backend is None:
                 raise ConfigError(
@@ -237,13 +289,9 @@ class BenchmarkSession:
         self.report.finished_at = utc_now()
         with InterruptGuard().installed():
             self._checkpoint()
-            if self.settings.json_path is not None:
-                try:
-                    copy_report(self.report, self.settings.json_path, self.root)
-                except OSError as exc:
-                    # The report itself is safe in the state dir; only the copy is missing.
-                    self.problems.append(
-                        f"could not write --llem-json {self.settings.json_path}: {exc.strerror or exc}"
-                    )
+            if self.worker_id == "main":
+                self.problems.extend(
+                    publish(self.report, self.comparison, self.failures, self.settings, self.root)
+                )
         assert self.report_path is not None
         return self.report_path

@@ -17,6 +17,7 @@ from typing import Any
 
 import platformdirs
 
+from pytest_llem.compare import Limit, parse_limit
 from pytest_llem.energy.idle import DEFAULT_BASELINE_S
 from pytest_llem.energy.meter import DEFAULT_SAMPLE_INTERVAL_S, METER_NAMES, MeterOptions
 from pytest_llem.errors import ConfigError
@@ -42,6 +43,16 @@ class LlemSettings:
     cooldown_s: float = 0.0
     cooldown_temp_c: float | None = None
     rapl_dram: bool = False
+    rounds: int = 1
+    save_name: str | None = None
+    autosave: bool = False
+    #: "latest" (the newest earlier run on this machine), a run name or id, or a report path.
+    compare: str | None = None
+    compare_fail: tuple[Limit, ...] = ()
+    gate_flagged: bool = False
+    markdown_path: Path | None = None
+    html_path: Path | None = None
+    benchmark_json_path: Path | None = None
 
     def meter_options(self, baseline_power_w: Mapping[str, float] | None = None) -> MeterOptions:
         return MeterOptions(
@@ -81,6 +92,29 @@ def _meter(raw: str, source: str) -> str:
     return raw
 
 
+def _whole_number(minimum: int) -> Callable[[str, str], int]:
+    def parse(raw: str, source: str) -> int:
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: expected a whole number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{source}: must be at least {minimum}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _path(raw: str, source: str) -> Path:
+    return Path(raw).expanduser()
+
+
+def _run_name(raw: str, source: str) -> str:
+    if not raw.strip() or "/" in raw or raw.endswith(".json"):
+        raise ConfigError(f"{source}: {raw!r} cannot name a run (no '/' and no .json ending)")
+    return raw.strip()
+
+
 def parse_timeout(raw: object, source: str) -> float | None:
     return None if raw in (None, "") else _seconds(0, allow_equal=False)(str(raw), source)
 
@@ -94,6 +128,10 @@ class Setting:
     help: str
     parse: Callable[[str, str], Any] | None = None  # None: an on/off switch
     metavar: str | None = None
+    #: The option may be given several times (ini: one value per line); values form a tuple.
+    repeatable: bool = False
+    #: The option's value is optional; given bare, it takes this one.
+    bare_value: str | None = None
 
     @property
     def option(self) -> str:
@@ -109,7 +147,7 @@ SETTINGS = (
         "state_dir",
         "state-dir",
         f"where states and reports go (env {STATE_DIR_ENV}; default: the platform's user state dir)",
-        lambda raw, _: Path(raw).expanduser(),
+        _path,
         "PATH",
     ),
     Setting(
@@ -120,7 +158,7 @@ SETTINGS = (
         "SECONDS",
     ),
     Setting("resume", "resume", "reuse results of experiments already done with the same config hash"),
-    Setting("json_path", "json", "also write the session report to PATH", lambda raw, _: Path(raw), "PATH"),
+    Setting("json_path", "json", "also write the session report to PATH", _path, "PATH"),
     Setting(
         "energy",
         "energy",
@@ -158,6 +196,43 @@ SETTINGS = (
         "DEGREES",
     ),
     Setting("rapl_dram", "rapl-dram", "also measure DRAM energy through RAPL"),
+    Setting(
+        "rounds",
+        "rounds",
+        "measured rounds per experiment after one load and warm-up (marker field rounds= wins; default 1)",
+        _whole_number(1),
+        "N",
+    ),
+    Setting("save_name", "save", "name this run in the history", _run_name, "NAME"),
+    Setting("autosave", "autosave", "name this run from the git commit, the time and a dirty flag"),
+    Setting(
+        "compare",
+        "compare",
+        "compare with a saved run: its name, id or report path; bare: the latest run on this machine",
+        lambda raw, _: raw,
+        "RUN",
+        bare_value="latest",
+    ),
+    Setting(
+        "compare_fail",
+        "compare-fail",
+        "fail the session when METRIC gets worse than LIMIT against the compared run; LIMIT is a "
+        "percentage or an amount in the metric's unit, as in tokens_per_s:50tokens/s (repeatable)",
+        lambda raw, source: parse_limit(raw, source),
+        "METRIC:LIMIT",
+        repeatable=True,
+    ),
+    Setting("gate_flagged", "gate-flagged", "also gate results that carry measurement-quality flags"),
+    Setting("markdown_path", "markdown", "write a Markdown summary to PATH", _path, "PATH"),
+    Setting("html_path", "html", "write a self-contained HTML report to PATH", _path, "PATH"),
+    Setting(
+        "benchmark_json_path",
+        "benchmark-json",
+        "write results for the GitHub benchmark-tracking action (customSmallerIsBetter to PATH, "
+        "customBiggerIsBetter beside it as *-bigger.json)",
+        _path,
+        "PATH",
+    ),
 )
 
 
@@ -176,14 +251,18 @@ def resolve_settings(
             sources.append((environ.get(STATE_DIR_ENV), STATE_DIR_ENV))
         sources.append((ini.get(setting.name), f"ini {setting.ini_name}"))
         for raw, source in sources:
-            if raw in (None, ""):
+            if raw in (None, "", []):
                 continue
             if setting.parse is None:
                 if raw:  # a switch is on if any layer turns it on
                     values[setting.name] = True
                     break
                 continue
-            values[setting.name] = setting.parse(str(raw), source)
+            if setting.repeatable:
+                items = raw if isinstance(raw, (list, tuple)) else str(raw).split()
+                values[setting.name] = tuple(setting.parse(str(item), source) for item in items)
+            else:
+                values[setting.name] = setting.parse(str(raw), source)
             break
     values.setdefault("state_dir", default_state_dir())
     return LlemSettings(**values)

@@ -13,7 +13,8 @@ from pytest_llem.results import MetricStats
 CONFIDENCE = 0.95
 #: Both sides need this many rounds before a regression must also be significant.
 MIN_ROUNDS_FOR_SIGNIFICANCE = 3
-#: A change counts as real when the one-sided rank test gives p below this.
+#: A change counts as real when the one-sided rank test gives p at most this (3 rounds a
+#: side can reach exactly 0.05 and no lower).
 SIGNIFICANCE_LEVEL = 0.05
 
 

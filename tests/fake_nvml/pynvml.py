@@ -63,6 +63,7 @@ class FakeGpu:
     persistence_mode: int = 1
     mig_mode: int = 0
     other_pids: list[int] = field(default_factory=list)
+    power_limit_w: float = 700.0
     initial_energy_mj: int = 123_456_789
     #: A file of "t_s watts" lines that extends `power_profile`: `log_power` appends to it, so a
     #: workload in one process can change the power that another process's NVML sees.
@@ -206,6 +207,10 @@ def nvmlDeviceGetClockInfo(handle: FakeGpu, clock: int) -> int:
 
 def nvmlDeviceGetCurrentClocksEventReasons(handle: FakeGpu) -> int:
     return _gpu(handle).throttle_mask
+
+
+def nvmlDeviceGetEnforcedPowerLimit(handle: FakeGpu) -> int:
+    return int(_gpu(handle).power_limit_w * 1000)
 
 
 def nvmlDeviceGetPersistenceMode(handle: FakeGpu) -> int:

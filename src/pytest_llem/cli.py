@@ -1,0 +1,262 @@
+"""The `pytest-llem` command: saved runs outside pytest (list, show, compare, export, clean).
+
+Every user error (an unknown run, a bad limit or date, an unwritable file) ends as one
+`pytest-llem: <message>` line on stderr and exit code 2; a comparison with a regression or an
+exceeded budget exits 1, so the command can gate a CI job on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from pytest_llem.compare import check_budgets, compare_reports, format_comparison, parse_limit
+from pytest_llem.errors import LlemError
+from pytest_llem.exports import csv_text, markdown_summary
+from pytest_llem.history import RunHistory
+from pytest_llem.report import SessionReport, format_summary
+from pytest_llem.settings import STATE_DIR_ENV, default_state_dir
+from pytest_llem.state import StateManager
+
+PROG = "pytest-llem"
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+#: What a shell reports for a process ended by SIGPIPE.
+EXIT_BROKEN_PIPE = 128 + 13
+EXPORT_FORMATS = ("json", "csv", "markdown", "html")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except BrokenPipeError:
+        # The reader of the output (`| head`) has gone; stop without a second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except (LlemError, OSError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="List, show, compare, export and clean the runs pytest --llem saved.",
+        epilog="RUN is a run's name (the newest run of that name), its run id, or a path to a report.json.",
+    )
+    # Accepted before and after the subcommand; SUPPRESS keeps the subcommand's copy from
+    # overwriting a value given before it.
+    _add_state_dir(parser, default=None)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_state_dir(common, default=argparse.SUPPRESS)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], summary: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=summary, description=summary)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    listing = command("list", cmd_list, "list saved runs, oldest first")
+    listing.add_argument("--machine", metavar="ID", help="only runs made on the machine with this id")
+
+    show = command("show", cmd_show, "print a run's summary table")
+    show.add_argument("run", metavar="RUN")
+
+    compare = command("compare", cmd_compare, "compare run B with baseline run A; exit 1 on a regression")
+    compare.add_argument("baseline", metavar="A", help="the baseline run")
+    compare.add_argument(
+        "current", metavar="B", help="the run judged against A (its budgets are checked too)"
+    )
+    compare.add_argument(
+        "--fail",
+        metavar="METRIC:LIMIT",
+        action="append",
+        default=[],
+        help="fail when METRIC got worse by more than LIMIT: a percentage (energy_per_token_j:5%%) "
+        "or an amount in the metric's unit (tokens_per_s:50tokens/s); repeatable",
+    )
+    compare.add_argument(
+        "--gate-flagged",
+        action="store_true",
+        help="also fail on results that carry a measurement-quality flag (shown, not gated, by default)",
+    )
+
+    export = command("export", cmd_export, "write a run as JSON, CSV, Markdown or HTML")
+    export.add_argument("run", metavar="RUN")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="json", help="default: json")
+    export.add_argument("-o", "--output", metavar="PATH", type=Path, help="write here instead of stdout")
+
+    clean = command("clean", cmd_clean, "delete old runs and mark abandoned experiments failed")
+    clean.add_argument(
+        "--older-than",
+        metavar="YYYY-MM-DD",
+        help="delete runs started before this date (midnight UTC); named runs are kept",
+    )
+    clean.add_argument(
+        "--include-named", action="store_true", help="with --older-than: delete named runs too"
+    )
+    clean.add_argument(
+        "--stale",
+        action="store_true",
+        help="mark failed the unfinished experiments of this host whose processes are gone",
+    )
+    return parser
+
+
+def _add_state_dir(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--state-dir",
+        metavar="PATH",
+        type=Path,
+        default=default,
+        help=f"where pytest --llem keeps its runs (default: ${STATE_DIR_ENV}, else the user state dir)",
+    )
+
+
+def state_dir_of(args: argparse.Namespace) -> Path:
+    if args.state_dir is not None:
+        return args.state_dir.expanduser()
+    from_env = os.environ.get(STATE_DIR_ENV)
+    return Path(from_env).expanduser() if from_env else default_state_dir()
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    state_dir = state_dir_of(args)
+    runs = RunHistory(state_dir).runs()
+    if args.machine:
+        runs = [run for run in runs if run.machine is not None and run.machine.id == args.machine]
+    if not runs:
+        print(f"no saved runs in {state_dir}" + (f" on machine {args.machine}" if args.machine else ""))
+        return EXIT_OK
+    header = ("run", "started", "outcome", "experiments", "machine")
+    rows = [
+        (
+            _run_label(run),
+            _when(run.started_at),
+            run.outcome,
+            str(len(run.experiments)),
+            f"{run.machine.id} {run.machine.describe()}" if run.machine else "-",
+        )
+        for run in runs
+    ]
+    print("\n".join(aligned(header, rows, right_aligned={3})))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run = RunHistory(state_dir_of(args)).find(args.run)
+    machine = f"machine {run.machine.id}: {run.machine.describe()}" if run.machine else "unknown machine"
+    print(f"{_run_label(run)}: {run.outcome}, started {_when(run.started_at)}, {machine}")
+    print("\n".join(format_summary(run.experiments)))
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    limits = [parse_limit(spec, "--fail") for spec in args.fail]
+    history = RunHistory(state_dir_of(args))
+    baseline, current = history.find(args.baseline), history.find(args.current)
+    comparison = compare_reports(baseline, current, limits, gate_flagged=args.gate_flagged)
+    print(f"run {_run_label(current)}")
+    # The same lines and failure lines as `pytest --llem-compare` prints at the end of a session.
+    print("\n".join(format_comparison(comparison)))
+    failures = comparison.failures + [
+        change for change in check_budgets(current, args.gate_flagged) if change.status == "over_budget"
+    ]
+    for change in failures:
+        print(change.line())
+    return EXIT_FAILURES if failures else EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    run = RunHistory(state_dir_of(args)).find(args.run)
+    text = export_text(run, args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise LlemError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        print(f"{PROG}: wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def export_text(run: SessionReport, form: str) -> str:
+    if form == "json":
+        return run.model_dump_json(indent=2) + "\n"
+    if form == "csv":
+        return csv_text(run)
+    if form == "markdown":
+        return markdown_summary(run)
+    try:
+        # Imported here: the HTML renderer is optional to every other format.
+        from pytest_llem.html_report import render_html
+    except ModuleNotFoundError as exc:
+        if exc.name != "pytest_llem.html_report":
+            raise
+        raise LlemError("HTML export is not available in this version of pytest-llem") from None
+    return render_html(run)
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    if not (args.older_than or args.stale):
+        raise LlemError("clean needs --older-than YYYY-MM-DD, --stale, or both")
+    state_dir = state_dir_of(args)
+    if args.stale:
+        marked = StateManager(state_dir).cleanup_stale()
+        print(f"marked {len(marked)} stale experiment(s) failed")
+        for state in marked:
+            print(f"  {state.experiment_id} (left in phase {state.phase.value})")
+    if args.older_than:
+        _clean_older_than(RunHistory(state_dir), parse_date(args.older_than), args.include_named)
+    return EXIT_OK
+
+
+def _clean_older_than(history: RunHistory, cutoff: datetime, include_named: bool) -> None:
+    removed = history.clean(cutoff, keep_named=not include_named)
+    for run in removed:
+        print(f"removed {_run_label(run)} (started {_when(run.started_at)})")
+    print(f"removed {len(removed)} run(s) started before {cutoff:%Y-%m-%d}")
+    kept = [run for run in history.runs() if run.name and run.started_at < cutoff]
+    if kept:
+        print(f"kept {len(kept)} named run(s) started before {cutoff:%Y-%m-%d}; --include-named deletes them")
+
+
+def parse_date(text: str) -> datetime:
+    """A `YYYY-MM-DD` as midnight UTC, the zone reports record their times in."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise LlemError(f"--older-than: {text!r} is not a date; write YYYY-MM-DD") from None
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
+def aligned(header: tuple[str, ...], rows: list[tuple[str, ...]], right_aligned: set[int]) -> list[str]:
+    """Columns padded to their widest cell; numbers right-aligned so their digits line up."""
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return [
+        "  ".join(
+            cell.rjust(width) if i in right_aligned else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in table
+    ]
+
+
+def _run_label(run: SessionReport) -> str:
+    return run.name or run.run_id
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S %Z}".rstrip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
