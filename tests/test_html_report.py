@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from sample_reports import make_report
 
 from pytest_llem.compare import Comparison, compare_reports, parse_limit
 from pytest_llem.energy.quality import ENERGY_NOT_MEASURED, TEMPERATURE_DRIFT
@@ -94,16 +95,7 @@ def experiment(
 
 
 def session(run_id: str, entries: list[ReportEntry], name: str | None = None) -> SessionReport:
-    return SessionReport(
-        run_id=run_id,
-        name=name,
-        machine=MACHINE,
-        started_at=T0,
-        finished_at=T0 + timedelta(minutes=12),
-        outcome="passed",
-        plugin_version="0.1.0",
-        experiments=entries,
-    )
+    return make_report(run_id, entries, name=name, machine=MACHINE)
 
 
 def full_run(**changes: tuple[float, float]) -> SessionReport:
@@ -246,7 +238,7 @@ def test_results_table_has_a_row_per_experiment_with_its_figures():
     assert "energy_j covers: gpu (nvml-counter) in 6 experiment(s)" in notes
     assert "CUDA out of memory" in root.find("ul", **{"class": "errors"}).all_text()
     header = root.find("header").all_text()
-    assert all(s in header for s in ("pr-412", "current-run", "2026-01-01 09:00:00 UTC", "passed"))
+    assert all(s in header for s in ("pr-412", "current-run", "2026-01-01 00:00:00 UTC", "passed"))
     assert all(s in header for s in (MACHINE.describe(), "pytest-llem 0.1.0"))
 
 
