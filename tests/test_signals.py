@@ -153,3 +153,31 @@ def test_a_signal_between_experiments_also_ends_with_130_and_a_report(tmp_path: 
     (report,) = reports(tmp_path / "state")
     assert report["outcome"] == "interrupted"
     assert report["experiments"][0]["result"]["output_tokens"] == 8
+
+
+def test_a_signal_during_the_cool_down_ends_the_wait_at_once(tmp_path: Path):
+    (tmp_path / "test_suite.py").write_text(
+        "from workloads import count_tokens\n"
+        "def test_first(llem):\n    llem.run(count_tokens)\n"
+        "def test_second(llem):\n    llem.run(count_tokens)\n"
+    )
+    state_dir = tmp_path / "state"
+    proc = start_llem_pytest(
+        tmp_path, state_dir, "test_suite.py", "--llem-cooldown=120", "--llem-energy=none"
+    )
+    deadline = time.monotonic() + 30
+    while not (reports(state_dir) and reports(state_dir)[0]["experiments"][0].get("result")):
+        assert time.monotonic() < deadline, "the first experiment never finished"
+        time.sleep(0.05)
+    time.sleep(0.3)  # now inside the 120 s cool-down before the second experiment
+    signalled = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130, output
+    assert time.monotonic() - signalled < 5
+    (report,) = reports(state_dir)
+    first, second = report["experiments"]
+    assert first["result"]["output_tokens"] == 8
+    assert second["interrupted"] and second["error"] == "interrupted by SIGINT"
+    # The interrupted experiment never started: no state of it was left behind.
+    assert len(StateManager(state_dir).all_states()) == 1

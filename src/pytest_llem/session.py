@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from pytest_llem.report import ReportEntry, SessionOutcome, SessionReport, write
 from pytest_llem.results import ExperimentResult
 from pytest_llem.runner import build_experiment_env, run_in_child
 from pytest_llem.settings import LlemSettings
-from pytest_llem.signals import InterruptGuard
+from pytest_llem.signals import InterruptGuard, sleep_unless_interrupted
 from pytest_llem.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
 from pytest_llem.workload import Workload, describe_workload
 
@@ -197,12 +198,12 @@ class BenchmarkSession:
                 return entry.result
 
         experiment_id = self._experiment_id(entry.nodeid, config.experiment_id, config_hash)
+        env = build_experiment_env(config, experiment_id)
+        # Before the experiment exists: a Ctrl-C during a long cool-down leaves no state behind.
+        meter_options = self._prepare_devices(config.energy, env, guard)
         entry.experiment_id = experiment_id
         state = self.states.create(experiment_id, config_hash)
         entry.phase = state.phase.value
-
-        env = build_experiment_env(config, experiment_id)
-        meter_options = self._prepare_devices(config.energy, env)
         request = ExperimentRequest(
             experiment_id=experiment_id,
             config=config,
@@ -232,8 +233,12 @@ class BenchmarkSession:
         self._mark_done(entry, result)
         return result
 
-    def _prepare_devices(self, meter: str, env: dict[str, str]) -> MeterOptions:
-        """Cool down after the previous experiment, then take idle baselines for new devices."""
+    def _prepare_devices(self, meter: str, env: dict[str, str], guard: InterruptGuard) -> MeterOptions:
+        """Cool down after the previous experiment, then take idle baselines for new devices.
+
+        Both wait; a signal ends the wait at once (`ExperimentInterrupted`), not after it.
+        """
+        self.idle.sleep = partial(sleep_unless_interrupted, guard=guard)
         options = self.settings.meter_options()
         if self._experiments_started:
             problem = self.idle.cool_down(

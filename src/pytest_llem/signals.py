@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from pytest_llem.errors import ExperimentInterrupted
+from pytest_llem.processes import signal_name
+
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+WAKE_UP_S = 0.05
 
 
 class InterruptGuard:
@@ -36,3 +43,14 @@ class InterruptGuard:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def sleep_unless_interrupted(seconds: float, guard: InterruptGuard) -> None:
+    """Sleep `seconds`, but raise `ExperimentInterrupted` as soon as `guard` records a signal."""
+    deadline = time.monotonic() + seconds
+    while guard.received is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        time.sleep(min(WAKE_UP_S, remaining))
+    raise ExperimentInterrupted(signal_name(guard.received))
