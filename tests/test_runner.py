@@ -249,3 +249,21 @@ class TestInterruptGuard:
             time.sleep(0.05)  # handlers run between bytecodes; give them a chance
         assert guard.received == signal.SIGTERM
         assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_rounds_keep_each_rounds_figures_and_their_statistics(bench: BenchmarkSession):
+    result = run(bench, workloads.measured_rounds, rounds=3)
+    assert [r.index for r in result.rounds] == [0, 1, 2]
+    assert all(r.output_tokens == 10 and r.duration_s >= 0.02 for r in result.rounds)
+    assert result.output_tokens == 30 and result.window_count == 3
+    assert result.duration_s == pytest.approx(sum(r.duration_s for r in result.rounds))
+    stats = result.statistics["tokens_per_s"]
+    assert stats.n == 3 and stats.min <= stats.median <= stats.max
+    assert stats.ci95_low < stats.mean < stats.ci95_high
+    single = run(bench, workloads.measured_rounds)
+    assert single.rounds == [] and single.statistics == {} and single.output_tokens == 10
+
+
+def test_rounds_need_a_workload_that_iterates_them(bench: BenchmarkSession):
+    with pytest.raises(ExperimentFailed, match=r"^rounds=2, but the workload never iterates ctx.rounds\(\)"):
+        run(bench, workloads.count_tokens, rounds=2)

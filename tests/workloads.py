@@ -120,3 +120,11 @@ def gpu_matmul(ctx: ExperimentContext) -> None:
     with ctx.window():
         iterations = spin(ctx.params["seconds"])
     ctx.record(output_tokens=iterations)
+
+
+def measured_rounds(ctx: ExperimentContext) -> None:
+    """Loads once, then one window and 10 tokens per round."""
+    for _ in ctx.rounds():
+        with ctx.window():
+            time.sleep(0.02)
+        ctx.record(output_tokens=10)

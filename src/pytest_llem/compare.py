@@ -105,10 +105,17 @@ class MetricChange(BaseModel):
             self.metric,
             "-" if self.baseline is None else f"{fmt(self.baseline)} {self.unit}",
             f"{fmt(self.current)} {self.unit}",
-            "-" if self.change_pct is None else f"{self.change_pct:+.1f}%",
+            self.change_text(),
             "-" if self.p_value is None else f"{self.p_value:.3g}",
             self.status + (f" ({self.note})" if self.note else ""),
         )
+
+    def change_text(self) -> str:
+        """`+16.7%`; a change that rounds to zero reads `+0.0%`, never `-0.0%`."""
+        if self.change_pct is None:
+            return "-"
+        shown = self.change_pct if round(self.change_pct, 1) else 0.0
+        return f"{shown:+.1f}%"
 
     def line(self) -> str:
         """The one line printed for a regression or an exceeded budget."""
@@ -117,7 +124,7 @@ class MetricChange(BaseModel):
                 f"pytest-llem: OVER BUDGET {self.nodeid} {self.metric} {fmt(self.current)} {self.unit} "
                 f"(budget {self.limit})"
             )
-        details = [f"{self.change_pct:+.1f}%" if self.change_pct is not None else None, f"limit {self.limit}"]
+        details = [self.change_text() if self.change_pct is not None else None, f"limit {self.limit}"]
         if self.p_value is not None:
             details.append(f"p={self.p_value:.3g}")
         assert self.baseline is not None

@@ -373,7 +373,7 @@ def _comparison_table(changes: list[MetricChange]) -> str:
     )
     rows = []
     for change in changes:
-        pct = "-" if change.change_pct is None else f"{change.change_pct:+.1f}%"
+        pct = change.change_text()
         status = f'<span class="badge status-{escape(change.status)}">{escape(change.status)}</span>'
         note = f"<div class='note'>{escape(change.note)}</div>" if change.note else ""
         cells = [
@@ -533,7 +533,7 @@ def _change_chart(figure_class: type[Figure], comparison: Comparison, names: dic
         )
         for colour, _, legend in styles:
             used.setdefault(legend, colour)
-        ax.bar_label(bars, labels=[f"{c.change_pct:+.1f}%" for c in changes], padding=3, fontsize=7)
+        ax.bar_label(bars, labels=[c.change_text() for c in changes], padding=3, fontsize=7)
         ax.axvline(0, color="#444444", linewidth=0.8, zorder=2)
         direction = "higher" if METRICS[name].higher_is_better else "lower"
         ax.set_title(f"{name}: change in % ({direction} is better)")
