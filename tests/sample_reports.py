@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pytest_llem.machine import GpuInfo, MachineInfo
 from pytest_llem.report import ReportEntry, SessionReport
 from pytest_llem.results import ExperimentResult, LatencyStats, QualityWarning, RoundResult
-from pytest_llem.worker import round_statistics
+from pytest_llem.stats import round_statistics
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 H100 = MachineInfo(id="h100x1", gpus=[GpuInfo(name="NVIDIA H100", power_limit_w=700.0)], driver="550.54")

@@ -10,7 +10,9 @@ from sample_reports import EPYC, GPT2, SHORT_WINDOW, make_entry, make_report, ma
 from pytest_llem.compare import check_budgets, compare_reports, fmt, parse_limit
 from pytest_llem.config import build_config
 from pytest_llem.errors import ConfigError
-from pytest_llem.stats import summarise
+from pytest_llem.metrics import METRICS, round_values
+from pytest_llem.results import RoundResult
+from pytest_llem.stats import p_worse, sample_values, summarise
 
 
 def compare(baseline_rounds, current_rounds, *limits, gate_flagged=False, **current_fields):
@@ -168,3 +170,30 @@ def test_round_statistics_have_a_t_interval():
         4.554, abs=0.001
     )
     assert summarise([5.0]).ci95_low is None
+
+
+def test_with_several_processes_each_process_is_one_sample():
+    # Rounds agree closely inside each process, but the processes disagree with each other:
+    # pooled as independent rounds, a 10% shift looks real (p < 0.01); as one sample per
+    # process it is within what separate processes do anyway.
+    def rounds_of(process_means):
+        return [
+            RoundResult(index=i, process=p, duration_s=1.0, output_tokens=10, energy_j=mean + 0.01 * i)
+            for p, mean in enumerate(process_means)
+            for i in range(3)
+        ]
+
+    baseline = make_result([1.0], rounds=rounds_of([1.0, 1.05, 0.95]))
+    current = make_result([1.0], rounds=rounds_of([1.1, 1.0, 1.15]))
+    metric = METRICS["energy_per_token_j"]
+    assert sample_values(baseline.rounds, metric) == pytest.approx([0.101, 0.106, 0.096])
+    pooled_p = p_worse(round_values(baseline.rounds, metric), round_values(current.rounds, metric), False)
+    assert pooled_p < 0.01
+    comparison = compare_reports(
+        make_report("base", [make_entry(GPT2, baseline)]),
+        make_report("now", [make_entry(GPT2, current)]),
+        [parse_limit("energy_per_token_j:5%")],
+    )
+    change = energy_change(comparison)
+    assert change.change_pct == pytest.approx(100 * (0.111 - 0.101) / 0.101)
+    assert change.status == "ok" and change.p_value > 0.1

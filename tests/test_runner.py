@@ -267,3 +267,15 @@ def test_rounds_keep_each_rounds_figures_and_their_statistics(bench: BenchmarkSe
 def test_rounds_need_a_workload_that_iterates_them(bench: BenchmarkSession):
     with pytest.raises(ExperimentFailed, match=r"^rounds=2, but the workload never iterates ctx.rounds\(\)"):
         run(bench, workloads.count_tokens, rounds=2)
+
+
+def test_repeats_run_the_experiment_in_fresh_children_and_pool_their_rounds(bench: BenchmarkSession):
+    result = run(bench, workloads.measured_rounds, rounds=2, repeats=3)
+    assert [(r.index, r.process) for r in result.rounds] == [(0, 0), (1, 0), (2, 1), (3, 1), (4, 2), (5, 2)]
+    assert result.output_tokens == 60 and result.window_count == 6 and result.extra["repeats"] == 3
+    assert result.statistics["tokens_per_s"].n == 6
+    state = bench.states.load(result.experiment_id)
+    assert state is not None and state.phase is ExperimentPhase.DONE and not state.failed
+    # Whole-call workloads become one round per process.
+    whole = run(bench, workloads.count_tokens, repeats=2)
+    assert [r.process for r in whole.rounds] == [0, 1] and whole.output_tokens == 2 * 8

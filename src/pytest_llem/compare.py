@@ -23,10 +23,10 @@ from pydantic import BaseModel, Field
 
 from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.errors import ConfigError
-from pytest_llem.metrics import METRICS, Metric, round_values
+from pytest_llem.metrics import METRICS, Metric
 from pytest_llem.report import SessionReport
 from pytest_llem.results import ExperimentResult
-from pytest_llem.stats import MIN_ROUNDS_FOR_SIGNIFICANCE, SIGNIFICANCE_LEVEL, p_worse
+from pytest_llem.stats import MIN_ROUNDS_FOR_SIGNIFICANCE, SIGNIFICANCE_LEVEL, p_worse, sample_values
 
 #: Shown in every comparison, limit or not.
 DEFAULT_SHOWN_METRICS = ("energy_per_token_j", "tokens_per_s")
@@ -169,7 +169,7 @@ def _test_limits(result: ExperimentResult, nodeid: str) -> dict[str, Limit]:
 
 
 def _compared_values(metric: Metric, baseline: ExperimentResult, current: ExperimentResult):
-    before, after = round_values(baseline.rounds, metric), round_values(current.rounds, metric)
+    before, after = sample_values(baseline.rounds, metric), sample_values(current.rounds, metric)
     if min(len(before), len(after)) >= MIN_ROUNDS_FOR_SIGNIFICANCE:
         return statistics.median(before), statistics.median(after), before, after
     return metric.of_result(baseline), metric.of_result(current), [], []

@@ -58,6 +58,9 @@ class ExperimentConfig(BaseModel):
     )
     warmup_batches: int = Field(default=1, ge=0, description="batches run before the measured window")
     rounds: int = Field(default=1, ge=1, description="measured rounds after one load and warm-up")
+    repeats: int = Field(
+        default=1, ge=1, description="fresh processes the experiment runs in, in turn; rounds pooled"
+    )
     compare_fail: dict[str, str] = Field(
         default_factory=dict, description="per-test regression limits, e.g. {'energy_per_token_j': '5%'}"
     )

@@ -167,6 +167,7 @@ class RoundResult(BaseModel):
     """One measured round: its windows summed, and the tokens recorded during it."""
 
     index: int
+    process: int = Field(default=0, description="which of the experiment's processes ran it")
     duration_s: float
     output_tokens: int | None = None
     input_tokens: int | None = None
@@ -212,6 +213,9 @@ class ExperimentResult(BaseModel):
     energy_notes: list[str] = Field(default_factory=list)
     energy_by_device: list[DeviceEnergy] = Field(default_factory=list)
     warnings: list[QualityWarning] = Field(default_factory=list)
+    batch_latencies_s: list[float] = Field(default_factory=list, description="raw, for pooling")
+    first_token_latencies_s: list[float] = Field(default_factory=list)
+    inter_token_latencies_s: list[float] = Field(default_factory=list)
     batch_latency: LatencyStats | None = Field(default=None, description="per batch, in the window")
     time_to_first_token: LatencyStats | None = None
     inter_token_latency: LatencyStats | None = None

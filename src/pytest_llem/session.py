@@ -27,6 +27,7 @@ from pytest_llem.processes import signal_name
 from pytest_llem.protocol import ExperimentRequest
 from pytest_llem.publish import publish
 from pytest_llem.redaction import redact_text
+from pytest_llem.repeats import pool_processes
 from pytest_llem.report import ReportEntry, SessionOutcome, SessionReport, write_report
 from pytest_llem.results import ExperimentResult
 from pytest_llem.runner import build_experiment_env, run_in_child
@@ -172,10 +173,13 @@ class BenchmarkSession:
         config_layers: list[Mapping[str, Any]],
         guard: InterruptGuard,
     ) -> ExperimentResult:
-        # The session's meter and rounds are the lowest layer: a marker's or a call's fields win.
-        config = build_config(
-            {"energy": self.settings.energy, "rounds": self.settings.rounds}, *config_layers
-        )
+        # The session's settings are the lowest layer: a marker's or a call's fields win.
+        session_defaults = {
+            "energy": self.settings.energy,
+            "rounds": self.settings.rounds,
+            "repeats": self.settings.repeats,
+        }
+        config = build_config(session_defaults, *config_layers)
         if workload is None:
             if config.backend is None:
                 raise ConfigError(
@@ -215,11 +219,12 @@ class BenchmarkSession:
         )
         timeout_s = config.timeout if config.timeout is not None else self.settings.timeout_s
         try:
-            result = run_in_child(
-                request,
-                env=env,
-                guard=guard,
-                timeout_s=timeout_s,
+            # Each process is a fresh child in its own group; a failure in any fails the experiment.
+            result = pool_processes(
+                [
+                    run_in_child(request, env=env, guard=guard, timeout_s=timeout_s)
+                    for _ in range(config.repeats)
+                ]
             )
         except ExperimentInterrupted as exc:
             if exc.result is not None:

@@ -44,6 +44,7 @@ class LlemSettings:
     cooldown_temp_c: float | None = None
     rapl_dram: bool = False
     rounds: int = 1
+    repeats: int = 1
     save_name: str | None = None
     autosave: bool = False
     #: "latest" (the newest earlier run on this machine), a run name or id, or a report path.
@@ -200,6 +201,14 @@ SETTINGS = (
         "rounds",
         "rounds",
         "measured rounds per experiment after one load and warm-up (marker field rounds= wins; default 1)",
+        _whole_number(1),
+        "N",
+    ),
+    Setting(
+        "repeats",
+        "repeats",
+        "run each experiment N times, each in a fresh process, and pool their rounds, so statistics and "
+        "the regression test include process-to-process variation (the repeats field wins; default 1)",
         _whole_number(1),
         "N",
     ),

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import statistics
 
-from pytest_llem.results import MetricStats
+from pytest_llem.metrics import METRICS, Metric, round_values
+from pytest_llem.results import MetricStats, RoundResult
 
 CONFIDENCE = 0.95
 #: Both sides need this many rounds before a regression must also be significant.
@@ -49,3 +50,29 @@ def p_worse(baseline: list[float], current: list[float], higher_is_better: bool)
 
     alternative = "less" if higher_is_better else "greater"
     return float(mannwhitneyu(current, baseline, alternative=alternative).pvalue)
+
+
+def round_statistics(rounds: list[RoundResult]) -> dict[str, MetricStats]:
+    """Per metric, the statistics over the rounds; empty with fewer than two rounds."""
+    if len(rounds) < 2:
+        return {}
+    summaries = {}
+    for name, metric in METRICS.items():
+        values = round_values(rounds, metric)
+        if values:
+            summaries[name] = summarise(values)
+    return summaries
+
+
+def sample_values(rounds: list[RoundResult], metric: Metric) -> list[float]:
+    """The independent samples of a metric: per-process medians when the experiment ran in
+    several processes (rounds inside one process share its state and are not independent
+    of each other), else the rounds themselves."""
+    values = round_values(rounds, metric)
+    processes = sorted({r.process for r in rounds})
+    if len(processes) < 2 or not values:
+        return values
+    by_process: dict[int, list[float]] = {}
+    for round_result, value in zip(rounds, values, strict=True):
+        by_process.setdefault(round_result.process, []).append(value)
+    return [statistics.median(by_process[p]) for p in processes]

@@ -16,7 +16,6 @@ from pathlib import Path
 from pytest_llem.context import ExperimentContext, RoundRecord, combine_windows
 from pytest_llem.energy.meter import create_meter
 from pytest_llem.errors import ConfigError, LlemError
-from pytest_llem.metrics import METRICS, round_values
 from pytest_llem.processes import process_start_time, set_parent_death_signal
 from pytest_llem.protocol import (
     OUTCOME_FILE,
@@ -30,12 +29,11 @@ from pytest_llem.results import (
     EnergyTotals,
     ExperimentResult,
     LatencyStats,
-    MetricStats,
     RoundResult,
     WindowMeasurement,
 )
 from pytest_llem.state import ExperimentPhase, StateManager, utc_now
-from pytest_llem.stats import summarise
+from pytest_llem.stats import round_statistics
 from pytest_llem.workload import load_workload
 
 # Names the implicit window that covers the whole call when the workload opens none.
@@ -49,7 +47,10 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
     states.record_subprocess(request.experiment_id, group_leader, process_start_time(group_leader))
 
     def enter_measuring() -> None:
-        states.advance(request.experiment_id, ExperimentPhase.MEASURING)
+        # With processes > 1, a later process finds the experiment measuring already.
+        state = states.load(request.experiment_id)
+        if state is None or state.phase is ExperimentPhase.INITIALISING:
+            states.advance(request.experiment_id, ExperimentPhase.MEASURING)
 
     for entry in reversed(request.sys_path):
         if entry not in sys.path:
@@ -92,6 +93,9 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
         energy_notes=measured.notes,
         energy_by_device=measured.devices,
         warnings=measured.warnings,
+        batch_latencies_s=ctx.batch_latencies_s,
+        first_token_latencies_s=ctx.first_token_latencies_s,
+        inter_token_latencies_s=ctx.inter_token_latencies_s,
         batch_latency=LatencyStats.of(ctx.batch_latencies_s),
         time_to_first_token=LatencyStats.of(ctx.first_token_latencies_s),
         inter_token_latency=LatencyStats.of(ctx.inter_token_latencies_s),
@@ -121,17 +125,6 @@ def summarise_round(index: int, record: RoundRecord) -> RoundResult:
         energy_adjusted_j=totals.energy_adjusted_j,
         batch_latency_p50_s=latency.p50_s if latency else None,
     )
-
-
-def round_statistics(rounds: list[RoundResult]) -> dict[str, MetricStats]:
-    if len(rounds) < 2:
-        return {}
-    summaries = {}
-    for name, metric in METRICS.items():
-        values = round_values(rounds, metric)
-        if values:
-            summaries[name] = summarise(values)
-    return summaries
 
 
 def format_workload_traceback(exc: BaseException) -> str:
