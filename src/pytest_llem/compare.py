@@ -232,7 +232,8 @@ def _change(
     if limit is None:
         return change
     if not limit.exceeded_by(old, new):
-        change.status = "improved" if metric.worse_by(old, new) < 0 else "ok"
+        # Improved only when better by more than the limit: a hair's difference is just "ok".
+        change.status = "improved" if limit.exceeded_by(new, old) else "ok"
     elif change.p_value is not None and change.p_value > SIGNIFICANCE_LEVEL:
         change.note = f"beyond the limit but not significant (p={change.p_value:.3g})"
     elif (is_flagged(baseline) or is_flagged(current)) and not gate_flagged:
