@@ -18,18 +18,16 @@ def as_rounds(result: ExperimentResult, process: int) -> list[RoundResult]:
     """A process's rounds; a process measured as a whole (one round) becomes one round."""
     if result.rounds:
         return [r.model_copy(update={"process": process}) for r in result.rounds]
+    energy = EnergyTotals(**{name: getattr(result, name) for name in EnergyTotals.model_fields})
     return [
-        RoundResult(
-            index=0,
-            process=process,
-            duration_s=result.duration_s,
-            output_tokens=result.output_tokens,
-            input_tokens=result.input_tokens,
-            energy_j=result.energy_j,
-            gpu_energy_j=result.gpu_energy_j,
-            cpu_energy_j=result.cpu_energy_j,
-            energy_adjusted_j=result.energy_adjusted_j,
-            batch_latency_p50_s=result.batch_latency.p50_s if result.batch_latency else None,
+        RoundResult.of(
+            0,
+            result.duration_s,
+            result.output_tokens,
+            result.input_tokens,
+            energy,
+            result.batch_latency,
+            process,
         )
     ]
 

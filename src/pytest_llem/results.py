@@ -177,6 +177,30 @@ class RoundResult(BaseModel):
     energy_adjusted_j: float | None = None
     batch_latency_p50_s: float | None = None
 
+    @classmethod
+    def of(
+        cls,
+        index: int,
+        duration_s: float,
+        output_tokens: int | None,
+        input_tokens: int | None,
+        energy: EnergyTotals,
+        batch_latency: LatencyStats | None,
+        process: int = 0,
+    ) -> RoundResult:
+        return cls(
+            index=index,
+            process=process,
+            duration_s=duration_s,
+            output_tokens=output_tokens,
+            input_tokens=input_tokens,
+            energy_j=energy.energy_j,
+            gpu_energy_j=energy.gpu_energy_j,
+            cpu_energy_j=energy.cpu_energy_j,
+            energy_adjusted_j=energy.energy_adjusted_j,
+            batch_latency_p50_s=batch_latency.p50_s if batch_latency else None,
+        )
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def tokens_per_s(self) -> float | None:

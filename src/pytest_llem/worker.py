@@ -112,18 +112,13 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
 
 def summarise_round(index: int, record: RoundRecord) -> RoundResult:
     measured = combine_windows(record.windows) if record.windows else WindowMeasurement(duration_s=0.0)
-    totals = EnergyTotals.of(measured.devices)
-    latency = LatencyStats.of(record.batch_latencies_s)
-    return RoundResult(
-        index=index,
-        duration_s=measured.duration_s,
-        output_tokens=record.output_tokens,
-        input_tokens=record.input_tokens,
-        energy_j=totals.energy_j,
-        gpu_energy_j=totals.gpu_energy_j,
-        cpu_energy_j=totals.cpu_energy_j,
-        energy_adjusted_j=totals.energy_adjusted_j,
-        batch_latency_p50_s=latency.p50_s if latency else None,
+    return RoundResult.of(
+        index,
+        measured.duration_s,
+        record.output_tokens,
+        record.input_tokens,
+        EnergyTotals.of(measured.devices),
+        LatencyStats.of(record.batch_latencies_s),
     )
 
 
