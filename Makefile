@@ -25,6 +25,7 @@ test: lint
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from overhead_workloads import compute, trivial  # noqa: E402
 
 from pytest_llem.context import ExperimentContext, combine_windows  # noqa: E402
-from pytest_llem.energy import NoEnergyMeter  # noqa: E402
+from pytest_llem.energy.meter import NoEnergyMeter  # noqa: E402
 from pytest_llem.session import BenchmarkSession  # noqa: E402
 from pytest_llem.settings import LlemSettings  # noqa: E402
 

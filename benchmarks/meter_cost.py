@@ -3,7 +3,7 @@
     python benchmarks/meter_cost.py [--seconds S] [--interval I] [--repeats N]
 
 Prints, for a sampled meter with no devices (the floor: a thread that wakes and reads
-nothing), for 1 and 4 simulated GPUs (tests/fake_nvml) and for this machine's GPUs when NVML
+nothing), for 1 and 4 simulated GPUs (tests/support/fake_nvml) and for this machine's GPUs when NVML
 starts:
 - the CPU time of the sampling thread over an S-second window, as a share of one core, and
   per pass over the devices (every I seconds);
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 
 from fake_nvml import load_fake_nvml  # noqa: E402
 

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from pytest_llem.config import ExperimentConfig, build_config, compute_config_hash
@@ -77,6 +81,27 @@ def test_hash_includes_the_workload_identity():
     assert compute_config_hash(config, "bench:generate") != compute_config_hash(config, "bench:other")
 
 
-def test_nan_and_inf_params_hash_without_error():
-    config = build_config({"params": {"a": float("nan"), "b": float("inf")}})
-    assert compute_config_hash(config, None) == compute_config_hash(config, None)
+HASH_IN_A_FRESH_PROCESS = """
+import sys
+from pytest_llem.config import build_config, compute_config_hash
+config = build_config({"params": {"a": float("nan"), "b": float("inf"), "nested": {"y": 1, "x": 2}}})
+print(compute_config_hash(config, "bench:generate"))
+"""
+
+
+def test_the_hash_is_the_same_in_every_process_nan_and_inf_included():
+    # --llem-resume finds a result by hash in a later session: the hash must not depend on the
+    # process (str hashing is salted per interpreter by PYTHONHASHSEED, dict order by insertion).
+    config = build_config({"params": {"nested": {"x": 2, "y": 1}, "b": float("inf"), "a": float("nan")}})
+    here = compute_config_hash(config, "bench:generate")
+    elsewhere = {
+        subprocess.run(
+            [sys.executable, "-c", HASH_IN_A_FRESH_PROCESS],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2", "random")
+    }
+    assert elsewhere == {here}

@@ -14,13 +14,16 @@ from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from pytest_llem.compare import check_budgets, compare_reports, format_comparison, parse_limit
 from pytest_llem.errors import LlemError
-from pytest_llem.exports import csv_text, markdown_summary
-from pytest_llem.history import RunHistory
-from pytest_llem.report import SessionReport, format_summary
+from pytest_llem.formatting import aligned
+from pytest_llem.gating.gate import run_gate
+from pytest_llem.gating.limits import parse_limit
+from pytest_llem.output.exports import csv_text, markdown_summary
+from pytest_llem.output.terminal import format_comparison, format_summary
 from pytest_llem.settings import STATE_DIR_ENV, default_state_dir
-from pytest_llem.state import StateManager
+from pytest_llem.store.history import RunHistory
+from pytest_llem.store.report import SessionReport
+from pytest_llem.store.state import StateManager
 
 PROG = "pytest-llem"
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
@@ -161,16 +164,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     limits = [parse_limit(spec, "--fail") for spec in args.fail]
     history = RunHistory(state_dir_of(args))
     baseline, current = history.find(args.baseline), history.find(args.current)
-    comparison = compare_reports(baseline, current, limits, gate_flagged=args.gate_flagged)
+    outcome = run_gate(current, baseline, limits, gate_flagged=args.gate_flagged)
+    assert outcome.comparison is not None
     print(f"run {_run_label(current)}")
     # The same lines and failure lines as `pytest --llem-compare` prints at the end of a session.
-    print("\n".join(format_comparison(comparison)))
-    failures = comparison.failures + [
-        change for change in check_budgets(current, args.gate_flagged) if change.status == "over_budget"
-    ]
-    for change in failures:
+    print("\n".join(format_comparison(outcome.comparison)))
+    for change in outcome.failures:
         print(change.line())
-    return EXIT_FAILURES if failures else EXIT_OK
+    return EXIT_FAILURES if outcome.failures else EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -196,9 +197,9 @@ def export_text(run: SessionReport, form: str) -> str:
         return markdown_summary(run)
     try:
         # Imported here: the HTML renderer is optional to every other format.
-        from pytest_llem.html_report import render_html
+        from pytest_llem.output.html import render_html
     except ModuleNotFoundError as exc:
-        if exc.name != "pytest_llem.html_report":
+        if exc.name != "pytest_llem.output.html":
             raise
         raise LlemError("HTML export is not available in this version of pytest-llem") from None
     return render_html(run)
@@ -235,19 +236,6 @@ def parse_date(text: str) -> datetime:
     except ValueError:
         raise LlemError(f"--older-than: {text!r} is not a date; write YYYY-MM-DD") from None
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-
-
-def aligned(header: tuple[str, ...], rows: list[tuple[str, ...]], right_aligned: set[int]) -> list[str]:
-    """Columns padded to their widest cell; numbers right-aligned so their digits line up."""
-    table = [header, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return [
-        "  ".join(
-            cell.rjust(width) if i in right_aligned else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in table
-    ]
 
 
 def _run_label(run: SessionReport) -> str:

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pytest_llem.energy.meter import MeterName
+from pytest_llem.energy import MeterName
 from pytest_llem.errors import ConfigError
-from pytest_llem.redaction import is_secret_name
+from pytest_llem.store.redaction import is_secret_name
 
 # Fields that change where or how long, not what is measured; left out of the hash.
 NON_MEASUREMENT_FIELDS = frozenset({"timeout", "experiment_id", "compare_fail", "budget"})
@@ -95,7 +95,7 @@ class ExperimentConfig(BaseModel):
     @field_validator("compare_fail")
     @classmethod
     def _limits_parse(cls, limits: dict[str, str]) -> dict[str, str]:
-        from pytest_llem.compare import lookup_metric, parse_limit_value
+        from pytest_llem.gating.limits import lookup_metric, parse_limit_value
 
         for name, text in limits.items():
             parse_limit_value(lookup_metric(name, "compare_fail"), text, "compare_fail")
@@ -104,7 +104,7 @@ class ExperimentConfig(BaseModel):
     @field_validator("budget")
     @classmethod
     def _budget_metrics_exist(cls, budget: dict[str, float]) -> dict[str, float]:
-        from pytest_llem.compare import lookup_metric
+        from pytest_llem.gating.limits import lookup_metric
 
         for name in budget:
             lookup_metric(name, "budget")

@@ -20,7 +20,7 @@ from typing import Any
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.energy.devices import thin_timeline
 from pytest_llem.energy.meter import EnergyMeter
-from pytest_llem.results import DeviceEnergy, PowerSample, QualityWarning, WindowMeasurement
+from pytest_llem.results import DeviceEnergy, PowerSample, QualityWarning, WindowMeasurement, sum_or_none
 
 
 @dataclass
@@ -163,7 +163,7 @@ def combine_device(parts: list[DeviceEnergy]) -> DeviceEnergy:
     """One device over several windows; its energy is None if any window lacks it."""
     first, last = parts[0], parts[-1]
     energies = [p.energy_j for p in parts]
-    energy_j = None if any(e is None for e in energies) else sum(e for e in energies if e is not None)
+    energy_j = sum_or_none(energies)
     duration_s = sum(p.duration_s for p in parts)
     timeline: list[PowerSample] = []
     offset_s = 0.0

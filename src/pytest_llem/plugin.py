@@ -2,6 +2,11 @@
 
 Deliberately thin: each hook hands over to `BenchmarkSession` and turns its errors into
 pytest outcomes (one line, no traceback from inside pytest-llem).
+
+pytest imports this module in every run of an environment where pytest-llem is installed,
+`--llem` or not. So at import it loads only what registering options, the marker and the
+fixture needs (the `SETTINGS` table); the session, its pydantic models, statistics and
+meters load when a session actually uses them.
 """
 
 from __future__ import annotations
@@ -9,19 +14,17 @@ from __future__ import annotations
 import signal
 from collections.abc import Mapping
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_llem.compare import format_comparison
-from pytest_llem.config import build_config
 from pytest_llem.errors import ConfigError, ExperimentInterrupted, LlemError
-from pytest_llem.metrics import METRICS
-from pytest_llem.report import SessionReport, format_summary
-from pytest_llem.results import ExperimentResult
-from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import SETTINGS, LlemSettings, resolve_settings
-from pytest_llem.workload import Workload
+
+if TYPE_CHECKING:
+    from pytest_llem.isolation.workload import Workload
+    from pytest_llem.results import ExperimentResult
+    from pytest_llem.session import BenchmarkSession
 
 INTERRUPTED_EXIT_CODE = 130
 RUN_ID_WORKERINPUT = "llem_run_id"
@@ -30,7 +33,7 @@ MARKER = "llem"
 FIXTURE = "llem"
 
 settings_key = pytest.StashKey[LlemSettings]()
-session_key = pytest.StashKey[BenchmarkSession]()
+session_key = pytest.StashKey["BenchmarkSession"]()
 previous_sigterm_key = pytest.StashKey[Any]()
 
 
@@ -79,6 +82,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[settings_key] = settings
     if not settings.enabled:
         return
+    from pytest_llem.session import BenchmarkSession
+
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: report to the controller's run
         bench = BenchmarkSession(
@@ -106,6 +111,8 @@ class XdistController:
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         payload = getattr(node, "workeroutput", {}).get(REPORT_WORKEROUTPUT)
         if payload is not None:
+            from pytest_llem.store.report import SessionReport
+
             self.bench.absorb(SessionReport.model_validate_json(payload))
 
 
@@ -139,10 +146,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     enabled = config.stash[settings_key].enabled
     skip = pytest.mark.skip(reason="LLM energy benchmark: run with --llem (or set llem = true in ini)")
     problems = []
+    build_config = None
     for item in items:
         uses_llem = FIXTURE in getattr(item, "fixturenames", ()) or item.get_closest_marker(MARKER)
         if not uses_llem:
             continue
+        if build_config is None:  # pydantic loads only for a suite that has benchmarks
+            from pytest_llem.config import build_config
         try:
             build_config(*_marker_layers(item))
         except ConfigError as exc:
@@ -173,6 +183,8 @@ class LlemRunner:
             ) from None
         except LlemError as exc:
             raise pytest.fail.Exception(f"pytest-llem: {exc}", pytrace=False) from None
+        from pytest_llem.gating.metrics import METRICS
+
         # Every metric with a value, so CI systems that read JUnit XML can show them.
         for metric in METRICS.values():
             value = metric.of_result(result)
@@ -219,6 +231,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     bench = config.stash.get(session_key, None)
     if bench is None:
         return
+    from pytest_llem.output.terminal import format_comparison, format_summary
+
     if bench.entries:
         terminalreporter.section("pytest-llem")
         for line in format_summary(bench.entries):

@@ -14,6 +14,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 
+def sum_or_none(values: list[Any]) -> Any:
+    """The sum, or None when any part is None: a partial sum would pass for the whole."""
+    return None if any(v is None for v in values) else sum(values)
+
+
+#: The code of the warning that says energy was not measured: a missing figure, not a doubtful one.
+ENERGY_NOT_MEASURED = "energy_not_measured"
+
+
 class QualityWarning(BaseModel):
     """A measurement-quality flag: a stable machine-readable code and a sentence for people."""
 
@@ -21,6 +30,11 @@ class QualityWarning(BaseModel):
 
     code: str
     message: str
+
+    @property
+    def doubts_a_figure(self) -> bool:
+        """True for a quality flag on a measured figure; False where there is no figure at all."""
+        return self.code != ENERGY_NOT_MEASURED
 
 
 DeviceKind = Literal["gpu", "cpu", "dram"]
@@ -83,9 +97,7 @@ class EnergyTotals(BaseModel):
     @classmethod
     def of(cls, devices: list[DeviceEnergy]) -> EnergyTotals:
         def total(values: list[float | None]) -> float | None:
-            if not values or any(v is None for v in values):
-                return None
-            return sum(v for v in values if v is not None)
+            return sum_or_none(values) if values else None
 
         scope = [k for k in ("gpu", "cpu", "dram") if any(d.kind == k for d in devices)]
         return cls(
@@ -264,6 +276,12 @@ class ExperimentResult(BaseModel):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if k not in ("tokens_per_s", "energy_per_token_j")}
         return data
+
+    @property
+    def flagged(self) -> bool:
+        """Whether a measurement-quality flag casts doubt on this result's figures (not gated
+        unless asked; marked `!` in summaries). Missing energy alone is not a flag."""
+        return any(w.doubts_a_figure for w in self.warnings)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -16,25 +16,26 @@ from typing import Any
 
 from pytest_llem import __version__
 from pytest_llem.backends import BACKEND_WORKLOADS
-from pytest_llem.compare import Comparison, MetricChange, check_budgets, compare_reports
 from pytest_llem.config import build_config, compute_config_hash
 from pytest_llem.energy.idle import IdleBaselines
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError
-from pytest_llem.history import RunHistory, UnknownRun, autosave_name
-from pytest_llem.machine import MachineInfo
+from pytest_llem.gating.compare import Comparison, MetricChange
+from pytest_llem.gating.gate import GateOutcome, run_gate
+from pytest_llem.isolation.launcher import build_experiment_env, run_in_child
+from pytest_llem.isolation.protocol import ExperimentRequest
+from pytest_llem.isolation.repeats import pool_processes
+from pytest_llem.isolation.signals import InterruptGuard, sleep_unless_interrupted
+from pytest_llem.isolation.workload import Workload, describe_workload
+from pytest_llem.output.publish import publish
 from pytest_llem.processes import signal_name
-from pytest_llem.protocol import ExperimentRequest
-from pytest_llem.publish import publish
-from pytest_llem.redaction import redact_text
-from pytest_llem.repeats import pool_processes
-from pytest_llem.report import ReportEntry, SessionOutcome, SessionReport, write_report
 from pytest_llem.results import ExperimentResult
-from pytest_llem.runner import build_experiment_env, run_in_child
 from pytest_llem.settings import LlemSettings
-from pytest_llem.signals import InterruptGuard, sleep_unless_interrupted
-from pytest_llem.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
-from pytest_llem.workload import Workload, describe_workload
+from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
+from pytest_llem.store.machine import MachineInfo
+from pytest_llem.store.redaction import redact_text
+from pytest_llem.store.report import ReportEntry, SessionOutcome, SessionReport, write_report
+from pytest_llem.store.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -70,10 +71,8 @@ class BenchmarkSession:
         self.problems: list[str] = []
         self.idle = IdleBaselines(settings.baseline_s, settings.sample_interval_s)
         self.baseline: SessionReport | None = None
-        self.comparison: Comparison | None = None
-        self.budget_checks: list[MetricChange] = []
-        #: Regressions and exceeded budgets, once `gate` has run.
-        self.failures: list[MetricChange] = []
+        #: The comparison, budgets and failures, once `gate` has run.
+        self.gate_outcome = GateOutcome()
         self._experiments_started = 0
 
     @property
@@ -122,16 +121,19 @@ class BenchmarkSession:
         """
         if self.worker_id != "main":
             return []
-        failures: list[MetricChange] = []
-        if self.baseline is not None:
-            self.comparison = compare_reports(
-                self.baseline, self.report, self.settings.compare_fail, self.settings.gate_flagged
-            )
-            failures.extend(self.comparison.failures)
-        self.budget_checks = check_budgets(self.report, self.settings.gate_flagged)
-        failures.extend(c for c in self.budget_checks if c.status == "over_budget")
-        self.failures = failures
-        return failures
+        self.gate_outcome = run_gate(
+            self.report, self.baseline, self.settings.compare_fail, self.settings.gate_flagged
+        )
+        return self.gate_outcome.failures
+
+    @property
+    def comparison(self) -> Comparison | None:
+        return self.gate_outcome.comparison
+
+    @property
+    def failures(self) -> list[MetricChange]:
+        """Regressions and exceeded budgets, once `gate` has run."""
+        return self.gate_outcome.failures
 
     def run_experiment(
         self,

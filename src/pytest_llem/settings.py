@@ -5,6 +5,10 @@ and how its text is parsed. The plugin registers options and ini keys from the t
 setting can never exist on one side only. Precedence, highest first: command-line option,
 environment variable (state dir only), ini key, built-in default. Kept free of pytest so a
 CLI can reuse it.
+
+Imported by the plugin module at pytest start-up, with or without `--llem`, so it imports
+only the standard library and the names in `energy` and `errors`; the parsers that need
+more (limits, meter options, platformdirs) import it when a value is actually given.
 """
 
 from __future__ import annotations
@@ -13,20 +17,22 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import platformdirs
-
-from pytest_llem.compare import Limit, parse_limit
-from pytest_llem.energy.idle import DEFAULT_BASELINE_S
-from pytest_llem.energy.meter import DEFAULT_SAMPLE_INTERVAL_S, METER_NAMES, MeterOptions
+from pytest_llem.energy import DEFAULT_BASELINE_S, DEFAULT_SAMPLE_INTERVAL_S, METER_NAMES
 from pytest_llem.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pytest_llem.energy.meter import MeterOptions
+    from pytest_llem.gating.limits import Limit
 
 STATE_DIR_ENV = "PYTEST_LLEM_STATE_DIR"
 DEFAULT_METER = "auto"
 
 
 def default_state_dir() -> Path:
+    import platformdirs
+
     return platformdirs.user_state_path("pytest-llem")
 
 
@@ -56,6 +62,8 @@ class LlemSettings:
     benchmark_json_path: Path | None = None
 
     def meter_options(self, baseline_power_w: Mapping[str, float] | None = None) -> MeterOptions:
+        from pytest_llem.energy.meter import MeterOptions
+
         return MeterOptions(
             sample_interval_s=self.sample_interval_s,
             rapl_dram=self.rapl_dram,
@@ -116,8 +124,10 @@ def _run_name(raw: str, source: str) -> str:
     return raw.strip()
 
 
-def parse_timeout(raw: object, source: str) -> float | None:
-    return None if raw in (None, "") else _seconds(0, allow_equal=False)(str(raw), source)
+def _limit(raw: str, source: str) -> Limit:
+    from pytest_llem.gating.limits import parse_limit
+
+    return parse_limit(raw, source)
 
 
 @dataclass(frozen=True)
@@ -227,7 +237,7 @@ SETTINGS = (
         "compare-fail",
         "fail the session when METRIC gets worse than LIMIT against the compared run; LIMIT is a "
         "percentage or an amount in the metric's unit, as in tokens_per_s:50tokens/s (repeatable)",
-        lambda raw, source: parse_limit(raw, source),
+        _limit,
         "METRIC:LIMIT",
         repeatable=True,
     ),
@@ -273,5 +283,6 @@ def resolve_settings(
             else:
                 values[setting.name] = setting.parse(str(raw), source)
             break
-    values.setdefault("state_dir", default_state_dir())
+    if enabled and "state_dir" not in values:  # platformdirs only when a session will use it
+        values["state_dir"] = default_state_dir()
     return LlemSettings(**values)

@@ -12,3 +12,15 @@ BACKEND_WORKLOADS: dict[str, str] = {
     "vllm": "pytest_llem.backends.vllm:run",
 }
 DEFAULT_MAX_NEW_TOKENS = 32
+
+#: Environment a backend needs in its isolated child, set before the child starts (vLLM reads
+#: these when it is imported); the user's environment and `config.env` win over them.
+BACKEND_ENV_DEFAULTS: dict[str, dict[str, str]] = {
+    "vllm": {
+        # One process: the engine core stays inside the experiment's group, torch.compile off
+        # so the first measured batch is not a compilation.
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+        "TORCH_COMPILE_DISABLE": "1",
+    },
+}

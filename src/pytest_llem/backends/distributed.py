@@ -25,12 +25,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pytest_llem.atomic import atomic_write_text
+from pytest_llem.backends.generation import BatchOutcome, TorchGeneration, record_outcomes
 from pytest_llem.backends.prompts import batched, load_prompts
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.context import ExperimentContext
 from pytest_llem.errors import ConfigError, ExperimentFailed
 from pytest_llem.processes import set_parent_death_signal
+from pytest_llem.store.atomic import atomic_write_text
 
 POLL_S = 0.02
 _STDERR_TAIL_CHARS = 2000
@@ -82,8 +83,6 @@ def _wait_for(ranks: list[subprocess.Popen[bytes]], work_dir: Path, names: list[
 
 
 def coordinate_ranks(ctx: ExperimentContext) -> None:
-    from pytest_llem.backends.pytorch import BatchOutcome, record_outcomes
-
     config = ctx.config
     if config.rounds > 1:
         raise ConfigError("rounds: several rounds are not supported with num_processes > 1; use rounds=1")
@@ -121,8 +120,6 @@ def rank_main(work_dir: Path) -> None:
     """One rank: load, warm up, wait for go, generate its share, report."""
     set_parent_death_signal(signal.SIGKILL)  # a rank never outlives its coordinator
     from accelerate import PartialState
-
-    from pytest_llem.backends.pytorch import TorchGeneration
 
     config = ExperimentConfig.model_validate_json((work_dir / "config.json").read_text())
     rank = int(os.environ["RANK"])

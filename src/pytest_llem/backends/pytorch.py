@@ -8,180 +8,16 @@ started through accelerate (see `backends.distributed`), measured once for all o
 
 from __future__ import annotations
 
-import hashlib
-import resource
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-from pytest_llem.backends import DEFAULT_MAX_NEW_TOKENS
+from pytest_llem.backends.distributed import coordinate_ranks
+from pytest_llem.backends.generation import TorchGeneration, record_outcomes
 from pytest_llem.backends.prompts import batched, load_prompts
-from pytest_llem.config import ExperimentConfig
 from pytest_llem.context import ExperimentContext
-from pytest_llem.errors import ConfigError
-from pytest_llem.extras import import_extra
-
-PURPOSE = "backend='pytorch'"
-
-
-@dataclass(frozen=True)
-class BatchOutcome:
-    input_tokens: int
-    output_tokens: int
-    latency_s: float
-    first_token_s: float | None
-    #: Digest of the generated token ids: equal digests, equal outputs (reproducibility checks).
-    output_digest: str = ""
-
-
-class FirstTokenTimer:
-    """A generate() streamer that notes when the first new tokens arrive.
-
-    generate() hands the prompt to the streamer first, then each step's new tokens. On CUDA,
-    recent transformers may hand tokens over one step late to avoid a synchronisation, so
-    the time can include one decoding step.
-    """
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.first_token_s: float | None = None
-        self._prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:
-            self._prompt_seen = True
-        elif self.first_token_s is None:
-            self.first_token_s = time.perf_counter() - self.started
-
-    def end(self) -> None:
-        return None
-
-
-class TorchGeneration:
-    """A loaded model and tokenizer, and batched generation with the config's decoding."""
-
-    def __init__(self, config: ExperimentConfig, device: Any = None) -> None:
-        self.config = config
-        torch = self.torch = import_extra("torch", "torch", PURPOSE)
-        transformers = import_extra("transformers", "torch", PURPOSE)
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        if config.model is None:
-            raise ConfigError("model: backend='pytorch' needs model= (a hub id or a local directory)")
-        self.device = torch.device(device) if device is not None else self._choose_device()
-        self.tokenizer, self.model = _load(transformers, torch, config, self.device)
-        self.max_new_tokens = config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
-
-    def _choose_device(self) -> Any:
-        wanted = self.config.device
-        if wanted == "auto":
-            wanted = "cuda" if self.torch.cuda.is_available() else "cpu"
-        if wanted == "cuda" and not self.torch.cuda.is_available():
-            raise ConfigError(
-                "device: 'cuda' was asked for but torch sees no CUDA GPU; use device='cpu' or 'auto'"
-            )
-        return self.torch.device(wanted)
-
-    def encode(self, prompts: list[str]) -> Any:
-        return self.tokenizer(
-            prompts,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=self.config.max_input_tokens,
-        ).to(self.device)
-
-    def generation_kwargs(self) -> dict[str, Any]:
-        config = self.config
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "do_sample": config.temperature > 0,
-        }
-        if config.ignore_eos:
-            kwargs["min_new_tokens"] = self.max_new_tokens
-        if config.temperature > 0:
-            kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
-        return kwargs
-
-    def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize(self.device)
-
-    def generate(self, encoding: Any) -> BatchOutcome:
-        timer = FirstTokenTimer()
-        with self.torch.inference_mode():
-            output = self.model.generate(**encoding, **self.generation_kwargs(), streamer=timer)
-        self.synchronize()
-        latency_s = time.perf_counter() - timer.started
-        prompt_length = encoding["input_ids"].shape[1]
-        return BatchOutcome(
-            input_tokens=int(encoding["attention_mask"].sum()),
-            output_tokens=self.count_new_tokens(output[:, prompt_length:]),
-            latency_s=latency_s,
-            first_token_s=timer.first_token_s,
-            output_digest=hashlib.sha256(str(output[:, prompt_length:].tolist()).encode()).hexdigest()[:16],
-        )
-
-    def count_new_tokens(self, new_tokens: Any) -> int:
-        """Generated tokens per row, up to and including the first end-of-sequence token."""
-        if self.config.ignore_eos:
-            return int(new_tokens.numel())
-        eos = self.tokenizer.eos_token_id
-        total = 0
-        for row in new_tokens.tolist():
-            total += row.index(eos) + 1 if eos in row else len(row)
-        return total
-
-    def seed(self) -> None:
-        self.torch.manual_seed(self.config.seed)
-
-    def reset_peak_memory(self) -> None:
-        if self.device.type == "cuda":
-            self.torch.cuda.reset_peak_memory_stats(self.device)
-
-    def peak_memory(self) -> tuple[int, str]:
-        if self.device.type == "cuda":
-            return int(self.torch.cuda.max_memory_allocated(self.device)), "cuda_max_allocated"
-        # ru_maxrss is in KiB on Linux: the process's peak, model loading included.
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_rss"
-
-    def non_embedding_parameters(self) -> int:
-        embeddings = {id(p) for module in (self.model.get_input_embeddings(),) for p in module.parameters()}
-        for name, module in self.model.named_modules():
-            if name.endswith(("wpe", "embed_positions")):  # learned position embeddings
-                embeddings |= {id(p) for p in module.parameters()}
-        return sum(p.numel() for p in self.model.parameters() if id(p) not in embeddings)
-
-
-def _load(transformers: Any, torch: Any, config: ExperimentConfig, device: Any) -> tuple[Any, Any]:
-    model_ref = str(config.model)
-    if model_ref.startswith((".", "/", "~")) and not Path(model_ref).expanduser().is_dir():
-        raise ConfigError(f"model: no such directory {model_ref!r}; give a local model directory or a hub id")
-    dtypes = {"auto": "auto", "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model_ref)
-        # transformers 5 renamed `torch_dtype` to `dtype`.
-        dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            model_ref, **{dtype_arg: dtypes[config.precision]}
-        )
-    except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"model: cannot load {model_ref!r}: {first_line}") from None
-    tokenizer.padding_side = "left"  # decoder-only: new tokens follow the prompt, pads go first
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer, model.to(device).eval()
 
 
 def run(ctx: ExperimentContext) -> None:
     """The workload behind `backend="pytorch"`."""
     config = ctx.config
     if config.num_processes > 1:
-        from pytest_llem.backends.distributed import coordinate_ranks
-
         coordinate_ranks(ctx)
         return
     engine = TorchGeneration(config)
@@ -201,11 +37,3 @@ def run(ctx: ExperimentContext) -> None:
     peak_bytes, kind = engine.peak_memory()
     ctx.record_resources(peak_bytes, kind, flops=2.0 * engine.non_embedding_parameters() * processed)
     ctx.record(device=str(engine.device), batches=len(outcomes), precision=config.precision)
-
-
-def record_outcomes(ctx: ExperimentContext, outcomes: list[BatchOutcome]) -> None:
-    for outcome in outcomes:
-        ctx.record(output_tokens=outcome.output_tokens, input_tokens=outcome.input_tokens)
-        ctx.record_latency(batch_s=outcome.latency_s, first_token_s=outcome.first_token_s)
-    digests = "".join(o.output_digest for o in outcomes)
-    ctx.record(output_digest=hashlib.sha256(digests.encode()).hexdigest()[:16])

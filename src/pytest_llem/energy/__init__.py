@@ -1,11 +1,18 @@
 """Energy measurement: meters, the devices they read, idle baselines and quality flags.
 
-`meter` owns the window interface and chooses a meter by name; `devices` the device
-interface and its arithmetic; `nvml` and `rapl` the hardware behind that interface;
-`adapters` the Zeus and CodeCarbon meters; `idle` the parent's baseline and cool-down;
-`quality` the flags and their thresholds.
+`meter` owns the window interface and the sampled meter; `factory` chooses a meter by name
+and opens its devices; `devices` the device interface and its arithmetic; `nvml` and `rapl`
+the hardware behind that interface; `adapters` the Zeus and CodeCarbon meters; `idle` the
+parent's baseline and cool-down; `quality` the flags and their thresholds.
+
+Meters run in the experiment's child; the idle baseline runs in the pytest process (NVML and
+powercap only). This module holds only the names and defaults that settings need, so that
+registering pytest options imports nothing else.
 """
 
-from pytest_llem.energy.meter import METER_NAMES, EnergyMeter, MeterOptions, NoEnergyMeter, create_meter
+from typing import Literal, get_args
 
-__all__ = ["METER_NAMES", "EnergyMeter", "MeterOptions", "NoEnergyMeter", "create_meter"]
+MeterName = Literal["auto", "nvml", "rapl", "zeus", "codecarbon", "none"]
+METER_NAMES: tuple[str, ...] = get_args(MeterName)
+DEFAULT_SAMPLE_INTERVAL_S = 0.1
+DEFAULT_BASELINE_S = 5.0

@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from pytest_llem.energy import DEFAULT_BASELINE_S
 from pytest_llem.energy.devices import DeviceReadError
-from pytest_llem.energy.meter import MeterOptions, SampledMeter, open_devices
+from pytest_llem.energy.factory import open_devices
+from pytest_llem.energy.meter import MeterOptions, SampledMeter
 from pytest_llem.errors import MeterUnavailable
 
-DEFAULT_BASELINE_S = 5.0
 # A temperature-based cool-down gives up after this long and says so.
 MAX_COOLDOWN_S = 300.0
 COOLDOWN_POLL_S = 1.0

@@ -1,4 +1,4 @@
-"""The energy-meter interface, the meter over sampled devices, and choosing a meter by name.
+"""The energy-meter interface and the meter over sampled devices.
 
 A meter lives in the isolated child (and, for the idle baseline, briefly in the parent,
 which reads NVML and never touches CUDA). Windows are named, as in Zeus's `ZeusMonitor`, so
@@ -19,22 +19,17 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from pytest_llem.energy import quality
+from pytest_llem.energy import DEFAULT_SAMPLE_INTERVAL_S, quality
 from pytest_llem.energy.devices import DeviceTally, MeasuredDevice, take_reading
-from pytest_llem.errors import MeasurementRefused, MeterUnavailable
 from pytest_llem.results import QualityWarning, WindowMeasurement
 
-DEFAULT_SAMPLE_INTERVAL_S = 0.1
 # Process lists cost milliseconds per call and serialise in the driver: check them rarely.
 PROCESS_CHECK_INTERVAL_S = 1.0
-MeterName = Literal["auto", "nvml", "rapl", "zeus", "codecarbon", "none"]
-METER_NAMES: tuple[str, ...] = get_args(MeterName)
 
 
 class MeterOptions(BaseModel):
@@ -223,62 +218,3 @@ class SampledMeter(EnergyMeter):
         closers, self._on_close = self._on_close, []  # closing twice must not shut NVML down twice
         for close in closers:
             close()
-
-
-def open_devices(
-    name: str, options: MeterOptions, environ: Mapping[str, str] | None = None
-) -> tuple[list[MeasuredDevice], list[str], list[Callable[[], None]]]:
-    """The devices meter `name` reads, notes on parts it cannot read, and closers to call.
-
-    `nvml` and `rapl` raise `MeterUnavailable` when they cannot measure at all; `auto`
-    takes whichever parts are readable and notes why the others are missing.
-    """
-    from pytest_llem.energy import nvml, rapl  # each imports its library only when used
-
-    environ = os.environ if environ is None else environ
-    devices: list[MeasuredDevice] = []
-    notes: list[str] = []
-    closers: list[Callable[[], None]] = []
-    if name in ("nvml", "auto"):
-        try:
-            session = nvml.NvmlSession.open()
-        except MeterUnavailable as exc:
-            if name == "nvml":
-                raise
-            notes.append(f"gpu: not measured ({exc})")
-        else:
-            try:
-                gpus = session.visible_gpus(environ.get("CUDA_VISIBLE_DEVICES"))
-            except MeterUnavailable as exc:
-                session.close()
-                if name == "nvml" or isinstance(exc, MeasurementRefused):
-                    raise
-                notes.append(f"gpu: not measured ({exc})")
-            else:
-                devices.extend(gpus)
-                closers.append(session.close)
-    if name in ("rapl", "auto"):
-        try:
-            devices.extend(rapl.find_rapl_zones(include_dram=options.rapl_dram))
-        except MeterUnavailable as exc:
-            if name == "rapl":
-                raise
-            notes.append(f"cpu: not measured ({exc})")
-    return devices, notes, closers
-
-
-def create_meter(name: str, options: MeterOptions | None = None) -> EnergyMeter:
-    """The meter called `name`, ready for windows; raises `MeterUnavailable` with the reason."""
-    options = options or MeterOptions()
-    if name == "none":
-        return NoEnergyMeter()
-    if name in ("zeus", "codecarbon"):
-        from pytest_llem.energy import adapters
-
-        return adapters.create_adapter(name)
-    if name not in METER_NAMES:
-        raise MeterUnavailable(f"unknown energy meter {name!r} (available: {', '.join(METER_NAMES)})")
-    devices, notes, closers = open_devices(name, options)
-    if not devices:
-        return NoEnergyMeter(reasons=notes)
-    return SampledMeter(devices, options, notes=notes, on_close=closers)

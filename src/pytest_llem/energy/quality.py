@@ -8,7 +8,7 @@ to distrust, and the reason goes in `energy_notes`.
 
 from __future__ import annotations
 
-from pytest_llem.results import DeviceEnergy, QualityWarning
+from pytest_llem.results import ENERGY_NOT_MEASURED, DeviceEnergy, QualityWarning
 
 # NVML's energy counter updates every ~10-100 ms and windows under ~5 s vary widely.
 MIN_WINDOW_S = 5.0
@@ -30,7 +30,6 @@ THROTTLED = "throttled"
 OTHER_GPU_PROCESS = "other_gpu_process"
 PERSISTENCE_MODE_OFF = "persistence_mode_off"
 DEVICE_LOST = "device_lost"
-ENERGY_NOT_MEASURED = "energy_not_measured"
 
 #: Codes that mean "no figure" rather than "a doubtful figure"; the summary does not flag them.
 UNMEASURED_CODES = frozenset({ENERGY_NOT_MEASURED})

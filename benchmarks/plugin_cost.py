@@ -1,0 +1,103 @@
+"""What the installed plugin costs a pytest run that does not use it, measured side by side.
+
+    python benchmarks/plugin_cost.py [--runs N]
+
+pytest loads every installed plugin at start-up, so an environment with pytest-llem pays
+for it in every `pytest` run, `--llem` or not. This runs `pytest -q --co` on two small
+suites in fresh interpreters, alternating runs with the plugin (as installed) and without
+it (`-p no:llem`), and prints the median wall time and peak resident memory of each, and
+the difference. The target: at most 20 ms added with `--llem` off.
+
+- `plain`: 40 ordinary tests in 4 files, no benchmarks: what most runs of a project are;
+- `benchmarks`: the same plus 6 `@pytest.mark.llem` cases; without `--llem` they are skipped,
+  but their markers are still validated at collection (so a broken one is found early),
+  which loads the config model (pydantic).
+
+Absolute times depend on the machine; read the differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PLAIN_TEST_FILE = "\n".join(f"def test_{i}():\n    assert {i} + 1 > {i}\n" for i in range(10))
+BENCHMARK_FILE = """
+import pytest
+
+def generate(ctx):
+    with ctx.window():
+        pass
+    ctx.record(output_tokens=1)
+
+@pytest.mark.llem(model="tiny", max_new_tokens=4)
+@pytest.mark.parametrize("batch_size", [1, 2, 4, 8, 16, 32])
+def test_generate(llem, batch_size):
+    llem.run(generate, batch_size=batch_size)
+"""
+
+
+def write_suite(folder: Path, with_benchmarks: bool) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "pytest.ini").write_text("[pytest]\n")  # its own rootdir: no project config
+    for index in range(4):
+        (folder / f"test_plain_{index}.py").write_text(PLAIN_TEST_FILE)
+    if with_benchmarks:
+        (folder / "test_bench.py").write_text(BENCHMARK_FILE)
+    return folder
+
+
+def one_run(suite: Path, plugin_on: bool) -> tuple[float, int]:
+    """Wall seconds and peak resident KiB of one `pytest -q --co` in a fresh interpreter."""
+    command = [sys.executable, "-m", "pytest", "-q", "--co", "-p", "no:cacheprovider"]
+    if not plugin_on:
+        command += ["-p", "no:llem"]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=suite, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(
+            f"pytest failed in {suite}: {process.stderr.read().decode() if process.stderr else ''}"
+        )
+    return elapsed, usage.ru_maxrss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=21, help="runs per suite and side (default 21)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        suites = {
+            "plain": write_suite(Path(tmp) / "plain", with_benchmarks=False),
+            "benchmarks": write_suite(Path(tmp) / "benchmarks", with_benchmarks=True),
+        }
+        print(
+            f"{'suite':11} {'with plugin':>12} {'-p no:llem':>11} {'added':>9}   "
+            f"{'RSS with':>9} {'RSS without':>12} {'added':>9}"
+        )
+        for name, suite in suites.items():
+            one_run(suite, True), one_run(suite, False)  # warm the file cache first
+            on: list[tuple[float, int]] = []
+            off: list[tuple[float, int]] = []
+            for _ in range(args.runs):  # alternate, so drift in the machine hits both sides
+                on.append(one_run(suite, True))
+                off.append(one_run(suite, False))
+            on_s, off_s = statistics.median(t for t, _ in on), statistics.median(t for t, _ in off)
+            on_kib, off_kib = statistics.median(m for _, m in on), statistics.median(m for _, m in off)
+            print(
+                f"{name:11} {on_s * 1000:10.1f}ms {off_s * 1000:9.1f}ms {(on_s - off_s) * 1000:+7.1f}ms   "
+                f"{on_kib / 1024:7.1f}MB {off_kib / 1024:10.1f}MB {(on_kib - off_kib) / 1024:+7.1f}MB"
+            )
+        print(f"medians of {args.runs} alternating runs each; target: plain suite added <= 20 ms")
+
+
+if __name__ == "__main__":
+    main()

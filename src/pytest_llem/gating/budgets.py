@@ -1,0 +1,32 @@
+"""Budgets: a test's absolute ceilings (or floors) per metric, `budget={metric: value}`,
+checked on the run itself with no baseline needed."""
+
+from __future__ import annotations
+
+from pytest_llem.formatting import figure
+from pytest_llem.gating.compare import MetricChange, results_by_test
+from pytest_llem.gating.limits import lookup_metric
+from pytest_llem.store.report import SessionReport
+
+
+def check_budgets(report: SessionReport, gate_flagged: bool = False) -> list[MetricChange]:
+    """Each test's `budget={metric: value}`: an absolute limit that needs no baseline."""
+    changes = []
+    for nodeid, result in results_by_test(report).items():
+        for name, budget in result.config.get("budget", {}).items():
+            metric = lookup_metric(name, f"{nodeid}: budget")
+            value = metric.of_result(result)
+            if value is None:
+                continue
+            change = MetricChange(
+                nodeid=nodeid,
+                metric=name,
+                unit=metric.unit,
+                current=value,
+                limit=f"{figure(budget)} {metric.unit}",
+            )
+            if metric.worse_by(budget, value) > 0:
+                flagged = result.flagged and not gate_flagged
+                change.status = "flagged" if flagged else "over_budget"
+            changes.append(change)
+    return changes

@@ -1,0 +1,179 @@
+"""Comparing a run with a baseline run, and deciding what is a regression.
+
+A change is a regression when it is worse than its limit (`limits`) and, where both runs
+have at least `MIN_ROUNDS_FOR_SIGNIFICANCE` samples, a one-sided Mann-Whitney U test over
+them says it is real (p at most `SIGNIFICANCE_LEVEL`; with three samples a side the smallest
+possible p is exactly 0.05); the compared values are then the samples' medians, so one odd
+round cannot decide. Results carrying a measurement-quality flag are shown but not gated
+unless asked.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from pytest_llem.formatting import figure
+from pytest_llem.gating.limits import Limit, lookup_metric, parse_limit_value
+from pytest_llem.gating.metrics import METRICS, Metric
+from pytest_llem.gating.stats import MIN_ROUNDS_FOR_SIGNIFICANCE, SIGNIFICANCE_LEVEL, p_worse, sample_values
+from pytest_llem.results import ExperimentResult
+from pytest_llem.store.report import SessionReport
+
+#: Shown in every comparison, limit or not.
+DEFAULT_SHOWN_METRICS = ("energy_per_token_j", "tokens_per_s")
+
+Status = Literal["regression", "flagged", "ok", "improved", "over_budget"]
+
+
+class MetricChange(BaseModel):
+    nodeid: str
+    metric: str
+    unit: str
+    baseline: float | None = None
+    current: float
+    change_pct: float | None = None
+    p_value: float | None = None
+    limit: str | None = None
+    status: Status = "ok"
+    note: str | None = None
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ("test", "metric", "baseline", "current", "change", "p", "status")
+
+    def cells(self) -> tuple[str, ...]:
+        """This change as a table row, in `COLUMNS` order (for text, Markdown and HTML)."""
+        return (
+            self.nodeid,
+            self.metric,
+            "-" if self.baseline is None else f"{figure(self.baseline)} {self.unit}",
+            f"{figure(self.current)} {self.unit}",
+            self.change_text(),
+            "-" if self.p_value is None else f"{self.p_value:.3g}",
+            self.status + (f" ({self.note})" if self.note else ""),
+        )
+
+    def change_text(self) -> str:
+        """`+16.7%`; a change that rounds to zero reads `+0.0%`, never `-0.0%`."""
+        if self.change_pct is None:
+            return "-"
+        shown = self.change_pct if round(self.change_pct, 1) else 0.0
+        return f"{shown:+.1f}%"
+
+    def line(self) -> str:
+        """The one line printed for a regression or an exceeded budget."""
+        if self.status == "over_budget":
+            return (
+                f"pytest-llem: OVER BUDGET {self.nodeid} {self.metric} {figure(self.current)} {self.unit} "
+                f"(budget {self.limit})"
+            )
+        details = [self.change_text() if self.change_pct is not None else None, f"limit {self.limit}"]
+        if self.p_value is not None:
+            details.append(f"p={self.p_value:.3g}")
+        assert self.baseline is not None
+        change = f"{figure(self.baseline)} -> {figure(self.current)} {self.unit}"
+        shown = ", ".join(d for d in details if d)
+        return f"pytest-llem: REGRESSION {self.nodeid} {self.metric} {change} ({shown})"
+
+
+class Comparison(BaseModel):
+    baseline_run: str
+    baseline_name: str | None = None
+    machine_warning: str | None = None
+    changes: list[MetricChange] = Field(default_factory=list)
+    only_in_baseline: list[str] = Field(default_factory=list)
+    only_in_current: list[str] = Field(default_factory=list)
+
+    @property
+    def failures(self) -> list[MetricChange]:
+        return [c for c in self.changes if c.status in ("regression", "over_budget")]
+
+
+def results_by_test(report: SessionReport) -> dict[str, ExperimentResult]:
+    return {e.nodeid: e.result for e in report.experiments if e.result is not None}
+
+
+def limits_of_test(result: ExperimentResult, nodeid: str) -> dict[str, Limit]:
+    source = f"{nodeid}: compare_fail"
+    limits = {}
+    for name, text in result.config.get("compare_fail", {}).items():
+        limits[name] = parse_limit_value(lookup_metric(name, source), text, source)
+    return limits
+
+
+def _compared_values(metric: Metric, baseline: ExperimentResult, current: ExperimentResult):
+    before, after = sample_values(baseline.rounds, metric), sample_values(current.rounds, metric)
+    if min(len(before), len(after)) >= MIN_ROUNDS_FOR_SIGNIFICANCE:
+        return statistics.median(before), statistics.median(after), before, after
+    return metric.of_result(baseline), metric.of_result(current), [], []
+
+
+def compare_reports(
+    baseline: SessionReport,
+    current: SessionReport,
+    limits: Iterable[Limit] = (),
+    gate_flagged: bool = False,
+) -> Comparison:
+    """Per test and metric: baseline, current, change, and whether it fails the session."""
+    global_limits = {limit.metric.name: limit for limit in limits}
+    comparison = Comparison(baseline_run=baseline.run_id, baseline_name=baseline.name)
+    if baseline.machine and current.machine and baseline.machine.id != current.machine.id:
+        comparison.machine_warning = (
+            f"baseline {baseline.name or baseline.run_id} ran on another machine "
+            f"({baseline.machine.describe()}, id {baseline.machine.id}) than this run "
+            f"({current.machine.describe()}, id {current.machine.id}); differences may be the machine's"
+        )
+    before, after = results_by_test(baseline), results_by_test(current)
+    comparison.only_in_baseline = sorted(set(before) - set(after))
+    comparison.only_in_current = sorted(set(after) - set(before))
+    for nodeid, result in after.items():
+        if nodeid not in before:
+            continue
+        test_limits = {**global_limits, **limits_of_test(result, nodeid)}
+        names = list(dict.fromkeys([*DEFAULT_SHOWN_METRICS, *test_limits]))
+        for name in names:
+            change = _change(
+                nodeid, METRICS[name], before[nodeid], result, test_limits.get(name), gate_flagged
+            )
+            if change is not None:
+                comparison.changes.append(change)
+    return comparison
+
+
+def _change(
+    nodeid: str,
+    metric: Metric,
+    baseline: ExperimentResult,
+    current: ExperimentResult,
+    limit: Limit | None,
+    gate_flagged: bool,
+) -> MetricChange | None:
+    old, new, old_rounds, new_rounds = _compared_values(metric, baseline, current)
+    if old is None or new is None:
+        return None
+    change = MetricChange(
+        nodeid=nodeid,
+        metric=metric.name,
+        unit=metric.unit,
+        baseline=old,
+        current=new,
+        change_pct=(new - old) / abs(old) * 100 if old else None,
+        limit=limit.text if limit else None,
+    )
+    if old_rounds:
+        change.p_value = p_worse(old_rounds, new_rounds, metric.higher_is_better)
+    if limit is None:
+        return change
+    if not limit.exceeded_by(old, new):
+        # Improved only when better by more than the limit: a hair's difference is just "ok".
+        change.status = "improved" if limit.exceeded_by(new, old) else "ok"
+    elif change.p_value is not None and change.p_value > SIGNIFICANCE_LEVEL:
+        change.note = f"beyond the limit but not significant (p={change.p_value:.3g})"
+    elif (baseline.flagged or current.flagged) and not gate_flagged:
+        change.status = "flagged"
+        change.note = "beyond the limit, but a measurement-quality flag is set: not gated"
+    else:
+        change.status = "regression"
+    return change

@@ -1,0 +1,68 @@
+"""One place that turns measured parts into an `ExperimentResult`.
+
+The worker assembles one process's windows and counts; `repeats` assembles the pooled
+processes of `repeats=N`. Both go through `assemble_result`, so a field is derived the same
+way whichever path produced it (energy totals and sources, latency percentiles, round
+statistics). Runs in the child (worker) and in the pytest process (repeats).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pytest_llem.gating.stats import round_statistics
+from pytest_llem.results import (
+    EnergyTotals,
+    ExperimentResult,
+    LatencyStats,
+    RoundResult,
+    WindowMeasurement,
+)
+
+
+def assemble_result(
+    *,
+    identity: dict[str, Any],
+    measured: WindowMeasurement,
+    window_count: int,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    batch_latencies_s: list[float],
+    first_token_latencies_s: list[float],
+    inter_token_latencies_s: list[float],
+    peak_memory: tuple[int, str | None] | None,
+    flops_estimate: float | None,
+    rounds: list[RoundResult],
+    extra: dict[str, Any],
+    started_at: datetime,
+    finished_at: datetime,
+) -> ExperimentResult:
+    """`identity`: experiment_id, config_hash, config and workload, as the request named them."""
+    sources = sorted({d.energy_source for d in measured.devices if d.energy_source})
+    return ExperimentResult(
+        **identity,
+        duration_s=measured.duration_s,
+        window_count=window_count,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        **EnergyTotals.of(measured.devices).model_dump(),
+        energy_source="+".join(sources) or None,
+        energy_notes=measured.notes,
+        energy_by_device=measured.devices,
+        warnings=measured.warnings,
+        batch_latencies_s=batch_latencies_s,
+        first_token_latencies_s=first_token_latencies_s,
+        inter_token_latencies_s=inter_token_latencies_s,
+        batch_latency=LatencyStats.of(batch_latencies_s),
+        time_to_first_token=LatencyStats.of(first_token_latencies_s),
+        inter_token_latency=LatencyStats.of(inter_token_latencies_s),
+        peak_memory_bytes=peak_memory[0] if peak_memory else None,
+        peak_memory_kind=peak_memory[1] if peak_memory else None,
+        flops_estimate=flops_estimate,
+        rounds=rounds if len(rounds) > 1 else [],
+        statistics=round_statistics(rounds),
+        extra=extra,
+        started_at=started_at,
+        finished_at=finished_at,
+    )

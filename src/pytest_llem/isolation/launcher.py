@@ -1,0 +1,175 @@
+"""Running one experiment in an isolated child and tearing it down safely.
+
+The child is a supervisor process started in a new session, so it leads its own process
+group and Ctrl-C in the terminal never reaches it directly. While it runs, SIGINT and
+SIGTERM to pytest are only *recorded* by the caller's `InterruptGuard`; the wait loop then
+runs the kill sequence in ordinary code: SIGTERM to the whole group, up to `GRACE_PERIOD_S`
+for it to exit, then SIGKILL. Because the guard never raises, a second signal cannot abort
+that sequence.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from pytest_llem.backends import BACKEND_ENV_DEFAULTS
+from pytest_llem.config import ExperimentConfig
+from pytest_llem.errors import ExperimentFailed, ExperimentInterrupted
+from pytest_llem.isolation.files import OUTCOME_FILE, REQUEST_FILE, WORKER_STATUS_FILE
+from pytest_llem.isolation.protocol import (
+    ChildOutcome,
+    ExperimentRequest,
+    WorkerStatus,
+    read_model,
+    write_model,
+)
+from pytest_llem.isolation.signals import InterruptGuard
+from pytest_llem.processes import live_group_members, signal_name
+from pytest_llem.results import ExperimentResult
+
+GRACE_PERIOD_S = 2.0
+POLL_INTERVAL_S = 0.05
+
+
+def build_experiment_env(
+    config: ExperimentConfig,
+    experiment_id: str,
+    base_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The child's whole environment, built in one place.
+
+    Precedence, lowest first: the backend's defaults, the user's environment, `config.env`.
+    """
+    base = dict(os.environ if base_env is None else base_env)
+    env: dict[str, str] = {}
+    if config.backend is not None:
+        env.update(BACKEND_ENV_DEFAULTS.get(config.backend, {}))
+    env.update(base)
+    token = base.get("HF_TOKEN") or base.get("HUGGING_FACE_HUB_TOKEN")
+    if token:
+        env["HF_TOKEN"] = env["HUGGING_FACE_HUB_TOKEN"] = token
+    # NVML numbers GPUs by PCI bus; CUDA must too, so index i is the same GPU to both.
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    if config.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in config.gpus)
+    env.update(config.env)
+    env["PYTEST_LLEM_EXPERIMENT_ID"] = experiment_id
+    return env
+
+
+def _leader_exited(pid: int) -> bool:
+    """True once the group leader has exited, *without* reaping it.
+
+    While it is an unreaped zombie its PID, which is also the group's ID, cannot be reused,
+    so a later killpg on that ID cannot hit an unrelated group.
+    """
+    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    return info is not None and info.si_pid == pid
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def terminate_group(proc: subprocess.Popen[bytes], grace_s: float = GRACE_PERIOD_S) -> None:
+    """SIGTERM to the whole group, up to `grace_s` to exit, then SIGKILL; reap the leader."""
+    pgid = proc.pid
+    _killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and live_group_members(pgid):
+        time.sleep(POLL_INTERVAL_S)
+    _killpg(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_in_child(
+    request: ExperimentRequest,
+    *,
+    env: Mapping[str, str],
+    guard: InterruptGuard,
+    timeout_s: float | None = None,
+) -> ExperimentResult:
+    """Run `request` in an isolated process group and return its validated result.
+
+    `guard` must be installed by the caller. Raises `ExperimentFailed` (crash, timeout,
+    workload exception) or `ExperimentInterrupted` (a signal reached `guard`; the group has
+    been torn down when it is raised).
+    """
+    with tempfile.TemporaryDirectory(prefix="pytest-llem-") as tmp:
+        work_dir = Path(tmp)
+        write_model(work_dir, REQUEST_FILE, request)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest_llem.isolation.supervisor", str(work_dir), str(os.getpid())],
+            env=dict(env),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            _wait_for_leader(proc, guard, timeout_s)
+        except BaseException:
+            if proc.returncode is None:
+                terminate_group(proc)
+            raise
+        # Whatever the workload left running (servers, dataloader workers) dies with it.
+        _killpg(proc.pid, signal.SIGKILL)
+        supervisor_returncode = proc.wait()
+        try:
+            result = _read_outcome(work_dir, supervisor_returncode)
+        except ExperimentFailed:
+            if guard.received is not None:
+                raise ExperimentInterrupted(signal_name(guard.received)) from None
+            raise
+        if guard.received is not None:
+            # The experiment finished as the signal came: keep its result, still stop.
+            raise ExperimentInterrupted(signal_name(guard.received), result=result)
+        return result
+
+
+def _wait_for_leader(proc: subprocess.Popen[bytes], guard: InterruptGuard, timeout_s: float | None) -> None:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not _leader_exited(proc.pid):
+        if guard.received is not None:
+            terminate_group(proc)
+            raise ExperimentInterrupted(signal_name(guard.received))
+        if deadline is not None and time.monotonic() > deadline:
+            terminate_group(proc)
+            raise ExperimentFailed(
+                f"timed out after {timeout_s:g} s; its process group was killed "
+                "(raise the limit with timeout= or --llem-timeout)"
+            )
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _read_outcome(work_dir: Path, supervisor_returncode: int) -> ExperimentResult:
+    outcome = read_model(work_dir, OUTCOME_FILE, ChildOutcome)
+    if outcome is not None:
+        if outcome.result is not None:
+            return outcome.result
+        if outcome.failure is not None:
+            if outcome.failure.plain:
+                raise ExperimentFailed(outcome.failure.message)
+            raise ExperimentFailed(
+                f"workload raised {outcome.failure.exception_type}: {outcome.failure.message}\n"
+                f"{outcome.failure.traceback}"
+            )
+    status = read_model(work_dir, WORKER_STATUS_FILE, WorkerStatus)
+    returncode = status.returncode if status is not None else supervisor_returncode
+    raise ExperimentFailed(describe_exit(returncode))
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        name = signal_name(-returncode)
+        hint = " (the out-of-memory killer sends SIGKILL; see dmesg)" if -returncode == signal.SIGKILL else ""
+        return f"child was killed by {name}{hint} before reporting a result"
+    return f"child exited with code {returncode} before reporting a result"

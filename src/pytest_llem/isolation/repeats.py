@@ -1,0 +1,70 @@
+"""One experiment repeated in several fresh processes (`repeats=N`), pooled into one result.
+
+Rounds inside one process share its state (memory layout, kernel choices, clocks), so they
+vary less than separate runs do; regression tests then see differences between sessions as
+significant. Running the experiment in several processes and treating each process as one
+sample (see `stats.sample_values`) puts that variation into the statistics, as asv does with
+its repeated processes. Each process loads the model again: the price of honest error bars.
+"""
+
+from __future__ import annotations
+
+from pytest_llem.context import combine_windows
+from pytest_llem.isolation.assembly import assemble_result
+from pytest_llem.results import EnergyTotals, ExperimentResult, RoundResult, WindowMeasurement, sum_or_none
+
+
+def as_rounds(result: ExperimentResult, process: int) -> list[RoundResult]:
+    """A process's rounds; a process measured as a whole (one round) becomes one round."""
+    if result.rounds:
+        return [r.model_copy(update={"process": process}) for r in result.rounds]
+    energy = EnergyTotals(**{name: getattr(result, name) for name in EnergyTotals.model_fields})
+    return [
+        RoundResult.of(
+            0,
+            result.duration_s,
+            result.output_tokens,
+            result.input_tokens,
+            energy,
+            result.batch_latency,
+            process,
+        )
+    ]
+
+
+def pool_processes(results: list[ExperimentResult]) -> ExperimentResult:
+    """One result from the same experiment measured in each of `results`' processes."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    rounds = [r for process, result in enumerate(results) for r in as_rounds(result, process)]
+    rounds = [r.model_copy(update={"index": index}) for index, r in enumerate(rounds)]
+    # Each process's figures are one window of the pooled experiment: devices, flags and
+    # notes combine exactly as one process's windows do.
+    measured = combine_windows(
+        [
+            WindowMeasurement(
+                duration_s=r.duration_s, devices=r.energy_by_device, warnings=r.warnings, notes=r.energy_notes
+            )
+            for r in results
+        ]
+    )
+    peaks = [r.peak_memory_bytes for r in results if r.peak_memory_bytes is not None]
+    return assemble_result(
+        identity={
+            name: getattr(first, name) for name in ("experiment_id", "config_hash", "config", "workload")
+        },
+        measured=measured,
+        window_count=sum(r.window_count for r in results),
+        input_tokens=sum_or_none([r.input_tokens for r in results]),
+        output_tokens=sum_or_none([r.output_tokens for r in results]),
+        batch_latencies_s=[v for r in results for v in r.batch_latencies_s],
+        first_token_latencies_s=[v for r in results for v in r.first_token_latencies_s],
+        inter_token_latencies_s=[v for r in results for v in r.inter_token_latencies_s],
+        peak_memory=(max(peaks), first.peak_memory_kind) if peaks else None,
+        flops_estimate=sum_or_none([r.flops_estimate for r in results]),
+        rounds=rounds,
+        extra={**first.extra, "repeats": len(results)},
+        started_at=first.started_at,
+        finished_at=results[-1].finished_at,
+    )

@@ -1,0 +1,167 @@
+"""A session report in the shapes other tools read: CSV rows for spreadsheets, a Markdown
+section for a pull request or CI job summary, and the JSON files of the GitHub
+benchmark-tracking action (benchmark-action/github-action-benchmark).
+
+Units, directions and number formatting come from `metrics.METRICS` and `formatting`, so
+an export never disagrees with the terminal or with the regression gate.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from pytest_llem.energy.quality import UNMEASURED_CODES
+from pytest_llem.formatting import figure, figure_or_missing, markdown_cell, markdown_table
+from pytest_llem.gating.compare import Comparison, MetricChange
+from pytest_llem.gating.metrics import METRICS
+from pytest_llem.output.terminal import energy_footnotes
+from pytest_llem.results import ExperimentResult
+from pytest_llem.store.report import ReportEntry, SessionReport
+
+#: The config fields that tell one experiment's row from another's in a spreadsheet.
+CONFIG_COLUMNS = ("batch_size", "precision", "backend", "model")
+#: Exported to the benchmark-tracking action; each lands in the file of its metric's direction.
+BENCHMARK_METRICS = ("energy_per_token_j", "energy_j", "tokens_per_s", "batch_latency_p50_s", "ttft_p50_s")
+FLAG_MARK = "⚠"
+
+
+def csv_text(report: SessionReport) -> str:
+    """One row per experiment: identity, config columns, then every metric (empty when unmeasured)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["nodeid", "status", "config_hash", *CONFIG_COLUMNS, *METRICS])
+    for entry in report.experiments:
+        writer.writerow(_csv_row(entry))
+    return buffer.getvalue()
+
+
+def _csv_row(entry: ReportEntry) -> list[Any]:
+    result = entry.result
+    # A failed experiment has no result, but the session still recorded what it was asked to run.
+    config = entry.config or (result.config if result else {})
+    config_hash = entry.config_hash or (result.config_hash if result else None)
+    metrics = [_blank_if_none(m.of_result(result) if result else None) for m in METRICS.values()]
+    return [
+        entry.nodeid,
+        entry.status,
+        _blank_if_none(config_hash),
+        *(_blank_if_none(config.get(name)) for name in CONFIG_COLUMNS),
+        *metrics,
+    ]
+
+
+def _blank_if_none(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def markdown_summary(
+    report: SessionReport, comparison: Comparison | None = None, failures: list[MetricChange] | None = None
+) -> str:
+    """A GitHub-flavoured Markdown section: the run's table, what energy covers, the comparison,
+    and the lines of what failed the session (regressions, exceeded budgets)."""
+    title = f"{report.name} ({report.run_id})" if report.name else report.run_id
+    machine = f"{report.machine.describe()}, id `{report.machine.id}`" if report.machine else "unknown"
+    lines = [
+        f"## pytest-llem: {title}",
+        "",
+        f"Machine: {machine}. Outcome: {report.outcome}. Started {report.started_at:%Y-%m-%d %H:%M:%S %Z}.",
+        "",
+        *markdown_table(
+            ("test", "tokens/s", "energy_j", "J/token", "status"),
+            [_summary_row(entry) for entry in report.experiments],
+            right_aligned={1, 2, 3},
+        ),
+    ]
+    notes = energy_footnotes([e.result for e in report.experiments if e.result is not None], FLAG_MARK)
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
+    if comparison is not None:
+        lines += ["", *_markdown_comparison(comparison)]
+    if failures is None and comparison is not None:
+        failures = comparison.failures
+    if failures:
+        lines += ["", "```", *(change.line() for change in failures), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _summary_row(entry: ReportEntry) -> tuple[str, ...]:
+    result = entry.result
+    status = entry.status
+    if result is not None and result.flagged:
+        codes = sorted({w.code for w in result.warnings if w.code not in UNMEASURED_CODES})
+        status += f" {FLAG_MARK} {', '.join(codes)}"
+    return (
+        _code(entry.nodeid),
+        figure_or_missing(result.tokens_per_s if result else None),
+        figure_or_missing(result.energy_j if result else None),
+        figure_or_missing(result.energy_per_token_j if result else None),
+        status,
+    )
+
+
+def _markdown_comparison(comparison: Comparison) -> list[str]:
+    baseline = comparison.baseline_name or comparison.baseline_run
+    lines = [f"### Compared with {baseline}", ""]
+    if comparison.machine_warning:
+        lines += [f"> {FLAG_MARK} {comparison.machine_warning}", ""]
+    if comparison.changes:
+        rows = [
+            (_code(test), _code(metric), *(markdown_cell(c) for c in rest))
+            for test, metric, *rest in (change.cells() for change in comparison.changes)
+        ]
+        lines += markdown_table(MetricChange.COLUMNS, rows, right_aligned={2, 3, 4, 5})
+    else:
+        lines.append("No test ran in both runs.")
+    for label, nodeids in (
+        ("Only in the baseline", comparison.only_in_baseline),
+        ("Only in this run", comparison.only_in_current),
+    ):
+        if nodeids:
+            lines += ["", f"{label}: {', '.join(_code(n) for n in nodeids)}"]
+    return lines
+
+
+def _code(text: str) -> str:
+    return markdown_cell(text) if "`" in text else f"`{markdown_cell(text)}`"
+
+
+def benchmark_action_json(report: SessionReport) -> tuple[list[dict], list[dict]]:
+    """Entries for the action's `customSmallerIsBetter` and `customBiggerIsBetter` tools, in that order."""
+    smaller: list[dict] = []
+    bigger: list[dict] = []
+    for entry in report.experiments:
+        if entry.result is None:
+            continue
+        for name in BENCHMARK_METRICS:
+            point = _benchmark_point(entry.nodeid, name, entry.result)
+            if point is not None:
+                (bigger if METRICS[name].higher_is_better else smaller).append(point)
+    return smaller, bigger
+
+
+def _benchmark_point(nodeid: str, name: str, result: ExperimentResult) -> dict | None:
+    metric = METRICS[name]
+    value = metric.of_result(result)
+    if value is None:
+        return None
+    point: dict[str, Any] = {"name": f"{nodeid} {name}", "unit": metric.unit, "value": value}
+    stats = result.statistics.get(name)
+    if stats is not None and stats.stdev is not None:
+        point["range"] = f"± {figure(stats.stdev)}"
+    # A result of one round keeps no per-round list.
+    point["extra"] = f"rounds: {len(result.rounds) or 1}"
+    return point
+
+
+def write_benchmark_json(report: SessionReport, path: Path) -> list[Path]:
+    """The smaller-is-better file at `path`, the bigger-is-better one beside it (`<stem>-bigger`)."""
+    smaller, bigger = benchmark_action_json(report)
+    bigger_path = path.with_name(f"{path.stem}-bigger{path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, points in ((path, smaller), (bigger_path, bigger)):
+        target.write_text(json.dumps(points, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return [path, bigger_path]

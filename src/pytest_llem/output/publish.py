@@ -1,0 +1,75 @@
+"""The session's optional outputs, written once it ends: a copy of the report (`--llem-json`),
+a Markdown summary (`--llem-markdown`, and appended to `$GITHUB_STEP_SUMMARY` when set), a
+self-contained HTML report (`--llem-html`) and the benchmark-action JSON
+(`--llem-benchmark-json`). A failure to write one is a problem to report, never a crash:
+the report in the state dir is already safe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from pytest_llem.errors import LlemError
+from pytest_llem.gating.compare import Comparison, MetricChange
+from pytest_llem.settings import LlemSettings
+from pytest_llem.store.redaction import redact_text
+from pytest_llem.store.report import SessionReport, copy_report
+
+GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
+
+
+def publish(
+    report: SessionReport,
+    comparison: Comparison | None,
+    failures: list[MetricChange],
+    settings: LlemSettings,
+    root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Write every output asked for; return one sentence per output that could not be written."""
+    from pytest_llem.output import exports
+
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+
+    def attempt(what: str, write: Callable[[], object]) -> None:
+        try:
+            write()
+        except (OSError, LlemError) as exc:
+            problems.append(f"could not write {what}: {getattr(exc, 'strerror', None) or exc}")
+
+    if settings.json_path is not None:
+        attempt(f"--llem-json {settings.json_path}", lambda: copy_report(report, settings.json_path, root))
+    markdown_path = settings.markdown_path
+    step_summary = environ.get(GITHUB_STEP_SUMMARY)
+    if markdown_path is not None or step_summary:
+        markdown = redact_text(exports.markdown_summary(report, comparison, failures), root=root)
+        if markdown_path is not None:
+            attempt(f"--llem-markdown {markdown_path}", lambda: _write(markdown_path, markdown))
+        if step_summary:
+            attempt(f"{GITHUB_STEP_SUMMARY}", lambda: _append(Path(step_summary), markdown))
+    if settings.html_path is not None:
+        html_path = settings.html_path
+
+        def write_html() -> None:
+            from pytest_llem.output.html import render_html
+
+            _write(html_path, redact_text(render_html(report, comparison), root=root))
+
+        attempt(f"--llem-html {html_path}", write_html)
+    if settings.benchmark_json_path is not None:
+        path = settings.benchmark_json_path
+        attempt(f"--llem-benchmark-json {path}", lambda: exports.write_benchmark_json(report, path))
+    return problems
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("a") as f:
+        f.write(text + "\n")

@@ -1,0 +1,75 @@
+"""Terminal text: the session summary table, its energy footnotes, and the comparison table.
+
+Printed by the plugin at the end of a session and by the `pytest-llem` command, from the
+same functions, so both read the same.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pytest_llem.energy.quality import UNMEASURED_CODES
+from pytest_llem.formatting import aligned, number
+from pytest_llem.gating.compare import Comparison, MetricChange
+from pytest_llem.results import ExperimentResult
+from pytest_llem.store.report import ReportEntry
+
+
+def format_summary(entries: list[ReportEntry]) -> list[str]:
+    """The terminal table: one row per experiment. A `!` marks a row with quality warnings."""
+    header = ("test", "duration_s", "tokens/s", "energy_j", "J/token", "status")
+    rows = []
+    for entry in entries:
+        result = entry.result
+        flagged = result is not None and result.flagged
+        rows.append(
+            (
+                entry.nodeid,
+                number(result.duration_s if result else None, ".3f"),
+                number(result.tokens_per_s if result else None, ".1f"),
+                number(result.energy_j if result else None, ".2f"),
+                number(result.energy_per_token_j if result else None, ".4f"),
+                entry.status + (" !" if flagged else ""),
+            )
+        )
+    lines = aligned(header, rows, right_aligned=set(range(1, len(header))))
+    lines.extend(energy_footnotes([e.result for e in entries if e.result is not None]))
+    return lines
+
+
+def energy_footnotes(results: list[ExperimentResult], flag_mark: str = "!") -> list[str]:
+    """What energy_j contains, why it is missing, and which flags the `!` rows carry."""
+    lines = []
+    covers = Counter(
+        f"{' + '.join(r.energy_scope)} ({r.energy_source})"
+        for r in results
+        if r.energy_source and r.energy_scope
+    )
+    for what, count in sorted(covers.items()):
+        lines.append(f"energy_j covers: {what} in {count} experiment(s)")
+    unmeasured = Counter(w.message for r in results for w in r.warnings if w.code in UNMEASURED_CODES)
+    for message, count in sorted(unmeasured.items()):
+        lines.append(f"{message} [{count} experiment(s)]")
+    flags = Counter(w.code for r in results for w in {w.code: w for w in r.warnings}.values())
+    flagged = {code: n for code, n in flags.items() if code not in UNMEASURED_CODES}
+    if flagged:
+        listed = ", ".join(f"{code} ({n})" for code, n in sorted(flagged.items()))
+        lines.append(f"{flag_mark} = measurement-quality flags: {listed}; see `warnings` in the report")
+    return lines
+
+
+def format_comparison(comparison: Comparison) -> list[str]:
+    """The comparison as aligned text lines: one row per test and metric, then tests on one side only.
+
+    The failures' own lines (`MetricChange.line`) are printed by the caller, after problems.
+    """
+    against = comparison.baseline_name or comparison.baseline_run
+    lines = [f"compared with {against}:"]
+    if comparison.machine_warning:
+        lines.append(f"warning: {comparison.machine_warning}")
+    lines += aligned(MetricChange.COLUMNS, [c.cells() for c in comparison.changes], right_aligned=set())
+    for nodeid in comparison.only_in_current:
+        lines.append(f"new (no baseline): {nodeid}")
+    for nodeid in comparison.only_in_baseline:
+        lines.append(f"missing from this run: {nodeid}")
+    return lines

@@ -1,0 +1,87 @@
+"""Saved runs: naming them, identifying the machine they ran on, finding and cleaning them.
+
+Every session's report stays in `<state_dir>/runs/<run_id>/report.json`. A run may carry a
+name (`--llem-save NAME`, or `--llem-autosave`: git commit, time, dirty flag). Runs are
+grouped by machine id (see `machine.py`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from pytest_llem.errors import LlemError
+from pytest_llem.store.report import SessionReport, load_report
+
+
+class UnknownRun(LlemError):
+    """A run name, id or path that matches no saved run."""
+
+
+def autosave_name(cwd: Path | None = None, now: datetime | None = None) -> str:
+    """`<commit>-<UTC time>[-dirty]`, or `nogit-<time>` outside a git work tree."""
+    stamp = f"{now or datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    try:
+        commit = _git(cwd, "rev-parse", "--short=10", "HEAD")
+        dirty = bool(_git(cwd, "status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return f"nogit-{stamp}"
+    return f"{commit}-{stamp}" + ("-dirty" if dirty else "")
+
+
+def _git(cwd: Path | None, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+class RunHistory:
+    """The saved runs of one state dir."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.runs_dir = state_dir / "runs"
+
+    def runs(self) -> list[SessionReport]:
+        """Every readable run, oldest first (unreadable ones are skipped, never fatal)."""
+        reports = []
+        for path in sorted(self.runs_dir.glob("*/report.json")):
+            try:
+                reports.append(load_report(path))
+            except (OSError, ValueError, ValidationError):
+                continue
+        return sorted(reports, key=lambda r: r.started_at)
+
+    def find(self, ref: str) -> SessionReport:
+        """A run by name (the newest of that name), run id, or path to a report file."""
+        path = Path(ref).expanduser()
+        if path.suffix == ".json" or path.is_file():
+            try:
+                return load_report(path)
+            except (OSError, ValueError, ValidationError) as exc:
+                raise UnknownRun(f"cannot read report {ref!r}: {exc}") from None
+        runs = self.runs()
+        for run in reversed(runs):
+            if ref in (run.name, run.run_id):
+                return run
+        known = ", ".join(r.name or r.run_id for r in runs[-5:]) or "none saved yet"
+        raise UnknownRun(f"no saved run named {ref!r} (latest: {known}); `pytest-llem list` shows them all")
+
+    def latest(self, machine_id: str | None, exclude_run_id: str | None = None) -> SessionReport | None:
+        """The newest finished run on `machine_id` (any machine when None), other than `exclude_run_id`."""
+        for run in reversed(self.runs()):
+            if run.run_id == exclude_run_id or run.finished_at is None:
+                continue
+            if machine_id is None or (run.machine is not None and run.machine.id == machine_id):
+                return run
+        return None
+
+    def clean(self, older_than: datetime, keep_named: bool = True) -> list[SessionReport]:
+        """Delete runs started before `older_than` (named ones kept unless asked); return them."""
+        removed = []
+        for run in self.runs():
+            if run.started_at < older_than and not (keep_named and run.name):
+                shutil.rmtree(self.runs_dir / run.run_id, ignore_errors=True)
+                removed.append(run)
+        return removed

@@ -1,0 +1,128 @@
+"""The session report: one JSON file per pytest session, and the terminal summary of it.
+
+Written to `<state_dir>/runs/<run_id>/report.json` after every experiment (outcome
+`running`, so a session killed outright still leaves what it measured) and once more at the
+end. Entries carry the worker that ran them, so reports from several pytest-xdist workers
+merge into one with `merge_reports`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from pytest_llem.results import ExperimentResult
+from pytest_llem.store.atomic import ensure_private_dir, write_model_redacted
+from pytest_llem.store.machine import MachineInfo
+
+REPORT_SCHEMA_VERSION = 1
+SessionOutcome = Literal["running", "passed", "failed", "interrupted"]
+# Merged outcome: the worst of the parts wins.
+_OUTCOME_SEVERITY = {"passed": 0, "failed": 1, "running": 2, "interrupted": 3}
+
+
+class HostInfo(BaseModel):
+    hostname: str
+    platform: str
+    machine: str
+    cpu_count: int | None
+    python_implementation: str
+
+    @classmethod
+    def current(cls) -> HostInfo:
+        return cls(
+            hostname=socket.gethostname(),
+            platform=platform.platform(),
+            machine=platform.machine(),
+            cpu_count=os.cpu_count(),
+            python_implementation=platform.python_implementation(),
+        )
+
+
+class ReportEntry(BaseModel):
+    """One experiment as the session saw it: what was asked, how it ended, what it measured."""
+
+    nodeid: str
+    experiment_id: str | None = None
+    config: dict[str, Any] | None = None
+    config_hash: str | None = None
+    workload: str | None = None
+    phase: str | None = None
+    failed: bool = False
+    error: str | None = None
+    interrupted: bool = False
+    resumed: bool = False
+    worker_id: str = "main"
+    result: ExperimentResult | None = None
+
+    @property
+    def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.failed or self.result is None:
+            return "failed"
+        return "resumed" if self.resumed else "passed"
+
+
+class SessionReport(BaseModel):
+    schema_version: int = REPORT_SCHEMA_VERSION
+    run_id: str
+    name: str | None = Field(default=None, description="--llem-save NAME or --llem-autosave")
+    machine: MachineInfo | None = Field(default=None, description="what the figures depend on")
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: SessionOutcome = "running"
+    exit_code: int | None = None
+    plugin_version: str
+    python_version: str = Field(default_factory=lambda: platform.python_version())
+    host: HostInfo = Field(default_factory=HostInfo.current)
+    stale_experiments: list[str] = Field(
+        default_factory=list, description="experiments found orphaned at start and marked failed"
+    )
+    experiments: list[ReportEntry] = Field(default_factory=list)
+
+
+def report_path(state_dir: Path, run_id: str, name: str = "report.json") -> Path:
+    return state_dir / "runs" / run_id / name
+
+
+def write_report(
+    report: SessionReport, state_dir: Path, root: Path | None = None, name: str = "report.json"
+) -> Path:
+    path = report_path(state_dir, report.run_id, name)
+    ensure_private_dir(path.parent.parent)
+    ensure_private_dir(path.parent)
+    write_model_redacted(path, report, root)
+    return path
+
+
+def copy_report(report: SessionReport, destination: Path, root: Path | None = None) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    write_model_redacted(destination, report, root)
+
+
+def load_report(path: Path) -> SessionReport:
+    return SessionReport.model_validate_json(path.read_bytes())
+
+
+def merge_reports(run_id: str, reports: list[SessionReport]) -> SessionReport:
+    """One report from several workers' reports of the same session."""
+    if not reports:
+        raise ValueError("merge_reports needs at least one report")
+    finished = [r.finished_at for r in reports if r.finished_at is not None]
+    return reports[0].model_copy(
+        update={
+            "run_id": run_id,
+            "started_at": min(r.started_at for r in reports),
+            "finished_at": max(finished) if len(finished) == len(reports) else None,
+            "outcome": max((r.outcome for r in reports), key=_OUTCOME_SEVERITY.__getitem__),
+            "stale_experiments": sorted({s for r in reports for s in r.stale_experiments}),
+            "experiments": [e for r in reports for e in r.experiments],
+        }
+    )

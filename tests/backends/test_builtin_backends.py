@@ -1,0 +1,239 @@
+"""The built-in backends end to end: real torch inference on a tiny model built locally.
+
+Every experiment runs in a real isolated child; the model is loaded through the same
+`from_pretrained` path a downloaded one takes. vLLM needs a GPU, so on CI its adapter is
+checked against a stand-in of vLLM's public API (`tests/support/fake_vllm/vllm`): a contract test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from helpers import SUPPORT_DIR, reports
+
+from pytest_llem.errors import ConfigError, ExperimentFailed
+from pytest_llem.session import BenchmarkSession
+
+STAND_INS = SUPPORT_DIR / "fake_vllm"
+
+
+def run(bench: BenchmarkSession, **fields):
+    return bench.run_experiment("tests/test_backends.py::case", None, [fields])
+
+
+def pytorch(bench, tiny_model, **fields):
+    return run(bench, backend="pytorch", model=str(tiny_model), max_new_tokens=5, **fields)
+
+
+def test_token_counts_are_exact_and_latencies_consistent_with_the_window(bench, tiny_model):
+    result = pytorch(bench, tiny_model, batch_size=4, n_prompts=6)
+    assert result.output_tokens == 6 * 5  # ignore_eos (the default): exactly max_new_tokens each
+    assert result.workload == "pytest_llem.backends.pytorch:run"
+    latency = result.batch_latency
+    assert latency is not None and latency.count == 2  # batches of 4 and 2
+    assert latency.min_s <= latency.p50_s <= latency.p90_s <= latency.p99_s <= latency.max_s
+    assert latency.mean_s * latency.count <= result.duration_s
+    ttft = result.time_to_first_token
+    assert ttft is not None and ttft.count == 2 and ttft.max_s <= latency.max_s
+    assert result.tokens_per_s == pytest.approx(30 / result.duration_s)
+    assert result.peak_memory_kind == "peak_rss" and result.peak_memory_bytes > 10_000_000
+    assert result.flops_estimate > 0 and result.extra["device"] == "cpu"
+
+
+def test_input_tokens_do_not_depend_on_batching_and_truncation_applies(bench, tiny_model):
+    one = pytorch(bench, tiny_model, batch_size=1, n_prompts=4)
+    four = pytorch(bench, tiny_model, batch_size=4, n_prompts=4)
+    short = pytorch(bench, tiny_model, batch_size=4, n_prompts=4, max_input_tokens=3)
+    assert one.input_tokens == four.input_tokens > 4 * 3
+    assert short.input_tokens == 4 * 3
+
+
+def test_sampling_is_reproducible_for_a_seed(bench, tiny_model):
+    sample = {"temperature": 1.0, "top_k": 50, "batch_size": 2, "n_prompts": 2, "max_new_tokens": 12}
+    first = run(bench, backend="pytorch", model=str(tiny_model), seed=3, **sample)
+    again = run(bench, backend="pytorch", model=str(tiny_model), seed=3, **sample)
+    other = run(bench, backend="pytorch", model=str(tiny_model), seed=4, **sample)
+    assert first.extra["output_digest"] == again.extra["output_digest"] != other.extra["output_digest"]
+
+
+def test_precision_and_prompt_sources(bench, tiny_model, tmp_path):
+    (tmp_path / "prompts.txt").write_text("first prompt here\n\nsecond prompt\n")
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "first prompt here"}\n{"text": "second prompt"}\n')
+    from_list = pytorch(bench, tiny_model, prompts=["first prompt here", "second prompt"], n_prompts=2)
+    from_txt = pytorch(bench, tiny_model, prompts=str(tmp_path / "prompts.txt"), n_prompts=2)
+    from_jsonl = pytorch(bench, tiny_model, prompts=str(tmp_path / "prompts.jsonl"), n_prompts=2)
+    assert from_list.input_tokens == from_txt.input_tokens == from_jsonl.input_tokens
+    assert from_list.extra["output_digest"] == from_jsonl.extra["output_digest"]
+    bf16 = pytorch(bench, tiny_model, precision="bf16", n_prompts=2)
+    assert bf16.output_tokens == 10 and bf16.extra["precision"] == "bf16"
+
+
+def test_bad_inputs_fail_with_one_line_naming_the_field(bench, tiny_model, tmp_path):
+    with pytest.raises(ExperimentFailed) as missing:
+        run(bench, backend="pytorch", model=str(tmp_path / "no-such-model"))
+    assert str(missing.value) == (
+        f"model: no such directory {str(tmp_path / 'no-such-model')!r}; "
+        "give a local model directory or a hub id"
+    )
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "ok"}\n{"nope": 1}\n')
+    with pytest.raises(
+        ExperimentFailed,
+        match=r"^prompts: bad.jsonl line 2 is not a JSON object with a 'prompt' or 'text' field$",
+    ):
+        pytorch(bench, tiny_model, prompts=str(tmp_path / "bad.jsonl"))
+    with pytest.raises(
+        ConfigError, match=r"precision: Input should be 'auto', 'fp32', 'fp16' or 'bf16' \(got 'fp8'\)"
+    ):
+        pytorch(bench, tiny_model, precision="fp8")
+    with pytest.raises(ExperimentFailed, match=r"^model: backend='pytorch' needs model="):
+        run(bench, backend="pytorch")
+
+
+def test_accelerate_ranks_share_the_work_and_are_measured_once(bench, tiny_model):
+    single = pytorch(bench, tiny_model, batch_size=2, n_prompts=8, device="cpu")
+    ranks = pytorch(bench, tiny_model, batch_size=2, n_prompts=8, device="cpu", num_processes=2)
+    assert ranks.extra["ranks"] == ranks.extra["accelerate_world_size"] == 2
+    assert (ranks.input_tokens, ranks.output_tokens) == (single.input_tokens, single.output_tokens)
+    assert ranks.window_count == 1 and ranks.batch_latency.count == 4  # 2 batches on each rank
+    assert ranks.extra["output_digest"] == single.extra["output_digest"]  # greedy: same tokens
+
+
+# --- vLLM: contract test against the stand-in -------------------------------------------------
+
+
+@pytest.fixture
+def vllm_stand_in(monkeypatch, tmp_path):
+    log = tmp_path / "vllm-calls.jsonl"
+    monkeypatch.setenv("VLLM_STAND_IN_LOG", str(log))
+    return {
+        "env": {"PYTHONPATH": os.pathsep.join([str(STAND_INS), os.environ.get("PYTHONPATH", "")])},
+        "log": log,
+    }
+
+
+def calls(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def vllm(bench, stand_in, **fields):
+    return run(bench, backend="vllm", env=stand_in["env"], **fields)
+
+
+def test_vllm_adapter_maps_the_config_onto_vllms_api(bench, vllm_stand_in):
+    result = vllm(
+        bench,
+        vllm_stand_in,
+        model="org/some-model",
+        batch_size=3,
+        n_prompts=6,
+        max_new_tokens=7,
+        precision="bf16",
+        tensor_parallel_size=2,
+        gpu_memory_utilization=0.8,
+        max_model_len=2048,
+        enforce_eager=True,
+        warmup_batches=1,
+    )
+    engine, sampling, *generates = calls(vllm_stand_in["log"])
+    assert engine == {
+        "event": "engine",
+        "model": "org/some-model",
+        "tensor_parallel_size": 2,
+        "dtype": "bfloat16",
+        "gpu_memory_utilization": 0.8,
+        "enforce_eager": True,
+        "max_num_seqs": 3,
+        "seed": 0,
+        "max_model_len": 2048,
+    }
+    assert sampling == {
+        "event": "sampling_params",
+        "max_tokens": 7,
+        "min_tokens": 7,
+        "ignore_eos": True,
+        "temperature": 0.0,
+    }
+    assert [g["prompts"] for g in generates] == [3, 3, 3] and not any(g["use_tqdm"] for g in generates)
+    assert result.output_tokens == 6 * 7 and result.batch_latency.count == 2
+    assert result.time_to_first_token.count == 6 and result.inter_token_latency.count == 6
+    assert result.extra["vllm_version"] == "0.0-stand-in"
+
+
+def test_vllm_adapter_sampling_and_natural_lengths(bench, vllm_stand_in):
+    result = vllm(
+        bench,
+        vllm_stand_in,
+        model="m",
+        n_prompts=2,
+        max_new_tokens=8,
+        ignore_eos=False,
+        temperature=0.7,
+        top_p=0.9,
+        seed=5,
+        warmup_batches=0,
+    )
+    _, sampling, *_ = calls(vllm_stand_in["log"])
+    assert sampling == {
+        "event": "sampling_params",
+        "max_tokens": 8,
+        "min_tokens": 0,
+        "ignore_eos": False,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": -1,
+        "seed": 5,
+    }
+    assert result.output_tokens == 2 * 4  # the stand-in stops at half of max_tokens without ignore_eos
+
+
+def test_vllm_missing_names_the_extra(bench):
+    with pytest.raises(
+        ExperimentFailed, match=r"^backend='vllm' needs the 'vllm' extra: pip install 'pytest-llem\[vllm\]'"
+    ):
+        run(bench, backend="vllm", model="m")
+
+
+# --- through pytest --llem ---------------------------------------------------------------------
+
+SUITE = """
+import pytest
+
+def out_of_memory(ctx):
+    import torch
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+@pytest.mark.llem(backend="pytorch", model=MODEL, max_new_tokens=4, n_prompts=4)
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_tiny(llem, batch_size):
+    assert llem.run(batch_size=batch_size).output_tokens == 16
+
+def test_oom(llem):
+    llem.run(out_of_memory)
+
+@pytest.mark.llem(backend="pytorch", model=MODEL + "-missing")
+def test_missing_model(llem):
+    llem.run()
+"""
+
+
+def test_a_suite_with_one_marker_and_no_workload_code(pytester, tiny_model, tmp_path):
+    pytester.makepyfile(test_tiny_suite=SUITE.replace("MODEL", repr(str(tiny_model))))
+    state_dir = tmp_path / "state"
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--llem", f"--llem-state-dir={state_dir}"
+    )
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*workload raised OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB",
+            "*pytest-llem: model: no such directory '*-missing'; give a local model directory or a hub id",
+        ]
+    )
+    (report,) = reports(state_dir)
+    outcomes = {e["nodeid"].split("::")[1]: e for e in report["experiments"]}
+    assert outcomes["test_tiny[2]"]["result"]["output_tokens"] == 16
+    assert outcomes["test_oom"]["failed"] and outcomes["test_missing_model"]["failed"]
+    assert str(tmp_path) not in json.dumps(report)

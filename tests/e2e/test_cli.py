@@ -1,0 +1,330 @@
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sample_reports import EPYC, GPT2, OPT, SHORT_WINDOW, make_entry, make_report, make_result
+
+from pytest_llem.store.report import SessionReport, write_report
+from pytest_llem.store.state import StateManager
+
+BASELINE_ROUNDS_J = [4.9, 4.95, 5.0, 5.05, 5.1]
+REGRESSED_ROUNDS_J = [5.9, 5.95, 6.0, 6.05, 6.1]
+NOISY_ROUNDS_J = [4.92, 4.98, 5.01, 5.06, 5.12]
+
+
+def llem(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it, in its own process."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_LLEM_STATE_DIR"}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_llem.cli", *args, "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def save(state_dir: Path, run_id: str, rounds_j: list[float], **report_fields) -> SessionReport:
+    report = make_report(run_id, [make_entry(GPT2, make_result(rounds_j))], **report_fields)
+    write_report(report, state_dir)
+    return report
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+def test_list_shows_runs_oldest_first_with_their_machine(state_dir):
+    save(state_dir, "run-b", BASELINE_ROUNDS_J, name="second", days_after_t0=1)
+    save(state_dir, "run-a", BASELINE_ROUNDS_J, days_after_t0=0)
+    save(state_dir, "run-c", BASELINE_ROUNDS_J, machine=EPYC, days_after_t0=2)
+
+    listed = llem(state_dir, "list")
+
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["run", "started", "outcome", "experiments", "machine"]
+    assert [row.split()[0] for row in rows] == ["run-a", "second", "run-c"]
+    assert rows[0].split()[1:6] == ["2026-01-01", "00:00:00", "UTC", "passed", "1"]
+    assert rows[0].endswith("h100x1 1 x NVIDIA H100 (driver 550.54)")
+    assert rows[2].endswith("epyc AMD EPYC 7763")
+
+
+def test_list_filters_by_machine_and_says_when_there_is_nothing(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J)
+    save(state_dir, "run-c", BASELINE_ROUNDS_J, machine=EPYC, days_after_t0=1)
+
+    only_epyc = llem(state_dir, "list", "--machine", "epyc").stdout.splitlines()
+    nothing = llem(state_dir, "list", "--machine", "nope")
+
+    assert [row.split()[0] for row in only_epyc[1:]] == ["run-c"]
+    assert nothing.returncode == 0 and nothing.stdout.startswith("no saved runs in ")
+
+
+def test_state_dir_comes_from_the_environment_when_not_given(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J, name="from-env")
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "pytest_llem.cli", "list"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTEST_LLEM_STATE_DIR=str(state_dir)),
+        timeout=60,
+    )
+
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].startswith("from-env ")
+
+
+def test_state_dir_may_come_before_the_command(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J, name="first")
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "pytest_llem.cli", "--state-dir", str(state_dir), "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].startswith("first ")
+
+
+def test_show_prints_the_summary_table_by_name_and_by_report_path(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J, name="nightly")
+    by_path = str(state_dir / "runs" / "run-a" / "report.json")
+
+    for ref in ("nightly", "run-a", by_path):
+        shown = llem(state_dir, "show", ref)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines[0] == (
+            "nightly: passed, started 2026-01-01 00:00:00 UTC, "
+            "machine h100x1: 1 x NVIDIA H100 (driver 550.54)"
+        )
+        assert lines[1].split() == ["test", "duration_s", "tokens/s", "energy_j", "J/token", "status"]
+        assert lines[2].split() == [GPT2, "10.000", "5.0", "25.00", "0.5000", "passed"]
+
+
+def test_compare_exits_1_with_the_exact_regression_line(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J, name="main")
+    save(state_dir, "run-b", REGRESSED_ROUNDS_J, days_after_t0=1)
+
+    compared = llem(state_dir, "compare", "main", "run-b", "--fail", "energy_per_token_j:5%")
+
+    assert compared.returncode == 1, compared.stderr
+    lines = compared.stdout.splitlines()
+    assert lines[:2] == ["run run-b", "compared with main:"]
+    assert lines[2].split() == ["test", "metric", "baseline", "current", "change", "p", "status"]
+    assert lines[3].split() == [
+        GPT2,
+        "energy_per_token_j",
+        "0.500",
+        "J",
+        "0.600",
+        "J",
+        "+20.0%",
+        "0.00397",
+        "regression",
+    ]
+    assert lines[4].split() == [
+        GPT2,
+        "tokens_per_s",
+        "5.00",
+        "tokens/s",
+        "5.00",
+        "tokens/s",
+        "+0.0%",
+        "1",
+        "ok",
+    ]
+    assert lines[-1] == (
+        f"pytest-llem: REGRESSION {GPT2} energy_per_token_j 0.500 -> 0.600 J (+20.0%, limit 5%, p=0.00397)"
+    )
+    assert compared.stderr == ""
+
+
+def test_compare_exits_0_on_noise_within_the_limit(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J)
+    save(state_dir, "run-b", NOISY_ROUNDS_J, days_after_t0=1)
+
+    compared = llem(state_dir, "compare", "run-a", "run-b", "--fail", "energy_per_token_j:5%")
+
+    assert compared.returncode == 0, compared.stdout
+    assert "REGRESSION" not in compared.stdout
+    row = next(line for line in compared.stdout.splitlines() if "energy_per_token_j" in line)
+    assert row.split()[-3:] == ["+0.2%", "0.345", "ok"]
+
+
+def test_compare_warns_across_machines_instead_of_failing(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J)
+    save(state_dir, "run-b", NOISY_ROUNDS_J, machine=EPYC, days_after_t0=1)
+
+    compared = llem(state_dir, "compare", "run-a", "run-b")
+
+    assert compared.returncode == 0, compared.stderr
+    warning = compared.stdout.splitlines()[2]
+    assert warning.startswith("warning: baseline run-a ran on another machine")
+    assert "id h100x1" in warning and "id epyc" in warning
+
+
+def test_compare_gates_flagged_results_only_when_asked(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J)
+    flagged = make_report(
+        "run-b", [make_entry(GPT2, make_result(REGRESSED_ROUNDS_J, warnings=[SHORT_WINDOW]))], days_after_t0=1
+    )
+    write_report(flagged, state_dir)
+    limit = ("--fail", "energy_per_token_j:5%")
+
+    shown = llem(state_dir, "compare", "run-a", "run-b", *limit)
+    gated = llem(state_dir, "compare", "run-a", "run-b", *limit, "--gate-flagged")
+
+    assert shown.returncode == 0 and "REGRESSION" not in shown.stdout
+    assert "flagged (beyond the limit, but a measurement-quality flag is set: not gated)" in shown.stdout
+    assert gated.returncode == 1 and gated.stdout.splitlines()[-1].startswith("pytest-llem: REGRESSION")
+
+
+def test_compare_fails_on_an_exceeded_budget_without_any_limit(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J)
+    over = make_result(NOISY_ROUNDS_J, config={"budget": {"energy_per_token_j": 0.45}})
+    write_report(make_report("run-b", [make_entry(GPT2, over)], days_after_t0=1), state_dir)
+
+    compared = llem(state_dir, "compare", "run-a", "run-b")
+
+    assert compared.returncode == 1
+    assert compared.stdout.splitlines()[-1] == (
+        f"pytest-llem: OVER BUDGET {GPT2} energy_per_token_j 0.502 J (budget 0.450 J)"
+    )
+
+
+def test_compare_lists_tests_found_in_one_run_only(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J)
+    write_report(make_report("run-b", [make_entry(OPT, make_result([3.0]))], days_after_t0=1), state_dir)
+
+    compared = llem(state_dir, "compare", "run-a", "run-b")
+
+    assert compared.returncode == 0
+    lines = compared.stdout.splitlines()
+    assert lines[2].split() == ["test", "metric", "baseline", "current", "change", "p", "status"]
+    assert lines[3:] == [f"new (no baseline): {OPT}", f"missing from this run: {GPT2}"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("show", "nope"), "pytest-llem: no saved run named 'nope' (latest: run-a)"),
+        (
+            ("compare", "run-a", "run-a", "--fail", "energy_per_token_j:five"),
+            "pytest-llem: --fail: limit 'five'",
+        ),
+        (
+            ("compare", "run-a", "run-a", "--fail", "joules:5%"),
+            "pytest-llem: --fail: unknown metric 'joules'",
+        ),
+        (("export", str(Path("missing") / "report.json")), "pytest-llem: cannot read report"),
+        (("clean", "--older-than", "2026-13-01"), "pytest-llem: --older-than: '2026-13-01' is not a date"),
+        (("clean",), "pytest-llem: clean needs --older-than YYYY-MM-DD, --stale, or both"),
+        (("export", "run-a", "-o", str(Path("missing") / "out.json")), "pytest-llem: cannot write missing"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(state_dir, args, message):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J)
+
+    failed = llem(state_dir, *args)
+
+    assert failed.returncode == 2
+    assert failed.stderr.startswith(message)
+    assert len(failed.stderr.splitlines()) == 1 and "Traceback" not in failed.stderr
+    assert failed.stdout == ""
+
+
+def test_export_csv_parses_back(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J)
+
+    exported = llem(state_dir, "export", "run-a", "--format", "csv")
+
+    assert exported.returncode == 0, exported.stderr
+    (row,) = csv.DictReader(io.StringIO(exported.stdout))
+    assert row["nodeid"] == GPT2 and row["model"] == "tiny-gpt2"
+    assert float(row["energy_per_token_j"]) == pytest.approx(0.5)
+
+
+def test_export_markdown_contains_the_table_rows(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J, name="nightly")
+
+    exported = llem(state_dir, "export", "nightly", "--format", "markdown")
+
+    assert exported.returncode == 0, exported.stderr
+    lines = exported.stdout.splitlines()
+    assert lines[0] == "## pytest-llem: nightly (run-a)"
+    assert f"| `{GPT2}` | 5.00 | 25.0 | 0.500 | passed |" in lines
+
+
+def test_export_json_to_a_file_loads_back_as_the_same_report(state_dir, tmp_path):
+    report = save(state_dir, "run-a", BASELINE_ROUNDS_J)
+    target = tmp_path / "out.json"
+
+    exported = llem(state_dir, "export", "run-a", "--format", "json", "-o", str(target))
+
+    assert exported.returncode == 0 and exported.stdout == ""
+    assert exported.stderr.strip() == f"pytest-llem: wrote {target}"
+    again = SessionReport.model_validate_json(target.read_text(encoding="utf-8"))
+    assert again == report
+
+
+def test_export_html_renders_when_the_renderer_is_installed(state_dir):
+    if any(importlib.util.find_spec(name) is None for name in ("pytest_llem.output.html", "matplotlib")):
+        pytest.skip("the HTML renderer or its matplotlib extra is not installed")
+    save(state_dir, "run-a", BASELINE_ROUNDS_J)
+
+    exported = llem(state_dir, "export", "run-a", "--format", "html")
+
+    assert exported.returncode == 0, exported.stderr
+    assert "<html" in exported.stdout.lower() and GPT2 in exported.stdout
+
+
+def test_clean_removes_old_unnamed_runs_and_keeps_named_ones(state_dir):
+    save(state_dir, "old-unnamed", BASELINE_ROUNDS_J)
+    save(state_dir, "old-named", BASELINE_ROUNDS_J, name="release-1.0")
+    save(state_dir, "recent", BASELINE_ROUNDS_J, days_after_t0=30)
+
+    cleaned = llem(state_dir, "clean", "--older-than", "2026-01-15")
+
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert cleaned.stdout.splitlines() == [
+        "removed old-unnamed (started 2026-01-01 00:00:00 UTC)",
+        "removed 1 run(s) started before 2026-01-15",
+        "kept 1 named run(s) started before 2026-01-15; --include-named deletes them",
+    ]
+    assert sorted(p.name for p in (state_dir / "runs").iterdir()) == ["old-named", "recent"]
+
+    cleaned = llem(state_dir, "clean", "--older-than", "2026-01-15", "--include-named")
+
+    assert cleaned.stdout.splitlines()[0] == "removed release-1.0 (started 2026-01-01 00:00:00 UTC)"
+    assert [p.name for p in (state_dir / "runs").iterdir()] == ["recent"]
+
+
+def test_clean_stale_marks_abandoned_experiments_failed(state_dir):
+    manager = StateManager(state_dir)
+    abandoned = manager.create("abandoned", "0" * 16)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    abandoned.owner_pid, abandoned.owner_start_time = int(gone.stdout), None
+    manager.save(abandoned)
+    manager.create("alive", "1" * 16)  # owned by this test process, which is running
+
+    cleaned = llem(state_dir, "clean", "--stale")
+
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert cleaned.stdout.splitlines() == [
+        "marked 1 stale experiment(s) failed",
+        "  abandoned (left in phase initialising)",
+    ]
+    assert manager.load("abandoned").failed and not manager.load("alive").failed

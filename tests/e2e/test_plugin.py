@@ -1,0 +1,382 @@
+"""The plugin from the outside: real pytest runs in a subprocess through `pytester`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from helpers import reports, start_llem_pytest
+
+SUITE = """
+import os, sys
+import pytest
+
+def generate(ctx):
+    import heavy_fake_torch  # heavy imports belong inside the workload: only the child sees them
+    with ctx.window():
+        n = 4 * ctx.config.batch_size
+    ctx.record(output_tokens=n, input_tokens=2, seen_model=ctx.config.model, parent_has_it=False)
+
+@pytest.mark.llem(model="tiny", max_new_tokens=32)
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_tiny(llem, batch_size):
+    result = llem.run(generate, batch_size=batch_size)
+    assert result.output_tokens == 4 * batch_size
+    assert result.extra["seen_model"] == "tiny"
+    assert "heavy_fake_torch" not in sys.modules
+
+def test_plain():
+    assert True
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(test_suite=SUITE, heavy_fake_torch="LOADED = True\n")
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
+def test_without_llem_benchmarks_skip_with_a_reason_and_the_rest_runs(suite: pytest.Pytester):
+    result = run(suite, "-rs")
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines(["*LLM energy benchmark: run with --llem*"])
+    assert "pytest-llem: report written" not in result.stdout.str()
+
+
+def test_with_llem_runs_each_case_and_reports_it(suite: pytest.Pytester, tmp_path: Path):
+    state_dir = tmp_path / "state"
+    result = run(suite, "--llem", f"--llem-state-dir={state_dir}", "--strict-markers")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*= pytest-llem =*",
+            "test*duration_s*tokens/s*energy_j*J/token*status",
+            "test_suite.py::test_tiny[[]1[]]*passed",
+            "test_suite.py::test_tiny[[]4[]]*passed",
+            f"pytest-llem: report written to {state_dir}/runs/*/report.json",
+        ]
+    )
+    (report,) = reports(state_dir)
+    assert report["outcome"] == "passed" and report["exit_code"] == 0
+    assert [e["nodeid"] for e in report["experiments"]] == [
+        "test_suite.py::test_tiny[1]",
+        "test_suite.py::test_tiny[4]",
+    ]
+    for entry, batch_size in zip(report["experiments"], (1, 4), strict=True):
+        assert entry["config"]["batch_size"] == batch_size and entry["config"]["max_new_tokens"] == 32
+        assert entry["phase"] == "done" and entry["result"]["output_tokens"] == 4 * batch_size
+        assert entry["config_hash"] == entry["result"]["config_hash"]
+
+
+def test_a_bad_marker_field_stops_collection_with_one_line(pytester: pytest.Pytester, tmp_path: Path):
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.llem(batch_sise=4)
+        def test_typo(llem):
+            pass
+        """
+    )
+    result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: pytest-llem: test_a_bad_marker_field_stops_collection_with_one_line.py::test_typo: "
+            "@pytest.mark.llem: unknown field 'batch_sise' (allowed: model, backend, batch_size, *)"
+        ]
+    )
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_a_bad_field_in_run_fails_only_that_test(pytester: pytest.Pytester, tmp_path: Path):
+    pytester.makepyfile(
+        """
+        def work(ctx):
+            ctx.record(output_tokens=1)
+
+        def test_bad(llem):
+            llem.run(work, batch_size=0)
+
+        def test_good(llem):
+            assert llem.run(work).output_tokens == 1
+        """
+    )
+    result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*pytest-llem: batch_size: Input should be greater than or equal to 1 (got 0)*"]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_call_fields_override_marker_fields(pytester: pytest.Pytester, tmp_path: Path):
+    pytester.makepyfile(
+        """
+        import pytest
+        pytestmark = pytest.mark.llem(model="module-level", batch_size=2)
+
+        def work(ctx):
+            ctx.record(output_tokens=1, model=ctx.config.model, bs=ctx.config.batch_size)
+
+        @pytest.mark.llem(model="function-level")
+        def test_layers(llem):
+            result = llem.run(work, batch_size=7)
+            assert (result.extra["model"], result.extra["bs"]) == ("function-level", 7)
+        """
+    )
+    run(pytester, "--llem", f"--llem-state-dir={tmp_path}").assert_outcomes(passed=1)
+
+
+def test_a_lambda_workload_fails_with_a_clear_message(pytester: pytest.Pytester, tmp_path: Path):
+    pytester.makepyfile("def test_lambda(llem):\n    llem.run(lambda ctx: None)\n")
+    result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*pytest-llem: workload is a lambda; the isolated child imports workloads by name*"]
+    )
+
+
+def test_a_crash_fails_its_test_and_the_session_goes_on(pytester: pytest.Pytester, tmp_path: Path):
+    pytester.makepyfile(
+        """
+        import os
+        def crash(ctx):
+            os._exit(3)
+        def work(ctx):
+            ctx.record(output_tokens=2)
+        def test_crash(llem):
+            llem.run(crash)
+        def test_next(llem):
+            llem.run(work)
+        """
+    )
+    result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*pytest-llem: child exited with code 3 before reporting a result*"])
+
+
+@pytest.mark.parametrize(
+    ("cli", "env", "ini", "expected"),
+    [
+        ("cli", "env", "ini", "cli"),
+        (None, "env", "ini", "env"),
+        (None, None, "ini", "ini"),
+    ],
+)
+def test_state_dir_precedence_is_cli_then_env_then_ini(
+    suite: pytest.Pytester, tmp_path: Path, monkeypatch, cli, env, ini, expected
+):
+    suite.makeini(f"[pytest]\nllem = true\nllem_state_dir = {tmp_path / 'ini'}\n")
+    if env:
+        monkeypatch.setenv("PYTEST_LLEM_STATE_DIR", str(tmp_path / "env"))
+    args = [f"--llem-state-dir={tmp_path / 'cli'}"] if cli else []
+    run(suite, *args).assert_outcomes(passed=3)  # ini `llem = true` enables it without --llem
+    assert [p.name for p in tmp_path.iterdir() if (p / "runs").is_dir()] == [expected]
+
+
+def test_default_state_dir_is_the_platform_user_state_dir(
+    suite: pytest.Pytester, tmp_path: Path, monkeypatch
+):
+    monkeypatch.delenv("PYTEST_LLEM_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    result = run(suite, "--llem")
+    result.assert_outcomes(passed=3)
+    assert len(reports(tmp_path / "xdg" / "pytest-llem")) == 1
+
+
+def test_timeout_from_ini_and_a_bad_one_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path):
+    pytester.makepyfile(
+        """
+        import time
+        def slow(ctx):
+            time.sleep(30)
+        def test_slow(llem):
+            llem.run(slow)
+        """
+    )
+    pytester.makeini("[pytest]\nllem_timeout = 1\n")
+    result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*pytest-llem: timed out after 1 s; its process group was killed*"])
+    bad = run(pytester, "--llem", "--llem-timeout=soon", f"--llem-state-dir={tmp_path}")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["ERROR: pytest-llem: --llem-timeout: expected a number of seconds, got 'soon'"])
+
+
+def test_marker_timeout_overrides_the_option(pytester: pytest.Pytester, tmp_path: Path):
+    pytester.makepyfile(
+        """
+        import pytest, time
+        def slow(ctx):
+            time.sleep(2)
+            ctx.record(output_tokens=1)
+        @pytest.mark.llem(timeout=20)
+        def test_slow(llem):
+            llem.run(slow)
+        """
+    )
+    run(pytester, "--llem", "--llem-timeout=0.5", f"--llem-state-dir={tmp_path}").assert_outcomes(passed=1)
+
+
+def test_llem_json_copies_the_report_and_resume_reuses_results(suite: pytest.Pytester, tmp_path: Path):
+    state_dir = tmp_path / "state"
+    run(suite, "--llem", f"--llem-state-dir={state_dir}").assert_outcomes(passed=3)
+    copy = tmp_path / "out" / "llem.json"
+    result = run(suite, "--llem", "--llem-resume", f"--llem-state-dir={state_dir}", f"--llem-json={copy}")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        ["test_suite.py::test_tiny[[]1[]]*resumed", "test_suite.py::test_tiny[[]4[]]*resumed"]
+    )
+    first, second = reports(state_dir)
+    assert json.loads(copy.read_text()) == second
+    assert all(e["resumed"] and e["result"]["resumed"] for e in second["experiments"])
+    assert [e["experiment_id"] for e in second["experiments"]] == [
+        e["experiment_id"] for e in first["experiments"]
+    ]
+
+
+def test_metrics_reach_junit_xml_as_properties(suite: pytest.Pytester, tmp_path: Path):
+    xml = tmp_path / "junit.xml"
+    run(suite, "--llem", f"--llem-state-dir={tmp_path / 'state'}", f"--junitxml={xml}").assert_outcomes(
+        passed=3
+    )
+    text = xml.read_text()
+    assert 'name="llem_tokens_per_s"' in text and 'name="llem_duration_s"' in text
+
+
+def test_stale_states_from_a_dead_session_are_marked_failed_at_start(suite: pytest.Pytester, tmp_path: Path):
+    from pytest_llem.store.state import ExperimentPhase, StateManager
+
+    state_dir = tmp_path / "state"
+    states = StateManager(state_dir)
+    orphan = states.create("orphan", "0" * 16)
+    orphan.phase, orphan.owner_pid, orphan.owner_start_time = ExperimentPhase.MEASURING, os.getpid(), 1.0
+    states.save(orphan)
+    result = run(suite, "--llem", f"--llem-state-dir={state_dir}")
+    result.stdout.fnmatch_lines(
+        ["pytest-llem: marked 1 stale experiment(s) from an earlier session as failed"]
+    )
+    assert reports(state_dir)[0]["stale_experiments"] == ["orphan"]
+    assert states.load("orphan").failed
+
+
+def test_the_demo_suite_runs_under_llem(tmp_path: Path):
+    """`make demo` runs this suite; keep it green from the outside too."""
+    examples = Path(__file__).parents[2] / "examples" / "cpu_ngram"
+    proc = start_llem_pytest(tmp_path, tmp_path, str(examples))
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "6 passed" in output
+    (report,) = reports(tmp_path)
+    assert [e["result"]["output_tokens"] for e in report["experiments"]] == [
+        100 * bs * n for bs in (1, 8, 32) for n in (64, 256)
+    ]
+
+
+def test_the_workload_comes_from_the_test_file_even_when_its_name_is_shadowed(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch
+):
+    """Under --import-mode=importlib a same-named module earlier on sys.path must not win."""
+    shadow = pytester.mkdir("shadow")
+    shadow.joinpath("suite").mkdir()
+    shadow.joinpath("suite", "__init__.py").write_text("")
+    shadow.joinpath("suite", "bench.py").write_text(
+        "def work(ctx):\n    ctx.record(output_tokens=1, where='shadow')\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(shadow))  # pytest names the test module suite.bench
+    pytester.mkdir("suite").joinpath("bench.py").write_text(
+        "def work(ctx):\n    ctx.record(output_tokens=1, where='suite')\n"
+        "def test_where(llem):\n    assert llem.run(work).extra['where'] == 'suite'\n"
+    )
+    result = run(
+        pytester,
+        "--llem",
+        f"--llem-state-dir={tmp_path}",
+        "--import-mode=importlib",
+        "-o",
+        "python_files=bench.py",
+        "suite/bench.py",
+    )
+    result.assert_outcomes(passed=1)
+
+
+def test_a_workload_exception_fails_its_test_with_the_users_traceback_once(
+    pytester: pytest.Pytester, tmp_path: Path
+):
+    pytester.makepyfile(
+        test_raises="""
+        def broken(ctx):
+            raise KeyError("missing prompt file")
+
+        def test_broken(llem):
+            llem.run(broken)
+        """
+    )
+    result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*pytest-llem: workload raised KeyError: 'missing prompt file'",
+            "Traceback (most recent call last):",
+            '  File "*test_raises.py", line 2, in broken',
+        ]
+    )
+    # The failure section only: with CI set, pytest repeats the whole message in its short summary.
+    failure_section = output.split("= FAILURES =")[1].split("= pytest-llem =")[0]
+    assert failure_section.count("Traceback (most recent call last)") == 1
+    assert "During handling" not in failure_section and "pytest_llem" not in failure_section
+
+
+def test_xdist_workers_report_into_one_run(suite: pytest.Pytester, tmp_path: Path):
+    pytest.importorskip("xdist")
+    state_dir = tmp_path / "state"
+    # --dist=each runs every test on both workers, so both surely run experiments.
+    result = run(suite, "--llem", f"--llem-state-dir={state_dir}", "-n", "2", "--dist=each")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(
+        [
+            "test_suite.py::test_tiny[[]*[]]*passed",
+            "pytest-llem: experiments ran on 2 xdist workers at once; they shared this machine*",
+            f"pytest-llem: report written to {state_dir}/runs/*/report.json",
+        ]
+    )
+    (run_dir,) = (state_dir / "runs").iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["report-gw0.json", "report-gw1.json", "report.json"]
+    merged = json.loads((run_dir / "report.json").read_text())
+    assert merged["outcome"] == "passed"
+    assert sorted((e["worker_id"], e["nodeid"]) for e in merged["experiments"]) == [
+        (worker, f"test_suite.py::test_tiny[{bs}]") for worker in ("gw0", "gw1") for bs in (1, 4)
+    ]
+    assert all(e["result"]["output_tokens"] > 0 for e in merged["experiments"])
+
+
+def test_an_unusable_state_dir_is_one_usage_error_line(suite: pytest.Pytester, tmp_path: Path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    result = run(suite, "--llem", f"--llem-state-dir={blocker / 'state'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-llem: cannot use state dir {blocker / 'state'}: *; "
+            "choose another with --llem-state-dir*"
+        ]
+    )
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_an_unwritable_json_copy_is_reported_and_the_report_is_kept(suite: pytest.Pytester, tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    state_dir = tmp_path / "state"
+    result = run(suite, "--llem", f"--llem-state-dir={state_dir}", f"--llem-json={blocker / 'copy.json'}")
+    result.assert_outcomes(passed=3)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([f"pytest-llem: could not write --llem-json {blocker / 'copy.json'}: *"])
+    assert len(reports(state_dir)[0]["experiments"]) == 2

@@ -1,0 +1,183 @@
+"""SIGINT, SIGTERM and SIGKILL to a real pytest process while an experiment runs.
+
+The suite's second experiment ignores SIGTERM and spawns grandchildren that ignore it too,
+then writes every PID to a file and blocks. After the signal, no descendant may survive.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from helpers import read_pids, reports, start_llem_pytest, wait_for_file, wait_until_all_gone
+
+from pytest_llem.store.state import StateManager
+
+pytestmark = pytest.mark.signals
+
+# Grace period (2 s) plus polling: the bound a user can count on for teardown.
+ALL_GONE_WITHIN_S = 3.0
+
+SUITE = """
+import os
+from workloads import count_tokens, hang_with_stubborn_children, hang_in_native_code
+
+def test_measured_first(llem):
+    assert llem.run(count_tokens).output_tokens == 8
+
+def test_hangs(llem):
+    llem.run(globals()[os.environ["HANG_WORKLOAD"]], params={"pid_file": os.environ["PID_FILE"]})
+
+def test_never_reached(llem):
+    llem.run(count_tokens)
+"""
+
+
+class Session:
+    def __init__(self, tmp_path: Path, hang_workload: str = "hang_with_stubborn_children") -> None:
+        self.tmp_path = tmp_path
+        self.state_dir = tmp_path / "state"
+        self.pid_file = tmp_path / "pids.json"
+        (tmp_path / "test_suite.py").write_text(SUITE)
+        self.proc = start_llem_pytest(
+            tmp_path,
+            self.state_dir,
+            "test_suite.py",
+            PID_FILE=str(self.pid_file),
+            HANG_WORKLOAD=hang_workload,
+        )
+
+    def wait_until_hanging(self) -> list[int]:
+        wait_for_file(self.pid_file)
+        time.sleep(0.2)  # let the worker enter its window
+        return read_pids(self.pid_file)
+
+    def finish(self, timeout_s: float = 20) -> tuple[int, str]:
+        output, _ = self.proc.communicate(timeout=timeout_s)
+        return self.proc.returncode, output
+
+    def report(self) -> dict:
+        (report,) = reports(self.state_dir)
+        return report
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_tears_down_the_group_and_reports_what_was_measured(tmp_path: Path, sig: signal.Signals):
+    session = Session(tmp_path)
+    pids = session.wait_until_hanging()
+    assert len(pids) == 4  # supervisor, worker, two grandchildren
+
+    os.kill(session.proc.pid, sig)
+    signalled_at = time.monotonic()
+    assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
+    print(
+        f"{sig.name}: all {len(pids)} descendants gone "
+        f"{time.monotonic() - signalled_at:.2f} s after the signal"
+    )
+    returncode, output = session.finish()
+
+    assert returncode == 130, output
+    assert f"interrupted by {sig.name}" in output
+    assert "pytest-llem: report written to" in output
+    report = session.report()
+    assert report["outcome"] == "interrupted" and report["exit_code"] == 130
+    measured, interrupted = report["experiments"]  # the third test never ran
+    assert measured["phase"] == "done" and measured["result"]["output_tokens"] == 8
+    assert interrupted["failed"] and interrupted["result"] is None
+    state = StateManager(session.state_dir).load(interrupted["experiment_id"])
+    assert state.failed and state.phase.value == "measuring"
+    assert state.error_message == f"interrupted by {sig.name}; its process group was killed"
+
+
+def test_a_second_signal_does_not_abort_cleanup(tmp_path: Path):
+    session = Session(tmp_path)
+    pids = session.wait_until_hanging()
+    os.kill(session.proc.pid, signal.SIGINT)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+        time.sleep(0.3)  # inside the 2 s grace period
+        os.kill(session.proc.pid, sig)
+    assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
+    returncode, output = session.finish()
+    assert returncode == 130, output
+    report = session.report()
+    assert report["outcome"] == "interrupted"
+    assert report["experiments"][1]["error"] == "interrupted by SIGINT"
+
+
+@pytest.mark.parametrize("hang_workload", ["hang_with_stubborn_children", "hang_in_native_code"])
+def test_sigkill_to_pytest_leaves_no_descendant_and_the_next_session_marks_it_stale(
+    tmp_path: Path, hang_workload: str
+):
+    session = Session(tmp_path, hang_workload)
+    pids = session.wait_until_hanging()
+    os.kill(session.proc.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
+    print(
+        f"SIGKILL ({hang_workload}): all {len(pids)} descendants gone "
+        f"{time.monotonic() - killed_at:.2f} s later"
+    )
+    session.finish()
+
+    states = StateManager(session.state_dir)
+    (orphan,) = [s for s in states.all_states() if s.experiment_id.startswith("test_hangs")]
+    assert orphan.active  # nobody was left to mark it
+    # The report written after the first experiment survived the kill.
+    assert session.report()["outcome"] == "running"
+
+    (tmp_path / "test_suite.py").write_text("def test_nothing(llem):\n    pass\n")
+    rerun_output, _ = start_llem_pytest(tmp_path, session.state_dir).communicate(timeout=60)
+    assert "marked 1 stale experiment(s)" in rerun_output, rerun_output
+    stale = states.load(orphan.experiment_id)
+    assert stale.failed and stale.error_message.startswith("stale: its process is gone")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_between_experiments_also_ends_with_130_and_a_report(tmp_path: Path, sig: signal.Signals):
+    marker = tmp_path / "sleeping"
+    (tmp_path / "test_between.py").write_text(
+        "import pathlib, time\n"
+        "from workloads import count_tokens\n"
+        "def test_measured(llem):\n    llem.run(count_tokens)\n"
+        f"def test_plain_sleep():\n    pathlib.Path({str(marker)!r}).touch()\n    time.sleep(60)\n"
+    )
+    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_between.py")
+    wait_for_file(marker)
+    os.kill(proc.pid, sig)
+    output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130, output
+    assert "pytest-llem: report written to" in output
+    (report,) = reports(tmp_path / "state")
+    assert report["outcome"] == "interrupted"
+    assert report["experiments"][0]["result"]["output_tokens"] == 8
+
+
+def test_a_signal_during_the_cool_down_ends_the_wait_at_once(tmp_path: Path):
+    (tmp_path / "test_suite.py").write_text(
+        "from workloads import count_tokens\n"
+        "def test_first(llem):\n    llem.run(count_tokens)\n"
+        "def test_second(llem):\n    llem.run(count_tokens)\n"
+    )
+    state_dir = tmp_path / "state"
+    proc = start_llem_pytest(
+        tmp_path, state_dir, "test_suite.py", "--llem-cooldown=120", "--llem-energy=none"
+    )
+    deadline = time.monotonic() + 30
+    while not (reports(state_dir) and reports(state_dir)[0]["experiments"][0].get("result")):
+        assert time.monotonic() < deadline, "the first experiment never finished"
+        time.sleep(0.05)
+    time.sleep(0.3)  # now inside the 120 s cool-down before the second experiment
+    signalled = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130, output
+    assert time.monotonic() - signalled < 5
+    (report,) = reports(state_dir)
+    first, second = report["experiments"]
+    assert first["result"]["output_tokens"] == 8
+    assert second["interrupted"] and second["error"] == "interrupted by SIGINT"
+    # The interrupted experiment never started: no state of it was left behind.
+    assert len(StateManager(state_dir).all_states()) == 1

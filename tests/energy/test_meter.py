@@ -1,0 +1,355 @@
+"""NVML meters, quality flags, baselines and cool-down, against a simulated NVML.
+
+The simulated GPUs integrate their power profile exactly, so every figure below has a known
+right answer; timing slack comes only from reading the clock at slightly different moments.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pytest_llem.energy import quality
+from pytest_llem.energy.factory import create_meter
+from pytest_llem.energy.idle import IdleBaselines
+from pytest_llem.energy.meter import MeterOptions, NoEnergyMeter, SampledMeter
+from pytest_llem.energy.nvml import NvmlSession
+from pytest_llem.errors import MeasurementRefused, MeterUnavailable
+from pytest_llem.results import DeviceEnergy, EnergyTotals
+from pytest_llem.settings import SETTINGS
+
+FAST = MeterOptions(sample_interval_s=0.02)
+
+
+def gpus(fake_nvml, *specs):
+    fake_nvml.configure([fake_nvml.FakeGpu(uuid=f"GPU-{i:04d}-sim", **spec) for i, spec in enumerate(specs)])
+    return NvmlSession.open()
+
+
+def measure(meter, seconds: float):
+    meter.begin_window("w")
+    time.sleep(seconds)
+    try:
+        return meter.end_window("w")
+    finally:
+        meter.close()
+
+
+def codes(window) -> set[str]:
+    return {w.code for w in window.warnings}
+
+
+# --- which GPUs: CUDA_VISIBLE_DEVICES, by index or UUID -------------------------------------------
+
+
+def test_all_gpus_are_visible_without_cuda_visible_devices(fake_nvml):
+    session = gpus(fake_nvml, {}, {}, {})
+    assert [g.label for g in session.visible_gpus(None)] == ["gpu0", "gpu1", "gpu2"]
+
+
+def test_cuda_visible_devices_picks_and_orders_gpus_by_index_and_uuid(fake_nvml):
+    session = gpus(fake_nvml, {}, {}, {})
+    assert [g.uuid for g in session.visible_gpus("2,0")] == ["GPU-0002-sim", "GPU-0000-sim"]
+    # CUDA accepts a unique UUID prefix, and mixing with indices.
+    assert [g.label for g in session.visible_gpus("GPU-0001, 2")] == ["gpu1", "gpu2"]
+
+
+def test_cuda_visible_devices_stops_at_the_first_unknown_entry_as_cuda_does(fake_nvml):
+    session = gpus(fake_nvml, {}, {})
+    assert [g.label for g in session.visible_gpus("1,7,0")] == ["gpu1"]
+    with pytest.raises(
+        MeterUnavailable, match=r"no GPU is visible to the experiment \(CUDA_VISIBLE_DEVICES=''\)"
+    ):
+        session.visible_gpus("")
+
+
+def test_mig_is_refused_by_uuid_and_by_mode(fake_nvml):
+    session = gpus(fake_nvml, {}, {"mig_mode": 1})
+    with pytest.raises(MeasurementRefused, match="MIG slice"):
+        session.visible_gpus("MIG-4f1c")
+    with pytest.raises(MeasurementRefused, match="gpu1 .* is in MIG mode"):
+        session.visible_gpus("1")
+    assert [g.label for g in session.visible_gpus("0")] == ["gpu0"]
+
+
+def test_nvml_meter_without_a_driver_is_unavailable_with_the_reason(fake_nvml):
+    fake_nvml.configure([], driver_loaded=False)
+    with pytest.raises(MeterUnavailable, match="NVML could not start: Driver Not Loaded"):
+        create_meter("nvml")
+
+
+def test_auto_meter_with_nothing_readable_measures_nothing_and_says_why(fake_nvml, monkeypatch, tmp_path):
+    fake_nvml.configure([], driver_loaded=False)
+    monkeypatch.setattr("pytest_llem.energy.rapl.POWERCAP_ROOT", tmp_path / "absent")
+    window = measure(create_meter("auto"), 0.01)
+    assert window.energy_j is None and window.devices == []
+    assert [w.code for w in window.warnings] == [quality.ENERGY_NOT_MEASURED]
+    assert "gpu: not measured (NVML could not start" in window.warnings[0].message
+    assert "cpu: not measured (RAPL is not available" in window.warnings[0].message
+
+
+def test_auto_meter_refuses_mig_instead_of_skipping_the_gpu(fake_nvml, monkeypatch):
+    gpus(fake_nvml, {"mig_mode": 1})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(MeasurementRefused):
+        create_meter("auto")
+
+
+# --- energy: counter, integrated power, failures ---------------------------------------------------
+
+
+def test_counter_energy_per_device_and_total(fake_nvml):
+    session = gpus(fake_nvml, {"power_profile": [[0, 100.0]]}, {"power_profile": [[0, 250.0]]})
+    window = measure(SampledMeter(session.visible_gpus(None), FAST), 0.5)
+    gpu0, gpu1 = window.devices
+    assert (gpu0.energy_source, gpu1.energy_source) == ("nvml-counter", "nvml-counter")
+    assert gpu0.energy_j == pytest.approx(100.0 * window.duration_s, rel=0.03)
+    assert gpu1.energy_j == pytest.approx(250.0 * window.duration_s, rel=0.03)
+    assert window.energy_j == pytest.approx(gpu0.energy_j + gpu1.energy_j)
+    assert gpu0.avg_power_w == pytest.approx(100.0, rel=0.03)
+    assert gpu1.peak_power_w == 250.0 and gpu1.power_samples >= 10
+    assert gpu0.name == "Simulated GPU" and gpu0.uuid == "GPU-0000-sim"
+
+
+def test_a_power_step_inside_the_window_is_counted(fake_nvml):
+    session = gpus(fake_nvml, {"power_profile": [[0, 50.0], [0.3, 350.0]]})
+    window = measure(SampledMeter(session.visible_gpus(None), FAST), 0.6)
+    (gpu,) = window.devices
+    # ~0.3 s at 50 W, then the rest at 350 W; the profile's clock started just before the window.
+    assert 0.3 * 50 + 0.2 * 350 < gpu.energy_j < 0.3 * 50 + 0.35 * 350
+    assert gpu.peak_power_w == 350.0
+
+
+def test_without_an_energy_counter_power_samples_are_integrated(fake_nvml):
+    session = gpus(fake_nvml, {"has_energy_counter": False, "power_profile": [[0, 200.0]]})
+    window = measure(SampledMeter(session.visible_gpus(None), FAST), 0.5)
+    (gpu,) = window.devices
+    assert gpu.energy_source == "nvml-power"
+    # The trapezoid covers first to last sample, which is the window give or take a read.
+    assert gpu.energy_j == pytest.approx(200.0 * window.duration_s, rel=0.05)
+    assert any("has no energy counter; energy integrated from power samples" in n for n in window.notes)
+
+
+def test_a_counter_that_fails_mid_window_falls_back_to_power_samples(fake_nvml):
+    session = gpus(fake_nvml, {"counter_fails_after_s": 0.2, "power_profile": [[0, 120.0]]})
+    window = measure(SampledMeter(session.visible_gpus(None), FAST), 0.5)
+    (gpu,) = window.devices
+    assert gpu.energy_source == "nvml-power"
+    assert gpu.energy_j == pytest.approx(120.0 * window.duration_s, rel=0.05)
+    assert any(
+        "energy counter read failed: nvmlDeviceGetTotalEnergyConsumption: Unknown Error" in n
+        for n in window.notes
+    )
+
+
+def test_a_gpu_lost_mid_window_has_no_energy_and_the_total_is_not_a_partial_sum(fake_nvml):
+    session = gpus(fake_nvml, {}, {"lost_after_s": 0.2})
+    window = measure(SampledMeter(session.visible_gpus(None), FAST), 0.4)
+    gpu0, gpu1 = window.devices
+    assert gpu0.energy_j is not None and gpu1.energy_j is None
+    assert window.energy_j is None
+    assert quality.DEVICE_LOST in codes(window)
+    assert any(
+        "gpu1: device lost during the window (nvmlDeviceGetTotalEnergyConsumption: GPU is lost)" in n
+        for n in window.notes
+    )
+
+
+def test_overlapping_windows_each_get_their_own_figures(fake_nvml):
+    session = gpus(fake_nvml, {"power_profile": [[0, 100.0]]})
+    meter = SampledMeter(session.visible_gpus(None), FAST)
+    meter.begin_window("outer")
+    time.sleep(0.2)
+    meter.begin_window("inner")
+    time.sleep(0.2)
+    inner = meter.end_window("inner")
+    outer = meter.end_window("outer")
+    meter.close()
+    assert inner.energy_j == pytest.approx(100.0 * inner.duration_s, rel=0.05)
+    assert outer.energy_j == pytest.approx(100.0 * outer.duration_s, rel=0.05)
+    assert outer.energy_j > 1.7 * inner.energy_j
+
+
+# --- quality flags -----------------------------------------------------------------------------
+
+
+def test_a_clean_long_window_has_no_flags():
+    device = DeviceEnergy(
+        device="gpu0",
+        energy_j=600.0,
+        duration_s=6.0,
+        power_samples=60,
+        temperature_start_c=50,
+        temperature_end_c=53,
+        throttle_reasons=["gpu_idle"],
+    )
+    assert quality.assess_window(6.0, [device]) == []
+
+
+def test_short_windows_and_few_samples_are_flagged_with_their_thresholds(fake_nvml):
+    session = gpus(fake_nvml, {})
+    window = measure(SampledMeter(session.visible_gpus(None), MeterOptions(sample_interval_s=0.5)), 0.2)
+    assert {quality.SHORT_WINDOW, quality.FEW_POWER_SAMPLES} <= codes(window)
+    messages = " ".join(w.message for w in window.warnings)
+    assert (
+        f"under {quality.MIN_WINDOW_S:g} s" in messages
+        and f"fewer than {quality.MIN_POWER_SAMPLES}" in messages
+    )
+
+
+def test_device_conditions_become_flags(fake_nvml):
+    session = gpus(
+        fake_nvml,
+        {
+            "power_profile": [[0, 0.0]],
+            "temperature_rise_c_per_s": 40.0,
+            "throttle_mask": 0x4 | 0x1,
+            "persistence_mode": 0,
+            "other_pids": [1],
+        },
+    )
+    window = measure(SampledMeter(session.visible_gpus(None), FAST), 0.3)
+    assert {
+        quality.ZERO_ENERGY,
+        quality.TEMPERATURE_DRIFT,
+        quality.THROTTLED,
+        quality.PERSISTENCE_MODE_OFF,
+        quality.OTHER_GPU_PROCESS,
+    } <= codes(window)
+    throttled = next(w for w in window.warnings if w.code == quality.THROTTLED)
+    assert "sw_power_cap" in throttled.message and "gpu_idle" not in throttled.message
+    (gpu,) = window.devices
+    assert gpu.throttle_reasons == ["gpu_idle", "sw_power_cap"]
+
+
+def test_processes_of_the_experiments_own_group_are_not_flagged(fake_nvml):
+    import os
+
+    session = gpus(fake_nvml, {"other_pids": [os.getpid()]})
+    window = measure(SampledMeter(session.visible_gpus(None), FAST), 0.1)
+    assert quality.OTHER_GPU_PROCESS not in codes(window)
+
+
+# --- baseline arithmetic and totals --------------------------------------------------------------
+
+
+def test_adjusted_energy_subtracts_idle_power_and_never_goes_below_zero():
+    busy = DeviceEnergy(device="gpu0", energy_j=100.0, duration_s=1.5, baseline_power_w=50.0)
+    idle_ish = DeviceEnergy(device="gpu1", energy_j=10.0, duration_s=1.0, baseline_power_w=50.0)
+    assert busy.energy_adjusted_j == pytest.approx(25.0)
+    assert idle_ish.energy_adjusted_j == 0.0
+    assert DeviceEnergy(device="gpu2", energy_j=10.0).energy_adjusted_j is None
+
+
+def test_totals_keep_gpu_and_cpu_apart_and_refuse_partial_sums():
+    gpu0 = DeviceEnergy(device="gpu0", kind="gpu", energy_j=30.0, duration_s=1, baseline_power_w=10.0)
+    gpu1 = DeviceEnergy(device="gpu1", kind="gpu", energy_j=20.0, duration_s=1, baseline_power_w=10.0)
+    cpu = DeviceEnergy(device="cpu-package-0", kind="cpu", energy_j=5.0, duration_s=1)
+    totals = EnergyTotals.of([gpu0, gpu1, cpu])
+    assert (totals.energy_j, totals.gpu_energy_j, totals.cpu_energy_j) == (55.0, 50.0, 5.0)
+    assert totals.energy_scope == ["gpu", "cpu"]
+    # The CPU has no baseline, so an "adjusted" total would silently mix adjusted and raw parts.
+    assert totals.energy_adjusted_j is None
+    assert EnergyTotals.of([gpu0, gpu1]).energy_adjusted_j == pytest.approx(30.0)
+    lost = gpu1.model_copy(update={"energy_j": None})
+    assert EnergyTotals.of([gpu0, lost, cpu]).energy_j is None
+    assert EnergyTotals.of([gpu0, lost, cpu]).cpu_energy_j == 5.0
+
+
+def test_baseline_is_measured_once_per_device_and_reaches_the_window(fake_nvml):
+    gpus(fake_nvml, {"power_profile": [[0, 60.0]]}, {"power_profile": [[0, 80.0]]})
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    idle = IdleBaselines(duration_s=0.3, sample_interval_s=0.02, sleep=sleep)
+    first = idle.measure("nvml", FAST, {"CUDA_VISIBLE_DEVICES": "0"})
+    both = idle.measure("nvml", FAST, {})
+    again = idle.measure("nvml", FAST, {})
+    assert slept == [0.3, 0.3]  # gpu0 first, then only gpu1: each device once per session
+    assert list(first) == ["GPU-0000-sim"]
+    assert both["GPU-0000-sim"].power_w == pytest.approx(60.0, rel=0.03)
+    assert both["GPU-0001-sim"].power_w == pytest.approx(80.0, rel=0.03)
+    assert again == both
+    options = MeterOptions(sample_interval_s=0.02, baseline_power_w={k: r.power_w for k, r in both.items()})
+    window = measure(create_meter("nvml", options), 0.3)
+    assert [d.baseline_power_w for d in window.devices] == [
+        both["GPU-0000-sim"].power_w,
+        both["GPU-0001-sim"].power_w,
+    ]
+    assert window.devices[0].energy_adjusted_j == pytest.approx(0.0, abs=0.6)
+
+
+def test_no_baseline_when_skipped_or_for_meters_the_parent_cannot_read(fake_nvml):
+    gpus(fake_nvml, {})
+    assert IdleBaselines(duration_s=0).measure("nvml", FAST, {}) == {}
+    assert IdleBaselines(duration_s=0.1).measure("zeus", FAST, {}) == {}
+    assert IdleBaselines(duration_s=0.1).measure("none", FAST, {}) == {}
+
+
+def test_cool_down_waits_until_the_gpu_is_back_near_idle_temperature(fake_nvml):
+    gpus(fake_nvml, {"temperature_c": 40.0})
+    gpu = fake_nvml._state["gpus"][0]
+    idle = IdleBaselines(duration_s=0.05, sample_interval_s=0.01, sleep=lambda s: None)
+    idle.measure("nvml", FAST, {})
+    gpu.temperature_c = 55.0
+
+    def cooling(seconds):
+        gpu.temperature_c -= 4.0
+
+    idle.sleep = cooling
+    assert idle.cool_down("nvml", FAST, {}, max_s=60, within_c=3.0) is None
+    assert gpu.temperature_c <= 43.0
+    gpu.temperature_c = 90.0
+    problem = idle.cool_down("nvml", FAST, {}, max_s=2, within_c=3.0)
+    assert problem is not None and problem.startswith("cool-down gave up after 2 s: gpu0 8")
+
+
+def test_a_fixed_cool_down_just_waits():
+    slept = []
+    idle = IdleBaselines(sleep=slept.append)
+    assert idle.cool_down("none", FAST, {}, max_s=1.5, within_c=None) is None
+    assert slept == [1.5]
+
+
+def test_gpus_are_synchronised_at_window_edges_once_the_workload_initialised_cuda(monkeypatch):
+    synced = []
+
+    class Cuda:
+        initialised = False
+
+        def is_initialized(self):
+            return self.initialised
+
+        def device_count(self):
+            return 2
+
+        def synchronize(self, index):
+            synced.append(index)
+
+    cuda = Cuda()
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    meter = NoEnergyMeter()
+    meter.begin_window("w")
+    meter.end_window("w")
+    assert synced == []  # CUDA not initialised: nothing to wait for, and nothing initialised by us
+    cuda.initialised = True
+    meter.begin_window("w")
+    meter.end_window("w")
+    assert synced == [0, 1, 0, 1]
+
+
+def test_readme_documents_every_setting_and_flag():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for setting in SETTINGS:
+        assert f"`{setting.option}" in readme and f"`{setting.ini_name}" in readme, setting.name
+    codes = [v for k, v in vars(quality).items() if k.isupper() and isinstance(v, str)]
+    assert len(codes) >= 9
+    for code in codes:
+        assert f"`{code}`" in readme, code

@@ -1,0 +1,247 @@
+"""Comparisons and gating: limits, directions, significance over rounds, flags, budgets."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from sample_reports import EPYC, GPT2, SHORT_WINDOW, make_entry, make_report, make_result
+
+from pytest_llem.config import build_config
+from pytest_llem.errors import ConfigError
+from pytest_llem.formatting import figure as fmt
+from pytest_llem.gating.budgets import check_budgets
+from pytest_llem.gating.compare import compare_reports
+from pytest_llem.gating.limits import parse_limit
+from pytest_llem.gating.metrics import METRICS, round_values
+from pytest_llem.gating.stats import p_worse, sample_values, summarise
+from pytest_llem.results import RoundResult
+
+
+def compare(baseline_rounds, current_rounds, *limits, gate_flagged=False, **current_fields):
+    baseline = make_report("base", [make_entry(GPT2, make_result(baseline_rounds))])
+    current = make_report("now", [make_entry(GPT2, make_result(current_rounds, **current_fields))])
+    return compare_reports(baseline, current, [parse_limit(x) for x in limits], gate_flagged)
+
+
+def energy_change(comparison):
+    return next(c for c in comparison.changes if c.metric == "energy_per_token_j")
+
+
+# --- limits ----------------------------------------------------------------------------------
+
+
+def test_limits_are_percentages_or_amounts_in_the_metrics_unit():
+    relative = parse_limit("energy_per_token_j:5%")
+    assert relative.relative == pytest.approx(0.05) and relative.text == "5%"
+    absolute = parse_limit("tokens_per_s:50tokens/s")
+    assert absolute.absolute == 50 and absolute.metric.higher_is_better
+    assert parse_limit("energy_per_token_j:0.002").absolute == 0.002
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            "energy_per_token_j",
+            r"expected METRIC:LIMIT such as 'energy_per_token_j:5%', got 'energy_per_token_j'",
+        ),
+        ("joules:5%", r"unknown metric 'joules' \(known: energy_per_token_j, "),
+        ("energy_per_token_j:5W", r"limit '5W': energy_per_token_j is measured in 'J', not 'W'"),
+        ("energy_per_token_j:lots", r"limit 'lots' for energy_per_token_j is not a number"),
+        ("tokens_per_s:-3%", r"limit '-3%' for tokens_per_s must not be negative"),
+    ],
+)
+def test_bad_limits_are_one_line_naming_the_option_and_the_fix(spec, message):
+    with pytest.raises(ConfigError, match=rf"^--llem-compare-fail: {message}"):
+        parse_limit(spec)
+
+
+def test_marker_limits_and_budgets_are_checked_when_the_config_is_built():
+    with pytest.raises(ConfigError, match="compare_fail: limit '5W'"):
+        build_config({"compare_fail": {"energy_per_token_j": "5W"}})
+    with pytest.raises(ConfigError, match="budget: unknown metric 'speed'"):
+        build_config({"budget": {"speed": 3}})
+
+
+# --- direction and significance --------------------------------------------------------------
+
+
+def test_each_metric_knows_which_direction_is_worse():
+    # 10% more energy per token and (same tokens, same time) unchanged throughput.
+    worse = compare([1.0], [1.1], "energy_per_token_j:5%", "tokens_per_s:5%")
+    assert energy_change(worse).status == "regression"
+    cheaper = compare([1.0], [0.8], "energy_per_token_j:5%")
+    assert energy_change(cheaper).status == "improved"
+    slower = compare([1.0], [1.0], "tokens_per_s:5%", round_s=2.4)
+    throughput = next(c for c in slower.changes if c.metric == "tokens_per_s")
+    assert throughput.status == "regression" and throughput.change_pct == pytest.approx(-100 / 6)
+    faster = compare([1.0], [1.0], "tokens_per_s:5%", round_s=1.5)
+    assert next(c for c in faster.changes if c.metric == "tokens_per_s").status == "improved"
+
+
+def test_regression_line_has_values_change_limit_and_p():
+    comparison = compare([1.00, 1.01, 0.99, 1.00], [1.20, 1.21, 1.19, 1.20], "energy_per_token_j:5%")
+    (failure,) = comparison.failures
+    # 4 rounds a side, fully apart: 1 split in C(8, 4) = 70, even with the tied 1.00s.
+    assert failure.line() == (
+        f"pytest-llem: REGRESSION {GPT2} energy_per_token_j 0.100 -> 0.120 J (+20.0%, limit 5%, p=0.0143)"
+    )
+
+
+def rounds(rng: random.Random, mean: float, relative_sd: float, n: int = 10) -> list[float]:
+    return [rng.gauss(mean, mean * relative_sd) for _ in range(n)]
+
+
+def test_a_real_ten_percent_shift_in_ten_rounds_is_caught():
+    rng = random.Random(0)
+    caught = 0
+    for _ in range(100):
+        comparison = compare(rounds(rng, 1.0, 0.03), rounds(rng, 1.1, 0.03), "energy_per_token_j:5%")
+        caught += energy_change(comparison).status == "regression"
+    assert caught >= 95
+
+
+def test_noise_of_the_same_size_without_a_shift_is_not_a_regression():
+    # Rounds that scatter by 10% around the same mean: their medians often differ by more than
+    # the 5% limit, but the rank test says the difference is not real.
+    rng = random.Random(1)
+    beyond_limit = false_alarms = 0
+    for _ in range(200):
+        change = energy_change(
+            compare(rounds(rng, 1.0, 0.10), rounds(rng, 1.0, 0.10), "energy_per_token_j:5%")
+        )
+        beyond_limit += change.note is not None and "not significant" in change.note
+        false_alarms += change.status == "regression"
+    assert beyond_limit >= 20  # the limit alone would have failed these builds
+    assert false_alarms <= 12  # about the 5% significance level, not the ~20% of a bare limit
+
+
+def test_with_fewer_than_three_rounds_the_limit_alone_decides():
+    change = energy_change(compare([1.0, 1.0], [1.2, 1.2], "energy_per_token_j:5%"))
+    assert change.status == "regression" and change.p_value is None
+
+
+# --- what is not gated, and budgets ----------------------------------------------------------
+
+
+def test_flagged_results_are_shown_but_not_gated_unless_asked():
+    flagged = compare([1.0], [1.5], "energy_per_token_j:5%", warnings=[SHORT_WINDOW])
+    assert energy_change(flagged).status == "flagged" and not flagged.failures
+    gated = compare([1.0], [1.5], "energy_per_token_j:5%", gate_flagged=True, warnings=[SHORT_WINDOW])
+    assert energy_change(gated).status == "regression"
+
+
+def test_per_test_limits_from_the_marker_override_the_session_limit():
+    config = {"compare_fail": {"energy_per_token_j": "30%"}}
+    comparison = compare([1.0], [1.2], "energy_per_token_j:5%", config=config)
+    change = energy_change(comparison)
+    assert change.limit == "30%" and change.status == "ok"
+
+
+def test_budgets_need_no_baseline():
+    within = make_result([1.0], config={"budget": {"energy_per_token_j": 0.2}})
+    over = make_result([3.0], config={"budget": {"energy_per_token_j": 0.2}})
+    report = make_report("now", [make_entry(GPT2, within), make_entry("t::over", over)])
+    checks = {c.nodeid: c for c in check_budgets(report)}
+    assert checks[GPT2].status == "ok"
+    assert checks["t::over"].status == "over_budget"
+    assert (
+        checks["t::over"].line()
+        == "pytest-llem: OVER BUDGET t::over energy_per_token_j 0.300 J (budget 0.200 J)"
+    )
+
+
+def test_a_different_machine_gives_a_warning_not_a_crash():
+    baseline = make_report("base", [make_entry(GPT2, make_result([1.0]))], machine=EPYC)
+    current = make_report(
+        "now", [make_entry(GPT2, make_result([1.0])), make_entry("t::new", make_result([1.0]))]
+    )
+    comparison = compare_reports(baseline, current, [parse_limit("energy_per_token_j:5%")])
+    assert "ran on another machine (AMD EPYC 7763, id epyc)" in comparison.machine_warning
+    assert comparison.only_in_current == ["t::new"] and not comparison.failures
+
+
+def test_numbers_keep_three_significant_digits():
+    assert [fmt(v) for v in (0.12, 0.00123, 250.0, 12345.6)] == ["0.120", "0.00123", "250", "12,346"]
+
+
+def test_round_statistics_have_a_t_interval():
+    stats = summarise([1.0, 2.0, 3.0, 4.0])
+    assert (stats.mean, stats.median, stats.min, stats.max) == (2.5, 2.5, 1.0, 4.0)
+    # t(0.975, 3) = 3.182; stdev 1.291; half-width 3.182 * 1.291 / 2 = 2.054
+    assert stats.ci95_low == pytest.approx(0.446, abs=0.001) and stats.ci95_high == pytest.approx(
+        4.554, abs=0.001
+    )
+    assert summarise([5.0]).ci95_low is None
+
+
+def test_with_several_processes_each_process_is_one_sample():
+    # Rounds agree closely inside each process, but the processes disagree with each other:
+    # pooled as independent rounds, a 10% shift looks real (p < 0.01); as one sample per
+    # process it is within what separate processes do anyway.
+    def rounds_of(process_means):
+        return [
+            RoundResult(index=i, process=p, duration_s=1.0, output_tokens=10, energy_j=mean + 0.01 * i)
+            for p, mean in enumerate(process_means)
+            for i in range(3)
+        ]
+
+    baseline = make_result([1.0], rounds=rounds_of([1.0, 1.05, 0.95]))
+    current = make_result([1.0], rounds=rounds_of([1.1, 1.0, 1.15]))
+    metric = METRICS["energy_per_token_j"]
+    assert sample_values(baseline.rounds, metric) == pytest.approx([0.101, 0.106, 0.096])
+    pooled_p = p_worse(round_values(baseline.rounds, metric), round_values(current.rounds, metric), False)
+    assert pooled_p < 0.01
+    comparison = compare_reports(
+        make_report("base", [make_entry(GPT2, baseline)]),
+        make_report("now", [make_entry(GPT2, current)]),
+        [parse_limit("energy_per_token_j:5%")],
+    )
+    change = energy_change(comparison)
+    assert change.change_pct == pytest.approx(100 * (0.111 - 0.101) / 0.101)
+    assert change.status == "ok" and change.p_value > 0.1
+
+
+def exact_p_by_enumeration(baseline, current):
+    """P(U >= observed) over every split of the pooled values, by brute force: an independent
+    check of the rank test, valid with ties (mid-ranks)."""
+    pooled = baseline + current
+
+    def u_statistic(x, y):
+        return sum((a > b) + 0.5 * (a == b) for a in x for b in y)
+
+    observed = u_statistic(current, baseline)
+    indices = range(len(pooled))
+    splits = list(itertools.combinations(indices, len(current)))
+    at_least = 0
+    for chosen in splits:
+        x = [pooled[i] for i in chosen]
+        y = [pooled[i] for i in indices if i not in chosen]
+        at_least += u_statistic(x, y) >= observed - 1e-9
+    return at_least / len(splits)
+
+
+@pytest.mark.parametrize(
+    ("baseline", "current"),
+    [
+        ([1.50, 1.50, 1.51, 1.50, 1.52], [1.80, 1.80, 1.81, 1.80, 1.79]),  # tied, fully apart
+        ([1.0, 2.0, 2.0, 3.0, 4.0], [2.0, 3.0, 3.0, 4.0, 5.0]),  # ties across the two sides
+        ([1.0, 1.0, 1.0], [1.0, 1.0, 2.0]),
+    ],
+)
+def test_tied_samples_get_the_exact_permutation_p_every_time(baseline, current):
+    # With ties SciPy's default switches to the normal approximation (0.00596 instead of
+    # 0.00397 for the first case); whether rounds tie depends on timing, so the gate's p must
+    # not. Ties are tested by enumerating every split, which is exact and deterministic.
+    expected = exact_p_by_enumeration(baseline, current)
+    assert p_worse(baseline, current, higher_is_better=False) == pytest.approx(expected)
+    assert p_worse(baseline, current, higher_is_better=False) == p_worse(baseline, current, False)
+    # Higher-is-better metrics test the other tail: the same data read as tokens/s improved.
+    assert p_worse(baseline, current, higher_is_better=True) > 0.5
+
+
+def test_untied_samples_get_the_exact_table_p():
+    assert p_worse([1, 2, 3, 4, 5], [6, 7, 8, 9, 10], higher_is_better=False) == pytest.approx(1 / 252)
+    assert p_worse([1.0, 1.1, 1.2], [1.3, 1.4, 1.5], higher_is_better=False) == pytest.approx(1 / 20)

@@ -1,0 +1,285 @@
+"""Experiments in real isolated children, driven through BenchmarkSession without pytest's plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import workloads
+from helpers import read_pids, wait_until_all_gone
+
+from pytest_llem.backends import BACKEND_ENV_DEFAULTS
+from pytest_llem.errors import ConfigError, ExperimentFailed, WorkloadError
+from pytest_llem.isolation.launcher import build_experiment_env
+from pytest_llem.session import BenchmarkSession
+from pytest_llem.settings import LlemSettings
+from pytest_llem.store.report import load_report
+from pytest_llem.store.state import ExperimentPhase
+
+
+def run(bench: BenchmarkSession, workload, **fields):
+    return bench.run_experiment("tests/test_runner.py::case", workload, [fields])
+
+
+def test_child_runs_in_its_own_session_and_process_group(bench: BenchmarkSession):
+    result = run(bench, workloads.report_identity)
+    extra = result.extra
+    assert extra["pgid"] != os.getpgrp()
+    assert extra["sid"] == extra["pgid"] != os.getsid(0)
+    assert extra["pid"] != os.getpid()
+    assert extra["env"]["PYTEST_LLEM_EXPERIMENT_ID"] == result.experiment_id
+    assert extra["torch_imported"] is False
+
+
+def test_token_counts_and_rates_come_back_validated(bench: BenchmarkSession):
+    result = run(bench, workloads.count_tokens, batch_size=3)
+    assert (result.output_tokens, result.input_tokens, result.window_count) == (24, 4, 1)
+    assert result.tokens_per_s == pytest.approx(24 / result.duration_s)
+    assert result.energy_j is None and result.energy_per_token_j is None and result.energy_source is None
+    assert [w.code for w in result.warnings] == ["energy_not_measured"]
+    assert result.workload == "workloads:count_tokens"
+
+
+def test_windows_add_up_and_exclude_what_is_outside_them(bench: BenchmarkSession):
+    result = run(bench, workloads.two_windows)
+    assert result.window_count == 2
+    assert result.output_tokens == 10
+    assert 0.2 <= result.duration_s < 0.5  # two 0.1 s windows; the 0.6 s outside is not counted
+
+
+def test_whole_call_is_the_window_when_none_is_opened(bench: BenchmarkSession):
+    result = run(bench, workloads.no_window)
+    assert result.duration_s >= 0.2
+    assert bench.states.load(result.experiment_id).phase is ExperimentPhase.DONE
+
+
+def test_state_goes_through_all_phases_and_keeps_the_result(bench: BenchmarkSession):
+    result = run(bench, workloads.count_tokens)
+    state = bench.states.load(result.experiment_id)
+    assert (state.phase, state.failed) == (ExperimentPhase.DONE, False)
+    assert state.result == result
+    assert state.subprocess_pid is not None and state.subprocess_start_time is not None
+
+
+def test_a_workload_exception_comes_back_with_its_traceback(bench: BenchmarkSession):
+    with pytest.raises(ExperimentFailed) as excinfo:
+        run(bench, workloads.raise_error)
+    message = str(excinfo.value)
+    assert "workload raised ValueError: the workload broke on purpose" in message
+    assert 'workloads.py", line' in message and "raise_error" in message
+    assert "pytest_llem" not in message  # the user's frames, not ours
+    state = bench.states.all_states()[0]
+    assert state.failed and state.phase is ExperimentPhase.INITIALISING
+
+
+@pytest.mark.parametrize(
+    ("workload", "expected"),
+    [
+        (workloads.exit_three, "child exited with code 3 before reporting a result"),
+        (workloads.segfault, "child was killed by SIGSEGV before reporting a result"),
+        (workloads.oom_killed, "child was killed by SIGKILL (the out-of-memory killer sends SIGKILL"),
+    ],
+)
+def test_a_crashing_child_fails_with_what_happened(bench: BenchmarkSession, workload, expected):
+    with pytest.raises(ExperimentFailed) as excinfo:
+        run(bench, workload)
+    assert expected in str(excinfo.value)
+    assert bench.states.all_states()[0].failed
+
+
+def test_the_session_goes_on_after_a_crash(bench: BenchmarkSession):
+    with pytest.raises(ExperimentFailed):
+        run(bench, workloads.exit_three)
+    assert run(bench, workloads.count_tokens).output_tokens == 8
+    assert [e.status for e in bench.entries] == ["failed", "passed"]
+
+
+def test_timeout_kills_the_whole_group(bench: BenchmarkSession, tmp_path: Path):
+    pid_file = tmp_path / "pids.json"
+    started = time.monotonic()
+    with pytest.raises(ExperimentFailed, match=r"timed out after 1.5 s; its process group was killed"):
+        run(bench, workloads.hang_with_stubborn_children, timeout=1.5, params={"pid_file": str(pid_file)})
+    assert time.monotonic() - started < 1.5 + 2.0 + 2.0  # limit + grace + start-up slack
+    pids = read_pids(pid_file)
+    assert len(pids) == 4  # supervisor, worker, two grandchildren that ignore SIGTERM
+    assert wait_until_all_gone(pids, timeout_s=0.5) == []
+    state = bench.states.all_states()[0]
+    assert state.failed and state.phase is ExperimentPhase.MEASURING and "timed out" in state.error_message
+
+
+def test_settings_timeout_applies_when_the_config_sets_none(state_dir: Path, tmp_path: Path):
+    bench = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, timeout_s=1.0))
+    with pytest.raises(ExperimentFailed, match="timed out after 1 s"):
+        run(bench, workloads.hang_with_stubborn_children, params={"pid_file": str(tmp_path / "p.json")})
+    assert wait_until_all_gone(read_pids(tmp_path / "p.json"), timeout_s=0.5) == []
+
+
+def test_a_10_mb_result_does_not_deadlock(bench: BenchmarkSession):
+    result = run(bench, workloads.big_payload, timeout=60)
+    assert len(result.extra["blob"]) == 10 * 1024 * 1024
+
+
+def _nested_holder():
+    def nested(ctx):
+        return None
+
+    return nested
+
+
+@pytest.mark.parametrize(
+    ("workload", "match"),
+    [
+        (lambda ctx: None, "is a lambda"),
+        (_nested_holder(), "nested function or closure"),
+        (print, "must be a module-level function"),
+        ("no_colon", "must be 'module:function'"),
+    ],
+)
+def test_unshippable_workloads_are_refused_before_any_process_starts(
+    bench: BenchmarkSession, workload, match
+):
+    with pytest.raises(WorkloadError, match=match):
+        run(bench, workload)
+    assert bench.states.all_states() == []
+
+
+def test_workload_by_string_reference(bench: BenchmarkSession):
+    assert run(bench, "workloads:count_tokens").workload == "workloads:count_tokens"
+
+
+def test_no_workload_and_no_backend_is_a_clear_config_error(bench: BenchmarkSession):
+    with pytest.raises(ConfigError, match="needs a workload function, or backend="):
+        run(bench, None)
+
+
+def test_resume_reuses_a_finished_experiment(state_dir: Path):
+    first = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir))
+    original = run(first, workloads.count_tokens, batch_size=2)
+    again = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, resume=True))
+    resumed = run(again, workloads.count_tokens, batch_size=2, timeout=99)  # timeout is not in the hash
+    assert resumed.resumed and resumed.experiment_id == original.experiment_id
+    assert resumed.model_dump(exclude={"resumed"}) == original.model_dump(exclude={"resumed"})
+    assert again.entries[0].status == "resumed"
+    assert len(again.states.all_states()) == 1
+    fresh = run(again, workloads.count_tokens, batch_size=3)
+    assert not fresh.resumed
+
+
+def test_resume_skips_failed_experiments(state_dir: Path):
+    first = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir))
+    with pytest.raises(ExperimentFailed):
+        run(first, workloads.exit_three)
+    again = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, resume=True))
+    with pytest.raises(ExperimentFailed):
+        run(again, workloads.exit_three)
+
+
+def test_no_secret_reaches_any_file(bench: BenchmarkSession, monkeypatch, state_dir: Path):
+    secret = "hf_SuperSecretValue123"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    with pytest.raises(ExperimentFailed, match="could not log in"):
+        run(bench, workloads.leak_secret)
+    run(bench, workloads.report_identity)
+    path = bench.finish("failed", 1)
+    assert "***" in load_report(path).experiments[0].error
+    written = [p for p in state_dir.rglob("*") if p.is_file()]
+    assert written and all(secret not in p.read_text() for p in written)
+    assert all(str(Path.home()) + "/" not in p.read_text() for p in written if Path.home() != Path("/"))
+
+
+def test_report_has_every_experiment_and_how_the_session_ended(bench: BenchmarkSession):
+    ok = run(bench, workloads.count_tokens)
+    with pytest.raises(ExperimentFailed):
+        run(bench, workloads.exit_three)
+    path = bench.finish("failed", 1)
+    assert path == bench.settings.state_dir / "runs" / bench.report.run_id / "report.json"
+    report = json.loads(path.read_text())
+    assert report["outcome"] == "failed" and report["exit_code"] == 1
+    assert report["plugin_version"] and report["python_version"] == ".".join(map(str, sys.version_info[:3]))
+    first, second = report["experiments"]
+    assert first["result"]["experiment_id"] == ok.experiment_id and first["phase"] == "done"
+    assert first["result"]["tokens_per_s"] == pytest.approx(ok.tokens_per_s)
+    assert second["failed"] and "exited with code 3" in second["error"] and second["result"] is None
+
+
+class TestBuildExperimentEnv:
+    def test_copies_hf_token_under_both_names(self, make_config):
+        env = build_experiment_env(make_config({}), "exp", {"HF_TOKEN": "t0k3n-value"})
+        assert env["HF_TOKEN"] == env["HUGGING_FACE_HUB_TOKEN"] == "t0k3n-value"
+        assert env["PYTEST_LLEM_EXPERIMENT_ID"] == "exp"
+
+    def test_no_token_means_neither_name(self, make_config):
+        env = build_experiment_env(make_config({}), "exp", {"PATH": "/bin"})
+        assert "HF_TOKEN" not in env and "HUGGING_FACE_HUB_TOKEN" not in env
+
+    def test_pins_gpus_over_an_inherited_value(self, make_config):
+        env = build_experiment_env(make_config({"gpus": [2, 3]}), "exp", {"CUDA_VISIBLE_DEVICES": ""})
+        assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
+
+    def test_leaves_gpus_alone_when_config_names_none(self, make_config):
+        env = build_experiment_env(make_config({}), "exp", {"CUDA_VISIBLE_DEVICES": "1"})
+        assert env["CUDA_VISIBLE_DEVICES"] == "1"
+
+    def test_vllm_defaults_yield_to_the_user_environment_and_config(self, make_config):
+        config = make_config({"backend": "vllm", "env": {"TORCH_COMPILE_DISABLE": "0"}})
+        env = build_experiment_env(config, "exp", {"VLLM_WORKER_MULTIPROC_METHOD": "fork"})
+        assert (
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"]
+            == BACKEND_ENV_DEFAULTS["vllm"]["VLLM_ENABLE_V1_MULTIPROCESSING"]
+        )
+        assert env["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"
+        assert env["TORCH_COMPILE_DISABLE"] == "0"
+
+    def test_vllm_defaults_only_for_the_vllm_backend(self, make_config):
+        env = build_experiment_env(make_config({"backend": "pytorch"}), "exp", {})
+        assert not set(BACKEND_ENV_DEFAULTS["vllm"]) & set(env)
+
+
+class TestInterruptGuard:
+    def test_records_the_first_signal_without_raising_and_restores_handlers(self):
+        import signal
+
+        from pytest_llem.isolation.signals import InterruptGuard
+
+        before = signal.getsignal(signal.SIGTERM)
+        guard = InterruptGuard()
+        with guard.installed():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # handlers run between bytecodes; give them a chance
+        assert guard.received == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_rounds_keep_each_rounds_figures_and_their_statistics(bench: BenchmarkSession):
+    result = run(bench, workloads.measured_rounds, rounds=3)
+    assert [r.index for r in result.rounds] == [0, 1, 2]
+    assert all(r.output_tokens == 10 and r.duration_s >= 0.02 for r in result.rounds)
+    assert result.output_tokens == 30 and result.window_count == 3
+    assert result.duration_s == pytest.approx(sum(r.duration_s for r in result.rounds))
+    stats = result.statistics["tokens_per_s"]
+    assert stats.n == 3 and stats.min <= stats.median <= stats.max
+    assert stats.ci95_low < stats.mean < stats.ci95_high
+    single = run(bench, workloads.measured_rounds)
+    assert single.rounds == [] and single.statistics == {} and single.output_tokens == 10
+
+
+def test_rounds_need_a_workload_that_iterates_them(bench: BenchmarkSession):
+    with pytest.raises(ExperimentFailed, match=r"^rounds=2, but the workload never iterates ctx.rounds\(\)"):
+        run(bench, workloads.count_tokens, rounds=2)
+
+
+def test_repeats_run_the_experiment_in_fresh_children_and_pool_their_rounds(bench: BenchmarkSession):
+    result = run(bench, workloads.measured_rounds, rounds=2, repeats=3)
+    assert [(r.index, r.process) for r in result.rounds] == [(0, 0), (1, 0), (2, 1), (3, 1), (4, 2), (5, 2)]
+    assert result.output_tokens == 60 and result.window_count == 6 and result.extra["repeats"] == 3
+    assert result.statistics["tokens_per_s"].n == 6
+    state = bench.states.load(result.experiment_id)
+    assert state is not None and state.phase is ExperimentPhase.DONE and not state.failed
+    # Whole-call workloads become one round per process.
+    whole = run(bench, workloads.count_tokens, repeats=2)
+    assert [r.process for r in whole.rounds] == [0, 1] and whole.output_tokens == 2 * 8

@@ -1,0 +1,366 @@
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from sample_reports import make_report
+
+from pytest_llem.energy.quality import ENERGY_NOT_MEASURED, TEMPERATURE_DRIFT
+from pytest_llem.errors import ConfigError
+from pytest_llem.gating.compare import Comparison, compare_reports
+from pytest_llem.gating.limits import parse_limit
+from pytest_llem.results import DeviceEnergy, ExperimentResult, PowerSample, QualityWarning
+from pytest_llem.store.machine import GpuInfo, MachineInfo
+from pytest_llem.store.report import ReportEntry, SessionReport
+
+T0 = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
+TOKENS = 8192
+MACHINE = MachineInfo(id="abc123def456", gpus=[GpuInfo(name="NVIDIA H100 80GB HBM3")], driver="550.90.07")
+NOT_MEASURED = QualityWarning(
+    code=ENERGY_NOT_MEASURED, message="energy not measured: no NVIDIA GPU and RAPL is not readable"
+)
+# Plausible figures for a 1B model: tokens/s and average power per (precision, batch size).
+SPEED = {("fp32", 1): 31.0, ("fp32", 8): 221.0, ("fp32", 32): 604.0}
+SPEED |= {("bf16", 1): 46.0, ("bf16", 8): 338.0, ("bf16", 32): 1164.0}
+POWER = {("fp32", 1): 181.0, ("fp32", 8): 297.0, ("fp32", 32): 436.0}
+POWER |= {("bf16", 1): 148.0, ("bf16", 8): 236.0, ("bf16", 32): 371.0}
+HOSTILE = "bench.py::test_x[<script>alert(1)</script>]"
+
+needs_matplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None, reason="the html extra (matplotlib) is not installed"
+)
+
+
+def nodeid(precision: str, batch_size: int) -> str:
+    return f"bench/test_llama.py::test_generate[{precision}-bs{batch_size}]"
+
+
+def timeline(power_w: float, duration_s: float, points: int = 40) -> list[PowerSample]:
+    """Idle at first, then ramping to `power_w`, with a little ripple."""
+    return [
+        PowerSample(
+            t_s=duration_s * i / (points - 1),
+            power_w=68 + (power_w - 68) * min(1.0, i / 6) + (5 if i % 3 else -5),
+            temperature_c=40 + i / 4,
+        )
+        for i in range(points)
+    ]
+
+
+def experiment(
+    precision: str, batch_size: int, energy: bool = True, slower: float = 1.0, hotter: float = 1.0
+) -> ReportEntry:
+    tokens_per_s = SPEED[precision, batch_size] / slower
+    duration_s = TOKENS / tokens_per_s
+    power_w = POWER[precision, batch_size] * hotter
+    config = {"model": "meta-llama/Llama-3.2-1B", "batch_size": batch_size, "precision": precision}
+    if energy:
+        device = DeviceEnergy(
+            device="gpu0",
+            name="NVIDIA H100 80GB HBM3",
+            energy_j=power_w * duration_s,
+            energy_source="nvml-counter",
+            duration_s=duration_s,
+            baseline_power_w=68.0,
+            power_samples=400,
+            timeline=timeline(power_w, duration_s),
+        )
+        measured = dict(
+            energy_j=device.energy_j,
+            gpu_energy_j=device.energy_j,
+            energy_scope=["gpu"],
+            energy_source="nvml-counter",
+            energy_by_device=[device],
+        )
+    else:
+        measured = dict(warnings=[NOT_MEASURED], energy_notes=["no NVIDIA GPU and RAPL is not readable"])
+    result = ExperimentResult(
+        experiment_id=f"{precision}-{batch_size}",
+        config_hash="0" * 16,
+        config=config,
+        duration_s=duration_s,
+        window_count=1,
+        output_tokens=TOKENS,
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=duration_s),
+        **measured,
+    )
+    return ReportEntry(nodeid=nodeid(precision, batch_size), config=config, result=result)
+
+
+def session(run_id: str, entries: list[ReportEntry], name: str | None = None) -> SessionReport:
+    return make_report(run_id, entries, name=name, machine=MACHINE)
+
+
+def full_run(**changes: tuple[float, float]) -> SessionReport:
+    """Six experiments, fp32 and bf16 at batch sizes 1, 8 and 32; `changes` slows or heats some."""
+    entries = []
+    for precision in ("fp32", "bf16"):
+        for size in (1, 8, 32):
+            slower, hotter = changes.get(f"{precision}_{size}", (1.0, 1.0))
+            entries.append(experiment(precision, size, slower=slower, hotter=hotter))
+    return session("current-run", entries, name="pr-412")
+
+
+def baseline_and_comparison() -> tuple[SessionReport, Comparison]:
+    baseline = session("baseline-run", full_run().experiments, name="main")
+    # bf16 at 32 draws 10% more power: energy per token up 10%, beyond the 5% limit. fp32 at 8
+    # is 10% slower at proportionally lower power: tokens/s regresses, energy per token does not.
+    current = full_run(bf16_32=(1.0, 1.10), fp32_8=(1.10, 1 / 1.10))
+    limits = [parse_limit("energy_per_token_j:5%"), parse_limit("tokens_per_s:5%")]
+    return current, compare_reports(baseline, current, limits)
+
+
+@dataclass
+class Node:
+    tag: str
+    attrs: dict[str, str | None] = field(default_factory=dict)
+    children: list[Node] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+    def all_text(self) -> str:
+        return "".join(self.text) + "".join(c.all_text() for c in self.children)
+
+    def walk(self):
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def find_all(self, tag: str, **attrs: str) -> list[Node]:
+        return [n for n in self.walk() if n.tag == tag and all(n.attrs.get(k) == v for k, v in attrs.items())]
+
+    def find(self, tag: str, **attrs: str) -> Node:
+        found = self.find_all(tag, **attrs)
+        assert len(found) == 1, f"expected one <{tag} {attrs}>, found {len(found)}"
+        return found[0]
+
+
+class TreeBuilder(HTMLParser):
+    """A small DOM from the stdlib parser: enough to find tables, figures and attributes."""
+
+    VOID = {"meta", "link", "br", "img", "input", "hr", "source", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#document")
+        self.stack = [self.root]
+        self.comments: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, dict(attrs))
+        self.stack[-1].children.append(node)
+        if tag not in self.VOID:
+            self.stack.append(node)
+
+    def handle_startendtag(self, tag, attrs):
+        self.stack[-1].children.append(Node(tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        assert self.stack[-1].tag == tag, f"</{tag}> closes <{self.stack[-1].tag}>"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.stack[-1].text.append(data)
+
+    def handle_comment(self, data):
+        self.comments.append(data)
+
+
+def parse(page: str) -> TreeBuilder:
+    builder = TreeBuilder()
+    builder.feed(page)
+    builder.close()
+    assert builder.stack == [builder.root], "unclosed elements"
+    return builder
+
+
+def render(report: SessionReport, comparison: Comparison | None = None) -> tuple[str, Node]:
+    from pytest_llem.output.html import render_html
+
+    page = render_html(report, comparison)
+    return page, parse(page).root
+
+
+@dataclass
+class Rendered:
+    report: SessionReport
+    comparison: Comparison
+    page: str
+    root: Node
+
+
+@pytest.fixture(scope="module")
+def compared() -> Rendered:
+    """The full page, comparison included, rendered once: drawing its charts takes a second or two."""
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("the html extra (matplotlib) is not installed")
+    report, comparison = baseline_and_comparison()
+    return Rendered(report, comparison, *render(report, comparison))
+
+
+def table_rows(root: Node, table_id: str) -> list[list[str]]:
+    body = root.find("table", id=table_id).find("tbody")
+    return [[cell.all_text().strip() for cell in row.find_all("td")] for row in body.find_all("tr")]
+
+
+def chart(root: Node, element_id: str) -> Node:
+    figure = root.find("figure", id=element_id)
+    assert len(figure.find_all("svg")) == 1, f"{element_id} holds no inline <svg>"
+    return figure
+
+
+@needs_matplotlib
+def test_results_table_has_a_row_per_experiment_with_its_figures():
+    report = full_run()
+    oom = ReportEntry(nodeid="bench/t.py::test_oom", failed=True, error="CUDA out of memory")
+    report.experiments.append(oom)
+    report.experiments[2].result.warnings.append(  # type: ignore[union-attr]
+        QualityWarning(code=TEMPERATURE_DRIFT, message="gpu0: temperature moved +6.0 C")
+    )
+    _, root = render(report)
+    rows = table_rows(root, "results")
+    assert len(rows) == 7
+    assert rows[0][:3] == [nodeid("fp32", 1), "1", "fp32"]
+    tokens_per_s, energy_j, per_token = (float(v) for v in rows[0][3:6])
+    assert tokens_per_s == pytest.approx(31.0, abs=0.05)
+    assert per_token == pytest.approx(181.0 / 31.0, abs=1e-4)
+    assert energy_j == pytest.approx(181.0 * TOKENS / 31.0, abs=0.01)
+    assert rows[0][6:] == ["passed", ""]
+    assert rows[2][7] == TEMPERATURE_DRIFT
+    assert rows[6][3:] == ["-", "-", "-", "failed", ""]
+    notes = " ".join(p.all_text() for p in root.find_all("p", **{"class": "note"}))
+    assert "energy_j covers: gpu (nvml-counter) in 6 experiment(s)" in notes
+    assert "CUDA out of memory" in root.find("ul", **{"class": "errors"}).all_text()
+    header = root.find("header").all_text()
+    assert all(s in header for s in ("pr-412", "current-run", "2026-01-01 00:00:00 UTC", "passed"))
+    assert all(s in header for s in (MACHINE.describe(), "pytest-llem 0.1.0"))
+
+
+def test_each_chart_is_an_inline_svg_and_the_comparison_lists_regressions(compared: Rendered):
+    report, comparison, page, root = compared.report, compared.comparison, compared.page, compared.root
+    for element_id in ("chart-batch-size", "chart-tradeoff", "chart-changes"):
+        chart(root, element_id)
+    # One power chart per experiment with a timeline, one line per device.
+    power = root.find("div", id="power-charts").find_all("figure")
+    assert [f.find("figcaption").all_text() for f in power] == [e.nodeid for e in report.experiments]
+    assert all(len(f.find_all("svg")) == 1 for f in power)
+    regressions = root.find("pre", id="regressions").all_text().splitlines()
+    assert regressions == [c.line() for c in comparison.failures]
+    assert len(regressions) == 2 and all("REGRESSION" in line for line in regressions)
+    rows = table_rows(root, "comparison")
+    assert len(rows) == len(comparison.changes) == 12
+    statuses = {(r[0], r[1]): r[8] for r in rows}
+    assert statuses[nodeid("bf16", 32), "energy_per_token_j"] == "regression"
+    assert statuses[nodeid("fp32", 8), "tokens_per_s"] == "regression"
+    assert statuses[nodeid("fp32", 1), "energy_per_token_j"] == "ok"
+    assert page.count("<svg") == 3 + len(power)
+
+
+def test_the_page_loads_nothing_from_the_network_and_its_ids_are_unique(compared: Rendered):
+    page, root = compared.page, compared.root
+    for node in root.walk():
+        assert node.tag not in ("script", "link", "img", "iframe", "object")
+        for name, value in node.attrs.items():
+            if value and ("http://" in value or "https://" in value):
+                # Namespace names are identifiers, never fetched.
+                assert name in ("xmlns", "xmlns:xlink"), f"<{node.tag} {name}={value!r}>"
+        for text in node.text:
+            assert "http://" not in text and "https://" not in text
+    assert not any("http" in comment for comment in parse(page).comments)
+    assert "url(http" not in page and "@import" not in page
+    # Inline SVGs share the page's ids; a clash would draw one chart's glyphs in another.
+    ids = [n.attrs["id"] for n in root.walk() if n.attrs.get("id")]
+    assert len(ids) == len(set(ids))
+    again = render(*baseline_and_comparison())[0]
+    assert again == page, "the same report renders the same page"
+
+
+@needs_matplotlib
+def test_text_from_the_report_is_escaped():
+    report = full_run()
+    report.experiments[0] = report.experiments[0].model_copy(update={"nodeid": HOSTILE})
+    report.name = "<b>run</b> & co"
+    page, root = render(report)
+    assert "<script>" not in page and "<b>run</b>" not in page
+    assert "&lt;script&gt;" in page and "&lt;b&gt;run&lt;/b&gt; &amp; co" in page
+    assert table_rows(root, "results")[0][0] == HOSTILE
+    assert not root.find_all("script") and not root.find_all("b")
+
+
+@needs_matplotlib
+def test_a_run_without_energy_says_why_and_still_charts_throughput():
+    entries = [experiment("fp32", size, energy=False) for size in (1, 8, 32)]
+    page, root = render(session("cpu-run", entries))
+    sentence = root.find("p", id="no-energy").all_text()
+    assert "Energy was not measured" in sentence and "RAPL is not readable" in sentence
+    assert "energy not measured:" not in sentence, "the reason repeats what the sentence says"
+    figure = chart(root, "chart-batch-size")
+    assert "Throughput against batch size" in figure.find("figcaption").all_text()
+    assert not root.find_all("figure", id="chart-tradeoff") and not root.find_all("div", id="power-charts")
+    assert all(row[4:6] == ["-", "-"] for row in table_rows(root, "results"))
+    notes = " ".join(p.all_text() for p in root.find_all("p", **{"class": "note"}))
+    assert "energy not measured: no NVIDIA GPU and RAPL is not readable [3 experiment(s)]" in notes
+
+
+@needs_matplotlib
+def test_a_run_with_no_result_renders_without_charts():
+    entries = [ReportEntry(nodeid="t.py::test_a", failed=True, error="boom")]
+    _, root = render(session("empty", entries))
+    assert not root.find_all("svg")
+    assert "No experiment produced a result" in root.find("section", id="charts").all_text()
+
+
+def test_without_matplotlib_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch):
+    from pytest_llem.output.html import render_html
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes the import fail
+    with pytest.raises(ConfigError, match=r"needs the 'html' extra: pip install 'pytest-llem\[html\]'"):
+        render_html(full_run())
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def find_browser() -> str | None:
+    return next((path for path in map(shutil.which, BROWSERS) if path), None)
+
+
+@pytest.mark.skipif(find_browser() is None, reason=f"no headless browser ({', '.join(BROWSERS)}) on PATH")
+def test_a_real_browser_renders_the_page(tmp_path: Path, compared: Rendered):
+    (tmp_path / "report.html").write_text(compared.page, encoding="utf-8")
+    shot = screenshot(tmp_path / "report.html", tmp_path / "shot.png", tmp_path / "profile")
+    # A blank 1280x2000 page compresses to a few kB; text and charts take far more.
+    assert shot.stat().st_size > 50_000
+
+
+def screenshot(page: Path, shot: Path, profile: Path, height: int = 2000) -> Path:
+    browser = find_browser()
+    assert browser is not None
+    completed = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            f"--screenshot={shot}",
+            f"--window-size=1280,{height}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shot.exists(), f"no screenshot (exit {completed.returncode}): {completed.stderr[-2000:]}"
+    return shot

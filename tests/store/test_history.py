@@ -1,0 +1,58 @@
+"""Run names from git, finding runs by name, id or path, and the latest run per machine."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import datetime, timezone
+
+import pytest
+from sample_reports import EPYC, GPT2, make_entry, make_report, make_result
+
+from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
+from pytest_llem.store.report import report_path, write_report
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+
+
+def git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_autosave_names_the_commit_the_time_and_a_dirty_tree(tmp_path):
+    assert autosave_name(tmp_path, NOW) == "nogit-20261126T120000Z"
+    git(tmp_path, "init", "-q")
+    (tmp_path / "bench.py").write_text("x = 1\n")
+    git(tmp_path, "add", "bench.py")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "first")
+    clean = autosave_name(tmp_path, NOW)
+    assert re.fullmatch(r"[0-9a-f]{10}-20261126T120000Z", clean)
+    (tmp_path / "bench.py").write_text("x = 2\n")
+    assert autosave_name(tmp_path, NOW) == clean + "-dirty"
+
+
+def test_runs_are_found_by_name_id_or_path_and_latest_is_per_machine(tmp_path):
+    state_dir = tmp_path / "state"
+    result = make_result([1.0])
+    for run_id, name, machine, day in [
+        ("r1", "main", None, 0),
+        ("r2", "main", None, 1),
+        ("r3", None, EPYC, 2),
+    ]:
+        kwargs = {"machine": machine} if machine else {}
+        write_report(
+            make_report(run_id, [make_entry(GPT2, result)], name=name, days_after_t0=day, **kwargs), state_dir
+        )
+    (state_dir / "runs" / "broken").mkdir()
+    (state_dir / "runs" / "broken" / "report.json").write_text("{not json")
+    history = RunHistory(state_dir)
+    assert [r.run_id for r in history.runs()] == ["r1", "r2", "r3"]  # the unreadable one is skipped
+    assert history.find("main").run_id == "r2"  # the newest of that name
+    assert history.find("r1").run_id == "r1"
+    assert history.find(str(report_path(state_dir, "r3"))).run_id == "r3"
+    assert history.latest("h100x1").run_id == "r2"
+    assert history.latest("h100x1", exclude_run_id="r2").run_id == "r1"
+    assert history.latest("epyc").run_id == "r3"
+    assert history.latest("other") is None
+    with pytest.raises(UnknownRun, match=r"no saved run named 'nightly' \(latest: main, main, r3\)"):
+        history.find("nightly")

@@ -1,0 +1,75 @@
+"""Shared by the tests that run pytest as a real process: starting it, reading its reports, PIDs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SUPPORT_DIR = Path(__file__).parent
+
+
+def start_llem_pytest(cwd: Path, state_dir: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """`pytest --llem` in its own session (so a signal reaches it alone, as `kill PID` would).
+
+    tests/support is on PYTHONPATH so suites can import `workloads`; output is merged.
+    """
+    environ = dict(os.environ, **env)
+    environ["PYTHONPATH"] = os.pathsep.join([str(SUPPORT_DIR), os.environ.get("PYTHONPATH", "")])
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--llem",
+            f"--llem-state-dir={state_dir}",
+            *args,
+        ],
+        cwd=cwd,
+        env=environ,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def reports(state_dir: Path) -> list[dict]:
+    """Every session report in the state dir, oldest run first."""
+    return [json.loads(p.read_text()) for p in sorted(state_dir.glob("runs/*/report.json"))]
+
+
+def is_live(pid: int) -> bool:
+    """A zombie counts as gone: it holds nothing and never runs again."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_for_file(path: Path, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path.name} did not appear within {timeout_s} s")
+        time.sleep(0.02)
+
+
+def read_pids(path: Path) -> list[int]:
+    return json.loads(path.read_text())
+
+
+def wait_until_all_gone(pids: list[int], timeout_s: float) -> list[int]:
+    """Wait up to timeout_s for every PID to be gone; return the ones still live."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        live = [p for p in pids if is_live(p)]
+        if not live or time.monotonic() > deadline:
+            return live
+        time.sleep(0.02)
