@@ -1,0 +1,238 @@
+"""The charts, drawn by matplotlib as SVG and inlined with ids unique to each chart."""
+
+from __future__ import annotations
+
+import io
+import re
+import statistics
+from collections import defaultdict
+from html import escape
+from typing import TYPE_CHECKING
+
+from pytest_llem.gating.compare import Comparison, MetricChange
+from pytest_llem.gating.metrics import METRICS
+from pytest_llem.results import DeviceEnergy
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.points import Point
+
+#: The comparison metrics charted as bars; the table below the chart lists every metric.
+CHARTED_CHANGES = ("energy_per_token_j", "tokens_per_s")
+# Beyond this many points the scatter's labels overlap into a blur; the table names them all.
+MAX_LABELLED_POINTS = 40
+
+CHART_STYLE = {
+    # Glyphs as outlines: the chart looks the same wherever it is opened, with no font installed.
+    "svg.fonttype": "path",
+    # A fixed salt makes the SVG ids, and so the whole page, the same for the same report.
+    "svg.hashsalt": "pytest-llem",
+    "font.size": 9,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.35,
+    "grid.linewidth": 0.6,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+}
+# No creator or date in the SVG: they would make two renderings of one report differ.
+_SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
+PALETTE = ("#1f5fa8", "#d95f02", "#2e8b57", "#8e44ad", "#c0392b", "#7f8c8d", "#b8860b", "#17a2b8")
+_WORSE, _BETTER = "#e8a5a5", "#9fd3a8"
+_REGRESSION, _FLAGGED = "#c62828", "#ef8f00"
+_SVG_ID = re.compile(r'\bid="([^"]+)"')
+_SVG_ID_USE = re.compile(r'(\bid="|href="#|url\(#)([^")]+)')
+
+
+def batch_size_chart(
+    figure_class: type[Figure], points: list[Point], colours: dict[str, str], with_energy: bool
+) -> Figure | None:
+    sized = [p for p in points if p.batch_size is not None]
+    panels = [
+        ("energy_per_token_j", "energy per output token (J)", "energy per token (lower is better)"),
+        ("tokens_per_s", "throughput (tokens/s)", "throughput (higher is better)"),
+    ]
+    panels = [
+        panel
+        for panel in panels
+        if (with_energy or panel[0] != "energy_per_token_j") and any(getattr(p, panel[0]) for p in sized)
+    ]
+    if not panels:
+        return None
+    figure = figure_class(figsize=(5.5 * len(panels), 3.3), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    sizes = sorted({p.batch_size for p in sized if p.batch_size is not None})
+    for ax, (attr, ylabel, title) in zip(axes, panels, strict=True):
+        for group, colour in colours.items():
+            by_size: dict[int, list[float]] = defaultdict(list)
+            for p in sized:
+                value = getattr(p, attr)
+                if p.group == group and value is not None and p.batch_size is not None:
+                    by_size[p.batch_size].append(value)
+            if by_size:
+                xs = sorted(by_size)
+                # Several tests of one group and size (other prompts, lengths) share a point: their mean.
+                ys = [statistics.fmean(by_size[x]) for x in xs]
+                ax.plot(xs, ys, marker="o", markersize=4.5, linewidth=1.6, color=colour, label=group)
+        ax.set_title(title)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        _batch_axis(ax, sizes)
+    axes[0].legend(loc="best")
+    return figure
+
+
+def _batch_axis(ax: Axes, sizes: list[int]) -> None:
+    # Batch sizes usually double; on a linear axis 1, 2 and 4 would crowd into one corner.
+    if len(sizes) > 1 and sizes[-1] / sizes[0] >= 4:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+
+
+def tradeoff_chart(figure_class: type[Figure], points: list[Point], colours: dict[str, str]) -> Figure | None:
+    both = [p for p in points if p.energy_per_token_j is not None and p.tokens_per_s is not None]
+    if not both:
+        return None
+    figure = figure_class(figsize=(10.0, 4.2), layout="constrained")
+    ax = figure.subplots()
+    for group, colour in colours.items():
+        mine = [p for p in both if p.group == group]
+        if mine:
+            ax.scatter(
+                [p.energy_per_token_j for p in mine],
+                [p.tokens_per_s for p in mine],
+                s=30,
+                color=colour,
+                label=group,
+                zorder=3,
+            )
+    if len(both) <= MAX_LABELLED_POINTS:
+        for p in both:
+            ax.annotate(
+                p.label,
+                (p.energy_per_token_j, p.tokens_per_s),
+                xytext=(5, 3),
+                textcoords="offset points",
+                fontsize=7,
+                color="#333333",
+            )
+    ax.set_xlabel("energy per output token (J)")
+    ax.set_ylabel("throughput (tokens/s)")
+    # From zero, so distances read as ratios; room on the right for the costliest points' labels.
+    ax.set_xlim(0, max(p.energy_per_token_j or 0 for p in both) * 1.3 or 1)
+    ax.set_ylim(0, max(p.tokens_per_s or 0 for p in both) * 1.12 or 1)
+    ax.legend(loc="upper right")
+    return figure
+
+
+def power_chart(figure_class: type[Figure], devices: list[DeviceEnergy]) -> Figure | None:
+    series = []
+    for device in devices:
+        samples = [(s.t_s, s.power_w) for s in device.timeline if s.power_w is not None]
+        if len(samples) >= 2:
+            series.append((device, samples))
+    if not series:
+        return None
+    figure = figure_class(figsize=(4.4, 2.5), layout="constrained")
+    ax = figure.subplots()
+    for index, (device, samples) in enumerate(series):
+        colour = PALETTE[index % len(PALETTE)]
+        label = device.device + (f" ({device.name})" if device.name else "")
+        ax.plot([t for t, _ in samples], [w for _, w in samples], color=colour, linewidth=1.2, label=label)
+        if device.baseline_power_w is not None:
+            ax.axhline(device.baseline_power_w, color=colour, linestyle="--", linewidth=0.8)
+    ax.set_xlabel("time in the measured windows (s)")
+    ax.set_ylabel("power (W)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower right")
+    return figure
+
+
+def change_chart(figure_class: type[Figure], comparison: Comparison, names: dict[str, str]) -> Figure | None:
+    charted = [c for c in comparison.changes if c.metric in CHARTED_CHANGES and c.change_pct is not None]
+    metrics = [m for m in CHARTED_CHANGES if any(c.metric == m for c in charted)]
+    if not metrics:
+        return None
+    from matplotlib.patches import Patch
+
+    tests = list(dict.fromkeys(c.nodeid for c in charted))
+    row = {nodeid: index for index, nodeid in enumerate(tests)}
+    figure = figure_class(figsize=(4.6 * len(metrics) + 1.6, 1.3 + 0.3 * len(tests)), layout="constrained")
+    axes = figure.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    used: dict[str, str] = {}
+    for ax, name in zip(axes, metrics, strict=True):
+        changes = [c for c in charted if c.metric == name]
+        styles = [_change_style(c) for c in changes]
+        bars = ax.barh(
+            [row[c.nodeid] for c in changes],
+            [c.change_pct for c in changes],
+            height=0.62,
+            color=[colour for colour, _, _ in styles],
+            edgecolor=[edge for _, edge, _ in styles],
+            linewidth=[1.6 if edge != "none" else 0 for _, edge, _ in styles],
+            zorder=3,
+        )
+        for colour, _, legend in styles:
+            used.setdefault(legend, colour)
+        ax.bar_label(bars, labels=[c.change_text() for c in changes], padding=3, fontsize=7)
+        ax.axvline(0, color="#444444", linewidth=0.8, zorder=2)
+        direction = "higher" if METRICS[name].higher_is_better else "lower"
+        ax.set_title(f"{name}: change in % ({direction} is better)")
+        ax.grid(axis="y", visible=False)
+        # The % labels sit past the bar ends; keep them inside the axes on both sides.
+        ax.margins(x=0.3)
+    axes[0].set_yticks(range(len(tests)), [names.get(t, t) for t in tests])
+    axes[0].invert_yaxis()
+    order = ["regression", "flagged (not gated)", "worse", "better"]
+    handles = [Patch(color=used[k], label=k) for k in order if k in used]
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    return figure
+
+
+def _change_style(change: MetricChange) -> tuple[str, str, str]:
+    """Fill, edge and legend entry of one bar: gated outcomes first, then plain direction."""
+    if change.status in ("regression", "over_budget"):
+        return _REGRESSION, "#5c0000", "regression"
+    if change.status == "flagged":
+        return _FLAGGED, "none", "flagged (not gated)"
+    assert change.baseline is not None
+    worse = METRICS[change.metric].worse_by(change.baseline, change.current) > 0
+    return (_WORSE, "none", "worse") if worse else (_BETTER, "none", "better")
+
+
+def figure_element(element_id: str, figure: Figure, caption: str, css_class: str = "chart") -> str:
+    svg = _inline_svg(figure, element_id, caption)
+    return (
+        f'<figure class="{css_class}" id="{escape(element_id)}">{svg}'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+    )
+
+
+def _inline_svg(figure: Figure, prefix: str, label: str) -> str:
+    """The figure as an <svg> element to paste into HTML, its ids unique to this chart.
+
+    matplotlib numbers its glyph and clip-path ids per figure, and every inline SVG shares
+    the page's id space: without the prefix one chart's text would be drawn with another's
+    glyphs. A figure made without pyplot is registered nowhere, so dropping it frees it.
+    """
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", metadata=_SVG_METADATA)
+    svg = buffer.getvalue()
+    # The XML declaration and DOCTYPE belong to a standalone file, not to an element in HTML.
+    svg = svg[svg.index("<svg") :]
+    ids = set(_SVG_ID.findall(svg))
+
+    def rename(match: re.Match[str]) -> str:
+        name = match.group(2)
+        return match.group(1) + (f"{prefix}-{name}" if name in ids else name)
+
+    svg = _SVG_ID_USE.sub(rename, svg)
+    return svg.replace("<svg ", f'<svg class="chart-svg" role="img" aria-label="{escape(label)}" ', 1)

@@ -1,0 +1,78 @@
+"""What the charts plot: one point per experiment, short names, a colour per group."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pytest_llem.energy.quality import UNMEASURED_CODES
+from pytest_llem.gating.compare import Comparison
+from pytest_llem.results import ExperimentResult
+from pytest_llem.store.report import ReportEntry, SessionReport
+
+if TYPE_CHECKING:
+    pass
+
+from pytest_llem.output.html.charts import PALETTE
+
+
+@dataclass(frozen=True)
+class Point:
+    """One experiment's result as the charts see it."""
+
+    nodeid: str
+    label: str
+    group: str
+    batch_size: int | None
+    tokens_per_s: float | None
+    energy_per_token_j: float | None
+    result: ExperimentResult
+
+
+def chart_points(entries: list[ReportEntry]) -> list[Point]:
+    names = shorten([e.nodeid for e in entries])
+    points = []
+    for entry in entries:
+        result = entry.result
+        if result is None:
+            continue
+        config = result.config or entry.config or {}
+        batch_size = config.get("batch_size")
+        # bool is an int; a flag that slipped into batch_size is not a size.
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            batch_size = None
+        model = config.get("model") or result.workload or entry.workload or "custom workload"
+        points.append(
+            Point(
+                nodeid=entry.nodeid,
+                label=names[entry.nodeid],
+                group=f"{model} ({config.get('precision') or 'auto'})",
+                batch_size=batch_size,
+                tokens_per_s=result.tokens_per_s,
+                energy_per_token_j=result.energy_per_token_j,
+                result=result,
+            )
+        )
+    return points
+
+
+def shorten(nodeids: list[str]) -> dict[str, str]:
+    """Test names without their file, where that leaves them unique; charts have little room."""
+    short = {n: n.split("::", 1)[1] if "::" in n else n for n in nodeids}
+    clashes = {s for s, count in Counter(short.values()).items() if count > 1}
+    return {n: n if s in clashes else s for n, s in short.items()}
+
+
+def short_names(report: SessionReport, comparison: Comparison) -> dict[str, str]:
+    nodeids = [e.nodeid for e in report.experiments] + [c.nodeid for c in comparison.changes]
+    return shorten(list(dict.fromkeys(nodeids)))
+
+
+def group_colours(points: list[Point]) -> dict[str, str]:
+    groups = sorted({p.group for p in points})
+    return {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
+
+
+def unmeasured_reasons(results: list[ExperimentResult]) -> list[str]:
+    return sorted({w.message for r in results for w in r.warnings if w.code in UNMEASURED_CODES})

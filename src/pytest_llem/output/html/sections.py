@@ -1,0 +1,262 @@
+"""The page's sections as HTML: header, results table, charts section, comparison."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from html import escape
+from typing import TYPE_CHECKING
+
+from pytest_llem.energy.quality import UNMEASURED_CODES
+from pytest_llem.formatting import figure_or_missing, number
+from pytest_llem.gating.compare import Comparison, MetricChange
+from pytest_llem.output.terminal import energy_footnotes
+from pytest_llem.results import ExperimentResult
+from pytest_llem.store.report import ReportEntry, SessionReport
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+from pytest_llem.output.html.charts import (
+    batch_size_chart,
+    change_chart,
+    figure_element,
+    power_chart,
+    tradeoff_chart,
+)
+from pytest_llem.output.html.points import Point, group_colours, unmeasured_reasons
+
+
+def header(report: SessionReport) -> str:
+    entries = report.experiments
+    statuses = Counter(e.status for e in entries)
+    counted = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    machine = (
+        f"{report.machine.describe()} (machine id {report.machine.id})" if report.machine else "not recorded"
+    )
+    finished = "still running" if report.finished_at is None else _when(report.finished_at)
+    if report.finished_at is not None:
+        finished += f" ({(report.finished_at - report.started_at).total_seconds():.0f} s)"
+    rows = [
+        ("run", report.run_id),
+        ("started", _when(report.started_at)),
+        ("finished", finished),
+        ("machine", machine),
+        ("plugin", f"pytest-llem {report.plugin_version}, Python {report.python_version}"),
+        ("experiments", f"{len(entries)}" + (f" ({counted})" if counted else "")),
+    ]
+    meta = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in rows)
+    outcome = f'<span class="badge outcome-{escape(report.outcome)}">{escape(report.outcome)}</span>'
+    stale = ""
+    if report.stale_experiments:
+        stale = (
+            '<p class="warning">Found orphaned at the start of this run and marked failed: '
+            + ", ".join(f"<code>{escape(s)}</code>" for s in report.stale_experiments)
+            + "</p>"
+        )
+    return (
+        f"<header>\n<h1>{escape(report.name or report.run_id)} {outcome}</h1>\n"
+        f'<p class="subtitle">pytest-llem energy benchmark report</p>\n'
+        f'<dl class="meta">{meta}</dl>\n{stale}</header>'
+    )
+
+
+def _when(moment: datetime) -> str:
+    zone = moment.tzname()
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + (f" {zone}" if zone else "")
+
+
+def results_section(report: SessionReport) -> str:
+    head = (
+        "<tr><th>test</th><th class='num'>batch size</th><th>precision</th><th class='num'>tokens/s</th>"
+        "<th class='num'>energy J</th><th class='num'>J/token</th><th>status</th><th>quality flags</th></tr>"
+    )
+    rows = [_result_row(entry) for entry in report.experiments]
+    results = [e.result for e in report.experiments if e.result is not None]
+    notes = "".join(f'<p class="note">{escape(line)}</p>' for line in _energy_lines(results))
+    errors = [e for e in report.experiments if e.error]
+    error_list = ""
+    if errors:
+        error_list = (
+            "<h3>Errors</h3>\n<ul class='errors'>"
+            + "".join(f"<li><code>{escape(e.nodeid)}</code>: {escape(e.error or '')}</li>" for e in errors)
+            + "</ul>"
+        )
+    return (
+        '<section id="results-section">\n<h2>Results</h2>\n'
+        f'<div class="scroll"><table id="results">\n<thead>{head}</thead>\n<tbody>\n'
+        + ("\n".join(rows) or "<tr><td colspan='8'>no experiments ran</td></tr>")
+        + "\n</tbody></table></div>\n"
+        + notes
+        + _flag_details(report.experiments)
+        + error_list
+        + "\n</section>"
+    )
+
+
+def _result_row(entry: ReportEntry) -> str:
+    result = entry.result
+    config = (result.config if result else None) or entry.config or {}
+    flags = {w.code: w.message for w in (result.warnings if result else []) if w.code not in UNMEASURED_CODES}
+    flag_cells = " ".join(
+        f'<span class="flag" title="{escape(message)}">{escape(code)}</span>'
+        for code, message in sorted(flags.items())
+    )
+    cells = [
+        f'<td class="test">{escape(entry.nodeid)}</td>',
+        f'<td class="num">{escape(str(config.get("batch_size", "-")))}</td>',
+        f"<td>{escape(str(config.get('precision', '-')))}</td>",
+        f'<td class="num">{number(result.tokens_per_s if result else None, ".1f")}</td>',
+        f'<td class="num">{number(result.energy_j if result else None, ".2f")}</td>',
+        f'<td class="num">{number(result.energy_per_token_j if result else None, ".4f")}</td>',
+        f'<td><span class="badge status-{escape(entry.status)}">{escape(entry.status)}</span></td>',
+        f"<td>{flag_cells}</td>",
+    ]
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _figure_text(value: float | None) -> str:
+    return escape(figure_or_missing(value))
+
+
+def _energy_lines(results: list[ExperimentResult]) -> list[str]:
+    """The terminal summary's footnotes (what energy_j covers, why it is missing, the flags),
+    plus the meters' notes that they do not already say."""
+    lines = energy_footnotes(results, flag_mark="⚠")
+    said = " ".join(lines)
+    notes = sorted({n for r in results for n in r.energy_notes if n not in said})
+    return lines + [f"Note: {n}" for n in notes]
+
+
+def _flag_details(entries: list[ReportEntry]) -> str:
+    items = [
+        f"<li><code>{escape(e.nodeid)}</code> <span class='flag'>{escape(w.code)}</span> "
+        f"{escape(w.message)}</li>"
+        for e in entries
+        if e.result is not None
+        for w in e.result.warnings
+        if w.code not in UNMEASURED_CODES
+    ]
+    if not items:
+        return ""
+    return (
+        f"<details><summary>Measurement-quality flags ({len(items)}): figures to read with care</summary>"
+        f"<ul class='flags'>{''.join(items)}</ul></details>"
+    )
+
+
+def charts_section(figure_class: type[Figure], points: list[Point]) -> str:
+    if not points:
+        return (
+            '<section id="charts">\n<h2>Charts</h2>\n'
+            "<p>No experiment produced a result to chart.</p>\n</section>"
+        )
+    colours = group_colours(points)
+    with_energy = any(p.energy_per_token_j is not None for p in points)
+    parts = ['<section id="charts">\n<h2>Charts</h2>']
+    if not with_energy:
+        reasons = unmeasured_reasons([p.result for p in points])
+        # The meters' messages open with "energy not measured: ", which the sentence already says.
+        why = "; ".join(r.removeprefix("energy not measured: ") for r in reasons)
+        why = why or "no experiment reported an energy figure"
+        parts.append(
+            '<p class="warning" id="no-energy">Energy was not measured in this run, so there are no energy '
+            f"charts: {escape(why)}.</p>"
+        )
+    figure = batch_size_chart(figure_class, points, colours, with_energy)
+    if figure is not None:
+        caption = (
+            "Energy per output token and throughput against batch size, one line per model and precision."
+            if with_energy
+            else "Throughput against batch size, one line per model and precision."
+        )
+        parts.append(figure_element("chart-batch-size", figure, caption))
+    figure = tradeoff_chart(figure_class, points, colours) if with_energy else None
+    if figure is not None:
+        parts.append(
+            figure_element(
+                "chart-tradeoff",
+                figure,
+                "Throughput against energy per output token, one point per experiment: "
+                "the best configurations sit top left (fast and frugal).",
+            )
+        )
+    power = [(p, power_chart(figure_class, p.result.energy_by_device)) for p in points]
+    power = [(p, f) for p, f in power if f is not None]
+    if power:
+        parts.append(
+            "<h3>Device power during the measured windows</h3>\n"
+            "<p class='note'>Dashed: the device's idle power, measured before the model loaded. "
+            "Several windows or rounds are drawn end to end.</p>\n<div class='grid' id='power-charts'>"
+        )
+        for index, (point, figure) in enumerate(power):
+            parts.append(figure_element(f"chart-power-{index}", figure, point.nodeid, css_class="power"))
+        parts.append("</div>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def comparison_section(figure_class: type[Figure], comparison: Comparison, names: dict[str, str]) -> str:
+    baseline = comparison.baseline_name or comparison.baseline_run
+    parts = [f'<section id="comparison-section">\n<h2>Compared with baseline {escape(baseline)}</h2>']
+    if comparison.baseline_name:
+        parts.append(f"<p class='note'>baseline run id {escape(comparison.baseline_run)}</p>")
+    if comparison.machine_warning:
+        parts.append(f"<p class='warning'>{escape(comparison.machine_warning)}</p>")
+    failures = comparison.failures
+    if failures:
+        lines = "\n".join(escape(change.line()) for change in failures)
+        parts.append(f"<pre class='failures' id='regressions'>{lines}</pre>")
+    else:
+        parts.append("<p class='ok' id='regressions'>No regression beyond a limit.</p>")
+    figure = change_chart(figure_class, comparison, names)
+    if figure is not None:
+        parts.append(
+            figure_element(
+                "chart-changes",
+                figure,
+                "Change against the baseline per test. Red with a dark edge: a regression beyond its limit; "
+                "orange: beyond its limit but carrying a measurement-quality flag, so not gated; "
+                "pale red or green: worse or better, within the limits.",
+            )
+        )
+    if comparison.changes:
+        parts.append(_comparison_table(comparison.changes))
+    for label, nodeids in (
+        ("Only in the baseline", comparison.only_in_baseline),
+        ("Only in this run", comparison.only_in_current),
+    ):
+        if nodeids:
+            listed = ", ".join(f"<code>{escape(n)}</code>" for n in nodeids)
+            parts.append(f"<p class='note'>{label}: {listed}</p>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _comparison_table(changes: list[MetricChange]) -> str:
+    head = (
+        "<tr><th>test</th><th>metric</th><th class='num'>baseline</th><th class='num'>current</th>"
+        "<th>unit</th><th class='num'>change</th><th class='num'>p</th><th>limit</th><th>status</th></tr>"
+    )
+    rows = []
+    for change in changes:
+        pct = change.change_text()
+        status = f'<span class="badge status-{escape(change.status)}">{escape(change.status)}</span>'
+        note = f"<div class='note'>{escape(change.note)}</div>" if change.note else ""
+        cells = [
+            f'<td class="test">{escape(change.nodeid)}</td>',
+            f"<td>{escape(change.metric)}</td>",
+            f'<td class="num">{_figure_text(change.baseline)}</td>',
+            f'<td class="num">{_figure_text(change.current)}</td>',
+            f"<td>{escape(change.unit)}</td>",
+            f'<td class="num">{pct}</td>',
+            f'<td class="num">{number(change.p_value, ".3g")}</td>',
+            f"<td>{escape(change.limit or '-')}</td>",
+            f"<td>{status}{note}</td>",
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f'<div class="scroll"><table id="comparison">\n<thead>{head}</thead>\n<tbody>\n'
+        + "\n".join(rows)
+        + "\n</tbody></table></div>"
+    )
