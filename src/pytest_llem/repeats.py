@@ -10,6 +10,7 @@ its repeated processes. Each process loads the model again: the price of honest 
 from __future__ import annotations
 
 from pytest_llem.context import combine_device
+from pytest_llem.energy.quality import merge_flags
 from pytest_llem.results import EnergyTotals, ExperimentResult, LatencyStats, RoundResult
 from pytest_llem.stats import round_statistics
 
@@ -67,7 +68,7 @@ def pool_processes(results: list[ExperimentResult]) -> ExperimentResult:
             "energy_source": "+".join(sorted({r.energy_source for r in results if r.energy_source})) or None,
             "energy_notes": notes,
             "energy_by_device": devices,
-            "warnings": warnings,
+            "warnings": merge_flags(warnings),
             "batch_latencies_s": batch,
             "first_token_latencies_s": first_token,
             "inter_token_latencies_s": inter_token,
