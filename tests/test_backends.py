@@ -99,6 +99,39 @@ def test_accelerate_ranks_share_the_work_and_are_measured_once(bench, tiny_model
     assert (ranks.input_tokens, ranks.output_tokens) == (single.input_tokens, single.output_tokens)
     assert ranks.window_count == 1 and ranks.batch_latency.count == 4  # 2 batches on each rank
     assert ranks.extra["output_digest"] == single.extra["output_digest"]  # greedy: same tokens
+    # accelerate shares the cores among CPU ranks: the result says how many threads each had.
+    threads = ranks.extra["cpu_threads_per_rank"]
+    assert len(threads) == 2 and all(t >= 1 for t in threads) and single.extra["cpu_threads"] >= 1
+    assert ranks.extra["cpu_threads_note"].startswith(
+        f"CPU ranks ran torch with {threads[0]}/{threads[1]} thread"
+    )
+    assert ranks.extra["decoding"] == single.extra["decoding"]
+
+
+def test_the_checkpoints_decoding_defaults_are_not_applied_and_are_listed(bench, tiny_model, tmp_path):
+    import shutil
+
+    from pytest_llem.backends.vllm import decoding_settings
+    from pytest_llem.config import build_config
+
+    # A checkpoint whose generation_config would sample and penalise repeats (as many do).
+    opinionated = tmp_path / "opinionated"
+    shutil.copytree(tiny_model, opinionated)
+    config_file = opinionated / "generation_config.json"
+    defaults = json.loads(config_file.read_text()) if config_file.exists() else {}
+    extras = {"repetition_penalty": 10.0, "no_repeat_ngram_size": 1, "do_sample": True, "temperature": 0.3}
+    config_file.write_text(json.dumps({**defaults, **extras}))
+    fields = {"batch_size": 2, "n_prompts": 2, "max_new_tokens": 12}
+    plain = run(bench, backend="pytorch", model=str(tiny_model), **fields)
+    result = run(bench, backend="pytorch", model=str(opinionated), **fields)
+    assert result.extra["output_digest"] == plain.extra["output_digest"]  # greedy, as configured
+    decoding = result.extra["decoding"]
+    assert {k: decoding["checkpoint_defaults_ignored"][k] for k in extras} == extras
+    # The same config decodes the same way on both backends.
+    same = {k: v for k, v in decoding.items() if k != "checkpoint_defaults_ignored"}
+    vllm_side = decoding_settings(build_config({"backend": "vllm", "model": "m", **fields}))
+    assert same == {k: v for k, v in vllm_side.items() if k != "source"}
+    assert same["greedy"] and same["repetition_penalty"] == 1.0
 
 
 # --- vLLM: contract test against the stand-in -------------------------------------------------
