@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from pytest_llem.energy import MeterName
 from pytest_llem.errors import ConfigError
@@ -26,6 +26,8 @@ CONFIG_HASH_LENGTH = 16
 _FLOAT_SIGNIFICANT_DIGITS = 12
 
 BackendName = Literal["pytorch", "vllm"]
+# vLLM's SamplingParams accepts temperatures in [0, 2] (vllm/sampling_params.py, 0.33).
+VLLM_MAX_TEMPERATURE = 2.0
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 DeviceName = Literal["auto", "cuda", "cpu"]
 
@@ -84,6 +86,16 @@ class ExperimentConfig(BaseModel):
     params: dict[str, Any] = Field(
         default_factory=dict, description="free-form workload settings (JSON values)"
     )
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_in_backend_range(cls, temperature: float, info: ValidationInfo) -> float:
+        # vLLM's SamplingParams rejects a temperature above 2; say so before any process starts.
+        if info.data.get("backend") == "vllm" and temperature > VLLM_MAX_TEMPERATURE:
+            raise ValueError(
+                f"backend='vllm' accepts 0 to {VLLM_MAX_TEMPERATURE:g}; lower it (0 is greedy decoding)"
+            )
+        return temperature
 
     @field_validator("gpus")
     @classmethod

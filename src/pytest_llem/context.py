@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_llem.config import ExperimentConfig
+from pytest_llem.energy import quality
 from pytest_llem.energy.devices import thin_timeline
 from pytest_llem.energy.meter import EnergyMeter
 from pytest_llem.results import DeviceEnergy, PowerSample, QualityWarning, WindowMeasurement, sum_or_none
@@ -154,7 +155,7 @@ def combine_windows(windows: list[WindowMeasurement]) -> WindowMeasurement:
     return WindowMeasurement(
         duration_s=sum(w.duration_s for w in windows),
         devices=[combine_device(parts) for parts in by_device.values()],
-        warnings=warnings,
+        warnings=quality.merge_flags(warnings),
         notes=notes,
     )
 

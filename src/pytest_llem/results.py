@@ -62,8 +62,15 @@ class DeviceEnergy(BaseModel):
     )
     duration_s: float = 0.0
     baseline_power_w: float | None = Field(default=None, description="idle power before the model loaded")
-    avg_power_w: float | None = None
-    peak_power_w: float | None = None
+    baseline_age_s: float | None = Field(
+        default=None, description="seconds from the idle baseline's measurement to the window's start"
+    )
+    avg_power_w: float | None = Field(default=None, description="energy over duration")
+    peak_power_w: float | None = Field(
+        default=None,
+        description="highest sampled power, or avg_power_w when every sample was below it (the peak "
+        "is never below the average)",
+    )
     temperature_start_c: float | None = None
     temperature_end_c: float | None = None
     throttle_reasons: list[str] = Field(default_factory=list)

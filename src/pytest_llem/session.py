@@ -17,7 +17,7 @@ from typing import Any
 from pytest_llem import __version__
 from pytest_llem.backends import BACKEND_WORKLOADS
 from pytest_llem.config import build_config, compute_config_hash
-from pytest_llem.energy.idle import IdleBaselines
+from pytest_llem.energy.idle import IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError
 from pytest_llem.gating.compare import Comparison, MetricChange
@@ -255,7 +255,7 @@ class BenchmarkSession:
                 self.problems.append(problem)
         self._experiments_started += 1
         idle = self.idle.measure(meter, options, env)
-        return self.settings.meter_options({key: reading.power_w for key, reading in idle.items()})
+        return with_baselines(self.settings.meter_options(), idle)
 
     def _experiment_id(self, nodeid: str, requested: str | None, config_hash: str) -> str:
         if requested is not None:

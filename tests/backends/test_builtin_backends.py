@@ -99,6 +99,39 @@ def test_accelerate_ranks_share_the_work_and_are_measured_once(bench, tiny_model
     assert (ranks.input_tokens, ranks.output_tokens) == (single.input_tokens, single.output_tokens)
     assert ranks.window_count == 1 and ranks.batch_latency.count == 4  # 2 batches on each rank
     assert ranks.extra["output_digest"] == single.extra["output_digest"]  # greedy: same tokens
+    # accelerate shares the cores among CPU ranks: the result says how many threads each had.
+    threads = ranks.extra["cpu_threads_per_rank"]
+    assert len(threads) == 2 and all(t >= 1 for t in threads) and single.extra["cpu_threads"] >= 1
+    assert ranks.extra["cpu_threads_note"].startswith(
+        f"CPU ranks ran torch with {threads[0]}/{threads[1]} thread"
+    )
+    assert ranks.extra["decoding"] == single.extra["decoding"]
+
+
+def test_the_checkpoints_decoding_defaults_are_not_applied_and_are_listed(bench, tiny_model, tmp_path):
+    import shutil
+
+    from pytest_llem.backends.vllm import decoding_settings
+    from pytest_llem.config import build_config
+
+    # A checkpoint whose generation_config would sample and penalise repeats (as many do).
+    opinionated = tmp_path / "opinionated"
+    shutil.copytree(tiny_model, opinionated)
+    config_file = opinionated / "generation_config.json"
+    defaults = json.loads(config_file.read_text()) if config_file.exists() else {}
+    extras = {"repetition_penalty": 10.0, "no_repeat_ngram_size": 1, "do_sample": True, "temperature": 0.3}
+    config_file.write_text(json.dumps({**defaults, **extras}))
+    fields = {"batch_size": 2, "n_prompts": 2, "max_new_tokens": 12}
+    plain = run(bench, backend="pytorch", model=str(tiny_model), **fields)
+    result = run(bench, backend="pytorch", model=str(opinionated), **fields)
+    assert result.extra["output_digest"] == plain.extra["output_digest"]  # greedy, as configured
+    decoding = result.extra["decoding"]
+    assert {k: decoding["checkpoint_defaults_ignored"][k] for k in extras} == extras
+    # The same config decodes the same way on both backends.
+    same = {k: v for k, v in decoding.items() if k != "checkpoint_defaults_ignored"}
+    vllm_side = decoding_settings(build_config({"backend": "vllm", "model": "m", **fields}))
+    assert same == {k: v for k, v in vllm_side.items() if k != "source"}
+    assert same["greedy"] and same["repetition_penalty"] == 1.0
 
 
 # --- vLLM: contract test against the stand-in -------------------------------------------------
@@ -148,6 +181,7 @@ def test_vllm_adapter_maps_the_config_onto_vllms_api(bench, vllm_stand_in):
         "max_num_seqs": 3,
         "seed": 0,
         "max_model_len": 2048,
+        "disable_log_stats": False,  # else LLM() drops every request's metrics
     }
     assert sampling == {
         "event": "sampling_params",
@@ -159,7 +193,7 @@ def test_vllm_adapter_maps_the_config_onto_vllms_api(bench, vllm_stand_in):
     assert [g["prompts"] for g in generates] == [3, 3, 3] and not any(g["use_tqdm"] for g in generates)
     assert result.output_tokens == 6 * 7 and result.batch_latency.count == 2
     assert result.time_to_first_token.count == 6 and result.inter_token_latency.count == 6
-    assert result.extra["vllm_version"] == "0.0-stand-in"
+    assert result.extra["vllm_version"] == "0.33.0-stand-in"
 
 
 def test_vllm_adapter_sampling_and_natural_lengths(bench, vllm_stand_in):
@@ -179,7 +213,6 @@ def test_vllm_adapter_sampling_and_natural_lengths(bench, vllm_stand_in):
     assert sampling == {
         "event": "sampling_params",
         "max_tokens": 8,
-        "min_tokens": 0,
         "ignore_eos": False,
         "temperature": 0.7,
         "top_p": 0.9,
@@ -187,6 +220,86 @@ def test_vllm_adapter_sampling_and_natural_lengths(bench, vllm_stand_in):
         "seed": 5,
     }
     assert result.output_tokens == 2 * 4  # the stand-in stops at half of max_tokens without ignore_eos
+    assert result.extra["decoding"] == {
+        "max_new_tokens": 8,
+        "min_new_tokens": 0,
+        "ignore_eos": False,
+        "greedy": False,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 0,
+        "repetition_penalty": 1.0,
+        "source": result.extra["decoding"]["source"],
+    }
+
+
+def test_vllm_latencies_come_from_the_v1_metrics_on_one_clock_each(bench, vllm_stand_in):
+    from stand_ins.vllm import FIRST_TOKEN_S, TOKEN_S
+
+    result = vllm(bench, vllm_stand_in, model="m", n_prompts=4, batch_size=2, max_new_tokens=6)
+    ttft, itl = result.time_to_first_token, result.inter_token_latency
+    # The engine's own first-token latency, not a wall-clock arrival minus a monotonic stamp.
+    assert ttft.count == 4 and ttft.min_s == ttft.max_s == FIRST_TOKEN_S
+    assert itl.count == 4 and itl.p50_s == pytest.approx(TOKEN_S, rel=1e-6)
+
+
+def test_request_latencies_never_mix_the_wall_and_monotonic_clocks():
+    from types import SimpleNamespace
+
+    from pytest_llem.backends.vllm import request_latencies
+
+    def output(metrics, tokens=5):
+        return SimpleNamespace(metrics=metrics, outputs=[SimpleNamespace(token_ids=list(range(tokens)))])
+
+    v1 = SimpleNamespace(
+        arrival_time=1.7e9,  # time.time()
+        first_token_ts=5000.0,  # time.monotonic() in the engine core
+        last_token_ts=5000.2,
+        first_token_latency=0.03,
+    )
+    first, inter = request_latencies(output(v1))
+    assert first == 0.03 and inter == pytest.approx(0.05)
+    # Metrics off (disable_log_stats), or a request that never produced a token: no figure, no zero.
+    assert request_latencies(output(None)) == (None, None)
+    unset = SimpleNamespace(
+        arrival_time=1.7e9, first_token_ts=0.0, last_token_ts=0.0, first_token_latency=0.0
+    )
+    assert request_latencies(output(unset)) == (None, None)
+    v0 = SimpleNamespace(arrival_time=100.0, first_token_time=100.5, last_token_time=101.3)
+    assert request_latencies(output(v0)) == (0.5, pytest.approx(0.2))
+
+
+def test_vllm_temperature_out_of_its_range_fails_when_the_config_is_built(bench):
+    with pytest.raises(
+        ConfigError, match=r"^temperature: backend='vllm' accepts 0 to 2; lower it \(0 is greedy decoding\)"
+    ):
+        run(bench, backend="vllm", model="m", temperature=2.5)
+    from pytest_llem.config import build_config
+
+    assert build_config({"backend": "pytorch", "temperature": 2.5}).temperature == 2.5
+
+
+def test_the_stand_in_rejects_what_vllm_0_33_rejects(monkeypatch, tmp_path):
+    monkeypatch.setenv("VLLM_STAND_IN_LOG", str(tmp_path / "log.jsonl"))
+    from stand_ins import vllm as stand_in
+
+    with pytest.raises(TypeError, match="Unexpected keyword argument 'max_new_tokens'"):
+        stand_in.SamplingParams(max_new_tokens=4)
+    for bad in ({"temperature": 2.5}, {"temperature": -1.0}, {"top_p": 0.0}, {"max_tokens": 0}):
+        with pytest.raises(stand_in.VLLMValidationError):
+            stand_in.SamplingParams(**bad)
+    assert not issubclass(stand_in.VLLMValidationError, ValueError)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_batch_size'"):
+        stand_in.LLM("m", max_batch_size=4)
+    with pytest.raises(ValueError, match="gpu_memory_utilization"):
+        stand_in.LLM("m", gpu_memory_utilization=1.5)
+    # LLM() switches request metrics off unless told otherwise.
+    params = stand_in.SamplingParams(max_tokens=3)
+    assert stand_in.LLM("m").generate(["a b"], params, use_tqdm=False)[0].metrics is None
+    (output,) = stand_in.LLM("m", disable_log_stats=False).generate(["a b"], params, use_tqdm=False)
+    assert (
+        output.metrics.first_token_latency > 0 and output.metrics.arrival_time > output.metrics.last_token_ts
+    )
 
 
 def test_vllm_missing_names_the_extra(bench):

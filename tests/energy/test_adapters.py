@@ -1,17 +1,26 @@
 """Contract tests for the Zeus and CodeCarbon meters.
 
-Neither library is installed here, so each is replaced by a stand-in that implements only the
-public API the adapters rely on: Zeus's `ZeusMonitor.begin_window(name)` / `end_window(name)`
-returning a measurement with `time`, `gpu_energy` and `cpu_energy` (joules per index, `None`
-when no CPU is measured), and CodeCarbon's `EmissionsTracker(save_to_file=..., log_level=...)`
-with `start()`, `stop()` and `final_emissions_data` (energies in kWh). The stand-ins take
-their energy from counters the tests advance, so every figure has an exact right answer.
+First against stand-ins that implement only the public API the adapters rely on, so every
+figure has an exact right answer: Zeus's `ZeusMonitor.begin_window(name, sync_execution=...)`
+/ `end_window(...)` returning a measurement with `time`, `gpu_energy` and `cpu_energy` (joules
+per index, `None` when no CPU is measured), and CodeCarbon's `EmissionsTracker(save_to_file=...,
+log_level=..., allow_multiple_runs=...)` with `start()`, `stop()` and `final_emissions_data`
+(energies in kWh), including 2.7-2.8's one-tracker-per-machine lock.
+
+Then against the real packages, on this machine's CPU, through a real experiment: the newest
+Zeus and CodeCarbon (the `dev` extra installs them), and CodeCarbon 2.8.4, installed once per
+session with `pip install --target` (skipped, with the reason, where that install fails).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
@@ -20,6 +29,8 @@ from pytest_llem.energy import quality
 from pytest_llem.energy.adapters import CodeCarbonMeter, ZeusMeter
 from pytest_llem.energy.factory import create_meter
 from pytest_llem.errors import MeterUnavailable
+
+OLD_CODECARBON = "2.8.4"
 
 
 def codes(window) -> list[str]:
@@ -42,16 +53,22 @@ class StandInZeusMonitor:
     def __init__(self, gpu_w: dict[int, float] | None = None, cpu_w: dict[int, float] | None = None) -> None:
         self.gpu_w = {0: 250.0} if gpu_w is None else gpu_w
         self.cpu_w = cpu_w
+        self.gpu_indices = sorted(self.gpu_w)
+        self.cpu_indices = sorted(cpu_w or {})
         self.clock_s = 0.0
         self._starts: dict[str, float] = {}
+        self.synced: list[bool] = []
 
     def advance(self, seconds: float) -> None:
         self.clock_s += seconds
 
     def begin_window(self, key: str, sync_execution: bool = True) -> None:
+        # Zeus syncs through torch by default: RuntimeError without it, CUDA initialised with it.
+        self.synced.append(sync_execution)
         self._starts[key] = self.clock_s
 
     def end_window(self, key: str, sync_execution: bool = True, cancel: bool = False) -> ZeusMeasurement:
+        self.synced.append(sync_execution)
         elapsed = self.clock_s - self._starts.pop(key)
         return ZeusMeasurement(
             time=elapsed,
@@ -113,6 +130,24 @@ def test_zeus_overlapping_windows_each_get_their_own_figures():
     assert codes(inner) == [quality.SHORT_WINDOW] and codes(outer) == []
 
 
+def test_zeus_never_synchronises_cuda_itself():
+    monitor = StandInZeusMonitor()
+    meter = ZeusMeter(monitor)
+    meter.begin_window("w")
+    meter.end_window("w")
+    assert monitor.synced == [False, False]  # the meter synchronises, and only where CUDA is in use
+
+
+def test_zeus_monitoring_nothing_is_energy_not_measured_with_the_reason():
+    monitor = StandInZeusMonitor(gpu_w={}, cpu_w=None)
+    meter = ZeusMeter(monitor)
+    meter.begin_window("w")
+    monitor.advance(6.0)
+    window = meter.end_window("w")
+    assert window.devices == [] and window.energy_j is None
+    assert [w.message for w in window.warnings] == [f"energy not measured: {ZeusMeter.NOTHING_MONITORED}"]
+
+
 def test_zeus_meter_by_name_builds_a_monitor_from_the_library(monkeypatch):
     package, monitor_module = ModuleType("zeus"), ModuleType("zeus.monitor")
     monitor_module.ZeusMonitor = StandInZeusMonitor  # type: ignore[attr-defined]
@@ -135,11 +170,18 @@ def test_zeus_meter_without_the_library_names_the_extra_to_install(monkeypatch):
 
 
 class StandInCodeCarbon:
-    """A `codecarbon` module whose trackers report the kWh consumed while they ran."""
+    """A `codecarbon` module whose trackers report the kWh consumed while they ran.
 
-    def __init__(self) -> None:
+    `locking=True` behaves as 2.7-2.8: `allow_multiple_runs` defaults to False, and then a
+    second tracker on the machine does not start; its `stop()` returns without figures.
+    `locking=None` is a version before the option existed.
+    """
+
+    def __init__(self, locking: bool | None = False) -> None:
         self.consumed_kwh = {"gpu": 0.0, "cpu": 0.0, "ram": 0.0}
         self.trackers: list = []
+        self.locked = False
+        self.locking = locking
         self.module = ModuleType("codecarbon")
         self.module.EmissionsTracker = self._tracker_class()  # type: ignore[attr-defined]
 
@@ -151,15 +193,24 @@ class StandInCodeCarbon:
         library = self
 
         class EmissionsTracker:
-            def __init__(self, save_to_file: bool = True, log_level: str = "info") -> None:
+            def __init__(
+                self, save_to_file: bool = True, log_level: str = "info", allow_multiple_runs: bool = False
+            ) -> None:
                 self.options = {"save_to_file": save_to_file, "log_level": log_level}
-                self.final_emissions_data = None
+                if library.locking is not None:
+                    self.options["allow_multiple_runs"] = allow_multiple_runs
                 library.trackers.append(self)
+                self.blocked = False
+                if library.locking and not allow_multiple_runs:
+                    self.blocked = library.locked  # codecarbon logs an error and gives up
+                    library.locked = True
 
             def start(self) -> None:
                 self._started = dict(library.consumed_kwh)
 
-            def stop(self) -> float:
+            def stop(self) -> float | None:
+                if self.blocked:
+                    return None  # and final_emissions_data never set
                 used = {part: library.consumed_kwh[part] - self._started[part] for part in self._started}
                 self.final_emissions_data = SimpleNamespace(
                     gpu_energy=used["gpu"],
@@ -169,6 +220,13 @@ class StandInCodeCarbon:
                 )
                 return 0.0  # kg CO2eq, which the meter does not use
 
+        if library.locking is None:  # before the option existed: no **options
+
+            class OlderTracker(EmissionsTracker):
+                def __init__(self, save_to_file: bool = True, log_level: str = "info") -> None:
+                    super().__init__(save_to_file, log_level)
+
+            return OlderTracker
         return EmissionsTracker
 
 
@@ -197,7 +255,48 @@ def test_codecarbon_tracker_writes_no_files_and_stays_quiet(codecarbon):
     meter.begin_window("w")
     meter.end_window("w")
     (tracker,) = codecarbon.trackers
-    assert tracker.options == {"save_to_file": False, "log_level": "error"}
+    assert tracker.options == {"save_to_file": False, "log_level": "error", "allow_multiple_runs": True}
+
+
+def test_codecarbon_2_8_lock_does_not_stop_overlapping_windows():
+    library = StandInCodeCarbon(locking=True)
+    meter = CodeCarbonMeter(library.module)
+    meter.begin_window("outer")
+    meter.begin_window("inner")
+    library.consume(cpu=0.001)
+    inner, outer = meter.end_window("inner"), meter.end_window("outer")
+    assert inner.energy_j == pytest.approx(3600.0) and outer.energy_j == pytest.approx(3600.0)
+
+
+def test_codecarbon_without_figures_is_energy_not_measured_with_the_reason():
+    library = StandInCodeCarbon(locking=True)
+    library.locked = True  # another codecarbon on this machine holds the lock
+    meter = CodeCarbonMeter(library.module)
+    meter._tracker_options = lambda: {"save_to_file": False, "log_level": "error"}  # as an old adapter
+    meter.begin_window("w")
+    window = meter.end_window("w")
+    assert window.devices == [] and window.energy_j is None
+    assert [w.message for w in window.warnings] == [f"energy not measured: {CodeCarbonMeter.NO_FIGURES}"]
+
+
+def test_codecarbon_before_allow_multiple_runs_gets_only_what_it_accepts():
+    library = StandInCodeCarbon(locking=None)
+    meter = CodeCarbonMeter(library.module)
+    meter.begin_window("w")
+    library.consume(gpu=0.001)
+    assert meter.end_window("w").energy_j == pytest.approx(3600.0)
+    assert library.trackers[0].options == {"save_to_file": False, "log_level": "error"}
+
+
+def test_codecarbon_figures_are_read_defensively(codecarbon):
+    meter = CodeCarbonMeter(codecarbon.module)
+    meter.begin_window("w")
+    (tracker,) = codecarbon.trackers
+    tracker.stop = lambda: setattr(tracker, "final_emissions_data", SimpleNamespace(cpu_energy=None))
+    window = meter.end_window("w")
+    assert [w.message for w in window.warnings] == [
+        f"energy not measured: {CodeCarbonMeter.NOTHING_MEASURED}"
+    ]
 
 
 def test_codecarbon_without_a_gpu_reports_the_cpu_only(codecarbon):
@@ -243,3 +342,93 @@ def test_codecarbon_meter_without_the_library_names_the_extra_to_install(monkeyp
     with pytest.raises(MeterUnavailable) as info:
         create_meter("codecarbon")
     assert "pip install 'pytest-llem[codecarbon]'" in str(info.value)
+
+
+# --- the real libraries, on this machine's CPU, through a real experiment ---------------------------
+
+BUSY_S = 2.0
+
+
+def busy_loop(ctx) -> None:
+    """Two seconds of pure-Python work inside one window, plus the library's version."""
+    library = ctx.params["library"]
+    with ctx.window():
+        end = time.perf_counter() + BUSY_S
+        n = 0
+        while time.perf_counter() < end:
+            n += 1
+    ctx.record(output_tokens=1, library_version=__import__(library).__version__)
+
+
+def run_busy_loop(bench, library: str, env: dict[str, str] | None = None):
+    return bench.run_experiment(
+        f"tests/test_adapters.py::{library}",
+        busy_loop,
+        [{"energy": library, "params": {"library": library}, "env": env or {}}],
+    )
+
+
+def assert_figures_or_the_reason(result, reason: str) -> None:
+    """Energy for each device the library measured, or no figure and the library's reason."""
+    if result.energy_by_device:
+        assert result.energy_j is not None and result.energy_j > 0
+        assert all(d.energy_j > 0 and d.duration_s >= BUSY_S for d in result.energy_by_device)
+    else:
+        assert result.energy_j is None
+        assert [w.message for w in result.warnings] == [f"energy not measured: {reason}"]
+
+
+def needs(module: str):
+    return pytest.mark.skipif(
+        importlib.util.find_spec(module) is None, reason=f"{module} is not installed (the dev extra has it)"
+    )
+
+
+@needs("zeus")
+def test_real_zeus_measures_a_busy_loop_or_says_why_not(bench):
+    result = run_busy_loop(bench, "zeus")
+    print(f"\nzeus {result.extra['library_version']}: {result.energy_by_device or result.warnings}")
+    assert result.duration_s >= BUSY_S
+    assert_figures_or_the_reason(result, ZeusMeter.NOTHING_MONITORED)
+
+
+@needs("codecarbon")
+def test_real_codecarbon_measures_a_busy_loop(bench):
+    result = run_busy_loop(bench, "codecarbon")
+    print(f"\ncodecarbon {result.extra['library_version']}: {result.energy_by_device or result.warnings}")
+    # On a CPU it always has a figure: RAPL, or its TDP-based estimate.
+    assert result.cpu_energy_j is not None and result.cpu_energy_j > 0
+    assert_figures_or_the_reason(result, CodeCarbonMeter.NO_FIGURES)
+
+
+@pytest.fixture(scope="session")
+def old_codecarbon(tmp_path_factory) -> Path:
+    """CodeCarbon 2.8.4 in a folder of its own, installed once per session.
+
+    Without its dependencies: the newest CodeCarbon (dev extra) brought the ones 2.8 imports
+    (its CLI's fief-client is never imported by the tracker), and a second pandas or pydantic
+    in front of the venv's would be tested instead of ours.
+    """
+    if importlib.util.find_spec("codecarbon") is None:
+        pytest.skip("codecarbon's dependencies are not installed (the dev extra has them)")
+    target = tmp_path_factory.mktemp("codecarbon-" + OLD_CODECARBON)
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+         "--target", str(target), f"codecarbon=={OLD_CODECARBON}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if install.returncode != 0:
+        last = (install.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"could not install codecarbon=={OLD_CODECARBON}: {last}")
+    return target
+
+
+def test_real_codecarbon_2_8_with_its_lock_measures_overlapping_windows(bench, old_codecarbon):
+    # The whole-call window and the workload's window overlap: two trackers at once, which
+    # 2.8 refuses unless allow_multiple_runs=True (and its stop() then had no figures).
+    env = {"PYTHONPATH": os.pathsep.join([str(old_codecarbon), os.environ.get("PYTHONPATH", "")])}
+    result = run_busy_loop(bench, "codecarbon", env)
+    print(f"\ncodecarbon {result.extra['library_version']}: {result.energy_by_device or result.warnings}")
+    assert result.extra["library_version"] == OLD_CODECARBON
+    assert result.cpu_energy_j is not None and result.cpu_energy_j > 0
+    assert_figures_or_the_reason(result, CodeCarbonMeter.NO_FIGURES)

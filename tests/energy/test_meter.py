@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_llem.energy import quality
+from pytest_llem.energy.devices import DeviceTally, MeasuredDevice, take_reading
 from pytest_llem.energy.factory import create_meter
 from pytest_llem.energy.idle import IdleBaselines
 from pytest_llem.energy.meter import MeterOptions, NoEnergyMeter, SampledMeter
@@ -111,7 +112,8 @@ def test_counter_energy_per_device_and_total(fake_nvml):
     assert gpu1.energy_j == pytest.approx(250.0 * window.duration_s, rel=0.03)
     assert window.energy_j == pytest.approx(gpu0.energy_j + gpu1.energy_j)
     assert gpu0.avg_power_w == pytest.approx(100.0, rel=0.03)
-    assert gpu1.peak_power_w == 250.0 and gpu1.power_samples >= 10
+    assert gpu1.peak_power_w == pytest.approx(250.0, rel=0.03) and gpu1.power_samples >= 10
+    assert all(d.peak_power_w >= d.avg_power_w for d in window.devices)
     assert gpu0.name == "Simulated GPU" and gpu0.uuid == "GPU-0000-sim"
 
 
@@ -153,8 +155,9 @@ def test_a_gpu_lost_mid_window_has_no_energy_and_the_total_is_not_a_partial_sum(
     assert gpu0.energy_j is not None and gpu1.energy_j is None
     assert window.energy_j is None
     assert quality.DEVICE_LOST in codes(window)
+    # The call that found it lost is named: on every pass, the batched counter-and-power read.
     assert any(
-        "gpu1: device lost during the window (nvmlDeviceGetTotalEnergyConsumption: GPU is lost)" in n
+        "gpu1: device lost during the window (nvmlDeviceGetFieldValues: GPU is lost)" in n
         for n in window.notes
     )
 
@@ -353,3 +356,168 @@ def test_readme_documents_every_setting_and_flag():
     assert len(codes) >= 9
     for code in codes:
         assert f"`{code}`" in readme, code
+
+
+# --- drivers that lack a call ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["old", "new"])
+def test_a_driver_without_one_clock_reasons_call_uses_the_other_and_keeps_the_gpu(fake_nvml, driver):
+    # The binding has both names; the driver answers FunctionNotFound for the one it lacks.
+    fake_nvml.configure([fake_nvml.FakeGpu(uuid="GPU-0000-sim", throttle_mask=0x4)], driver=driver)
+    session = NvmlSession.open()
+    window = measure(SampledMeter(session.visible_gpus(None), FAST), 0.1)
+    (gpu,) = window.devices
+    assert quality.DEVICE_LOST not in codes(window) and gpu.energy_source == "nvml-counter"
+    assert gpu.throttle_reasons == ["sw_power_cap"] and quality.THROTTLED in codes(window)
+    missing = {
+        "old": "nvmlDeviceGetCurrentClocksEventReasons",
+        "new": "nvmlDeviceGetCurrentClocksThrottleReasons",
+    }[driver]
+    # Once found missing, a call is not tried again.
+    assert fake_nvml.calls_by_function[missing] <= 1
+
+
+def test_the_simulated_driver_raises_function_not_found_as_nvidia_ml_py_does(fake_nvml):
+    fake_nvml.configure([fake_nvml.FakeGpu(uuid="GPU-0000-sim")], driver="new")
+    fake_nvml.nvmlInit()
+    handle = fake_nvml.nvmlDeviceGetHandleByIndex(0)
+    with pytest.raises(fake_nvml.NVMLError_FunctionNotFound) as info:
+        fake_nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
+    assert info.value.value == fake_nvml.NVML_ERROR_FUNCTION_NOT_FOUND
+    assert fake_nvml.nvmlDeviceGetCurrentClocksEventReasons(handle) == 0
+
+
+# --- what a sampling pass reads --------------------------------------------------------------------
+
+
+def test_a_fast_pass_is_one_driver_call_and_a_slow_pass_adds_the_slow_fields(fake_nvml):
+    session = gpus(fake_nvml, {"power_profile": [[0, 300.0]], "throttle_mask": 0x4})
+    (gpu,) = session.visible_gpus(None)
+    fake_nvml.calls_by_function.clear()
+    fast = take_reading(gpu, slow=False)
+    assert dict(fake_nvml.calls_by_function) == {"nvmlDeviceGetFieldValues": 1}
+    assert fast.counter_j is not None and fast.power_w == 300.0 and fast.status is None
+    fake_nvml.calls_by_function.clear()
+    slow = take_reading(gpu, slow=True)
+    assert dict(fake_nvml.calls_by_function) == {
+        "nvmlDeviceGetFieldValues": 1,
+        "nvmlDeviceGetTemperature": 1,
+        "nvmlDeviceGetClockInfo": 1,
+        "nvmlDeviceGetCurrentClocksEventReasons": 1,
+    }
+    assert slow.status.temperature_c == 40.0 and slow.status.throttle_reasons == {"sw_power_cap"}
+
+
+def test_without_power_fields_a_pass_reads_power_with_its_own_call(fake_nvml):
+    fake_nvml.configure([fake_nvml.FakeGpu(uuid="GPU-0000-sim", power_profile=[[0, 120.0]])], driver="old")
+    (gpu,) = NvmlSession.open().visible_gpus(None)
+    take_reading(gpu, slow=False)  # learns which fields the driver has
+    fake_nvml.calls_by_function.clear()
+    reading = take_reading(gpu, slow=False)
+    assert dict(fake_nvml.calls_by_function) == {"nvmlDeviceGetFieldValues": 1, "nvmlDeviceGetPowerUsage": 1}
+    assert reading.power_w == 120.0 and reading.counter_j is not None
+
+
+def test_the_batched_counter_agrees_with_the_counter_call(fake_nvml):
+    session = gpus(fake_nvml, {"power_profile": [[0, 0.0]]})  # no power: the counter stands still
+    (gpu,) = session.visible_gpus(None)
+    batched_j, _ = gpu.read_energy_and_power()
+    assert batched_j == gpu.read_energy_j() == fake_nvml.FakeGpu(uuid="x").initial_energy_mj / 1000.0
+
+
+# --- figures that agree with each other -----------------------------------------------------------
+
+
+class ScriptedDevice(MeasuredDevice):
+    """Readings taken from a script, one per call: (counter J, power W)."""
+
+    kind = "gpu"
+    label = "gpu0"
+
+    def __init__(self, readings: list[tuple[float, float]]) -> None:
+        self.readings = list(readings)
+
+    def read_energy_j(self) -> float:
+        raise AssertionError("read through read_energy_and_power")
+
+    def read_energy_and_power(self) -> tuple[float, float]:
+        return self.readings.pop(0)
+
+
+def test_average_power_is_never_reported_above_peak_power():
+    # 150 J in 1 s from the counter, while the two (1 s-averaged) samples read 100 W.
+    tally = DeviceTally(ScriptedDevice([(0.0, 100.0), (150.0, 100.0)]))
+    for t_s in (0.0, 1.0):
+        tally.add(t_s, take_reading(tally.device, slow=False))
+    device, notes = tally.result(1.0)
+    assert device.avg_power_w == 150.0 and device.peak_power_w == 150.0
+    assert any("stayed below the counter's average of 150.0 W" in n for n in notes)
+    # A sample above the average is the peak, and no note is needed.
+    tally = DeviceTally(ScriptedDevice([(0.0, 100.0), (150.0, 180.0)]))
+    for t_s in (0.0, 1.0):
+        tally.add(t_s, take_reading(tally.device, slow=False))
+    device, notes = tally.result(1.0)
+    assert (device.avg_power_w, device.peak_power_w, notes) == (150.0, 180.0, [])
+
+
+def test_a_flag_raised_by_several_windows_or_devices_is_listed_once():
+    from pytest_llem.context import combine_windows
+    from pytest_llem.results import WindowMeasurement
+
+    def short(duration_s: float) -> WindowMeasurement:
+        device = DeviceEnergy(device="gpu0", energy_j=100.0, duration_s=duration_s, power_samples=20)
+        return WindowMeasurement(
+            duration_s=duration_s, devices=[device], warnings=quality.assess_window(duration_s, [device])
+        )
+
+    combined = combine_windows([short(1.0), short(2.0), short(1.0)])
+    assert [w.code for w in combined.warnings] == [quality.SHORT_WINDOW]
+    assert "1.00 s" in combined.warnings[0].message and "2.00 s" in combined.warnings[0].message
+    both = [
+        DeviceEnergy(
+            device=f"gpu{i}",
+            energy_j=600.0,
+            duration_s=6.0,
+            power_samples=60,
+            throttle_reasons=["sw_power_cap"],
+        )
+        for i in range(2)
+    ]
+    (throttled,) = quality.assess_window(6.0, both)
+    assert throttled.code == quality.THROTTLED and "gpu0" in throttled.message and "gpu1" in throttled.message
+
+
+def test_merged_flags_quote_a_few_sentences_then_count_the_rest():
+    many = [quality.flag(quality.SHORT_WINDOW, f"window {i}") for i in range(5)]
+    (merged,) = quality.merge_flags(many)
+    assert merged.message == "window 0; window 1; window 2; and 2 more like these"
+
+
+def test_a_baseline_much_older_than_the_window_is_flagged_with_its_age(fake_nvml):
+    session = gpus(fake_nvml, {"power_profile": [[0, 100.0]]})
+    key = "GPU-0000-sim"
+    old = MeterOptions(
+        sample_interval_s=0.02,
+        baseline_power_w={key: 60.0},
+        baseline_measured_at={key: time.time() - quality.MAX_BASELINE_AGE_S - 60},
+    )
+    window = measure(SampledMeter(session.visible_gpus(None), old), 0.05)
+    stale = next(w for w in window.warnings if w.code == quality.STALE_BASELINE)
+    assert stale.message.startswith("gpu0: the idle baseline was measured 11 min before the window")
+    assert window.devices[0].baseline_age_s > quality.MAX_BASELINE_AGE_S
+    fresh = old.model_copy(update={"baseline_measured_at": {key: time.time()}})
+    window = measure(SampledMeter(session.visible_gpus(None), fresh), 0.05)
+    assert quality.STALE_BASELINE not in codes(window)
+    assert 0 <= window.devices[0].baseline_age_s < quality.MAX_BASELINE_AGE_S
+
+
+def test_idle_readings_carry_their_time_to_the_child(fake_nvml):
+    from pytest_llem.energy.idle import with_baselines
+
+    gpus(fake_nvml, {"power_profile": [[0, 60.0]]})
+    before = time.time()
+    idle = IdleBaselines(duration_s=0.05, sample_interval_s=0.01).measure("nvml", FAST, {})
+    options = with_baselines(FAST, idle)
+    assert options.baseline_power_w == {"GPU-0000-sim": pytest.approx(60.0, rel=0.05)}
+    assert before <= options.baseline_measured_at["GPU-0000-sim"] <= time.time()

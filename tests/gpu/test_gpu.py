@@ -143,8 +143,12 @@ def test_vllm_backend_for_real(gpu_bench, tiny_model):
         gpu_memory_utilization=0.3,
         enforce_eager=True,
     )
+    ttft, itl = result.time_to_first_token, result.inter_token_latency
     print(
         f"\nvLLM {result.extra['vllm_version']}: {result.tokens_per_s:.0f} tokens/s, "
-        f"ttft p50 {result.time_to_first_token and result.time_to_first_token.p50_s}"
+        f"ttft p50 {ttft and ttft.p50_s} p99 {ttft and ttft.p99_s}, itl p50 {itl and itl.p50_s}"
     )
     assert result.output_tokens == 64 * 32 and result.gpu_energy_j is not None
+    # Request metrics exist only with disable_log_stats=False, and each latency is on one clock.
+    assert ttft is not None and ttft.count == 64 and 0 < ttft.p50_s <= ttft.p99_s < result.duration_s
+    assert itl is not None and itl.count == 64 and 0 < itl.p50_s < result.duration_s

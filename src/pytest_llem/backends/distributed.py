@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from pytest_llem.backends.generation import BatchOutcome, TorchGeneration, record_outcomes
 from pytest_llem.backends.prompts import batched, load_prompts
@@ -113,7 +114,22 @@ def coordinate_ranks(ctx: ExperimentContext) -> None:
         accelerate_world_size=reports[0]["world_size"],
         device=reports[0]["device"],
         precision=config.precision,
+        decoding=reports[0]["decoding"],
     )
+    if reports[0]["cpu_threads"] is not None:
+        ctx.record(**cpu_rank_threads([r["cpu_threads"] for r in reports]))
+
+
+def cpu_rank_threads(threads: list[int]) -> dict[str, Any]:
+    """What a result says about CPU ranks' threads: accelerate gives each a share of the cores."""
+    shown = "/".join(str(t) for t in threads)
+    return {
+        "cpu_threads_per_rank": threads,
+        "cpu_threads_note": (
+            f"CPU ranks ran torch with {shown} thread(s) each: accelerate divides the physical cores "
+            "among the ranks when OMP_NUM_THREADS is unset, while one process uses them all"
+        ),
+    }
 
 
 def rank_main(work_dir: Path) -> None:
@@ -145,6 +161,8 @@ def rank_main(work_dir: Path) -> None:
         "flops_estimate": 2.0 * engine.non_embedding_parameters() * processed,
         "device": str(engine.device),
         "world_size": state.num_processes,
+        "decoding": engine.decoding_settings(),
+        "cpu_threads": engine.torch.get_num_threads() if engine.device.type == "cpu" else None,
     }
     atomic_write_text(work_dir / f"done-{rank}.json", json.dumps(report))
     if engine.torch.distributed.is_initialized():

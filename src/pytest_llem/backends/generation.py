@@ -3,6 +3,13 @@
 `TorchGeneration` loads a model through `from_pretrained`, tokenises, seeds, generates and
 counts; `record_outcomes` reports a list of batches through the workload's context. Runs in
 the experiment's child only (it imports torch and transformers, through `extras`).
+
+Decoding follows the config alone, as with `backend="vllm"`: transformers fills every setting
+that `generate()` is not given from the checkpoint's `generation_config` (a
+`repetition_penalty`, sampling with its own temperature, ...), while vLLM's `LLM.generate`
+ignores those when it is given `SamplingParams`. So the checkpoint's decoding defaults are
+dropped at load (its special token ids are kept) and listed in `extra['decoding']`, next to
+the settings in effect.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from pytest_llem.errors import ConfigError
 from pytest_llem.extras import import_extra
 
 PURPOSE = "backend='pytorch'"
+# What a checkpoint's generation_config may hold that is not a decoding choice: kept.
+KEPT_GENERATION_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,23 @@ class TorchGeneration:
         self.device = torch.device(device) if device is not None else self._choose_device()
         self.tokenizer, self.model = _load(transformers, torch, config, self.device)
         self.max_new_tokens = config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+        self.ignored_checkpoint_defaults = neutral_generation_config(transformers, self.model)
+
+    def decoding_settings(self) -> dict[str, Any]:
+        """The decoding in effect (same keys as the vLLM backend's), and what was not applied."""
+        kwargs = self.generation_kwargs()
+        greedy = not kwargs["do_sample"]
+        return {
+            "max_new_tokens": kwargs["max_new_tokens"],
+            "min_new_tokens": kwargs.get("min_new_tokens", 0),
+            "ignore_eos": self.config.ignore_eos,
+            "greedy": greedy,
+            "temperature": self.config.temperature,
+            "top_p": 1.0 if greedy else self.config.top_p,
+            "top_k": 0 if greedy else self.config.top_k,
+            "repetition_penalty": 1.0,
+            "checkpoint_defaults_ignored": self.ignored_checkpoint_defaults,
+        }
 
     def _choose_device(self) -> Any:
         wanted = self.config.device
@@ -151,6 +177,25 @@ class TorchGeneration:
             if name.endswith(("wpe", "embed_positions")):  # learned position embeddings
                 embeddings |= {id(p) for p in module.parameters()}
         return sum(p.numel() for p in self.model.parameters() if id(p) not in embeddings)
+
+
+def neutral_generation_config(transformers: Any, model: Any) -> dict[str, Any]:
+    """Replace the checkpoint's generation_config with one holding only its token ids.
+
+    Returns the decoding defaults it had, which `generate()` would otherwise have applied.
+    """
+    checkpoint = getattr(model, "generation_config", None)
+    if checkpoint is None:
+        return {}
+    ignored = {
+        key: value
+        for key, value in sorted(checkpoint.to_diff_dict().items())
+        if key not in KEPT_GENERATION_FIELDS and not key.startswith("_") and key != "transformers_version"
+    }
+    model.generation_config = transformers.GenerationConfig(
+        **{key: getattr(checkpoint, key, None) for key in KEPT_GENERATION_FIELDS}
+    )
+    return ignored
 
 
 def _load(transformers: Any, torch: Any, config: ExperimentConfig, device: Any) -> tuple[Any, Any]:

@@ -36,4 +36,11 @@ def run(ctx: ExperimentContext) -> None:
     processed = sum(o.input_tokens + o.output_tokens for o in outcomes)
     peak_bytes, kind = engine.peak_memory()
     ctx.record_resources(peak_bytes, kind, flops=2.0 * engine.non_embedding_parameters() * processed)
-    ctx.record(device=str(engine.device), batches=len(outcomes), precision=config.precision)
+    ctx.record(
+        device=str(engine.device),
+        batches=len(outcomes),
+        precision=config.precision,
+        decoding=engine.decoding_settings(),
+    )
+    if engine.device.type == "cpu":
+        ctx.record(cpu_threads=engine.torch.get_num_threads())

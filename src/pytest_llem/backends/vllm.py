@@ -5,6 +5,13 @@ A thin adapter over vLLM's public API (`LLM`, `SamplingParams`, `LLM.generate` a
 outside the measured window (with the spine's vLLM environment: in-process engine, spawned
 workers, no torch.compile), warms up, and then each batch of `batch_size` prompts is one
 `generate` call inside the window, with `max_num_seqs=batch_size`.
+
+Latencies come from each request's `metrics`, which `LLM` leaves out unless the engine is
+made with `disable_log_stats=False`. In the V1 engine (vLLM 0.33: `RequestStateStats`)
+`arrival_time` is on the wall clock while `first_token_ts` / `last_token_ts` are on the engine
+core's monotonic clock: time to first token is the engine's own `first_token_latency`, and
+the inter-token latency comes from the two monotonic stamps only. The V0 engine's
+`RequestMetrics` (`arrival_time`, `first_token_time`, `last_token_time`) are all wall clock.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ def engine_kwargs(config: ExperimentConfig) -> dict[str, Any]:
         "enforce_eager": config.enforce_eager,
         "max_num_seqs": config.batch_size,
         "seed": config.seed,
+        # LLM() turns request metrics off unless asked: without them, no latencies.
+        "disable_log_stats": False,
     }
     if config.max_model_len is not None:
         kwargs["max_model_len"] = config.max_model_len
@@ -54,16 +63,48 @@ def sampling_kwargs(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def request_latencies(output: Any) -> tuple[float | None, float | None]:
-    """Time to first token and mean inter-token latency, where vLLM reports request metrics."""
+    """Time to first token and mean inter-token latency, where vLLM reports request metrics.
+
+    Timestamps are only ever subtracted from others of the same clock.
+    """
     metrics = getattr(output, "metrics", None)
+    if metrics is None:
+        return None, None
+    generated = len(output.outputs[0].token_ids) if output.outputs else 0
+    if hasattr(metrics, "first_token_ts"):  # V1 RequestStateStats
+        first_ts = float(getattr(metrics, "first_token_ts", 0.0) or 0.0)
+        last_ts = float(getattr(metrics, "last_token_ts", 0.0) or 0.0)
+        latency = getattr(metrics, "first_token_latency", None)
+        first_token = float(latency) if first_ts > 0 and latency is not None and latency > 0 else None
+        inter_token = (last_ts - first_ts) / (generated - 1) if first_ts > 0 and generated > 1 else None
+        return first_token, inter_token
+    # V0 RequestMetrics: every time on the wall clock.
     first = getattr(metrics, "first_token_time", None)
     arrival = getattr(metrics, "arrival_time", None)
     last = getattr(metrics, "last_token_time", None)
-    if first is None or arrival is None:
-        return None, None
-    generated = len(output.outputs[0].token_ids) if output.outputs else 0
-    inter_token = (last - first) / (generated - 1) if last is not None and generated > 1 else None
-    return first - arrival, inter_token
+    first_token = first - arrival if first is not None and arrival is not None else None
+    inter_token = (
+        (last - first) / (generated - 1) if first is not None and last is not None and generated > 1 else None
+    )
+    return first_token, inter_token
+
+
+def decoding_settings(config: ExperimentConfig) -> dict[str, Any]:
+    """The decoding vLLM applies: the sampling arguments sent, over SamplingParams' defaults."""
+    sent = sampling_kwargs(config)
+    greedy = config.temperature == 0
+    return {
+        "max_new_tokens": sent["max_tokens"],
+        "min_new_tokens": sent.get("min_tokens", 0),
+        "ignore_eos": sent["ignore_eos"],
+        "greedy": greedy,
+        "temperature": config.temperature,
+        "top_p": 1.0 if greedy else config.top_p,
+        "top_k": 0 if greedy else config.top_k,
+        "repetition_penalty": 1.0,
+        "source": "pytest-llem config; vLLM applies no checkpoint generation defaults to LLM.generate "
+        "when SamplingParams are given",
+    }
 
 
 def run(ctx: ExperimentContext) -> None:
@@ -85,7 +126,10 @@ def run(ctx: ExperimentContext) -> None:
     if torch is not None:
         ctx.record_resources(int(torch.cuda.max_memory_allocated()), "cuda_max_allocated")
     ctx.record(
-        vllm_version=getattr(vllm, "__version__", None), precision=config.precision, batches=len(batches)
+        vllm_version=getattr(vllm, "__version__", None),
+        precision=config.precision,
+        batches=len(batches),
+        decoding=decoding_settings(config),
     )
 
 

@@ -5,10 +5,25 @@ labelled with the library as its source. Both libraries are extras, imported onl
 and only in the child; a missing one is a one-line error naming the extra to install.
 The adapters use only the libraries' documented public API (Zeus's `ZeusMonitor`
 windows, CodeCarbon's `EmissionsTracker` with its `final_emissions_data`).
+
+What the real libraries do that the adapters answer for:
+- Zeus's `begin_window` / `end_window` synchronise CUDA through torch by default
+  (`sync_execution=True`): without torch that is Zeus's own `RuntimeError`, with it CUDA is
+  initialised before the workload runs. The meter already synchronises at window edges, so
+  the adapter passes `sync_execution=False`. A `ZeusMonitor()` that finds no GPU and no
+  readable RAPL zone monitors nothing, silently: the adapter says `energy_not_measured`.
+- CodeCarbon 2.7-2.8 allow one tracker per machine at a time unless
+  `allow_multiple_runs=True` (the default became True in 3.0); the adapter's windows overlap
+  (the whole call and the workload's own), so it passes that where the tracker accepts it.
+  A tracker that could not start still returns from `stop()` (behind its own
+  `@suppress(Exception)`), without `final_emissions_data`: the adapter reads the figures
+  defensively and says `energy_not_measured` with the reason instead of failing.
 """
 
 from __future__ import annotations
 
+import inspect
+import numbers
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +39,11 @@ JOULES_PER_KWH = 3.6e6
 class ZeusMeter(EnergyMeter):
     """`energy="zeus"`: one `ZeusMonitor` for all visible GPUs (and CPUs where Zeus reads them)."""
 
+    NOTHING_MONITORED = (
+        "zeus: ZeusMonitor found no GPU and no readable RAPL CPU package here, so it measures "
+        "nothing (no NVIDIA driver, and RAPL absent or readable by root only)"
+    )
+
     def __init__(self, monitor: Any | None = None) -> None:
         super().__init__()
         if monitor is None:
@@ -32,11 +52,21 @@ class ZeusMeter(EnergyMeter):
         self.monitor = monitor
 
     def _begin_readings(self, name: str) -> None:
-        self.monitor.begin_window(name)
+        # The meter synchronises CUDA itself, and only where the workload initialised it.
+        self.monitor.begin_window(name, sync_execution=False)
+
+    def _monitors_nothing(self) -> bool:
+        gpus = getattr(self.monitor, "gpu_indices", None)
+        cpus = getattr(self.monitor, "cpu_indices", None)
+        return gpus is not None and cpus is not None and not gpus and not cpus
 
     def _end_readings(self, name: str, duration_s: float) -> WindowMeasurement:
-        measurement = self.monitor.end_window(name)
+        measurement = self.monitor.end_window(name, sync_execution=False)
         duration_s = float(measurement.time)
+        if self._monitors_nothing() or not (
+            measurement.gpu_energy or getattr(measurement, "cpu_energy", None)
+        ):
+            return _not_measured(duration_s, self.NOTHING_MONITORED)
         parts = (
             ("gpu", "gpu", measurement.gpu_energy),
             ("cpu", "cpu-package-", getattr(measurement, "cpu_energy", None) or {}),
@@ -74,15 +104,35 @@ class CodeCarbonMeter(EnergyMeter):
         )
         self._trackers: dict[str, Any] = {}
 
+    NO_FIGURES = (
+        "codecarbon: its tracker stopped without figures (it did not start: another codecarbon "
+        "tracker may hold its lock file; see codecarbon's log)"
+    )
+    NOTHING_MEASURED = "codecarbon: it reported no GPU or CPU energy for the window"
+
+    def _tracker_options(self) -> dict[str, Any]:
+        tracker_class = self.codecarbon.EmissionsTracker
+        options: dict[str, Any] = {"save_to_file": False, "log_level": "error"}
+        try:
+            parameters = inspect.signature(tracker_class).parameters
+        except (TypeError, ValueError):
+            return options
+        if "allow_multiple_runs" in parameters:
+            # This meter's windows overlap; 2.7-2.8 would refuse the second tracker.
+            options["allow_multiple_runs"] = True
+        return options
+
     def _begin_readings(self, name: str) -> None:
-        tracker = self.codecarbon.EmissionsTracker(save_to_file=False, log_level="error")
+        tracker = self.codecarbon.EmissionsTracker(**self._tracker_options())
         tracker.start()
         self._trackers[name] = tracker
 
     def _end_readings(self, name: str, duration_s: float) -> WindowMeasurement:
         tracker = self._trackers.pop(name)
         tracker.stop()
-        data = tracker.final_emissions_data
+        data = getattr(tracker, "final_emissions_data", None)
+        if data is None:
+            return _not_measured(duration_s, self.NO_FIGURES)
         devices = [
             DeviceEnergy(
                 device=kind,
@@ -91,15 +141,33 @@ class CodeCarbonMeter(EnergyMeter):
                 energy_source="codecarbon",
                 duration_s=duration_s,
             )
-            for kind, kwh in (("gpu", data.gpu_energy), ("cpu", data.cpu_energy))
+            for kind, kwh in (("gpu", _kwh(data, "gpu_energy")), ("cpu", _kwh(data, "cpu_energy")))
             if kwh
         ]
+        if not devices:
+            return _not_measured(duration_s, self.NOTHING_MEASURED)
         return WindowMeasurement(
             duration_s=duration_s,
             devices=devices,
             warnings=_library_flags(duration_s, devices),
             notes=[self.NOTE],
         )
+
+
+def _kwh(data: Any, field: str) -> float | None:
+    """A figure of CodeCarbon's emissions data, when it is there and a number."""
+    value = getattr(data, field, None)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _not_measured(duration_s: float, reason: str) -> WindowMeasurement:
+    return WindowMeasurement(
+        duration_s=duration_s,
+        warnings=[QualityWarning(code=quality.ENERGY_NOT_MEASURED, message=f"energy not measured: {reason}")],
+        notes=[reason],
+    )
 
 
 def _library_flags(duration_s: float, devices: list[DeviceEnergy]) -> list[QualityWarning]:

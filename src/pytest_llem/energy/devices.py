@@ -1,15 +1,19 @@
 """The small interface a measured device implements, and the arithmetic over its readings.
 
 A `MeasuredDevice` is one thing whose energy is read: a GPU through NVML, a RAPL zone
-through powercap. It exposes raw readings only; `DeviceTally` turns the readings taken over
-one window into a `DeviceEnergy`: counter differences with wrap handling, or, when a device
-has no counter, the trapezoid integral of its power samples. Simulated devices in the tests
-implement the same interface, so this arithmetic is what CI exercises.
+through powercap. It exposes raw readings only, in two speeds: what changes fast (the
+energy counter and power, read on every sampling pass) and what changes slowly
+(temperature, clocks, clock-limiting reasons, read on some passes and at window edges).
+`DeviceTally` turns the readings taken over one window into a `DeviceEnergy`: counter
+differences with wrap handling, or, when a device has no counter, the trapezoid integral of
+its power samples. Simulated devices in the tests implement the same interface, so this
+arithmetic is what CI exercises.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pytest_llem.results import DeviceEnergy, DeviceKind, PowerSample
@@ -56,9 +60,30 @@ class MeasuredDevice(ABC):
     def read_energy_j(self) -> float | None:
         """Cumulative energy counter in joules, or None if the device has no counter."""
 
-    def read_status(self) -> DeviceStatus:
-        """Power, temperature, clock and throttle reasons; devices without them report nothing."""
+    def read_power_w(self) -> float | None:
+        """Power now, in watts; None where the device does not report it."""
+        return None
+
+    def read_energy_and_power(self) -> tuple[float | None, float | None]:
+        """The fast-changing readings, read on every pass: counter (J) and power (W).
+
+        A device that can read both in one call (NVML's field values) overrides this.
+        """
+        return self.read_energy_j(), self.read_power_w()
+
+    def read_slow_status(self) -> DeviceStatus:
+        """Temperature, clock and throttle reasons (no power); devices without them report nothing."""
         return DeviceStatus()
+
+    def read_status(self) -> DeviceStatus:
+        """Everything at once: power and the slow-changing fields."""
+        slow = self.read_slow_status()
+        return DeviceStatus(
+            power_w=self.read_power_w(),
+            temperature_c=slow.temperature_c,
+            sm_clock_mhz=slow.sm_clock_mhz,
+            throttle_reasons=slow.throttle_reasons,
+        )
 
     def other_processes(self, process_group: int) -> set[int]:
         """PIDs using the device that are not in `process_group`; empty if unknown."""
@@ -83,6 +108,22 @@ def thin_timeline(samples: list[PowerSample], limit: int = MAX_TIMELINE_POINTS) 
     return [samples[round(i * step)] for i in range(limit)]
 
 
+# Samples that peak this far below the counter's average get a note (below it: edge jitter).
+PEAK_BELOW_AVERAGE_NOTE = 0.01
+
+
+def consistent_peak(average_w: float | None, peak_w: float | None) -> float | None:
+    """The peak power to report: the highest sample, or the window's average when that is higher.
+
+    Sampled power is a driver reading (a 1 s average on recent NVIDIA GPUs) taken a few times,
+    while the average comes from the energy counter; a device's peak is never below its
+    average, so when every sample is, the average is the best lower bound on the peak.
+    """
+    if average_w is not None and peak_w is not None and average_w > peak_w:
+        return average_w
+    return peak_w
+
+
 @dataclass(frozen=True)
 class Reading:
     """One device's readings at one instant; failures are data, so other devices go on."""
@@ -90,21 +131,52 @@ class Reading:
     counter_j: float | None = None
     has_counter: bool = True
     counter_error: str | None = None
+    power_w: float | None = None
+    #: The slow-changing fields, on the passes that read them; None on the others.
     status: DeviceStatus | None = None
+    status_error: str | None = None
     lost: str | None = None
 
 
-def take_reading(device: MeasuredDevice) -> Reading:
+def take_reading(device: MeasuredDevice, slow: bool = True) -> Reading:
+    """Read the fast fields, and the slow ones too when `slow`; only a lost device stops a read."""
     try:
+        counter_j: float | None = None
+        counter_error: str | None = None
         try:
-            counter_j = device.read_energy_j()
+            counter_j, power_w = device.read_energy_and_power()
         except DeviceReadError as exc:
             if exc.lost:
                 raise
-            return Reading(counter_error=f"energy counter read failed: {exc}", status=device.read_status())
-        return Reading(counter_j=counter_j, has_counter=counter_j is not None, status=device.read_status())
+            counter_error = f"energy counter read failed: {exc}"
+            power_w = _unless_failed(device.read_power_w)
+        status, status_error = None, None
+        if slow:
+            try:
+                status = device.read_slow_status()
+            except DeviceReadError as exc:
+                if exc.lost:
+                    raise
+                status_error = str(exc)
+        return Reading(
+            counter_j=counter_j,
+            has_counter=counter_error is not None or counter_j is not None,
+            counter_error=counter_error,
+            power_w=power_w,
+            status=status,
+            status_error=status_error,
+        )
     except DeviceReadError as exc:
         return Reading(lost=str(exc))
+
+
+def _unless_failed(read: Callable[[], float | None]) -> float | None:
+    try:
+        return read()
+    except DeviceReadError as exc:
+        if exc.lost:
+            raise
+        return None
 
 
 @dataclass
@@ -121,6 +193,9 @@ class DeviceTally:
     samples: list[PowerSample] = field(default_factory=list)
     throttle_reasons: set[str] = field(default_factory=set)
     other_pids: set[int] = field(default_factory=set)
+    status_error: str | None = None
+    #: Seconds between the idle baseline's measurement and the window's start.
+    baseline_age_s: float | None = None
 
     def add(self, t_s: float, reading: Reading) -> None:
         if self.lost is not None:
@@ -134,15 +209,14 @@ class DeviceTally:
             self.counter_error = self.counter_error or reading.counter_error
         elif reading.counter_j is not None and self.counter_error is None:
             self._add_counter(reading.counter_j)
-        status = reading.status
-        if status is None:
-            return
+        self.status_error = self.status_error or reading.status_error
+        status = reading.status or DeviceStatus()
         self.throttle_reasons |= status.throttle_reasons
-        if status.power_w is not None or status.temperature_c is not None:
+        if reading.power_w is not None or status.temperature_c is not None:
             self.samples.append(
                 PowerSample(
                     t_s=t_s,
-                    power_w=status.power_w,
+                    power_w=reading.power_w,
                     temperature_c=status.temperature_c,
                     sm_clock_mhz=status.sm_clock_mhz,
                 )
@@ -178,9 +252,21 @@ class DeviceTally:
                 notes.append(f"{self.device.label}: {why}; energy integrated from power samples")
             else:
                 notes.append(f"{self.device.label}: {why}, and too few power samples to integrate")
+        if self.status_error is not None:
+            notes.append(
+                f"{self.device.label}: temperature, clock or throttle reasons unreadable "
+                f"({self.status_error}); energy is unaffected"
+            )
         powers = [s.power_w for s in self.samples if s.power_w is not None]
         temperatures = [s.temperature_c for s in self.samples if s.temperature_c is not None]
         average = energy_j / duration_s if energy_j is not None and duration_s > 0 else None
+        peak = consistent_peak(average, max(powers) if powers else None)
+        if powers and average is not None and average > max(powers) * (1 + PEAK_BELOW_AVERAGE_NOTE):
+            notes.append(
+                f"{self.device.label}: the {len(powers)} power samples (at most {max(powers):.1f} W) "
+                f"stayed below the counter's average of {average:.1f} W, so they missed the peak; "
+                "peak power is reported as that average"
+            )
         return (
             DeviceEnergy(
                 device=self.device.label,
@@ -191,8 +277,9 @@ class DeviceTally:
                 energy_source=source,
                 duration_s=duration_s,
                 baseline_power_w=self.baseline_power_w,
+                baseline_age_s=self.baseline_age_s,
                 avg_power_w=average,
-                peak_power_w=max(powers) if powers else None,
+                peak_power_w=peak,
                 temperature_start_c=temperatures[0] if temperatures else None,
                 temperature_end_c=temperatures[-1] if temperatures else None,
                 throttle_reasons=sorted(self.throttle_reasons),

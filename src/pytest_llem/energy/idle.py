@@ -28,6 +28,20 @@ BASELINE_METERS = ("auto", "nvml", "rapl")
 class IdleReading:
     power_w: float
     temperature_c: float | None
+    #: When it was measured (Unix time), so a result can say how old its baseline is.
+    measured_at: float | None = None
+
+
+def with_baselines(options: MeterOptions, readings: Mapping[str, IdleReading]) -> MeterOptions:
+    """`options` carrying these idle readings' power and age to the child."""
+    return options.model_copy(
+        update={
+            "baseline_power_w": {key: r.power_w for key, r in readings.items()},
+            "baseline_measured_at": {
+                key: r.measured_at for key, r in readings.items() if r.measured_at is not None
+            },
+        }
+    )
 
 
 @dataclass
@@ -53,6 +67,7 @@ class IdleBaselines:
             unmeasured = [d for d in devices if d.key not in self.readings]
             if unmeasured:
                 idle_meter = SampledMeter(unmeasured, MeterOptions(sample_interval_s=self.sample_interval_s))
+                measured_at = time.time()
                 try:
                     idle_meter.begin_window("idle")
                     self.sleep(self.duration_s)
@@ -62,7 +77,7 @@ class IdleBaselines:
                 for device, figures in zip(unmeasured, window.devices, strict=True):
                     if figures.avg_power_w is not None:
                         self.readings[device.key] = IdleReading(
-                            figures.avg_power_w, figures.temperature_start_c
+                            figures.avg_power_w, figures.temperature_start_c, measured_at
                         )
             return {d.key: self.readings[d.key] for d in devices if d.key in self.readings}
         finally:

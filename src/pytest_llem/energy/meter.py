@@ -28,6 +28,10 @@ from pytest_llem.energy import DEFAULT_SAMPLE_INTERVAL_S, quality
 from pytest_llem.energy.devices import DeviceTally, MeasuredDevice, take_reading
 from pytest_llem.results import QualityWarning, WindowMeasurement
 
+# Every pass reads what changes fast (energy counter, power). Temperature, clocks and clock-
+# limiting reasons change slowly and each costs a driver call: read them this often (and at
+# every window edge, so a window's start and end temperatures are exact).
+SLOW_READ_INTERVAL_S = 1.0
 # Process lists cost milliseconds per call and serialise in the driver: check them rarely.
 PROCESS_CHECK_INTERVAL_S = 1.0
 
@@ -39,6 +43,8 @@ class MeterOptions(BaseModel):
     rapl_dram: bool = False
     #: Idle power per device key (GPU UUID or RAPL zone), measured by the parent.
     baseline_power_w: dict[str, float] = Field(default_factory=dict)
+    #: When each baseline was measured (Unix time: parent and child share the wall clock).
+    baseline_measured_at: dict[str, float] = Field(default_factory=dict)
 
 
 def synchronize_accelerators() -> None:
@@ -122,9 +128,11 @@ class _OpenWindow:
 class SampledMeter(EnergyMeter):
     """Energy counters read at each window's edges, plus a sampling thread.
 
-    The thread reads every device each `sample_interval_s`: power, temperature and clocks
-    for the timeline and the quality flags, the energy counter so a wrapping counter is
-    never missed, and (once a second) which processes use each GPU.
+    The thread reads every device each `sample_interval_s`: the energy counter (so a
+    wrapping counter is never missed) and power for the timeline, in one driver call where
+    the device allows it; every `SLOW_READ_INTERVAL_S` also temperature, clocks and
+    clock-limiting reasons for the quality flags, and every `PROCESS_CHECK_INTERVAL_S`
+    which processes use each GPU. Window edges read everything.
     """
 
     def __init__(
@@ -145,9 +153,11 @@ class SampledMeter(EnergyMeter):
         self._thread: threading.Thread | None = None
         self._process_group = os.getpgrp()
 
-    def _read_all(self, windows: list[_OpenWindow], now: float, check_processes: bool) -> None:
+    def _read_all(
+        self, windows: list[_OpenWindow], now: float, check_processes: bool, slow: bool = True
+    ) -> None:
         for index, device in enumerate(self.devices):
-            reading = take_reading(device)
+            reading = take_reading(device, slow=slow)
             for window in windows:
                 window.tallies[index].add(now - window.started, reading)
             if check_processes:
@@ -159,9 +169,17 @@ class SampledMeter(EnergyMeter):
                     window.tallies[index].other_pids |= pids
 
     def _begin_readings(self, name: str) -> None:
+        now_unix = time.time()
         window = _OpenWindow(
             started=0.0,
-            tallies=[DeviceTally(d, self.options.baseline_power_w.get(d.key)) for d in self.devices],
+            tallies=[
+                DeviceTally(
+                    d,
+                    self.options.baseline_power_w.get(d.key),
+                    baseline_age_s=self._baseline_age(d, now_unix),
+                )
+                for d in self.devices
+            ],
         )
         for device in self.devices:
             try:
@@ -200,16 +218,25 @@ class SampledMeter(EnergyMeter):
         )
         return WindowMeasurement(duration_s=duration_s, devices=devices, warnings=warnings, notes=notes)
 
+    def _baseline_age(self, device: MeasuredDevice, now_unix: float) -> float | None:
+        measured_at = self.options.baseline_measured_at.get(device.key)
+        if measured_at is None or device.key not in self.options.baseline_power_w:
+            return None
+        return max(0.0, now_unix - measured_at)
+
     def _sample_loop(self) -> None:
-        last_process_check = time.perf_counter()
+        last_process_check = last_slow_read = time.perf_counter()
         while not self._stop.wait(self.options.sample_interval_s):
             now = time.perf_counter()
             check_processes = now - last_process_check >= PROCESS_CHECK_INTERVAL_S
             if check_processes:
                 last_process_check = now
+            slow = now - last_slow_read >= SLOW_READ_INTERVAL_S
+            if slow:
+                last_slow_read = now
             with self._lock:
                 if self._windows:
-                    self._read_all(list(self._windows.values()), now, check_processes)
+                    self._read_all(list(self._windows.values()), now, check_processes, slow)
 
     def close(self) -> None:
         self._stop.set()

@@ -16,6 +16,10 @@ MIN_WINDOW_S = 5.0
 MIN_POWER_SAMPLES = 10
 # Energy depends on temperature (leakage power); more drift than this biases the figure.
 MAX_TEMPERATURE_DRIFT_C = 5.0
+# An idle baseline measured this long before a window may no longer be the device's idle
+# power (seen on an H200: 77.6-78.3 W before the first experiment, 91.6 W later at a similar
+# temperature); `energy_adjusted_j` rests on it.
+MAX_BASELINE_AGE_S = 600.0
 # Clock-limiting reasons that change the work done per joule. Idle and application-clock
 # settings are the normal state of a GPU, so they are not flagged.
 FLAGGED_THROTTLE_REASONS = frozenset(
@@ -30,13 +34,38 @@ THROTTLED = "throttled"
 OTHER_GPU_PROCESS = "other_gpu_process"
 PERSISTENCE_MODE_OFF = "persistence_mode_off"
 DEVICE_LOST = "device_lost"
+STALE_BASELINE = "stale_baseline"
 
 #: Codes that mean "no figure" rather than "a doubtful figure"; the summary does not flag them.
 UNMEASURED_CODES = frozenset({ENERGY_NOT_MEASURED})
 
 
+# A merged flag quotes at most this many of its distinct sentences.
+MAX_MESSAGES_PER_FLAG = 3
+
+
 def flag(code: str, message: str) -> QualityWarning:
     return QualityWarning(code=code, message=message)
+
+
+def merge_flags(warnings: list[QualityWarning]) -> list[QualityWarning]:
+    """One flag per code, in first-seen order; its distinct sentences joined (a few, then a count).
+
+    Windows and devices raise the same flag with different figures (`short_window` for each
+    short window): a result lists each flag once.
+    """
+    messages: dict[str, list[str]] = {}
+    for warning in warnings:
+        seen = messages.setdefault(warning.code, [])
+        if warning.message not in seen:
+            seen.append(warning.message)
+    merged = []
+    for code, texts in messages.items():
+        message = "; ".join(texts[:MAX_MESSAGES_PER_FLAG])
+        if len(texts) > MAX_MESSAGES_PER_FLAG:
+            message += f"; and {len(texts) - MAX_MESSAGES_PER_FLAG} more like these"
+        merged.append(flag(code, message))
+    return merged
 
 
 def assess_window(
@@ -77,7 +106,7 @@ def assess_window(
         )
     for label in lost or []:
         warnings.append(flag(DEVICE_LOST, f"{label}: the device stopped answering during the window"))
-    return warnings
+    return merge_flags(warnings)
 
 
 def _device_flags(device: DeviceEnergy) -> list[QualityWarning]:
@@ -109,6 +138,15 @@ def _device_flags(device: DeviceEnergy) -> list[QualityWarning]:
                     f"{MAX_TEMPERATURE_DRIFT_C:g} C); warm up longer or use --llem-cooldown-temp",
                 )
             )
+    if device.baseline_age_s is not None and device.baseline_age_s > MAX_BASELINE_AGE_S:
+        warnings.append(
+            flag(
+                STALE_BASELINE,
+                f"{label}: the idle baseline was measured {device.baseline_age_s / 60:.0f} min before "
+                f"the window (limit {MAX_BASELINE_AGE_S / 60:g} min); idle power drifts, so "
+                "energy_adjusted_j may be off",
+            )
+        )
     throttled = sorted(FLAGGED_THROTTLE_REASONS.intersection(device.throttle_reasons))
     if throttled:
         warnings.append(

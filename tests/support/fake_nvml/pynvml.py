@@ -8,6 +8,15 @@ falls off the bus, MIG mode, throttling, other processes, persistence mode off.
 Scenarios come from `configure(...)` in-process, or from the JSON file named by
 `FAKE_NVML_SCENARIO` in another process (put this folder first on PYTHONPATH). Times are
 seconds since the scenario's `epoch` (wall clock), so parent and child agree on them.
+
+The driver, like a real one, may lack calls that the binding offers; calling one raises
+`NVMLError_FunctionNotFound`, as nvidia-ml-py does when the library has no such symbol:
+- "current": every call and field below (today's drivers still export the deprecated
+  `nvmlDeviceGetCurrentClocksThrottleReasons`);
+- "new": without `nvmlDeviceGetCurrentClocksThrottleReasons` (removed with CUDA 14);
+- "old": without `nvmlDeviceGetCurrentClocksEventReasons` (added in CUDA 12.2's driver), and
+  with no power fields among the field values (the energy field answers).
+`calls_by_function` counts the calls made to each function, for tests and the cost benchmark.
 """
 
 from __future__ import annotations
@@ -15,36 +24,58 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_RESET_REQUIRED = 16
 NVML_ERROR_UNKNOWN = 999
 NVML_TEMPERATURE_GPU = 0
 NVML_CLOCK_SM = 1
+NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION = 83
+NVML_FI_DEV_POWER_AVERAGE = 185
+NVML_FI_DEV_POWER_INSTANT = 186
+NVML_VALUE_TYPE_UNSIGNED_INT = 1
+NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = 3
+DRIVERS = ("current", "new", "old")
 
 _MESSAGES = {
     NVML_ERROR_UNINITIALIZED: "Uninitialized",
     NVML_ERROR_NOT_SUPPORTED: "Not Supported",
     NVML_ERROR_NOT_FOUND: "Not Found",
     NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded",
+    NVML_ERROR_FUNCTION_NOT_FOUND: "Function Not Found",
     NVML_ERROR_GPU_IS_LOST: "GPU is lost",
     NVML_ERROR_UNKNOWN: "Unknown Error",
 }
 
 
 class NVMLError(Exception):
+    def __new__(cls, value: int) -> NVMLError:
+        # As nvidia-ml-py: NVMLError(code) is an instance of that code's subclass.
+        subclass = _SUBCLASSES.get(value, cls) if cls is NVMLError else cls
+        return super().__new__(subclass)
+
     def __init__(self, value: int) -> None:
         super().__init__(value)
         self.value = value
 
     def __str__(self) -> str:
         return _MESSAGES.get(self.value, f"NVML Error with code {self.value}")
+
+
+class NVMLError_FunctionNotFound(NVMLError):  # noqa: N801 - nvidia-ml-py's name
+    pass
+
+
+_SUBCLASSES = {NVML_ERROR_FUNCTION_NOT_FOUND: NVMLError_FunctionNotFound}
 
 
 @dataclass
@@ -70,17 +101,43 @@ class FakeGpu:
     power_log: str | None = None
 
 
-_state: dict[str, Any] = {"gpus": [], "epoch": None, "initialised": False, "driver_loaded": True, "calls": 0}
+_state: dict[str, Any] = {
+    "gpus": [],
+    "epoch": None,
+    "initialised": False,
+    "driver_loaded": True,
+    "driver": "current",
+    "calls": 0,
+}
+#: Calls made per NVML function since the last `configure`.
+calls_by_function: Counter[str] = Counter()
 
 
-def configure(gpus: list[FakeGpu], epoch: float | None = None, driver_loaded: bool = True) -> None:
-    _state.update(gpus=list(gpus), epoch=time.time() if epoch is None else epoch, driver_loaded=driver_loaded)
+def configure(
+    gpus: list[FakeGpu], epoch: float | None = None, driver_loaded: bool = True, driver: str = "current"
+) -> None:
+    if driver not in DRIVERS:
+        raise ValueError(f"driver: {driver!r} is not one of {', '.join(DRIVERS)}")
+    _state.update(
+        gpus=list(gpus),
+        epoch=time.time() if epoch is None else epoch,
+        driver_loaded=driver_loaded,
+        driver=driver,
+    )
     _state["calls"] = 0
+    calls_by_function.clear()
 
 
-def write_scenario(path: str, gpus: list[FakeGpu], driver_loaded: bool = True) -> None:
+def write_scenario(
+    path: str, gpus: list[FakeGpu], driver_loaded: bool = True, driver: str = "current"
+) -> None:
     """A scenario file for other processes; its epoch is now."""
-    payload = {"epoch": time.time(), "driver_loaded": driver_loaded, "gpus": [g.__dict__ for g in gpus]}
+    payload = {
+        "epoch": time.time(),
+        "driver_loaded": driver_loaded,
+        "driver": driver,
+        "gpus": [g.__dict__ for g in gpus],
+    }
     with open(path, "w") as f:
         json.dump(payload, f)
 
@@ -90,7 +147,12 @@ def _load_scenario_from_env() -> None:
     if path and not _state["gpus"]:
         with open(path) as f:
             payload = json.load(f)
-        configure([FakeGpu(**g) for g in payload["gpus"]], payload["epoch"], payload["driver_loaded"])
+        configure(
+            [FakeGpu(**g) for g in payload["gpus"]],
+            payload["epoch"],
+            payload["driver_loaded"],
+            payload.get("driver", "current"),
+        )
 
 
 def _now_s() -> float:
@@ -134,8 +196,9 @@ def _power_w(gpu: FakeGpu, t_s: float) -> float:
     return current
 
 
-def _gpu(handle: FakeGpu) -> FakeGpu:
+def _gpu(handle: FakeGpu, function: str) -> FakeGpu:
     _state["calls"] += 1
+    calls_by_function[function] += 1
     if not _state["initialised"]:
         raise NVMLError(NVML_ERROR_UNINITIALIZED)
     if handle.lost_after_s is not None and _now_s() >= handle.lost_after_s:
@@ -170,20 +233,20 @@ def nvmlDeviceGetHandleByIndex(index: int) -> FakeGpu:
 
 
 def nvmlDeviceGetUUID(handle: FakeGpu) -> str:
-    return _gpu(handle).uuid
+    return _gpu(handle, "nvmlDeviceGetUUID").uuid
 
 
 def nvmlDeviceGetName(handle: FakeGpu) -> str:
-    return _gpu(handle).name
+    return _gpu(handle, "nvmlDeviceGetName").name
 
 
 def nvmlDeviceGetMigMode(handle: FakeGpu) -> list[int]:
-    mode = _gpu(handle).mig_mode
+    mode = _gpu(handle, "nvmlDeviceGetMigMode").mig_mode
     return [mode, mode]
 
 
 def nvmlDeviceGetTotalEnergyConsumption(handle: FakeGpu) -> int:
-    gpu = _gpu(handle)
+    gpu = _gpu(handle, "nvmlDeviceGetTotalEnergyConsumption")
     if not gpu.has_energy_counter:
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     t_s = _now_s()
@@ -193,28 +256,89 @@ def nvmlDeviceGetTotalEnergyConsumption(handle: FakeGpu) -> int:
 
 
 def nvmlDeviceGetPowerUsage(handle: FakeGpu) -> int:
-    return int(_power_w(_gpu(handle), _now_s()) * 1000)
+    return int(_power_w(_gpu(handle, "nvmlDeviceGetPowerUsage"), _now_s()) * 1000)
 
 
 def nvmlDeviceGetTemperature(handle: FakeGpu, sensor: int) -> int:
-    gpu = _gpu(handle)
+    gpu = _gpu(handle, "nvmlDeviceGetTemperature")
     return round(gpu.temperature_c + gpu.temperature_rise_c_per_s * _now_s())
 
 
 def nvmlDeviceGetClockInfo(handle: FakeGpu, clock: int) -> int:
-    return int(_gpu(handle).sm_clock_mhz)
+    return int(_gpu(handle, "nvmlDeviceGetClockInfo").sm_clock_mhz)
+
+
+def _driver_lacks(function: str, driver: str) -> None:
+    if _state["driver"] == driver:
+        calls_by_function[function] += 1
+        raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
 
 
 def nvmlDeviceGetCurrentClocksEventReasons(handle: FakeGpu) -> int:
-    return _gpu(handle).throttle_mask
+    _driver_lacks("nvmlDeviceGetCurrentClocksEventReasons", "old")
+    return _gpu(handle, "nvmlDeviceGetCurrentClocksEventReasons").throttle_mask
+
+
+def nvmlDeviceGetCurrentClocksThrottleReasons(handle: FakeGpu) -> int:
+    _driver_lacks("nvmlDeviceGetCurrentClocksThrottleReasons", "new")
+    return _gpu(handle, "nvmlDeviceGetCurrentClocksThrottleReasons").throttle_mask
+
+
+@dataclass
+class _Value:
+    """c_nvmlValue_t: one number seen through each member (only the one for its type is read)."""
+
+    number: float
+
+    def __getattr__(self, member: str) -> float:
+        if member in ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal"):
+            return self.number if member == "dVal" else int(self.number)
+        raise AttributeError(member)
+
+
+@dataclass
+class _FieldValue:
+    fieldId: int
+    scopeId: int = 0
+    timestamp: int = 0
+    latencyUsec: int = 0
+    valueType: int = NVML_VALUE_TYPE_UNSIGNED_INT
+    nvmlReturn: int = NVML_SUCCESS
+    value: _Value = field(default_factory=lambda: _Value(0))
+
+
+def _field_value(gpu: FakeGpu, field_id: int, t_s: float) -> _FieldValue:
+    if field_id == NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION:
+        if not gpu.has_energy_counter:
+            return _FieldValue(field_id, nvmlReturn=NVML_ERROR_NOT_SUPPORTED)
+        if gpu.counter_fails_after_s is not None and t_s >= gpu.counter_fails_after_s:
+            return _FieldValue(field_id, nvmlReturn=NVML_ERROR_UNKNOWN)
+        return _FieldValue(
+            field_id, valueType=NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, value=_Value(int(_energy_mj(gpu, t_s)))
+        )
+    if field_id in (NVML_FI_DEV_POWER_AVERAGE, NVML_FI_DEV_POWER_INSTANT) and _state["driver"] != "old":
+        return _FieldValue(field_id, value=_Value(int(_power_w(gpu, t_s) * 1000)))
+    return _FieldValue(field_id, nvmlReturn=NVML_ERROR_NOT_SUPPORTED)
+
+
+def nvmlDeviceGetFieldValues(handle: FakeGpu, fieldIds: list) -> list[_FieldValue]:  # noqa: N803
+    gpu = _gpu(handle, "nvmlDeviceGetFieldValues")
+    t_s = _now_s()
+    answers = []
+    for entry in fieldIds:
+        field_id, scope = entry if isinstance(entry, tuple) else (entry, 0)
+        answer = _field_value(gpu, field_id, t_s)
+        answer.scopeId = scope
+        answers.append(answer)
+    return answers
 
 
 def nvmlDeviceGetEnforcedPowerLimit(handle: FakeGpu) -> int:
-    return int(_gpu(handle).power_limit_w * 1000)
+    return int(_gpu(handle, "nvmlDeviceGetEnforcedPowerLimit").power_limit_w * 1000)
 
 
 def nvmlDeviceGetPersistenceMode(handle: FakeGpu) -> int:
-    return _gpu(handle).persistence_mode
+    return _gpu(handle, "nvmlDeviceGetPersistenceMode").persistence_mode
 
 
 @dataclass
@@ -224,4 +348,4 @@ class _Process:
 
 
 def nvmlDeviceGetComputeRunningProcesses(handle: FakeGpu) -> list[_Process]:
-    return [_Process(pid) for pid in _gpu(handle).other_pids]
+    return [_Process(pid) for pid in _gpu(handle, "nvmlDeviceGetComputeRunningProcesses").other_pids]
