@@ -12,12 +12,11 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import SUPPORT_DIR, reports
+from fake_vllm import FAKE_VLLM_DIR, load_fake_vllm
+from helpers import reports
 
 from pytest_llem.errors import ConfigError, ExperimentFailed
 from pytest_llem.session import BenchmarkSession
-
-STAND_INS = SUPPORT_DIR / "fake_vllm"
 
 
 def run(bench: BenchmarkSession, **fields):
@@ -142,7 +141,7 @@ def vllm_stand_in(monkeypatch, tmp_path):
     log = tmp_path / "vllm-calls.jsonl"
     monkeypatch.setenv("VLLM_STAND_IN_LOG", str(log))
     return {
-        "env": {"PYTHONPATH": os.pathsep.join([str(STAND_INS), os.environ.get("PYTHONPATH", "")])},
+        "env": {"PYTHONPATH": os.pathsep.join([str(FAKE_VLLM_DIR), os.environ.get("PYTHONPATH", "")])},
         "log": log,
     }
 
@@ -234,7 +233,8 @@ def test_vllm_adapter_sampling_and_natural_lengths(bench, vllm_stand_in):
 
 
 def test_vllm_latencies_come_from_the_v1_metrics_on_one_clock_each(bench, vllm_stand_in):
-    from stand_ins.vllm import FIRST_TOKEN_S, TOKEN_S
+    stand_in = load_fake_vllm()
+    FIRST_TOKEN_S, TOKEN_S = stand_in.FIRST_TOKEN_S, stand_in.TOKEN_S
 
     result = vllm(bench, vllm_stand_in, model="m", n_prompts=4, batch_size=2, max_new_tokens=6)
     ttft, itl = result.time_to_first_token, result.inter_token_latency
@@ -281,7 +281,7 @@ def test_vllm_temperature_out_of_its_range_fails_when_the_config_is_built(bench)
 
 def test_the_stand_in_rejects_what_vllm_0_33_rejects(monkeypatch, tmp_path):
     monkeypatch.setenv("VLLM_STAND_IN_LOG", str(tmp_path / "log.jsonl"))
-    from stand_ins import vllm as stand_in
+    stand_in = load_fake_vllm()
 
     with pytest.raises(TypeError, match="Unexpected keyword argument 'max_new_tokens'"):
         stand_in.SamplingParams(max_new_tokens=4)
