@@ -28,7 +28,7 @@ def as_rounds(result: ExperimentResult, process: int) -> list[RoundResult]:
             energy,
             result.batch_latency,
             process,
-        )
+        ).model_copy(update={"serving": result.serving.headline() if result.serving else {}})
     ]
 
 
