@@ -7,8 +7,25 @@ inside the workload; a missing one fails the experiment with the extra to instal
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_llem.config import ExperimentConfig
+
 BACKEND_WORKLOADS: dict[str, str] = {
     "pytorch": "pytest_llem.backends.pytorch:run",
     "vllm": "pytest_llem.backends.vllm:run",
 }
 DEFAULT_MAX_NEW_TOKENS = 32
+# scenario="serving" runs this instead: the server named by `server=` runs the model.
+SERVING_WORKLOAD = "pytest_llem.serving.workload:run"
+
+
+def builtin_workload(config: ExperimentConfig) -> str | None:
+    """The workload a config names without code: the serving load, or a backend; else None."""
+    if config.scenario == "serving":
+        from pytest_llem.config import check_serving_complete
+
+        check_serving_complete(config)
+        return SERVING_WORKLOAD
+    return BACKEND_WORKLOADS[config.backend] if config.backend is not None else None
