@@ -275,6 +275,7 @@ async def run_load_async(
                 requests.cancel()
                 watcher.result()  # raises the server's failure
             await requests
+            check_alive()  # requests that failed fast may have beaten the watcher to a dead server
         finally:
             watcher.cancel()
             requests.cancel()
