@@ -397,3 +397,88 @@ def test_ctrl_c_leaves_no_server_or_server_child_running(tmp_path):
     assert report["outcome"] == "interrupted"
     (entry,) = report["experiments"]
     assert entry["failed"] and entry["result"] is None
+
+
+ENERGY_SUITE = """
+import sys
+
+def test_serve(llem):
+    result = llem.run(
+        scenario="serving",
+        server=[sys.executable, STUB, "--port", "{port}", "--token-delay", "0.02"],
+        concurrency=4, n_requests=16, max_new_tokens=8, warmup_requests=1,
+    )
+    assert result.serving.completed == 16
+"""
+
+
+def test_energy_per_request_whole_and_steady_on_simulated_gpus(pytester, tmp_path, monkeypatch):
+    """Simulated GPUs at a constant 300 W: every window's energy is 300 W x its duration."""
+    from fake_nvml import FAKE_NVML_DIR, load_fake_nvml
+
+    fake = load_fake_nvml()
+    scenario = tmp_path / "scenario.json"
+    fake.write_scenario(str(scenario), [fake.FakeGpu(uuid="GPU-0000-sim", power_profile=[[0.0, 300.0]])])
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE_NVML_DIR), os.environ.get("PYTHONPATH", "")]))
+    pytester.makepyfile(test_energy_serving=ENERGY_SUITE.replace("STUB", repr(STUB)))
+    state_dir = tmp_path / "state"
+    run = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--llem",
+        f"--llem-state-dir={state_dir}",
+        "--llem-energy=nvml",
+        "--llem-baseline=0",
+        "--llem-sample-interval=0.02",
+    )
+    run.assert_outcomes(passed=1)
+    (report,) = reports(state_dir)
+    result = report["experiments"][0]["result"]
+    serving = result["serving"]
+    assert serving["energy_j"] == result["energy_j"] == pytest.approx(300 * result["duration_s"], rel=0.03)
+    steady = serving["steady"]
+    assert steady["energy_j"] == pytest.approx(300 * steady["duration_s"], rel=0.05)
+    assert 0 < steady["energy_j"] < serving["energy_j"]
+    assert serving["energy_per_request_whole_j"] == pytest.approx(serving["energy_j"] / 16)
+    per_token = steady["energy_j"] / steady["output_tokens"]
+    assert serving["energy_per_output_token_j"] == pytest.approx(per_token)
+    assert serving["energy_per_request_j"] == pytest.approx(per_token * 8)
+    assert serving["energy_per_good_request_j"] == serving["energy_per_request_whole_j"]
+    run.stdout.fnmatch_lines(
+        ["serving test*J/req*J/tok*J/req_whole", "test_energy_serving.py::test_serve *c4 *"]
+    )
+    (row,) = [
+        line.split()
+        for line in run.stdout.lines
+        if line.split()[:2] == ["test_energy_serving.py::test_serve", "c4"]
+    ]
+    assert float(row[-3]) == pytest.approx(serving["energy_per_request_j"], rel=0.01)
+
+
+def test_the_serving_table_says_why_a_figure_is_missing():
+    from types import SimpleNamespace
+
+    from pytest_llem.serving.report import format_serving_table
+
+    records = [record(i, 0.0, [0.1, 0.2], 2) for i in range(3)]
+    summary = summarise(
+        records,
+        server="stub",
+        server_log=None,
+        request_rate=math.inf,
+        concurrency=None,
+        slo={},
+        whole=WindowMeasurement(duration_s=1.0),
+        steady_span=None,
+        steady_measured=None,
+        steady_note="no steady state: the target concurrency was never reached",
+    )
+    offline = SimpleNamespace(nodeid="t::offline", result=SimpleNamespace(serving=None))
+    assert format_serving_table([offline]) == []
+    lines = format_serving_table(
+        [offline, SimpleNamespace(nodeid="t::serve", result=SimpleNamespace(serving=summary))]
+    )
+    (row,) = [line.split() for line in lines if line.split()[:1] == ["t::serve"]]
+    assert row[1] == "inf" and row[-5:] == ["100%", "0", "-", "-", "-"]
+    assert lines[-1] == "t::serve: no steady state: the target concurrency was never reached"

@@ -22,6 +22,7 @@ from pytest_llem.atomic import ensure_private_dir, write_model_redacted
 from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.machine import MachineInfo
 from pytest_llem.results import ExperimentResult
+from pytest_llem.serving.report import format_serving_table
 
 REPORT_SCHEMA_VERSION = 1
 SessionOutcome = Literal["running", "passed", "failed", "interrupted"]
@@ -158,6 +159,7 @@ def format_summary(entries: list[ReportEntry]) -> list[str]:
             str(c).rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
         ]
         lines.append("  ".join(cells))
+    lines.extend(format_serving_table(entries))
     lines.extend(energy_footnotes([e.result for e in entries if e.result is not None]))
     return lines
 
