@@ -482,3 +482,16 @@ def test_the_serving_table_says_why_a_figure_is_missing():
     (row,) = [line.split() for line in lines if line.split()[:1] == ["t::serve"]]
     assert row[1] == "inf" and row[-5:] == ["100%", "0", "-", "-", "-"]
     assert lines[-1] == "t::serve: no steady state: the target concurrency was never reached"
+
+
+def test_rounds_and_repeats_keep_each_loads_figures_as_samples(bench):
+    fields = {**SERVING, "server": stub_server(), "concurrency": 2, "n_requests": 4, "max_new_tokens": 4}
+    result = bench.run_experiment("tests/test_serving.py::rounds", None, [{**fields, "rounds": 2}])
+    assert len(result.rounds) == 2 and result.output_tokens == 2 * 4 * 4
+    assert all(r.serving["requests_per_s"] > 0 and r.serving["goodput"] == 1.0 for r in result.rounds)
+    assert result.serving.completed == 4  # the last round's load
+    assert result.statistics["requests_per_s"].n == 2
+
+    pooled = bench.run_experiment("tests/test_serving.py::repeats", None, [{**fields, "repeats": 2}])
+    assert [r.process for r in pooled.rounds] == [0, 1]
+    assert all(r.serving["tpot_p50_s"] is not None for r in pooled.rounds)
