@@ -330,7 +330,8 @@ def test_a_server_that_never_becomes_healthy_fails_naming_the_startup_timeout(be
         )
     message = str(caught.value)
     assert "within server_startup_timeout=10 s (raise server_startup_timeout= if" in message
-    assert "stub: listening on 127.0.0.1" in message  # the log's tail
+    assert message.endswith('stub: "GET /v1/models HTTP/1.1" 503 -')  # the log's last lines
+    assert "; server log " in message and "/servers/" in message
 
 
 def test_a_server_killed_mid_load_fails_with_its_exit_status_and_the_session_goes_on(bench):
