@@ -351,6 +351,36 @@ def test_a_server_killed_mid_load_fails_with_its_exit_status_and_the_session_goe
     assert result.serving.steady is not None and result.serving.goodput == 1.0
 
 
+def test_a_server_killed_by_a_signal_mid_load_fails_naming_the_signal(bench, tmp_path):
+    import threading
+
+    pid_file = tmp_path / "server.json"
+    killed = threading.Event()
+
+    def kill_the_server_once_requests_stream() -> None:
+        wait_for_file(pid_file, timeout_s=60)
+        (server_pid,) = read_pids(pid_file)
+        stub_log = tmp_path / "state" / "servers"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the measured load has sent some requests
+            logs = list(stub_log.glob("*.log"))
+            if logs and logs[0].read_text().count("POST /v1/completions") >= 2:
+                break
+            time.sleep(0.05)
+        os.kill(server_pid, signal.SIGKILL)
+        killed.set()
+
+    killer = threading.Thread(target=kill_the_server_once_requests_stream, daemon=True)
+    killer.start()
+    fields = {**SERVING, "concurrency": 2, "n_requests": 50, "max_new_tokens": 50, "warmup_requests": 0}
+    server = stub_server("--pid-file", str(pid_file), "--token-delay", "0.05")
+    with pytest.raises(ExperimentFailed) as caught:
+        bench.run_experiment("tests/test_serving.py::killed", None, [{**fields, "server": server}])
+    killer.join(timeout=60)
+    assert killed.is_set()
+    assert str(caught.value).startswith("the server was killed by SIGKILL; server log ")
+
+
 def test_request_errors_above_the_threshold_fail_the_case(bench):
     # The stub answers every third request with HTTP 500.
     fields = {**SERVING, "server": stub_server("--fail-every", "3"), "concurrency": 2, "n_requests": 6}
