@@ -532,3 +532,22 @@ def test_rounds_and_repeats_keep_each_loads_figures_as_samples(bench):
     pooled = bench.run_experiment("tests/test_serving.py::repeats", None, [{**fields, "repeats": 2}])
     assert [r.process for r in pooled.rounds] == [0, 1]
     assert all(r.serving["tpot_p50_s"] is not None for r in pooled.rounds)
+
+
+def test_a_part_lies_inside_an_open_window_and_leaves_the_windows_figures_alone():
+    from pytest_llem.context import ExperimentContext
+    from pytest_llem.energy.meter import NoEnergyMeter
+
+    ctx = ExperimentContext(build_config({}), NoEnergyMeter())
+    with pytest.raises(RuntimeError, match="needs an open ctx.window"):
+        ctx.begin_part("steady")
+    with ctx.window():
+        ctx.begin_part("steady")
+        with pytest.raises(RuntimeError, match="already open"):
+            ctx.begin_part("steady")
+        time.sleep(0.01)
+        part = ctx.end_part("steady")
+    with pytest.raises(RuntimeError, match="never begun"):
+        ctx.end_part("steady")
+    (whole,) = ctx.windows
+    assert 0 < part.duration_s <= whole.duration_s
