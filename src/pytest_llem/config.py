@@ -14,7 +14,16 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from pytest_llem.energy import MeterName
 from pytest_llem.errors import ConfigError
@@ -28,6 +37,25 @@ _FLOAT_SIGNIFICANT_DIGITS = 12
 BackendName = Literal["pytorch", "vllm"]
 # vLLM's SamplingParams accepts temperatures in [0, 2] (vllm/sampling_params.py, 0.33).
 VLLM_MAX_TEMPERATURE = 2.0
+Scenario = Literal["offline", "serving"]
+ServerName = Literal["vllm", "transformers"]
+# What a service-level objective may bound, per request (see pytest_llem.serving).
+SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
+# Serving fields stay out of the hash of an offline experiment, so adding them changed no
+# existing experiment's identity.
+SERVING_FIELDS = frozenset(
+    {
+        "scenario",
+        "server",
+        "request_rate",
+        "concurrency",
+        "n_requests",
+        "slo",
+        "server_startup_timeout",
+        "warmup_requests",
+        "max_error_rate",
+    }
+)
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 DeviceName = Literal["auto", "cuda", "cpu"]
 
@@ -77,6 +105,26 @@ class ExperimentConfig(BaseModel):
     gpus: list[int] | None = Field(
         default=None, description="GPU indices to pin through CUDA_VISIBLE_DEVICES"
     )
+    # Serving benchmarks (scenario="serving"): a server under load, see pytest_llem.serving.
+    scenario: Scenario = Field(default="offline", description="serving: an OpenAI-compatible server")
+    server: ServerName | list[str] | None = Field(
+        default=None, description="vllm, transformers, or a command with {model} and {port} placeholders"
+    )
+    request_rate: float | None = Field(
+        default=None, gt=0, description="requests/s, Poisson arrivals seeded by seed; inf: all at once"
+    )
+    concurrency: int | None = Field(default=None, ge=1, description="requests in flight at most")
+    n_requests: int | None = Field(default=None, ge=1, description="measured requests (default 64)")
+    slo: dict[str, float] = Field(
+        default_factory=dict, description="per-request limits for goodput: ttft_s, tpot_s, e2e_s"
+    )
+    server_startup_timeout: float = Field(
+        default=600.0, gt=0, description="seconds for the server to answer its health check"
+    )
+    warmup_requests: int = Field(default=2, ge=0, description="requests sent before the measured window")
+    max_error_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of failed requests above which the case fails"
+    )
     energy: MeterName = Field(default="auto", description="energy meter to use in the child")
     timeout: float | None = Field(default=None, gt=0, description="seconds before the child is killed")
     experiment_id: str | None = Field(default=None, min_length=1, max_length=128)
@@ -103,6 +151,46 @@ class ExperimentConfig(BaseModel):
         if gpus is not None and any(g < 0 for g in gpus):
             raise ValueError("GPU indices must be 0 or more")
         return gpus
+
+    @field_serializer("request_rate", when_used="json")
+    def _rate_in_json(self, rate: float | None) -> float | str | None:
+        # JSON has no infinity and pydantic would write null: keep "inf", which reads back.
+        return "inf" if rate is not None and math.isinf(rate) else rate
+
+    @field_validator("server")
+    @classmethod
+    def _server_command_usable(cls, server: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(server, list) and (not server or not all(part.strip() for part in server)):
+            raise ValueError(
+                "a server command is a non-empty list of non-empty strings, e.g. "
+                "['python', 'my_server.py', '--port', '{port}']"
+            )
+        return server
+
+    @field_validator("slo")
+    @classmethod
+    def _slo_known(cls, slo: dict[str, float]) -> dict[str, float]:
+        for name, value in slo.items():
+            if name not in SLO_KEYS:
+                raise ValueError(f"unknown objective {name!r}; use {', '.join(SLO_KEYS)} (seconds)")
+            if not value > 0:
+                raise ValueError(f"{name} must be a number of seconds above 0")
+        return slo
+
+    @model_validator(mode="after")
+    def _serving_fields_fit(self) -> ExperimentConfig:
+        if self.scenario != "serving":
+            given = sorted(
+                name
+                for name in SERVING_FIELDS - {"scenario"}
+                if name in self.model_fields_set and getattr(self, name) != _SERVING_DEFAULTS[name]
+            )
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for scenario='serving'; add scenario='serving'")
+            return self
+        if self.backend is not None:
+            raise ValueError("backend: does not apply to scenario='serving'; the server runs the model")
+        return self
 
     @field_validator("compare_fail")
     @classmethod
@@ -145,6 +233,39 @@ class ExperimentConfig(BaseModel):
         return params
 
 
+_SERVING_DEFAULTS = {
+    name: field.get_default(call_default_factory=True)
+    for name, field in ExperimentConfig.model_fields.items()
+    if name in SERVING_FIELDS
+}
+
+
+def check_serving_complete(config: ExperimentConfig) -> None:
+    """What a serving experiment needs once every layer (marker, `run()`) is merged.
+
+    Not a validator: a marker may leave these to `run()`, so they are checked before it runs.
+    """
+    try:
+        _serving_needs(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _serving_needs(config: ExperimentConfig) -> None:
+    if config.server is None:
+        raise ValueError(
+            "server: scenario='serving' needs server='vllm', server='transformers' or a command list "
+            "such as ['python', 'my_server.py', '--port', '{port}']"
+        )
+    if config.server in ("vllm", "transformers") and config.model is None:
+        raise ValueError(f"model: server={config.server!r} needs model= (a hub id or a local directory)")
+    if config.request_rate is None and config.concurrency is None:
+        raise ValueError(
+            "request_rate: scenario='serving' needs request_rate= (requests/s; float('inf') for all "
+            "at once) or concurrency= (requests in flight)"
+        )
+
+
 def allowed_fields() -> str:
     return ", ".join(ExperimentConfig.model_fields)
 
@@ -153,7 +274,10 @@ def format_validation_error(exc: ValidationError) -> str:
     """One `field: problem` clause per error, joined on one line."""
     parts = []
     for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"]) or "config"
+        if not error["loc"]:  # a check across fields: its message names the field itself
+            parts.append(error["msg"].removeprefix("Value error, "))
+            continue
+        field = ".".join(str(p) for p in error["loc"])
         if error["type"] == "extra_forbidden":
             parts.append(f"unknown field {field!r} (allowed: {allowed_fields()})")
             continue
@@ -190,7 +314,10 @@ def _normalise(value: Any) -> Any:
 
 
 def canonical_config_json(config: ExperimentConfig, workload: str | None) -> str:
-    view = config.model_dump(exclude=set(NON_MEASUREMENT_FIELDS))
+    excluded = set(NON_MEASUREMENT_FIELDS)
+    if config.scenario != "serving":
+        excluded |= SERVING_FIELDS
+    view = config.model_dump(exclude=excluded)
     view["workload"] = workload
     return json.dumps(_normalise(view), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 

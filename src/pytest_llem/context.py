@@ -15,13 +15,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.energy import quality
 from pytest_llem.energy.devices import thin_timeline
 from pytest_llem.energy.meter import EnergyMeter
-from pytest_llem.results import DeviceEnergy, PowerSample, QualityWarning, WindowMeasurement, sum_or_none
+from pytest_llem.results import (
+    DeviceEnergy,
+    PowerSample,
+    QualityWarning,
+    ServingSummary,
+    WindowMeasurement,
+    sum_or_none,
+)
 
 
 @dataclass
@@ -30,6 +38,7 @@ class RoundRecord:
     output_tokens: int | None = None
     input_tokens: int | None = None
     batch_latencies_s: list[float] = field(default_factory=list)
+    serving: dict[str, float | None] = field(default_factory=dict)
 
 
 class ExperimentContext:
@@ -38,8 +47,11 @@ class ExperimentContext:
         config: ExperimentConfig,
         meter: EnergyMeter,
         on_first_window: Callable[[], None] = lambda: None,
+        state_dir: Path | None = None,
     ) -> None:
         self.config = config
+        #: The run's state dir, where files kept with the run go (a server's log, say).
+        self.state_dir = state_dir
         self._meter = meter
         self._on_first_window = on_first_window
         self._window_open = False
@@ -55,6 +67,9 @@ class ExperimentContext:
         #: One record per round, when the workload iterates `ctx.rounds()`.
         self.round_records: list[RoundRecord] = []
         self._round: RoundRecord | None = None
+        #: Set by the serving workload (scenario="serving").
+        self.serving: ServingSummary | None = None
+        self._open_parts: set[str] = set()
 
     @property
     def params(self) -> dict[str, Any]:
@@ -90,6 +105,31 @@ class ExperimentContext:
             if self._round is not None:
                 self._round.windows.append(measured)
             self._window_open = False
+
+    def begin_part(self, name: str) -> None:
+        """Start measuring a named part of the open window (a serving load's steady state, say).
+
+        A part is measured alongside the window, by the same meter; it adds nothing to the
+        window's figures. `end_part(name)` returns what it used.
+        """
+        if not self._window_open:
+            raise RuntimeError("ctx.begin_part() needs an open ctx.window(): a part lies inside it")
+        if name in self._open_parts:
+            raise RuntimeError(f"part {name!r} is already open")
+        self._meter.begin_window(f"llem.part.{name}")
+        self._open_parts.add(name)
+
+    def end_part(self, name: str) -> WindowMeasurement:
+        if name not in self._open_parts:
+            raise RuntimeError(f"part {name!r} was never begun")
+        self._open_parts.discard(name)
+        return self._meter.end_window(f"llem.part.{name}")
+
+    def record_serving(self, summary: ServingSummary) -> None:
+        """A serving load's figures; the latest is the result's, each round keeps its headline."""
+        self.serving = summary
+        if self._round is not None:
+            self._round.serving = summary.headline()
 
     def record(
         self,

@@ -195,6 +195,9 @@ class RoundResult(BaseModel):
     cpu_energy_j: float | None = None
     energy_adjusted_j: float | None = None
     batch_latency_p50_s: float | None = None
+    serving: dict[str, float | None] = Field(
+        default_factory=dict, description="a serving round's headline figures (ServingSummary.headline)"
+    )
 
     @classmethod
     def of(
@@ -231,6 +234,135 @@ class RoundResult(BaseModel):
         return (
             self.energy_j / self.output_tokens if self.energy_j is not None and self.output_tokens else None
         )
+
+
+def _ratio(energy_j: float | None, count: int) -> float | None:
+    return energy_j / count if energy_j is not None and count else None
+
+
+class ServingWindow(BaseModel):
+    """One part of a serving load: its span (seconds from the load's start), tokens and energy."""
+
+    start_s: float
+    end_s: float
+    output_tokens: int = Field(ge=0, description="streamed tokens that arrived inside the span")
+    energy_j: float | None = None
+    energy_scope: list[DeviceKind] = Field(default_factory=list)
+    warnings: list[QualityWarning] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def output_tokens_per_s(self) -> float | None:
+        return self.output_tokens / self.duration_s if self.duration_s > 0 else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def energy_per_output_token_j(self) -> float | None:
+        return _ratio(self.energy_j, self.output_tokens)
+
+
+class ServingSummary(BaseModel):
+    """A server under load (scenario="serving"): requests, latencies, energy, goodput.
+
+    The whole window covers the load from the first request sent to the last answer; the
+    steady-state window (None when the load never reached it) runs from when the target
+    concurrency or rate is reached until the drain begins. Energy per request in the steady
+    state is its energy per output token times the mean output tokens of a request, since the
+    requests that overlap the window are only partly inside it.
+    """
+
+    server: str = Field(description="vllm, transformers, or the command's program")
+    server_log: str | None = Field(default=None, description="the server's output, kept with the run")
+    request_rate: float | None = None
+    concurrency: int | None = None
+    n_requests: int
+    completed: int = Field(description="requests answered without error")
+    errors: int
+    error_samples: list[str] = Field(default_factory=list, description="the first few errors")
+    token_mismatches: int = Field(0, description="requests whose usage disagrees with what was streamed")
+    duration_s: float
+    input_tokens: int | None = None
+    output_tokens: int
+    ttft: LatencyStats | None = None
+    tpot: LatencyStats | None = None
+    itl: LatencyStats | None = None
+    e2e: LatencyStats | None = None
+    slo: dict[str, float] = Field(default_factory=dict)
+    good_requests: int = Field(description="requests without error that met every objective in slo")
+    energy_j: float | None = None
+    steady: ServingWindow | None = None
+    steady_note: str | None = Field(default=None, description="why there is no steady-state window")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def requests_per_s(self) -> float | None:
+        return self.completed / self.duration_s if self.duration_s > 0 else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def output_tokens_per_s(self) -> float | None:
+        return self.output_tokens / self.duration_s if self.duration_s > 0 else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def goodput(self) -> float:
+        """Share of the requests that met every objective (and had no error)."""
+        return self.good_requests / self.n_requests if self.n_requests else 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def energy_per_request_whole_j(self) -> float | None:
+        return self.energy_j / self.completed if self.energy_j is not None and self.completed else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def energy_per_output_token_whole_j(self) -> float | None:
+        return _ratio(self.energy_j, self.output_tokens)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def energy_per_good_request_j(self) -> float | None:
+        return _ratio(self.energy_j, self.good_requests)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def energy_per_request_j(self) -> float | None:
+        """The headline: steady-state energy per output token x mean output tokens per request."""
+        per_token = self.steady.energy_per_output_token_j if self.steady else None
+        if per_token is None or not self.completed:
+            return None
+        return per_token * self.output_tokens / self.completed
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def energy_per_output_token_j(self) -> float | None:
+        """The headline per output token: the steady-state window's."""
+        return self.steady.energy_per_output_token_j if self.steady else None
+
+    def headline(self) -> dict[str, float | None]:
+        """The figures a round keeps, so that repeats and rounds give samples to compare."""
+        return {
+            "requests_per_s": self.requests_per_s,
+            "output_tokens_per_s": self.output_tokens_per_s,
+            "energy_per_request_j": self.energy_per_request_j,
+            "energy_per_request_whole_j": self.energy_per_request_whole_j,
+            "energy_per_output_token_j": self.energy_per_output_token_j,
+            "energy_per_good_request_j": self.energy_per_good_request_j,
+            "goodput": self.goodput,
+            "errors": float(self.errors),
+            "ttft_p50_s": self.ttft.p50_s if self.ttft else None,
+            "ttft_p99_s": self.ttft.p99_s if self.ttft else None,
+            "tpot_p50_s": self.tpot.p50_s if self.tpot else None,
+            "tpot_p99_s": self.tpot.p99_s if self.tpot else None,
+            "itl_p50_s": self.itl.p50_s if self.itl else None,
+            "e2e_p50_s": self.e2e.p50_s if self.e2e else None,
+            "e2e_p99_s": self.e2e.p99_s if self.e2e else None,
+        }
 
 
 class ExperimentResult(BaseModel):
@@ -272,6 +404,7 @@ class ExperimentResult(BaseModel):
         default_factory=dict, description="per metric, over the rounds (when there are 2 or more)"
     )
     extra: dict[str, Any] = Field(default_factory=dict)
+    serving: ServingSummary | None = Field(default=None, description="scenario='serving' only")
     started_at: datetime
     finished_at: datetime
     resumed: bool = False

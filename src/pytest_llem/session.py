@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem import __version__
-from pytest_llem.backends import BACKEND_WORKLOADS
+from pytest_llem.backends import builtin_workload
 from pytest_llem.config import build_config, compute_config_hash
 from pytest_llem.energy.idle import IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
@@ -183,11 +183,12 @@ class BenchmarkSession:
         }
         config = build_config(session_defaults, *config_layers)
         if workload is None:
-            if config.backend is None:
+            workload = builtin_workload(config)
+            if workload is None:
                 raise ConfigError(
-                    "llem.run() needs a workload function, or backend= naming a built-in backend"
+                    "llem.run() needs a workload function, or backend= naming a built-in backend "
+                    "(or scenario='serving' with server=)"
                 )
-            workload = BACKEND_WORKLOADS[config.backend]
         spec = describe_workload(workload)
         config_hash = compute_config_hash(config, spec.ref)
         entry.config = config.model_dump(mode="json")

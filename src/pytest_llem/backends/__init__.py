@@ -7,6 +7,11 @@ inside the workload; a missing one fails the experiment with the extra to instal
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_llem.config import ExperimentConfig
+
 BACKEND_WORKLOADS: dict[str, str] = {
     "pytorch": "pytest_llem.backends.pytorch:run",
     "vllm": "pytest_llem.backends.vllm:run",
@@ -24,3 +29,16 @@ BACKEND_ENV_DEFAULTS: dict[str, dict[str, str]] = {
         "TORCH_COMPILE_DISABLE": "1",
     },
 }
+
+# scenario="serving" runs this instead: the server named by `server=` runs the model.
+SERVING_WORKLOAD = "pytest_llem.serving.workload:run"
+
+
+def builtin_workload(config: ExperimentConfig) -> str | None:
+    """The workload a config names without code: the serving load, or a backend; else None."""
+    if config.scenario == "serving":
+        from pytest_llem.config import check_serving_complete
+
+        check_serving_complete(config)
+        return SERVING_WORKLOAD
+    return BACKEND_WORKLOADS[config.backend] if config.backend is not None else None

@@ -89,6 +89,15 @@ def _build_here(
         )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
+    # Random weights pick any token. Keep to those that decode to whole, visible text (no
+    # special token but the end, no lone byte of a longer character), so that a served stream
+    # carries one token per chunk and its count can be checked against the server's usage.
+    model.generation_config.suppress_tokens = [
+        i
+        for i in range(len(fast))
+        if i != token_ids["eos_token"]
+        and (not (text := fast.decode([i], skip_special_tokens=True)) or "\ufffd" in text)
+    ]
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     fast.save_pretrained(path)

@@ -30,6 +30,37 @@ def _p50(stats: object) -> float | None:
     return getattr(stats, "p50_s", None)
 
 
+def _serving_metric(name: str, unit: str, higher_is_better: bool) -> Metric:
+    """A serving figure (scenario="serving"): from the result's summary, or a round's headline."""
+
+    def of_result(result: ExperimentResult) -> float | None:
+        return result.serving.headline().get(name) if result.serving is not None else None
+
+    def of_round(round_: RoundResult) -> float | None:
+        return round_.serving.get(name)
+
+    return Metric(name, unit, higher_is_better, of_result, of_round)
+
+
+# name, unit, higher is better: see ServingSummary.headline and the README's serving section.
+SERVING_METRICS = (
+    ("requests_per_s", "requests/s", True),
+    ("output_tokens_per_s", "tokens/s", True),
+    ("energy_per_request_j", "J", False),
+    ("energy_per_request_whole_j", "J", False),
+    ("energy_per_output_token_j", "J", False),
+    ("energy_per_good_request_j", "J", False),
+    ("goodput", "share", True),
+    ("errors", "requests", False),
+    ("ttft_p99_s", "s", False),
+    ("tpot_p50_s", "s", False),
+    ("tpot_p99_s", "s", False),
+    ("itl_p50_s", "s", False),
+    ("e2e_p50_s", "s", False),
+    ("e2e_p99_s", "s", False),
+)
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
@@ -52,6 +83,7 @@ METRICS: dict[str, Metric] = {
         Metric("batch_latency_p99_s", "s", False, lambda r: getattr(r.batch_latency, "p99_s", None)),
         Metric("ttft_p50_s", "s", False, lambda r: _p50(r.time_to_first_token)),
         Metric("peak_memory_bytes", "B", False, lambda r: r.peak_memory_bytes),
+        *(_serving_metric(*spec) for spec in SERVING_METRICS),
     )
 }
 

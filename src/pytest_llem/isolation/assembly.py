@@ -17,6 +17,7 @@ from pytest_llem.results import (
     ExperimentResult,
     LatencyStats,
     RoundResult,
+    ServingSummary,
     WindowMeasurement,
 )
 
@@ -35,6 +36,7 @@ def assemble_result(
     flops_estimate: float | None,
     rounds: list[RoundResult],
     extra: dict[str, Any],
+    serving: ServingSummary | None = None,
     started_at: datetime,
     finished_at: datetime,
 ) -> ExperimentResult:
@@ -63,6 +65,7 @@ def assemble_result(
         rounds=rounds if len(rounds) > 1 else [],
         statistics=round_statistics(rounds),
         extra=extra,
+        serving=serving,
         started_at=started_at,
         finished_at=finished_at,
     )

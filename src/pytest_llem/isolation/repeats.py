@@ -28,7 +28,7 @@ def as_rounds(result: ExperimentResult, process: int) -> list[RoundResult]:
             energy,
             result.batch_latency,
             process,
-        )
+        ).model_copy(update={"serving": result.serving.headline() if result.serving else {}})
     ]
 
 
@@ -65,6 +65,7 @@ def pool_processes(results: list[ExperimentResult]) -> ExperimentResult:
         flops_estimate=sum_or_none([r.flops_estimate for r in results]),
         rounds=rounds,
         extra={**first.extra, "repeats": len(results)},
+        serving=first.serving,  # one load's figures; every process's headline is in its rounds
         started_at=first.started_at,
         finished_at=results[-1].finished_at,
     )

@@ -57,7 +57,9 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
 
     workload = load_workload(request.workload)
     meter = create_meter(request.config.energy, request.meter)
-    ctx = ExperimentContext(request.config, meter, on_first_window=enter_measuring)
+    ctx = ExperimentContext(
+        request.config, meter, on_first_window=enter_measuring, state_dir=Path(request.state_dir)
+    )
     started_at = utc_now()
     try:
         meter.begin_window(_WHOLE_CALL_WINDOW)
@@ -94,6 +96,7 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
         flops_estimate=ctx.flops_estimate,
         rounds=rounds,
         extra=ctx.extra,
+        serving=ctx.serving,
         started_at=started_at,
         finished_at=utc_now(),
     )
@@ -108,7 +111,7 @@ def summarise_round(index: int, record: RoundRecord) -> RoundResult:
         record.input_tokens,
         EnergyTotals.of(measured.devices),
         LatencyStats.of(record.batch_latencies_s),
-    )
+    ).model_copy(update={"serving": record.serving})
 
 
 def format_workload_traceback(exc: BaseException) -> str:

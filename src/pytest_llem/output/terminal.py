@@ -11,6 +11,7 @@ from collections import Counter
 from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.formatting import aligned, number
 from pytest_llem.gating.compare import Comparison, MetricChange
+from pytest_llem.output.serving_table import format_serving_table
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry
 
@@ -33,6 +34,7 @@ def format_summary(entries: list[ReportEntry]) -> list[str]:
             )
         )
     lines = aligned(header, rows, right_aligned=set(range(1, len(header))))
+    lines.extend(format_serving_table(entries))
     lines.extend(energy_footnotes([e.result for e in entries if e.result is not None]))
     return lines
 
