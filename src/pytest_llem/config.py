@@ -39,7 +39,7 @@ BackendName = Literal["pytorch", "vllm"]
 VLLM_MAX_TEMPERATURE = 2.0
 Scenario = Literal["offline", "serving"]
 ServerName = Literal["vllm", "transformers"]
-# What a service-level objective may bound, per request (see pytest_llem.serving).
+# What a service-level objective may bound, per request (see pytest_llem.backends.serving).
 SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
 # Serving fields stay out of the hash of an offline experiment, so adding them changed no
 # existing experiment's identity.
@@ -105,7 +105,7 @@ class ExperimentConfig(BaseModel):
     gpus: list[int] | None = Field(
         default=None, description="GPU indices to pin through CUDA_VISIBLE_DEVICES"
     )
-    # Serving benchmarks (scenario="serving"): a server under load, see pytest_llem.serving.
+    # Serving benchmarks (scenario="serving"): a server under load, see pytest_llem.backends.serving.
     scenario: Scenario = Field(default="offline", description="serving: an OpenAI-compatible server")
     server: ServerName | list[str] | None = Field(
         default=None, description="vllm, transformers, or a command with {model} and {port} placeholders"

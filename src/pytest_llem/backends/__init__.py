@@ -31,7 +31,7 @@ BACKEND_ENV_DEFAULTS: dict[str, dict[str, str]] = {
 }
 
 # scenario="serving" runs this instead: the server named by `server=` runs the model.
-SERVING_WORKLOAD = "pytest_llem.serving.workload:run"
+SERVING_WORKLOAD = "pytest_llem.backends.serving.workload:run"
 
 
 def builtin_workload(config: ExperimentConfig) -> str | None:

@@ -19,14 +19,14 @@ import pytest
 from helpers import SUPPORT_DIR, read_pids, reports, start_llem_pytest, wait_for_file, wait_until_all_gone
 
 from pytest_llem.backends import BACKEND_ENV_DEFAULTS
+from pytest_llem.backends.serving.loadgen import RequestRecord, SteadyState, arrival_offsets
+from pytest_llem.backends.serving.server import HOST, server_command, server_env
+from pytest_llem.backends.serving.summary import summarise
+from pytest_llem.backends.serving.workload import request_extra
 from pytest_llem.config import build_config, canonical_config_json, compute_config_hash
 from pytest_llem.errors import ConfigError, ExperimentFailed
 from pytest_llem.gating.metrics import METRICS
 from pytest_llem.results import DeviceEnergy, RoundResult, WindowMeasurement
-from pytest_llem.serving.loadgen import RequestRecord, SteadyState, arrival_offsets
-from pytest_llem.serving.server import HOST, server_command, server_env
-from pytest_llem.serving.summary import summarise
-from pytest_llem.serving.workload import request_extra
 
 STUB = str(SUPPORT_DIR / "fake_openai_server.py")
 SERVING = {"scenario": "serving"}

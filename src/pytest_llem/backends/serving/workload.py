@@ -21,14 +21,14 @@ from typing import Any
 
 from pytest_llem.backends import DEFAULT_MAX_NEW_TOKENS
 from pytest_llem.backends.prompts import load_prompts
+from pytest_llem.backends.serving import server as servers
+from pytest_llem.backends.serving.loadgen import LoadPlan, RequestRecord, SteadyState, run_load
+from pytest_llem.backends.serving.summary import summarise
 from pytest_llem.config import ExperimentConfig, check_serving_complete
 from pytest_llem.context import ExperimentContext
 from pytest_llem.errors import LlemError
 from pytest_llem.extras import import_extra
 from pytest_llem.results import WindowMeasurement
-from pytest_llem.serving import server as servers
-from pytest_llem.serving.loadgen import LoadPlan, RequestRecord, SteadyState, run_load
-from pytest_llem.serving.summary import summarise
 
 PURPOSE = "scenario='serving'"
 DEFAULT_N_REQUESTS = 64

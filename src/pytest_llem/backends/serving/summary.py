@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pytest_llem.backends.serving.loadgen import RequestRecord
 from pytest_llem.results import LatencyStats, ServingSummary, ServingWindow, WindowMeasurement
-from pytest_llem.serving.loadgen import RequestRecord
 
 ERROR_SAMPLES = 5
 
