@@ -60,6 +60,7 @@ class LlemSettings:
     markdown_path: Path | None = None
     html_path: Path | None = None
     benchmark_json_path: Path | None = None
+    smoke: bool = False
 
     def meter_options(self, baseline_power_w: Mapping[str, float] | None = None) -> MeterOptions:
         from pytest_llem.energy.meter import MeterOptions
@@ -251,6 +252,12 @@ SETTINGS = (
         "customBiggerIsBetter beside it as *-bigger.json)",
         _path,
         "PATH",
+    ),
+    Setting(
+        "smoke",
+        "smoke",
+        "check that the suite works: run each case once with the smallest workload (one prompt, one new "
+        "token, no warm-up, idle baseline or cool-down); measure no energy, save and publish nothing",
     ),
 )
 
