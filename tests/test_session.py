@@ -48,3 +48,10 @@ def test_a_smoke_session_runs_the_smallest_workload_and_leaves_no_history(tmp_pa
     assert not smoke_dir.exists()
     assert not state_dir.exists()  # nothing in the history, no states, no report
     assert not (tmp_path / "summary.md").exists()  # nothing published
+
+
+def test_a_smoke_summary_shows_which_cases_ran_and_no_figures(tmp_path: Path):
+    bench = BenchmarkSession(LlemSettings(enabled=True, state_dir=tmp_path, smoke=True, sort="-tokens_per_s"))
+    assert bench.summary_view().columns == ("test", "status")
+    assert bench.summary_view().sort is None  # a figure column cannot order a table without figures
+    bench.finish("passed", 0)

@@ -268,7 +268,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
     if bench.entries:
         terminalreporter.section("pytest-llem")
-        for line in format_summary(bench.entries):
+        for line in format_summary(bench.entries, bench.summary_view()):
             terminalreporter.write_line(line)
     if bench.comparison is not None:
         for line in format_comparison(bench.comparison):

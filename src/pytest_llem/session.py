@@ -31,6 +31,7 @@ from pytest_llem.isolation.repeats import pool_processes
 from pytest_llem.isolation.signals import InterruptGuard, sleep_unless_interrupted
 from pytest_llem.isolation.workload import Workload, describe_workload
 from pytest_llem.output.publish import publish
+from pytest_llem.output.summary import SummaryView
 from pytest_llem.processes import signal_name
 from pytest_llem.progress import ProgressListener
 from pytest_llem.results import ExperimentResult
@@ -120,6 +121,13 @@ class BenchmarkSession:
     @property
     def entries(self) -> list[ReportEntry]:
         return self.report.experiments
+
+    def summary_view(self) -> SummaryView:
+        """The results table as asked for; a smoke run's figures measure nothing: no figures."""
+        view = self.settings.summary_view()
+        if self.settings.smoke:
+            return SummaryView(("test", "status"), view.sort if view.sort in ("test", "status") else None)
+        return view
 
     def start(self) -> None:
         """Create the state dir and fail states orphaned by a session that died."""
