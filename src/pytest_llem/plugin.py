@@ -148,6 +148,7 @@ def _live_progress(config: pytest.Config) -> Any:
     def line(text: str) -> None:
         with uncaptured():
             reporter.write_line(text)
+            reporter.flush()  # a CI log is a pipe: show the line now, not when the buffer fills
 
     def status(text: str) -> None:
         # Drawn after pytest's text on the current line and erased again, the cursor saved and
