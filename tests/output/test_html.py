@@ -10,12 +10,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from sample_reports import make_report
+from sample_reports import make_entry, make_report, make_result
 
 from pytest_llem.energy.quality import ENERGY_NOT_MEASURED, TEMPERATURE_DRIFT
 from pytest_llem.errors import ConfigError
 from pytest_llem.gating.compare import Comparison, compare_reports
 from pytest_llem.gating.limits import parse_limit
+from pytest_llem.output.html.points import chart_points
 from pytest_llem.results import DeviceEnergy, ExperimentResult, PowerSample, QualityWarning
 from pytest_llem.store.machine import GpuInfo, MachineInfo
 from pytest_llem.store.report import ReportEntry, SessionReport
@@ -365,3 +366,30 @@ def screenshot(page: Path, shot: Path, profile: Path, height: int = 2000) -> Pat
     )
     assert shot.exists(), f"no screenshot (exit {completed.returncode}): {completed.stderr[-2000:]}"
     return shot
+
+
+def test_chart_groups_name_a_local_model_by_its_directory_and_plot_the_tables_figures():
+    entry = experiment("fp32", 8)
+    assert entry.result is not None
+    entry.result.config["model"] = "/tmp/pytest-of-ci/pytest-7/models0/tiny-gpt2"
+    rounds = make_entry("bench/t.py::test_rounds", make_result([4.0, 5.0, 6.0, 7.0, 100.0]))
+    one, several = chart_points([entry, rounds])
+    assert one.group == "tiny-gpt2 (fp32)"
+    assert several.energy_per_token_j == pytest.approx(0.6)  # the rounds' median, as the table shows
+
+
+@needs_matplotlib
+def test_throughputs_of_very_different_scales_get_a_log_axis():
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.charts import batch_size_chart
+
+    fast = make_entry("t.py::test_fast", make_result([1.0], tokens_per_round=26_000))  # 13,000 tokens/s
+    entries = [experiment("fp32", size) for size in (1, 8, 32)]  # 31 to 604 tokens/s: under 20 times
+    points = chart_points([fast, *entries])
+    figure = batch_size_chart(Figure, points, {p.group: "#000000" for p in points}, with_energy=False)
+    assert figure is not None
+    (axes,) = figure.axes
+    assert axes.get_yscale() == "log" and "log scale" in axes.get_title()
+    alike = batch_size_chart(Figure, points[1:], {p.group: "#000000" for p in points}, with_energy=False)
+    assert alike is not None and alike.axes[0].get_yscale() == "linear"

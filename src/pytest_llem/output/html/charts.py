@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 CHARTED_CHANGES = ("energy_per_token_j", "tokens_per_s")
 # Beyond this many points the scatter's labels overlap into a blur; the table names them all.
 MAX_LABELLED_POINTS = 40
+#: A y axis turns logarithmic when its largest value is this many times its smallest.
+LOG_SCALE_RATIO = 20.0
 
 CHART_STYLE = {
     # Glyphs as outlines: the chart looks the same wherever it is opened, with no font installed.
@@ -79,10 +81,16 @@ def batch_size_chart(
                 # Several tests of one group and size (other prompts, lengths) share a point: their mean.
                 ys = [statistics.fmean(by_size[x]) for x in xs]
                 ax.plot(xs, ys, marker="o", markersize=4.5, linewidth=1.6, color=colour, label=group)
+        values = [v for p in sized if (v := getattr(p, attr))]
+        if len(values) > 1 and min(values) > 0 and max(values) / min(values) >= LOG_SCALE_RATIO:
+            # Scales this far apart would flatten the smaller lines onto zero on a linear axis.
+            ax.set_yscale("log")
+            title += ", log scale"
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_title(title)
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
-        ax.set_ylim(bottom=0)
         _batch_axis(ax, sizes)
     axes[0].legend(loc="best")
     return figure

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 
 from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.gating.compare import Comparison
+from pytest_llem.gating.metrics import METRICS
+from pytest_llem.gating.stats import sample_summary
+from pytest_llem.output.summary import model_name
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry, SessionReport
 
@@ -15,6 +18,8 @@ if TYPE_CHECKING:
     pass
 
 from pytest_llem.output.html.charts import PALETTE
+
+FIGURES = ("tokens_per_s", "energy_per_token_j")
 
 
 @dataclass(frozen=True)
@@ -42,15 +47,19 @@ def chart_points(entries: list[ReportEntry]) -> list[Point]:
         # bool is an int; a flag that slipped into batch_size is not a size.
         if not isinstance(batch_size, int) or isinstance(batch_size, bool):
             batch_size = None
-        model = config.get("model") or result.workload or entry.workload or "custom workload"
+        # A local model directory by its name: a temporary path would say nothing in a legend.
+        model = model_name(config["model"]) if config.get("model") else None
+        model = model or result.workload or entry.workload or "custom workload"
+        tokens_per_s, per_token = (sample_summary(result, METRICS[name]) for name in FIGURES)
         points.append(
             Point(
                 nodeid=entry.nodeid,
                 label=names[entry.nodeid],
                 group=f"{model} ({config.get('precision') or 'auto'})",
                 batch_size=batch_size,
-                tokens_per_s=result.tokens_per_s,
-                energy_per_token_j=result.energy_per_token_j,
+                # The figures the results table shows (the samples' median), so both agree.
+                tokens_per_s=tokens_per_s.median if tokens_per_s else None,
+                energy_per_token_j=per_token.median if per_token else None,
                 result=result,
             )
         )
