@@ -393,3 +393,45 @@ def test_throughputs_of_very_different_scales_get_a_log_axis():
     assert axes.get_yscale() == "log" and "log scale" in axes.get_title()
     alike = batch_size_chart(Figure, points[1:], {p.group: "#000000" for p in points}, with_energy=False)
     assert alike is not None and alike.axes[0].get_yscale() == "linear"
+
+
+@needs_matplotlib
+def test_every_gated_metric_gets_a_change_panel_with_its_limit_marked():
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.charts import change_chart, limit_percent
+
+    base = session("base", [experiment("fp32", size) for size in (1, 8)])
+    now = session("now", [experiment("fp32", size, slower=1.2) for size in (1, 8)])
+    limits = [parse_limit("duration_s:10%"), parse_limit("tokens_per_s:5%")]
+    comparison = compare_reports(base, now, limits)
+    figure = change_chart(Figure, comparison, {})
+    assert figure is not None
+    titles = [ax.get_title() for ax in figure.axes]
+    # The two headline metrics, then duration_s because a limit gates it.
+    assert [t.split(":")[0] for t in titles] == ["energy_per_token_j", "tokens_per_s", "duration_s"]
+    duration = next(c for c in comparison.changes if c.metric == "duration_s")
+    speed = next(c for c in comparison.changes if c.metric == "tokens_per_s")
+    assert limit_percent(duration) == pytest.approx(10.0)  # lower is better: the limit is above zero
+    assert limit_percent(speed) == pytest.approx(-5.0)  # higher is better: below zero
+    legend_texts = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert "limit (worse beyond it)" in legend_texts
+
+
+@needs_matplotlib
+def test_a_point_of_several_samples_carries_its_interquartile_range_as_an_error_bar():
+    from matplotlib.container import ErrorbarContainer
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.charts import batch_size_chart
+
+    rounds = make_entry("t.py::test_rounds", make_result([4.0, 5.0, 6.0, 7.0, 100.0]))
+    single = make_entry("t.py::test_once", make_result([5.0]))
+    (point,) = chart_points([rounds])
+    assert point.spread["energy_per_token_j"] == (pytest.approx(0.5), pytest.approx(0.7))
+    for entries, bars in (([rounds], 1), ([single], 0)):
+        points = chart_points(entries)
+        figure = batch_size_chart(Figure, points, {p.group: "#000000" for p in points}, with_energy=True)
+        assert figure is not None
+        per_token_axes = figure.axes[0]
+        assert sum(isinstance(c, ErrorbarContainer) for c in per_token_axes.containers) == bars

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pytest_llem.energy.quality import UNMEASURED_CODES
@@ -33,6 +33,8 @@ class Point:
     tokens_per_s: float | None
     energy_per_token_j: float | None
     result: ExperimentResult
+    #: Per figure, the interquartile range of its samples, where there are several.
+    spread: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def chart_points(entries: list[ReportEntry]) -> list[Point]:
@@ -50,7 +52,8 @@ def chart_points(entries: list[ReportEntry]) -> list[Point]:
         # A local model directory by its name: a temporary path would say nothing in a legend.
         model = model_name(config["model"]) if config.get("model") else None
         model = model or result.workload or entry.workload or "custom workload"
-        tokens_per_s, per_token = (sample_summary(result, METRICS[name]) for name in FIGURES)
+        figures = {name: sample_summary(result, METRICS[name]) for name in FIGURES}
+        tokens_per_s, per_token = figures["tokens_per_s"], figures["energy_per_token_j"]
         points.append(
             Point(
                 nodeid=entry.nodeid,
@@ -61,6 +64,7 @@ def chart_points(entries: list[ReportEntry]) -> list[Point]:
                 tokens_per_s=tokens_per_s.median if tokens_per_s else None,
                 energy_per_token_j=per_token.median if per_token else None,
                 result=result,
+                spread={name: (f.q1, f.q3) for name, f in figures.items() if f is not None and f.n > 1},
             )
         )
     return points

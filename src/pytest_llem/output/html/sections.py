@@ -189,6 +189,9 @@ def charts_section(figure_class: type[Figure], points: list[Point]) -> str:
             "Energy per output token and throughput against batch size, one line per model and precision."
             if with_energy
             else "Throughput against batch size, one line per model and precision."
+        ) + (
+            " Each point is the median of its samples; where there are several, "
+            "the bar spans their interquartile range."
         )
         parts.append(figure_element("chart-batch-size", figure, caption))
     figure = tradeoff_chart(figure_class, points, colours) if with_energy else None
@@ -237,7 +240,8 @@ def comparison_section(figure_class: type[Figure], comparison: Comparison, names
                 figure,
                 "Change against the baseline per test. Red with a dark edge: a regression beyond its limit; "
                 "orange: beyond its limit but carrying a measurement-quality flag, so not gated; "
-                "pale red or green: worse or better, within the limits.",
+                "pale red or green: worse or better, within the limits. A dashed tick marks a gated "
+                "metric's limit on the worse side. Every metric with a limit has its panel.",
             )
         )
     if comparison.changes:
