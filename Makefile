@@ -1,9 +1,14 @@
 # Two entry points on a fresh machine: `make demo` (a real benchmark suite under
 # `pytest --llem`, CPU only) and `make test` (the project's tests). Both build .venv first.
 PYTHON ?= python3
-# torch is pinned to a CPU build here to keep the install small (a plain `pip install torch`
-# pulls GBs of CUDA libraries on Linux); on a GPU machine, set TORCH to the build it needs.
+# torch is pinned to 2.13.0; which build of it pip installs is the package index's choice.
+# PyPI's Linux x86_64 wheel is the CUDA build (a 502 MiB wheel that pulls in the NVIDIA
+# libraries; it runs on the CPU too). TORCH_INDEX adds an index to look in: PyTorch's CPU
+# index gives the CPU-only build, whose local version (2.13.0+cpu) pip prefers:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Empty (the default) uses pip's own configuration. TORCH picks another version or build.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -12,8 +17,9 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet '$(TORCH)'
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url '$(TORCH_INDEX)') '$(TORCH)'
 	$(BIN)/python -m pip install --quiet -e '.[dev,torch]'
+	$(BIN)/python -c "import torch; print('installed torch', torch.__version__, '(CUDA', (torch.version.cuda or 'none') + ')')"
 	touch $@
 
 demo: $(BIN)/.installed

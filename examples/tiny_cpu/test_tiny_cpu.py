@@ -21,6 +21,10 @@ pytestmark = pytest.mark.llem(
 @pytest.mark.parametrize("batch_size", [1, 8, 32])
 def test_generate(llem, tiny_model_dir, batch_size, precision):
     result = llem.run(model=tiny_model_dir, batch_size=batch_size, precision=precision)
-    rounds = len(result.rounds) or 1  # --llem-rounds N measures N rounds; figures add up
-    assert result.output_tokens == 32 * 32 * rounds
-    assert result.batch_latency is not None and result.batch_latency.count == 32 // batch_size * rounds
+    # Read the sizes back from the result's config: --llem-smoke shrinks them to one prompt and
+    # one token, and --llem-rounds N measures N rounds whose figures add up.
+    config = result.config
+    rounds = len(result.rounds) or 1
+    batches = -(-config["n_prompts"] // batch_size)
+    assert result.output_tokens == config["n_prompts"] * config["max_new_tokens"] * rounds
+    assert result.batch_latency is not None and result.batch_latency.count == batches * rounds

@@ -7,7 +7,8 @@
         ctx.record(output_tokens=n, input_tokens=512)
 
 Windows add up: their durations and energies are summed. If the workload never opens one,
-the worker measures the whole call instead.
+the worker measures the whole call instead. `ctx.phase("loading model")` tells the pytest
+process what the workload does meanwhile; rounds and windows report `measuring` themselves.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pytest_llem.config import ExperimentConfig
 from pytest_llem.energy import quality
 from pytest_llem.energy.devices import thin_timeline
 from pytest_llem.energy.meter import EnergyMeter
+from pytest_llem.progress import MEASURING, ProgressEvent
 from pytest_llem.results import (
     DeviceEnergy,
     PowerSample,
@@ -48,12 +50,16 @@ class ExperimentContext:
         meter: EnergyMeter,
         on_first_window: Callable[[], None] = lambda: None,
         state_dir: Path | None = None,
+        on_phase: Callable[[ProgressEvent], None] = lambda event: None,
     ) -> None:
         self.config = config
         #: The run's state dir, where files kept with the run go (a server's log, say).
         self.state_dir = state_dir
         self._meter = meter
         self._on_first_window = on_first_window
+        self._on_phase = on_phase
+        #: Every phase reported so far, in order (the worker derives their durations).
+        self.progress: list[ProgressEvent] = []
         self._window_open = False
         self.windows: list[WindowMeasurement] = []
         self.input_tokens: int | None = None
@@ -75,6 +81,19 @@ class ExperimentContext:
     def params(self) -> dict[str, Any]:
         return self.config.params
 
+    def phase(self, name: str, detail: str | None = None) -> None:
+        """Say what the workload does from now on ("loading model", "warm-up", ...): shown live
+        by pytest, and the result's `phase_durations_s` says how long each phase took."""
+        self._report(ProgressEvent.now(name, detail=detail))
+
+    def _report(self, event: ProgressEvent) -> None:
+        self.progress.append(event)
+        self._on_phase(event)
+
+    @property
+    def current_phase(self) -> str | None:
+        return self.progress[-1].phase if self.progress else None
+
     def rounds(self) -> Iterator[int]:
         """Yield once per configured round; windows and tokens inside one round form its figures.
 
@@ -82,8 +101,11 @@ class ExperimentContext:
         """
         if self.round_records or self._round is not None:
             raise RuntimeError("ctx.rounds() can be iterated only once per experiment")
-        for index in range(self.config.rounds):
+        total = self.config.rounds
+        for index in range(total):
             self._round = RoundRecord()
+            numbered = {"round": index + 1, "rounds": total} if total > 1 else {}
+            self._report(ProgressEvent.now(MEASURING, **numbered))
             yield index
             self.round_records.append(self._round)
         self._round = None
@@ -95,6 +117,8 @@ class ExperimentContext:
             raise RuntimeError("ctx.window() is already open; windows cannot be nested")
         if not self.windows:
             self._on_first_window()
+        if self.current_phase != MEASURING:
+            self._report(ProgressEvent.now(MEASURING))
         self._window_open = True
         self._meter.begin_window("llem.window")
         try:

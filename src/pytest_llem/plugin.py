@@ -126,6 +126,40 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
     # Plain SIGTERM would kill pytest with no teardown; make it behave like Ctrl-C instead.
     session.config.stash[previous_sigterm_key] = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    bench.progress = _live_progress(session.config)
+
+
+def _live_progress(config: pytest.Config) -> Any:
+    """The terminal's live view of running experiments; None with -q or in an xdist worker."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    verbosity = int(config.option.verbose)
+    if reporter is None or verbosity < 0 or hasattr(config, "workerinput"):
+        return None
+    import contextlib
+    import sys
+
+    from pytest_llem.output.live import LiveProgress
+
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def uncaptured() -> Any:  # the test's output capture is on while llem.run() waits
+        return capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+
+    def line(text: str) -> None:
+        with uncaptured():
+            reporter.write_line(text)
+            reporter.flush()  # a CI log is a pipe: show the line now, not when the buffer fills
+
+    def status(text: str) -> None:
+        # Drawn after pytest's text on the current line and erased again, the cursor saved and
+        # restored around it, line wrapping off: pytest's own output is left as it was.
+        with uncaptured():
+            sys.stdout.write(f"\x1b7\x1b[?7l {text}\x1b[K\x1b[?7h\x1b8" if text else "\x1b[K")
+            sys.stdout.flush()
+
+    isatty = getattr(reporter, "isatty", False)  # a method in newer pytest, a bool in older
+    is_tty = bool(isatty() if callable(isatty) else isatty)
+    return LiveProgress(line, status if is_tty else None, verbosity)
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -235,7 +269,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
     if bench.entries:
         terminalreporter.section("pytest-llem")
-        for line in format_summary(bench.entries):
+        for line in format_summary(bench.entries, bench.summary_view()):
             terminalreporter.write_line(line)
     if bench.comparison is not None:
         for line in format_comparison(bench.comparison):
@@ -255,4 +289,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"pytest-llem: marked {len(bench.report.stale_experiments)} stale experiment(s) from "
             "an earlier session as failed"
         )
-    terminalreporter.write_line(f"pytest-llem: report written to {bench.report_path}")
+    if bench.smoke_dir is not None:
+        terminalreporter.write_line(
+            f"pytest-llem: smoke run: {len(bench.entries)} case(s) ran once with the smallest workload; "
+            "nothing was measured, saved to the history or published"
+        )
+    else:
+        terminalreporter.write_line(f"pytest-llem: report written to {bench.report_path}")

@@ -403,6 +403,11 @@ class ExperimentResult(BaseModel):
     statistics: dict[str, MetricStats] = Field(
         default_factory=dict, description="per metric, over the rounds (when there are 2 or more)"
     )
+    phase_durations_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="seconds in each phase the child reported (importing, loading model, warm-up, "
+        "measuring, ...), in order; added up over repeated processes",
+    )
     extra: dict[str, Any] = Field(default_factory=dict)
     serving: ServingSummary | None = Field(default=None, description="scenario='serving' only")
     started_at: datetime

@@ -6,7 +6,10 @@ into `LlemSettings`, calls `run_experiment` from the `llem` fixture and `finish`
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -28,7 +31,9 @@ from pytest_llem.isolation.repeats import pool_processes
 from pytest_llem.isolation.signals import InterruptGuard, sleep_unless_interrupted
 from pytest_llem.isolation.workload import Workload, describe_workload
 from pytest_llem.output.publish import publish
+from pytest_llem.output.summary import SummaryView
 from pytest_llem.processes import signal_name
+from pytest_llem.progress import ProgressListener
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
@@ -36,6 +41,37 @@ from pytest_llem.store.machine import MachineInfo
 from pytest_llem.store.redaction import redact_text
 from pytest_llem.store.report import ReportEntry, SessionOutcome, SessionReport, write_report
 from pytest_llem.store.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
+
+#: The smallest workload every backend accepts, laid over each case's fields in smoke mode
+#: (`--llem-smoke`): it checks that a suite still runs, in seconds, and measures nothing.
+SMOKE_FIELDS: dict[str, Any] = {
+    "n_prompts": 1,
+    "max_new_tokens": 1,
+    "warmup_batches": 0,
+    "rounds": 1,
+    "repeats": 1,
+    "energy": "none",
+}
+
+
+def smoke_settings(settings: LlemSettings, state_dir: Path) -> LlemSettings:
+    """Settings for a smoke session: a throwaway state dir, nothing resumed, compared or published."""
+    return dataclasses.replace(
+        settings,
+        state_dir=state_dir,
+        resume=False,
+        save_name=None,
+        autosave=False,
+        compare=None,
+        compare_fail=(),
+        json_path=None,
+        markdown_path=None,
+        html_path=None,
+        benchmark_json_path=None,
+        baseline_s=0.0,
+        cooldown_s=0.0,
+        cooldown_temp_c=None,
+    )
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -58,6 +94,11 @@ class BenchmarkSession:
         worker_id: str = "main",
         run_id: str | None = None,
     ) -> None:
+        #: Smoke mode keeps states and the report in a folder removed at `finish`: no history.
+        self.smoke_dir: Path | None = None
+        if settings.smoke:
+            self.smoke_dir = Path(tempfile.mkdtemp(prefix="pytest-llem-smoke-"))
+            settings = smoke_settings(settings, self.smoke_dir)
         self.settings = settings
         self.root = root
         self.worker_id = worker_id
@@ -74,10 +115,19 @@ class BenchmarkSession:
         #: The comparison, budgets and failures, once `gate` has run.
         self.gate_outcome = GateOutcome()
         self._experiments_started = 0
+        #: Follows each experiment process as it runs (set by the plugin; None: nobody watches).
+        self.progress: ProgressListener | None = None
 
     @property
     def entries(self) -> list[ReportEntry]:
         return self.report.experiments
+
+    def summary_view(self) -> SummaryView:
+        """The results table as asked for; a smoke run's figures measure nothing: no figures."""
+        view = self.settings.summary_view()
+        if self.settings.smoke:
+            return SummaryView(("test", "status"), view.sort if view.sort in ("test", "status") else None)
+        return view
 
     def start(self) -> None:
         """Create the state dir and fail states orphaned by a session that died."""
@@ -119,7 +169,7 @@ class BenchmarkSession:
 
         Only the session that holds every experiment gates (not an xdist worker).
         """
-        if self.worker_id != "main":
+        if self.worker_id != "main" or self.settings.smoke:
             return []
         self.gate_outcome = run_gate(
             self.report, self.baseline, self.settings.compare_fail, self.settings.gate_flagged
@@ -181,7 +231,8 @@ class BenchmarkSession:
             "rounds": self.settings.rounds,
             "repeats": self.settings.repeats,
         }
-        config = build_config(session_defaults, *config_layers)
+        smoke_layer = [SMOKE_FIELDS] if self.settings.smoke else []
+        config = build_config(session_defaults, *config_layers, *smoke_layer)
         if workload is None:
             workload = builtin_workload(config)
             if workload is None:
@@ -207,7 +258,10 @@ class BenchmarkSession:
         experiment_id = self._experiment_id(entry.nodeid, config.experiment_id, config_hash)
         env = build_experiment_env(config, experiment_id)
         # Before the experiment exists: a Ctrl-C during a long cool-down leaves no state behind.
-        meter_options = self._prepare_devices(config.energy, env, guard)
+        if self.settings.smoke:
+            meter_options = self.settings.meter_options()
+        else:
+            meter_options = self._prepare_devices(config.energy, env, guard)
         entry.experiment_id = experiment_id
         state = self.states.create(experiment_id, config_hash)
         entry.phase = state.phase.value
@@ -225,8 +279,8 @@ class BenchmarkSession:
             # Each process is a fresh child in its own group; a failure in any fails the experiment.
             result = pool_processes(
                 [
-                    run_in_child(request, env=env, guard=guard, timeout_s=timeout_s)
-                    for _ in range(config.repeats)
+                    self._run_process(entry.nodeid, request, env, guard, timeout_s, process, config.repeats)
+                    for process in range(config.repeats)
                 ]
             )
         except ExperimentInterrupted as exc:
@@ -240,6 +294,34 @@ class BenchmarkSession:
             raise
         self._mark_done(entry, result)
         return result
+
+    def _run_process(
+        self,
+        nodeid: str,
+        request: ExperimentRequest,
+        env: dict[str, str],
+        guard: InterruptGuard,
+        timeout_s: float | None,
+        process: int,
+        processes: int,
+    ) -> ExperimentResult:
+        """One of the experiment's processes, followed by `self.progress` while it runs."""
+        listener = self.progress
+        if listener is None:
+            return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s)
+        listener.started(nodeid, process + 1, processes)
+        outcome = "failed"
+        try:
+            result = run_in_child(
+                request, env=env, guard=guard, timeout_s=timeout_s, on_progress=listener.update
+            )
+            outcome = "done"
+            return result
+        except ExperimentInterrupted:
+            outcome = "interrupted"
+            raise
+        finally:
+            listener.ended(outcome)
 
     def _prepare_devices(self, meter: str, env: dict[str, str], guard: InterruptGuard) -> MeterOptions:
         """Cool down after the previous experiment, then take idle baselines for new devices.
@@ -295,12 +377,19 @@ class BenchmarkSession:
     def _checkpoint(self) -> None:
         self.report_path = write_report(self.report, self.settings.state_dir, self.root, self.report_name)
 
-    def finish(self, outcome: SessionOutcome, exit_code: int) -> Path:
-        """Write the final report; signals arriving meanwhile are ignored (we are stopping anyway)."""
+    def finish(self, outcome: SessionOutcome, exit_code: int) -> Path | None:
+        """Write the final report; signals arriving meanwhile are ignored (we are stopping anyway).
+
+        A smoke session removes its throwaway state dir instead and returns None.
+        """
         self.report.outcome = outcome
         self.report.exit_code = exit_code
         self.report.finished_at = utc_now()
         with InterruptGuard().installed():
+            if self.smoke_dir is not None:
+                shutil.rmtree(self.smoke_dir, ignore_errors=True)
+                self.report_path = None
+                return None
             self._checkpoint()
             if self.worker_id == "main":
                 self.problems.extend(

@@ -25,6 +25,7 @@ from pytest_llem.errors import ConfigError
 if TYPE_CHECKING:
     from pytest_llem.energy.meter import MeterOptions
     from pytest_llem.gating.limits import Limit
+    from pytest_llem.output.summary import SummaryView
 
 STATE_DIR_ENV = "PYTEST_LLEM_STATE_DIR"
 DEFAULT_METER = "auto"
@@ -60,6 +61,16 @@ class LlemSettings:
     markdown_path: Path | None = None
     html_path: Path | None = None
     benchmark_json_path: Path | None = None
+    smoke: bool = False
+    columns: tuple[str, ...] | None = None
+    sort: str | None = None
+    group_by: str | None = None
+
+    def summary_view(self) -> SummaryView:
+        """The results table's columns, order and grouping (terminal, Markdown and HTML)."""
+        from pytest_llem.output.summary import DEFAULT_COLUMNS, SummaryView
+
+        return SummaryView(self.columns or DEFAULT_COLUMNS, self.sort, self.group_by)
 
     def meter_options(self, baseline_power_w: Mapping[str, float] | None = None) -> MeterOptions:
         from pytest_llem.energy.meter import MeterOptions
@@ -122,6 +133,24 @@ def _run_name(raw: str, source: str) -> str:
     if not raw.strip() or "/" in raw or raw.endswith(".json"):
         raise ConfigError(f"{source}: {raw!r} cannot name a run (no '/' and no .json ending)")
     return raw.strip()
+
+
+def _columns(raw: str, source: str) -> tuple[str, ...]:
+    from pytest_llem.output.summary import parse_columns
+
+    return parse_columns(raw, source)
+
+
+def _sort(raw: str, source: str) -> str:
+    from pytest_llem.output.summary import parse_sort
+
+    return parse_sort(raw, source)
+
+
+def _group_by(raw: str, source: str) -> str:
+    from pytest_llem.output.summary import parse_group_by
+
+    return parse_group_by(raw, source)
 
 
 def _limit(raw: str, source: str) -> Limit:
@@ -251,6 +280,35 @@ SETTINGS = (
         "customBiggerIsBetter beside it as *-bigger.json)",
         _path,
         "PATH",
+    ),
+    Setting(
+        "columns",
+        "columns",
+        "the results table's columns, comma-separated: test, model, backend, precision, batch_size, n, "
+        "a metric (tokens_per_s, energy_per_token_j, ...) or status (default "
+        "test,n,duration_s,tokens_per_s,energy_j,energy_per_token_j,status)",
+        _columns,
+        "COLUMNS",
+    ),
+    Setting(
+        "sort",
+        "sort",
+        "sort the results table by a column, ascending; -COLUMN for descending (default: the order run)",
+        _sort,
+        "COLUMN",
+    ),
+    Setting(
+        "group_by",
+        "group-by",
+        "one results table per model, backend, precision, batch_size or test (function)",
+        _group_by,
+        "FIELD",
+    ),
+    Setting(
+        "smoke",
+        "smoke",
+        "check that the suite works: run each case once with the smallest workload (one prompt, one new "
+        "token, no warm-up, idle baseline or cool-down); measure no energy, save and publish nothing",
     ),
 )
 

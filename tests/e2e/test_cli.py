@@ -108,8 +108,17 @@ def test_show_prints_the_summary_table_by_name_and_by_report_path(state_dir):
             "nightly: passed, started 2026-01-01 00:00:00 UTC, "
             "machine h100x1: 1 x NVIDIA H100 (driver 550.54)"
         )
-        assert lines[1].split() == ["test", "duration_s", "tokens/s", "energy_j", "J/token", "status"]
-        assert lines[2].split() == [GPT2, "10.000", "5.0", "25.00", "0.5000", "passed"]
+        assert lines[1].split() == ["test", "n", "duration_s", "tokens/s", "energy_j", "J/token", "status"]
+        # Five rounds: each figure is the rounds' median [interquartile range].
+        assert lines[2].split("  ") == [
+            GPT2,
+            "5",
+            "2.00 [2.00, 2.00]",
+            "5.00 [5.00, 5.00]",
+            "5.00 [4.95, 5.05]",
+            "0.500 [0.495, 0.505]",
+            "passed",
+        ]
 
 
 def test_compare_exits_1_with_the_exact_regression_line(state_dir):
@@ -121,7 +130,7 @@ def test_compare_exits_1_with_the_exact_regression_line(state_dir):
     assert compared.returncode == 1, compared.stderr
     lines = compared.stdout.splitlines()
     assert lines[:2] == ["run run-b", "compared with main:"]
-    assert lines[2].split() == ["test", "metric", "baseline", "current", "change", "p", "status"]
+    assert lines[2].split() == ["test", "metric", "baseline", "current", "change", "limit", "p", "status"]
     assert lines[3].split() == [
         GPT2,
         "energy_per_token_j",
@@ -130,6 +139,7 @@ def test_compare_exits_1_with_the_exact_regression_line(state_dir):
         "0.600",
         "J",
         "+20.0%",
+        "5%",
         "0.00397",
         "regression",
     ]
@@ -141,7 +151,8 @@ def test_compare_exits_1_with_the_exact_regression_line(state_dir):
         "5.00",
         "tokens/s",
         "+0.0%",
-        "1",
+        "-",
+        "-",
         "ok",
     ]
     assert lines[-1] == (
@@ -159,7 +170,8 @@ def test_compare_exits_0_on_noise_within_the_limit(state_dir):
     assert compared.returncode == 0, compared.stdout
     assert "REGRESSION" not in compared.stdout
     row = next(line for line in compared.stdout.splitlines() if "energy_per_token_j" in line)
-    assert row.split()[-3:] == ["+0.2%", "0.345", "ok"]
+    # Within the limit: the rank test decides nothing, so its p is not shown.
+    assert row.split()[-4:] == ["+0.2%", "5%", "-", "ok"]
 
 
 def test_compare_warns_across_machines_instead_of_failing(state_dir):
@@ -211,7 +223,7 @@ def test_compare_lists_tests_found_in_one_run_only(state_dir):
 
     assert compared.returncode == 0
     lines = compared.stdout.splitlines()
-    assert lines[2].split() == ["test", "metric", "baseline", "current", "change", "p", "status"]
+    assert lines[2].split() == ["test", "metric", "baseline", "current", "change", "limit", "p", "status"]
     assert lines[3:] == [f"new (no baseline): {OPT}", f"missing from this run: {GPT2}"]
 
 
@@ -263,7 +275,10 @@ def test_export_markdown_contains_the_table_rows(state_dir):
     assert exported.returncode == 0, exported.stderr
     lines = exported.stdout.splitlines()
     assert lines[0] == "## pytest-llem: nightly (run-a)"
-    assert f"| `{GPT2}` | 5.00 | 25.0 | 0.500 | passed |" in lines
+    row = (
+        f"| `{GPT2}` | 5 | 2.00 [2.00, 2.00] | 5.00 [5.00, 5.00] | 5.00 [4.95, 5.05] | 0.500 [0.495, 0.505] |"
+    )
+    assert row + " passed |" in lines
 
 
 def test_export_json_to_a_file_loads_back_as_the_same_report(state_dir, tmp_path):

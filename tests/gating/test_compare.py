@@ -123,6 +123,20 @@ def test_with_fewer_than_three_rounds_the_limit_alone_decides():
     assert change.status == "regression" and change.p_value is None
 
 
+def test_p_is_shown_only_where_it_decided_the_row():
+    regression = energy_change(
+        compare([1.0, 1.01, 0.99, 1.02, 0.98], [1.5, 1.51, 1.49, 1.52, 1.48], "energy_per_token_j:5%")
+    )
+    assert regression.status == "regression" and regression.p_decides
+    noisy = energy_change(compare([1.0, 0.8, 1.2], [1.1, 0.85, 1.25], "energy_per_token_j:5%"))
+    assert noisy.status == "ok" and noisy.note is not None and noisy.p_decides  # p said: not real
+    improved = energy_change(compare([1.0, 1.01, 0.99], [0.5, 0.51, 0.49], "energy_per_token_j:5%"))
+    assert improved.status == "improved" and improved.p_value is not None and not improved.p_decides
+    assert improved.cells()[5:7] == ("5%", "-")  # the limit is shown, the p that decided nothing is not
+    unlimited = energy_change(compare([1.0, 1.01, 0.99], [1.5, 1.51, 1.49]))
+    assert unlimited.p_value is not None and not unlimited.p_decides and unlimited.cells()[5:7] == ("-", "-")
+
+
 # --- what is not gated, and budgets ----------------------------------------------------------
 
 

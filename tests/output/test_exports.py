@@ -69,11 +69,17 @@ def test_markdown_summary_has_a_heading_a_row_per_test_and_marks_flagged_rows(re
 
     assert lines[0] == "## pytest-llem: nightly (run-1)"
     assert "Machine: 1 x NVIDIA H100 (driver 550.54), id `h100x1`." in lines[2]
-    assert "| test | tokens/s | energy_j | J/token | status |" in lines
-    assert "| --- | ---: | ---: | ---: | --- |" in lines
-    assert f"| `{GPT2}` | 5.00 | 25.0 | 0.500 | passed |" in lines
-    assert f"| `{OPT}` | 5.00 | 3.00 | 0.300 | passed ⚠ short_window |" in lines
-    assert "| `tests/test_bench.py::test_broken` | - | - | - | failed |" in lines
+    assert "| test | n | duration_s | tokens/s | energy_j | J/token | status |" in lines
+    assert "| --- | ---: | ---: | ---: | ---: | ---: | --- |" in lines
+    # Five rounds: each figure is their median with the interquartile range, n says how many.
+    row = (
+        f"| `{GPT2}` | 5 | 2.00 [2.00, 2.00] | 5.00 [5.00, 5.00] | 5.00 [4.95, 5.05] "
+        "| 0.500 [0.495, 0.505] | passed |"
+    )
+    assert row in lines
+    assert f"| `{OPT}` | 1 | 2.00 | 5.00 | 3.00 | 0.300 | passed ⚠ short_window |" in lines
+    assert "| `tests/test_bench.py::test_broken` | - | - | - | - | - | failed |" in lines
+    assert any(line.startswith("- n > 1: each figure is the median [interquartile range]") for line in lines)
 
 
 def test_markdown_notes_say_what_energy_covers_and_why_it_is_missing():
@@ -95,14 +101,14 @@ def test_markdown_notes_say_what_energy_covers_and_why_it_is_missing():
     assert "- no energy meter could read this host [1 experiment(s)]" in lines
     assert "- ⚠ = measurement-quality flags: short_window (1); see `warnings` in the report" in lines
     # A missing figure is not a doubtful one: the row says "-", not a flag.
-    assert f"| `{OPT}` | 5.00 | - | - | passed |" in lines
+    assert f"| `{OPT}` | 1 | 2.00 | 5.00 | - | - | passed |" in lines
 
 
 def test_markdown_escapes_a_pipe_in_a_test_id():
     nodeid = "tests/test_bench.py::test_prompt[a|b]"
     lines = markdown_summary(make_report("r", [make_entry(nodeid, make_result([4.0]))])).splitlines()
 
-    assert "| `tests/test_bench.py::test_prompt[a\\|b]` | 5.00 | 4.00 | 0.400 | passed |" in lines
+    assert "| `tests/test_bench.py::test_prompt[a\\|b]` | 1 | 2.00 | 5.00 | 4.00 | 0.400 | passed |" in lines
 
 
 def test_markdown_with_a_comparison_shows_changes_regressions_and_the_machine_warning(report):
@@ -113,9 +119,13 @@ def test_markdown_with_a_comparison_shows_changes_regressions_and_the_machine_wa
     lines = markdown_summary(report, comparison).splitlines()
 
     assert "### Compared with main" in lines
-    assert "| test | metric | baseline | current | change | p | status |" in lines
-    assert f"| `{GPT2}` | `energy_per_token_j` | 0.400 J | 0.500 J | +25.0% | 0.00397 | regression |" in lines
-    assert f"| `{GPT2}` | `tokens_per_s` | 5.00 tokens/s | 5.00 tokens/s | +0.0% | 1 | ok |" in lines
+    assert "| test | metric | baseline | current | change | limit | p | status |" in lines
+    assert (
+        f"| `{GPT2}` | `energy_per_token_j` | 0.400 J | 0.500 J | +25.0% | 5% | 0.00397 | regression |"
+        in lines
+    )
+    # No limit on tokens/s: the rank test decides nothing there, so no p is shown.
+    assert f"| `{GPT2}` | `tokens_per_s` | 5.00 tokens/s | 5.00 tokens/s | +0.0% | - | - | ok |" in lines
     assert any(line.startswith("> ⚠ baseline main ran on another machine (AMD EPYC 7763") for line in lines)
     assert f"Only in this run: `{OPT}`" in lines
     regression = comparison.failures[0].line()

@@ -10,12 +10,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from sample_reports import make_report
+from sample_reports import make_entry, make_report, make_result
 
 from pytest_llem.energy.quality import ENERGY_NOT_MEASURED, TEMPERATURE_DRIFT
 from pytest_llem.errors import ConfigError
 from pytest_llem.gating.compare import Comparison, compare_reports
 from pytest_llem.gating.limits import parse_limit
+from pytest_llem.output.html.points import chart_points
 from pytest_llem.results import DeviceEnergy, ExperimentResult, PowerSample, QualityWarning
 from pytest_llem.store.machine import GpuInfo, MachineInfo
 from pytest_llem.store.report import ReportEntry, SessionReport
@@ -227,14 +228,15 @@ def test_results_table_has_a_row_per_experiment_with_its_figures():
     _, root = render(report)
     rows = table_rows(root, "results")
     assert len(rows) == 7
-    assert rows[0][:3] == [nodeid("fp32", 1), "1", "fp32"]
-    tokens_per_s, energy_j, per_token = (float(v) for v in rows[0][3:6])
-    assert tokens_per_s == pytest.approx(31.0, abs=0.05)
-    assert per_token == pytest.approx(181.0 / 31.0, abs=1e-4)
-    assert energy_j == pytest.approx(181.0 * TOKENS / 31.0, abs=0.01)
+    # The terminal's default columns (test, n, duration_s, tokens/s, energy_j, J/token, status), then flags.
+    assert rows[0][:2] == [nodeid("fp32", 1), "1"]
+    tokens_per_s, energy_j, per_token = (float(v.replace(",", "")) for v in rows[0][3:6])
+    assert tokens_per_s == pytest.approx(31.0, rel=0.005)
+    assert per_token == pytest.approx(181.0 / 31.0, rel=0.005)
+    assert energy_j == pytest.approx(181.0 * TOKENS / 31.0, rel=0.005)
     assert rows[0][6:] == ["passed", ""]
     assert rows[2][7] == TEMPERATURE_DRIFT
-    assert rows[6][3:] == ["-", "-", "-", "failed", ""]
+    assert rows[6][1:] == ["-", "-", "-", "-", "-", "failed", ""]
     notes = " ".join(p.all_text() for p in root.find_all("p", **{"class": "note"}))
     assert "energy_j covers: gpu (nvml-counter) in 6 experiment(s)" in notes
     assert "CUDA out of memory" in root.find("ul", **{"class": "errors"}).all_text()
@@ -304,7 +306,7 @@ def test_a_run_without_energy_says_why_and_still_charts_throughput():
     figure = chart(root, "chart-batch-size")
     assert "Throughput against batch size" in figure.find("figcaption").all_text()
     assert not root.find_all("figure", id="chart-tradeoff") and not root.find_all("div", id="power-charts")
-    assert all(row[4:6] == ["-", "-"] for row in table_rows(root, "results"))
+    assert all(row[4:6] == ["-", "-"] for row in table_rows(root, "results"))  # energy_j, J/token
     notes = " ".join(p.all_text() for p in root.find_all("p", **{"class": "note"}))
     assert "energy not measured: no NVIDIA GPU and RAPL is not readable [3 experiment(s)]" in notes
 
@@ -364,3 +366,72 @@ def screenshot(page: Path, shot: Path, profile: Path, height: int = 2000) -> Pat
     )
     assert shot.exists(), f"no screenshot (exit {completed.returncode}): {completed.stderr[-2000:]}"
     return shot
+
+
+def test_chart_groups_name_a_local_model_by_its_directory_and_plot_the_tables_figures():
+    entry = experiment("fp32", 8)
+    assert entry.result is not None
+    entry.result.config["model"] = "/tmp/pytest-of-ci/pytest-7/models0/tiny-gpt2"
+    rounds = make_entry("bench/t.py::test_rounds", make_result([4.0, 5.0, 6.0, 7.0, 100.0]))
+    one, several = chart_points([entry, rounds])
+    assert one.group == "tiny-gpt2 (fp32)"
+    assert several.energy_per_token_j == pytest.approx(0.6)  # the rounds' median, as the table shows
+
+
+@needs_matplotlib
+def test_throughputs_of_very_different_scales_get_a_log_axis():
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.charts import batch_size_chart
+
+    fast = make_entry("t.py::test_fast", make_result([1.0], tokens_per_round=26_000))  # 13,000 tokens/s
+    entries = [experiment("fp32", size) for size in (1, 8, 32)]  # 31 to 604 tokens/s: under 20 times
+    points = chart_points([fast, *entries])
+    figure = batch_size_chart(Figure, points, {p.group: "#000000" for p in points}, with_energy=False)
+    assert figure is not None
+    (axes,) = figure.axes
+    assert axes.get_yscale() == "log" and "log scale" in axes.get_title()
+    alike = batch_size_chart(Figure, points[1:], {p.group: "#000000" for p in points}, with_energy=False)
+    assert alike is not None and alike.axes[0].get_yscale() == "linear"
+
+
+@needs_matplotlib
+def test_every_gated_metric_gets_a_change_panel_with_its_limit_marked():
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.charts import change_chart, limit_percent
+
+    base = session("base", [experiment("fp32", size) for size in (1, 8)])
+    now = session("now", [experiment("fp32", size, slower=1.2) for size in (1, 8)])
+    limits = [parse_limit("duration_s:10%"), parse_limit("tokens_per_s:5%")]
+    comparison = compare_reports(base, now, limits)
+    figure = change_chart(Figure, comparison, {})
+    assert figure is not None
+    titles = [ax.get_title() for ax in figure.axes]
+    # The two headline metrics, then duration_s because a limit gates it.
+    assert [t.split(":")[0] for t in titles] == ["energy_per_token_j", "tokens_per_s", "duration_s"]
+    duration = next(c for c in comparison.changes if c.metric == "duration_s")
+    speed = next(c for c in comparison.changes if c.metric == "tokens_per_s")
+    assert limit_percent(duration) == pytest.approx(10.0)  # lower is better: the limit is above zero
+    assert limit_percent(speed) == pytest.approx(-5.0)  # higher is better: below zero
+    legend_texts = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert "limit (worse beyond it)" in legend_texts
+
+
+@needs_matplotlib
+def test_a_point_of_several_samples_carries_its_interquartile_range_as_an_error_bar():
+    from matplotlib.container import ErrorbarContainer
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.charts import batch_size_chart
+
+    rounds = make_entry("t.py::test_rounds", make_result([4.0, 5.0, 6.0, 7.0, 100.0]))
+    single = make_entry("t.py::test_once", make_result([5.0]))
+    (point,) = chart_points([rounds])
+    assert point.spread["energy_per_token_j"] == (pytest.approx(0.5), pytest.approx(0.7))
+    for entries, bars in (([rounds], 1), ([single], 0)):
+        points = chart_points(entries)
+        figure = batch_size_chart(Figure, points, {p.group: "#000000" for p in points}, with_energy=True)
+        assert figure is not None
+        per_token_axes = figure.axes[0]
+        assert sum(isinstance(c, ErrorbarContainer) for c in per_token_axes.containers) == bars

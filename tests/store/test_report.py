@@ -91,12 +91,14 @@ def test_summary_has_one_aligned_row_per_entry_and_marks_flagged_rows():
             ReportEntry(nodeid="t::again", result=plain, resumed=True),
         ]
     )
-    assert lines[0].split() == ["test", "duration_s", "tokens/s", "energy_j", "J/token", "status"]
-    assert lines[1].split() == ["t::flagged", "2.000", "50.0", "50.00", "0.5000", "passed", "!"]
-    assert lines[2].split() == ["t::plain", "2.000", "50.0", "-", "-", "passed"]
-    assert lines[3].split() == ["t::broken", "-", "-", "-", "-", "failed"]
+    assert lines[0].split() == ["test", "n", "duration_s", "tokens/s", "energy_j", "J/token", "status"]
+    assert lines[1].split() == ["t::flagged", "1", "2.00", "50.0", "50.0", "0.500", "passed", "!"]
+    assert lines[2].split() == ["t::plain", "1", "2.00", "50.0", "-", "-", "passed"]
+    assert lines[3].split() == ["t::broken", "-", "-", "-", "-", "-", "failed"]
     assert lines[4].split()[-1] == "resumed"
-    assert len({len(line.rstrip()) for line in lines[:2]}) == 1
+    # Aligned: the status column starts at the same place in the header and every row.
+    words = ["status", "passed", "passed", "failed"]
+    assert len({line.index(word) for line, word in zip(lines[:4], words, strict=True)}) == 1
     assert lines[5:] == [
         "no energy meter was selected (energy='none'); time and tokens only [2 experiment(s)]",
         "! = measurement-quality flags: short_window (1); see `warnings` in the report",

@@ -128,3 +128,21 @@ def measured_rounds(ctx: ExperimentContext) -> None:
         with ctx.window():
             time.sleep(0.02)
         ctx.record(output_tokens=10)
+
+
+def slow_phases(ctx: ExperimentContext) -> None:
+    """Phases long enough to be seen from the parent; `params["phase_s"]` seconds each."""
+    pause_s = float(ctx.params.get("phase_s", 0.3))
+    ctx.phase("loading model")
+    time.sleep(pause_s)
+    ctx.phase("warm-up")
+    time.sleep(pause_s)
+    for _ in ctx.rounds():
+        with ctx.window():
+            time.sleep(pause_s)
+        ctx.record(output_tokens=1)
+
+
+def dies_while_loading(ctx: ExperimentContext) -> None:
+    ctx.phase("loading model")
+    os.kill(os.getpid(), signal.SIGKILL)

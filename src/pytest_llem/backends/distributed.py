@@ -32,6 +32,7 @@ from pytest_llem.config import ExperimentConfig
 from pytest_llem.context import ExperimentContext
 from pytest_llem.errors import ConfigError, ExperimentFailed
 from pytest_llem.processes import set_parent_death_signal
+from pytest_llem.progress import LOADING_MODEL
 from pytest_llem.store.atomic import atomic_write_text
 
 POLL_S = 0.02
@@ -90,6 +91,7 @@ def coordinate_ranks(ctx: ExperimentContext) -> None:
     with tempfile.TemporaryDirectory(prefix="pytest-llem-ranks-") as tmp:
         work_dir = Path(tmp)
         ranks = _start_ranks(config, work_dir)
+        ctx.phase(LOADING_MODEL, f"{len(ranks)} ranks, with warm-up")
         try:
             _wait_for(ranks, work_dir, [f"ready-{r}" for r in range(len(ranks))])
             with ctx.window():

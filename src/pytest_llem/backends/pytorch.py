@@ -12,6 +12,7 @@ from pytest_llem.backends.distributed import coordinate_ranks
 from pytest_llem.backends.generation import TorchGeneration, record_outcomes
 from pytest_llem.backends.prompts import batched, load_prompts
 from pytest_llem.context import ExperimentContext
+from pytest_llem.progress import LOADING_MODEL, WARM_UP
 
 
 def run(ctx: ExperimentContext) -> None:
@@ -20,9 +21,12 @@ def run(ctx: ExperimentContext) -> None:
     if config.num_processes > 1:
         coordinate_ranks(ctx)
         return
+    ctx.phase(LOADING_MODEL)
     engine = TorchGeneration(config)
     encodings = [engine.encode(batch) for batch in batched(load_prompts(config), config.batch_size)]
     engine.seed()
+    if config.warmup_batches:
+        ctx.phase(WARM_UP)
     for index in range(config.warmup_batches):
         engine.generate(encodings[index % len(encodings)])
     engine.reset_peak_memory()

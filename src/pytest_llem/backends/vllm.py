@@ -25,6 +25,7 @@ from pytest_llem.config import ExperimentConfig
 from pytest_llem.context import ExperimentContext
 from pytest_llem.errors import ConfigError
 from pytest_llem.extras import import_extra
+from pytest_llem.progress import IMPORTING, LOADING_MODEL, WARM_UP
 
 PURPOSE = "backend='vllm'"
 DTYPES = {"auto": "auto", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -112,10 +113,14 @@ def run(ctx: ExperimentContext) -> None:
     config = ctx.config
     if config.model is None:
         raise ConfigError("model: backend='vllm' needs model= (a hub id or a local directory)")
+    ctx.phase(IMPORTING, "vllm")
     vllm = import_extra("vllm", "vllm", PURPOSE)
+    ctx.phase(LOADING_MODEL)
     llm = vllm.LLM(**engine_kwargs(config))
     params = vllm.SamplingParams(**sampling_kwargs(config))
     batches = batched(load_prompts(config), config.batch_size)
+    if config.warmup_batches:
+        ctx.phase(WARM_UP)
     for index in range(config.warmup_batches):
         llm.generate(batches[index % len(batches)], params, use_tqdm=False)
     torch = _torch_with_cuda()

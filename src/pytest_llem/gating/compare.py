@@ -10,7 +10,6 @@ unless asked.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable
 from typing import ClassVar, Literal
 
@@ -19,7 +18,13 @@ from pydantic import BaseModel, Field
 from pytest_llem.formatting import figure
 from pytest_llem.gating.limits import Limit, lookup_metric, parse_limit_value
 from pytest_llem.gating.metrics import METRICS, Metric
-from pytest_llem.gating.stats import MIN_ROUNDS_FOR_SIGNIFICANCE, SIGNIFICANCE_LEVEL, p_worse, sample_values
+from pytest_llem.gating.stats import (
+    MIN_ROUNDS_FOR_SIGNIFICANCE,
+    SIGNIFICANCE_LEVEL,
+    p_worse,
+    sample_summary,
+    sample_values,
+)
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import SessionReport
 
@@ -41,7 +46,23 @@ class MetricChange(BaseModel):
     status: Status = "ok"
     note: str | None = None
 
-    COLUMNS: ClassVar[tuple[str, ...]] = ("test", "metric", "baseline", "current", "change", "p", "status")
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "test",
+        "metric",
+        "baseline",
+        "current",
+        "change",
+        "limit",
+        "p",
+        "status",
+    )
+
+    @property
+    def p_decides(self) -> bool:
+        """Whether the rank test decided this row: the change went beyond its limit, and p then
+        said regression or not significant. Elsewhere p changes nothing and is not shown."""
+        beyond = self.status == "regression" or (self.status == "ok" and self.note is not None)
+        return self.p_value is not None and beyond
 
     def cells(self) -> tuple[str, ...]:
         """This change as a table row, in `COLUMNS` order (for text, Markdown and HTML)."""
@@ -51,7 +72,8 @@ class MetricChange(BaseModel):
             "-" if self.baseline is None else f"{figure(self.baseline)} {self.unit}",
             f"{figure(self.current)} {self.unit}",
             self.change_text(),
-            "-" if self.p_value is None else f"{self.p_value:.3g}",
+            self.limit or "-",
+            f"{self.p_value:.3g}" if self.p_decides and self.p_value is not None else "-",
             self.status + (f" ({self.note})" if self.note else ""),
         )
 
@@ -104,10 +126,17 @@ def limits_of_test(result: ExperimentResult, nodeid: str) -> dict[str, Limit]:
 
 
 def _compared_values(metric: Metric, baseline: ExperimentResult, current: ExperimentResult):
+    """The figures compared are those summaries show (`sample_summary`: the samples' median);
+    the samples themselves go to the rank test when both sides have enough."""
     before, after = sample_values(baseline.rounds, metric), sample_values(current.rounds, metric)
-    if min(len(before), len(after)) >= MIN_ROUNDS_FOR_SIGNIFICANCE:
-        return statistics.median(before), statistics.median(after), before, after
-    return metric.of_result(baseline), metric.of_result(current), [], []
+    old, new = sample_summary(baseline, metric), sample_summary(current, metric)
+    tested = min(len(before), len(after)) >= MIN_ROUNDS_FOR_SIGNIFICANCE
+    return (
+        old.median if old else None,
+        new.median if new else None,
+        before if tested else [],
+        after if tested else [],
+    )
 
 
 def compare_reports(

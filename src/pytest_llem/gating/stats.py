@@ -7,9 +7,10 @@ comparisons), imported only when there are rounds to summarise or compare.
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 
 from pytest_llem.gating.metrics import METRICS, Metric, round_values
-from pytest_llem.results import MetricStats, RoundResult
+from pytest_llem.results import ExperimentResult, MetricStats, RoundResult
 
 CONFIDENCE = 0.95
 #: Both sides need this many rounds before a regression must also be significant.
@@ -98,3 +99,31 @@ def sample_values(rounds: list[RoundResult], metric: Metric) -> list[float]:
     for round_result, value in zip(rounds, values, strict=True):
         by_process.setdefault(round_result.process, []).append(value)
     return [statistics.median(by_process[p]) for p in processes]
+
+
+@dataclass(frozen=True)
+class SampleSummary:
+    """A metric of one experiment as tables show it: over its samples (see `sample_values`),
+    the median and the interquartile range; with one sample, that sample's value (the whole
+    experiment's figure) and n = 1."""
+
+    n: int
+    median: float
+    q1: float
+    q3: float
+
+
+def sample_summary(result: ExperimentResult, metric: Metric) -> SampleSummary | None:
+    """The one figure of `metric` for `result` that summaries and comparisons show."""
+    samples = sample_values(result.rounds, metric)
+    if len(samples) >= 2:
+        q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+        return SampleSummary(len(samples), statistics.median(samples), q1, q3)
+    value = metric.of_result(result)
+    return None if value is None else SampleSummary(1, value, value, value)
+
+
+def sample_count(result: ExperimentResult) -> int:
+    """How many independent samples an experiment has: its processes, else its rounds."""
+    processes = {r.process for r in result.rounds}
+    return len(processes) if len(processes) > 1 else max(1, len(result.rounds))

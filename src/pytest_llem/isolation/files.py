@@ -10,3 +10,6 @@ REQUEST_FILE = "request.json"
 OUTCOME_FILE = "outcome.json"
 #: How the worker process ended (`protocol.WorkerStatus`), written by the supervisor.
 WORKER_STATUS_FILE = "worker-status.json"
+#: The phases the worker reports as it goes (`progress.ProgressEvent`), one JSON line each,
+#: appended; the parent's wait loop reads what is new at each poll.
+PROGRESS_FILE = "progress.jsonl"

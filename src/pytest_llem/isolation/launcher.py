@@ -5,7 +5,9 @@ group and Ctrl-C in the terminal never reaches it directly. While it runs, SIGIN
 SIGTERM to pytest are only *recorded* by the caller's `InterruptGuard`; the wait loop then
 runs the kill sequence in ordinary code: SIGTERM to the whole group, up to `GRACE_PERIOD_S`
 for it to exit, then SIGKILL. Because the guard never raises, a second signal cannot abort
-that sequence.
+that sequence. The same loop reads the phases the worker reports (`PROGRESS_FILE`) and hands
+them to the caller's `on_progress` at every poll (an empty list when nothing is new), so the
+terminal can show what the experiment is doing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pytest_llem.backends import BACKEND_ENV_DEFAULTS
@@ -26,13 +28,18 @@ from pytest_llem.isolation.files import OUTCOME_FILE, REQUEST_FILE, WORKER_STATU
 from pytest_llem.isolation.protocol import (
     ChildOutcome,
     ExperimentRequest,
+    ProgressReader,
     WorkerStatus,
     read_model,
     write_model,
 )
 from pytest_llem.isolation.signals import InterruptGuard
 from pytest_llem.processes import live_group_members, signal_name
+from pytest_llem.progress import ProgressEvent
 from pytest_llem.results import ExperimentResult
+
+#: Called at every poll with the phases reported since the last call (often none).
+ProgressCallback = Callable[[list[ProgressEvent]], None]
 
 GRACE_PERIOD_S = 2.0
 POLL_INTERVAL_S = 0.05
@@ -98,6 +105,7 @@ def run_in_child(
     env: Mapping[str, str],
     guard: InterruptGuard,
     timeout_s: float | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ExperimentResult:
     """Run `request` in an isolated process group and return its validated result.
 
@@ -114,8 +122,9 @@ def run_in_child(
             start_new_session=True,
             stdin=subprocess.DEVNULL,
         )
+        progress = _ProgressRelay(work_dir, on_progress)
         try:
-            _wait_for_leader(proc, guard, timeout_s)
+            _wait_for_leader(proc, guard, timeout_s, progress)
         except BaseException:
             if proc.returncode is None:
                 terminate_group(proc)
@@ -123,8 +132,9 @@ def run_in_child(
         # Whatever the workload left running (servers, dataloader workers) dies with it.
         _killpg(proc.pid, signal.SIGKILL)
         supervisor_returncode = proc.wait()
+        progress.poll()  # the last phases, written just before the worker ended
         try:
-            result = _read_outcome(work_dir, supervisor_returncode)
+            result = _read_outcome(work_dir, supervisor_returncode, progress.last_phase)
         except ExperimentFailed:
             if guard.received is not None:
                 raise ExperimentInterrupted(signal_name(guard.received)) from None
@@ -135,9 +145,31 @@ def run_in_child(
         return result
 
 
-def _wait_for_leader(proc: subprocess.Popen[bytes], guard: InterruptGuard, timeout_s: float | None) -> None:
+class _ProgressRelay:
+    """Reads the worker's new phases at each poll and passes them on; remembers the last one."""
+
+    def __init__(self, work_dir: Path, on_progress: ProgressCallback | None) -> None:
+        self._reader = ProgressReader(work_dir)
+        self._on_progress = on_progress
+        self.last_phase: str | None = None
+
+    def poll(self) -> None:
+        events = self._reader.read_new()
+        if events:
+            self.last_phase = events[-1].describe()
+        if self._on_progress is not None:
+            self._on_progress(events)
+
+    def during(self) -> str:
+        return f"last phase: {self.last_phase}; " if self.last_phase else ""
+
+
+def _wait_for_leader(
+    proc: subprocess.Popen[bytes], guard: InterruptGuard, timeout_s: float | None, progress: _ProgressRelay
+) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while not _leader_exited(proc.pid):
+        progress.poll()
         if guard.received is not None:
             terminate_group(proc)
             raise ExperimentInterrupted(signal_name(guard.received))
@@ -145,12 +177,14 @@ def _wait_for_leader(proc: subprocess.Popen[bytes], guard: InterruptGuard, timeo
             terminate_group(proc)
             raise ExperimentFailed(
                 f"timed out after {timeout_s:g} s; its process group was killed "
-                "(raise the limit with timeout= or --llem-timeout)"
+                f"({progress.during()}raise the limit with timeout= or --llem-timeout)"
             )
         time.sleep(POLL_INTERVAL_S)
 
 
-def _read_outcome(work_dir: Path, supervisor_returncode: int) -> ExperimentResult:
+def _read_outcome(
+    work_dir: Path, supervisor_returncode: int, last_phase: str | None = None
+) -> ExperimentResult:
     outcome = read_model(work_dir, OUTCOME_FILE, ChildOutcome)
     if outcome is not None:
         if outcome.result is not None:
@@ -164,7 +198,8 @@ def _read_outcome(work_dir: Path, supervisor_returncode: int) -> ExperimentResul
             )
     status = read_model(work_dir, WORKER_STATUS_FILE, WorkerStatus)
     returncode = status.returncode if status is not None else supervisor_returncode
-    raise ExperimentFailed(describe_exit(returncode))
+    during = f" (last phase: {last_phase})" if last_phase else ""
+    raise ExperimentFailed(describe_exit(returncode) + during)
 
 
 def describe_exit(returncode: int) -> str:

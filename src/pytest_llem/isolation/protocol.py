@@ -1,21 +1,26 @@
 """The files pytest and its isolated child exchange, as validated JSON.
 
-A private work folder per experiment holds three files: the request the parent writes,
-the outcome the worker writes (atomically, so the parent never reads half of it), and the
-worker's exit status the supervisor writes. Files rather than pipes: a 10 MB result
+A private work folder per experiment holds four files: the request the parent writes,
+the outcome the worker writes (atomically, so the parent never reads half of it), the
+worker's exit status the supervisor writes, and the phases the worker appends as it goes
+(one JSON line each; the parent reads only complete lines, so a child that dies mid-write
+leaves at most one half line, which is never read). Files rather than pipes: a 10 MB result
 cannot deadlock a full pipe buffer, and nothing is lost if the parent is busy.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.energy.meter import MeterOptions
+from pytest_llem.isolation.files import PROGRESS_FILE
 from pytest_llem.isolation.workload import WorkloadSpec
+from pytest_llem.progress import ProgressEvent
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.atomic import atomic_write_text
 
@@ -66,3 +71,40 @@ def read_model(work_dir: Path, name: str, model_type: type[ModelT]) -> ModelT | 
     if not path.exists():
         return None
     return model_type.model_validate_json(path.read_bytes())
+
+
+def append_progress(work_dir: Path, event: ProgressEvent) -> None:
+    """Append one phase as one line, in a single write to a file opened for appending."""
+    line = (event.model_dump_json() + "\n").encode()
+    fd = os.open(work_dir / PROGRESS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+class ProgressReader:
+    """The parent's side: each `read_new` returns the phases appended since the last call."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.path = work_dir / PROGRESS_FILE
+        self._offset = 0
+
+    def read_new(self) -> list[ProgressEvent]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        complete, _, _ = data.rpartition(b"\n")  # a line still being written waits for the next call
+        if not complete:
+            return []
+        self._offset += len(complete) + 1
+        events = []
+        for line in complete.split(b"\n"):
+            try:
+                events.append(ProgressEvent.model_validate_json(line))
+            except ValidationError:
+                continue  # progress is for display: a bad line is skipped, never fatal
+        return events

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pytest_llem.context import combine_windows
 from pytest_llem.isolation.assembly import assemble_result
+from pytest_llem.progress import add_durations
 from pytest_llem.results import EnergyTotals, ExperimentResult, RoundResult, WindowMeasurement, sum_or_none
 
 
@@ -64,6 +65,7 @@ def pool_processes(results: list[ExperimentResult]) -> ExperimentResult:
         peak_memory=(max(peaks), first.peak_memory_kind) if peaks else None,
         flops_estimate=sum_or_none([r.flops_estimate for r in results]),
         rounds=rounds,
+        phase_durations_s=add_durations(r.phase_durations_s for r in results),
         extra={**first.extra, "repeats": len(results)},
         serving=first.serving,  # one load's figures; every process's headline is in its rounds
         started_at=first.started_at,

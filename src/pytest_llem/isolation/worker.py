@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from pytest_llem.context import ExperimentContext, RoundRecord, combine_windows
@@ -22,10 +24,12 @@ from pytest_llem.isolation.protocol import (
     ChildOutcome,
     ExperimentRequest,
     WorkloadFailure,
+    append_progress,
     write_model,
 )
 from pytest_llem.isolation.workload import load_workload
 from pytest_llem.processes import process_start_time, set_parent_death_signal
+from pytest_llem.progress import IMPORTING, TEARING_DOWN, ProgressEvent, phase_durations
 from pytest_llem.results import (
     EnergyTotals,
     ExperimentResult,
@@ -39,7 +43,15 @@ from pytest_llem.store.state import ExperimentPhase, StateManager, utc_now
 _WHOLE_CALL_WINDOW = "llem.whole-call"
 
 
-def run_request(request: ExperimentRequest) -> ExperimentResult:
+def run_request(
+    request: ExperimentRequest, on_phase: Callable[[ProgressEvent], None] = lambda event: None
+) -> ExperimentResult:
+    progress: list[ProgressEvent] = []
+
+    def report(event: ProgressEvent) -> None:
+        progress.append(event)
+        on_phase(event)
+
     states = StateManager(Path(request.state_dir))
     # Recorded on the child side, so that only the child writes the state while it runs.
     group_leader = os.getpgrp()
@@ -55,10 +67,15 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
         if entry not in sys.path:
             sys.path.insert(0, entry)
 
+    report(ProgressEvent.now(IMPORTING))
     workload = load_workload(request.workload)
     meter = create_meter(request.config.energy, request.meter)
     ctx = ExperimentContext(
-        request.config, meter, on_first_window=enter_measuring, state_dir=Path(request.state_dir)
+        request.config,
+        meter,
+        on_first_window=enter_measuring,
+        on_phase=report,
+        state_dir=Path(request.state_dir),
     )
     started_at = utc_now()
     try:
@@ -66,6 +83,7 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
         workload(ctx)
         whole_call = meter.end_window(_WHOLE_CALL_WINDOW)
     finally:
+        report(ProgressEvent.now(TEARING_DOWN))
         meter.close()
     if ctx.windows:
         measured = combine_windows(ctx.windows)
@@ -95,6 +113,7 @@ def run_request(request: ExperimentRequest) -> ExperimentResult:
         peak_memory=ctx.peak_memory,
         flops_estimate=ctx.flops_estimate,
         rounds=rounds,
+        phase_durations_s=phase_durations(progress, end=time.time()),
         extra=ctx.extra,
         serving=ctx.serving,
         started_at=started_at,
@@ -131,8 +150,15 @@ def main(work_dir: Path) -> int:
     if os.getppid() != supervisor_pid:
         return 1
     request = ExperimentRequest.model_validate_json((work_dir / REQUEST_FILE).read_bytes())
+
+    def on_phase(event: ProgressEvent) -> None:
+        try:
+            append_progress(work_dir, event)
+        except OSError:
+            pass  # progress is for display only: it never fails the experiment
+
     try:
-        result = run_request(request)
+        result = run_request(request, on_phase)
     except BaseException as exc:  # the workload's failure is data for the parent, not a crash
         failure = WorkloadFailure(
             exception_type=type(exc).__name__,

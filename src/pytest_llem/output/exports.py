@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem.energy.quality import UNMEASURED_CODES
-from pytest_llem.formatting import figure, figure_or_missing, markdown_cell, markdown_table
+from pytest_llem.formatting import figure, markdown_cell, markdown_table
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.metrics import METRICS
+from pytest_llem.output.summary import SPREAD_NOTE, SummaryView, has_spread, numeric_columns, summary_groups
 from pytest_llem.output.terminal import energy_footnotes
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry, SessionReport
@@ -59,7 +60,10 @@ def _blank_if_none(value: Any) -> Any:
 
 
 def markdown_summary(
-    report: SessionReport, comparison: Comparison | None = None, failures: list[MetricChange] | None = None
+    report: SessionReport,
+    comparison: Comparison | None = None,
+    failures: list[MetricChange] | None = None,
+    view: SummaryView | None = None,
 ) -> str:
     """A GitHub-flavoured Markdown section: the run's table, what energy covers, the comparison,
     and the lines of what failed the session (regressions, exceeded budgets)."""
@@ -69,14 +73,22 @@ def markdown_summary(
         f"## pytest-llem: {title}",
         "",
         f"Machine: {machine}. Outcome: {report.outcome}. Started {report.started_at:%Y-%m-%d %H:%M:%S %Z}.",
-        "",
-        *markdown_table(
-            ("test", "tokens/s", "energy_j", "J/token", "status"),
-            [_summary_row(entry) for entry in report.experiments],
-            right_aligned={1, 2, 3},
-        ),
     ]
+    view = view or SummaryView()
+    for group in summary_groups(report.experiments, view, _markdown_status):
+        if group.title:
+            lines += ["", f"#### {markdown_cell(group.title)}"]
+        rows = [
+            tuple(
+                _code(cell) if name == "test" else markdown_cell(cell)
+                for name, cell in zip(view.columns, row, strict=True)
+            )
+            for row in group.rows
+        ]
+        lines += ["", *markdown_table(group.header, rows, right_aligned=numeric_columns(view.columns))]
     notes = energy_footnotes([e.result for e in report.experiments if e.result is not None], FLAG_MARK)
+    if has_spread(report.experiments):
+        notes.insert(0, SPREAD_NOTE)
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     if comparison is not None:
@@ -88,19 +100,13 @@ def markdown_summary(
     return "\n".join(lines) + "\n"
 
 
-def _summary_row(entry: ReportEntry) -> tuple[str, ...]:
-    result = entry.result
+def _markdown_status(entry: ReportEntry) -> str:
     status = entry.status
+    result = entry.result
     if result is not None and result.flagged:
         codes = sorted({w.code for w in result.warnings if w.code not in UNMEASURED_CODES})
         status += f" {FLAG_MARK} {', '.join(codes)}"
-    return (
-        _code(entry.nodeid),
-        figure_or_missing(result.tokens_per_s if result else None),
-        figure_or_missing(result.energy_j if result else None),
-        figure_or_missing(result.energy_per_token_j if result else None),
-        status,
-    )
+    return status
 
 
 def _markdown_comparison(comparison: Comparison) -> list[str]:
@@ -113,7 +119,7 @@ def _markdown_comparison(comparison: Comparison) -> list[str]:
             (_code(test), _code(metric), *(markdown_cell(c) for c in rest))
             for test, metric, *rest in (change.cells() for change in comparison.changes)
         ]
-        lines += markdown_table(MetricChange.COLUMNS, rows, right_aligned={2, 3, 4, 5})
+        lines += markdown_table(MetricChange.COLUMNS, rows, right_aligned={2, 3, 4, 5, 6})
     else:
         lines.append("No test ran in both runs.")
     for label, nodeids in (

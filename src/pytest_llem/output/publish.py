@@ -33,6 +33,7 @@ def publish(
 
     environ = os.environ if environ is None else environ
     problems: list[str] = []
+    view = settings.summary_view()
 
     def attempt(what: str, write: Callable[[], object]) -> None:
         try:
@@ -45,7 +46,7 @@ def publish(
     markdown_path = settings.markdown_path
     step_summary = environ.get(GITHUB_STEP_SUMMARY)
     if markdown_path is not None or step_summary:
-        markdown = redact_text(exports.markdown_summary(report, comparison, failures), root=root)
+        markdown = redact_text(exports.markdown_summary(report, comparison, failures, view), root=root)
         if markdown_path is not None:
             attempt(f"--llem-markdown {markdown_path}", lambda: _write(markdown_path, markdown))
         if step_summary:
@@ -56,7 +57,7 @@ def publish(
         def write_html() -> None:
             from pytest_llem.output.html import render_html
 
-            _write(html_path, redact_text(render_html(report, comparison), root=root))
+            _write(html_path, redact_text(render_html(report, comparison, view), root=root))
 
         attempt(f"--llem-html {html_path}", write_html)
     if settings.benchmark_json_path is not None:

@@ -9,32 +9,30 @@ from __future__ import annotations
 from collections import Counter
 
 from pytest_llem.energy.quality import UNMEASURED_CODES
-from pytest_llem.formatting import aligned, number
+from pytest_llem.formatting import aligned
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.output.serving_table import format_serving_table
+from pytest_llem.output.summary import SPREAD_NOTE, SummaryView, has_spread, numeric_columns, summary_groups
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry
 
 
-def format_summary(entries: list[ReportEntry]) -> list[str]:
-    """The terminal table: one row per experiment. A `!` marks a row with quality warnings."""
-    header = ("test", "duration_s", "tokens/s", "energy_j", "J/token", "status")
-    rows = []
-    for entry in entries:
-        result = entry.result
-        flagged = result is not None and result.flagged
-        rows.append(
-            (
-                entry.nodeid,
-                number(result.duration_s if result else None, ".3f"),
-                number(result.tokens_per_s if result else None, ".1f"),
-                number(result.energy_j if result else None, ".2f"),
-                number(result.energy_per_token_j if result else None, ".4f"),
-                entry.status + (" !" if flagged else ""),
-            )
-        )
-    lines = aligned(header, rows, right_aligned=set(range(1, len(header))))
+def format_summary(entries: list[ReportEntry], view: SummaryView | None = None) -> list[str]:
+    """The terminal table(s): one row per experiment, columns, order and groups from `view`.
+    A `!` marks a row with quality warnings."""
+    view = view or SummaryView()
+
+    def status(entry: ReportEntry) -> str:
+        return entry.status + (" !" if entry.result is not None and entry.result.flagged else "")
+
+    lines = []
+    for group in summary_groups(entries, view, status):
+        if group.title:
+            lines.append(f"{group.title}:")
+        lines += aligned(group.header, group.rows, right_aligned=numeric_columns(view.columns))
     lines.extend(format_serving_table(entries))
+    if has_spread(entries):
+        lines.append(SPREAD_NOTE)
     lines.extend(energy_footnotes([e.result for e in entries if e.result is not None]))
     return lines
 

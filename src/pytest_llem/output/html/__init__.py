@@ -23,11 +23,15 @@ from pytest_llem.gating.compare import Comparison
 from pytest_llem.output.html.charts import CHART_STYLE
 from pytest_llem.output.html.points import chart_points, short_names
 from pytest_llem.output.html.sections import charts_section, comparison_section, header, results_section
+from pytest_llem.output.summary import SummaryView
 from pytest_llem.store.report import SessionReport
 
 
-def render_html(report: SessionReport, comparison: Comparison | None = None) -> str:
-    """The whole page for `report`, with the comparison section when `comparison` is given."""
+def render_html(
+    report: SessionReport, comparison: Comparison | None = None, view: SummaryView | None = None
+) -> str:
+    """The whole page for `report`, with the comparison section when `comparison` is given;
+    the results table follows `view` (columns, order, groups) as the terminal's does."""
     figure_class = import_extra("matplotlib.figure", "html", "the HTML report").Figure
     import matplotlib
 
@@ -35,7 +39,7 @@ def render_html(report: SessionReport, comparison: Comparison | None = None) -> 
     with matplotlib.rc_context(CHART_STYLE):
         sections = [
             header(report),
-            results_section(report),
+            results_section(report, view or SummaryView()),
             charts_section(figure_class, points),
         ]
         if comparison is not None:

@@ -9,7 +9,9 @@ from collections import defaultdict
 from html import escape
 from typing import TYPE_CHECKING
 
+from pytest_llem.errors import ConfigError
 from pytest_llem.gating.compare import Comparison, MetricChange
+from pytest_llem.gating.limits import parse_limit_value
 from pytest_llem.gating.metrics import METRICS
 from pytest_llem.results import DeviceEnergy
 
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
 CHARTED_CHANGES = ("energy_per_token_j", "tokens_per_s")
 # Beyond this many points the scatter's labels overlap into a blur; the table names them all.
 MAX_LABELLED_POINTS = 40
+LIMIT_LEGEND = "limit (worse beyond it)"
+#: A y axis turns logarithmic when its largest value is this many times its smallest.
+LOG_SCALE_RATIO = 20.0
 
 CHART_STYLE = {
     # Glyphs as outlines: the chart looks the same wherever it is opened, with no font installed.
@@ -79,13 +84,39 @@ def batch_size_chart(
                 # Several tests of one group and size (other prompts, lengths) share a point: their mean.
                 ys = [statistics.fmean(by_size[x]) for x in xs]
                 ax.plot(xs, ys, marker="o", markersize=4.5, linewidth=1.6, color=colour, label=group)
+                _error_bars(ax, [p for p in sized if p.group == group], attr, colour)
+        values = [v for p in sized if (v := getattr(p, attr))]
+        if len(values) > 1 and min(values) > 0 and max(values) / min(values) >= LOG_SCALE_RATIO:
+            # Scales this far apart would flatten the smaller lines onto zero on a linear axis.
+            ax.set_yscale("log")
+            title += ", log scale"
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_title(title)
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
-        ax.set_ylim(bottom=0)
         _batch_axis(ax, sizes)
     axes[0].legend(loc="best")
     return figure
+
+
+def _error_bars(ax: Axes, points: list[Point], attr: str, colour: str) -> None:
+    """The interquartile range of a point that is the median of several samples."""
+    for p in points:
+        value, spread = getattr(p, attr), p.spread.get(attr)
+        if value is None or spread is None or p.batch_size is None:
+            continue
+        low, high = spread
+        ax.errorbar(
+            [p.batch_size],
+            [value],
+            yerr=[[max(0.0, value - low)], [max(0.0, high - value)]],
+            fmt="none",
+            ecolor=colour,
+            elinewidth=1.0,
+            capsize=3,
+            zorder=4,
+        )
 
 
 def _batch_axis(ax: Axes, sizes: list[int]) -> None:
@@ -157,8 +188,11 @@ def power_chart(figure_class: type[Figure], devices: list[DeviceEnergy]) -> Figu
 
 
 def change_chart(figure_class: type[Figure], comparison: Comparison, names: dict[str, str]) -> Figure | None:
-    charted = [c for c in comparison.changes if c.metric in CHARTED_CHANGES and c.change_pct is not None]
-    metrics = [m for m in CHARTED_CHANGES if any(c.metric == m for c in charted)]
+    # The two headline metrics, and every metric a limit gates: each gets its panel.
+    gated = [c.metric for c in comparison.changes if c.limit is not None]
+    wanted = list(dict.fromkeys([*CHARTED_CHANGES, *gated]))
+    charted = [c for c in comparison.changes if c.metric in wanted and c.change_pct is not None]
+    metrics = [m for m in wanted if any(c.metric == m for c in charted)]
     if not metrics:
         return None
     from matplotlib.patches import Patch
@@ -182,6 +216,19 @@ def change_chart(figure_class: type[Figure], comparison: Comparison, names: dict
         )
         for colour, _, legend in styles:
             used.setdefault(legend, colour)
+        for change in changes:
+            limit_pct = limit_percent(change)
+            if limit_pct is not None:
+                y = row[change.nodeid]
+                ax.plot(
+                    [limit_pct, limit_pct],
+                    [y - 0.42, y + 0.42],
+                    color="#222222",
+                    linewidth=1.2,
+                    linestyle=(0, (2, 1.5)),
+                    zorder=4,
+                )
+                used.setdefault(LIMIT_LEGEND, "#222222")
         ax.bar_label(bars, labels=[c.change_text() for c in changes], padding=3, fontsize=7)
         ax.axvline(0, color="#444444", linewidth=0.8, zorder=2)
         direction = "higher" if METRICS[name].higher_is_better else "lower"
@@ -191,10 +238,32 @@ def change_chart(figure_class: type[Figure], comparison: Comparison, names: dict
         ax.margins(x=0.3)
     axes[0].set_yticks(range(len(tests)), [names.get(t, t) for t in tests])
     axes[0].invert_yaxis()
+    from matplotlib.lines import Line2D
+
     order = ["regression", "flagged (not gated)", "worse", "better"]
-    handles = [Patch(color=used[k], label=k) for k in order if k in used]
+    handles: list[Patch | Line2D] = [Patch(color=used[k], label=k) for k in order if k in used]
+    if LIMIT_LEGEND in used:
+        handles.append(Line2D([], [], color="#222222", linestyle=(0, (2, 1.5)), label=LIMIT_LEGEND))
     figure.legend(handles=handles, loc="outside lower center", ncols=len(handles))
     return figure
+
+
+def limit_percent(change: MetricChange) -> float | None:
+    """Where the change's limit lies, in % change from its baseline, on the worse side."""
+    if change.limit is None or not change.baseline:
+        return None
+    metric = METRICS[change.metric]
+    try:
+        limit = parse_limit_value(metric, change.limit, change.metric)
+    except ConfigError:
+        return None
+    if limit.relative is not None:
+        percent = limit.relative * 100
+    elif limit.absolute is not None:
+        percent = limit.absolute / abs(change.baseline) * 100
+    else:
+        return None
+    return -percent if metric.higher_is_better else percent
 
 
 def _change_style(change: MetricChange) -> tuple[str, str, str]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.gating.compare import Comparison
+from pytest_llem.gating.metrics import METRICS
+from pytest_llem.gating.stats import sample_summary
+from pytest_llem.output.summary import model_name
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry, SessionReport
 
@@ -15,6 +18,8 @@ if TYPE_CHECKING:
     pass
 
 from pytest_llem.output.html.charts import PALETTE
+
+FIGURES = ("tokens_per_s", "energy_per_token_j")
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,8 @@ class Point:
     tokens_per_s: float | None
     energy_per_token_j: float | None
     result: ExperimentResult
+    #: Per figure, the interquartile range of its samples, where there are several.
+    spread: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def chart_points(entries: list[ReportEntry]) -> list[Point]:
@@ -42,16 +49,22 @@ def chart_points(entries: list[ReportEntry]) -> list[Point]:
         # bool is an int; a flag that slipped into batch_size is not a size.
         if not isinstance(batch_size, int) or isinstance(batch_size, bool):
             batch_size = None
-        model = config.get("model") or result.workload or entry.workload or "custom workload"
+        # A local model directory by its name: a temporary path would say nothing in a legend.
+        model = model_name(config["model"]) if config.get("model") else None
+        model = model or result.workload or entry.workload or "custom workload"
+        figures = {name: sample_summary(result, METRICS[name]) for name in FIGURES}
+        tokens_per_s, per_token = figures["tokens_per_s"], figures["energy_per_token_j"]
         points.append(
             Point(
                 nodeid=entry.nodeid,
                 label=names[entry.nodeid],
                 group=f"{model} ({config.get('precision') or 'auto'})",
                 batch_size=batch_size,
-                tokens_per_s=result.tokens_per_s,
-                energy_per_token_j=result.energy_per_token_j,
+                # The figures the results table shows (the samples' median), so both agree.
+                tokens_per_s=tokens_per_s.median if tokens_per_s else None,
+                energy_per_token_j=per_token.median if per_token else None,
                 result=result,
+                spread={name: (f.q1, f.q3) for name, f in figures.items() if f is not None and f.n > 1},
             )
         )
     return points

@@ -10,6 +10,14 @@ from typing import TYPE_CHECKING
 from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.formatting import figure_or_missing, number
 from pytest_llem.gating.compare import Comparison, MetricChange
+from pytest_llem.output.summary import (
+    SPREAD_NOTE,
+    SummaryView,
+    has_spread,
+    numeric_columns,
+    summary_groups,
+    summary_header,
+)
 from pytest_llem.output.terminal import energy_footnotes
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry, SessionReport
@@ -66,14 +74,25 @@ def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") + (f" {zone}" if zone else "")
 
 
-def results_section(report: SessionReport) -> str:
+def results_section(report: SessionReport, view: SummaryView) -> str:
+    numeric = numeric_columns(view.columns)
     head = (
-        "<tr><th>test</th><th class='num'>batch size</th><th>precision</th><th class='num'>tokens/s</th>"
-        "<th class='num'>energy J</th><th class='num'>J/token</th><th>status</th><th>quality flags</th></tr>"
+        "<tr>"
+        + "".join(
+            f"<th class='num'>{escape(h)}</th>" if i in numeric else f"<th>{escape(h)}</th>"
+            for i, h in enumerate(summary_header(view))
+        )
+        + "<th>quality flags</th></tr>"
     )
-    rows = [_result_row(entry) for entry in report.experiments]
+    width = len(view.columns) + 1
+    rows = []
+    for group in summary_groups(report.experiments, view):
+        if group.title:
+            rows.append(f"<tr class='group'><th colspan='{width}'>{escape(group.title)}</th></tr>")
+        rows += [_result_row(entry, view, row) for entry, row in zip(group.entries, group.rows, strict=True)]
     results = [e.result for e in report.experiments if e.result is not None]
-    notes = "".join(f'<p class="note">{escape(line)}</p>' for line in _energy_lines(results))
+    spread = [SPREAD_NOTE] if has_spread(report.experiments) else []
+    notes = "".join(f'<p class="note">{escape(line)}</p>' for line in [*spread, *_energy_lines(results)])
     errors = [e for e in report.experiments if e.error]
     error_list = ""
     if errors:
@@ -85,7 +104,7 @@ def results_section(report: SessionReport) -> str:
     return (
         '<section id="results-section">\n<h2>Results</h2>\n'
         f'<div class="scroll"><table id="results">\n<thead>{head}</thead>\n<tbody>\n'
-        + ("\n".join(rows) or "<tr><td colspan='8'>no experiments ran</td></tr>")
+        + ("\n".join(rows) or f"<tr><td colspan='{width}'>no experiments ran</td></tr>")
         + "\n</tbody></table></div>\n"
         + notes
         + _flag_details(report.experiments)
@@ -94,25 +113,26 @@ def results_section(report: SessionReport) -> str:
     )
 
 
-def _result_row(entry: ReportEntry) -> str:
+def _result_row(entry: ReportEntry, view: SummaryView, cells: tuple[str, ...]) -> str:
     result = entry.result
-    config = (result.config if result else None) or entry.config or {}
     flags = {w.code: w.message for w in (result.warnings if result else []) if w.code not in UNMEASURED_CODES}
     flag_cells = " ".join(
         f'<span class="flag" title="{escape(message)}">{escape(code)}</span>'
         for code, message in sorted(flags.items())
     )
-    cells = [
-        f'<td class="test">{escape(entry.nodeid)}</td>',
-        f'<td class="num">{escape(str(config.get("batch_size", "-")))}</td>',
-        f"<td>{escape(str(config.get('precision', '-')))}</td>",
-        f'<td class="num">{number(result.tokens_per_s if result else None, ".1f")}</td>',
-        f'<td class="num">{number(result.energy_j if result else None, ".2f")}</td>',
-        f'<td class="num">{number(result.energy_per_token_j if result else None, ".4f")}</td>',
-        f'<td><span class="badge status-{escape(entry.status)}">{escape(entry.status)}</span></td>',
-        f"<td>{flag_cells}</td>",
-    ]
-    return "<tr>" + "".join(cells) + "</tr>"
+    numeric = numeric_columns(view.columns)
+    html_cells = []
+    for i, (name, cell) in enumerate(zip(view.columns, cells, strict=True)):
+        if name == "status":
+            html_cells.append(f'<td><span class="badge status-{escape(cell)}">{escape(cell)}</span></td>')
+        elif name == "test":
+            html_cells.append(f'<td class="test">{escape(cell)}</td>')
+        else:
+            html_cells.append(
+                f'<td class="num">{escape(cell)}</td>' if i in numeric else f"<td>{escape(cell)}</td>"
+            )
+    html_cells.append(f"<td>{flag_cells}</td>")
+    return "<tr>" + "".join(html_cells) + "</tr>"
 
 
 def _figure_text(value: float | None) -> str:
@@ -169,6 +189,9 @@ def charts_section(figure_class: type[Figure], points: list[Point]) -> str:
             "Energy per output token and throughput against batch size, one line per model and precision."
             if with_energy
             else "Throughput against batch size, one line per model and precision."
+        ) + (
+            " Each point is the median of its samples; where there are several, "
+            "the bar spans their interquartile range."
         )
         parts.append(figure_element("chart-batch-size", figure, caption))
     figure = tradeoff_chart(figure_class, points, colours) if with_energy else None
@@ -217,7 +240,8 @@ def comparison_section(figure_class: type[Figure], comparison: Comparison, names
                 figure,
                 "Change against the baseline per test. Red with a dark edge: a regression beyond its limit; "
                 "orange: beyond its limit but carrying a measurement-quality flag, so not gated; "
-                "pale red or green: worse or better, within the limits.",
+                "pale red or green: worse or better, within the limits. A dashed tick marks a gated "
+                "metric's limit on the worse side. Every metric with a limit has its panel.",
             )
         )
     if comparison.changes:
