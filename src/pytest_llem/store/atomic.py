@@ -8,12 +8,14 @@ through `write_model_redacted` on the way.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_llem.store.redaction import redact_text
+from pytest_llem.store.redaction import redact_json
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -50,9 +52,28 @@ def atomic_write_text(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of `path` if it is a regular file of its own: a symlink is not followed, and a
+    FIFO or device is never opened for reading (it could block or never end). Raises OSError
+    with a reason a person can act on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link, not followed") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device, socket or folder)")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
 def write_model_redacted(path: Path, model: BaseModel, root: Path | None = None) -> None:
     """Persist a model as JSON with secret values and machine paths scrubbed (see redaction)."""
-    atomic_write_text(path, redact_text(model.model_dump_json(indent=2), root=root))
+    atomic_write_text(path, redact_json(model.model_dump_json(), root=root))
 
 
 def _fsync_dir(folder: Path) -> None:

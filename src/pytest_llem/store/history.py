@@ -42,16 +42,31 @@ class RunHistory:
 
     def __init__(self, state_dir: Path) -> None:
         self.runs_dir = state_dir / "runs"
+        #: Reports that were skipped, as `runs/<run>/report.json`, with the reason.
+        self.skipped: dict[str, str] = {}
 
     def runs(self) -> list[SessionReport]:
-        """Every readable run, oldest first (unreadable ones are skipped, never fatal)."""
+        """Every readable run, oldest first (unreadable ones are skipped and noted in `skipped`)."""
         reports = []
         for path in sorted(self.runs_dir.glob("*/report.json")):
+            key = f"runs/{path.parent.name}/report.json"
             try:
+                if path.parent.is_symlink():
+                    raise OSError("its run folder is a symbolic link, not followed")
                 reports.append(load_report(path))
-            except (OSError, ValueError, ValidationError):
-                continue
+            except OSError as exc:
+                self.skipped[key] = f"unreadable: {exc.strerror or exc}"
+            except (ValueError, ValidationError) as exc:
+                self.skipped[key] = f"not a report: {str(exc).splitlines()[0]}"
         return sorted(reports, key=lambda r: r.started_at)
+
+    def skipped_after(self, run_id: str | None) -> list[str]:
+        """Skipped reports whose run folder sorts after `run_id` (run ids start with the time)."""
+        return [
+            f"{key} ({reason})"
+            for key, reason in sorted(self.skipped.items())
+            if run_id is None or key.split("/")[1] > run_id
+        ]
 
     def find(self, ref: str) -> SessionReport:
         """A run by name (the newest of that name), run id, or path to a report file."""

@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from pytest_llem.results import ExperimentResult
-from pytest_llem.store.atomic import ensure_private_dir, write_model_redacted
+from pytest_llem.results import ExperimentResult, UtcDatetime
+from pytest_llem.store.atomic import ensure_private_dir, read_regular_file, write_model_redacted
 from pytest_llem.store.machine import MachineInfo
 
 REPORT_SCHEMA_VERSION = 1
@@ -75,8 +74,8 @@ class SessionReport(BaseModel):
     run_id: str
     name: str | None = Field(default=None, description="--llem-save NAME or --llem-autosave")
     machine: MachineInfo | None = Field(default=None, description="what the figures depend on")
-    started_at: datetime
-    finished_at: datetime | None = None
+    started_at: UtcDatetime
+    finished_at: UtcDatetime | None = None
     outcome: SessionOutcome = "running"
     exit_code: int | None = None
     plugin_version: str
@@ -108,7 +107,8 @@ def copy_report(report: SessionReport, destination: Path, root: Path | None = No
 
 
 def load_report(path: Path) -> SessionReport:
-    return SessionReport.model_validate_json(path.read_bytes())
+    """Raises OSError (not a regular file, unreadable) or ValueError (not a report)."""
+    return SessionReport.model_validate_json(read_regular_file(path))
 
 
 def merge_reports(run_id: str, reports: list[SessionReport]) -> SessionReport:
