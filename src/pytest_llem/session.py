@@ -19,13 +19,19 @@ from pytest_llem.backends import BACKEND_WORKLOADS
 from pytest_llem.config import build_config, compute_config_hash
 from pytest_llem.energy.idle import IdleBaselines
 from pytest_llem.energy.meter import MeterOptions
-from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError
+from pytest_llem.errors import (
+    INTERRUPTED_EXIT_CODE,
+    ConfigError,
+    ExperimentFailed,
+    ExperimentInterrupted,
+    LlemError,
+)
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.gate import GateOutcome, run_gate
 from pytest_llem.isolation.launcher import build_experiment_env, run_in_child
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import pool_processes
-from pytest_llem.isolation.signals import InterruptGuard, sleep_unless_interrupted
+from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts, sleep_unless_interrupted
 from pytest_llem.isolation.workload import Workload, describe_workload
 from pytest_llem.output.publish import publish
 from pytest_llem.processes import signal_name
@@ -33,7 +39,7 @@ from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.machine import MachineInfo
-from pytest_llem.store.redaction import redact_text
+from pytest_llem.store.redaction import EXTRA_NAMES_ENV, redact_text, set_extra_secret_names
 from pytest_llem.store.report import ReportEntry, SessionOutcome, SessionReport, write_report
 from pytest_llem.store.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
 
@@ -60,6 +66,7 @@ class BenchmarkSession:
     ) -> None:
         self.settings = settings
         self.root = root
+        set_extra_secret_names(settings.redact_env)
         self.worker_id = worker_id
         self.states = StateManager(settings.state_dir)
         self.report = SessionReport(
@@ -74,6 +81,11 @@ class BenchmarkSession:
         #: The comparison, budgets and failures, once `gate` has run.
         self.gate_outcome = GateOutcome()
         self._experiments_started = 0
+        #: SIGINT/SIGTERM for the whole session; the plugin installs it.
+        self.interrupts = SessionInterrupts()
+        self.finished = False
+        #: Foreign or broken files met in the state dir, by path, with why they were skipped.
+        self._skipped_files: dict[str, str] = {}
 
     @property
     def entries(self) -> list[ReportEntry]:
@@ -90,6 +102,7 @@ class BenchmarkSession:
             ) from None
         stale = self.states.cleanup_stale()
         self.report.stale_experiments = [s.experiment_id for s in stale]
+        self._skipped_files.update(self.states.skipped)
         self.report.machine = MachineInfo.current()
         if self.settings.save_name:
             self.report.name = self.settings.save_name
@@ -107,6 +120,17 @@ class BenchmarkSession:
                 raise ConfigError(f"--llem-compare: {exc}") from None
         assert self.report.machine is not None
         baseline = history.latest(self.report.machine.id, exclude_run_id=self.report.run_id)
+        newer_unreadable = [
+            item
+            for item in history.skipped_after(baseline.run_id if baseline else None)
+            if f"/{self.report.run_id}/" not in item
+        ]
+        if newer_unreadable:  # never a silent fall-back to an older baseline
+            self.problems.append(
+                f"the newest saved run(s) cannot be read, so the comparison uses "
+                f"{'run ' + baseline.run_id if baseline else 'nothing'}: {'; '.join(newer_unreadable)}"
+            )
+        self._skipped_files.update(history.skipped)
         if baseline is None:
             self.problems.append(
                 f"nothing to compare with: no earlier finished run on this machine "
@@ -125,6 +149,13 @@ class BenchmarkSession:
             self.report, self.baseline, self.settings.compare_fail, self.settings.gate_flagged
         )
         return self.gate_outcome.failures
+
+    def skipped_files(self) -> list[str]:
+        """One line per file of the state dir skipped this session (each named once)."""
+        self._skipped_files.update(self.states.skipped)
+        return [
+            f"skipped {path} in the state dir: {why}" for path, why in sorted(self._skipped_files.items())
+        ]
 
     @property
     def comparison(self) -> Comparison | None:
@@ -147,7 +178,7 @@ class BenchmarkSession:
         """
         entry = ReportEntry(nodeid=nodeid, worker_id=self.worker_id)
         self.entries.append(entry)
-        guard = InterruptGuard()
+        guard = InterruptGuard(self.interrupts)
         # The guard covers teardown *and* bookkeeping: a signal cannot leave a state half-done.
         with guard.installed():
             try:
@@ -205,6 +236,8 @@ class BenchmarkSession:
 
         experiment_id = self._experiment_id(entry.nodeid, config.experiment_id, config_hash)
         env = build_experiment_env(config, experiment_id)
+        if self.settings.redact_env:  # the child redacts what it writes too
+            env[EXTRA_NAMES_ENV] = ",".join(self.settings.redact_env)
         # Before the experiment exists: a Ctrl-C during a long cool-down leaves no state behind.
         meter_options = self._prepare_devices(config.energy, env, guard)
         entry.experiment_id = experiment_id
@@ -295,11 +328,17 @@ class BenchmarkSession:
         self.report_path = write_report(self.report, self.settings.state_dir, self.root, self.report_name)
 
     def finish(self, outcome: SessionOutcome, exit_code: int) -> Path:
-        """Write the final report; signals arriving meanwhile are ignored (we are stopping anyway)."""
+        """Write the final report; signals arriving meanwhile are ignored (we are stopping anyway).
+
+        A session that received a signal at any point is "interrupted", whatever it was told.
+        """
+        if self.interrupts.received is not None:
+            outcome, exit_code = "interrupted", INTERRUPTED_EXIT_CODE
         self.report.outcome = outcome
         self.report.exit_code = exit_code
         self.report.finished_at = utc_now()
-        with InterruptGuard().installed():
+        self.finished = True
+        with InterruptGuard(self.interrupts).installed():
             self._checkpoint()
             if self.worker_id == "main":
                 self.problems.extend(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from pathlib import Path
@@ -380,3 +381,64 @@ def test_an_unwritable_json_copy_is_reported_and_the_report_is_kept(suite: pytes
     assert result.ret == 0
     result.stdout.fnmatch_lines([f"pytest-llem: could not write --llem-json {blocker / 'copy.json'}: *"])
     assert len(reports(state_dir)[0]["experiments"]) == 2
+
+
+def test_a_token_in_a_workload_exception_reaches_no_terminal_line_junit_or_file(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    secrets = {"OPENAI_KEY": 'sk-"quoted\\secret', "SSH_PRIVATE_KEY": "ssh1", "DATABASE_DSN": "pg://u:pw@h"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    pytester.makepyfile(
+        test_leak="""
+        import os
+
+        def leaky(ctx):
+            names = ("OPENAI_KEY", "SSH_PRIVATE_KEY", "DATABASE_DSN")
+            raise RuntimeError(" ".join(os.environ[n] for n in names))
+
+        def test_leaky(llem):
+            llem.run(leaky)
+        """
+    )
+    state_dir = tmp_path / "state"
+    junit = tmp_path / "junit.xml"
+    result = run(
+        pytester,
+        "--llem",
+        f"--llem-state-dir={state_dir}",
+        "--llem-redact-env=DATABASE_DSN",
+        f"--junitxml={junit}",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*pytest-llem: workload raised RuntimeError: *** *** ***"])
+    outputs = [result.stdout.str(), junit.read_text()] + [p.read_text() for p in state_dir.rglob("*.json")]
+    for value in secrets.values():
+        for form in (value, json.dumps(value)[1:-1], html.escape(value)):
+            assert all(form not in text for text in outputs), form
+
+
+def test_foreign_files_in_the_state_dir_are_named_once_and_never_stop_a_session(
+    suite: pytest.Pytester, tmp_path: Path
+):
+    state_dir = tmp_path / "state"
+    assert run(suite, "--llem", f"--llem-state-dir={state_dir}").ret == 0  # a baseline run
+    experiments = state_dir / "experiments"
+    (experiments / "escape.json").symlink_to(tmp_path / "outside.json")
+    (tmp_path / "outside.json").write_text("{}")
+    os.mkfifo(experiments / "pipe.json")
+    newest = state_dir / "runs" / "99991231T000000Z-ffffff" / "report.json"
+    newest.parent.mkdir()
+    newest.write_text('{"run_id": ')
+    result = run(suite, "--llem", f"--llem-state-dir={state_dir}", "--llem-compare")
+    result.assert_outcomes(passed=3)
+    output = result.stdout.str()
+    assert "INTERNALERROR" not in output
+    for line in [
+        "pytest-llem: skipped experiments/escape.json in the state dir: unreadable: a symbolic link*",
+        "pytest-llem: skipped experiments/pipe.json in the state dir: unreadable: not a regular file*",
+        "pytest-llem: skipped runs/99991231T000000Z-ffffff/report.json in the state dir: not a*",
+        "pytest-llem: the newest saved run(s) cannot be read, so the comparison uses run *",
+    ]:
+        result.stdout.fnmatch_lines([line])
+    assert output.count("escape.json") == 1

@@ -7,6 +7,7 @@ then writes every PID to a file and blocks. After the signal, no descendant may 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -181,3 +182,56 @@ def test_a_signal_during_the_cool_down_ends_the_wait_at_once(tmp_path: Path):
     assert second["interrupted"] and second["error"] == "interrupted by SIGINT"
     # The interrupted experiment never started: no state of it was left behind.
     assert len(StateManager(state_dir).all_states()) == 1
+
+
+RACE_SUITE = """
+import os, pathlib, time
+from workloads import count_tokens
+
+def test_first(llem):
+    pathlib.Path(os.environ["STARTED"]).touch()
+    llem.run(count_tokens)
+
+def test_second(llem):
+    llem.run(count_tokens)
+
+def test_third(llem):
+    llem.run(count_tokens)
+
+def test_never_ends():
+    time.sleep(60)
+"""
+
+RACE_TRIES = 8
+
+
+def test_two_or_three_signals_at_random_gaps_always_end_with_130_and_an_interrupted_report(
+    tmp_path: Path,
+):
+    """The double Ctrl-C race: the later signals land anywhere in teardown or report writing.
+
+    It cannot be forced, so it is tried RACE_TRIES times with random timings (seed printed).
+    """
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    (tmp_path / "test_race.py").write_text(RACE_SUITE)
+    for attempt in range(RACE_TRIES):
+        state_dir = tmp_path / f"state-{attempt}"
+        started = tmp_path / f"started-{attempt}"
+        proc = start_llem_pytest(tmp_path, state_dir, "test_race.py", STARTED=str(started))
+        wait_for_file(started)
+        time.sleep(rng.uniform(0, 1.5))
+        sent = []
+        for _ in range(rng.choice((2, 3))):
+            sig = rng.choice((signal.SIGINT, signal.SIGTERM))
+            if proc.poll() is None:
+                os.kill(proc.pid, sig)
+                sent.append(sig.name)
+            time.sleep(rng.uniform(0, 0.3))
+        output, _ = proc.communicate(timeout=60)
+        where = f"try {attempt} (seed {seed}, signals {sent})"
+        assert proc.returncode == 130, f"{where}\n{output}"
+        assert "Traceback" not in output and "INTERNALERROR" not in output, f"{where}\n{output}"
+        (report,) = reports(state_dir)
+        assert (report["outcome"], report["exit_code"]) == ("interrupted", 130), where

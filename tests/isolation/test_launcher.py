@@ -283,3 +283,25 @@ def test_repeats_run_the_experiment_in_fresh_children_and_pool_their_rounds(benc
     # Whole-call workloads become one round per process.
     whole = run(bench, workloads.count_tokens, repeats=2)
     assert [r.process for r in whole.rounds] == [0, 1] and whole.output_tokens == 2 * 8
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"env": {"FOO": "a\0b"}},
+        {"env": {"FOO=BAR": "x"}},
+        {"experiment_id": "..."},
+        {"params": {"x": float("nan")}},
+        {"budget": {"energy_per_token_j": float("inf")}},
+    ],
+    ids=["nul-in-env", "equals-in-env-key", "dots-id", "nan-param", "inf-budget"],
+)
+def test_a_config_that_cannot_run_fails_in_one_line_and_leaves_no_state(
+    bench: BenchmarkSession, state_dir: Path, fields: dict
+):
+    with pytest.raises(ConfigError) as excinfo:
+        run(bench, workloads.count_tokens, **fields)
+    assert "\n" not in str(excinfo.value)
+    (entry,) = bench.entries
+    assert entry.failed and entry.error == str(excinfo.value)
+    assert list((state_dir / "experiments").iterdir()) == []
