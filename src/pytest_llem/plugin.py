@@ -111,7 +111,7 @@ class XdistController:
         if payload is not None:
             from pytest_llem.store.report import SessionReport
 
-            self.bench.absorb(SessionReport.model_validate_json(payload))
+            self.bench.absorb(node.gateway.id, SessionReport.model_validate_json(payload))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -244,15 +244,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if bench is None:
         return
     bench.interrupts.stop_raising()
-    if bench.interrupts.received is not None:
+    interrupted = bench.interrupts.received is not None
+    if interrupted:
         session = config.pluginmanager.get_plugin("session")
         if session is not None:
             session.exitstatus = INTERRUPTED_EXIT_CODE
-        if not bench.finished or bench.report.outcome != "interrupted":
-            try:
-                bench.finish("interrupted", INTERRUPTED_EXIT_CODE)
-            except (LlemError, OSError) as exc:
-                config.get_terminal_writer().line(f"pytest-llem: {exc}")
+    # xdist tears its workers down after sessionfinish: what they wrote meanwhile is taken in.
+    workers_wrote_more = bench.finished and bench.absorb_checkpoints()
+    if workers_wrote_more or (interrupted and bench.report.outcome != "interrupted"):
+        try:
+            bench.finish(bench.report.outcome, bench.report.exit_code or 0)  # a signal: interrupted
+        except (LlemError, OSError) as exc:
+            config.get_terminal_writer().line(_redacted(f"pytest-llem: {exc}"))
     bench.interrupts.uninstall()
 
 

@@ -40,7 +40,15 @@ from pytest_llem.settings import LlemSettings
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.machine import MachineInfo
 from pytest_llem.store.redaction import EXTRA_NAMES_ENV, redact_text, set_extra_secret_names
-from pytest_llem.store.report import ReportEntry, SessionOutcome, SessionReport, write_report
+from pytest_llem.store.report import (
+    ReportEntry,
+    SessionOutcome,
+    SessionReport,
+    read_worker_reports,
+    report_path,
+    take_in_workers,
+    write_report,
+)
 from pytest_llem.store.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
 
 
@@ -84,6 +92,9 @@ class BenchmarkSession:
         #: SIGINT/SIGTERM for the whole session; the plugin installs it.
         self.interrupts = SessionInterrupts()
         self.finished = False
+        #: xdist controller: each worker's latest report, and the workers that handed over.
+        self._workers: dict[str, SessionReport] = {}
+        self._final_workers: set[str] = set()
         #: Foreign or broken files met in the state dir, by path, with why they were skipped.
         self._skipped_files: dict[str, str] = {}
 
@@ -108,6 +119,13 @@ class BenchmarkSession:
             self.report.name = self.settings.save_name
         elif self.settings.autosave:
             self.report.name = autosave_name(self.root)
+        if self.worker_id == "main":
+            repaired = RunHistory(self.settings.state_dir).repair(exclude_run_id=self.report.run_id)
+            if repaired:
+                self.problems.append(
+                    f"completed the report of {len(repaired)} earlier run(s) that an interrupted or "
+                    f"killed xdist session left half-merged: {', '.join(repaired)}"
+                )
         if self.worker_id == "main" and (self.settings.compare or self.settings.compare_fail):
             self.baseline = self._find_baseline(self.settings.compare or "latest")
 
@@ -318,13 +336,29 @@ class BenchmarkSession:
     def _redact(self, text: str) -> str:
         return redact_text(text, root=self.root)
 
-    def absorb(self, worker_report: SessionReport) -> None:
+    def absorb(self, worker_id: str, worker_report: SessionReport) -> None:
         """Take in a finished xdist worker's experiments (controller side)."""
-        self.report.experiments.extend(worker_report.experiments)
-        self.report.stale_experiments.extend(worker_report.stale_experiments)
+        self._workers[worker_id] = worker_report
+        self._final_workers.add(worker_id)
         self._checkpoint()
 
+    def absorb_checkpoints(self) -> bool:
+        """Take in the workers' checkpoints on disk that never came back through xdist (a
+        worker killed, the controller interrupted first); True if the report changed."""
+        if self.worker_id != "main":
+            return False
+        run_dir = report_path(self.settings.state_dir, self.report.run_id).parent
+        changed = False
+        for wid, worker_report in read_worker_reports(run_dir).items():
+            if wid in self._final_workers or self._workers.get(wid) == worker_report:
+                continue
+            self._workers[wid] = worker_report
+            changed = True
+        return changed
+
     def _checkpoint(self) -> None:
+        if self._workers:
+            take_in_workers(self.report, self._workers)
         self.report_path = write_report(self.report, self.settings.state_dir, self.root, self.report_name)
 
     def finish(self, outcome: SessionOutcome, exit_code: int) -> Path:
@@ -338,6 +372,7 @@ class BenchmarkSession:
         self.report.exit_code = exit_code
         self.report.finished_at = utc_now()
         self.finished = True
+        self.absorb_checkpoints()
         with InterruptGuard(self.interrupts).installed():
             self._checkpoint()
             if self.worker_id == "main":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -235,3 +237,75 @@ def test_two_or_three_signals_at_random_gaps_always_end_with_130_and_an_interrup
         assert "Traceback" not in output and "INTERNALERROR" not in output, f"{where}\n{output}"
         (report,) = reports(state_dir)
         assert (report["outcome"], report["exit_code"]) == ("interrupted", 130), where
+
+
+XDIST_SUITE = """
+import os, pathlib, signal, time
+from workloads import count_tokens
+
+def test_one(llem):
+    llem.run(count_tokens)
+
+def test_two(llem):
+    llem.run(count_tokens)
+
+def test_three(llem):
+    llem.run(count_tokens)
+    if os.environ.get("KILL_WORKER") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)  # the xdist worker dies after its result is checkpointed
+    pathlib.Path(os.environ["MARKER_DIR"], os.environ["PYTEST_XDIST_WORKER"]).touch()
+    time.sleep(float(os.environ.get("LINGER_S", "0")))
+"""
+
+
+def _xdist_session(tmp_path: Path, **env: str):
+    pytest.importorskip("xdist")
+    (tmp_path / "test_x.py").write_text(XDIST_SUITE)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    state_dir = tmp_path / "state"
+    proc = start_llem_pytest(
+        tmp_path, state_dir, "test_x.py", "-n", "2", "--dist=each", MARKER_DIR=str(markers), **env
+    )
+    return proc, state_dir, markers
+
+
+def test_a_killed_xdist_worker_keeps_its_checkpointed_results_in_the_controller_report(tmp_path: Path):
+    proc, state_dir, _ = _xdist_session(tmp_path, KILL_WORKER="1")
+    output, _ = proc.communicate(timeout=180)
+    (report,) = reports(state_dir)
+    # Each of the two workers measured three experiments before it was killed.
+    assert sorted(e["worker_id"] for e in report["experiments"] if e.get("result")).count("gw0") == 3
+    assert len([e for e in report["experiments"] if e.get("result")]) == 6, output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_xdist_controller_leaves_every_worker_result_in_its_report(
+    tmp_path: Path, sig: signal.Signals
+):
+    proc, state_dir, markers = _xdist_session(tmp_path, LINGER_S="60")
+    wait_for_file(markers / "gw0", timeout_s=120)
+    wait_for_file(markers / "gw1", timeout_s=120)
+    os.kill(proc.pid, sig)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    (report,) = reports(state_dir)
+    assert report["outcome"] == "interrupted"
+    assert len([e for e in report["experiments"] if e.get("result")]) == 6, output
+
+
+def test_after_sigkill_of_the_xdist_controller_the_cli_completes_the_run(tmp_path: Path):
+    proc, state_dir, markers = _xdist_session(tmp_path, LINGER_S="60")
+    wait_for_file(markers / "gw0", timeout_s=120)
+    wait_for_file(markers / "gw1", timeout_s=120)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    listing = subprocess.run(
+        [sys.executable, "-m", "pytest_llem.cli", "list", "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "no saved runs" not in listing.stdout, listing.stdout
+    (report,) = reports(state_dir)
+    assert len([e for e in report["experiments"] if e.get("result")]) == 6
