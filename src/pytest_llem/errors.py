@@ -47,3 +47,7 @@ class MeterUnavailable(LlemError):
 
 class MeasurementRefused(MeterUnavailable):
     """The devices exist but cannot be measured honestly (a MIG slice); never silently skipped."""
+
+
+class StorageError(LlemError, OSError):
+    """The state dir could not be written (a full disk, say): the session stops with one line."""

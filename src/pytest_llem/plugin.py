@@ -184,7 +184,9 @@ class LlemRunner:
                 _redacted(f"pytest-llem: {self._item.nodeid}: {exc}"), returncode=pytest.ExitCode.INTERRUPTED
             ) from None
         except LlemError as exc:  # a workload's message can carry a token: never shown as it is
+            self._stop_if_the_disk_is_full()
             raise pytest.fail.Exception(_redacted(f"pytest-llem: {exc}"), pytrace=False) from None
+        self._stop_if_the_disk_is_full()
         from pytest_llem.gating.metrics import METRICS
 
         # Every metric with a value, so CI systems that read JUnit XML can show them.
@@ -193,6 +195,12 @@ class LlemRunner:
             if value is not None:
                 self._item.user_properties.append((f"llem_{metric.name}", value))
         return result
+
+    def _stop_if_the_disk_is_full(self) -> None:
+        if self._bench.storage_problem is not None:
+            self._bench.storage_problem_shown = True
+            line = _redacted(f"pytest-llem: {self._bench.storage_problem}")
+            raise pytest.exit.Exception(line, returncode=pytest.ExitCode.TESTS_FAILED)
 
 
 def _redacted(text: str) -> str:
@@ -232,6 +240,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         outcome = "passed" if session.exitstatus == pytest.ExitCode.OK else "failed"
     bench.finish(outcome, int(session.exitstatus))
+    if bench.storage_problem is not None:  # one line, exit 1 (130 stays 130)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if not bench.storage_problem_shown:
+            bench.problems.append(bench.storage_problem)
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput[REPORT_WORKEROUTPUT] = bench.report.model_dump_json()
@@ -290,4 +303,5 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"pytest-llem: marked {len(bench.report.stale_experiments)} stale experiment(s) from "
             "an earlier session as failed"
         )
-    write(f"pytest-llem: report written to {bench.report_path}")
+    if bench.report_written:
+        write(f"pytest-llem: report written to {bench.report_path}")

@@ -25,6 +25,7 @@ from pytest_llem.errors import (
     ExperimentFailed,
     ExperimentInterrupted,
     LlemError,
+    StorageError,
 )
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.gate import GateOutcome, run_gate
@@ -37,6 +38,7 @@ from pytest_llem.output.publish import publish
 from pytest_llem.processes import signal_name
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
+from pytest_llem.store.atomic import make_reserve
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.machine import MachineInfo
 from pytest_llem.store.redaction import EXTRA_NAMES_ENV, redact_text, set_extra_secret_names
@@ -92,6 +94,10 @@ class BenchmarkSession:
         #: SIGINT/SIGTERM for the whole session; the plugin installs it.
         self.interrupts = SessionInterrupts()
         self.finished = False
+        #: The state dir could not be written (a full disk): one line, the session stops (exit 1).
+        self.storage_problem: str | None = None
+        self.report_written = False
+        self.storage_problem_shown = False
         #: xdist controller: each worker's latest report, and the workers that handed over.
         self._workers: dict[str, SessionReport] = {}
         self._final_workers: set[str] = set()
@@ -111,6 +117,7 @@ class BenchmarkSession:
                 f"cannot use state dir {self.settings.state_dir}: {exc.strerror or exc}; "
                 "choose another with --llem-state-dir or PYTEST_LLEM_STATE_DIR"
             ) from None
+        make_reserve(self.settings.state_dir)
         stale = self.states.cleanup_stale()
         self.report.stale_experiments = [s.experiment_id for s in stale]
         self._skipped_files.update(self.states.skipped)
@@ -205,6 +212,11 @@ class BenchmarkSession:
                 if exc.result is None:
                     entry.failed = entry.interrupted = True
                     entry.error = str(exc)
+                raise
+            except StorageError as exc:
+                # Not the experiment's failure: what it measured stays in the entry.
+                self.storage_problem = self.storage_problem or str(exc)
+                entry.error = self._redact(str(exc))
                 raise
             except LlemError as exc:
                 entry.failed = True
@@ -323,9 +335,9 @@ class BenchmarkSession:
             state.advance(ExperimentPhase.MEASURING)
         state.advance(ExperimentPhase.DONE)
         state.result = result
-        self.states.save(state)
         entry.phase = state.phase.value
         entry.result = result
+        self.states.save(state)  # on a full disk: the reserve is given up for this write
 
     def _mark_failed(self, entry: ReportEntry, message: str) -> None:
         assert entry.experiment_id is not None
@@ -357,11 +369,17 @@ class BenchmarkSession:
         return changed
 
     def _checkpoint(self) -> None:
+        """Write the report; a full disk is noted in `storage_problem`, never raised."""
         if self._workers:
             take_in_workers(self.report, self._workers)
-        self.report_path = write_report(self.report, self.settings.state_dir, self.root, self.report_name)
+        try:
+            self.report_path = write_report(self.report, self.settings.state_dir, self.root, self.report_name)
+            self.report_written = True
+        except StorageError as exc:
+            self.storage_problem = self.storage_problem or str(exc)
+            self.report_written = False
 
-    def finish(self, outcome: SessionOutcome, exit_code: int) -> Path:
+    def finish(self, outcome: SessionOutcome, exit_code: int) -> Path | None:
         """Write the final report; signals arriving meanwhile are ignored (we are stopping anyway).
 
         A session that received a signal at any point is "interrupted", whatever it was told.
@@ -379,5 +397,4 @@ class BenchmarkSession:
                 self.problems.extend(
                     publish(self.report, self.comparison, self.failures, self.settings, self.root)
                 )
-        assert self.report_path is not None
         return self.report_path

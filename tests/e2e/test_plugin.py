@@ -5,10 +5,13 @@ from __future__ import annotations
 import html
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from helpers import reports, start_llem_pytest
+
+from pytest_llem.store.state import StateManager
 
 SUITE = """
 import os, sys
@@ -442,3 +445,46 @@ def test_foreign_files_in_the_state_dir_are_named_once_and_never_stop_a_session(
     ]:
         result.stdout.fnmatch_lines([line])
     assert output.count("escape.json") == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MiB tmpfs (needs root and a kernel that lets this process mount)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; tests/store/test_atomic.py covers the logic")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_disk_that_fills_mid_session_keeps_the_result_and_ends_in_one_line(
+    tmp_path: Path, small_disk: Path
+):
+    (tmp_path / "test_fill.py").write_text(
+        "from workloads import count_tokens, fill_disk\n"
+        "def test_first(llem):\n    llem.run(count_tokens)\n"
+        "def test_fills_the_disk(llem):\n"
+        f"    llem.run(fill_disk, params={{'path': {str(small_disk / 'filler')!r}}})\n"
+        "def test_never_reached(llem):\n    llem.run(count_tokens)\n"
+    )
+    state_dir = small_disk / "state"
+    json_copy = tmp_path / "copy.json"  # on another disk
+    proc = start_llem_pytest(tmp_path, state_dir, "test_fill.py", f"--llem-json={json_copy}")
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    full_lines = [line for line in output.splitlines() if "is full (No space left on device)" in line]
+    assert len(full_lines) == 1, output
+    states = {s.experiment_id.split("-")[0]: s for s in StateManager(state_dir).all_states()}
+    assert states["test_fills_the_disk"].phase.value == "done"
+    assert not states["test_fills_the_disk"].failed
+    assert "test_never_reached" not in states
+    copy = json.loads(json_copy.read_text())
+    assert copy["outcome"] == "failed"
+    assert [e["result"]["output_tokens"] for e in copy["experiments"]] == [8, 8]

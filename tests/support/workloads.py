@@ -128,3 +128,18 @@ def measured_rounds(ctx: ExperimentContext) -> None:
         with ctx.window():
             time.sleep(0.02)
         ctx.record(output_tokens=10)
+
+
+def fill_disk(ctx: ExperimentContext) -> None:
+    """Measures, then fills the disk that `params["path"]` is on and leaves it full."""
+    with ctx.window():
+        total = sum(i * i for i in range(20_000))
+    fd = os.open(ctx.config.params["path"], os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    ctx.record(output_tokens=8, input_tokens=4, checksum=total)
