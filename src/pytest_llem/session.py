@@ -6,6 +6,7 @@ into `LlemSettings`, calls `run_experiment` from the `llem` fixture and `finish`
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Mapping
@@ -51,7 +52,13 @@ from pytest_llem.store.report import (
     take_in_workers,
     write_report,
 )
-from pytest_llem.store.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
+from pytest_llem.store.state import (
+    ExperimentPhase,
+    ExperimentState,
+    StateManager,
+    sanitise_experiment_id,
+    utc_now,
+)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -265,6 +272,8 @@ class BenchmarkSession:
                 return entry.result
 
         experiment_id = self._experiment_id(entry.nodeid, config.experiment_id, config_hash)
+        if config.experiment_id is not None:
+            experiment_id = self._unused_id(experiment_id)
         env = build_experiment_env(config, experiment_id)
         if self.settings.redact_env:  # the child redacts what it writes too
             env[EXTRA_NAMES_ENV] = ",".join(self.settings.redact_env)
@@ -300,8 +309,7 @@ class BenchmarkSession:
         except ExperimentFailed as exc:
             self._mark_failed(entry, str(exc))
             raise
-        self._mark_done(entry, result)
-        return result
+        return self._mark_done(entry, result)
 
     def _prepare_devices(self, meter: str, env: dict[str, str], guard: InterruptGuard) -> MeterOptions:
         """Cool down after the previous experiment, then take idle baselines for new devices.
@@ -326,11 +334,36 @@ class BenchmarkSession:
         test_name = nodeid.rpartition("::")[2] or nodeid
         return sanitise_experiment_id(f"{test_name[:80]}-{config_hash[:8]}-{uuid.uuid4().hex[:6]}")
 
-    def _mark_done(self, entry: ReportEntry, result: ExperimentResult) -> None:
-        assert entry.experiment_id is not None
+    def _unused_id(self, experiment_id: str) -> str:
+        """A fixed id that a session still running on this machine holds gets a unique suffix."""
+        holder = self.states.load(experiment_id)
+        if holder is None or not self.states.held_by_another_live_session(holder):
+            return experiment_id
+        return self._moved_id(experiment_id, f"is in use by a session still running (pid {holder.owner_pid})")
+
+    def _moved_id(self, experiment_id: str, why: str) -> str:
+        moved = sanitise_experiment_id(f"{experiment_id[:120]}-{uuid.uuid4().hex[:6]}")
+        self.problems.append(
+            f"experiment_id {experiment_id!r} {why}; this session's result is saved as {moved}"
+        )
+        return moved
+
+    def _own_state(self, entry: ReportEntry) -> ExperimentState:
+        """The entry's state, unless another session took its fixed id over meanwhile: then a
+        new state under a moved id, so both results are kept and neither session's is lost."""
+        assert entry.experiment_id is not None and entry.config_hash is not None
         state = self.states.load(entry.experiment_id)
+        if state is not None and state.owner_pid != os.getpid():
+            entry.experiment_id = self._moved_id(entry.experiment_id, "was taken over by another session")
+            state = self.states.create(entry.experiment_id, entry.config_hash)
         if state is None:
             raise ExperimentFailed(f"state of {entry.experiment_id} vanished from the state dir")
+        return state
+
+    def _mark_done(self, entry: ReportEntry, result: ExperimentResult) -> ExperimentResult:
+        state = self._own_state(entry)
+        if result.experiment_id != state.experiment_id:  # moved: the result says where it is
+            result = result.model_copy(update={"experiment_id": state.experiment_id})
         if state.phase is ExperimentPhase.INITIALISING:
             state.advance(ExperimentPhase.MEASURING)
         state.advance(ExperimentPhase.DONE)
@@ -338,11 +371,12 @@ class BenchmarkSession:
         entry.phase = state.phase.value
         entry.result = result
         self.states.save(state)  # on a full disk: the reserve is given up for this write
+        return result
 
     def _mark_failed(self, entry: ReportEntry, message: str) -> None:
-        assert entry.experiment_id is not None
-        message = self._redact(message)
-        state = self.states.mark_failed(entry.experiment_id, message)
+        state = self._own_state(entry)
+        state.mark_failed(self._redact(message))
+        self.states.save(state)
         entry.phase = state.phase.value
 
     def _redact(self, text: str) -> str:

@@ -184,6 +184,15 @@ class StateManager:
                 return state
         return None
 
+    def held_by_another_live_session(self, state: ExperimentState) -> bool:
+        """True if `state` is unfinished and owned by another pytest process still running here."""
+        return (
+            state.active
+            and state.hostname == socket.gethostname()
+            and state.owner_pid != os.getpid()
+            and process_is_alive(state.owner_pid, state.owner_start_time)
+        )
+
     def cleanup_stale(self) -> list[ExperimentState]:
         """Mark failed every unfinished state of this host whose owner and child are both gone."""
         hostname = socket.gethostname()
