@@ -30,7 +30,7 @@ from pytest_llem.errors import (
 )
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.gate import GateOutcome, run_gate
-from pytest_llem.isolation.launcher import build_experiment_env, run_in_child
+from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs, run_in_child
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import pool_processes
 from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts, sleep_unless_interrupted
@@ -125,6 +125,7 @@ class BenchmarkSession:
                 "choose another with --llem-state-dir or PYTEST_LLEM_STATE_DIR"
             ) from None
         make_reserve(self.settings.state_dir)
+        reclaim_work_dirs()  # left by a pytest that was SIGKILLed
         stale = self.states.cleanup_stale()
         self.report.stale_experiments = [s.experiment_id for s in stale]
         self._skipped_files.update(self.states.skipped)

@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -131,9 +132,13 @@ def test_sigkill_to_pytest_leaves_no_descendant_and_the_next_session_marks_it_st
     # The report written after the first experiment survived the kill.
     assert session.report()["outcome"] == "running"
 
+    # Its work folder (request.json) was left behind: the next session reclaims it.
+    work_dirs = f"pytest-llem-{session.proc.pid}-*"
+    assert list(Path(tempfile.gettempdir()).glob(work_dirs))
     (tmp_path / "test_suite.py").write_text("def test_nothing(llem):\n    pass\n")
     rerun_output, _ = start_llem_pytest(tmp_path, session.state_dir).communicate(timeout=60)
     assert "marked 1 stale experiment(s)" in rerun_output, rerun_output
+    assert not list(Path(tempfile.gettempdir()).glob(work_dirs))
     stale = states.load(orphan.experiment_id)
     assert stale.failed and stale.error_message.startswith("stale: its process is gone")
 
@@ -309,3 +314,19 @@ def test_after_sigkill_of_the_xdist_controller_the_cli_completes_the_run(tmp_pat
     assert "no saved runs" not in listing.stdout, listing.stdout
     (report,) = reports(state_dir)
     assert len([e for e in report["experiments"] if e.get("result")]) == 6
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_escaped_descendants_die_when_pytest_is_interrupted_or_killed(tmp_path: Path, sig: signal.Signals):
+    pid_file = tmp_path / "pids.json"
+    (tmp_path / "test_escape.py").write_text(
+        "from workloads import escape_the_group\n"
+        "def test_escapes(llem):\n"
+        f"    llem.run(escape_the_group, params={{'pid_file': {str(pid_file)!r}, 'hang': True}})\n"
+    )
+    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_escape.py")
+    wait_for_file(pid_file)
+    pids = read_pids(pid_file)  # supervisor, worker, a setpgid child, a setsid double-forked daemon
+    os.kill(proc.pid, sig)
+    assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
+    proc.communicate(timeout=30)

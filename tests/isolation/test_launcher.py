@@ -16,7 +16,7 @@ from helpers import read_pids, wait_until_all_gone
 from pytest_llem import session as session_module
 from pytest_llem.backends import BACKEND_ENV_DEFAULTS
 from pytest_llem.errors import ConfigError, ExperimentFailed, WorkloadError
-from pytest_llem.isolation.launcher import build_experiment_env
+from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs
 from pytest_llem.processes import process_start_time
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
@@ -357,3 +357,34 @@ def test_a_fixed_id_taken_over_during_the_experiment_loses_neither_result(
     theirs = bench.states.load("fixed")
     assert theirs.owner_pid == other_live_session and theirs.phase is ExperimentPhase.DONE
     assert any("'fixed' was taken over by another session" in p for p in bench.problems)
+
+
+def test_processes_that_left_the_group_or_the_session_die_with_a_passing_experiment(
+    bench: BenchmarkSession, tmp_path: Path
+):
+    pid_file = tmp_path / "pids.json"
+    result = run(bench, workloads.escape_the_group, params={"pid_file": str(pid_file)})
+    assert result.output_tokens == 1
+    supervisor, worker, own_group, daemon = read_pids(pid_file)
+    extra = result.extra
+    assert extra["own_group_pgid"] == own_group != extra["group"]  # left the experiment's group
+    assert extra["daemon_sid"] != extra["session"]  # left the session, and its parent (double fork)
+    assert wait_until_all_gone([supervisor, worker, own_group, daemon], timeout_s=3.0) == []
+
+
+def test_work_folders_of_dead_sessions_are_reclaimed_and_live_ones_kept(
+    tmp_path: Path, other_live_session: int
+):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(dead.stdout)
+    left = tmp_path / f"pytest-llem-{dead_pid}-abc123"
+    live = tmp_path / f"pytest-llem-{other_live_session}-def456"
+    mine = tmp_path / f"pytest-llem-{os.getpid()}-ghi789"
+    unrelated = tmp_path / "pytest-llem-notes"
+    for folder in (left, live, mine, unrelated):
+        folder.mkdir()
+        (folder / "request.json").write_text("{}")
+    assert reclaim_work_dirs(tmp_path) == [left]
+    assert not left.exists() and live.exists() and mine.exists() and unrelated.exists()
