@@ -256,19 +256,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     bench = config.stash.get(session_key, None)
     if bench is None:
         return
-    bench.interrupts.stop_raising()
-    interrupted = bench.interrupts.received is not None
-    if interrupted:
+    try:
+        bench.complete_at_exit()
+    except (LlemError, OSError) as exc:
+        config.get_terminal_writer().line(_redacted(f"pytest-llem: {exc}"))
+    if bench.interrupts.received is not None:
         session = config.pluginmanager.get_plugin("session")
         if session is not None:
             session.exitstatus = INTERRUPTED_EXIT_CODE
-    # xdist tears its workers down after sessionfinish: what they wrote meanwhile is taken in.
-    workers_wrote_more = bench.finished and bench.absorb_checkpoints()
-    if workers_wrote_more or (interrupted and bench.report.outcome != "interrupted"):
-        try:
-            bench.finish(bench.report.outcome, bench.report.exit_code or 0)  # a signal: interrupted
-        except (LlemError, OSError) as exc:
-            config.get_terminal_writer().line(_redacted(f"pytest-llem: {exc}"))
     bench.interrupts.uninstall()
 
 

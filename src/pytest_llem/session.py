@@ -414,6 +414,15 @@ class BenchmarkSession:
             self.storage_problem = self.storage_problem or str(exc)
             self.report_written = False
 
+    def complete_at_exit(self) -> None:
+        """The last word on the report: rewritten when a signal came after it was written (or
+        before there was one), or when xdist workers checkpointed after sessionfinish."""
+        self.interrupts.stop_raising()
+        workers_wrote_more = self.finished and self.absorb_checkpoints()
+        interrupted = self.interrupts.received is not None
+        if workers_wrote_more or (interrupted and self.report.outcome != "interrupted"):
+            self.finish(self.report.outcome, self.report.exit_code or 0)  # a signal: interrupted
+
     def finish(self, outcome: SessionOutcome, exit_code: int) -> Path | None:
         """Write the final report; signals arriving meanwhile are ignored (we are stopping anyway).
 
