@@ -84,15 +84,15 @@ def test_hash_includes_the_workload_identity():
 HASH_IN_A_FRESH_PROCESS = """
 import sys
 from pytest_llem.config import build_config, compute_config_hash
-config = build_config({"params": {"a": float("nan"), "b": float("inf"), "nested": {"y": 1, "x": 2}}})
+config = build_config({"params": {"a": 0.1 + 0.2, "b": 1e300, "nested": {"y": 1, "x": 2}}})
 print(compute_config_hash(config, "bench:generate"))
 """
 
 
-def test_the_hash_is_the_same_in_every_process_nan_and_inf_included():
+def test_the_hash_is_the_same_in_every_process():
     # --llem-resume finds a result by hash in a later session: the hash must not depend on the
     # process (str hashing is salted per interpreter by PYTHONHASHSEED, dict order by insertion).
-    config = build_config({"params": {"nested": {"x": 2, "y": 1}, "b": float("inf"), "a": float("nan")}})
+    config = build_config({"params": {"nested": {"x": 2, "y": 1}, "b": 1e300, "a": 0.3}})
     here = compute_config_hash(config, "bench:generate")
     elsewhere = {
         subprocess.run(
@@ -105,3 +105,35 @@ def test_the_hash_is_the_same_in_every_process_nan_and_inf_included():
         for seed in ("1", "2", "random")
     }
     assert elsewhere == {here}
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"env": {"FOO": "a\0b"}}, r"env: a NUL character at \['FOO'\] cannot reach a process; remove it"),
+        ({"env": {"F\0O": "a"}}, r"env: a NUL character in key 'F\\x00O' cannot reach a process"),
+        ({"model": "tiny\0"}, r"model: a NUL character cannot reach a process"),
+        ({"params": {"p": ["ok", "b\0d"]}}, r"params: a NUL character at \['p'\]\[1\]"),
+        ({"env": {"A=B": "x"}}, r"env: 'A=B' cannot name a variable \(empty or with '='\); rename it"),
+        ({"env": {"": "x"}}, r"env: '' cannot name a variable"),
+        ({"params": {"x": float("nan")}}, r"params: params must hold JSON values .*NaN or infinity"),
+        ({"params": {"x": [float("inf")]}}, r"params: params must hold JSON values .*NaN or infinity"),
+        (
+            {"budget": {"energy_per_token_j": float("nan")}},
+            r"budget.energy_per_token_j: Input should be a finite",
+        ),
+        ({"timeout": float("inf")}, r"timeout: Input should be a finite number"),
+        ({"temperature": float("nan")}, r"temperature: Input should be a finite number"),
+        ({"experiment_id": ".."}, r"experiment_id: use letters, digits, '.', '_' and '-' only"),
+        ({"experiment_id": "a/b"}, r"experiment_id: use letters, digits"),
+        ({"experiment_id": "-rf"}, r"experiment_id: use letters, digits"),
+    ],
+)
+def test_input_no_process_can_take_is_refused_with_one_line_naming_the_field(fields, expected):
+    with pytest.raises(ConfigError, match=expected) as excinfo:
+        build_config(fields)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_usable_experiment_ids_are_kept_as_they_are():
+    assert build_config({"experiment_id": "llama-7b_fp16.v2"}).experiment_id == "llama-7b_fp16.v2"

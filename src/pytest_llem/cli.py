@@ -131,7 +131,10 @@ def state_dir_of(args: argparse.Namespace) -> Path:
 
 def cmd_list(args: argparse.Namespace) -> int:
     state_dir = state_dir_of(args)
-    runs = RunHistory(state_dir).runs()
+    history = RunHistory(state_dir)
+    runs = history.runs()
+    for item in history.skipped_after(None):
+        print(f"pytest-llem: skipped {item}", file=sys.stderr)
     if args.machine:
         runs = [run for run in runs if run.machine is not None and run.machine.id == args.machine]
     if not runs:

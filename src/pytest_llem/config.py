@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ from pytest_llem.energy import MeterName
 from pytest_llem.errors import ConfigError
 from pytest_llem.store.redaction import is_secret_name
 
+#: An experiment id names a file in the state dir: nothing else may be in it.
+EXPERIMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Fields that change where or how long, not what is measured; left out of the hash.
 NON_MEASUREMENT_FIELDS = frozenset({"timeout", "experiment_id", "compare_fail", "budget"})
 CONFIG_HASH_LENGTH = 16
@@ -63,7 +66,8 @@ DeviceName = Literal["auto", "cuda", "cpu"]
 class ExperimentConfig(BaseModel):
     """One benchmark case. Unknown fields are rejected; `params` carries anything else."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity in a number field would mean "no limit" or crash the child: refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str | None = Field(default=None, description="model id or local directory")
     backend: BackendName | None = Field(
@@ -145,6 +149,21 @@ class ExperimentConfig(BaseModel):
             )
         return temperature
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul_characters(cls, value: Any) -> Any:
+        where = _nul_in(value)
+        if where is not None:
+            raise ValueError(f"a NUL character{where} cannot reach a process; remove it")
+        return value
+
+    @field_validator("experiment_id")
+    @classmethod
+    def _usable_experiment_id(cls, experiment_id: str | None) -> str | None:
+        if experiment_id is not None and not EXPERIMENT_ID_PATTERN.fullmatch(experiment_id):
+            raise ValueError("use letters, digits, '.', '_' and '-' only, starting with a letter or digit")
+        return experiment_id
+
     @field_validator("gpus")
     @classmethod
     def _gpus_non_negative(cls, gpus: list[int] | None) -> list[int] | None:
@@ -213,6 +232,9 @@ class ExperimentConfig(BaseModel):
     @field_validator("env")
     @classmethod
     def _no_secrets_in_env(cls, env: dict[str, str]) -> dict[str, str]:
+        bad_names = sorted(repr(name) for name in env if not name or "=" in name)
+        if bad_names:
+            raise ValueError(f"{', '.join(bad_names)} cannot name a variable (empty or with '='); rename it")
         secret = sorted(name for name in env if is_secret_name(name))
         if secret:
             raise ValueError(
@@ -225,10 +247,12 @@ class ExperimentConfig(BaseModel):
     @classmethod
     def _params_are_json(cls, params: dict[str, Any]) -> dict[str, Any]:
         try:
-            json.dumps(params, allow_nan=True)
+            json.dumps(params, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(
-                f"params must hold JSON values (str, number, bool, None, list, dict): {exc}"
+                f"params must hold JSON values (str, finite number, bool, None, list, dict): {exc}".replace(
+                    "Out of range float values are not JSON compliant", "NaN or infinity"
+                )
             ) from None
         return params
 
@@ -264,6 +288,26 @@ def _serving_needs(config: ExperimentConfig) -> None:
             "request_rate: scenario='serving' needs request_rate= (requests/s; float('inf') for all "
             "at once) or concurrency= (requests in flight)"
         )
+
+
+def _nul_in(value: Any, where: str = "") -> str | None:
+    """Where a NUL character hides in a field's value: "" (the value itself), " at ['a'][0]",
+    " in key 'a'"; None when there is none."""
+    if isinstance(value, str):
+        return (f" at {where}" if where else "") if "\0" in value else None
+    items: list[tuple[Any, Any]] = []
+    if isinstance(value, Mapping):
+        for key in value:
+            if isinstance(key, str) and "\0" in key:
+                return f" in key {key!r}"
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = list(enumerate(value))
+    for key, item in items:
+        found = _nul_in(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 def allowed_fields() -> str:

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pytest_llem.results import ExperimentResult
 
+#: The exit code of a session stopped by SIGINT or SIGTERM (128 + SIGINT, as shells use).
+INTERRUPTED_EXIT_CODE = 130
+
 
 class LlemError(Exception):
     """Base of every error pytest-llem reports to the user as a single line."""
@@ -44,3 +47,7 @@ class MeterUnavailable(LlemError):
 
 class MeasurementRefused(MeterUnavailable):
     """The devices exist but cannot be measured honestly (a MIG slice); never silently skipped."""
+
+
+class StorageError(LlemError, OSError):
+    """The state dir could not be written (a full disk, say): the session stops with one line."""

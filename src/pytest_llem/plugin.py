@@ -11,14 +11,12 @@ meters load when a session actually uses them.
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Mapping
-from types import FrameType
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_llem.errors import ConfigError, ExperimentInterrupted, LlemError
+from pytest_llem.errors import INTERRUPTED_EXIT_CODE, ConfigError, ExperimentInterrupted, LlemError
 from pytest_llem.settings import SETTINGS, LlemSettings, resolve_settings
 
 if TYPE_CHECKING:
@@ -26,7 +24,6 @@ if TYPE_CHECKING:
     from pytest_llem.results import ExperimentResult
     from pytest_llem.session import BenchmarkSession
 
-INTERRUPTED_EXIT_CODE = 130
 RUN_ID_WORKERINPUT = "llem_run_id"
 REPORT_WORKEROUTPUT = "llem_report"
 MARKER = "llem"
@@ -34,7 +31,6 @@ FIXTURE = "llem"
 
 settings_key = pytest.StashKey[LlemSettings]()
 session_key = pytest.StashKey["BenchmarkSession"]()
-previous_sigterm_key = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -97,6 +93,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistController(bench), "llem-xdist-controller")
     config.stash[session_key] = bench
+    # From here on SIGINT and SIGTERM both stop the run once; more signals never raise.
+    bench.interrupts.install()
 
 
 class XdistController:
@@ -113,7 +111,7 @@ class XdistController:
         if payload is not None:
             from pytest_llem.store.report import SessionReport
 
-            self.bench.absorb(SessionReport.model_validate_json(payload))
+            self.bench.absorb(node.gateway.id, SessionReport.model_validate_json(payload))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -124,8 +122,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         bench.start()
     except LlemError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
-    # Plain SIGTERM would kill pytest with no teardown; make it behave like Ctrl-C instead.
-    session.config.stash[previous_sigterm_key] = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     bench.progress = _live_progress(session.config)
 
 
@@ -162,8 +158,14 @@ def _live_progress(config: pytest.Config) -> Any:
     return LiveProgress(line, status if is_tty else None, verbosity)
 
 
-def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt("SIGTERM")
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    bench = session.config.stash.get(session_key, None)
+    try:
+        return (yield)
+    finally:
+        if bench is not None:  # teardown and report writing: signals are only recorded now
+            bench.interrupts.stop_raising()
 
 
 def _marker_layers(item: pytest.Item) -> list[dict[str, Any]]:
@@ -213,10 +215,12 @@ class LlemRunner:
             # INTERRUPTED rather than 130 here so pytest still prints its summaries;
             # pytest_sessionfinish turns it into 130. `from None`: one message, no chain.
             raise pytest.exit.Exception(
-                f"pytest-llem: {self._item.nodeid}: {exc}", returncode=pytest.ExitCode.INTERRUPTED
+                _redacted(f"pytest-llem: {self._item.nodeid}: {exc}"), returncode=pytest.ExitCode.INTERRUPTED
             ) from None
-        except LlemError as exc:
-            raise pytest.fail.Exception(f"pytest-llem: {exc}", pytrace=False) from None
+        except LlemError as exc:  # a workload's message can carry a token: never shown as it is
+            self._stop_if_the_disk_is_full()
+            raise pytest.fail.Exception(_redacted(f"pytest-llem: {exc}"), pytrace=False) from None
+        self._stop_if_the_disk_is_full()
         from pytest_llem.gating.metrics import METRICS
 
         # Every metric with a value, so CI systems that read JUnit XML can show them.
@@ -225,6 +229,18 @@ class LlemRunner:
             if value is not None:
                 self._item.user_properties.append((f"llem_{metric.name}", value))
         return result
+
+    def _stop_if_the_disk_is_full(self) -> None:
+        if self._bench.storage_problem is not None:
+            self._bench.storage_problem_shown = True
+            line = _redacted(f"pytest-llem: {self._bench.storage_problem}")
+            raise pytest.exit.Exception(line, returncode=pytest.ExitCode.TESTS_FAILED)
+
+
+def _redacted(text: str) -> str:
+    from pytest_llem.store.redaction import redact_secrets
+
+    return redact_secrets(text)
 
 
 @pytest.fixture
@@ -241,14 +257,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     bench = session.config.stash.get(session_key, None)
     if bench is None:
         return
-    if session.config.stash.get(previous_sigterm_key, None) is not None:
-        signal.signal(signal.SIGTERM, session.config.stash[previous_sigterm_key])
+    bench.interrupts.stop_raising()
     try:
         regressed = bool(bench.gate())
     except LlemError as exc:  # a bad per-test limit, say: reported, never a traceback
         bench.problems.append(str(exc))
         regressed = False
-    if exitstatus in (pytest.ExitCode.INTERRUPTED, INTERRUPTED_EXIT_CODE):
+    if bench.interrupts.received is not None or exitstatus in (
+        pytest.ExitCode.INTERRUPTED,
+        INTERRUPTED_EXIT_CODE,
+    ):
         session.exitstatus = INTERRUPTED_EXIT_CODE
         outcome = "interrupted"
     else:
@@ -256,9 +274,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         outcome = "passed" if session.exitstatus == pytest.ExitCode.OK else "failed"
     bench.finish(outcome, int(session.exitstatus))
+    if bench.storage_problem is not None:  # one line, exit 1 (130 stays 130)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if not bench.storage_problem_shown:
+            bench.problems.append(bench.storage_problem)
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput[REPORT_WORKEROUTPUT] = bench.report.model_dump_json()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The last word on a session that a signal reached after its report was written, or
+    before there was a session to finish (pytest returns `exitstatus` after this hook)."""
+    bench = config.stash.get(session_key, None)
+    if bench is None:
+        return
+    try:
+        bench.complete_at_exit()
+    except (LlemError, OSError) as exc:
+        config.get_terminal_writer().line(_redacted(f"pytest-llem: {exc}"))
+    if bench.interrupts.received is not None:
+        session = config.pluginmanager.get_plugin("session")
+        if session is not None:
+            session.exitstatus = INTERRUPTED_EXIT_CODE
+    bench.interrupts.uninstall()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -267,32 +307,35 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     from pytest_llem.output.terminal import format_comparison, format_summary
 
+    def write(line: str, **markup: bool) -> None:
+        terminalreporter.write_line(_redacted(line), **markup)
+
     if bench.entries:
         terminalreporter.section("pytest-llem")
         for line in format_summary(bench.entries, bench.summary_view()):
-            terminalreporter.write_line(line)
+            write(line)
     if bench.comparison is not None:
         for line in format_comparison(bench.comparison):
-            terminalreporter.write_line(line)
-    for problem in bench.problems:
-        terminalreporter.write_line(f"pytest-llem: {problem}")
+            write(line)
+    for problem in [*bench.problems, *bench.skipped_files()]:
+        write(f"pytest-llem: {problem}")
     for failure in bench.failures:
-        terminalreporter.write_line(failure.line(), red=True, bold=True)
+        write(failure.line(), red=True, bold=True)
     workers = {entry.worker_id for entry in bench.entries}
     if len(workers) > 1:
-        terminalreporter.write_line(
+        write(
             f"pytest-llem: experiments ran on {len(workers)} xdist workers at once; "
             "they shared this machine, so their time and energy figures affect each other"
         )
     if bench.report.stale_experiments:
-        terminalreporter.write_line(
+        write(
             f"pytest-llem: marked {len(bench.report.stale_experiments)} stale experiment(s) from "
             "an earlier session as failed"
         )
     if bench.smoke_dir is not None:
-        terminalreporter.write_line(
+        write(
             f"pytest-llem: smoke run: {len(bench.entries)} case(s) ran once with the smallest workload; "
             "nothing was measured, saved to the history or published"
         )
-    else:
-        terminalreporter.write_line(f"pytest-llem: report written to {bench.report_path}")
+    elif bench.report_written:
+        write(f"pytest-llem: report written to {bench.report_path}")

@@ -13,6 +13,7 @@ import signal
 import psutil
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 # psutil rounds start times to the clock tick; allow for float noise when comparing.
 _START_TIME_TOLERANCE_S = 0.05
 
@@ -62,12 +63,45 @@ def live_group_members(pgid: int) -> list[int]:
     return members
 
 
+def _prctl(option: int, value: int, name: str) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl({name}) failed: {os.strerror(errno)}")
+
+
 def set_parent_death_signal(sig: int) -> None:
     """Ask the kernel to send `sig` to this process when its parent thread exits."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(errno)}")
+    _prctl(_PR_SET_PDEATHSIG, int(sig), "PR_SET_PDEATHSIG")
+
+
+def become_child_subreaper() -> None:
+    """Orphaned descendants (double forks, `setsid()` daemons) become this process's
+    children instead of init's, so it can still find and kill them."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1, "PR_SET_CHILD_SUBREAPER")
+
+
+def live_descendants() -> list[psutil.Process]:
+    """Every non-zombie process below this one, whatever group or session it moved to."""
+    live = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                live.append(proc)
+        except psutil.Error:
+            continue
+    return live
+
+
+def reap_adopted(keep: int | None = None) -> None:
+    """Reap this process's exited children other than `keep` (whose owner reaps it)."""
+    for proc in psutil.Process().children():
+        if proc.pid == keep:
+            continue
+        try:
+            os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
 
 
 def signal_name(signum: int) -> str:

@@ -8,10 +8,20 @@ and the parent validates it. Energy fields stay `None` when no meter measured th
 from __future__ import annotations
 
 import statistics
-from datetime import datetime
-from typing import Any, Literal
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, model_validator
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """A timestamp without a time zone (written by hand, or by another tool) is taken as UTC,
+    so every timestamp read back compares with every other."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+#: A timestamp that is always time-zone aware once validated.
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 def sum_or_none(values: list[Any]) -> Any:
@@ -410,8 +420,8 @@ class ExperimentResult(BaseModel):
     )
     extra: dict[str, Any] = Field(default_factory=dict)
     serving: ServingSummary | None = Field(default=None, description="scenario='serving' only")
-    started_at: datetime
-    finished_at: datetime
+    started_at: UtcDatetime
+    finished_at: UtcDatetime
     resumed: bool = False
 
     @model_validator(mode="before")

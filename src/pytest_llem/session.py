@@ -7,6 +7,7 @@ into `LlemSettings`, calls `run_experiment` from the `llem` fixture and `finish`
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 import tempfile
@@ -22,13 +23,20 @@ from pytest_llem.backends import builtin_workload
 from pytest_llem.config import build_config, compute_config_hash
 from pytest_llem.energy.idle import IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
-from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError
+from pytest_llem.errors import (
+    INTERRUPTED_EXIT_CODE,
+    ConfigError,
+    ExperimentFailed,
+    ExperimentInterrupted,
+    LlemError,
+    StorageError,
+)
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.gate import GateOutcome, run_gate
-from pytest_llem.isolation.launcher import build_experiment_env, run_in_child
+from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs, run_in_child
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import pool_processes
-from pytest_llem.isolation.signals import InterruptGuard, sleep_unless_interrupted
+from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts, sleep_unless_interrupted
 from pytest_llem.isolation.workload import Workload, describe_workload
 from pytest_llem.output.publish import publish
 from pytest_llem.output.summary import SummaryView
@@ -36,11 +44,26 @@ from pytest_llem.processes import signal_name
 from pytest_llem.progress import ProgressListener
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
+from pytest_llem.store.atomic import make_reserve
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.machine import MachineInfo
-from pytest_llem.store.redaction import redact_text
-from pytest_llem.store.report import ReportEntry, SessionOutcome, SessionReport, write_report
-from pytest_llem.store.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
+from pytest_llem.store.redaction import EXTRA_NAMES_ENV, redact_text, set_extra_secret_names
+from pytest_llem.store.report import (
+    ReportEntry,
+    SessionOutcome,
+    SessionReport,
+    read_worker_reports,
+    report_path,
+    take_in_workers,
+    write_report,
+)
+from pytest_llem.store.state import (
+    ExperimentPhase,
+    ExperimentState,
+    StateManager,
+    sanitise_experiment_id,
+    utc_now,
+)
 
 #: The smallest workload every backend accepts, laid over each case's fields in smoke mode
 #: (`--llem-smoke`): it checks that a suite still runs, in seconds, and measures nothing.
@@ -101,6 +124,7 @@ class BenchmarkSession:
             settings = smoke_settings(settings, self.smoke_dir)
         self.settings = settings
         self.root = root
+        set_extra_secret_names(settings.redact_env)
         self.worker_id = worker_id
         self.states = StateManager(settings.state_dir)
         self.report = SessionReport(
@@ -117,6 +141,18 @@ class BenchmarkSession:
         self._experiments_started = 0
         #: Follows each experiment process as it runs (set by the plugin; None: nobody watches).
         self.progress: ProgressListener | None = None
+        #: SIGINT/SIGTERM for the whole session; the plugin installs it.
+        self.interrupts = SessionInterrupts()
+        self.finished = False
+        #: The state dir could not be written (a full disk): one line, the session stops (exit 1).
+        self.storage_problem: str | None = None
+        self.report_written = False
+        self.storage_problem_shown = False
+        #: xdist controller: each worker's latest report, and the workers that handed over.
+        self._workers: dict[str, SessionReport] = {}
+        self._final_workers: set[str] = set()
+        #: Foreign or broken files met in the state dir, by path, with why they were skipped.
+        self._skipped_files: dict[str, str] = {}
 
     @property
     def entries(self) -> list[ReportEntry]:
@@ -138,13 +174,23 @@ class BenchmarkSession:
                 f"cannot use state dir {self.settings.state_dir}: {exc.strerror or exc}; "
                 "choose another with --llem-state-dir or PYTEST_LLEM_STATE_DIR"
             ) from None
+        make_reserve(self.settings.state_dir)
+        reclaim_work_dirs()  # left by a pytest that was SIGKILLed
         stale = self.states.cleanup_stale()
         self.report.stale_experiments = [s.experiment_id for s in stale]
+        self._skipped_files.update(self.states.skipped)
         self.report.machine = MachineInfo.current()
         if self.settings.save_name:
             self.report.name = self.settings.save_name
         elif self.settings.autosave:
             self.report.name = autosave_name(self.root)
+        if self.worker_id == "main":
+            repaired = RunHistory(self.settings.state_dir).repair(exclude_run_id=self.report.run_id)
+            if repaired:
+                self.problems.append(
+                    f"completed the report of {len(repaired)} earlier run(s) that an interrupted or "
+                    f"killed xdist session left half-merged: {', '.join(repaired)}"
+                )
         if self.worker_id == "main" and (self.settings.compare or self.settings.compare_fail):
             self.baseline = self._find_baseline(self.settings.compare or "latest")
 
@@ -157,6 +203,17 @@ class BenchmarkSession:
                 raise ConfigError(f"--llem-compare: {exc}") from None
         assert self.report.machine is not None
         baseline = history.latest(self.report.machine.id, exclude_run_id=self.report.run_id)
+        newer_unreadable = [
+            item
+            for item in history.skipped_after(baseline.run_id if baseline else None)
+            if f"/{self.report.run_id}/" not in item
+        ]
+        if newer_unreadable:  # never a silent fall-back to an older baseline
+            self.problems.append(
+                f"the newest saved run(s) cannot be read, so the comparison uses "
+                f"{'run ' + baseline.run_id if baseline else 'nothing'}: {'; '.join(newer_unreadable)}"
+            )
+        self._skipped_files.update(history.skipped)
         if baseline is None:
             self.problems.append(
                 f"nothing to compare with: no earlier finished run on this machine "
@@ -175,6 +232,13 @@ class BenchmarkSession:
             self.report, self.baseline, self.settings.compare_fail, self.settings.gate_flagged
         )
         return self.gate_outcome.failures
+
+    def skipped_files(self) -> list[str]:
+        """One line per file of the state dir skipped this session (each named once)."""
+        self._skipped_files.update(self.states.skipped)
+        return [
+            f"skipped {path} in the state dir: {why}" for path, why in sorted(self._skipped_files.items())
+        ]
 
     @property
     def comparison(self) -> Comparison | None:
@@ -197,7 +261,7 @@ class BenchmarkSession:
         """
         entry = ReportEntry(nodeid=nodeid, worker_id=self.worker_id)
         self.entries.append(entry)
-        guard = InterruptGuard()
+        guard = InterruptGuard(self.interrupts)
         # The guard covers teardown *and* bookkeeping: a signal cannot leave a state half-done.
         with guard.installed():
             try:
@@ -206,6 +270,11 @@ class BenchmarkSession:
                 if exc.result is None:
                     entry.failed = entry.interrupted = True
                     entry.error = str(exc)
+                raise
+            except StorageError as exc:
+                # Not the experiment's failure: what it measured stays in the entry.
+                self.storage_problem = self.storage_problem or str(exc)
+                entry.error = self._redact(str(exc))
                 raise
             except LlemError as exc:
                 entry.failed = True
@@ -256,7 +325,11 @@ class BenchmarkSession:
                 return entry.result
 
         experiment_id = self._experiment_id(entry.nodeid, config.experiment_id, config_hash)
+        if config.experiment_id is not None:
+            experiment_id = self._unused_id(experiment_id)
         env = build_experiment_env(config, experiment_id)
+        if self.settings.redact_env:  # the child redacts what it writes too
+            env[EXTRA_NAMES_ENV] = ",".join(self.settings.redact_env)
         # Before the experiment exists: a Ctrl-C during a long cool-down leaves no state behind.
         if self.settings.smoke:
             meter_options = self.settings.meter_options()
@@ -292,8 +365,7 @@ class BenchmarkSession:
         except ExperimentFailed as exc:
             self._mark_failed(entry, str(exc))
             raise
-        self._mark_done(entry, result)
-        return result
+        return self._mark_done(entry, result)
 
     def _run_process(
         self,
@@ -346,46 +418,108 @@ class BenchmarkSession:
         test_name = nodeid.rpartition("::")[2] or nodeid
         return sanitise_experiment_id(f"{test_name[:80]}-{config_hash[:8]}-{uuid.uuid4().hex[:6]}")
 
-    def _mark_done(self, entry: ReportEntry, result: ExperimentResult) -> None:
-        assert entry.experiment_id is not None
+    def _unused_id(self, experiment_id: str) -> str:
+        """A fixed id that a session still running on this machine holds gets a unique suffix."""
+        holder = self.states.load(experiment_id)
+        if holder is None or not self.states.held_by_another_live_session(holder):
+            return experiment_id
+        return self._moved_id(experiment_id, f"is in use by a session still running (pid {holder.owner_pid})")
+
+    def _moved_id(self, experiment_id: str, why: str) -> str:
+        moved = sanitise_experiment_id(f"{experiment_id[:120]}-{uuid.uuid4().hex[:6]}")
+        self.problems.append(
+            f"experiment_id {experiment_id!r} {why}; this session's result is saved as {moved}"
+        )
+        return moved
+
+    def _own_state(self, entry: ReportEntry) -> ExperimentState:
+        """The entry's state, unless another session took its fixed id over meanwhile: then a
+        new state under a moved id, so both results are kept and neither session's is lost."""
+        assert entry.experiment_id is not None and entry.config_hash is not None
         state = self.states.load(entry.experiment_id)
+        if state is not None and state.owner_pid != os.getpid():
+            entry.experiment_id = self._moved_id(entry.experiment_id, "was taken over by another session")
+            state = self.states.create(entry.experiment_id, entry.config_hash)
         if state is None:
             raise ExperimentFailed(f"state of {entry.experiment_id} vanished from the state dir")
+        return state
+
+    def _mark_done(self, entry: ReportEntry, result: ExperimentResult) -> ExperimentResult:
+        state = self._own_state(entry)
+        if result.experiment_id != state.experiment_id:  # moved: the result says where it is
+            result = result.model_copy(update={"experiment_id": state.experiment_id})
         if state.phase is ExperimentPhase.INITIALISING:
             state.advance(ExperimentPhase.MEASURING)
         state.advance(ExperimentPhase.DONE)
         state.result = result
-        self.states.save(state)
         entry.phase = state.phase.value
         entry.result = result
+        self.states.save(state)  # on a full disk: the reserve is given up for this write
+        return result
 
     def _mark_failed(self, entry: ReportEntry, message: str) -> None:
-        assert entry.experiment_id is not None
-        message = self._redact(message)
-        state = self.states.mark_failed(entry.experiment_id, message)
+        state = self._own_state(entry)
+        state.mark_failed(self._redact(message))
+        self.states.save(state)
         entry.phase = state.phase.value
 
     def _redact(self, text: str) -> str:
         return redact_text(text, root=self.root)
 
-    def absorb(self, worker_report: SessionReport) -> None:
+    def absorb(self, worker_id: str, worker_report: SessionReport) -> None:
         """Take in a finished xdist worker's experiments (controller side)."""
-        self.report.experiments.extend(worker_report.experiments)
-        self.report.stale_experiments.extend(worker_report.stale_experiments)
+        self._workers[worker_id] = worker_report
+        self._final_workers.add(worker_id)
         self._checkpoint()
 
+    def absorb_checkpoints(self) -> bool:
+        """Take in the workers' checkpoints on disk that never came back through xdist (a
+        worker killed, the controller interrupted first); True if the report changed."""
+        if self.worker_id != "main":
+            return False
+        run_dir = report_path(self.settings.state_dir, self.report.run_id).parent
+        changed = False
+        for wid, worker_report in read_worker_reports(run_dir).items():
+            if wid in self._final_workers or self._workers.get(wid) == worker_report:
+                continue
+            self._workers[wid] = worker_report
+            changed = True
+        return changed
+
     def _checkpoint(self) -> None:
-        self.report_path = write_report(self.report, self.settings.state_dir, self.root, self.report_name)
+        """Write the report; a full disk is noted in `storage_problem`, never raised."""
+        if self._workers:
+            take_in_workers(self.report, self._workers)
+        try:
+            self.report_path = write_report(self.report, self.settings.state_dir, self.root, self.report_name)
+            self.report_written = True
+        except StorageError as exc:
+            self.storage_problem = self.storage_problem or str(exc)
+            self.report_written = False
+
+    def complete_at_exit(self) -> None:
+        """The last word on the report: rewritten when a signal came after it was written (or
+        before there was one), or when xdist workers checkpointed after sessionfinish."""
+        self.interrupts.stop_raising()
+        workers_wrote_more = self.finished and self.absorb_checkpoints()
+        interrupted = self.interrupts.received is not None
+        if workers_wrote_more or (interrupted and self.report.outcome != "interrupted"):
+            self.finish(self.report.outcome, self.report.exit_code or 0)  # a signal: interrupted
 
     def finish(self, outcome: SessionOutcome, exit_code: int) -> Path | None:
         """Write the final report; signals arriving meanwhile are ignored (we are stopping anyway).
 
+        A session that received a signal at any point is "interrupted", whatever it was told.
         A smoke session removes its throwaway state dir instead and returns None.
         """
+        if self.interrupts.received is not None:
+            outcome, exit_code = "interrupted", INTERRUPTED_EXIT_CODE
         self.report.outcome = outcome
         self.report.exit_code = exit_code
         self.report.finished_at = utc_now()
-        with InterruptGuard().installed():
+        self.finished = True
+        self.absorb_checkpoints()
+        with InterruptGuard(self.interrupts).installed():
             if self.smoke_dir is not None:
                 shutil.rmtree(self.smoke_dir, ignore_errors=True)
                 self.report_path = None
@@ -395,5 +529,4 @@ class BenchmarkSession:
                 self.problems.extend(
                     publish(self.report, self.comparison, self.failures, self.settings, self.root)
                 )
-        assert self.report_path is not None
         return self.report_path

@@ -13,6 +13,7 @@ more (limits, meter options, platformdirs) import it when a value is actually gi
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -72,6 +73,9 @@ class LlemSettings:
 
         return SummaryView(self.columns or DEFAULT_COLUMNS, self.sort, self.group_by)
 
+    #: Environment variables whose values are kept out of every output, besides secret-looking names.
+    redact_env: tuple[str, ...] = ()
+
     def meter_options(self, baseline_power_w: Mapping[str, float] | None = None) -> MeterOptions:
         from pytest_llem.energy.meter import MeterOptions
 
@@ -88,6 +92,8 @@ def _seconds(minimum: float, allow_equal: bool) -> Callable[[str, str], float]:
             value = float(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{source}: expected a number of seconds, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: expected a finite number of seconds, got {raw!r}")
         if value < minimum or (value == minimum and not allow_equal):
             bound = "at least" if allow_equal else "more than"
             raise ConfigError(f"{source}: must be {bound} {minimum:g} seconds, got {raw!r}")
@@ -101,8 +107,8 @@ def _degrees(raw: str, source: str) -> float:
         value = float(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: expected a number of degrees Celsius, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{source}: must be 0 or more degrees, got {raw!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{source}: must be a finite number of degrees, 0 or more, got {raw!r}")
     return value
 
 
@@ -151,6 +157,13 @@ def _group_by(raw: str, source: str) -> str:
     from pytest_llem.output.summary import parse_group_by
 
     return parse_group_by(raw, source)
+
+
+def _env_name(raw: str, source: str) -> str:
+    name = raw.strip()
+    if not name or "=" in name or "\0" in name or "," in name:
+        raise ConfigError(f"{source}: {raw!r} is not an environment variable name (no '=', ',' or NUL)")
+    return name
 
 
 def _limit(raw: str, source: str) -> Limit:
@@ -309,6 +322,13 @@ SETTINGS = (
         "smoke",
         "check that the suite works: run each case once with the smallest workload (one prompt, one new "
         "token, no warm-up, idle baseline or cool-down); measure no energy, save and publish nothing",
+        "redact_env",
+        "redact-env",
+        "also keep the value of environment variable NAME out of every file and terminal line "
+        "(*_KEY, *TOKEN*, *SECRET*, *PASSWORD*, *CREDENTIAL* always are; repeatable)",
+        _env_name,
+        "NAME",
+        repeatable=True,
     ),
 )
 
@@ -335,6 +355,8 @@ def resolve_settings(
                     values[setting.name] = True
                     break
                 continue
+            if "\0" in str(raw):
+                raise ConfigError(f"{source}: a NUL character cannot be part of a value; remove it")
             if setting.repeatable:
                 items = raw if isinstance(raw, (list, tuple)) else str(raw).split()
                 values[setting.name] = tuple(setting.parse(str(item), source) for item in items)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from helpers import reports, start_llem_pytest
+
+from pytest_llem.store.state import StateManager
 
 SUITE = """
 import os, sys
@@ -380,3 +384,107 @@ def test_an_unwritable_json_copy_is_reported_and_the_report_is_kept(suite: pytes
     assert result.ret == 0
     result.stdout.fnmatch_lines([f"pytest-llem: could not write --llem-json {blocker / 'copy.json'}: *"])
     assert len(reports(state_dir)[0]["experiments"]) == 2
+
+
+def test_a_token_in_a_workload_exception_reaches_no_terminal_line_junit_or_file(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    secrets = {"OPENAI_KEY": 'sk-"quoted\\secret', "SSH_PRIVATE_KEY": "ssh1", "DATABASE_DSN": "pg://u:pw@h"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    pytester.makepyfile(
+        test_leak="""
+        import os
+
+        def leaky(ctx):
+            names = ("OPENAI_KEY", "SSH_PRIVATE_KEY", "DATABASE_DSN")
+            raise RuntimeError(" ".join(os.environ[n] for n in names))
+
+        def test_leaky(llem):
+            llem.run(leaky)
+        """
+    )
+    state_dir = tmp_path / "state"
+    junit = tmp_path / "junit.xml"
+    result = run(
+        pytester,
+        "--llem",
+        f"--llem-state-dir={state_dir}",
+        "--llem-redact-env=DATABASE_DSN",
+        f"--junitxml={junit}",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*pytest-llem: workload raised RuntimeError: *** *** ***"])
+    outputs = [result.stdout.str(), junit.read_text()] + [p.read_text() for p in state_dir.rglob("*.json")]
+    for value in secrets.values():
+        for form in (value, json.dumps(value)[1:-1], html.escape(value)):
+            assert all(form not in text for text in outputs), form
+
+
+def test_foreign_files_in_the_state_dir_are_named_once_and_never_stop_a_session(
+    suite: pytest.Pytester, tmp_path: Path
+):
+    state_dir = tmp_path / "state"
+    assert run(suite, "--llem", f"--llem-state-dir={state_dir}").ret == 0  # a baseline run
+    experiments = state_dir / "experiments"
+    (experiments / "escape.json").symlink_to(tmp_path / "outside.json")
+    (tmp_path / "outside.json").write_text("{}")
+    os.mkfifo(experiments / "pipe.json")
+    newest = state_dir / "runs" / "99991231T000000Z-ffffff" / "report.json"
+    newest.parent.mkdir()
+    newest.write_text('{"run_id": ')
+    result = run(suite, "--llem", f"--llem-state-dir={state_dir}", "--llem-compare")
+    result.assert_outcomes(passed=3)
+    output = result.stdout.str()
+    assert "INTERNALERROR" not in output
+    for line in [
+        "pytest-llem: skipped experiments/escape.json in the state dir: unreadable: a symbolic link*",
+        "pytest-llem: skipped experiments/pipe.json in the state dir: unreadable: not a regular file*",
+        "pytest-llem: skipped runs/99991231T000000Z-ffffff/report.json in the state dir: not a*",
+        "pytest-llem: the newest saved run(s) cannot be read, so the comparison uses run *",
+    ]:
+        result.stdout.fnmatch_lines([line])
+    assert output.count("escape.json") == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MiB tmpfs (needs root and a kernel that lets this process mount)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; tests/store/test_atomic.py covers the logic")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_disk_that_fills_mid_session_keeps_the_result_and_ends_in_one_line(
+    tmp_path: Path, small_disk: Path
+):
+    (tmp_path / "test_fill.py").write_text(
+        "from workloads import count_tokens, fill_disk\n"
+        "def test_first(llem):\n    llem.run(count_tokens)\n"
+        "def test_fills_the_disk(llem):\n"
+        f"    llem.run(fill_disk, params={{'path': {str(small_disk / 'filler')!r}}})\n"
+        "def test_never_reached(llem):\n    llem.run(count_tokens)\n"
+    )
+    state_dir = small_disk / "state"
+    json_copy = tmp_path / "copy.json"  # on another disk
+    proc = start_llem_pytest(tmp_path, state_dir, "test_fill.py", f"--llem-json={json_copy}")
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    full_lines = [line for line in output.splitlines() if "is full (No space left on device)" in line]
+    assert len(full_lines) == 1, output
+    states = {s.experiment_id.split("-")[0]: s for s in StateManager(state_dir).all_states()}
+    assert states["test_fills_the_disk"].phase.value == "done"
+    assert not states["test_fills_the_disk"].failed
+    assert "test_never_reached" not in states
+    copy = json.loads(json_copy.read_text())
+    assert copy["outcome"] == "failed"
+    assert [e["result"]["output_tokens"] for e in copy["experiments"]] == [8, 8]

@@ -7,7 +7,11 @@ then writes every PID to a file and blocks. After the signal, no descendant may 
 from __future__ import annotations
 
 import os
+import random
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -128,9 +132,13 @@ def test_sigkill_to_pytest_leaves_no_descendant_and_the_next_session_marks_it_st
     # The report written after the first experiment survived the kill.
     assert session.report()["outcome"] == "running"
 
+    # Its work folder (request.json) was left behind: the next session reclaims it.
+    work_dirs = f"pytest-llem-{session.proc.pid}-*"
+    assert list(Path(tempfile.gettempdir()).glob(work_dirs))
     (tmp_path / "test_suite.py").write_text("def test_nothing(llem):\n    pass\n")
     rerun_output, _ = start_llem_pytest(tmp_path, session.state_dir).communicate(timeout=60)
     assert "marked 1 stale experiment(s)" in rerun_output, rerun_output
+    assert not list(Path(tempfile.gettempdir()).glob(work_dirs))
     stale = states.load(orphan.experiment_id)
     assert stale.failed and stale.error_message.startswith("stale: its process is gone")
 
@@ -181,3 +189,144 @@ def test_a_signal_during_the_cool_down_ends_the_wait_at_once(tmp_path: Path):
     assert second["interrupted"] and second["error"] == "interrupted by SIGINT"
     # The interrupted experiment never started: no state of it was left behind.
     assert len(StateManager(state_dir).all_states()) == 1
+
+
+RACE_SUITE = """
+import os, pathlib, time
+from workloads import count_tokens
+
+def test_first(llem):
+    pathlib.Path(os.environ["STARTED"]).touch()
+    llem.run(count_tokens)
+
+def test_second(llem):
+    llem.run(count_tokens)
+
+def test_third(llem):
+    llem.run(count_tokens)
+
+def test_never_ends():
+    time.sleep(60)
+"""
+
+RACE_TRIES = 8
+
+
+def test_two_or_three_signals_at_random_gaps_always_end_with_130_and_an_interrupted_report(
+    tmp_path: Path,
+):
+    """The double Ctrl-C race: the later signals land anywhere in teardown or report writing.
+
+    It cannot be forced, so it is tried RACE_TRIES times with random timings (seed printed).
+    """
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    (tmp_path / "test_race.py").write_text(RACE_SUITE)
+    for attempt in range(RACE_TRIES):
+        state_dir = tmp_path / f"state-{attempt}"
+        started = tmp_path / f"started-{attempt}"
+        proc = start_llem_pytest(tmp_path, state_dir, "test_race.py", STARTED=str(started))
+        wait_for_file(started)
+        time.sleep(rng.uniform(0, 1.5))
+        sent = []
+        for _ in range(rng.choice((2, 3))):
+            sig = rng.choice((signal.SIGINT, signal.SIGTERM))
+            if proc.poll() is None:
+                os.kill(proc.pid, sig)
+                sent.append(sig.name)
+            time.sleep(rng.uniform(0, 0.3))
+        output, _ = proc.communicate(timeout=60)
+        where = f"try {attempt} (seed {seed}, signals {sent})"
+        assert proc.returncode == 130, f"{where}\n{output}"
+        assert "Traceback" not in output and "INTERNALERROR" not in output, f"{where}\n{output}"
+        (report,) = reports(state_dir)
+        assert (report["outcome"], report["exit_code"]) == ("interrupted", 130), where
+
+
+XDIST_SUITE = """
+import os, pathlib, signal, time
+from workloads import count_tokens
+
+def test_one(llem):
+    llem.run(count_tokens)
+
+def test_two(llem):
+    llem.run(count_tokens)
+
+def test_three(llem):
+    llem.run(count_tokens)
+    if os.environ.get("KILL_WORKER") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)  # the xdist worker dies after its result is checkpointed
+    pathlib.Path(os.environ["MARKER_DIR"], os.environ["PYTEST_XDIST_WORKER"]).touch()
+    time.sleep(float(os.environ.get("LINGER_S", "0")))
+"""
+
+
+def _xdist_session(tmp_path: Path, **env: str):
+    pytest.importorskip("xdist")
+    (tmp_path / "test_x.py").write_text(XDIST_SUITE)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    state_dir = tmp_path / "state"
+    proc = start_llem_pytest(
+        tmp_path, state_dir, "test_x.py", "-n", "2", "--dist=each", MARKER_DIR=str(markers), **env
+    )
+    return proc, state_dir, markers
+
+
+def test_a_killed_xdist_worker_keeps_its_checkpointed_results_in_the_controller_report(tmp_path: Path):
+    proc, state_dir, _ = _xdist_session(tmp_path, KILL_WORKER="1")
+    output, _ = proc.communicate(timeout=180)
+    (report,) = reports(state_dir)
+    # Each of the two workers measured three experiments before it was killed.
+    assert sorted(e["worker_id"] for e in report["experiments"] if e.get("result")).count("gw0") == 3
+    assert len([e for e in report["experiments"] if e.get("result")]) == 6, output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_xdist_controller_leaves_every_worker_result_in_its_report(
+    tmp_path: Path, sig: signal.Signals
+):
+    proc, state_dir, markers = _xdist_session(tmp_path, LINGER_S="60")
+    wait_for_file(markers / "gw0", timeout_s=120)
+    wait_for_file(markers / "gw1", timeout_s=120)
+    os.kill(proc.pid, sig)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    (report,) = reports(state_dir)
+    assert report["outcome"] == "interrupted"
+    assert len([e for e in report["experiments"] if e.get("result")]) == 6, output
+
+
+def test_after_sigkill_of_the_xdist_controller_the_cli_completes_the_run(tmp_path: Path):
+    proc, state_dir, markers = _xdist_session(tmp_path, LINGER_S="60")
+    wait_for_file(markers / "gw0", timeout_s=120)
+    wait_for_file(markers / "gw1", timeout_s=120)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    listing = subprocess.run(
+        [sys.executable, "-m", "pytest_llem.cli", "list", "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "no saved runs" not in listing.stdout, listing.stdout
+    (report,) = reports(state_dir)
+    assert len([e for e in report["experiments"] if e.get("result")]) == 6
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_escaped_descendants_die_when_pytest_is_interrupted_or_killed(tmp_path: Path, sig: signal.Signals):
+    pid_file = tmp_path / "pids.json"
+    (tmp_path / "test_escape.py").write_text(
+        "from workloads import escape_the_group\n"
+        "def test_escapes(llem):\n"
+        f"    llem.run(escape_the_group, params={{'pid_file': {str(pid_file)!r}, 'hang': True}})\n"
+    )
+    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_escape.py")
+    wait_for_file(pid_file)
+    pids = read_pids(pid_file)  # supervisor, worker, a setpgid child, a setsid double-forked daemon
+    os.kill(proc.pid, sig)
+    assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
+    proc.communicate(timeout=30)

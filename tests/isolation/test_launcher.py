@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,9 +13,11 @@ import pytest
 import workloads
 from helpers import read_pids, wait_until_all_gone
 
+from pytest_llem import session as session_module
 from pytest_llem.backends import BACKEND_ENV_DEFAULTS
 from pytest_llem.errors import ConfigError, ExperimentFailed, WorkloadError
-from pytest_llem.isolation.launcher import build_experiment_env
+from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs
+from pytest_llem.processes import process_start_time
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.report import load_report
@@ -285,3 +288,105 @@ def test_repeats_run_the_experiment_in_fresh_children_and_pool_their_rounds(benc
     # Whole-call workloads become one round per process.
     whole = run(bench, workloads.count_tokens, repeats=2)
     assert [r.process for r in whole.rounds] == [0, 1] and whole.output_tokens == 2 * 8
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"env": {"FOO": "a\0b"}},
+        {"env": {"FOO=BAR": "x"}},
+        {"experiment_id": "..."},
+        {"params": {"x": float("nan")}},
+        {"budget": {"energy_per_token_j": float("inf")}},
+    ],
+    ids=["nul-in-env", "equals-in-env-key", "dots-id", "nan-param", "inf-budget"],
+)
+def test_a_config_that_cannot_run_fails_in_one_line_and_leaves_no_state(
+    bench: BenchmarkSession, state_dir: Path, fields: dict
+):
+    with pytest.raises(ConfigError) as excinfo:
+        run(bench, workloads.count_tokens, **fields)
+    assert "\n" not in str(excinfo.value)
+    (entry,) = bench.entries
+    assert entry.failed and entry.error == str(excinfo.value)
+    assert list((state_dir / "experiments").iterdir()) == []
+
+
+@pytest.fixture
+def other_live_session():
+    """A live process standing in for another pytest session on this machine."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def _held_by(states, experiment_id: str, pid: int, phase: ExperimentPhase) -> None:
+    state = states.create(experiment_id, "f" * 16)
+    state.owner_pid, state.owner_start_time = pid, process_start_time(pid)
+    state.phase = phase
+    states.save(state)
+
+
+def test_a_fixed_id_held_by_a_running_session_gets_a_unique_suffix(
+    bench: BenchmarkSession, other_live_session
+):
+    _held_by(bench.states, "fixed", other_live_session, ExperimentPhase.MEASURING)
+    result = run(bench, workloads.count_tokens, experiment_id="fixed")
+    assert (
+        result.experiment_id.startswith("fixed-") and bench.entries[0].experiment_id == result.experiment_id
+    )
+    assert bench.states.load(result.experiment_id).phase is ExperimentPhase.DONE
+    assert bench.states.load("fixed").owner_pid == other_live_session  # theirs, untouched
+    assert any("'fixed' is in use by a session still running" in p for p in bench.problems)
+
+
+def test_a_fixed_id_taken_over_during_the_experiment_loses_neither_result(
+    bench: BenchmarkSession, other_live_session, monkeypatch: pytest.MonkeyPatch
+):
+    real_pool = session_module.pool_processes
+
+    def pool_then_taken_over(results):
+        # Forced race: the other session creates, measures and finishes the same id meanwhile.
+        _held_by(bench.states, "fixed", other_live_session, ExperimentPhase.DONE)
+        return real_pool(results)
+
+    monkeypatch.setattr(session_module, "pool_processes", pool_then_taken_over)
+    result = run(bench, workloads.count_tokens, experiment_id="fixed")
+    assert result.experiment_id.startswith("fixed-")
+    mine = bench.states.load(result.experiment_id)
+    assert mine.phase is ExperimentPhase.DONE and mine.result.output_tokens == 8 and not mine.failed
+    theirs = bench.states.load("fixed")
+    assert theirs.owner_pid == other_live_session and theirs.phase is ExperimentPhase.DONE
+    assert any("'fixed' was taken over by another session" in p for p in bench.problems)
+
+
+def test_processes_that_left_the_group_or_the_session_die_with_a_passing_experiment(
+    bench: BenchmarkSession, tmp_path: Path
+):
+    pid_file = tmp_path / "pids.json"
+    result = run(bench, workloads.escape_the_group, params={"pid_file": str(pid_file)})
+    assert result.output_tokens == 1
+    supervisor, worker, own_group, daemon = read_pids(pid_file)
+    extra = result.extra
+    assert extra["own_group_pgid"] == own_group != extra["group"]  # left the experiment's group
+    assert extra["daemon_sid"] != extra["session"]  # left the session, and its parent (double fork)
+    assert wait_until_all_gone([supervisor, worker, own_group, daemon], timeout_s=3.0) == []
+
+
+def test_work_folders_of_dead_sessions_are_reclaimed_and_live_ones_kept(
+    tmp_path: Path, other_live_session: int
+):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(dead.stdout)
+    left = tmp_path / f"pytest-llem-{dead_pid}-abc123"
+    live = tmp_path / f"pytest-llem-{other_live_session}-def456"
+    mine = tmp_path / f"pytest-llem-{os.getpid()}-ghi789"
+    unrelated = tmp_path / "pytest-llem-notes"
+    for folder in (left, live, mine, unrelated):
+        folder.mkdir()
+        (folder / "request.json").write_text("{}")
+    assert reclaim_work_dirs(tmp_path) == [left]
+    assert not left.exists() and live.exists() and mine.exists() and unrelated.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from datetime import datetime, timezone
@@ -56,3 +57,29 @@ def test_runs_are_found_by_name_id_or_path_and_latest_is_per_machine(tmp_path):
     assert history.latest("other") is None
     with pytest.raises(UnknownRun, match=r"no saved run named 'nightly' \(latest: main, main, r3\)"):
         history.find("nightly")
+
+
+def test_an_unreadable_newer_report_is_named_never_silently_passed_over(tmp_path):
+    state_dir = tmp_path / "state"
+    result = make_result([1.0])
+    write_report(make_report("20260101T000000Z-aaaaaa", [make_entry("t::a", result)]), state_dir)
+    newest = report_path(state_dir, "20260102T000000Z-bbbbbb")
+    newest.parent.mkdir(parents=True)
+    newest.write_text('{"run_id": "20260102T0000')  # truncated by a crash
+    history = RunHistory(state_dir)
+    baseline = history.latest(None)
+    assert baseline is not None and baseline.run_id == "20260101T000000Z-aaaaaa"
+    (skipped,) = history.skipped_after(baseline.run_id)
+    assert skipped.startswith("runs/20260102T000000Z-bbbbbb/report.json (not a report: ")
+
+
+def test_reports_with_naive_timestamps_sort_with_aware_ones(tmp_path):
+    state_dir = tmp_path / "state"
+    aware = make_report("r1", [], days_after_t0=0)
+    write_report(aware, state_dir)
+    naive = json.loads(aware.model_dump_json())
+    naive.update(run_id="r2", started_at="2099-01-01T00:00:00", finished_at="2099-01-01T00:05:00")
+    path = report_path(state_dir, "r2")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(naive))
+    assert [run.run_id for run in RunHistory(state_dir).runs()] == ["r1", "r2"]

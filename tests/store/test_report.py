@@ -12,7 +12,15 @@ from pytest_llem.errors import MeterUnavailable
 from pytest_llem.output.terminal import format_summary
 from pytest_llem.results import DeviceEnergy, ExperimentResult, QualityWarning, WindowMeasurement
 from pytest_llem.store.redaction import redact_text
-from pytest_llem.store.report import ReportEntry, SessionReport, merge_reports
+from pytest_llem.store.report import (
+    ReportEntry,
+    SessionReport,
+    load_report,
+    merge_reports,
+    repair_run,
+    take_in_workers,
+    write_report,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -195,3 +203,46 @@ def test_meter_windows_are_named_and_checked():
 def test_unknown_meter_names_the_available_ones():
     with pytest.raises(MeterUnavailable, match=r"unknown energy meter 'nvlm' \(available: auto, nvml, rapl"):
         create_meter("nvlm")
+
+
+def _with_entries(report: SessionReport, worker: str, n: int) -> SessionReport:
+    report.experiments = [ReportEntry(nodeid=f"t::{worker}{i}", worker_id=worker) for i in range(n)]
+    return report
+
+
+def _checkpoint(state_dir, run_id: str, worker: str, n: int) -> None:
+    report = _with_entries(make_report(run_id, worker, "running", 0, finished=False), worker, n)
+    write_report(report, state_dir, name=f"report-{worker}.json")
+
+
+def test_a_run_whose_controller_died_gets_its_report_from_the_workers_checkpoints(tmp_path):
+    state_dir = tmp_path / "state"
+    _checkpoint(state_dir, "run1", "gw0", 2)
+    _checkpoint(state_dir, "run1", "gw1", 1)
+    run_dir = state_dir / "runs" / "run1"
+    repaired = repair_run(run_dir)
+    assert repaired is not None and repaired.run_id == "run1"
+    on_disk = load_report(run_dir / "report.json")
+    assert [e.worker_id for e in on_disk.experiments] == ["gw0", "gw0", "gw1"]
+    assert repair_run(run_dir) is None  # nothing more to take in
+
+
+def test_a_half_merged_report_is_completed_and_a_finished_one_left_alone(tmp_path):
+    state_dir = tmp_path / "state"
+    _checkpoint(state_dir, "run2", "gw0", 2)
+    controller = _with_entries(make_report("run2", "main", "running", 0, finished=False), "main", 0)
+    write_report(controller, state_dir)
+    run_dir = state_dir / "runs" / "run2"
+    assert len(repair_run(run_dir).experiments) == 2
+    finished = _with_entries(make_report("run2", "main", "interrupted", 0), "main", 0)
+    write_report(finished, state_dir)
+    assert repair_run(run_dir) is None
+    assert load_report(run_dir / "report.json").experiments == []
+
+
+def test_taking_in_a_worker_twice_never_duplicates_its_entries():
+    controller = _with_entries(make_report("c", "main", "running", 0, finished=False), "main", 1)
+    workers = {"gw0": _with_entries(make_report("w", "gw0", "running", 0, finished=False), "gw0", 2)}
+    take_in_workers(controller, workers)
+    take_in_workers(controller, workers)
+    assert [e.worker_id for e in controller.experiments] == ["main", "gw0", "gw0"]

@@ -198,3 +198,36 @@ def test_states_of_other_hosts_are_left_alone(state_dir: Path):
     state.hostname, state.owner_pid = "another-host", 999_999
     states.save(state)
     assert states.cleanup_stale() == []
+
+
+def test_symlinks_fifos_and_folders_named_json_are_skipped_once_with_the_reason(
+    state_dir: Path, tmp_path: Path
+):
+    states = StateManager(state_dir)
+    good = states.create("good", "h" * 16)
+    outside = tmp_path / "outside.json"
+    outside.write_text(good.model_copy(update={"experiment_id": "linked"}).model_dump_json())
+    (states.experiments_dir / "linked.json").symlink_to(outside)
+    os.mkfifo(states.experiments_dir / "pipe.json")  # opening it for reading would block
+    (states.experiments_dir / "folder.json").mkdir()
+    (states.experiments_dir / "other.json").write_text(good.model_dump_json())  # good's state, misnamed
+    for _ in range(2):
+        assert [s.experiment_id for s in states.all_states()] == ["good"]
+    assert states.cleanup_stale() == []  # never reaches the link's target
+    assert states.skipped == {
+        "experiments/folder.json": "unreadable: not a regular file (a FIFO, device, socket or folder)",
+        "experiments/linked.json": "unreadable: a symbolic link, not followed",
+        "experiments/other.json": "holds the state of another experiment (good)",
+        "experiments/pipe.json": "unreadable: not a regular file (a FIFO, device, socket or folder)",
+    }
+
+
+def test_timestamps_without_a_time_zone_are_read_as_utc(state_dir: Path):
+    states = StateManager(state_dir)
+    states.create("aware", "a" * 16)
+    naive = json.loads(states.path_for("aware").read_text())
+    naive.update(experiment_id="naive", started_at="2020-01-01T00:00:00", last_updated="2020-01-01T00:00:00")
+    states.path_for("naive").write_text(json.dumps(naive))
+    # Sorting compares the naive file's times with the aware one's: no TypeError.
+    assert [s.experiment_id for s in states.find_by_config_hash("a" * 16)] == ["aware", "naive"]
+    assert states.load("naive").started_at.tzinfo is not None

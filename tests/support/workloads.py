@@ -146,3 +146,59 @@ def slow_phases(ctx: ExperimentContext) -> None:
 def dies_while_loading(ctx: ExperimentContext) -> None:
     ctx.phase("loading model")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fill_disk(ctx: ExperimentContext) -> None:
+    """Measures, then fills the disk that `params["path"]` is on and leaves it full."""
+    with ctx.window():
+        total = sum(i * i for i in range(20_000))
+    fd = os.open(ctx.config.params["path"], os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    ctx.record(output_tokens=8, input_tokens=4, checksum=total)
+
+
+# Leaves both the session and its parent: setsid, then a double fork; the survivor reports its
+# PID and ignores SIGTERM.
+DOUBLE_FORK_DAEMON = """
+import os, signal, sys, time
+os.setsid()
+if os.fork() == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(sys.argv[1] + ".tmp", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+    time.sleep(600)
+os._exit(0)
+"""
+
+
+def escape_the_group(ctx: ExperimentContext) -> None:
+    """Start one process in a group of its own (setpgid) and one setsid double-forked daemon,
+    report every PID, then return normally (or block, with params hang=True)."""
+    pid_file = ctx.params["pid_file"]
+    own_group = subprocess.Popen([sys.executable, "-c", STUBBORN_CHILD], process_group=0)
+    daemon_file = f"{pid_file}.daemon"
+    subprocess.run([sys.executable, "-c", DOUBLE_FORK_DAEMON, daemon_file], check=True)
+    while not os.path.exists(daemon_file):
+        time.sleep(0.01)
+    with open(daemon_file) as fh:
+        daemon_pid = int(fh.read())
+    write_pids(pid_file, [own_group.pid, daemon_pid])
+    with ctx.window():
+        time.sleep(0.05)
+    ctx.record(
+        output_tokens=1,
+        group=os.getpgrp(),
+        session=os.getsid(0),
+        own_group_pgid=os.getpgid(own_group.pid),
+        daemon_sid=os.getsid(daemon_pid),
+    )
+    if ctx.params.get("hang"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(600)

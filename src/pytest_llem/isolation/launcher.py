@@ -13,7 +13,10 @@ terminal can show what the experiment is doing.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -34,7 +37,7 @@ from pytest_llem.isolation.protocol import (
     write_model,
 )
 from pytest_llem.isolation.signals import InterruptGuard
-from pytest_llem.processes import live_group_members, signal_name
+from pytest_llem.processes import live_group_members, process_is_alive, signal_name
 from pytest_llem.progress import ProgressEvent
 from pytest_llem.results import ExperimentResult
 
@@ -43,6 +46,28 @@ ProgressCallback = Callable[[list[ProgressEvent]], None]
 
 GRACE_PERIOD_S = 2.0
 POLL_INTERVAL_S = 0.05
+#: Work folders are `pytest-llem-<pytest pid>-<random>` in the temporary folder.
+WORK_DIR_PREFIX = "pytest-llem-"
+_WORK_DIR_NAME = re.compile(re.escape(WORK_DIR_PREFIX) + r"(\d+)-\w+")
+
+
+def reclaim_work_dirs(tmp_dir: Path | None = None) -> list[Path]:
+    """Remove this user's work folders whose pytest process is gone (one SIGKILLed, say)."""
+    removed = []
+    root = Path(tmp_dir or tempfile.gettempdir())
+    for path in root.glob(f"{WORK_DIR_PREFIX}*"):
+        match = _WORK_DIR_NAME.fullmatch(path.name)
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if match is None or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            continue
+        if process_is_alive(int(match[1])):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def build_experiment_env(
@@ -113,7 +138,7 @@ def run_in_child(
     workload exception) or `ExperimentInterrupted` (a signal reached `guard`; the group has
     been torn down when it is raised).
     """
-    with tempfile.TemporaryDirectory(prefix="pytest-llem-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-") as tmp:
         work_dir = Path(tmp)
         write_model(work_dir, REQUEST_FILE, request)
         proc = subprocess.Popen(

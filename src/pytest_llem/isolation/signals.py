@@ -4,6 +4,11 @@ Installed around each experiment (spawn, wait, teardown, state update) and aroun
 the session report. Its handler only notes the first signal, never raises, so a second
 Ctrl-C cannot abort a kill sequence or a half-written state; the code it protects checks
 `received` at safe points. The previous handlers come back when it is uninstalled.
+
+`SessionInterrupts` covers the rest of a session: the first signal outside an experiment
+stops the run (as Ctrl-C does, by raising `KeyboardInterrupt`), every later one is only
+counted, and once the tests are over (teardown, gate, report writing) none raises at all,
+so no number of signals, at any gap, can turn a stopping session into a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from pytest_llem.errors import ExperimentInterrupted
 from pytest_llem.processes import signal_name
@@ -24,13 +30,57 @@ INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 WAKE_UP_S = 0.05
 
 
-class InterruptGuard:
+class SessionInterrupts:
+    """Session-wide SIGINT/SIGTERM handling (main thread only; elsewhere it does nothing).
+
+    `received` is the first signal, whoever caught it (this handler or an `InterruptGuard`
+    that reports to it): the session's outcome is "interrupted" exactly when it is set.
+    """
+
     def __init__(self) -> None:
         self.received: int | None = None
+        self.raising = True
+        self._previous: dict[int, Any] = {}
+
+    def note(self, signum: int) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.received is None
+        self.note(signum)
+        if first and self.raising:
+            raise KeyboardInterrupt(signal_name(signum))
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread() or self._previous:
+            return
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in INTERRUPT_SIGNALS}
+
+    def stop_raising(self) -> None:
+        """From now on (teardown, report writing) signals are only recorded."""
+        self.raising = False
+
+    def uninstall(self) -> None:
+        """Give the previous handlers back, unless a signal came: the process is stopping then,
+        and a late signal must still find a handler that does not raise."""
+        if self.received is not None or not self._previous:
+            return
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+class InterruptGuard:
+    def __init__(self, session: SessionInterrupts | None = None) -> None:
+        self.received: int | None = None
+        self._session = session
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signum
+        if self._session is not None:
+            self._session.note(signum)
 
     @contextmanager
     def installed(self) -> Iterator[InterruptGuard]:

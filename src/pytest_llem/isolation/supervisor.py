@@ -5,6 +5,10 @@ It runs the worker in its own group and waits. It never imports a workload, so u
 worker it cannot be stuck in native code: when pytest dies, even by SIGKILL, the kernel's
 parent-death signal reaches this process and it SIGKILLs the whole group, grandchildren
 that ignore SIGTERM included.
+
+It is also a child subreaper: a descendant that left the group (`setpgid`), the session
+(`setsid`) or its parent (a double fork) is still below it, and before it exits (the worker
+done, pytest's SIGTERM, pytest's death) it kills every descendant and reaps them.
 """
 
 from __future__ import annotations
@@ -14,17 +18,50 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
+
 from pytest_llem.isolation.files import WORKER_STATUS_FILE
-from pytest_llem.processes import set_parent_death_signal
+from pytest_llem.processes import (
+    become_child_subreaper,
+    live_descendants,
+    reap_adopted,
+    set_parent_death_signal,
+)
 from pytest_llem.store.atomic import atomic_write_text
 
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
 _PARENT_CHECK_INTERVAL_S = 0.5
+_WAKE_UP_S = 0.05
+
+
+#: After pytest's SIGTERM, how long the group gets before this process kills every
+#: descendant itself (pytest's own SIGKILL to the group follows at 2 s).
+_SWEEP_AFTER_TERM_S = 1.5
+_SWEEP_ROUNDS = 200
+
+
+def kill_descendants(keep: int | None = None) -> None:
+    """SIGKILL every descendant, in rounds (one may fork meanwhile; orphans come to us), and
+    reap the ones adopted; `keep` is the worker, which `Popen` reaps."""
+    for _ in range(_SWEEP_ROUNDS):
+        live = live_descendants()
+        if not live:
+            break
+        for proc in live:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                continue
+        time.sleep(0.01)
+        reap_adopted(keep)
+    reap_adopted(keep)
 
 
 def kill_own_group() -> None:
+    kill_descendants()
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
@@ -36,24 +73,30 @@ def main(work_dir: Path, parent_pid: int) -> int:
 
     signal.signal(PARENT_DEATH_SIGNAL, on_parent_death_signal)
     set_parent_death_signal(PARENT_DEATH_SIGNAL)
+    become_child_subreaper()
     if os.getppid() != parent_pid:  # the parent died before the line above took effect
         kill_own_group()
 
     # pytest's teardown sends SIGTERM to the whole group: the worker gets it too and may shut
     # down gracefully; this process outlives it to report its status. A handler, not SIG_IGN,
     # so the worker does not inherit an ignored SIGTERM across exec.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    terminated_at: list[float] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminated_at.append(time.monotonic()))
     signal.signal(signal.SIGINT, lambda signum, frame: None)
 
     env = dict(os.environ, PYTEST_LLEM_SUPERVISOR_PID=str(os.getpid()))
     worker = subprocess.Popen([sys.executable, "-m", "pytest_llem.isolation.worker", str(work_dir)], env=env)
     while True:
         try:
-            returncode = worker.wait(timeout=_PARENT_CHECK_INTERVAL_S)
+            returncode = worker.wait(timeout=_WAKE_UP_S if terminated_at else _PARENT_CHECK_INTERVAL_S)
             break
         except subprocess.TimeoutExpired:
             if os.getppid() != parent_pid:
                 kill_own_group()
+            if terminated_at and time.monotonic() - terminated_at[0] > _SWEEP_AFTER_TERM_S:
+                kill_descendants(keep=worker.pid)  # the worker too: it ignored SIGTERM
+    # Whatever the workload left running, in this group or not, dies before this process does.
+    kill_descendants(keep=worker.pid)
     # Plain JSON (read back as protocol.WorkerStatus): this process never loads pydantic.
     atomic_write_text(work_dir / WORKER_STATUS_FILE, json.dumps({"returncode": returncode}))
     return 0

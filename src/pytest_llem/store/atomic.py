@@ -8,17 +8,38 @@ through `write_model_redacted` on the way.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_llem.store.redaction import redact_text
+from pytest_llem.errors import StorageError
+from pytest_llem.store.redaction import redact_json
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
 PRIVATE_DIR_MODE = 0o700
+#: Space kept in the state dir for the states and report written after the disk fills up.
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 1 << 20
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(StorageError):
+    def __init__(self, path: Path, reason: str, written: bool) -> None:
+        kept = f"{path.name} was still written" if written else f"{path.name} could not be written"
+        super().__init__(
+            errno.ENOSPC,
+            f"the disk of {path.parent} is full ({reason}); {kept}; results written before are "
+            "kept. Free space there or choose another --llem-state-dir",
+        )
+        self.written = written
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -33,6 +54,25 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `path` atomically. On a full disk the state dir's reserve is given up and the write
+    tried once more, so the file that records a finished result still lands; either way
+    `DiskFull` says so, for the session to stop with one line."""
+    try:
+        _write_once(path, text)
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL_ERRNOS:
+            raise
+        written = False
+        if release_reserve(path.parent):
+            try:
+                _write_once(path, text)
+                written = True
+            except OSError:
+                pass
+        raise DiskFull(path, exc.strerror or str(exc), written) from None
+
+
+def _write_once(path: Path, text: str) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as tmp:
@@ -50,9 +90,60 @@ def atomic_write_text(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
+def make_reserve(state_dir: Path) -> None:
+    """Keep `RESERVE_BYTES` of the state dir's disk for the writes that follow a full disk.
+    Best effort: on a disk already too full for it, there is simply no reserve."""
+    reserve = state_dir / RESERVE_NAME
+    try:
+        if reserve.stat().st_size >= RESERVE_BYTES:
+            return
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(reserve, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        os.posix_fallocate(fd, 0, RESERVE_BYTES)
+    except OSError:
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def release_reserve(folder: Path) -> bool:
+    """Delete the reserve of the state dir that holds `folder` (it or up to two levels up)."""
+    for candidate in (folder, *list(folder.parents)[:2]):
+        try:
+            os.unlink(candidate / RESERVE_NAME)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of `path` if it is a regular file of its own: a symlink is not followed, and a
+    FIFO or device is never opened for reading (it could block or never end). Raises OSError
+    with a reason a person can act on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link, not followed") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device, socket or folder)")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
 def write_model_redacted(path: Path, model: BaseModel, root: Path | None = None) -> None:
     """Persist a model as JSON with secret values and machine paths scrubbed (see redaction)."""
-    atomic_write_text(path, redact_text(model.model_dump_json(indent=2), root=root))
+    atomic_write_text(path, redact_json(model.model_dump_json(), root=root))
 
 
 def _fsync_dir(folder: Path) -> None:

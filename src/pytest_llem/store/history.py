@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pytest_llem.errors import LlemError
-from pytest_llem.store.report import SessionReport, load_report
+from pytest_llem.store.report import SessionReport, load_report, repair_run
 
 
 class UnknownRun(LlemError):
@@ -42,16 +42,48 @@ class RunHistory:
 
     def __init__(self, state_dir: Path) -> None:
         self.runs_dir = state_dir / "runs"
+        #: Reports that were skipped, as `runs/<run>/report.json`, with the reason.
+        self.skipped: dict[str, str] = {}
 
     def runs(self) -> list[SessionReport]:
-        """Every readable run, oldest first (unreadable ones are skipped, never fatal)."""
+        """Every readable run, oldest first (unreadable ones are skipped and noted in `skipped`)."""
         reports = []
+        self.repair()
         for path in sorted(self.runs_dir.glob("*/report.json")):
+            key = f"runs/{path.parent.name}/report.json"
             try:
+                if path.parent.is_symlink():
+                    raise OSError("its run folder is a symbolic link, not followed")
                 reports.append(load_report(path))
-            except (OSError, ValueError, ValidationError):
-                continue
+            except OSError as exc:
+                self.skipped[key] = f"unreadable: {exc.strerror or exc}"
+            except (ValueError, ValidationError) as exc:
+                self.skipped[key] = f"not a report: {str(exc).splitlines()[0]}"
         return sorted(reports, key=lambda r: r.started_at)
+
+    def repair(self, exclude_run_id: str | None = None) -> list[str]:
+        """Write `report.json` for runs left half-merged (an xdist controller killed or
+        interrupted); return their ids. A state dir that cannot be written is left as it is."""
+        repaired = []
+        if not self.runs_dir.is_dir():
+            return repaired
+        for run_dir in sorted(self.runs_dir.iterdir()):
+            if run_dir.name == exclude_run_id or run_dir.is_symlink() or not run_dir.is_dir():
+                continue
+            try:
+                if repair_run(run_dir) is not None:
+                    repaired.append(run_dir.name)
+            except OSError:
+                continue
+        return repaired
+
+    def skipped_after(self, run_id: str | None) -> list[str]:
+        """Skipped reports whose run folder sorts after `run_id` (run ids start with the time)."""
+        return [
+            f"{key} ({reason})"
+            for key, reason in sorted(self.skipped.items())
+            if run_id is None or key.split("/")[1] > run_id
+        ]
 
     def find(self, ref: str) -> SessionReport:
         """A run by name (the newest of that name), run id, or path to a report file."""

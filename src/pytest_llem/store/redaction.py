@@ -1,33 +1,75 @@
-"""Keeps secrets and machine paths out of everything pytest-llem writes to disk.
+"""Keeps secrets and machine paths out of everything pytest-llem writes or prints.
 
 Reports and states travel: they are attached to CI runs and shared between machines.
 Tracebacks and error messages carry absolute paths and, if a workload is careless, token
-values. `redact_text` is applied to every free-text field before it is persisted.
+values. `redact_text` is applied to every free-text output (terminal lines, failure
+messages, Markdown, HTML) and `redact_json` to every persisted model.
+
+A secret is the value (4 characters or more) of an environment variable whose name looks
+secret (`*_KEY`, `*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*PASSWD*`, `*CREDENTIAL*`) or that the
+user listed (`--llem-redact-env`); it is replaced as it is, JSON-escaped and URL-encoded.
+The listed names reach the experiment's child through `EXTRA_NAMES_ENV`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
 
-# Environment variables whose values must never reach a file.
-SECRET_ENV_PATTERN = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL)", re.I)
+# Environment variables whose values must never reach an output.
+SECRET_ENV_PATTERN = re.compile(r"((^|_)KEY($|_)|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
 REDACTED = "***"
 # Shorter values are too likely to occur by accident in ordinary text.
-_MIN_SECRET_LENGTH = 6
+MIN_SECRET_LENGTH = 4
+#: Names the user listed, comma-separated, in the environment of an experiment's child.
+EXTRA_NAMES_ENV = "PYTEST_LLEM_REDACT_ENV"
+
+_extra_names: frozenset[str] = frozenset()
+
+
+def set_extra_secret_names(names: Iterable[str]) -> None:
+    """The variables this process also treats as secret (the session's `redact_env`)."""
+    global _extra_names
+    _extra_names = frozenset(names)
+
+
+def extra_secret_names(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    environ = os.environ if environ is None else environ
+    listed = {name for name in environ.get(EXTRA_NAMES_ENV, "").split(",") if name}
+    return _extra_names | listed
 
 
 def is_secret_name(name: str) -> bool:
-    return bool(SECRET_ENV_PATTERN.search(name))
+    return bool(SECRET_ENV_PATTERN.search(name)) or name in _extra_names
+
+
+def _forms(value: str) -> set[str]:
+    """How a value can appear in text: as it is, JSON-escaped, URL-encoded."""
+    return {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+    }
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every form of every secret value, longest first (so no part of one is left behind)."""
     environ = os.environ if environ is None else environ
-    values = {v for k, v in environ.items() if is_secret_name(k) and len(v) >= _MIN_SECRET_LENGTH}
-    return sorted(values, key=len, reverse=True)
+    extra = extra_secret_names(environ)
+    forms: set[str] = set()
+    for name, value in environ.items():
+        if len(value) >= MIN_SECRET_LENGTH and (SECRET_ENV_PATTERN.search(name) or name in extra):
+            forms |= _forms(value)
+    return sorted(forms, key=len, reverse=True)
 
 
 def redact_text(
@@ -38,8 +80,39 @@ def redact_text(
 ) -> str:
     """Replace secret values with ***, `root` with `.`, the home folder with `~` and the
     temporary folder with `$TMPDIR` (where tests and CI keep models and projects)."""
-    for value in secret_values(environ):
+    return _redact(text, secret_values(environ), root)
+
+
+def redact_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """Only the secrets (for the terminal, where the user's own paths are useful)."""
+    return _replace_secrets(text, secret_values(environ))
+
+
+def redact_json(text: str, *, root: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """`redact_text` applied to every string (and key) of a JSON document, never to its
+    structure: a short secret such as `true` cannot break the file."""
+    secrets = secret_values(environ)
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str):
+            return _redact(node, secrets, root)
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if isinstance(node, dict):
+            return {_redact(key, secrets, root): walk(value) for key, value in node.items()}
+        return node
+
+    return json.dumps(walk(json.loads(text)), indent=2, ensure_ascii=False)
+
+
+def _replace_secrets(text: str, secrets: list[str]) -> str:
+    for value in secrets:
         text = text.replace(value, REDACTED)
+    return text
+
+
+def _redact(text: str, secrets: list[str], root: Path | None) -> str:
+    text = _replace_secrets(text, secrets)
     if root is not None:
         text = _replace_path(text, str(root), ".")
     text = _replace_path(text, str(Path.home()), "~")

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from datetime import datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from pytest_llem.results import ExperimentResult
-from pytest_llem.store.atomic import ensure_private_dir, write_model_redacted
+from pytest_llem.results import ExperimentResult, UtcDatetime
+from pytest_llem.store.atomic import ensure_private_dir, read_regular_file, write_model_redacted
 from pytest_llem.store.machine import MachineInfo
 
 REPORT_SCHEMA_VERSION = 1
@@ -75,8 +75,8 @@ class SessionReport(BaseModel):
     run_id: str
     name: str | None = Field(default=None, description="--llem-save NAME or --llem-autosave")
     machine: MachineInfo | None = Field(default=None, description="what the figures depend on")
-    started_at: datetime
-    finished_at: datetime | None = None
+    started_at: UtcDatetime
+    finished_at: UtcDatetime | None = None
     outcome: SessionOutcome = "running"
     exit_code: int | None = None
     plugin_version: str
@@ -108,7 +108,56 @@ def copy_report(report: SessionReport, destination: Path, root: Path | None = No
 
 
 def load_report(path: Path) -> SessionReport:
-    return SessionReport.model_validate_json(path.read_bytes())
+    """Raises OSError (not a regular file, unreadable) or ValueError (not a report)."""
+    return SessionReport.model_validate_json(read_regular_file(path))
+
+
+WORKER_REPORT_GLOB = "report-*.json"
+
+
+def read_worker_reports(run_dir: Path) -> dict[str, SessionReport]:
+    """The xdist workers' checkpoints in a run folder, by worker id (unreadable ones left out)."""
+    workers = {}
+    for path in sorted(run_dir.glob(WORKER_REPORT_GLOB)):
+        try:
+            workers[path.name.removeprefix("report-").removesuffix(".json")] = load_report(path)
+        except (OSError, ValueError):
+            continue
+    return workers
+
+
+def take_in_workers(report: SessionReport, workers: Mapping[str, SessionReport]) -> None:
+    """`report`'s own entries, then every worker's, in worker order; the same however often
+    it is done, so the controller can take in a worker's checkpoint and later its final word."""
+    own = [entry for entry in report.experiments if entry.worker_id == "main"]
+    report.experiments = own + [entry for wid in sorted(workers) for entry in workers[wid].experiments]
+    stale = {s for worker in workers.values() for s in worker.stale_experiments}
+    report.stale_experiments = sorted(stale | set(report.stale_experiments))
+
+
+def repair_run(run_dir: Path, root: Path | None = None) -> SessionReport | None:
+    """Complete a run whose controller never merged its workers (killed, or interrupted
+    before every worker handed over): `report.json` from the checkpoints. None if not needed."""
+    workers = read_worker_reports(run_dir)
+    if not workers:
+        return None
+    path = run_dir / "report.json"
+    try:
+        report = load_report(path)
+    except FileNotFoundError:  # the controller died before its first checkpoint
+        report = merge_reports(run_dir.name, list(workers.values()))
+        report.experiments = []
+    except (OSError, ValueError):
+        return None  # not ours to overwrite; reported as skipped
+    else:
+        if report.outcome != "running":  # its controller finished: complete already
+            return None
+    before = [entry.model_dump() for entry in report.experiments]
+    take_in_workers(report, workers)
+    if path.exists() and [entry.model_dump() for entry in report.experiments] == before:
+        return None
+    write_model_redacted(path, report, root)
+    return report
 
 
 def merge_reports(run_id: str, reports: list[SessionReport]) -> SessionReport:

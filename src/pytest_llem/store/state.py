@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
-from pytest_llem.results import ExperimentResult
-from pytest_llem.store.atomic import ensure_private_dir, write_model_redacted
+from pytest_llem.results import ExperimentResult, UtcDatetime
+from pytest_llem.store.atomic import ensure_private_dir, read_regular_file, write_model_redacted
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class ExperimentState(BaseModel):
     failed: bool = False
     config_hash: str
     error_message: str | None = None
-    started_at: datetime
-    last_updated: datetime
+    started_at: UtcDatetime
+    last_updated: UtcDatetime
     #: The child's group leader; with its start time it tells a live process from a reused PID.
     subprocess_pid: int | None = None
     subprocess_start_time: float | None = None
@@ -103,6 +103,8 @@ class StateManager:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
         self.experiments_dir = self.state_dir / "experiments"
+        #: Files that were skipped, by name, with the reason (each reported once).
+        self.skipped: dict[str, str] = {}
 
     def ensure_dirs(self) -> None:
         ensure_private_dir(self.state_dir)
@@ -182,6 +184,15 @@ class StateManager:
                 return state
         return None
 
+    def held_by_another_live_session(self, state: ExperimentState) -> bool:
+        """True if `state` is unfinished and owned by another pytest process still running here."""
+        return (
+            state.active
+            and state.hostname == socket.gethostname()
+            and state.owner_pid != os.getpid()
+            and process_is_alive(state.owner_pid, state.owner_start_time)
+        )
+
     def cleanup_stale(self) -> list[ExperimentState]:
         """Mark failed every unfinished state of this host whose owner and child are both gone."""
         hostname = socket.gethostname()
@@ -211,15 +222,24 @@ class StateManager:
 
     def _read(self, path: Path) -> ExperimentState | None:
         try:
-            raw = path.read_bytes()
+            raw = read_regular_file(path)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            log.warning("pytest-llem: skipping unreadable state file %s: %s", path.name, exc)
+            self._skip(path, f"unreadable: {exc.strerror or exc}")
             return None
         try:
-            return ExperimentState.model_validate_json(raw)
+            state = ExperimentState.model_validate_json(raw)
         except (ValidationError, json.JSONDecodeError, ValueError) as exc:
-            first_line = str(exc).splitlines()[0]
-            log.warning("pytest-llem: skipping corrupt or foreign state file %s: %s", path.name, first_line)
+            self._skip(path, f"not a state: {str(exc).splitlines()[0]}")
             return None
+        if f"{state.experiment_id}.json" != path.name:
+            self._skip(path, f"holds the state of another experiment ({state.experiment_id})")
+            return None
+        return state
+
+    def _skip(self, path: Path, reason: str) -> None:
+        key = f"experiments/{path.name}"
+        if key not in self.skipped:
+            self.skipped[key] = reason
+            log.warning("pytest-llem: skipping state file %s: %s", key, reason)

@@ -1,0 +1,30 @@
+"""Settings from options and ini keys: every bad value is one line naming where it came from."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_llem.errors import ConfigError
+from pytest_llem.settings import resolve_settings
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "expected"),
+    [
+        ("timeout_s", "nan", r"--llem-timeout: expected a finite number of seconds, got 'nan'"),
+        ("timeout_s", "inf", r"--llem-timeout: expected a finite number of seconds, got 'inf'"),
+        ("cooldown_s", "-inf", r"--llem-cooldown: expected a finite number of seconds"),
+        ("cooldown_temp_c", "nan", r"--llem-cooldown-temp: must be a finite number of degrees"),
+        ("save_name", "a\0b", r"--llem-save: a NUL character cannot be part of a value; remove it"),
+        ("redact_env", ["A=B"], r"--llem-redact-env: 'A=B' is not an environment variable name"),
+    ],
+)
+def test_a_value_that_cannot_work_is_refused_naming_the_option(name: str, raw: object, expected: str):
+    with pytest.raises(ConfigError, match=expected):
+        resolve_settings(cli={name: raw}, ini={}, environ={})
+
+
+def test_names_to_redact_come_from_the_option_or_one_per_ini_line():
+    assert resolve_settings(cli={"redact_env": ["DSN"]}, ini={}, environ={}).redact_env == ("DSN",)
+    settings = resolve_settings(cli={}, ini={"redact_env": ["DSN", "URL"]}, environ={})
+    assert settings.redact_env == ("DSN", "URL")
