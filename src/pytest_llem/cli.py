@@ -169,9 +169,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"run {_run_label(current)}")
     # The same lines and failure lines as `pytest --llem-compare` prints at the end of a session.
     print("\n".join(format_comparison(outcome.comparison)))
-    for change in outcome.failures:
-        print(change.line())
-    return EXIT_FAILURES if outcome.failures else EXIT_OK
+    for note in outcome.notes:
+        print(f"{PROG}: {note}")
+    for line in outcome.failure_lines():
+        print(line)
+    return EXIT_FAILURES if outcome.failed else EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:

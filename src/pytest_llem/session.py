@@ -109,22 +109,27 @@ class BenchmarkSession:
         baseline = history.latest(self.report.machine.id, exclude_run_id=self.report.run_id)
         if baseline is None:
             self.problems.append(
-                f"nothing to compare with: no earlier finished run on this machine "
-                f"(id {self.report.machine.id}); this run can be the baseline of the next"
+                f"nothing to compare with: no earlier run on this machine (id {self.report.machine.id}) "
+                "finished uninterrupted with a measured experiment; this run can be the baseline of the next"
             )
         return baseline
 
-    def gate(self) -> list[MetricChange]:
-        """Compare with the baseline and check budgets; return what fails the session.
+    def gate(self) -> bool:
+        """Compare with the baseline and check budgets; return whether that fails the session.
 
         Only the session that holds every experiment gates (not an xdist worker).
         """
         if self.worker_id != "main":
-            return []
+            return False
         self.gate_outcome = run_gate(
-            self.report, self.baseline, self.settings.compare_fail, self.settings.gate_flagged
+            self.report,
+            self.baseline,
+            self.settings.compare_fail,
+            self.settings.gate_flagged,
+            compare_requested=bool(self.settings.compare or self.settings.compare_fail),
         )
-        return self.gate_outcome.failures
+        self.problems.extend(self.gate_outcome.notes)
+        return self.gate_outcome.failed
 
     @property
     def comparison(self) -> Comparison | None:
@@ -140,12 +145,14 @@ class BenchmarkSession:
         nodeid: str,
         workload: Workload | str | None,
         config_layers: list[Mapping[str, Any]],
+        case_key: str | None = None,
     ) -> ExperimentResult:
         """Validate, run in an isolated child, persist and report one experiment.
 
+        `case_key` identifies the case across runs (`store.cases.case_key`); the node id when None.
         Raises `LlemError` subclasses whose message is meant for the user as it is.
         """
-        entry = ReportEntry(nodeid=nodeid, worker_id=self.worker_id)
+        entry = ReportEntry(nodeid=nodeid, case_key=case_key, worker_id=self.worker_id)
         self.entries.append(entry)
         guard = InterruptGuard()
         # The guard covers teardown *and* bookkeeping: a signal cannot leave a state half-done.

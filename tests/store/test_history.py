@@ -56,3 +56,22 @@ def test_runs_are_found_by_name_id_or_path_and_latest_is_per_machine(tmp_path):
     assert history.latest("other") is None
     with pytest.raises(UnknownRun, match=r"no saved run named 'nightly' \(latest: main, main, r3\)"):
         history.find("nightly")
+
+
+def test_the_default_baseline_is_the_newest_finished_uninterrupted_run_that_measured_something(tmp_path):
+    state_dir = tmp_path / "state"
+    measured = make_entry(GPT2, make_result([1.0]))
+    crashed = make_entry(GPT2, None, error="boom")
+
+    def save(run_id, day, entries, **fields):
+        write_report(make_report(run_id, entries, days_after_t0=day).model_copy(update=fields), state_dir)
+
+    save("good", 0, [measured])
+    save("failed-with-a-pass", 1, [crashed, measured], outcome="failed", exit_code=1)
+    save("collect-only", 2, [])
+    save("all-crashed", 3, [crashed], outcome="failed", exit_code=1)
+    save("interrupted", 4, [measured], outcome="interrupted", exit_code=130)
+    save("killed", 5, [measured], outcome="running", finished_at=None)
+    history = RunHistory(state_dir)
+    assert history.latest("h100x1").run_id == "failed-with-a-pass"
+    assert history.latest("h100x1", exclude_run_id="failed-with-a-pass").run_id == "good"

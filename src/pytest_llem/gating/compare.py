@@ -21,7 +21,7 @@ from pytest_llem.gating.limits import Limit, lookup_metric, parse_limit_value
 from pytest_llem.gating.metrics import METRICS, Metric
 from pytest_llem.gating.stats import MIN_ROUNDS_FOR_SIGNIFICANCE, SIGNIFICANCE_LEVEL, p_worse, sample_values
 from pytest_llem.results import ExperimentResult
-from pytest_llem.store.report import SessionReport
+from pytest_llem.store.report import ReportEntry, SessionReport
 
 #: Shown in every comparison, limit or not.
 DEFAULT_SHOWN_METRICS = ("energy_per_token_j", "tokens_per_s")
@@ -85,14 +85,17 @@ class Comparison(BaseModel):
     changes: list[MetricChange] = Field(default_factory=list)
     only_in_baseline: list[str] = Field(default_factory=list)
     only_in_current: list[str] = Field(default_factory=list)
+    #: Measured cases of this run that found their baseline case (node ids of this run).
+    matched: list[str] = Field(default_factory=list)
 
     @property
     def failures(self) -> list[MetricChange]:
         return [c for c in self.changes if c.status in ("regression", "over_budget")]
 
 
-def results_by_test(report: SessionReport) -> dict[str, ExperimentResult]:
-    return {e.nodeid: e.result for e in report.experiments if e.result is not None}
+def measured_by_case(report: SessionReport) -> dict[str, ReportEntry]:
+    """Measured experiments by case key (`ReportEntry.key`), which survives a moved rootdir."""
+    return {e.key: e for e in report.measured}
 
 
 def limits_of_test(result: ExperimentResult, nodeid: str) -> dict[str, Limit]:
@@ -125,18 +128,19 @@ def compare_reports(
             f"({baseline.machine.describe()}, id {baseline.machine.id}) than this run "
             f"({current.machine.describe()}, id {current.machine.id}); differences may be the machine's"
         )
-    before, after = results_by_test(baseline), results_by_test(current)
-    comparison.only_in_baseline = sorted(set(before) - set(after))
-    comparison.only_in_current = sorted(set(after) - set(before))
-    for nodeid, result in after.items():
-        if nodeid not in before:
+    before, after = measured_by_case(baseline), measured_by_case(current)
+    comparison.only_in_baseline = sorted(before[key].nodeid for key in set(before) - set(after))
+    comparison.only_in_current = sorted(after[key].nodeid for key in set(after) - set(before))
+    for key, entry in after.items():
+        if key not in before:
             continue
+        nodeid, result, old = entry.nodeid, entry.result, before[key].result
+        assert result is not None and old is not None
+        comparison.matched.append(nodeid)
         test_limits = {**global_limits, **limits_of_test(result, nodeid)}
         names = list(dict.fromkeys([*DEFAULT_SHOWN_METRICS, *test_limits]))
         for name in names:
-            change = _change(
-                nodeid, METRICS[name], before[nodeid], result, test_limits.get(name), gate_flagged
-            )
+            change = _change(nodeid, METRICS[name], old, result, test_limits.get(name), gate_flagged)
             if change is not None:
                 comparison.changes.append(change)
     return comparison
