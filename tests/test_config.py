@@ -105,3 +105,10 @@ def test_the_hash_is_the_same_in_every_process_nan_and_inf_included():
         for seed in ("1", "2", "random")
     }
     assert elsewhere == {here}
+
+
+def test_a_label_names_the_experiment_without_changing_what_is_measured():
+    base = compute_config_hash(build_config({"model": "m"}), "bench:generate")
+    assert compute_config_hash(build_config({"model": "m", "label": "tiny fp16"}), "bench:generate") == base
+    with pytest.raises(ConfigError, match="label"):
+        build_config({"label": ""})

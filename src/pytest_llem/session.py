@@ -16,12 +16,15 @@ from typing import Any
 
 from pytest_llem import __version__
 from pytest_llem.backends import BACKEND_WORKLOADS
-from pytest_llem.config import build_config, compute_config_hash
+from pytest_llem.backends.prompts import load_prompts
+from pytest_llem.config import build_config, compute_config_hash, json_digest
 from pytest_llem.energy.idle import IdleBaselines
 from pytest_llem.energy.meter import MeterOptions
+from pytest_llem.energy.uncertainty import energy_uncertainty
 from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.gate import GateOutcome, run_gate
+from pytest_llem.gating.work import describe_work
 from pytest_llem.isolation.launcher import build_experiment_env, run_in_child
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import pool_processes
@@ -33,8 +36,9 @@ from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.machine import MachineInfo
+from pytest_llem.store.models import model_fingerprint
 from pytest_llem.store.redaction import redact_text
-from pytest_llem.store.report import ReportEntry, SessionOutcome, SessionReport, write_report
+from pytest_llem.store.report import ReportEntry, SessionOutcome, SessionReport, WorkSignature, write_report
 from pytest_llem.store.state import ExperimentPhase, StateManager, sanitise_experiment_id, utc_now
 
 
@@ -127,6 +131,7 @@ class BenchmarkSession:
             self.settings.compare_fail,
             self.settings.gate_flagged,
             compare_requested=bool(self.settings.compare or self.settings.compare_fail),
+            across_machines=self.settings.compare_across_machines,
         )
         self.problems.extend(self.gate_outcome.notes)
         return self.gate_outcome.failed
@@ -196,10 +201,14 @@ class BenchmarkSession:
                 )
             workload = BACKEND_WORKLOADS[config.backend]
         spec = describe_workload(workload)
-        config_hash = compute_config_hash(config, spec.ref)
+        entry.model_fingerprint = model_fingerprint(config.model)
+        config_hash = compute_config_hash(config, spec.ref, entry.model_fingerprint)
         entry.config = config.model_dump(mode="json")
         entry.config_hash = config_hash
         entry.workload = spec.ref
+        # The prompts' text, not their file's name: the work a comparison must find equal.
+        uses_prompts = config.backend is not None or config.prompts is not None
+        entry.work = WorkSignature(prompt_digest=json_digest(load_prompts(config)) if uses_prompts else None)
 
         if self.settings.resume:
             previous = self.states.find_resumable(config_hash)
@@ -208,6 +217,9 @@ class BenchmarkSession:
                 entry.phase = previous.phase.value
                 entry.resumed = True
                 entry.result = previous.result.model_copy(update={"resumed": True})
+                if entry.result.energy_uncertainty is None:  # saved before uncertainties existed
+                    entry.result.energy_uncertainty = energy_uncertainty(entry.result)
+                self._describe_work(entry)
                 return entry.result
 
         experiment_id = self._experiment_id(entry.nodeid, config.experiment_id, config_hash)
@@ -272,6 +284,7 @@ class BenchmarkSession:
 
     def _mark_done(self, entry: ReportEntry, result: ExperimentResult) -> None:
         assert entry.experiment_id is not None
+        result.energy_uncertainty = energy_uncertainty(result)
         state = self.states.load(entry.experiment_id)
         if state is None:
             raise ExperimentFailed(f"state of {entry.experiment_id} vanished from the state dir")
@@ -282,6 +295,13 @@ class BenchmarkSession:
         self.states.save(state)
         entry.phase = state.phase.value
         entry.result = result
+        self._describe_work(entry)
+
+    def _describe_work(self, entry: ReportEntry) -> None:
+        """The work signature once a result is in (its prompt digest was taken before the run)."""
+        assert entry.result is not None and entry.config is not None
+        prompt_digest = entry.work.prompt_digest if entry.work else None
+        entry.work = describe_work(entry.config, entry.result, prompt_digest)
 
     def _mark_failed(self, entry: ReportEntry, message: str) -> None:
         assert entry.experiment_id is not None

@@ -34,9 +34,9 @@ def test_case(llem, batch_size):
 GATE = ("--llem-compare", "--llem-compare-fail=tokens_per_s:30%")
 
 
-def pytest_in(cwd: Path, tokens_per_s: int, *args: str) -> subprocess.CompletedProcess[str]:
+def pytest_in(cwd: Path, tokens_per_s: int, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`pytest --llem ARGS` started in `cwd`, as a user would type it there."""
-    env = dict(os.environ, SIM_TOKENS_PER_S=str(tokens_per_s))
+    env = dict(os.environ, SIM_TOKENS_PER_S=str(tokens_per_s), **env)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem", "--llem-baseline=0", *args],
         cwd=cwd,
@@ -132,3 +132,63 @@ def test_a_baseline_case_missing_from_a_gated_run_is_reported(suite: Path, tmp_p
         "pytest-llem: 1 baseline case(s) were not measured in this run and were not gated: "
         "test_x.py::test_case[2]" in fewer.stdout
     )
+
+
+WORK_SUITE = SUITE.replace(
+    '@pytest.mark.parametrize("batch_size", [1, 2])',
+    '@pytest.mark.llem(prompts="prompts.txt", max_new_tokens=int(os.environ.get("SIM_MAX_NEW", "32")))\n'
+    '@pytest.mark.parametrize("batch_size", [1, 2])',
+)
+
+
+def test_cases_that_did_different_work_are_incomparable_and_gate_nothing(suite: Path, tmp_path: Path):
+    (suite / "test_x.py").write_text(WORK_SUITE)
+    (suite / "prompts.txt").write_text("first prompt\nsecond prompt\n")
+    state = f"--llem-state-dir={tmp_path / 'state'}"
+    assert pytest_in(suite, 400, state, "--llem-save=main").returncode == 0
+
+    (suite / "prompts.txt").write_text("first prompt\nanother prompt\n")
+    other_prompts = pytest_in(
+        suite, 400, state, "--llem-compare=main", "--llem-compare-fail=tokens_per_s:30%"
+    )
+    assert other_prompts.returncode == 1, other_prompts.stdout
+    assert "incomparable (prompt set changed" in other_prompts.stdout
+    assert "pytest-llem: GATE FAILED: every case in common with baseline main did different work" in (
+        other_prompts.stdout
+    )
+
+    (suite / "prompts.txt").write_text("first prompt\nsecond prompt\n")
+    longer = pytest_in(
+        suite, 100, state, "--llem-compare=main", "--llem-compare-fail=tokens_per_s:30%", SIM_MAX_NEW="64"
+    )
+    # 4x slower, but it generated twice the tokens per prompt: not a regression, not ok either.
+    assert longer.returncode == 1, longer.stdout
+    assert "REGRESSION" not in longer.stdout
+    assert "incomparable (max_new_tokens 32 -> 64)" in longer.stdout
+
+
+def test_a_baseline_from_gpus_with_another_power_limit_refuses_to_gate(suite: Path, tmp_path: Path):
+    from fake_nvml import FAKE_NVML_DIR, load_fake_nvml
+
+    fake = load_fake_nvml()
+    scenario = tmp_path / "scenario.json"
+    simulated = {"PYTHONPATH": os.pathsep.join([str(FAKE_NVML_DIR), os.environ.get("PYTHONPATH", "")])}
+    simulated["FAKE_NVML_SCENARIO"] = str(scenario)
+    state = f"--llem-state-dir={tmp_path / 'state'}"
+
+    def run_on(power_limit_w: float, *args: str) -> subprocess.CompletedProcess[str]:
+        fake.write_scenario(str(scenario), [fake.FakeGpu(uuid="GPU-0", power_limit_w=power_limit_w)])
+        return pytest_in(suite, 400, state, *args, **simulated)
+
+    assert run_on(700.0, "--llem-save=main").returncode == 0
+    gate = ("--llem-compare=main", "--llem-compare-fail=tokens_per_s:30%")
+    refused = run_on(500.0, *gate)
+    assert refused.returncode == 1, refused.stdout
+    assert "differs from the baseline: hardware: GPU power limits (W) 700 -> 500" in refused.stdout
+    assert (
+        "pytest-llem: GATE FAILED: the baseline ran on different hardware (GPU power limits (W) 700 -> 500)"
+        in refused.stdout
+    )
+    across = run_on(500.0, *gate, "--llem-compare-across-machines")
+    assert across.returncode == 0, across.stdout
+    assert "GATE FAILED" not in across.stdout and "incomparable" not in across.stdout

@@ -58,14 +58,20 @@ def run_gate(
     limits: Iterable[Limit] = (),
     gate_flagged: bool = False,
     compare_requested: bool = True,
+    across_machines: bool = False,
 ) -> GateOutcome:
     """Compare `current` with `baseline` (when there is one) and check its budgets.
 
     `compare_requested`: a baseline was asked for, so per-test `compare_fail` limits apply
-    (always so for `pytest-llem compare`).
+    (always so for `pytest-llem compare`). `across_machines`: gate even when the baseline
+    ran on different hardware.
     """
     limits = list(limits)
-    comparison = None if baseline is None else compare_reports(baseline, current, limits, gate_flagged)
+    comparison = (
+        None
+        if baseline is None
+        else compare_reports(baseline, current, limits, gate_flagged, across_machines)
+    )
     outcome = GateOutcome(comparison=comparison, budget_checks=check_budgets(current, gate_flagged))
     if not (compare_requested and is_gated(current, limits)):
         return outcome
@@ -74,6 +80,13 @@ def run_gate(
             f"{GATE_FAILED} limits were set but there is no baseline to compare with (no earlier run "
             "on this machine finished uninterrupted with a measured experiment); record one with a run "
             "without --llem-compare-fail, or name one with --llem-compare=RUN"
+        )
+    elif comparison.hardware_differences and not across_machines:
+        outcome.refusal = (
+            f"{GATE_FAILED} the baseline ran on different hardware ("
+            + "; ".join(comparison.hardware_differences)
+            + "), so its figures do not gate this run; compare with a run on this hardware, or pass "
+            "--llem-compare-across-machines (pytest-llem compare: --across-machines) to gate anyway"
         )
     elif not current.measured:
         outcome.refusal = (
@@ -86,10 +99,23 @@ def run_gate(
             f"{against} ({len(baseline.measured)} case(s)), so nothing was compared; run the same tests "
             "as the baseline, or compare with a run of these tests"
         )
-    elif comparison.only_in_baseline:
+    elif not comparison.compared:
+        against = baseline.name or baseline.run_id
+        outcome.refusal = (
+            f"{GATE_FAILED} every case in common with baseline {against} did different work "
+            "(incomparable, see the table), so nothing was compared; gate against a run of the same work"
+        )
+    if outcome.refusal is not None or comparison is None:
+        return outcome
+    if comparison.only_in_baseline:
         missing = comparison.only_in_baseline
         outcome.notes.append(
             f"{len(missing)} baseline case(s) were not measured in this run and were not gated: "
             + ", ".join(missing)
+        )
+    if comparison.incomparable:
+        outcome.notes.append(
+            f"{len(comparison.incomparable)} case(s) did different work than in the baseline and were "
+            "not gated: " + ", ".join(f"{nodeid} ({why})" for nodeid, why in comparison.incomparable.items())
         )
     return outcome

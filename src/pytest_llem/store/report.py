@@ -45,6 +45,24 @@ class HostInfo(BaseModel):
         )
 
 
+class WorkSignature(BaseModel):
+    """What an experiment asked the model to do, so that two runs compare like with like.
+
+    Built in the pytest process by `gating.work.describe_work`; None fields were not known
+    (a custom workload that does not record them, a report written before they existed).
+    """
+
+    prompt_digest: str | None = Field(default=None, description="digest of the prompts' text, in order")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="decoding and prompt-set settings that change the work"
+    )
+    request_tokens_digest: str | None = Field(
+        default=None, description="digest of each request's input and output token counts"
+    )
+    output_digest: str | None = Field(default=None, description="digest of the generated token ids")
+    greedy: bool = True
+
+
 class ReportEntry(BaseModel):
     """One experiment as the session saw it: what was asked, how it ended, what it measured."""
 
@@ -55,6 +73,9 @@ class ReportEntry(BaseModel):
     experiment_id: str | None = None
     config: dict[str, Any] | None = None
     config_hash: str | None = None
+    model_fingerprint: str | None = Field(
+        default=None, description="digest of the model's own files (a local model folder only)"
+    )
     workload: str | None = None
     phase: str | None = None
     failed: bool = False
@@ -63,6 +84,7 @@ class ReportEntry(BaseModel):
     resumed: bool = False
     worker_id: str = "main"
     result: ExperimentResult | None = None
+    work: WorkSignature | None = None
 
     @property
     def key(self) -> str:

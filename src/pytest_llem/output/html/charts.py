@@ -191,7 +191,7 @@ def change_chart(figure_class: type[Figure], comparison: Comparison, names: dict
         ax.margins(x=0.3)
     axes[0].set_yticks(range(len(tests)), [names.get(t, t) for t in tests])
     axes[0].invert_yaxis()
-    order = ["regression", "flagged (not gated)", "worse", "better"]
+    order = ["regression", "flagged (not gated)", "incomparable (not gated)", "worse", "better"]
     handles = [Patch(color=used[k], label=k) for k in order if k in used]
     figure.legend(handles=handles, loc="outside lower center", ncols=len(handles))
     return figure
@@ -203,6 +203,8 @@ def _change_style(change: MetricChange) -> tuple[str, str, str]:
         return _REGRESSION, "#5c0000", "regression"
     if change.status == "flagged":
         return _FLAGGED, "none", "flagged (not gated)"
+    if change.status == "incomparable":
+        return _FLAGGED, "none", "incomparable (not gated)"
     assert change.baseline is not None
     worse = METRICS[change.metric].worse_by(change.baseline, change.current) > 0
     return (_WORSE, "none", "worse") if worse else (_BETTER, "none", "better")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from pytest_llem.energy.quality import UNMEASURED_CODES
@@ -43,10 +44,12 @@ def chart_points(entries: list[ReportEntry]) -> list[Point]:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool):
             batch_size = None
         model = config.get("model") or result.workload or entry.workload or "custom workload"
+        if entry.model_fingerprint:  # a local folder: its name and files, not where it was built
+            model = f"{PurePath(model).name} [{entry.model_fingerprint[:8]}]"
         points.append(
             Point(
                 nodeid=entry.nodeid,
-                label=names[entry.nodeid],
+                label=config.get("label") or names[entry.nodeid],
                 group=f"{model} ({config.get('precision') or 'auto'})",
                 batch_size=batch_size,
                 tokens_per_s=result.tokens_per_s,
