@@ -137,3 +137,10 @@ def test_input_no_process_can_take_is_refused_with_one_line_naming_the_field(fie
 
 def test_usable_experiment_ids_are_kept_as_they_are():
     assert build_config({"experiment_id": "llama-7b_fp16.v2"}).experiment_id == "llama-7b_fp16.v2"
+
+
+def test_a_label_names_the_experiment_without_changing_what_is_measured():
+    base = compute_config_hash(build_config({"model": "m"}), "bench:generate")
+    assert compute_config_hash(build_config({"model": "m", "label": "tiny fp16"}), "bench:generate") == base
+    with pytest.raises(ConfigError, match="label"):
+        build_config({"label": ""})

@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also fail on results that carry a measurement-quality flag (shown, not gated, by default)",
     )
+    compare.add_argument(
+        "--across-machines",
+        action="store_true",
+        help="gate even when A ran on different hardware (GPU models, count, power limits)",
+    )
 
     export = command("export", cmd_export, "write a run as JSON, CSV, Markdown or HTML")
     export.add_argument("run", metavar="RUN")
@@ -167,14 +172,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     limits = [parse_limit(spec, "--fail") for spec in args.fail]
     history = RunHistory(state_dir_of(args))
     baseline, current = history.find(args.baseline), history.find(args.current)
-    outcome = run_gate(current, baseline, limits, gate_flagged=args.gate_flagged)
+    outcome = run_gate(
+        current, baseline, limits, gate_flagged=args.gate_flagged, across_machines=args.across_machines
+    )
     assert outcome.comparison is not None
     print(f"run {_run_label(current)}")
     # The same lines and failure lines as `pytest --llem-compare` prints at the end of a session.
     print("\n".join(format_comparison(outcome.comparison)))
-    for change in outcome.failures:
-        print(change.line())
-    return EXIT_FAILURES if outcome.failures else EXIT_OK
+    for note in outcome.notes:
+        print(f"{PROG}: {note}")
+    for line in outcome.failure_lines():
+        print(line)
+    return EXIT_FAILURES if outcome.failed else EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:

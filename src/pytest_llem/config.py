@@ -33,7 +33,7 @@ from pytest_llem.store.redaction import is_secret_name
 #: An experiment id names a file in the state dir: nothing else may be in it.
 EXPERIMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Fields that change where or how long, not what is measured; left out of the hash.
-NON_MEASUREMENT_FIELDS = frozenset({"timeout", "experiment_id", "compare_fail", "budget"})
+NON_MEASUREMENT_FIELDS = frozenset({"timeout", "experiment_id", "compare_fail", "budget", "label"})
 CONFIG_HASH_LENGTH = 16
 _FLOAT_SIGNIFICANT_DIGITS = 12
 
@@ -132,6 +132,9 @@ class ExperimentConfig(BaseModel):
     energy: MeterName = Field(default="auto", description="energy meter to use in the child")
     timeout: float | None = Field(default=None, gt=0, description="seconds before the child is killed")
     experiment_id: str | None = Field(default=None, min_length=1, max_length=128)
+    label: str | None = Field(
+        default=None, min_length=1, max_length=80, description="the experiment's name in charts and reports"
+    )
     env: dict[str, str] = Field(
         default_factory=dict, description="extra environment for the child; overrides defaults"
     )
@@ -357,16 +360,33 @@ def _normalise(value: Any) -> Any:
     return str(value)
 
 
+def canonical_json(value: Any) -> str:
+    return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def json_digest(value: Any) -> str:
+    """SHA-256 (first 16 hex) of `value` as canonical JSON: equal values, equal digests."""
+    return hashlib.sha256(canonical_json(value).encode("ascii")).hexdigest()[:CONFIG_HASH_LENGTH]
+
+
 def canonical_config_json(config: ExperimentConfig, workload: str | None) -> str:
     excluded = set(NON_MEASUREMENT_FIELDS)
     if config.scenario != "serving":
         excluded |= SERVING_FIELDS
     view = config.model_dump(exclude=excluded)
     view["workload"] = workload
-    return json.dumps(_normalise(view), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return canonical_json(view)
 
 
-def compute_config_hash(config: ExperimentConfig, workload: str | None) -> str:
-    """SHA-256 (first 16 hex) of what is measured: the config's measurement fields and the workload."""
+def compute_config_hash(
+    config: ExperimentConfig, workload: str | None, model_fingerprint: str | None = None
+) -> str:
+    """SHA-256 (first 16 hex) of what is measured: the config's measurement fields and the workload.
+
+    With the model's fingerprint (`store.models`), it stands for the model instead of its
+    path, so a model rebuilt elsewhere with the same files resumes.
+    """
+    if model_fingerprint is not None:
+        config = config.model_copy(update={"model": f"files:{model_fingerprint}"})
     digest = hashlib.sha256(canonical_config_json(config, workload).encode("ascii"))
     return digest.hexdigest()[:CONFIG_HASH_LENGTH]

@@ -206,11 +206,17 @@ class LlemRunner:
         self._bench = bench
         self._item = item
 
+    def _case_key(self) -> str:
+        from pytest_llem.store.cases import case_key
+
+        item = self._item
+        return case_key(item.nodeid, item.path, item.config.invocation_params.dir)
+
     def run(self, workload: Workload | str | None = None, **fields: Any) -> ExperimentResult:
         """Run `workload` in an isolated child; `fields` override the marker's."""
         layers: list[Mapping[str, Any]] = [*_marker_layers(self._item), fields]
         try:
-            result = self._bench.run_experiment(self._item.nodeid, workload, layers)
+            result = self._bench.run_experiment(self._item.nodeid, workload, layers, self._case_key())
         except ExperimentInterrupted as exc:
             # INTERRUPTED rather than 130 here so pytest still prints its summaries;
             # pytest_sessionfinish turns it into 130. `from None`: one message, no chain.
@@ -258,8 +264,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if bench is None:
         return
     bench.interrupts.stop_raising()
+    if session.config.option.collectonly or exitstatus == pytest.ExitCode.USAGE_ERROR:
+        return  # nothing was measured: no run is written, so none can become a baseline
     try:
-        regressed = bool(bench.gate())
+        regressed = bench.gate()
     except LlemError as exc:  # a bad per-test limit, say: reported, never a traceback
         bench.problems.append(str(exc))
         regressed = False
@@ -303,7 +311,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     bench = config.stash.get(session_key, None)
-    if bench is None:
+    if bench is None or bench.report_path is None:  # no run written (collect-only, usage error)
         return
     from pytest_llem.output.terminal import format_comparison, format_summary
 
@@ -319,8 +327,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             write(line)
     for problem in [*bench.problems, *bench.skipped_files()]:
         write(f"pytest-llem: {problem}")
-    for failure in bench.failures:
-        write(failure.line(), red=True, bold=True)
+    for line in bench.gate_outcome.failure_lines():
+        write(line, red=True, bold=True)
     workers = {entry.worker_id for entry in bench.entries}
     if len(workers) > 1:
         write(

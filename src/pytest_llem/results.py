@@ -7,6 +7,7 @@ and the parent validates it. Energy fields stay `None` when no meter measured th
 
 from __future__ import annotations
 
+import math
 import statistics
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
@@ -190,6 +191,22 @@ class MetricStats(BaseModel):
     max: float
     ci95_low: float | None
     ci95_high: float | None
+
+
+class EnergyUncertainty(BaseModel):
+    """How sure an energy figure is, part by part, each part relative to the figure
+    (0.05 = 5%); see `energy.uncertainty` and docs/uncertainty.md for the model."""
+
+    parts: dict[str, float] = Field(default_factory=dict)
+    #: Parts that are systematic per device: they cancel between runs on the same devices.
+    systematic: list[str] = Field(default_factory=list)
+    #: The measured devices (GPU UUIDs, else labels): "the same devices" means these.
+    devices: list[str] = Field(default_factory=list)
+
+    @property
+    def relative(self) -> float:
+        """All parts, as the root sum of their squares."""
+        return math.sqrt(sum(v * v for v in self.parts.values()))
 
 
 class RoundResult(BaseModel):
@@ -397,6 +414,9 @@ class ExperimentResult(BaseModel):
     energy_source: str | None = None
     energy_notes: list[str] = Field(default_factory=list)
     energy_by_device: list[DeviceEnergy] = Field(default_factory=list)
+    energy_uncertainty: EnergyUncertainty | None = Field(
+        default=None, description="how sure energy_j is, part by part (energy.uncertainty)"
+    )
     warnings: list[QualityWarning] = Field(default_factory=list)
     batch_latencies_s: list[float] = Field(default_factory=list, description="raw, for pooling")
     first_token_latencies_s: list[float] = Field(default_factory=list)

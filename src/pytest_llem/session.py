@@ -20,9 +20,11 @@ from typing import Any
 
 from pytest_llem import __version__
 from pytest_llem.backends import builtin_workload
-from pytest_llem.config import build_config, compute_config_hash
+from pytest_llem.backends.prompts import load_prompts
+from pytest_llem.config import build_config, compute_config_hash, json_digest
 from pytest_llem.energy.idle import IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
+from pytest_llem.energy.uncertainty import energy_uncertainty
 from pytest_llem.errors import (
     INTERRUPTED_EXIT_CODE,
     ConfigError,
@@ -33,6 +35,7 @@ from pytest_llem.errors import (
 )
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.gate import GateOutcome, run_gate
+from pytest_llem.gating.work import describe_work
 from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs, run_in_child
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import pool_processes
@@ -47,11 +50,13 @@ from pytest_llem.settings import LlemSettings
 from pytest_llem.store.atomic import make_reserve
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.machine import MachineInfo
+from pytest_llem.store.models import model_fingerprint
 from pytest_llem.store.redaction import EXTRA_NAMES_ENV, redact_text, set_extra_secret_names
 from pytest_llem.store.report import (
     ReportEntry,
     SessionOutcome,
     SessionReport,
+    WorkSignature,
     read_worker_reports,
     report_path,
     take_in_workers,
@@ -216,22 +221,28 @@ class BenchmarkSession:
         self._skipped_files.update(history.skipped)
         if baseline is None:
             self.problems.append(
-                f"nothing to compare with: no earlier finished run on this machine "
-                f"(id {self.report.machine.id}); this run can be the baseline of the next"
+                f"nothing to compare with: no earlier run on this machine (id {self.report.machine.id}) "
+                "finished uninterrupted with a measured experiment; this run can be the baseline of the next"
             )
         return baseline
 
-    def gate(self) -> list[MetricChange]:
-        """Compare with the baseline and check budgets; return what fails the session.
+    def gate(self) -> bool:
+        """Compare with the baseline and check budgets; return whether that fails the session.
 
         Only the session that holds every experiment gates (not an xdist worker).
         """
         if self.worker_id != "main" or self.settings.smoke:
-            return []
+            return False
         self.gate_outcome = run_gate(
-            self.report, self.baseline, self.settings.compare_fail, self.settings.gate_flagged
+            self.report,
+            self.baseline,
+            self.settings.compare_fail,
+            self.settings.gate_flagged,
+            compare_requested=bool(self.settings.compare or self.settings.compare_fail),
+            across_machines=self.settings.compare_across_machines,
         )
-        return self.gate_outcome.failures
+        self.problems.extend(self.gate_outcome.notes)
+        return self.gate_outcome.failed
 
     def skipped_files(self) -> list[str]:
         """One line per file of the state dir skipped this session (each named once)."""
@@ -254,12 +265,14 @@ class BenchmarkSession:
         nodeid: str,
         workload: Workload | str | None,
         config_layers: list[Mapping[str, Any]],
+        case_key: str | None = None,
     ) -> ExperimentResult:
         """Validate, run in an isolated child, persist and report one experiment.
 
+        `case_key` identifies the case across runs (`store.cases.case_key`); the node id when None.
         Raises `LlemError` subclasses whose message is meant for the user as it is.
         """
-        entry = ReportEntry(nodeid=nodeid, worker_id=self.worker_id)
+        entry = ReportEntry(nodeid=nodeid, case_key=case_key, worker_id=self.worker_id)
         self.entries.append(entry)
         guard = InterruptGuard(self.interrupts)
         # The guard covers teardown *and* bookkeeping: a signal cannot leave a state half-done.
@@ -310,10 +323,16 @@ class BenchmarkSession:
                     "(or scenario='serving' with server=)"
                 )
         spec = describe_workload(workload)
-        config_hash = compute_config_hash(config, spec.ref)
+        entry.model_fingerprint = model_fingerprint(config.model)
+        config_hash = compute_config_hash(config, spec.ref, entry.model_fingerprint)
         entry.config = config.model_dump(mode="json")
         entry.config_hash = config_hash
         entry.workload = spec.ref
+        # The prompts' text, not their file's name: the work a comparison must find equal.
+        uses_prompts = (
+            config.backend is not None or config.prompts is not None or config.scenario == "serving"
+        )
+        entry.work = WorkSignature(prompt_digest=json_digest(load_prompts(config)) if uses_prompts else None)
 
         if self.settings.resume:
             previous = self.states.find_resumable(config_hash)
@@ -322,6 +341,9 @@ class BenchmarkSession:
                 entry.phase = previous.phase.value
                 entry.resumed = True
                 entry.result = previous.result.model_copy(update={"resumed": True})
+                if entry.result.energy_uncertainty is None:  # saved before uncertainties existed
+                    entry.result.energy_uncertainty = energy_uncertainty(entry.result)
+                self._describe_work(entry)
                 return entry.result
 
         experiment_id = self._experiment_id(entry.nodeid, config.experiment_id, config_hash)
@@ -445,6 +467,7 @@ class BenchmarkSession:
         return state
 
     def _mark_done(self, entry: ReportEntry, result: ExperimentResult) -> ExperimentResult:
+        result.energy_uncertainty = energy_uncertainty(result)
         state = self._own_state(entry)
         if result.experiment_id != state.experiment_id:  # moved: the result says where it is
             result = result.model_copy(update={"experiment_id": state.experiment_id})
@@ -454,8 +477,15 @@ class BenchmarkSession:
         state.result = result
         entry.phase = state.phase.value
         entry.result = result
+        self._describe_work(entry)
         self.states.save(state)  # on a full disk: the reserve is given up for this write
         return result
+
+    def _describe_work(self, entry: ReportEntry) -> None:
+        """The work signature once a result is in (its prompt digest was taken before the run)."""
+        assert entry.result is not None and entry.config is not None
+        prompt_digest = entry.work.prompt_digest if entry.work else None
+        entry.work = describe_work(entry.config, entry.result, prompt_digest)
 
     def _mark_failed(self, entry: ReportEntry, message: str) -> None:
         state = self._own_state(entry)

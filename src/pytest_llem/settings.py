@@ -59,6 +59,7 @@ class LlemSettings:
     compare: str | None = None
     compare_fail: tuple[Limit, ...] = ()
     gate_flagged: bool = False
+    compare_across_machines: bool = False
     markdown_path: Path | None = None
     html_path: Path | None = None
     benchmark_json_path: Path | None = None
@@ -284,6 +285,11 @@ SETTINGS = (
         repeatable=True,
     ),
     Setting("gate_flagged", "gate-flagged", "also gate results that carry measurement-quality flags"),
+    Setting(
+        "compare_across_machines",
+        "compare-across-machines",
+        "gate against a baseline that ran on different hardware (GPU models, count, power limits)",
+    ),
     Setting("markdown_path", "markdown", "write a Markdown summary to PATH", _path, "PATH"),
     Setting("html_path", "html", "write a self-contained HTML report to PATH", _path, "PATH"),
     Setting(

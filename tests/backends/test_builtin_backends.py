@@ -48,6 +48,9 @@ def test_input_tokens_do_not_depend_on_batching_and_truncation_applies(bench, ti
     short = pytorch(bench, tiny_model, batch_size=4, n_prompts=4, max_input_tokens=3)
     assert one.input_tokens == four.input_tokens > 4 * 3
     assert short.input_tokens == 4 * 3
+    # Each request's counts are the work compared between runs: batching does not change them.
+    digests = [r.extra["request_tokens_digest"] for r in (one, four, short)]
+    assert digests[0] == digests[1] != digests[2]
 
 
 def test_sampling_is_reproducible_for_a_seed(bench, tiny_model):
@@ -66,6 +69,9 @@ def test_precision_and_prompt_sources(bench, tiny_model, tmp_path):
     from_jsonl = pytorch(bench, tiny_model, prompts=str(tmp_path / "prompts.jsonl"), n_prompts=2)
     assert from_list.input_tokens == from_txt.input_tokens == from_jsonl.input_tokens
     assert from_list.extra["output_digest"] == from_jsonl.extra["output_digest"]
+    # The prompts' text is the prompt set, wherever it came from.
+    prompt_digests = [e.work.prompt_digest for e in bench.entries[-3:]]
+    assert prompt_digests[0] == prompt_digests[1] == prompt_digests[2] is not None
     bf16 = pytorch(bench, tiny_model, precision="bf16", n_prompts=2)
     assert bf16.output_tokens == 10 and bf16.extra["precision"] == "bf16"
 
@@ -78,8 +84,8 @@ def test_bad_inputs_fail_with_one_line_naming_the_field(bench, tiny_model, tmp_p
         "give a local model directory or a hub id"
     )
     (tmp_path / "bad.jsonl").write_text('{"prompt": "ok"}\n{"nope": 1}\n')
-    with pytest.raises(
-        ExperimentFailed,
+    with pytest.raises(  # read before the child starts, for the prompt set's digest
+        ConfigError,
         match=r"^prompts: bad.jsonl line 2 is not a JSON object with a 'prompt' or 'text' field$",
     ):
         pytorch(bench, tiny_model, prompts=str(tmp_path / "bad.jsonl"))
@@ -98,6 +104,7 @@ def test_accelerate_ranks_share_the_work_and_are_measured_once(bench, tiny_model
     assert (ranks.input_tokens, ranks.output_tokens) == (single.input_tokens, single.output_tokens)
     assert ranks.window_count == 1 and ranks.batch_latency.count == 4  # 2 batches on each rank
     assert ranks.extra["output_digest"] == single.extra["output_digest"]  # greedy: same tokens
+    assert ranks.extra["request_tokens_digest"] == single.extra["request_tokens_digest"]
     # accelerate shares the cores among CPU ranks: the result says how many threads each had.
     threads = ranks.extra["cpu_threads_per_rank"]
     assert len(threads) == 2 and all(t >= 1 for t in threads) and single.extra["cpu_threads"] >= 1

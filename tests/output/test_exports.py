@@ -115,7 +115,10 @@ def test_markdown_with_a_comparison_shows_changes_regressions_and_the_machine_wa
     baseline = make_report(
         "run-0", [make_entry(GPT2, make_result([3.9, 3.95, 4.0, 4.05, 4.1]))], name="main", machine=EPYC
     )
-    comparison = compare_reports(baseline, report, [parse_limit("energy_per_token_j:5%")])
+    # Another machine: gated only when asked to compare across machines.
+    comparison = compare_reports(
+        baseline, report, [parse_limit("energy_per_token_j:5%")], across_machines=True
+    )
     lines = markdown_summary(report, comparison).splitlines()
 
     assert "### Compared with main" in lines

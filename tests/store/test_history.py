@@ -83,3 +83,22 @@ def test_reports_with_naive_timestamps_sort_with_aware_ones(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(naive))
     assert [run.run_id for run in RunHistory(state_dir).runs()] == ["r1", "r2"]
+
+
+def test_the_default_baseline_is_the_newest_finished_uninterrupted_run_that_measured_something(tmp_path):
+    state_dir = tmp_path / "state"
+    measured = make_entry(GPT2, make_result([1.0]))
+    crashed = make_entry(GPT2, None, error="boom")
+
+    def save(run_id, day, entries, **fields):
+        write_report(make_report(run_id, entries, days_after_t0=day).model_copy(update=fields), state_dir)
+
+    save("good", 0, [measured])
+    save("failed-with-a-pass", 1, [crashed, measured], outcome="failed", exit_code=1)
+    save("collect-only", 2, [])
+    save("all-crashed", 3, [crashed], outcome="failed", exit_code=1)
+    save("interrupted", 4, [measured], outcome="interrupted", exit_code=130)
+    save("killed", 5, [measured], outcome="running", finished_at=None)
+    history = RunHistory(state_dir)
+    assert history.latest("h100x1").run_id == "failed-with-a-pass"
+    assert history.latest("h100x1", exclude_run_id="failed-with-a-pass").run_id == "good"

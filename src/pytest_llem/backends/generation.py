@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_llem.backends import DEFAULT_MAX_NEW_TOKENS
-from pytest_llem.config import ExperimentConfig
+from pytest_llem.config import ExperimentConfig, json_digest
 from pytest_llem.context import ExperimentContext
 from pytest_llem.errors import ConfigError
 from pytest_llem.extras import import_extra
@@ -40,6 +40,8 @@ class BatchOutcome:
     first_token_s: float | None
     #: Digest of the generated token ids: equal digests, equal outputs (reproducibility checks).
     output_digest: str = ""
+    #: Each request's [input tokens, output tokens], in prompt order.
+    request_tokens: list[list[int]] = field(default_factory=list)
 
 
 class FirstTokenTimer:
@@ -140,23 +142,24 @@ class TorchGeneration:
         self.synchronize()
         latency_s = time.perf_counter() - timer.started
         prompt_length = encoding["input_ids"].shape[1]
+        inputs = [int(n) for n in encoding["attention_mask"].sum(dim=1).tolist()]
+        outputs = self.new_tokens_per_row(output[:, prompt_length:])
         return BatchOutcome(
-            input_tokens=int(encoding["attention_mask"].sum()),
-            output_tokens=self.count_new_tokens(output[:, prompt_length:]),
+            input_tokens=sum(inputs),
+            output_tokens=sum(outputs),
             latency_s=latency_s,
             first_token_s=timer.first_token_s,
             output_digest=hashlib.sha256(str(output[:, prompt_length:].tolist()).encode()).hexdigest()[:16],
+            request_tokens=[[i, o] for i, o in zip(inputs, outputs, strict=True)],
         )
 
-    def count_new_tokens(self, new_tokens: Any) -> int:
+    def new_tokens_per_row(self, new_tokens: Any) -> list[int]:
         """Generated tokens per row, up to and including the first end-of-sequence token."""
+        rows = new_tokens.tolist()
         if self.config.ignore_eos:
-            return int(new_tokens.numel())
+            return [len(row) for row in rows]
         eos = self.tokenizer.eos_token_id
-        total = 0
-        for row in new_tokens.tolist():
-            total += row.index(eos) + 1 if eos in row else len(row)
-        return total
+        return [row.index(eos) + 1 if eos in row else len(row) for row in rows]
 
     def seed(self) -> None:
         self.torch.manual_seed(self.config.seed)
@@ -224,4 +227,7 @@ def record_outcomes(ctx: ExperimentContext, outcomes: list[BatchOutcome]) -> Non
         ctx.record(output_tokens=outcome.output_tokens, input_tokens=outcome.input_tokens)
         ctx.record_latency(batch_s=outcome.latency_s, first_token_s=outcome.first_token_s)
     digests = "".join(o.output_digest for o in outcomes)
-    ctx.record(output_digest=hashlib.sha256(digests.encode()).hexdigest()[:16])
+    ctx.record(
+        output_digest=hashlib.sha256(digests.encode()).hexdigest()[:16],
+        request_tokens_digest=json_digest([pair for o in outcomes for pair in o.request_tokens]),
+    )

@@ -96,6 +96,14 @@ class NvmlSession:
         except self.nvml.NVMLError:
             return None
 
+    def cuda_driver_version(self) -> str | None:
+        """The CUDA version the driver supports, as `12.4`."""
+        try:
+            version = int(self.nvml.nvmlSystemGetCudaDriverVersion())
+        except (AttributeError, self.nvml.NVMLError, TypeError, ValueError):
+            return None
+        return f"{version // 1000}.{version % 1000 // 10}"
+
     def all_gpus(self) -> list[NvmlGpu]:
         count = self.nvml.nvmlDeviceGetCount()
         return [NvmlGpu(self.nvml, self.nvml.nvmlDeviceGetHandleByIndex(i), i) for i in range(count)]
@@ -284,6 +292,32 @@ class NvmlGpu(MeasuredDevice):
 
     def persistence_mode_off(self) -> bool:
         return self._call_if_present("nvmlDeviceGetPersistenceMode") == _FEATURE_DISABLED
+
+    def settings(self) -> dict[str, Any]:
+        """What makes this GPU's figures comparable with another run's, as far as NVML says (None:
+        not reported): power limit, application clocks, persistence, ECC and MIG modes."""
+        nvml = self.nvml
+
+        def read(function: str, *args: Any) -> Any:
+            if not hasattr(nvml, function):  # an older pynvml
+                return None
+            try:
+                return self._call(function, *args)
+            except DeviceReadError:
+                return None
+
+        limit_mw = read("nvmlDeviceGetEnforcedPowerLimit")
+        ecc = read("nvmlDeviceGetEccMode")
+        mig = read("nvmlDeviceGetMigMode")
+        persistence = read("nvmlDeviceGetPersistenceMode")
+        return {
+            "power_limit_w": None if limit_mw is None else limit_mw / 1000.0,
+            "sm_clock_mhz": read("nvmlDeviceGetApplicationsClock", nvml.NVML_CLOCK_SM),
+            "memory_clock_mhz": read("nvmlDeviceGetApplicationsClock", getattr(nvml, "NVML_CLOCK_MEM", 2)),
+            "persistence_mode": None if persistence is None else persistence != _FEATURE_DISABLED,
+            "ecc_mode": None if ecc is None else bool(ecc[0]),
+            "mig_mode": None if mig is None else bool(mig[0]),
+        }
 
 
 def _in_group(pid: int, process_group: int) -> bool:

@@ -4,7 +4,7 @@ checked on the run itself with no baseline needed."""
 from __future__ import annotations
 
 from pytest_llem.formatting import figure
-from pytest_llem.gating.compare import MetricChange, results_by_test
+from pytest_llem.gating.compare import MetricChange
 from pytest_llem.gating.limits import lookup_metric
 from pytest_llem.store.report import SessionReport
 
@@ -12,7 +12,9 @@ from pytest_llem.store.report import SessionReport
 def check_budgets(report: SessionReport, gate_flagged: bool = False) -> list[MetricChange]:
     """Each test's `budget={metric: value}`: an absolute limit that needs no baseline."""
     changes = []
-    for nodeid, result in results_by_test(report).items():
+    for entry in report.measured:
+        nodeid, result = entry.nodeid, entry.result
+        assert result is not None
         for name, budget in result.config.get("budget", {}).items():
             metric = lookup_metric(name, f"{nodeid}: budget")
             value = metric.of_result(result)

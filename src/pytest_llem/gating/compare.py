@@ -15,7 +15,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from pytest_llem.energy.uncertainty import change_uncertainty
 from pytest_llem.formatting import figure
+from pytest_llem.gating.fingerprint import fingerprint_differences
 from pytest_llem.gating.limits import Limit, lookup_metric, parse_limit_value
 from pytest_llem.gating.metrics import METRICS, Metric
 from pytest_llem.gating.stats import (
@@ -25,13 +27,14 @@ from pytest_llem.gating.stats import (
     sample_summary,
     sample_values,
 )
+from pytest_llem.gating.work import outputs_changed, work_differences
 from pytest_llem.results import ExperimentResult
-from pytest_llem.store.report import SessionReport
+from pytest_llem.store.report import ReportEntry, SessionReport
 
 #: Shown in every comparison, limit or not.
 DEFAULT_SHOWN_METRICS = ("energy_per_token_j", "tokens_per_s")
 
-Status = Literal["regression", "flagged", "ok", "improved", "over_budget"]
+Status = Literal["regression", "flagged", "ok", "improved", "over_budget", "incomparable"]
 
 
 class MetricChange(BaseModel):
@@ -42,6 +45,8 @@ class MetricChange(BaseModel):
     current: float
     change_pct: float | None = None
     p_value: float | None = None
+    #: The change's relative uncertainty in % (energy metrics; `energy.uncertainty`).
+    uncertainty_pct: float | None = None
     limit: str | None = None
     status: Status = "ok"
     note: str | None = None
@@ -71,7 +76,8 @@ class MetricChange(BaseModel):
             self.metric,
             "-" if self.baseline is None else f"{figure(self.baseline)} {self.unit}",
             f"{figure(self.current)} {self.unit}",
-            self.change_text(),
+            self.change_text()
+            + (f" ±{self.uncertainty_pct:.1f}%" if self.uncertainty_pct is not None else ""),
             self.limit or "-",
             f"{self.p_value:.3g}" if self.p_decides and self.p_value is not None else "-",
             self.status + (f" ({self.note})" if self.note else ""),
@@ -104,17 +110,31 @@ class Comparison(BaseModel):
     baseline_run: str
     baseline_name: str | None = None
     machine_warning: str | None = None
+    #: Every difference between the two runs' machines and software (`gating.fingerprint`).
+    differences: list[str] = Field(default_factory=list)
+    #: The hardware ones among them: they refuse a gate unless compared across machines.
+    hardware_differences: list[str] = Field(default_factory=list)
     changes: list[MetricChange] = Field(default_factory=list)
     only_in_baseline: list[str] = Field(default_factory=list)
     only_in_current: list[str] = Field(default_factory=list)
+    #: Measured cases of this run that found their baseline case (node ids of this run).
+    matched: list[str] = Field(default_factory=list)
+    #: Of those, the ones whose work differed from the baseline's, with why.
+    incomparable: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def compared(self) -> list[str]:
+        """Cases compared for real: in both runs, doing the same work."""
+        return [nodeid for nodeid in self.matched if nodeid not in self.incomparable]
 
     @property
     def failures(self) -> list[MetricChange]:
         return [c for c in self.changes if c.status in ("regression", "over_budget")]
 
 
-def results_by_test(report: SessionReport) -> dict[str, ExperimentResult]:
-    return {e.nodeid: e.result for e in report.experiments if e.result is not None}
+def measured_by_case(report: SessionReport) -> dict[str, ReportEntry]:
+    """Measured experiments by case key (`ReportEntry.key`), which survives a moved rootdir."""
+    return {e.key: e for e in report.measured}
 
 
 def limits_of_test(result: ExperimentResult, nodeid: str) -> dict[str, Limit]:
@@ -144,8 +164,13 @@ def compare_reports(
     current: SessionReport,
     limits: Iterable[Limit] = (),
     gate_flagged: bool = False,
+    across_machines: bool = False,
 ) -> Comparison:
-    """Per test and metric: baseline, current, change, and whether it fails the session."""
+    """Per test and metric: baseline, current, change, and whether it fails the session.
+
+    Changes are `incomparable` when the two sides did different work, or ran on different
+    hardware and `across_machines` is not set.
+    """
     global_limits = {limit.metric.name: limit for limit in limits}
     comparison = Comparison(baseline_run=baseline.run_id, baseline_name=baseline.name)
     if baseline.machine and current.machine and baseline.machine.id != current.machine.id:
@@ -154,20 +179,37 @@ def compare_reports(
             f"({baseline.machine.describe()}, id {baseline.machine.id}) than this run "
             f"({current.machine.describe()}, id {current.machine.id}); differences may be the machine's"
         )
-    before, after = results_by_test(baseline), results_by_test(current)
-    comparison.only_in_baseline = sorted(set(before) - set(after))
-    comparison.only_in_current = sorted(set(after) - set(before))
-    for nodeid, result in after.items():
-        if nodeid not in before:
+    found = fingerprint_differences(baseline.machine, current.machine)
+    comparison.differences, comparison.hardware_differences = found.lines(), found.hardware
+    before, after = measured_by_case(baseline), measured_by_case(current)
+    comparison.only_in_baseline = sorted(before[key].nodeid for key in set(before) - set(after))
+    comparison.only_in_current = sorted(after[key].nodeid for key in set(after) - set(before))
+    for key, entry in after.items():
+        if key not in before:
             continue
+        nodeid, result, old = entry.nodeid, entry.result, before[key].result
+        assert result is not None and old is not None
+        comparison.matched.append(nodeid)
+        old_model, new_model = before[key].model_fingerprint, entry.model_fingerprint
+        if old_model and new_model and old_model != new_model:
+            comparison.differences.append(f"model: the files of {nodeid}'s model changed")
+        differences = work_differences(before[key].work, entry.work)
+        if found.hardware and not across_machines:
+            differences.append("the baseline ran on different hardware")
+        if differences:
+            comparison.incomparable[nodeid] = "; ".join(differences)
+        changed_outputs = outputs_changed(before[key].work, entry.work)
         test_limits = {**global_limits, **limits_of_test(result, nodeid)}
         names = list(dict.fromkeys([*DEFAULT_SHOWN_METRICS, *test_limits]))
         for name in names:
-            change = _change(
-                nodeid, METRICS[name], before[nodeid], result, test_limits.get(name), gate_flagged
-            )
-            if change is not None:
-                comparison.changes.append(change)
+            change = _change(nodeid, METRICS[name], old, result, test_limits.get(name), gate_flagged)
+            if change is None:
+                continue
+            if differences:  # never ok, improved or a regression: the two sides did different work
+                change.status, change.note = "incomparable", comparison.incomparable[nodeid]
+            elif changed_outputs:
+                change.note = "; ".join(n for n in ("outputs changed", change.note) if n)
+            comparison.changes.append(change)
     return comparison
 
 
@@ -193,11 +235,21 @@ def _change(
     )
     if old_rounds:
         change.p_value = p_worse(old_rounds, new_rounds, metric.higher_is_better)
+    uncertainty = _relative_uncertainty(metric, baseline, current)
+    if uncertainty is not None:
+        change.uncertainty_pct = 100 * uncertainty
     if limit is None:
         return change
+    within = (
+        change.uncertainty_pct is not None
+        and change.change_pct is not None
+        and abs(change.change_pct) <= change.uncertainty_pct
+    )
     if not limit.exceeded_by(old, new):
         # Improved only when better by more than the limit: a hair's difference is just "ok".
-        change.status = "improved" if limit.exceeded_by(new, old) else "ok"
+        change.status = "improved" if limit.exceeded_by(new, old) and not within else "ok"
+    elif within:
+        change.note = f"beyond the limit but within the ±{change.uncertainty_pct:.1f}% uncertainty"
     elif change.p_value is not None and change.p_value > SIGNIFICANCE_LEVEL:
         change.note = f"beyond the limit but not significant (p={change.p_value:.3g})"
     elif (baseline.flagged or current.flagged) and not gate_flagged:
@@ -206,3 +258,22 @@ def _change(
     else:
         change.status = "regression"
     return change
+
+
+def _relative_uncertainty(
+    metric: Metric, baseline: ExperimentResult, current: ExperimentResult
+) -> float | None:
+    """The change's relative uncertainty for an energy metric (unit J); None for the others.
+
+    Energy above idle carries the absolute uncertainty of the whole figure, so its relative
+    one is larger by energy_j / energy_adjusted_j.
+    """
+    if metric.unit != "J":
+        return None
+    relative = change_uncertainty(baseline.energy_uncertainty, current.energy_uncertainty)
+    if relative is None or metric.name != "energy_adjusted_j":
+        return relative
+    scales = [
+        r.energy_j / r.energy_adjusted_j for r in (baseline, current) if r.energy_j and r.energy_adjusted_j
+    ]
+    return relative * max(scales) if len(scales) == 2 else None

@@ -1,7 +1,9 @@
 """The gate: what fails a session (or `pytest-llem compare`), computed in one place.
 
-A run fails the gate for each regression against its baseline and each exceeded budget.
-The plugin and the command both call `run_gate`, so they can never disagree.
+A run fails the gate for each regression against its baseline and each exceeded budget,
+and, when limits were set against a baseline, when it compared nothing: no baseline run, or
+none of the measured cases found its baseline case. A gate that compares nothing must not
+pass. The plugin and the command both call `run_gate`, so they can never disagree.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pytest_llem.gating.compare import Comparison, MetricChange, compare_reports
 from pytest_llem.gating.limits import Limit
 from pytest_llem.store.report import SessionReport
 
+GATE_FAILED = "pytest-llem: GATE FAILED:"
+
 
 @dataclass
 class GateOutcome:
@@ -21,6 +25,10 @@ class GateOutcome:
     comparison: Comparison | None = None
     #: Every budget checked, over or not.
     budget_checks: list[MetricChange] = field(default_factory=list)
+    #: Why a gated run compared nothing (one line); it fails the session.
+    refusal: str | None = None
+    #: What the gate could not check, not failing: baseline cases this run did not measure.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[MetricChange]:
@@ -28,13 +36,86 @@ class GateOutcome:
         regressions = self.comparison.failures if self.comparison is not None else []
         return regressions + [c for c in self.budget_checks if c.status == "over_budget"]
 
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures) or self.refusal is not None
+
+    def failure_lines(self) -> list[str]:
+        """One line per reason the gate fails the run, refusal last."""
+        return [c.line() for c in self.failures] + ([self.refusal] if self.refusal else [])
+
+
+def is_gated(current: SessionReport, limits: Iterable[Limit]) -> bool:
+    """Limits apply to a comparison: given for the session, or a measured case's `compare_fail`."""
+    return bool(list(limits)) or any(
+        e.result is not None and e.result.config.get("compare_fail") for e in current.measured
+    )
+
 
 def run_gate(
     current: SessionReport,
     baseline: SessionReport | None,
     limits: Iterable[Limit] = (),
     gate_flagged: bool = False,
+    compare_requested: bool = True,
+    across_machines: bool = False,
 ) -> GateOutcome:
-    """Compare `current` with `baseline` (when there is one) and check its budgets."""
-    comparison = None if baseline is None else compare_reports(baseline, current, limits, gate_flagged)
-    return GateOutcome(comparison=comparison, budget_checks=check_budgets(current, gate_flagged))
+    """Compare `current` with `baseline` (when there is one) and check its budgets.
+
+    `compare_requested`: a baseline was asked for, so per-test `compare_fail` limits apply
+    (always so for `pytest-llem compare`). `across_machines`: gate even when the baseline
+    ran on different hardware.
+    """
+    limits = list(limits)
+    comparison = (
+        None
+        if baseline is None
+        else compare_reports(baseline, current, limits, gate_flagged, across_machines)
+    )
+    outcome = GateOutcome(comparison=comparison, budget_checks=check_budgets(current, gate_flagged))
+    if not (compare_requested and is_gated(current, limits)):
+        return outcome
+    if baseline is None or comparison is None:
+        outcome.refusal = (
+            f"{GATE_FAILED} limits were set but there is no baseline to compare with (no earlier run "
+            "on this machine finished uninterrupted with a measured experiment); record one with a run "
+            "without --llem-compare-fail, or name one with --llem-compare=RUN"
+        )
+    elif comparison.hardware_differences and not across_machines:
+        outcome.refusal = (
+            f"{GATE_FAILED} the baseline ran on different hardware ("
+            + "; ".join(comparison.hardware_differences)
+            + "), so its figures do not gate this run; compare with a run on this hardware, or pass "
+            "--llem-compare-across-machines (pytest-llem compare: --across-machines) to gate anyway"
+        )
+    elif not current.measured:
+        outcome.refusal = (
+            f"{GATE_FAILED} this run measured no case, so nothing was compared with the baseline"
+        )
+    elif not comparison.matched:
+        against = baseline.name or baseline.run_id
+        outcome.refusal = (
+            f"{GATE_FAILED} none of this run's {len(current.measured)} measured case(s) is in baseline "
+            f"{against} ({len(baseline.measured)} case(s)), so nothing was compared; run the same tests "
+            "as the baseline, or compare with a run of these tests"
+        )
+    elif not comparison.compared:
+        against = baseline.name or baseline.run_id
+        outcome.refusal = (
+            f"{GATE_FAILED} every case in common with baseline {against} did different work "
+            "(incomparable, see the table), so nothing was compared; gate against a run of the same work"
+        )
+    if outcome.refusal is not None or comparison is None:
+        return outcome
+    if comparison.only_in_baseline:
+        missing = comparison.only_in_baseline
+        outcome.notes.append(
+            f"{len(missing)} baseline case(s) were not measured in this run and were not gated: "
+            + ", ".join(missing)
+        )
+    if comparison.incomparable:
+        outcome.notes.append(
+            f"{len(comparison.incomparable)} case(s) did different work than in the baseline and were "
+            "not gated: " + ", ".join(f"{nodeid} ({why})" for nodeid, why in comparison.incomparable.items())
+        )
+    return outcome

@@ -147,6 +147,10 @@ def _cell(entry: ReportEntry, name: str, status: Callable[[ReportEntry], str]) -
         text = figure_or_missing(summary.median)
         if summary.n > 1:
             text += f" [{figure_or_missing(summary.q1)}, {figure_or_missing(summary.q3)}]"
+        if name.startswith("energy") and result is not None and result.energy_uncertainty is not None:
+            text += (
+                f" ±{100 * result.energy_uncertainty.relative:.1f}%"  # the meter's, see docs/uncertainty.md
+            )
         return text
     return field_value(entry, name)
 

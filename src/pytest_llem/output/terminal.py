@@ -38,7 +38,7 @@ def format_summary(entries: list[ReportEntry], view: SummaryView | None = None) 
 
 
 def energy_footnotes(results: list[ExperimentResult], flag_mark: str = "!") -> list[str]:
-    """What energy_j contains, why it is missing, and which flags the `!` rows carry."""
+    """What energy_j contains, its uncertainty, why it is missing, and which flags the `!` rows carry."""
     lines = []
     covers = Counter(
         f"{' + '.join(r.energy_scope)} ({r.energy_source})"
@@ -47,6 +47,12 @@ def energy_footnotes(results: list[ExperimentResult], flag_mark: str = "!") -> l
     )
     for what, count in sorted(covers.items()):
         lines.append(f"energy_j covers: {what} in {count} experiment(s)")
+    parts = sorted({p for r in results if r.energy_uncertainty for p in r.energy_uncertainty.parts})
+    if parts:
+        lines.append(
+            f"energy ± = relative uncertainty, root sum of squares of: {', '.join(parts)} "
+            "(each in the report's energy_uncertainty)"
+        )
     unmeasured = Counter(w.message for r in results for w in r.warnings if w.code in UNMEASURED_CODES)
     for message, count in sorted(unmeasured.items()):
         lines.append(f"{message} [{count} experiment(s)]")
@@ -67,6 +73,7 @@ def format_comparison(comparison: Comparison) -> list[str]:
     lines = [f"compared with {against}:"]
     if comparison.machine_warning:
         lines.append(f"warning: {comparison.machine_warning}")
+    lines += [f"differs from the baseline: {d}" for d in comparison.differences]
     lines += aligned(MetricChange.COLUMNS, [c.cells() for c in comparison.changes], right_aligned=set())
     for nodeid in comparison.only_in_current:
         lines.append(f"new (no baseline): {nodeid}")

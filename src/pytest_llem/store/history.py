@@ -101,9 +101,10 @@ class RunHistory:
         raise UnknownRun(f"no saved run named {ref!r} (latest: {known}); `pytest-llem list` shows them all")
 
     def latest(self, machine_id: str | None, exclude_run_id: str | None = None) -> SessionReport | None:
-        """The newest finished run on `machine_id` (any machine when None), other than `exclude_run_id`."""
+        """The default baseline: the newest run on `machine_id` (any machine when None), other than
+        `exclude_run_id`, that can be one (`SessionReport.can_be_baseline`)."""
         for run in reversed(self.runs()):
-            if run.run_id == exclude_run_id or run.finished_at is None:
+            if run.run_id == exclude_run_id or not run.can_be_baseline:
                 continue
             if machine_id is None or (run.machine is not None and run.machine.id == machine_id):
                 return run

@@ -45,13 +45,37 @@ class HostInfo(BaseModel):
         )
 
 
+class WorkSignature(BaseModel):
+    """What an experiment asked the model to do, so that two runs compare like with like.
+
+    Built in the pytest process by `gating.work.describe_work`; None fields were not known
+    (a custom workload that does not record them, a report written before they existed).
+    """
+
+    prompt_digest: str | None = Field(default=None, description="digest of the prompts' text, in order")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="decoding and prompt-set settings that change the work"
+    )
+    request_tokens_digest: str | None = Field(
+        default=None, description="digest of each request's input and output token counts"
+    )
+    output_digest: str | None = Field(default=None, description="digest of the generated token ids")
+    greedy: bool = True
+
+
 class ReportEntry(BaseModel):
     """One experiment as the session saw it: what was asked, how it ended, what it measured."""
 
     nodeid: str
+    case_key: str | None = Field(
+        default=None, description="the case across runs, whatever the rootdir (see store.cases)"
+    )
     experiment_id: str | None = None
     config: dict[str, Any] | None = None
     config_hash: str | None = None
+    model_fingerprint: str | None = Field(
+        default=None, description="digest of the model's own files (a local model folder only)"
+    )
     workload: str | None = None
     phase: str | None = None
     failed: bool = False
@@ -60,6 +84,12 @@ class ReportEntry(BaseModel):
     resumed: bool = False
     worker_id: str = "main"
     result: ExperimentResult | None = None
+    work: WorkSignature | None = None
+
+    @property
+    def key(self) -> str:
+        """What a comparison matches on: the case key, or the node id in reports written before it."""
+        return self.case_key or self.nodeid
 
     @property
     def status(self) -> str:
@@ -86,6 +116,16 @@ class SessionReport(BaseModel):
         default_factory=list, description="experiments found orphaned at start and marked failed"
     )
     experiments: list[ReportEntry] = Field(default_factory=list)
+
+    @property
+    def measured(self) -> list[ReportEntry]:
+        """The experiments that came back with a result (a failed session's passing ones too)."""
+        return [e for e in self.experiments if e.result is not None]
+
+    @property
+    def can_be_baseline(self) -> bool:
+        """Finished, not interrupted, and measured at least one experiment."""
+        return self.finished_at is not None and self.outcome != "interrupted" and bool(self.measured)
 
 
 def report_path(state_dir: Path, run_id: str, name: str = "report.json") -> Path:

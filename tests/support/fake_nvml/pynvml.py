@@ -45,6 +45,7 @@ NVML_FI_DEV_POWER_INSTANT = 186
 NVML_VALUE_TYPE_UNSIGNED_INT = 1
 NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = 3
 DRIVERS = ("current", "new", "old")
+NVML_CLOCK_MEM = 2
 
 _MESSAGES = {
     NVML_ERROR_UNINITIALIZED: "Uninitialized",
@@ -95,6 +96,8 @@ class FakeGpu:
     mig_mode: int = 0
     other_pids: list[int] = field(default_factory=list)
     power_limit_w: float = 700.0
+    applications_clocks_mhz: list[int] = field(default_factory=lambda: [1980, 2619])  # SM, memory
+    ecc_mode: int = 1
     initial_energy_mj: int = 123_456_789
     #: A file of "t_s watts" lines that extends `power_profile`: `log_power` appends to it, so a
     #: workload in one process can change the power that another process's NVML sees.
@@ -219,6 +222,19 @@ def nvmlShutdown() -> None:
 
 def nvmlSystemGetDriverVersion() -> str:
     return "000.00-simulated"
+
+
+def nvmlSystemGetCudaDriverVersion() -> int:
+    return 12040
+
+
+def nvmlDeviceGetApplicationsClock(handle: FakeGpu, clock: int) -> int:
+    return _gpu(handle).applications_clocks_mhz[0 if clock == NVML_CLOCK_SM else 1]
+
+
+def nvmlDeviceGetEccMode(handle: FakeGpu) -> list[int]:
+    mode = _gpu(handle).ecc_mode
+    return [mode, mode]
 
 
 def nvmlDeviceGetCount() -> int:

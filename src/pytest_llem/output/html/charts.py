@@ -240,7 +240,7 @@ def change_chart(figure_class: type[Figure], comparison: Comparison, names: dict
     axes[0].invert_yaxis()
     from matplotlib.lines import Line2D
 
-    order = ["regression", "flagged (not gated)", "worse", "better"]
+    order = ["regression", "flagged (not gated)", "incomparable (not gated)", "worse", "better"]
     handles: list[Patch | Line2D] = [Patch(color=used[k], label=k) for k in order if k in used]
     if LIMIT_LEGEND in used:
         handles.append(Line2D([], [], color="#222222", linestyle=(0, (2, 1.5)), label=LIMIT_LEGEND))
@@ -272,6 +272,8 @@ def _change_style(change: MetricChange) -> tuple[str, str, str]:
         return _REGRESSION, "#5c0000", "regression"
     if change.status == "flagged":
         return _FLAGGED, "none", "flagged (not gated)"
+    if change.status == "incomparable":
+        return _FLAGGED, "none", "incomparable (not gated)"
     assert change.baseline is not None
     worse = METRICS[change.metric].worse_by(change.baseline, change.current) > 0
     return (_WORSE, "none", "worse") if worse else (_BETTER, "none", "better")

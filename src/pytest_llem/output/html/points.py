@@ -52,12 +52,14 @@ def chart_points(entries: list[ReportEntry]) -> list[Point]:
         # A local model directory by its name: a temporary path would say nothing in a legend.
         model = model_name(config["model"]) if config.get("model") else None
         model = model or result.workload or entry.workload or "custom workload"
+        if entry.model_fingerprint:  # a local folder: its name and files, not where it was built
+            model = f"{model} [{entry.model_fingerprint[:8]}]"
         figures = {name: sample_summary(result, METRICS[name]) for name in FIGURES}
         tokens_per_s, per_token = figures["tokens_per_s"], figures["energy_per_token_j"]
         points.append(
             Point(
                 nodeid=entry.nodeid,
-                label=names[entry.nodeid],
+                label=config.get("label") or names[entry.nodeid],
                 group=f"{model} ({config.get('precision') or 'auto'})",
                 batch_size=batch_size,
                 # The figures the results table shows (the samples' median), so both agree.

@@ -1,0 +1,61 @@
+"""The gate refuses to pass a run it could not compare, and keys cases by their case key."""
+
+from __future__ import annotations
+
+from sample_reports import GPT2, OPT, make_entry, make_report, make_result
+
+from pytest_llem.gating.gate import run_gate
+from pytest_llem.gating.limits import parse_limit
+
+LIMIT = [parse_limit("energy_per_token_j:5%")]
+
+
+def report(run_id, *entries):
+    return make_report(run_id, list(entries))
+
+
+def test_limits_without_a_baseline_fail_with_one_line_saying_what_to_do():
+    outcome = run_gate(report("now", make_entry(GPT2, make_result([1.0]))), None, LIMIT)
+    assert outcome.failed and not outcome.failures
+    assert outcome.failure_lines() == [
+        "pytest-llem: GATE FAILED: limits were set but there is no baseline to compare with (no earlier "
+        "run on this machine finished uninterrupted with a measured experiment); record one with a run "
+        "without --llem-compare-fail, or name one with --llem-compare=RUN"
+    ]
+
+
+def test_a_comparison_without_limits_passes_without_a_baseline():
+    assert not run_gate(report("now", make_entry(GPT2, make_result([1.0]))), None).failed
+    # per-test limits count only when a comparison was asked for
+    limited = make_result([1.0], config={"compare_fail": {"energy_per_token_j": "5%"}})
+    assert not run_gate(report("now", make_entry(GPT2, limited)), None, compare_requested=False).failed
+    assert run_gate(report("now", make_entry(GPT2, limited)), None, compare_requested=True).failed
+
+
+def test_no_measured_case_matching_the_baseline_fails_the_gate():
+    baseline = report("base", make_entry(GPT2, make_result([1.0])))
+    disjoint = run_gate(report("now", make_entry(OPT, make_result([1.0]))), baseline, LIMIT)
+    assert disjoint.failure_lines() == [
+        "pytest-llem: GATE FAILED: none of this run's 1 measured case(s) is in baseline base (1 case(s)), "
+        "so nothing was compared; run the same tests as the baseline, or compare with a run of these tests"
+    ]
+    nothing = run_gate(report("now", make_entry(GPT2, None)), baseline, LIMIT)
+    assert nothing.refusal.endswith("this run measured no case, so nothing was compared with the baseline")
+
+
+def test_cases_match_on_their_key_and_a_missing_baseline_case_is_noted():
+    baseline = report(
+        "base",
+        make_entry("test_x.py::t", make_result([1.0]), case_key="suite/test_x.py::t"),
+        make_entry("test_x.py::u", make_result([1.0]), case_key="suite/test_x.py::u"),
+    )
+    current = report(
+        "now", make_entry("x/suite/test_x.py::t", make_result([2.0]), case_key="suite/test_x.py::t")
+    )
+    outcome = run_gate(current, baseline, LIMIT)
+    assert outcome.refusal is None
+    assert [c.nodeid for c in outcome.failures] == ["x/suite/test_x.py::t"]
+    assert outcome.comparison.only_in_baseline == ["test_x.py::u"] and not outcome.comparison.only_in_current
+    assert outcome.notes == [
+        "1 baseline case(s) were not measured in this run and were not gated: test_x.py::u"
+    ]
