@@ -67,15 +67,14 @@ class LlemSettings:
     columns: tuple[str, ...] | None = None
     sort: str | None = None
     group_by: str | None = None
+    #: Environment variables whose values are kept out of every output, besides secret-looking names.
+    redact_env: tuple[str, ...] = ()
 
     def summary_view(self) -> SummaryView:
         """The results table's columns, order and grouping (terminal, Markdown and HTML)."""
         from pytest_llem.output.summary import DEFAULT_COLUMNS, SummaryView
 
         return SummaryView(self.columns or DEFAULT_COLUMNS, self.sort, self.group_by)
-
-    #: Environment variables whose values are kept out of every output, besides secret-looking names.
-    redact_env: tuple[str, ...] = ()
 
     def meter_options(self, baseline_power_w: Mapping[str, float] | None = None) -> MeterOptions:
         from pytest_llem.energy.meter import MeterOptions
@@ -328,6 +327,8 @@ SETTINGS = (
         "smoke",
         "check that the suite works: run each case once with the smallest workload (one prompt, one new "
         "token, no warm-up, idle baseline or cool-down); measure no energy, save and publish nothing",
+    ),
+    Setting(
         "redact_env",
         "redact-env",
         "also keep the value of environment variable NAME out of every file and terminal line "
