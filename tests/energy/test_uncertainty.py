@@ -104,7 +104,7 @@ def test_the_summary_shows_the_uncertainty_next_to_energy_and_names_its_parts():
     result = measured([gpu(1000.0)])
     result.energy_uncertainty = energy_uncertainty(result)
     lines = format_summary([make_entry(GPT2, result)])
-    assert "1000.00 ±2.9%" in lines[1]
+    assert "1,000 ±2.9%" in lines[1]  # the energy_j column, with its meter uncertainty
     assert (
         "energy ± = relative uncertainty, root sum of squares of: counter_resolution, nvml_gain "
         "(each in the report's energy_uncertainty)" in lines

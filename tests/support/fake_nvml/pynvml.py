@@ -229,11 +229,11 @@ def nvmlSystemGetCudaDriverVersion() -> int:
 
 
 def nvmlDeviceGetApplicationsClock(handle: FakeGpu, clock: int) -> int:
-    return _gpu(handle).applications_clocks_mhz[0 if clock == NVML_CLOCK_SM else 1]
+    return _gpu(handle, "ApplicationsClock").applications_clocks_mhz[0 if clock == NVML_CLOCK_SM else 1]
 
 
 def nvmlDeviceGetEccMode(handle: FakeGpu) -> list[int]:
-    mode = _gpu(handle).ecc_mode
+    mode = _gpu(handle, "EccMode").ecc_mode
     return [mode, mode]
 
 
