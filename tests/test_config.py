@@ -124,6 +124,8 @@ def test_the_hash_is_the_same_in_every_process():
         ),
         ({"timeout": float("inf")}, r"timeout: Input should be a finite number"),
         ({"temperature": float("nan")}, r"temperature: Input should be a finite number"),
+        # request_rate may be inf (all at once), never NaN
+        ({"scenario": "serving", "request_rate": float("nan")}, r"request_rate: Input should be greater"),
         ({"experiment_id": ".."}, r"experiment_id: use letters, digits, '.', '_' and '-' only"),
         ({"experiment_id": "a/b"}, r"experiment_id: use letters, digits"),
         ({"experiment_id": "-rf"}, r"experiment_id: use letters, digits"),

@@ -114,8 +114,13 @@ class ExperimentConfig(BaseModel):
     server: ServerName | list[str] | None = Field(
         default=None, description="vllm, transformers, or a command with {model} and {port} placeholders"
     )
+    # The one number allowed to be infinite (all requests at once); NaN is still refused, by
+    # `gt=0` (NaN compares false).
     request_rate: float | None = Field(
-        default=None, gt=0, description="requests/s, Poisson arrivals seeded by seed; inf: all at once"
+        default=None,
+        gt=0,
+        allow_inf_nan=True,
+        description="requests/s, Poisson arrivals seeded by seed; inf: all at once",
     )
     concurrency: int | None = Field(default=None, ge=1, description="requests in flight at most")
     n_requests: int | None = Field(default=None, ge=1, description="measured requests (default 64)")

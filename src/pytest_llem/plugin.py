@@ -311,7 +311,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     bench = config.stash.get(session_key, None)
-    if bench is None or bench.report_path is None:  # no run written (collect-only, usage error)
+    if bench is None or not bench.finished:  # nothing ran (collect-only, usage error): no run written
         return
     from pytest_llem.output.terminal import format_comparison, format_summary
 
