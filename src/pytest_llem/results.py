@@ -267,6 +267,10 @@ def _ratio(energy_j: float | None, count: int) -> float | None:
     return energy_j / count if energy_j is not None and count else None
 
 
+def _per_s(count: int, duration_s: float) -> float | None:
+    return count / duration_s if duration_s > 0 else None
+
+
 class ServingWindow(BaseModel):
     """One part of a serving load: its span (seconds from the load's start), tokens and energy."""
 
@@ -285,7 +289,7 @@ class ServingWindow(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def output_tokens_per_s(self) -> float | None:
-        return self.output_tokens / self.duration_s if self.duration_s > 0 else None
+        return _per_s(self.output_tokens, self.duration_s)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -328,12 +332,12 @@ class ServingSummary(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def requests_per_s(self) -> float | None:
-        return self.completed / self.duration_s if self.duration_s > 0 else None
+        return _per_s(self.completed, self.duration_s)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def output_tokens_per_s(self) -> float | None:
-        return self.output_tokens / self.duration_s if self.duration_s > 0 else None
+        return _per_s(self.output_tokens, self.duration_s)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -344,7 +348,7 @@ class ServingSummary(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def energy_per_request_whole_j(self) -> float | None:
-        return self.energy_j / self.completed if self.energy_j is not None and self.completed else None
+        return _ratio(self.energy_j, self.completed)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
