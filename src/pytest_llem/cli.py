@@ -19,8 +19,15 @@ from pytest_llem.formatting import aligned
 from pytest_llem.gating.gate import run_gate
 from pytest_llem.gating.limits import parse_limit
 from pytest_llem.output.exports import csv_text, markdown_summary
+from pytest_llem.output.summary import SummaryView
 from pytest_llem.output.terminal import format_comparison, format_summary
-from pytest_llem.settings import STATE_DIR_ENV, default_state_dir
+from pytest_llem.settings import (
+    STATE_DIR_ENV,
+    VIEW_SETTINGS,
+    default_state_dir,
+    setting_named,
+    summary_view_from,
+)
 from pytest_llem.store.history import RunHistory
 from pytest_llem.store.report import SessionReport
 from pytest_llem.store.state import StateManager
@@ -70,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = command("show", cmd_show, "print a run's summary table")
     show.add_argument("run", metavar="RUN")
+    _add_view_options(show)
 
     compare = command("compare", cmd_compare, "compare run B with baseline run A; exit 1 on a regression")
     compare.add_argument("baseline", metavar="A", help="the baseline run")
@@ -99,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", metavar="RUN")
     export.add_argument("--format", choices=EXPORT_FORMATS, default="json", help="default: json")
     export.add_argument("-o", "--output", metavar="PATH", type=Path, help="write here instead of stdout")
+    _add_view_options(export, "; csv: the rows in that order, json: everything as saved")
 
     clean = command("clean", cmd_clean, "delete old runs and mark abandoned experiments failed")
     clean.add_argument(
@@ -125,6 +134,18 @@ def _add_state_dir(parser: argparse.ArgumentParser, default: object) -> None:
         default=default,
         help=f"where pytest --llem keeps its runs (default: ${STATE_DIR_ENV}, else the user state dir)",
     )
+
+
+def _add_view_options(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """`--columns`, `--sort`, `--group-by`: the rows of `SETTINGS` that `pytest --llem-columns`
+    and its kin use, so the table reads as it did at the end of the session."""
+    for name in VIEW_SETTINGS:
+        row = setting_named(name)
+        parser.add_argument(f"--{row.flag}", dest=name, metavar=row.metavar, help=row.help + note)
+
+
+def view_of(args: argparse.Namespace) -> SummaryView:
+    return summary_view_from(vars(args), lambda row: f"--{row.flag}")
 
 
 def state_dir_of(args: argparse.Namespace) -> Path:
@@ -161,10 +182,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    view = view_of(args)
     run = RunHistory(state_dir_of(args)).find(args.run)
     machine = f"machine {run.machine.id}: {run.machine.describe()}" if run.machine else "unknown machine"
     print(f"{_run_label(run)}: {run.outcome}, started {_when(run.started_at)}, {machine}")
-    print("\n".join(format_summary(run.experiments)))
+    print("\n".join(format_summary(run.experiments, view)))
     return EXIT_OK
 
 
@@ -187,8 +209,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    view = view_of(args)
     run = RunHistory(state_dir_of(args)).find(args.run)
-    text = export_text(run, args.format)
+    text = export_text(run, args.format, view)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -200,13 +223,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def export_text(run: SessionReport, form: str) -> str:
+def export_text(run: SessionReport, form: str, view: SummaryView | None = None) -> str:
+    view = view or SummaryView()
     if form == "json":
         return run.model_dump_json(indent=2) + "\n"
     if form == "csv":
-        return csv_text(run)
+        return csv_text(run, view)
     if form == "markdown":
-        return markdown_summary(run)
+        return markdown_summary(run, view=view)
     try:
         # Imported here: the HTML renderer is optional to every other format.
         from pytest_llem.output.html import render_html
@@ -214,7 +238,7 @@ def export_text(run: SessionReport, form: str) -> str:
         if exc.name != "pytest_llem.output.html":
             raise
         raise LlemError("HTML export is not available in this version of pytest-llem") from None
-    return render_html(run)
+    return render_html(run, view=view)
 
 
 def cmd_clean(args: argparse.Namespace) -> int:

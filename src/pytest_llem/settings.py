@@ -340,6 +340,32 @@ SETTINGS = (
 )
 
 
+#: The settings that choose the results table, shared with `pytest-llem show` and `export`.
+VIEW_SETTINGS = ("columns", "sort", "group_by")
+
+
+def setting_named(name: str) -> Setting:
+    return next(setting for setting in SETTINGS if setting.name == name)
+
+
+def parse_setting(name: str, raw: str, source: str) -> Any:
+    """One value of the setting `name`, read as its row reads it (for tools outside pytest)."""
+    row = setting_named(name)
+    assert row.parse is not None, f"{name} is a switch"
+    return row.parse(raw, source)
+
+
+def summary_view_from(raw: Mapping[str, str | None], source: Callable[[Setting], str]) -> SummaryView:
+    """The results table chosen by raw texts of the `VIEW_SETTINGS` (None: not given), each
+    parsed by its row's parser; `source` names where a value came from in error messages."""
+    values = {
+        name: parse_setting(name, str(text), source(setting_named(name)))
+        for name in VIEW_SETTINGS
+        if (text := raw.get(name)) not in (None, "")
+    }
+    return LlemSettings(**values).summary_view()
+
+
 def resolve_settings(
     cli: Mapping[str, object],
     ini: Mapping[str, object],

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sample_reports import EPYC, GPT2, OPT, SHORT_WINDOW, make_entry, make_report, make_result
+from sample_reports import CONFIG, EPYC, GPT2, OPT, SHORT_WINDOW, make_entry, make_report, make_result
 
 from pytest_llem.store.report import SessionReport, write_report
 from pytest_llem.store.state import StateManager
@@ -119,6 +119,74 @@ def test_show_prints_the_summary_table_by_name_and_by_report_path(state_dir):
             "0.500 [0.495, 0.505]",
             "passed",
         ]
+
+
+def save_two_models(state_dir: Path) -> None:
+    """GPT2 cheaper per token than OPT, saved in the order GPT2, OPT."""
+    opt = make_result([9.0, 9.5, 10.0], config={**CONFIG, "model": "/tmp/tmpab12/tiny-opt"})
+    report = make_report("run-a", [make_entry(GPT2, make_result(BASELINE_ROUNDS_J)), make_entry(OPT, opt)])
+    write_report(report, state_dir)
+
+
+def test_show_takes_the_sessions_columns_sort_and_groups(state_dir):
+    save_two_models(state_dir)
+
+    shown = llem(
+        state_dir, "show", "run-a", "--columns", "test,model,energy_per_token_j", "--sort=-energy_per_token_j"
+    )
+    grouped = llem(state_dir, "show", "run-a", "--columns", "test", "--group-by", "model")
+
+    assert shown.returncode == 0, shown.stderr
+    header, first, second = shown.stdout.splitlines()[1:4]
+    assert header.split() == ["test", "model", "J/token"]
+    # Descending: OPT (about 0.95 J/token) before GPT2 (0.5); a model directory by its name only.
+    assert first.split()[:2] == [OPT, "tiny-opt"] and second.split()[:2] == [GPT2, "tiny-gpt2"]
+    assert grouped.returncode == 0, grouped.stderr
+    assert grouped.stdout.splitlines()[1:7] == [
+        "model: tiny-gpt2:",
+        "test",
+        GPT2,
+        "model: tiny-opt:",
+        "test",
+        OPT,
+    ]
+
+
+def test_export_markdown_html_and_csv_follow_the_chosen_view(state_dir):
+    save_two_models(state_dir)
+    view = ("--columns", "test,energy_per_token_j", "--sort=-energy_per_token_j")
+
+    markdown = llem(state_dir, "export", "run-a", "--format", "markdown", *view)
+    rows = llem(state_dir, "export", "run-a", "--format", "csv", *view)
+
+    assert markdown.returncode == 0, markdown.stderr
+    table = [line for line in markdown.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert table[0] == "| test | J/token |"
+    assert [line.split(" | ")[0] for line in table[1:]] == [f"| `{OPT}`", f"| `{GPT2}`"]
+    assert [row["nodeid"] for row in csv.DictReader(io.StringIO(rows.stdout))] == [OPT, GPT2]
+    if importlib.util.find_spec("matplotlib") is not None:
+        html = llem(state_dir, "export", "run-a", "--format", "html", *view).stdout
+        table_html = html[html.index('<table id="results">') :]
+        table_html = table_html[: table_html.index("</table>")]
+        assert "J/token</th>" in table_html and "tokens/s</th>" not in table_html
+        assert table_html.index(OPT) < table_html.index(GPT2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("show", "run-a", "--columns", "test,joules"), "pytest-llem: --columns: unknown column 'joules'"),
+        (("export", "run-a", "--sort", "speed"), "pytest-llem: --sort: cannot sort by 'speed'"),
+        (("show", "run-a", "--group-by", "colour"), "pytest-llem: --group-by: cannot group by 'colour'"),
+    ],
+)
+def test_a_bad_view_choice_is_one_line_naming_the_flag(state_dir, args, message):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J)
+
+    failed = llem(state_dir, *args)
+
+    assert failed.returncode == 2 and failed.stdout == ""
+    assert failed.stderr.startswith(message) and len(failed.stderr.splitlines()) == 1
 
 
 def test_compare_exits_1_with_the_exact_regression_line(state_dir):

@@ -30,13 +30,17 @@ BENCHMARK_METRICS = ("energy_per_token_j", "energy_j", "tokens_per_s", "batch_la
 FLAG_MARK = "⚠"
 
 
-def csv_text(report: SessionReport) -> str:
-    """One row per experiment: identity, config columns, then every metric (empty when unmeasured)."""
+def csv_text(report: SessionReport, view: SummaryView | None = None) -> str:
+    """One row per experiment: identity, config columns, then every metric (empty when unmeasured).
+
+    Rows come in the order of the results table `view` shows (its sort, then its groups);
+    every column stays, since a spreadsheet picks its own."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["nodeid", "status", "config_hash", *CONFIG_COLUMNS, *METRICS])
-    for entry in report.experiments:
-        writer.writerow(_csv_row(entry))
+    for group in summary_groups(report.experiments, view or SummaryView()):
+        for entry in group.entries:
+            writer.writerow(_csv_row(entry))
     return buffer.getvalue()
 
 

@@ -83,11 +83,12 @@ def parse_group_by(raw: str, source: str) -> str:
 
 
 def model_name(model: object) -> str:
-    """A model as people know it: a local directory by its last part (never a temp path)."""
+    """A model as people know it: a local directory by its last part (never a temp path, nor
+    the `$TMPDIR/...` a saved report holds in its place)."""
     if model is None:
         return MISSING
     text = str(model)
-    if text.startswith(("/", "~", ".")) or "\\" in text:
+    if text.startswith(("/", "~", ".", "$")) or "\\" in text:
         return PurePath(text).name or text
     return text
 
