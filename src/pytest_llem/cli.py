@@ -25,6 +25,7 @@ from pytest_llem.settings import (
     STATE_DIR_ENV,
     VIEW_SETTINGS,
     default_state_dir,
+    parse_setting,
     setting_named,
     summary_view_from,
 )
@@ -108,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=EXPORT_FORMATS, default="json", help="default: json")
     export.add_argument("-o", "--output", metavar="PATH", type=Path, help="write here instead of stdout")
     _add_view_options(export, "; csv: the rows in that order, json: everything as saved")
+    power = setting_named("power_chart")
+    export.add_argument(
+        f"--{power.flag}",
+        dest=power.name,
+        metavar=power.metavar,
+        action="append",
+        default=[],
+        help=power.help,
+    )
 
     clean = command("clean", cmd_clean, "delete old runs and mark abandoned experiments failed")
     clean.add_argument(
@@ -210,8 +220,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     view = view_of(args)
+    power_tests = tuple(parse_setting("power_chart", raw, "--power-chart") for raw in args.power_chart)
     run = RunHistory(state_dir_of(args)).find(args.run)
-    text = export_text(run, args.format, view)
+    text = export_text(run, args.format, view, power_tests)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -223,7 +234,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def export_text(run: SessionReport, form: str, view: SummaryView | None = None) -> str:
+def export_text(
+    run: SessionReport, form: str, view: SummaryView | None = None, power_tests: tuple[str, ...] = ()
+) -> str:
     view = view or SummaryView()
     if form == "json":
         return run.model_dump_json(indent=2) + "\n"
@@ -238,7 +251,7 @@ def export_text(run: SessionReport, form: str, view: SummaryView | None = None) 
         if exc.name != "pytest_llem.output.html":
             raise
         raise LlemError("HTML export is not available in this version of pytest-llem") from None
-    return render_html(run, view=view)
+    return render_html(run, view=view, power_tests=power_tests)
 
 
 def cmd_clean(args: argparse.Namespace) -> int:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 STATE_DIR_ENV = "PYTEST_LLEM_STATE_DIR"
 DEFAULT_METER = "auto"
+#: Without --llem-power-chart, the HTML report draws power over time for this many experiments.
+DEFAULT_POWER_CHARTS = 6
 
 
 def default_state_dir() -> Path:
@@ -67,6 +69,8 @@ class LlemSettings:
     columns: tuple[str, ...] | None = None
     sort: str | None = None
     group_by: str | None = None
+    #: Tests whose device power over time the HTML report draws (empty: the first few).
+    power_chart: tuple[str, ...] = ()
     #: Environment variables whose values are kept out of every output, besides secret-looking names.
     redact_env: tuple[str, ...] = ()
 
@@ -157,6 +161,13 @@ def _group_by(raw: str, source: str) -> str:
     from pytest_llem.output.summary import parse_group_by
 
     return parse_group_by(raw, source)
+
+
+def _test_pattern(raw: str, source: str) -> str:
+    pattern = raw.strip()
+    if not pattern:
+        raise ConfigError(f"{source}: give a test id, a part of one, or a glob such as '*test_gpt2*'")
+    return pattern
 
 
 def _env_name(raw: str, source: str) -> str:
@@ -321,6 +332,16 @@ SETTINGS = (
         "one results table per model, backend, precision, batch_size or test (function)",
         _group_by,
         "FIELD",
+    ),
+    Setting(
+        "power_chart",
+        "power-chart",
+        "in the HTML report, draw device power over time for the tests whose id contains PATTERN or "
+        "matches it as a glob (repeatable; default: the first "
+        f"{DEFAULT_POWER_CHARTS} experiments with a power timeline)",
+        _test_pattern,
+        "PATTERN",
+        repeatable=True,
     ),
     Setting(
         "smoke",

@@ -178,6 +178,10 @@ def test_export_markdown_html_and_csv_follow_the_chosen_view(state_dir):
         (("show", "run-a", "--columns", "test,joules"), "pytest-llem: --columns: unknown column 'joules'"),
         (("export", "run-a", "--sort", "speed"), "pytest-llem: --sort: cannot sort by 'speed'"),
         (("show", "run-a", "--group-by", "colour"), "pytest-llem: --group-by: cannot group by 'colour'"),
+        (
+            ("export", "run-a", "--format", "html", "--power-chart", " "),
+            "pytest-llem: --power-chart: give a test id",
+        ),
     ],
 )
 def test_a_bad_view_choice_is_one_line_naming_the_flag(state_dir, args, message):

@@ -249,9 +249,17 @@ def test_each_chart_is_an_inline_svg_and_the_comparison_lists_regressions(compar
     report, comparison, page, root = compared.report, compared.comparison, compared.page, compared.root
     for element_id in ("chart-batch-size", "chart-tradeoff", "chart-changes"):
         chart(root, element_id)
-    # One power chart per experiment with a timeline, one line per device.
+    # Six experiments with a timeline: each gets its power chart (the default draws six), named by
+    # its short test name and its model, never by its test file.
     power = root.find("div", id="power-charts").find_all("figure")
-    assert [f.find("figcaption").all_text() for f in power] == [e.nodeid for e in report.experiments]
+    captions = [f.find("figcaption").all_text() for f in power]
+    expected = [
+        f"{e.nodeid.split('::')[1]}, meta-llama/Llama-3.2-1B ({e.config['precision']}): "
+        for e in report.experiments
+    ]
+    assert [c[: len(x)] for c, x in zip(captions, expected, strict=True)] == expected
+    assert all("power of gpu0 (NVIDIA H100 80GB HBM3) in blue" in c for c in captions)
+    assert not root.find_all("p", id="power-choice")
     assert all(len(f.find_all("svg")) == 1 for f in power)
     regressions = root.find("pre", id="regressions").all_text().splitlines()
     assert regressions == [c.line() for c in comparison.failures]
@@ -435,3 +443,99 @@ def test_a_point_of_several_samples_carries_its_interquartile_range_as_an_error_
         assert figure is not None
         per_token_axes = figure.axes[0]
         assert sum(isinstance(c, ErrorbarContainer) for c in per_token_axes.containers) == bars
+
+
+def power_figures(page: str) -> list[Node]:
+    return parse(page).root.find("div", id="power-charts").find_all("figure")
+
+
+def with_devices_and_rounds(entry: ReportEntry, round_s: list[float], devices: int = 2) -> ReportEntry:
+    """`entry` measured on `devices` GPUs over rounds of `round_s` seconds."""
+    assert entry.result is not None
+    (gpu,) = entry.result.energy_by_device
+    gpus = [gpu.model_copy(update={"device": f"gpu{i}", "name": None}) for i in range(devices)]
+    rounds = make_result([1.0] * len(round_s)).rounds
+    rounds = [r.model_copy(update={"duration_s": s}) for r, s in zip(rounds, round_s, strict=True)]
+    result = entry.result.model_copy(update={"energy_by_device": gpus, "rounds": rounds})
+    return entry.model_copy(update={"result": result})
+
+
+@needs_matplotlib
+def test_power_charts_are_drawn_for_the_chosen_tests_or_the_first_few():
+    from pytest_llem.output.html import render_html
+    from pytest_llem.settings import DEFAULT_POWER_CHARTS
+
+    entries = full_run().experiments
+    entries += [
+        e.model_copy(update={"nodeid": e.nodeid.replace("test_generate", "test_chat")}) for e in entries
+    ]
+    report = session("many", entries)
+
+    default = render_html(report)
+    chosen = render_html(report, power_tests=("test_chat[bf16-bs32]", "*generate*fp32-bs[18]]"))
+
+    assert len(power_figures(default)) == DEFAULT_POWER_CHARTS
+    note = parse(default).root.find("p", id="power-choice").all_text()
+    assert f"{len(entries) - DEFAULT_POWER_CHARTS} more recorded power over time" in note
+    assert "--llem-power-chart=PATTERN" in note
+    captions = [f.find("figcaption").all_text().split(",")[0] for f in power_figures(chosen)]
+    # A part of an id (brackets and all), or a glob whose [..] is a set of characters.
+    assert captions == ["test_generate[fp32-bs1]", "test_generate[fp32-bs8]", "test_chat[bf16-bs32]"]
+
+
+@needs_matplotlib
+def test_a_power_chart_shades_every_other_round_and_its_caption_names_the_colours_drawn():
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.charts import PALETTE, figure_element, power_chart, power_spans
+
+    entry = with_devices_and_rounds(experiment("fp32", 8), [10.0, 12.0, 11.0])
+    assert entry.result is not None
+    entry.result.config["model"] = "/tmp/pytest-of-ci/pytest-7/models0/tiny-gpt2"
+    entry.result.config["label"] = "chat, long prompts"
+    assert power_spans(entry.result) == [("round", 0.0, 10.0), ("round", 22.0, 33.0)]
+    (point,) = chart_points([entry])
+    drawn = power_chart(Figure, point.result, f"{point.label}, {point.group}")
+    assert drawn is not None
+    figure, caption = drawn
+    assert caption == (
+        "chat, long prompts, tiny-gpt2 (fp32): power of gpu0 in blue, gpu1 in orange; "
+        "dashed, in the device's colour: its idle power, measured before the model loaded; "
+        "grey bands: every other round of the 3, drawn end to end."
+    )
+    (axes,) = figure.axes
+    assert [line.get_color() for line in axes.get_lines()[::2]] == list(PALETTE[:2])
+    legend = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert legend == ["gpu0", "gpu1", "every other round"]
+    svg = figure_element("chart-power-0", figure, caption)
+    # Two shaded rounds (the first and the third) and the legend's swatch; no temporary path anywhere.
+    assert svg.count('style="opacity: 0.08"') == 3 and "/tmp/" not in svg
+
+
+@needs_matplotlib
+def test_a_serving_loads_steady_state_is_shaded_yellow():
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.charts import power_chart, power_spans
+    from pytest_llem.results import ServingSummary, ServingWindow
+
+    entry = experiment("bf16", 1)
+    assert entry.result is not None
+    steady = ServingWindow(start_s=20.0, end_s=140.0, output_tokens=4000)
+    serving = ServingSummary(
+        server="vllm",
+        n_requests=100,
+        completed=100,
+        errors=0,
+        duration_s=178.0,
+        output_tokens=8192,
+        good_requests=100,
+        steady=steady,
+    )
+    result = entry.result.model_copy(update={"serving": serving})
+    assert power_spans(result) == [("steady", 20.0, 140.0)]
+    drawn = power_chart(Figure, result, "serve")
+    assert drawn is not None
+    assert drawn[1].endswith(
+        "; yellow band: the load's steady state, which its energy per request is measured over."
+    )

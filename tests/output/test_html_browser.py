@@ -24,7 +24,7 @@ def test_chromium_renders_every_chart_and_table_of_the_report(tmp_path: Path):
     dom = rendered_dom(BROWSER, html)
     # Every inline chart and every table survived the browser's parser.
     assert dom.count("<svg") == html.count("<svg") > 0
-    for element_id in ("results", "comparison", "chart-batch-size", "chart-changes"):
+    for element_id in ("results", "comparison", "chart-batch-size", "chart-changes", "chart-power-0"):
         assert re.search(rf'id="{element_id}"', dom), element_id
     target = tmp_path / "page.png"
     screenshot(BROWSER, html, target, height=1200)

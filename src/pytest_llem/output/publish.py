@@ -57,7 +57,9 @@ def publish(
         def write_html() -> None:
             from pytest_llem.output.html import render_html
 
-            _write(html_path, redact_text(render_html(report, comparison, view), root=root))
+            _write(
+                html_path, redact_text(render_html(report, comparison, view, settings.power_chart), root=root)
+            )
 
         attempt(f"--llem-html {html_path}", write_html)
     if settings.benchmark_json_path is not None:

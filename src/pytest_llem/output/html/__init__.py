@@ -28,10 +28,14 @@ from pytest_llem.store.report import SessionReport
 
 
 def render_html(
-    report: SessionReport, comparison: Comparison | None = None, view: SummaryView | None = None
+    report: SessionReport,
+    comparison: Comparison | None = None,
+    view: SummaryView | None = None,
+    power_tests: tuple[str, ...] = (),
 ) -> str:
     """The whole page for `report`, with the comparison section when `comparison` is given;
-    the results table follows `view` (columns, order, groups) as the terminal's does."""
+    the results table follows `view` (columns, order, groups) as the terminal's does, and
+    power over time is drawn for the tests `power_tests` choose (`power_chart_points`)."""
     figure_class = import_extra("matplotlib.figure", "html", "the HTML report").Figure
     import matplotlib
 
@@ -40,7 +44,7 @@ def render_html(
         sections = [
             header(report),
             results_section(report, view or SummaryView()),
-            charts_section(figure_class, points),
+            charts_section(figure_class, points, power_tests),
         ]
         if comparison is not None:
             sections.append(comparison_section(figure_class, comparison, short_names(report, comparison)))

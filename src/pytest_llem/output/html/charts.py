@@ -13,7 +13,7 @@ from pytest_llem.errors import ConfigError
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.limits import parse_limit_value
 from pytest_llem.gating.metrics import METRICS
-from pytest_llem.results import DeviceEnergy
+from pytest_llem.results import DeviceEnergy, ExperimentResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -48,8 +48,14 @@ CHART_STYLE = {
 # No creator or date in the SVG: they would make two renderings of one report differ.
 _SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
 PALETTE = ("#1f5fa8", "#d95f02", "#2e8b57", "#8e44ad", "#c0392b", "#7f8c8d", "#b8860b", "#17a2b8")
+#: What a caption calls each colour of the palette, so the text names what the eye sees.
+COLOUR_NAMES = dict(
+    zip(PALETTE, ("blue", "orange", "green", "purple", "red", "grey", "ochre", "teal"), strict=True)
+)
 _WORSE, _BETTER = "#e8a5a5", "#9fd3a8"
 _REGRESSION, _FLAGGED = "#c62828", "#ef8f00"
+#: Shading of spans on the power timeline: colour, opacity, legend entry (named in captions).
+_SPAN_STYLE = {"round": ("#000000", 0.08, "every other round"), "steady": ("#f2c14e", 0.35, "steady state")}
 _SVG_ID = re.compile(r'\bid="([^"]+)"')
 _SVG_ID_USE = re.compile(r'(\bid="|href="#|url\(#)([^")]+)')
 
@@ -163,28 +169,76 @@ def tradeoff_chart(figure_class: type[Figure], points: list[Point], colours: dic
     return figure
 
 
-def power_chart(figure_class: type[Figure], devices: list[DeviceEnergy]) -> Figure | None:
+def power_series(devices: list[DeviceEnergy]) -> list[tuple[DeviceEnergy, list[tuple[float, float]]]]:
+    """Each device's power samples (seconds, watts), for the devices with at least two."""
     series = []
     for device in devices:
         samples = [(s.t_s, s.power_w) for s in device.timeline if s.power_w is not None]
         if len(samples) >= 2:
             series.append((device, samples))
+    return series
+
+
+def power_spans(result: ExperimentResult) -> list[tuple[str, float, float]]:
+    """The spans to shade on the power timeline, in its time (windows end to end): every
+    other round when there are several, or a serving load's steady-state part."""
+    if len(result.rounds) > 1:
+        spans, start_s = [], 0.0
+        for position, measured in enumerate(result.rounds):
+            if position % 2 == 0:
+                spans.append(("round", start_s, start_s + measured.duration_s))
+            start_s += measured.duration_s
+        return spans
+    steady = result.serving.steady if result.serving else None
+    if steady is not None and result.window_count == 1:
+        return [("steady", steady.start_s, steady.end_s)]
+    return []
+
+
+def power_chart(
+    figure_class: type[Figure], result: ExperimentResult, title: str
+) -> tuple[Figure, str] | None:
+    """Device power over the measured windows, one line per device, with the spans of
+    `power_spans` shaded; and a caption that names each colour as drawn."""
+    series = power_series(result.energy_by_device)
     if not series:
         return None
-    figure = figure_class(figsize=(4.4, 2.5), layout="constrained")
+    figure = figure_class(figsize=(5.2, 2.9), layout="constrained")
     ax = figure.subplots()
+    said = []
     for index, (device, samples) in enumerate(series):
         colour = PALETTE[index % len(PALETTE)]
         label = device.device + (f" ({device.name})" if device.name else "")
         ax.plot([t for t, _ in samples], [w for _, w in samples], color=colour, linewidth=1.2, label=label)
+        said.append(f"{label} in {COLOUR_NAMES[colour]}")
         if device.baseline_power_w is not None:
             ax.axhline(device.baseline_power_w, color=colour, linestyle="--", linewidth=0.8)
+    sentences = [f"{title}: power of {', '.join(said)}"]
+    if any(device.baseline_power_w is not None for device, _ in series):
+        sentences.append("dashed, in the device's colour: its idle power, measured before the model loaded")
+    spans = power_spans(result)
+    kinds: set[str] = set()
+    for kind, start_s, end_s in spans:
+        colour, alpha, legend = _SPAN_STYLE[kind]
+        # One legend entry per kind of span: matplotlib leaves out labels that start with "_".
+        label = legend if kind not in kinds else "_" + legend
+        ax.axvspan(start_s, end_s, color=colour, alpha=alpha, linewidth=0, label=label, zorder=0)
+        kinds.add(kind)
+    if "round" in kinds:
+        sentences.append(f"grey bands: every other round of the {len(result.rounds)}, drawn end to end")
+    elif result.window_count > 1:
+        sentences.append(f"its {result.window_count} measured windows are drawn end to end")
+    if "steady" in kinds:
+        sentences.append(
+            "yellow band: the load's steady state, which its energy per request is measured over"
+        )
+    ax.set_title(title)
     ax.set_xlabel("time in the measured windows (s)")
     ax.set_ylabel("power (W)")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.legend(loc="lower right")
-    return figure
+    return figure, "; ".join(sentences) + "."
 
 
 def change_chart(figure_class: type[Figure], comparison: Comparison, names: dict[str, str]) -> Figure | None:

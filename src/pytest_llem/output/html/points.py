@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from pytest_llem.energy.quality import UNMEASURED_CODES
@@ -17,7 +18,8 @@ from pytest_llem.store.report import ReportEntry, SessionReport
 if TYPE_CHECKING:
     pass
 
-from pytest_llem.output.html.charts import PALETTE
+from pytest_llem.output.html.charts import PALETTE, power_series
+from pytest_llem.settings import DEFAULT_POWER_CHARTS
 
 FIGURES = ("tokens_per_s", "energy_per_token_j")
 
@@ -91,3 +93,21 @@ def group_colours(points: list[Point]) -> dict[str, str]:
 
 def unmeasured_reasons(results: list[ExperimentResult]) -> list[str]:
     return sorted({w.message for r in results for w in r.warnings if w.code in UNMEASURED_CODES})
+
+
+def power_chart_points(points: list[Point], patterns: tuple[str, ...] = ()) -> tuple[list[Point], int]:
+    """The experiments whose power over time is drawn, and how many others recorded it.
+
+    A pattern chooses the tests whose id or label contains it or matches it as a glob (ids
+    hold brackets, which a glob alone would read as a set of characters); without one, the
+    first `DEFAULT_POWER_CHARTS` with a timeline, so a large run's page stays readable."""
+    timed = [p for p in points if power_series(p.result.energy_by_device)]
+    if not patterns:
+        chosen = timed[:DEFAULT_POWER_CHARTS]
+    else:
+        chosen = [p for p in timed if any(_matches(p, pattern) for pattern in patterns)]
+    return chosen, len(timed) - len(chosen)
+
+
+def _matches(point: Point, pattern: str) -> bool:
+    return any(pattern in name or fnmatchcase(name, pattern) for name in (point.nodeid, point.label))

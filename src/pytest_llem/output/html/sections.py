@@ -32,7 +32,7 @@ from pytest_llem.output.html.charts import (
     power_chart,
     tradeoff_chart,
 )
-from pytest_llem.output.html.points import Point, group_colours, unmeasured_reasons
+from pytest_llem.output.html.points import Point, group_colours, power_chart_points, unmeasured_reasons
 
 
 def header(report: SessionReport) -> str:
@@ -165,7 +165,7 @@ def _flag_details(entries: list[ReportEntry]) -> str:
     )
 
 
-def charts_section(figure_class: type[Figure], points: list[Point]) -> str:
+def charts_section(figure_class: type[Figure], points: list[Point], power_tests: tuple[str, ...] = ()) -> str:
     if not points:
         return (
             '<section id="charts">\n<h2>Charts</h2>\n'
@@ -204,19 +204,32 @@ def charts_section(figure_class: type[Figure], points: list[Point]) -> str:
                 "the best configurations sit top left (fast and frugal).",
             )
         )
-    power = [(p, power_chart(figure_class, p.result.energy_by_device)) for p in points]
-    power = [(p, f) for p, f in power if f is not None]
-    if power:
-        parts.append(
-            "<h3>Device power during the measured windows</h3>\n"
-            "<p class='note'>Dashed: the device's idle power, measured before the model loaded. "
-            "Several windows or rounds are drawn end to end.</p>\n<div class='grid' id='power-charts'>"
-        )
-        for index, (point, figure) in enumerate(power):
-            parts.append(figure_element(f"chart-power-{index}", figure, point.nodeid, css_class="power"))
-        parts.append("</div>")
+    parts += _power_charts(figure_class, points, power_tests)
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _power_charts(figure_class: type[Figure], points: list[Point], power_tests: tuple[str, ...]) -> list[str]:
+    chosen, others = power_chart_points(points, power_tests)
+    if not chosen and not others:
+        return []
+    parts = ["<h3>Device power during the measured windows</h3>"]
+    if others:
+        asked = (
+            f"the experiments matching {', '.join(power_tests)}" if power_tests else "the first experiments"
+        )
+        parts.append(
+            f"<p class='note' id='power-choice'>Drawn for {escape(asked)}; {others} more recorded power "
+            "over time: choose which with --llem-power-chart=PATTERN (pytest-llem export: --power-chart).</p>"
+        )
+    parts.append("<div class='grid' id='power-charts'>")
+    for index, point in enumerate(chosen):
+        drawn = power_chart(figure_class, point.result, f"{point.label}, {point.group}")
+        assert drawn is not None  # chosen for having a timeline
+        figure, caption = drawn
+        parts.append(figure_element(f"chart-power-{index}", figure, caption, css_class="power"))
+    parts.append("</div>")
+    return parts
 
 
 def comparison_section(figure_class: type[Figure], comparison: Comparison, names: dict[str, str]) -> str:
