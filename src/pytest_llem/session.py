@@ -36,6 +36,7 @@ from pytest_llem.errors import (
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.gate import GateOutcome, run_gate
 from pytest_llem.gating.work import describe_work
+from pytest_llem.isolation.files import server_log_path
 from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs, run_in_child
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import pool_processes
@@ -47,7 +48,7 @@ from pytest_llem.processes import signal_name
 from pytest_llem.progress import ProgressListener
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
-from pytest_llem.store.atomic import make_reserve
+from pytest_llem.store.atomic import make_reserve, redact_file
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.machine import MachineInfo
 from pytest_llem.store.models import model_fingerprint
@@ -401,21 +402,26 @@ class BenchmarkSession:
     ) -> ExperimentResult:
         """One of the experiment's processes, followed by `self.progress` while it runs."""
         listener = self.progress
-        if listener is None:
-            return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s)
-        listener.started(nodeid, process + 1, processes)
-        outcome = "failed"
         try:
-            result = run_in_child(
-                request, env=env, guard=guard, timeout_s=timeout_s, on_progress=listener.update
-            )
-            outcome = "done"
-            return result
-        except ExperimentInterrupted:
-            outcome = "interrupted"
-            raise
+            if listener is None:
+                return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s)
+            listener.started(nodeid, process + 1, processes)
+            outcome = "failed"
+            try:
+                result = run_in_child(
+                    request, env=env, guard=guard, timeout_s=timeout_s, on_progress=listener.update
+                )
+                outcome = "done"
+                return result
+            except ExperimentInterrupted:
+                outcome = "interrupted"
+                raise
+            finally:
+                listener.ended(outcome)
         finally:
-            listener.ended(outcome)
+            # The server a serving case starts writes its own log; the group is gone now, so
+            # what it printed can be scrubbed like every other file of the state dir.
+            redact_file(server_log_path(Path(request.state_dir), request.experiment_id), env)
 
     def _prepare_devices(self, meter: str, env: dict[str, str], guard: InterruptGuard) -> MeterOptions:
         """Cool down after the previous experiment, then take idle baselines for new devices.

@@ -334,6 +334,26 @@ def test_a_server_that_never_becomes_healthy_fails_naming_the_startup_timeout(be
     assert "; server log " in message and "/servers/" in message
 
 
+def test_a_servers_log_in_the_state_dir_keeps_no_secret(bench, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_serverlog9secret")
+    chatty = "import os, time; print('loading with', os.environ['HF_TOKEN'], flush=True); time.sleep(60)"
+    with pytest.raises(ExperimentFailed):
+        bench.run_experiment(
+            "tests/test_serving.py::chatty_server",
+            None,
+            [
+                {
+                    **SERVING,
+                    "server": [sys.executable, "-c", chatty, "--port", "{port}"],
+                    "concurrency": 1,
+                    "server_startup_timeout": 3,
+                }
+            ],
+        )
+    (log,) = (bench.settings.state_dir / "servers").glob("*.log")
+    assert log.read_text() == "loading with ***\n"
+
+
 def test_a_server_killed_mid_load_fails_with_its_exit_status_and_the_session_goes_on(bench):
     fields = {**SERVING, "concurrency": 2, "n_requests": 20, "max_new_tokens": 4, "warmup_requests": 1}
     with pytest.raises(ExperimentFailed) as caught:

@@ -421,6 +421,53 @@ def test_a_token_in_a_workload_exception_reaches_no_terminal_line_junit_or_file(
             assert all(form not in text for text in outputs), form
 
 
+@pytest.mark.parametrize("capture", ["--capture=fd", "-s"])
+def test_what_a_workload_prints_is_redacted_on_the_terminal_and_in_every_file(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capture: str
+):
+    secrets = {"HF_TOKEN": "hf_printed9secret", "DATABASE_DSN": "pg://user:pw9x@db"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    pytester.makepyfile(
+        test_chatty="""
+        import os, sys
+
+        def chatty(ctx):
+            token, dsn = os.environ["HF_TOKEN"], os.environ["DATABASE_DSN"]
+            print("loading with", token, "from", dsn, flush=True)
+            print("warning: token", token, file=sys.stderr, flush=True)
+            os.write(1, f"raw fd write {token}\\n".encode())
+            raise RuntimeError(f"login failed for {token} at {dsn}")
+
+        def test_chatty(llem):
+            llem.run(chatty)
+        """
+    )
+    state_dir, junit, page = tmp_path / "state", tmp_path / "junit.xml", tmp_path / "report.html"
+    result = run(
+        pytester,
+        capture,
+        "--llem",
+        f"--llem-state-dir={state_dir}",
+        "--llem-redact-env=DATABASE_DSN",
+        f"--junitxml={junit}",
+        "-o",
+        "junit_logging=all",
+        f"--llem-html={page}",
+    )
+    result.assert_outcomes(failed=1)
+    terminal = result.stdout.str() + result.stderr.str()
+    outputs = {"terminal": terminal, "junit": junit.read_text(), "html": page.read_text()}
+    outputs |= {str(p): p.read_text(errors="replace") for p in state_dir.rglob("*") if p.is_file()}
+    for value in secrets.values():
+        for form in (value, json.dumps(value)[1:-1], html.escape(value)):
+            leaks = [where for where, text in outputs.items() if form in text]
+            assert not leaks, f"{form!r} in {leaks}"
+    # The workload's lines still reach the user, with the secrets blanked out.
+    assert "loading with *** from ***" in terminal and "raw fd write ***" in terminal
+    assert "warning: token ***" in terminal
+
+
 def test_foreign_files_in_the_state_dir_are_named_once_and_never_stop_a_session(
     suite: pytest.Pytester, tmp_path: Path
 ):

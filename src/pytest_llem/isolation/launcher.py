@@ -36,6 +36,7 @@ from pytest_llem.isolation.protocol import (
     read_model,
     write_model,
 )
+from pytest_llem.isolation.relay import OutputRelay
 from pytest_llem.isolation.signals import InterruptGuard
 from pytest_llem.processes import live_group_members, process_is_alive, signal_name
 from pytest_llem.progress import ProgressEvent
@@ -146,17 +147,25 @@ def run_in_child(
             env=dict(env),
             start_new_session=True,
             stdin=subprocess.DEVNULL,
+            # What the workload prints reaches pytest's output only through the relay, redacted.
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
+        assert proc.stdout is not None and proc.stderr is not None
+        output = OutputRelay(proc.stdout, proc.stderr, env)
         progress = _ProgressRelay(work_dir, on_progress)
         try:
-            _wait_for_leader(proc, guard, timeout_s, progress)
-        except BaseException:
-            if proc.returncode is None:
-                terminate_group(proc)
-            raise
-        # Whatever the workload left running (servers, dataloader workers) dies with it.
-        _killpg(proc.pid, signal.SIGKILL)
-        supervisor_returncode = proc.wait()
+            try:
+                _wait_for_leader(proc, guard, timeout_s, progress)
+            except BaseException:
+                if proc.returncode is None:
+                    terminate_group(proc)
+                raise
+            # Whatever the workload left running (servers, dataloader workers) dies with it.
+            _killpg(proc.pid, signal.SIGKILL)
+            supervisor_returncode = proc.wait()
+        finally:
+            output.close()
         progress.poll()  # the last phases, written just before the worker ended
         try:
             result = _read_outcome(work_dir, supervisor_returncode, progress.last_phase)

@@ -12,11 +12,12 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_llem.errors import StorageError
-from pytest_llem.store.redaction import redact_json
+from pytest_llem.store.redaction import redact_json, redact_secrets
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -158,3 +159,15 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def redact_file(path: Path, environ: Mapping[str, str] | None = None) -> None:
+    """Blank the secrets in a file another process wrote into the state dir (a server's log),
+    in place; a file that is not there, or not a regular file of its own, is left alone."""
+    try:
+        text = read_regular_file(path).decode("utf-8", errors="replace")
+    except OSError:
+        return
+    redacted = redact_secrets(text, environ)
+    if redacted != text:
+        atomic_write_text(path, redacted)

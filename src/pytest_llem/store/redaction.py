@@ -17,7 +17,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -86,6 +86,12 @@ def redact_text(
 def redact_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
     """Only the secrets (for the terminal, where the user's own paths are useful)."""
     return _replace_secrets(text, secret_values(environ))
+
+
+def secret_redactor(environ: Mapping[str, str] | None = None) -> Callable[[str], str]:
+    """`redact_secrets` with the secrets looked up once, for text that comes line by line."""
+    secrets = secret_values(environ)
+    return lambda text: _replace_secrets(text, secrets)
 
 
 def redact_json(text: str, *, root: Path | None = None, environ: Mapping[str, str] | None = None) -> str:

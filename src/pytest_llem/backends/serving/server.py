@@ -28,7 +28,6 @@ HEALTH_PATHS = ("/health", "/v1/models")
 HEALTH_POLL_INTERVAL_S = 0.5
 LOG_TAIL_LINES = 20
 STOP_GRACE_S = 5.0
-SERVER_LOG_DIR = "servers"
 DTYPES = {"auto": "auto", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -95,10 +94,6 @@ def server_env(config: ExperimentConfig, base_env: Mapping[str, str] | None = No
 def server_label(config: ExperimentConfig) -> str:
     server = config.server
     return Path(server[0]).name if isinstance(server, list) else str(server)
-
-
-def log_path(state_dir: Path, experiment_id: str) -> Path:
-    return state_dir / SERVER_LOG_DIR / f"{experiment_id}.log"
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -28,6 +28,7 @@ from pytest_llem.config import ExperimentConfig, check_serving_complete
 from pytest_llem.context import ExperimentContext
 from pytest_llem.errors import LlemError
 from pytest_llem.extras import import_extra
+from pytest_llem.isolation.files import server_log_path
 from pytest_llem.results import WindowMeasurement
 
 PURPOSE = "scenario='serving'"
@@ -97,7 +98,7 @@ def run(ctx: ExperimentContext) -> None:
     n_requests = config.n_requests or DEFAULT_N_REQUESTS
     prompts = load_prompts(config.model_copy(update={"n_prompts": n_requests}))
     experiment_id = os.environ.get("PYTEST_LLEM_EXPERIMENT_ID", "server")
-    log = servers.log_path(ctx.state_dir or Path.cwd(), experiment_id)
+    log = server_log_path(ctx.state_dir or Path.cwd(), experiment_id)
     port = servers.free_port()
     server = servers.ServerProcess(
         servers.server_command(config, port), servers.server_env(config), port, log
