@@ -169,8 +169,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     state_dir = state_dir_of(args)
     history = RunHistory(state_dir)
     runs = history.runs()
-    for item in history.skipped_after(None):
-        print(f"pytest-llem: skipped {item}", file=sys.stderr)
+    say_skipped(history)
     if args.machine:
         runs = [run for run in runs if run.machine is not None and run.machine.id == args.machine]
     if not runs:
@@ -191,9 +190,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def say_skipped(history: RunHistory) -> None:
+    """One line on stderr per file of the state dir that could not be read, as a session ends with."""
+    for item in history.skipped_after(None):
+        print(f"{PROG}: skipped {item}", file=sys.stderr)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     view = view_of(args)
-    run = RunHistory(state_dir_of(args)).find(args.run)
+    history = RunHistory(state_dir_of(args))
+    try:
+        run = history.find(args.run)
+    finally:
+        say_skipped(history)
     machine = f"machine {run.machine.id}: {run.machine.describe()}" if run.machine else "unknown machine"
     print(f"{_run_label(run)}: {run.outcome}, started {_when(run.started_at)}, {machine}")
     print("\n".join(format_summary(run.experiments, view)))
@@ -203,7 +212,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     limits = [parse_limit(spec, "--fail") for spec in args.fail]
     history = RunHistory(state_dir_of(args))
-    baseline, current = history.find(args.baseline), history.find(args.current)
+    try:
+        baseline, current = history.find(args.baseline), history.find(args.current)
+    finally:
+        say_skipped(history)
     outcome = run_gate(
         current, baseline, limits, gate_flagged=args.gate_flagged, across_machines=args.across_machines
     )
@@ -221,7 +233,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     view = view_of(args)
     power_tests = tuple(parse_setting("power_chart", raw, "--power-chart") for raw in args.power_chart)
-    run = RunHistory(state_dir_of(args)).find(args.run)
+    history = RunHistory(state_dir_of(args))
+    try:
+        run = history.find(args.run)
+    finally:
+        say_skipped(history)
     text = export_text(run, args.format, view, power_tests)
     if args.output is None:
         sys.stdout.write(text)

@@ -193,6 +193,32 @@ def test_a_bad_view_choice_is_one_line_naming_the_flag(state_dir, args, message)
     assert failed.stderr.startswith(message) and len(failed.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("show", "main"), ("compare", "main", "run-b"), ("export", "main", "--format", "csv")],
+    ids=["show", "compare", "export"],
+)
+def test_unreadable_runs_are_named_one_line_each_and_the_rest_still_works(state_dir, args):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J, name="main")
+    save(state_dir, "run-b", NOISY_ROUNDS_J, days_after_t0=1)
+    truncated = state_dir / "runs" / "run-c" / "report.json"
+    truncated.parent.mkdir()
+    truncated.write_text('{"run_id": ')
+    naive = state_dir / "runs" / "run-d" / "report.json"
+    naive.parent.mkdir()
+    naive.write_text("[]")
+    os.mkfifo(state_dir / "runs" / "run-e")  # a FIFO where a run folder belongs is never opened
+
+    done = llem(state_dir, *args)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"pytest-llem: skipped runs/{run}/report.json (not a report: 1 validation error for SessionReport)"
+        for run in ("run-c", "run-d")
+    ]
+    assert GPT2 in done.stdout
+
+
 def test_compare_exits_1_with_the_exact_regression_line(state_dir):
     save(state_dir, "run-a", BASELINE_ROUNDS_J, name="main")
     save(state_dir, "run-b", REGRESSED_ROUNDS_J, days_after_t0=1)
