@@ -92,6 +92,12 @@ class ExperimentConfig(BaseModel):
     )
     warmup_batches: int = Field(default=1, ge=0, description="batches run before the measured window")
     rounds: int = Field(default=1, ge=1, description="measured rounds after one load and warm-up")
+    min_window_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="built-in backends repeat their batches until each round is measured this long; "
+        "None: 5 s when a GPU's energy is measured, else 0 (off)",
+    )
     repeats: int = Field(
         default=1, ge=1, description="fresh processes the experiment runs in, in turn; rounds pooled"
     )
@@ -378,6 +384,8 @@ def canonical_config_json(config: ExperimentConfig, workload: str | None) -> str
     excluded = set(NON_MEASUREMENT_FIELDS)
     if config.scenario != "serving":
         excluded |= SERVING_FIELDS
+    if config.min_window_s is None:  # as before the field existed: those experiments keep their hash
+        excluded.add("min_window_s")
     view = config.model_dump(exclude=excluded)
     view["workload"] = workload
     return canonical_json(view)

@@ -78,6 +78,7 @@ SMOKE_FIELDS: dict[str, Any] = {
     "warmup_batches": 0,
     "rounds": 1,
     "repeats": 1,
+    "min_window_s": 0,
     "energy": "none",
 }
 
@@ -312,6 +313,7 @@ class BenchmarkSession:
             "energy": self.settings.energy,
             "rounds": self.settings.rounds,
             "repeats": self.settings.repeats,
+            "min_window_s": self.settings.min_window_s,
         }
         smoke_layer = [SMOKE_FIELDS] if self.settings.smoke else []
         config = build_config(session_defaults, *config_layers, *smoke_layer)

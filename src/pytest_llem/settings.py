@@ -52,6 +52,8 @@ class LlemSettings:
     cooldown_temp_c: float | None = None
     rapl_dram: bool = False
     rounds: int = 1
+    #: None: the field's default (5 s when a GPU's energy is measured, else off).
+    min_window_s: float | None = None
     repeats: int = 1
     save_name: str | None = None
     autosave: bool = False
@@ -255,6 +257,14 @@ SETTINGS = (
         "measured rounds per experiment after one load and warm-up (marker field rounds= wins; default 1)",
         _whole_number(1),
         "N",
+    ),
+    Setting(
+        "min_window_s",
+        "min-window-s",
+        "built-in backends repeat their batches until each round is measured at least this long "
+        "(marker field min_window_s= wins; default 5 when a GPU's energy is measured, else 0: off)",
+        _seconds(0, allow_equal=True),
+        "SECONDS",
     ),
     Setting(
         "repeats",

@@ -202,3 +202,13 @@ def escape_the_group(ctx: ExperimentContext) -> None:
     if ctx.params.get("hang"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(600)
+
+
+def sleeping_passes(ctx: ExperimentContext) -> None:
+    """One round per configured round; each pass sleeps `pass_s` and yields 3 tokens."""
+    pass_s = float(ctx.params.get("pass_s", 0.05))
+    for _ in ctx.rounds():
+        with ctx.window():
+            for _ in ctx.passes():
+                time.sleep(pass_s)
+                ctx.record(output_tokens=3)
