@@ -18,7 +18,7 @@ from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.formatting import figure, markdown_cell, markdown_table
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.metrics import METRICS
-from pytest_llem.output.summary import SPREAD_NOTE, SummaryView, has_spread, numeric_columns, summary_groups
+from pytest_llem.output.summary import SummaryView, numeric_columns, sample_notes, summary_groups
 from pytest_llem.output.terminal import energy_footnotes
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry, SessionReport
@@ -87,8 +87,7 @@ def markdown_summary(
         ]
         lines += ["", *markdown_table(group.header, rows, right_aligned=numeric_columns(view.columns))]
     notes = energy_footnotes([e.result for e in report.experiments if e.result is not None], FLAG_MARK)
-    if has_spread(report.experiments):
-        notes.insert(0, SPREAD_NOTE)
+    notes[:0] = sample_notes(report.experiments)
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     if comparison is not None:
