@@ -372,14 +372,15 @@ def test_a_fixed_id_held_by_a_running_session_gets_a_unique_suffix(
 def test_a_fixed_id_taken_over_during_the_experiment_loses_neither_result(
     bench: BenchmarkSession, other_live_session, monkeypatch: pytest.MonkeyPatch
 ):
-    real_pool = session_module.pool_processes
+    real_repeats = session_module.run_repeats
 
-    def pool_then_taken_over(results):
+    def run_then_taken_over(*args):
+        result = real_repeats(*args)
         # Forced race: the other session creates, measures and finishes the same id meanwhile.
         _held_by(bench.states, "fixed", other_live_session, ExperimentPhase.DONE)
-        return real_pool(results)
+        return result
 
-    monkeypatch.setattr(session_module, "pool_processes", pool_then_taken_over)
+    monkeypatch.setattr(session_module, "run_repeats", run_then_taken_over)
     result = run(bench, workloads.count_tokens, experiment_id="fixed")
     assert result.experiment_id.startswith("fixed-")
     mine = bench.states.load(result.experiment_id)
