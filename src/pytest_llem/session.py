@@ -578,6 +578,13 @@ class BenchmarkSession:
             self._checkpoint()
             if self.worker_id == "main":
                 self.problems.extend(
-                    publish(self.report, self.comparison, self.failures, self.settings, self.root)
+                    publish(
+                        self.report,
+                        self.comparison,
+                        self.failures,
+                        self.settings,
+                        self.root,
+                        refusal=self.gate_outcome.refusal,
+                    )
                 )
         return self.report_path

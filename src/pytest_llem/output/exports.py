@@ -64,9 +64,11 @@ def markdown_summary(
     comparison: Comparison | None = None,
     failures: list[MetricChange] | None = None,
     view: SummaryView | None = None,
+    refusal: str | None = None,
 ) -> str:
     """A GitHub-flavoured Markdown section: the run's table, what energy covers, the comparison,
-    and the lines of what failed the session (regressions, exceeded budgets)."""
+    and the lines of what failed the session (regressions, exceeded budgets, and `refusal`: the
+    gate's `GATE FAILED` line when it compared nothing), as the terminal prints them."""
     title = f"{report.name} ({report.run_id})" if report.name else report.run_id
     machine = f"{report.machine.describe()}, id `{report.machine.id}`" if report.machine else "unknown"
     lines = [
@@ -94,8 +96,9 @@ def markdown_summary(
         lines += ["", *_markdown_comparison(comparison)]
     if failures is None and comparison is not None:
         failures = comparison.failures
-    if failures:
-        lines += ["", "```", *(change.line() for change in failures), "```"]
+    failed = [change.line() for change in failures or []] + ([refusal] if refusal else [])
+    if failed:
+        lines += ["", "```", *failed, "```"]
     return "\n".join(lines) + "\n"
 
 

@@ -22,16 +22,27 @@ from pytest_llem.extras import import_extra
 from pytest_llem.gating.compare import Comparison
 from pytest_llem.output.html.charts import CHART_STYLE
 from pytest_llem.output.html.points import chart_points, short_names
-from pytest_llem.output.html.sections import charts_section, comparison_section, header, results_section
+from pytest_llem.output.html.sections import (
+    charts_section,
+    comparison_section,
+    gate_refusal,
+    header,
+    results_section,
+)
 from pytest_llem.output.summary import SummaryView
 from pytest_llem.store.report import SessionReport
 
 
 def render_html(
-    report: SessionReport, comparison: Comparison | None = None, view: SummaryView | None = None
+    report: SessionReport,
+    comparison: Comparison | None = None,
+    view: SummaryView | None = None,
+    refusal: str | None = None,
 ) -> str:
     """The whole page for `report`, with the comparison section when `comparison` is given;
-    the results table follows `view` (columns, order, groups) as the terminal's does."""
+    the results table follows `view` (columns, order, groups) as the terminal's does.
+    `refusal`: the gate's `GATE FAILED` line, shown under the header when the gate compared
+    nothing."""
     figure_class = import_extra("matplotlib.figure", "html", "the HTML report").Figure
     import matplotlib
 
@@ -39,6 +50,7 @@ def render_html(
     with matplotlib.rc_context(CHART_STYLE):
         sections = [
             header(report),
+            *([gate_refusal(refusal)] if refusal else []),
             results_section(report, view or SummaryView()),
             charts_section(figure_class, points),
         ]

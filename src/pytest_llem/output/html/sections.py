@@ -220,6 +220,12 @@ def charts_section(figure_class: type[Figure], points: list[Point]) -> str:
     return "\n".join(parts)
 
 
+def gate_refusal(refusal: str) -> str:
+    """The gate's `GATE FAILED` line: the run failed because it compared nothing."""
+    line = f"<pre class='failures' id='gate-failed'>{escape(refusal)}</pre>"
+    return f'<section id="gate-section">\n{line}\n</section>'
+
+
 def comparison_section(figure_class: type[Figure], comparison: Comparison, names: dict[str, str]) -> str:
     baseline = comparison.baseline_name or comparison.baseline_run
     parts = [f'<section id="comparison-section">\n<h2>Compared with baseline {escape(baseline)}</h2>']
