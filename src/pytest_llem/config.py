@@ -92,8 +92,16 @@ class ExperimentConfig(BaseModel):
     )
     warmup_batches: int = Field(default=1, ge=0, description="batches run before the measured window")
     rounds: int = Field(default=1, ge=1, description="measured rounds after one load and warm-up")
-    repeats: int = Field(
-        default=1, ge=1, description="fresh processes the experiment runs in, in turn; rounds pooled"
+    min_window_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="built-in backends repeat their batches until each round is measured this long; "
+        "None: 5 s when a GPU's energy is measured, else 0 (off)",
+    )
+    repeats: int | str = Field(
+        default=1,
+        description="fresh processes the experiment runs in, in turn, rounds pooled; 'auto' or 'auto:N': "
+        "more while the comparison with the baseline is undecided, N at most (default 8)",
     )
     compare_fail: dict[str, str] = Field(
         default_factory=dict, description="per-test regression limits, e.g. {'energy_per_token_j': '5%'}"
@@ -164,6 +172,11 @@ class ExperimentConfig(BaseModel):
         if where is not None:
             raise ValueError(f"a NUL character{where} cannot reach a process; remove it")
         return value
+
+    @field_validator("repeats", mode="before")
+    @classmethod
+    def _repeats_usable(cls, repeats: Any) -> int | str:
+        return parse_repeats(repeats)
 
     @field_validator("experiment_id")
     @classmethod
@@ -263,6 +276,37 @@ class ExperimentConfig(BaseModel):
                 )
             ) from None
         return params
+
+
+#: `repeats="auto"` adds processes up to this many unless `auto:N` says otherwise.
+DEFAULT_AUTO_REPEATS = 8
+_AUTO_REPEATS = re.compile(r"auto(?::(\d+))?")
+
+
+def parse_repeats(value: Any) -> int | str:
+    """A count of processes (1 or more), or `auto` / `auto:N`, written back as `auto:N`.
+
+    Raises ValueError with the sentence to show after the field's name.
+    """
+    from pytest_llem.gating.stats import MIN_ROUNDS_FOR_SIGNIFICANCE
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError("must be at least 1, or 'auto' / 'auto:N'")
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return parse_repeats(int(text))
+    match = _AUTO_REPEATS.fullmatch(text)
+    if isinstance(value, bool) or match is None:
+        raise ValueError("expected a number of processes, 'auto' or 'auto:N' (N processes at most)")
+    maximum = int(match.group(1) or DEFAULT_AUTO_REPEATS)
+    if maximum < MIN_ROUNDS_FOR_SIGNIFICANCE:
+        raise ValueError(
+            f"auto:{maximum} allows too few processes for the rank test, which needs "
+            f"{MIN_ROUNDS_FOR_SIGNIFICANCE}; use auto:{MIN_ROUNDS_FOR_SIGNIFICANCE} or more"
+        )
+    return f"auto:{maximum}"
 
 
 _SERVING_DEFAULTS = {
@@ -378,6 +422,8 @@ def canonical_config_json(config: ExperimentConfig, workload: str | None) -> str
     excluded = set(NON_MEASUREMENT_FIELDS)
     if config.scenario != "serving":
         excluded |= SERVING_FIELDS
+    if config.min_window_s is None:  # as before the field existed: those experiments keep their hash
+        excluded.add("min_window_s")
     view = config.model_dump(exclude=excluded)
     view["workload"] = workload
     return canonical_json(view)

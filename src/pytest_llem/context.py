@@ -7,12 +7,16 @@
         ctx.record(output_tokens=n, input_tokens=512)
 
 Windows add up: their durations and energies are summed. If the workload never opens one,
-the worker measures the whole call instead. `ctx.phase("loading model")` tells the pytest
-process what the workload does meanwhile; rounds and windows report `measuring` themselves.
+the worker measures the whole call instead. Inside a window, `for _ in ctx.passes():` repeats
+a pass over the work until the round has been measured for at least `min_window_s` (see
+`ExperimentContext.min_window_s`), so short workloads still give a window long enough to
+trust. `ctx.phase("loading model")` tells the pytest process what the workload does
+meanwhile; rounds and windows report `measuring` themselves.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +45,22 @@ class RoundRecord:
     input_tokens: int | None = None
     batch_latencies_s: list[float] = field(default_factory=list)
     serving: dict[str, float | None] = field(default_factory=dict)
+    #: Passes over the work run by `ctx.passes()` in this round.
+    passes: int = 0
+
+
+def passes_until(min_window_s: float, elapsed_s: Callable[[], float]) -> Iterator[int]:
+    """Yield pass numbers 0, 1, ... until `elapsed_s()` reaches `min_window_s` (at least one pass).
+
+    The one loop behind `ExperimentContext.passes` and accelerate's ranks: a pass is never cut
+    short, so the tokens counted are the tokens really produced.
+    """
+    index = 0
+    while True:
+        yield index
+        index += 1
+        if elapsed_s() >= min_window_s:
+            return
 
 
 class ExperimentContext:
@@ -76,6 +96,37 @@ class ExperimentContext:
         #: Set by the serving workload (scenario="serving").
         self.serving: ServingSummary | None = None
         self._open_parts: set[str] = set()
+        self._window_started_s: float | None = None
+        #: Passes run by `passes()`, over every round.
+        self.passes_run = 0
+
+    @property
+    def min_window_s(self) -> float:
+        """The shortest measured time per round (per experiment without rounds) that `passes()`
+        keeps the work running for: the config's `min_window_s`, else `quality.MIN_WINDOW_S` when
+        the meter reads a GPU (a GPU's power reading needs seconds to be trusted), else 0."""
+        if self.config.min_window_s is not None:
+            return self.config.min_window_s
+        return quality.MIN_WINDOW_S if self._meter.measures_gpus else 0.0
+
+    def measured_s(self) -> float:
+        """Time measured so far in this round (in the experiment, outside rounds), open window included."""
+        windows = self._round.windows if self._round is not None else self.windows
+        open_s = time.perf_counter() - self._window_started_s if self._window_started_s is not None else 0.0
+        return sum(w.duration_s for w in windows) + open_s
+
+    def passes(self) -> Iterator[int]:
+        """Inside an open window: yield once per pass over the work until the round has been
+        measured for `min_window_s`; the result's `extra['passes']` says how many ran."""
+        if not self._window_open:
+            raise RuntimeError("ctx.passes() needs an open ctx.window(): the passes are what it measures")
+        minimum = self.min_window_s
+        for index in passes_until(minimum, self.measured_s):
+            self.passes_run += 1
+            if self._round is not None:
+                self._round.passes += 1
+            yield index
+        self.extra.update(passes=self.passes_run, min_window_s=minimum)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -121,9 +172,11 @@ class ExperimentContext:
             self._report(ProgressEvent.now(MEASURING))
         self._window_open = True
         self._meter.begin_window("llem.window")
+        self._window_started_s = time.perf_counter()
         try:
             yield
         finally:
+            self._window_started_s = None
             measured = self._meter.end_window("llem.window")
             self.windows.append(measured)
             if self._round is not None:

@@ -33,13 +33,14 @@ from pytest_llem.errors import (
     LlemError,
     StorageError,
 )
-from pytest_llem.gating.compare import Comparison, MetricChange
+from pytest_llem.gating.compare import Comparison, MetricChange, measured_by_case, needs_more_samples
+from pytest_llem.gating.fingerprint import fingerprint_differences
 from pytest_llem.gating.gate import GateOutcome, run_gate
 from pytest_llem.gating.work import describe_work
 from pytest_llem.isolation.files import server_log_path
 from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs, run_in_child
 from pytest_llem.isolation.protocol import ExperimentRequest
-from pytest_llem.isolation.repeats import pool_processes
+from pytest_llem.isolation.repeats import RepeatPlan, run_repeats
 from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts, sleep_unless_interrupted
 from pytest_llem.isolation.workload import Workload, describe_workload
 from pytest_llem.output.publish import publish
@@ -79,6 +80,7 @@ SMOKE_FIELDS: dict[str, Any] = {
     "warmup_batches": 0,
     "rounds": 1,
     "repeats": 1,
+    "min_window_s": 0,
     "energy": "none",
 }
 
@@ -313,6 +315,7 @@ class BenchmarkSession:
             "energy": self.settings.energy,
             "rounds": self.settings.rounds,
             "repeats": self.settings.repeats,
+            "min_window_s": self.settings.min_window_s,
         }
         smoke_layer = [SMOKE_FIELDS] if self.settings.smoke else []
         config = build_config(session_defaults, *config_layers, *smoke_layer)
@@ -373,11 +376,13 @@ class BenchmarkSession:
         timeout_s = config.timeout if config.timeout is not None else self.settings.timeout_s
         try:
             # Each process is a fresh child in its own group; a failure in any fails the experiment.
-            result = pool_processes(
-                [
-                    self._run_process(entry.nodeid, request, env, guard, timeout_s, process, config.repeats)
-                    for process in range(config.repeats)
-                ]
+            plan = RepeatPlan.of(config.repeats)
+            result = run_repeats(
+                plan,
+                lambda process: self._run_process(
+                    entry.nodeid, request, env, guard, timeout_s, process, plan.maximum
+                ),
+                partial(self._undecided, entry),
             )
         except ExperimentInterrupted as exc:
             if exc.result is not None:
@@ -389,6 +394,22 @@ class BenchmarkSession:
             self._mark_failed(entry, str(exc))
             raise
         return self._mark_done(entry, result)
+
+    def _undecided(self, entry: ReportEntry, result: ExperimentResult) -> bool:
+        """Whether one more process could decide `entry`'s comparison with its baseline case
+        (`repeats="auto"`); without a baseline, or a baseline on other hardware, nothing can."""
+        if self.baseline is None or self.settings.smoke:
+            return False
+        before = measured_by_case(self.baseline).get(entry.key)
+        if before is None:
+            return False
+        hardware = fingerprint_differences(self.baseline.machine, self.report.machine).hardware
+        if hardware and not self.settings.compare_across_machines:
+            return False
+        prompt_digest = entry.work.prompt_digest if entry.work else None
+        return needs_more_samples(
+            before, result, prompt_digest, self.settings.compare_fail, self.settings.gate_flagged
+        )
 
     def _run_process(
         self,
@@ -563,6 +584,13 @@ class BenchmarkSession:
             self._checkpoint()
             if self.worker_id == "main":
                 self.problems.extend(
-                    publish(self.report, self.comparison, self.failures, self.settings, self.root)
+                    publish(
+                        self.report,
+                        self.comparison,
+                        self.failures,
+                        self.settings,
+                        self.root,
+                        refusal=self.gate_outcome.refusal,
+                    )
                 )
         return self.report_path

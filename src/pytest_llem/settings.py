@@ -54,7 +54,10 @@ class LlemSettings:
     cooldown_temp_c: float | None = None
     rapl_dram: bool = False
     rounds: int = 1
-    repeats: int = 1
+    #: None: the field's default (5 s when a GPU's energy is measured, else off).
+    min_window_s: float | None = None
+    #: A count of processes, or "auto:N" (`config.parse_repeats`).
+    repeats: int | str = 1
     save_name: str | None = None
     autosave: bool = False
     #: "latest" (the newest earlier run on this machine), a run name or id, or a report path.
@@ -133,6 +136,15 @@ def _whole_number(minimum: int) -> Callable[[str, str], int]:
         return value
 
     return parse
+
+
+def _repeats(raw: str, source: str) -> int | str:
+    from pytest_llem.config import parse_repeats
+
+    try:
+        return parse_repeats(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}, got {raw!r}") from None
 
 
 def _path(raw: str, source: str) -> Path:
@@ -268,12 +280,22 @@ SETTINGS = (
         "N",
     ),
     Setting(
+        "min_window_s",
+        "min-window-s",
+        "built-in backends repeat their batches until each round is measured at least this long "
+        "(marker field min_window_s= wins; default 5 when a GPU's energy is measured, else 0: off)",
+        _seconds(0, allow_equal=True),
+        "SECONDS",
+    ),
+    Setting(
         "repeats",
         "repeats",
         "run each experiment N times, each in a fresh process, and pool their rounds, so statistics and "
-        "the regression test include process-to-process variation (the repeats field wins; default 1)",
-        _whole_number(1),
-        "N",
+        "the regression test include process-to-process variation; auto or auto:N: 3, then one more "
+        "while the comparison with the baseline is undecided, N at most (default 8) (the repeats field "
+        "wins; default 1)",
+        _repeats,
+        "N|auto[:N]",
     ),
     Setting("save_name", "save", "name this run in the history", _run_name, "NAME"),
     Setting("autosave", "autosave", "name this run from the git commit, the time and a dirty flag"),

@@ -114,6 +114,38 @@ def test_accelerate_ranks_share_the_work_and_are_measured_once(bench, tiny_model
     assert ranks.extra["decoding"] == single.extra["decoding"]
 
 
+def test_batches_repeat_until_each_round_reaches_min_window_s(bench, tiny_model):
+    fields = {"batch_size": 2, "n_prompts": 4}  # max_new_tokens=5
+    once = pytorch(bench, tiny_model, **fields)
+    assert once.extra["passes"] == 1 and once.output_tokens == 4 * 5
+    # A minimum of several passes' length, whatever this machine's speed.
+    minimum_s = round(3 * once.duration_s, 3)
+    result = pytorch(bench, tiny_model, rounds=2, min_window_s=minimum_s, **fields)
+    assert all(r.duration_s >= minimum_s for r in result.rounds)
+    passes = result.extra["passes"]
+    assert passes > 2 and result.extra["min_window_s"] == minimum_s
+    # Every token really produced is counted: passes x the tokens of one pass.
+    assert result.output_tokens == passes * 4 * 5 == sum(r.output_tokens for r in result.rounds)
+    assert result.input_tokens == passes * once.input_tokens
+    assert result.batch_latency.count == passes * 2
+    # The work is one pass over the prompts, however many passes the machine managed.
+    assert result.extra["output_digest"] == once.extra["output_digest"]
+    assert result.extra["request_tokens_digest"] == once.extra["request_tokens_digest"]
+    assert "short_window" not in [w.code for w in result.warnings]
+
+
+def test_accelerate_ranks_repeat_their_share_until_the_minimum(bench, tiny_model):
+    fields = {"batch_size": 2, "n_prompts": 4, "device": "cpu"}  # max_new_tokens=5
+    single = pytorch(bench, tiny_model, **fields)
+    ranks = pytorch(bench, tiny_model, num_processes=2, min_window_s=1.0, **fields)
+    per_rank = ranks.extra["passes_per_rank"]
+    assert len(per_rank) == 2 and all(p >= 2 for p in per_rank) and ranks.extra["passes"] == sum(per_rank)
+    assert ranks.duration_s >= 1.0
+    assert ranks.output_tokens == sum(p * 2 * 5 for p in per_rank)  # each rank: 2 prompts a pass
+    assert ranks.extra["output_digest"] == single.extra["output_digest"]
+    assert ranks.extra["request_tokens_digest"] == single.extra["request_tokens_digest"]
+
+
 def test_the_checkpoints_decoding_defaults_are_not_applied_and_are_listed(bench, tiny_model, tmp_path):
     import shutil
 
@@ -237,6 +269,36 @@ def test_vllm_adapter_sampling_and_natural_lengths(bench, vllm_stand_in):
         "repetition_penalty": 1.0,
         "source": result.extra["decoding"]["source"],
     }
+
+
+def test_vllm_batches_repeat_until_the_minimum_and_every_token_counts(bench, vllm_stand_in):
+    result = vllm(
+        bench, vllm_stand_in, model="m", n_prompts=4, batch_size=2, max_new_tokens=5, min_window_s=0.2
+    )
+    passes = result.extra["passes"]
+    generates = [c for c in calls(vllm_stand_in["log"]) if c["event"] == "generate"]
+    assert passes > 1 and len(generates) == 1 + passes * 2  # one warm-up batch, then 2 batches a pass
+    assert result.duration_s >= 0.2 and result.output_tokens == passes * 4 * 5
+    assert result.time_to_first_token.count == passes * 4
+
+
+def test_vllm_digests_describe_the_work_and_catch_changed_outputs(bench, vllm_stand_in):
+    from pytest_llem.gating.work import outputs_changed, work_differences
+
+    fields = {"model": "m", "n_prompts": 4, "batch_size": 2, "max_new_tokens": 5}
+    first = vllm(bench, vllm_stand_in, **fields)
+    again = vllm(bench, vllm_stand_in, min_window_s=0.1, **fields)
+    other_weights = {**vllm_stand_in["env"], "VLLM_STAND_IN_WEIGHTS": "7"}
+    changed = run(bench, backend="vllm", env=other_weights, **fields)
+    assert again.extra["passes"] > 1  # more passes, the same work
+    assert first.extra["output_digest"] == again.extra["output_digest"] != changed.extra["output_digest"]
+    digests = {r.extra["request_tokens_digest"] for r in (first, again, changed)}
+    assert len(digests) == 1 and None not in digests
+    fewer = vllm(bench, vllm_stand_in, **{**fields, "max_new_tokens": 4})
+    assert fewer.extra["request_tokens_digest"] != first.extra["request_tokens_digest"]
+    base, same, new = (e.work for e in bench.entries[:3])
+    assert work_differences(base, same) == [] and not outputs_changed(base, same)
+    assert work_differences(base, new) == [] and outputs_changed(base, new)
 
 
 def test_vllm_latencies_come_from_the_v1_metrics_on_one_clock_each(bench, vllm_stand_in):

@@ -65,12 +65,15 @@ def test_collect_only_writes_no_run_and_a_gate_without_a_baseline_fails(suite: P
     assert collected.returncode == 0, collected.stdout
     assert reports(tmp_path / "state") == []
 
-    gated = pytest_in(suite, 100, state, *GATE)
+    markdown, html = tmp_path / "summary.md", tmp_path / "report.html"
+    gated = pytest_in(suite, 100, state, *GATE, f"--llem-markdown={markdown}", f"--llem-html={html}")
     assert gated.returncode == 1, gated.stdout
-    assert (
-        "pytest-llem: GATE FAILED: limits were set but there is no baseline to compare with" in gated.stdout
-    )
+    line = "pytest-llem: GATE FAILED: limits were set but there is no baseline to compare with"
+    assert line in gated.stdout
     assert "Traceback" not in gated.stdout + gated.stderr
+    # The reports people read in CI say why the run failed, as the terminal does.
+    assert line in markdown.read_text()
+    assert f"<pre class='failures' id='gate-failed'>{line}" in html.read_text()
 
 
 def test_a_collect_only_session_never_becomes_the_baseline(suite: Path, tmp_path: Path):

@@ -12,10 +12,11 @@ from pytest_llem.config import build_config
 from pytest_llem.errors import ConfigError
 from pytest_llem.formatting import figure as fmt
 from pytest_llem.gating.budgets import check_budgets
-from pytest_llem.gating.compare import compare_reports
+from pytest_llem.gating.compare import compare_reports, needs_more_samples
 from pytest_llem.gating.limits import parse_limit
 from pytest_llem.gating.metrics import METRICS, round_values
 from pytest_llem.gating.stats import p_worse, sample_values, summarise
+from pytest_llem.gating.work import describe_work
 from pytest_llem.results import RoundResult
 
 
@@ -259,3 +260,40 @@ def test_tied_samples_get_the_exact_permutation_p_every_time(baseline, current):
 def test_untied_samples_get_the_exact_table_p():
     assert p_worse([1, 2, 3, 4, 5], [6, 7, 8, 9, 10], higher_is_better=False) == pytest.approx(1 / 252)
     assert p_worse([1.0, 1.1, 1.2], [1.3, 1.4, 1.5], higher_is_better=False) == pytest.approx(1 / 20)
+
+
+# --- repeats="auto": when more samples could decide ------------------------------------------
+
+
+def more_samples(baseline_rounds, current_rounds, *limits, **current_fields):
+    before = make_entry(GPT2, make_result(baseline_rounds))
+    current = make_result(current_rounds, **current_fields)
+    return needs_more_samples(before, current, None, [parse_limit(x) for x in limits])
+
+
+def test_more_samples_only_while_a_change_beyond_its_limit_is_not_significant():
+    base = [1.0, 1.02, 0.98]
+    assert more_samples(base, [1.5, 1.52, 1.48], "energy_per_token_j:5%") is False  # regression, p=0.05
+    assert more_samples(base, [1.0, 1.01, 0.99], "energy_per_token_j:5%") is False  # within the limit
+    assert more_samples(base, [0.5, 0.51, 0.49], "energy_per_token_j:5%") is False  # improved
+    assert more_samples(base, [1.5, 0.9, 1.6], "energy_per_token_j:5%") is True  # beyond, p > 0.05
+    assert more_samples(base, [1.5, 0.9, 1.6]) is False  # no limit: nothing to decide
+
+
+def test_more_samples_when_the_rank_test_lacks_samples_on_this_side_only():
+    assert more_samples([1.0, 1.02, 0.98], [1.5], "energy_per_token_j:5%") is True
+    # The baseline can never be tested: the limit alone decides, more samples change nothing.
+    assert more_samples([1.0], [1.5], "energy_per_token_j:5%") is False
+
+
+def test_more_samples_never_for_different_work_or_a_per_test_limit_decides():
+    base = [1.0, 1.02, 0.98]
+    before = make_entry(GPT2, make_result(base))
+    config = {**before.config, "max_new_tokens": 8}
+    before.work = describe_work({**before.config, "max_new_tokens": 4}, before.result, None)
+    unclear = make_result([1.5, 0.9, 1.6], config=config)
+    assert needs_more_samples(before, unclear, None, [parse_limit("energy_per_token_j:5%")]) is False
+    per_test = make_result(
+        [1.5, 0.9, 1.6], config={**before.config, "compare_fail": {"energy_per_token_j": "5%"}}
+    )
+    assert needs_more_samples(make_entry(GPT2, make_result(base)), per_test, None) is True

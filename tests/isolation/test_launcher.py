@@ -273,6 +273,34 @@ def test_rounds_keep_each_rounds_figures_and_their_statistics(bench: BenchmarkSe
     assert single.rounds == [] and single.statistics == {} and single.output_tokens == 10
 
 
+def test_passes_repeat_the_work_until_each_round_reaches_min_window_s(bench: BenchmarkSession):
+    result = run(bench, workloads.sleeping_passes, rounds=2, min_window_s=0.3, params={"pass_s": 0.05})
+    assert all(r.duration_s >= 0.3 for r in result.rounds)
+    passes = result.extra["passes"]
+    assert passes >= 2 * 6 and result.extra["min_window_s"] == 0.3
+    assert result.output_tokens == 3 * passes  # every pass counted, none cut short
+    assert "short_window" not in [w.code for w in result.warnings]
+
+
+def test_without_a_minimum_and_without_a_gpu_meter_one_pass_runs(bench: BenchmarkSession):
+    result = run(bench, workloads.sleeping_passes, params={"pass_s": 0.01})
+    assert result.extra["passes"] == 1 and result.extra["min_window_s"] == 0.0
+    assert [w.code for w in result.warnings] == ["energy_not_measured"]
+
+
+def test_a_round_shorter_than_min_window_s_is_flagged_with_no_energy_meter(bench: BenchmarkSession):
+    # measured_rounds ignores ctx.passes(): 0.02 s rounds against a 0.5 s minimum.
+    result = run(bench, workloads.measured_rounds, rounds=2, min_window_s=0.5, energy="none")
+    codes = [w.code for w in result.warnings]
+    assert codes == ["energy_not_measured", "short_window"] and result.flagged
+    (short,) = [w for w in result.warnings if w.code == "short_window"]
+    assert (
+        short.message.startswith("round 1 was measured for 0.0")
+        and "under min_window_s=0.5 s" in short.message
+    )
+    assert "round 2 was measured" in short.message
+
+
 def test_rounds_need_a_workload_that_iterates_them(bench: BenchmarkSession):
     with pytest.raises(ExperimentFailed, match=r"^rounds=2, but the workload never iterates ctx.rounds\(\)"):
         run(bench, workloads.count_tokens, rounds=2)
@@ -344,14 +372,15 @@ def test_a_fixed_id_held_by_a_running_session_gets_a_unique_suffix(
 def test_a_fixed_id_taken_over_during_the_experiment_loses_neither_result(
     bench: BenchmarkSession, other_live_session, monkeypatch: pytest.MonkeyPatch
 ):
-    real_pool = session_module.pool_processes
+    real_repeats = session_module.run_repeats
 
-    def pool_then_taken_over(results):
+    def run_then_taken_over(*args):
+        result = real_repeats(*args)
         # Forced race: the other session creates, measures and finishes the same id meanwhile.
         _held_by(bench.states, "fixed", other_live_session, ExperimentPhase.DONE)
-        return real_pool(results)
+        return result
 
-    monkeypatch.setattr(session_module, "pool_processes", pool_then_taken_over)
+    monkeypatch.setattr(session_module, "run_repeats", run_then_taken_over)
     result = run(bench, workloads.count_tokens, experiment_id="fixed")
     assert result.experiment_id.startswith("fixed-")
     mine = bench.states.load(result.experiment_id)

@@ -104,6 +104,13 @@ def test_markdown_notes_say_what_energy_covers_and_why_it_is_missing():
     assert f"| `{OPT}` | 1 | 2.00 | 5.00 | - | - | passed |" in lines
 
 
+def test_markdown_shows_the_gates_refusal_with_the_failure_lines(report):
+    refusal = "pytest-llem: GATE FAILED: limits were set but there is no baseline to compare with"
+    lines = markdown_summary(report, refusal=refusal).splitlines()
+    assert lines[-3:] == ["```", refusal, "```"]
+    assert "GATE FAILED" not in markdown_summary(report)
+
+
 def test_markdown_escapes_a_pipe_in_a_test_id():
     nodeid = "tests/test_bench.py::test_prompt[a|b]"
     lines = markdown_summary(make_report("r", [make_entry(nodeid, make_result([4.0]))])).splitlines()

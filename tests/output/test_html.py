@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import importlib.util
 import shutil
 import subprocess
@@ -317,6 +318,18 @@ def test_a_run_without_energy_says_why_and_still_charts_throughput():
     assert all(row[4:6] == ["-", "-"] for row in table_rows(root, "results"))  # energy_j, J/token
     notes = " ".join(p.all_text() for p in root.find_all("p", **{"class": "note"}))
     assert "energy not measured: no NVIDIA GPU and RAPL is not readable [3 experiment(s)]" in notes
+
+
+@needs_matplotlib
+def test_the_gates_refusal_is_shown_under_the_header():
+    from pytest_llem.output.html import render_html
+
+    refusal = "pytest-llem: GATE FAILED: none of this run's 1 measured case(s) is in baseline <main>"
+    page = render_html(full_run(), refusal=refusal)
+    shown = "<pre class='failures' id='gate-failed'>" + html.escape(refusal)
+    assert "&lt;main&gt;" in shown
+    assert shown in page and page.index('id="gate-section"') < page.index('id="results-section"')
+    assert "gate-failed" not in render_html(full_run())
 
 
 @needs_matplotlib

@@ -202,3 +202,30 @@ def escape_the_group(ctx: ExperimentContext) -> None:
     if ctx.params.get("hang"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(600)
+
+
+def sleeping_passes(ctx: ExperimentContext) -> None:
+    """One round per configured round; each pass sleeps `pass_s` and yields 3 tokens."""
+    pass_s = float(ctx.params.get("pass_s", 0.05))
+    for _ in ctx.rounds():
+        with ctx.window():
+            for _ in ctx.passes():
+                time.sleep(pass_s)
+                ctx.record(output_tokens=3)
+
+
+def scheduled_throughput(ctx: ExperimentContext) -> None:
+    """Throughput set by the test, process by process: the experiment's i-th process reports
+    `params["rates"][i]` tokens/s (the last one for later processes), whatever the machine's
+    load. Processes run one after another, so a counter file numbers them."""
+    counter = ctx.params["counter"]
+    index = int(open(counter).read()) if os.path.exists(counter) else 0
+    with open(counter, "w") as fh:
+        fh.write(str(index + 1))
+    rates = ctx.params["rates"]
+    rate = float(rates[min(index, len(rates) - 1)])
+    with ctx.window():
+        started = time.perf_counter()
+        time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    ctx.record(output_tokens=max(1, round(rate * elapsed)))

@@ -5,7 +5,8 @@ The worker (the coordinator, which never loads the model) starts one rank proces
 spine's teardown reaches every rank. Each rank sets up accelerate's `PartialState` (one
 device each: `cuda:LOCAL_RANK`, or the CPU with gloo), takes its share of the prompts, loads
 and warms up, then says it is ready. When all are ready the coordinator opens the measured
-window and says go; each rank generates and writes its figures; the window closes when the
+window and says go (with the round's `min_window_s`); each rank generates its share, again
+and again until that long after go, and writes its figures; the window closes when the
 last rank is done. Energy is read once, by the coordinator's meter, for every GPU the
 experiment can see: one meter per rank would count the whole machine several times.
 
@@ -29,7 +30,7 @@ from typing import Any
 from pytest_llem.backends.generation import BatchOutcome, TorchGeneration, record_outcomes
 from pytest_llem.backends.prompts import batched, load_prompts
 from pytest_llem.config import ExperimentConfig
-from pytest_llem.context import ExperimentContext
+from pytest_llem.context import ExperimentContext, passes_until
 from pytest_llem.errors import ConfigError, ExperimentFailed
 from pytest_llem.processes import set_parent_death_signal
 from pytest_llem.progress import LOADING_MODEL
@@ -95,7 +96,8 @@ def coordinate_ranks(ctx: ExperimentContext) -> None:
         try:
             _wait_for(ranks, work_dir, [f"ready-{r}" for r in range(len(ranks))])
             with ctx.window():
-                (work_dir / "go").touch()
+                # Each rank repeats its batches until this long after go: the window lasts as long.
+                atomic_write_text(work_dir / "go", json.dumps({"min_window_s": ctx.min_window_s}))
                 _wait_for(ranks, work_dir, [f"done-{r}.json" for r in range(len(ranks))])
             reports = [json.loads((work_dir / f"done-{r}.json").read_text()) for r in range(len(ranks))]
             for process in ranks:
@@ -105,7 +107,14 @@ def coordinate_ranks(ctx: ExperimentContext) -> None:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
-    record_outcomes(ctx, [BatchOutcome(**o) for report in reports for o in report["outcomes"]])
+    outcomes = [[BatchOutcome(**o) for o in report["outcomes"]] for report in reports]
+    record_outcomes(
+        ctx,
+        [o for rank in outcomes for o in rank],
+        one_pass=[
+            o for rank, report in zip(outcomes, reports, strict=True) for o in rank[: report["per_pass"]]
+        ],
+    )
     ctx.record_resources(
         max(r["peak_memory_bytes"] for r in reports),
         reports[0]["peak_memory_kind"] + " (largest rank)",
@@ -113,6 +122,9 @@ def coordinate_ranks(ctx: ExperimentContext) -> None:
     )
     ctx.record(
         ranks=len(ranks),
+        passes=sum(r["passes"] for r in reports),
+        passes_per_rank=[r["passes"] for r in reports],
+        min_window_s=ctx.min_window_s,
         accelerate_world_size=reports[0]["world_size"],
         device=reports[0]["device"],
         precision=config.precision,
@@ -153,11 +165,19 @@ def rank_main(work_dir: Path) -> None:
     (work_dir / f"ready-{rank}").touch()
     while not (work_dir / "go").exists():
         time.sleep(POLL_S)
-    outcomes = [engine.generate(encoding) for encoding in encodings]
+    started_s = time.perf_counter()
+    min_window_s = json.loads((work_dir / "go").read_text())["min_window_s"]
+    outcomes = []
+    passes = 0
+    for _ in passes_until(min_window_s, lambda: time.perf_counter() - started_s):
+        outcomes.extend(engine.generate(encoding) for encoding in encodings)
+        passes += 1
     peak_bytes, kind = engine.peak_memory()
     processed = sum(o.input_tokens + o.output_tokens for o in outcomes)
     report = {
         "outcomes": [asdict(o) for o in outcomes],
+        "per_pass": len(encodings),
+        "passes": passes,
         "peak_memory_bytes": peak_bytes,
         "peak_memory_kind": kind,
         "flops_estimate": 2.0 * engine.non_embedding_parameters() * processed,

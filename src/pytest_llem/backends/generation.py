@@ -149,7 +149,7 @@ class TorchGeneration:
             output_tokens=sum(outputs),
             latency_s=latency_s,
             first_token_s=timer.first_token_s,
-            output_digest=hashlib.sha256(str(output[:, prompt_length:].tolist()).encode()).hexdigest()[:16],
+            output_digest=token_digest(output[:, prompt_length:].tolist()),
             request_tokens=[[i, o] for i, o in zip(inputs, outputs, strict=True)],
         )
 
@@ -222,12 +222,26 @@ def _load(transformers: Any, torch: Any, config: ExperimentConfig, device: Any) 
     return tokenizer, model.to(device).eval()
 
 
-def record_outcomes(ctx: ExperimentContext, outcomes: list[BatchOutcome]) -> None:
+def token_digest(rows: list[list[int]]) -> str:
+    """Digest of a batch's generated token ids, row by row: equal digests, equal outputs."""
+    return hashlib.sha256(str(rows).encode()).hexdigest()[:16]
+
+
+def record_outcomes(
+    ctx: ExperimentContext, outcomes: list[BatchOutcome], one_pass: list[BatchOutcome] | None = None
+) -> None:
+    """Count every batch run; describe the work by `one_pass` over the prompts (default: all of
+    `outcomes`): further passes repeat the same requests, and how many ran depends on the machine."""
     for outcome in outcomes:
         ctx.record(output_tokens=outcome.output_tokens, input_tokens=outcome.input_tokens)
         ctx.record_latency(batch_s=outcome.latency_s, first_token_s=outcome.first_token_s)
-    digests = "".join(o.output_digest for o in outcomes)
-    ctx.record(
-        output_digest=hashlib.sha256(digests.encode()).hexdigest()[:16],
-        request_tokens_digest=json_digest([pair for o in outcomes for pair in o.request_tokens]),
-    )
+    ctx.record(**describe_outcomes(outcomes if one_pass is None else one_pass))
+
+
+def describe_outcomes(one_pass: list[BatchOutcome]) -> dict[str, str]:
+    """The digests of one pass over the prompts: generated tokens, and each request's counts."""
+    digests = "".join(o.output_digest for o in one_pass)
+    return {
+        "output_digest": hashlib.sha256(digests.encode()).hexdigest()[:16],
+        "request_tokens_digest": json_digest([pair for o in one_pass for pair in o.request_tokens]),
+    }

@@ -2,14 +2,17 @@
 
 Everything up to the measured window happens outside it: loading the tokenizer and model
 through `from_pretrained`, tokenising every batch, and `warmup_batches` of generation. The
-window covers generation only. With `num_processes > 1` the work is spread over ranks
-started through accelerate (see `backends.distributed`), measured once for all of them.
+window covers generation only: every batch, again and again until the round has been
+measured for `min_window_s` (`ExperimentContext.passes`); tokens are counted per batch
+actually run, and `extra['passes']` says how many passes that took. With
+`num_processes > 1` the work is spread over ranks started through accelerate (see
+`backends.distributed`), measured once for all of them.
 """
 
 from __future__ import annotations
 
 from pytest_llem.backends.distributed import coordinate_ranks
-from pytest_llem.backends.generation import TorchGeneration, record_outcomes
+from pytest_llem.backends.generation import BatchOutcome, TorchGeneration, record_outcomes
 from pytest_llem.backends.prompts import batched, load_prompts
 from pytest_llem.context import ExperimentContext
 from pytest_llem.progress import LOADING_MODEL, WARM_UP
@@ -33,9 +36,11 @@ def run(ctx: ExperimentContext) -> None:
     outcomes = []
     for _ in ctx.rounds():
         engine.seed()  # every round draws the same samples, whatever ran before it
+        round_outcomes: list[BatchOutcome] = []
         with ctx.window():
-            round_outcomes = [engine.generate(encoding) for encoding in encodings]
-        record_outcomes(ctx, round_outcomes)
+            for _ in ctx.passes():  # every batch again, until the round lasts min_window_s
+                round_outcomes.extend(engine.generate(encoding) for encoding in encodings)
+        record_outcomes(ctx, round_outcomes, one_pass=round_outcomes[: len(encodings)])
         outcomes.extend(round_outcomes)
     processed = sum(o.input_tokens + o.output_tokens for o in outcomes)
     peak_bytes, kind = engine.peak_memory()

@@ -4,7 +4,8 @@ A thin adapter over vLLM's public API (`LLM`, `SamplingParams`, `LLM.generate` a
 `RequestOutput`s it returns), so that upgrading vLLM rarely touches it. The engine starts
 outside the measured window (with the spine's vLLM environment: in-process engine, spawned
 workers, no torch.compile), warms up, and then each batch of `batch_size` prompts is one
-`generate` call inside the window, with `max_num_seqs=batch_size`.
+`generate` call inside the window, with `max_num_seqs=batch_size`; the batches run again until
+the round has been measured for `min_window_s`, and every token produced is counted.
 
 Latencies come from each request's `metrics`, which `LLM` leaves out unless the engine is
 made with `disable_log_stats=False`. In the V1 engine (vLLM 0.33: `RequestStateStats`)
@@ -20,6 +21,7 @@ import time
 from typing import Any
 
 from pytest_llem.backends import DEFAULT_MAX_NEW_TOKENS
+from pytest_llem.backends.generation import BatchOutcome, describe_outcomes, token_digest
 from pytest_llem.backends.prompts import batched, load_prompts
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.context import ExperimentContext
@@ -139,19 +141,36 @@ def run(ctx: ExperimentContext) -> None:
 
 
 def _measure_round(ctx: ExperimentContext, llm: Any, params: Any, batches: list[list[str]]) -> None:
-    """One round: every batch is one `generate` call inside one measured window."""
+    """One round: every batch is one `generate` call inside one measured window, all batches
+    again until the round has been measured for `min_window_s` (`ExperimentContext.passes`).
+    The work is described by the first pass: generated tokens and each request's counts."""
+    outcomes: list[BatchOutcome] = []
     with ctx.window():
-        for batch in batches:
-            started = time.perf_counter()
-            outputs = llm.generate(batch, params, use_tqdm=False)
-            ctx.record_latency(batch_s=time.perf_counter() - started)
-            for output in outputs:
-                ctx.record(
-                    input_tokens=len(output.prompt_token_ids),
-                    output_tokens=sum(len(completion.token_ids) for completion in output.outputs),
-                )
-                first_token_s, inter_token_s = request_latencies(output)
-                ctx.record_latency(first_token_s=first_token_s, inter_token_s=inter_token_s)
+        for _ in ctx.passes():
+            outcomes.extend(_generate_batch(ctx, llm, params, batch) for batch in batches)
+    ctx.record(**describe_outcomes(outcomes[: len(batches)]))
+
+
+def _generate_batch(ctx: ExperimentContext, llm: Any, params: Any, batch: list[str]) -> BatchOutcome:
+    started = time.perf_counter()
+    outputs = llm.generate(batch, params, use_tqdm=False)
+    latency_s = time.perf_counter() - started
+    ctx.record_latency(batch_s=latency_s)
+    requests = []
+    for output in outputs:
+        request = [len(output.prompt_token_ids), sum(len(c.token_ids) for c in output.outputs)]
+        ctx.record(input_tokens=request[0], output_tokens=request[1])
+        first_token_s, inter_token_s = request_latencies(output)
+        ctx.record_latency(first_token_s=first_token_s, inter_token_s=inter_token_s)
+        requests.append(request)
+    return BatchOutcome(
+        input_tokens=sum(r[0] for r in requests),
+        output_tokens=sum(r[1] for r in requests),
+        latency_s=latency_s,
+        first_token_s=None,
+        output_digest=token_digest([list(c.token_ids) for output in outputs for c in output.outputs]),
+        request_tokens=requests,
+    )
 
 
 def _torch_with_cuda() -> Any:

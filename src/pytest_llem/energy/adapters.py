@@ -51,6 +51,10 @@ class ZeusMeter(EnergyMeter):
             monitor = zeus_monitor.ZeusMonitor()
         self.monitor = monitor
 
+    @property
+    def measures_gpus(self) -> bool:
+        return bool(getattr(self.monitor, "gpu_indices", None))
+
     def _begin_readings(self, name: str) -> None:
         # The meter synchronises CUDA itself, and only where the workload initialised it.
         self.monitor.begin_window(name, sync_execution=False)

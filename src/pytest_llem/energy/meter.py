@@ -66,6 +66,12 @@ class EnergyMeter(ABC):
     def __init__(self) -> None:
         self._window_starts: dict[str, float] = {}
 
+    @property
+    def measures_gpus(self) -> bool:
+        """Whether the meter reads a GPU: then a round is measured for `MIN_WINDOW_S` at least
+        unless the config says otherwise (see `ExperimentContext.min_window_s`)."""
+        return False
+
     def begin_window(self, name: str) -> None:
         if name in self._window_starts:
             raise ValueError(f"window {name!r} is already open")
@@ -152,6 +158,10 @@ class SampledMeter(EnergyMeter):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._process_group = os.getpgrp()
+
+    @property
+    def measures_gpus(self) -> bool:
+        return any(device.kind == "gpu" for device in self.devices)
 
     def _read_all(
         self, windows: list[_OpenWindow], now: float, check_processes: bool, slow: bool = True

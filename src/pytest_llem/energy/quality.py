@@ -109,6 +109,27 @@ def assess_window(
     return merge_flags(warnings)
 
 
+def assess_length(round_durations_s: list[float], min_window_s: float) -> list[QualityWarning]:
+    """`short_window` for each round (or the whole measurement) shorter than `min_window_s`.
+
+    About the time measured, so it applies with every meter, `energy='none'` included: a round
+    of a few milliseconds times scheduling noise as much as the work.
+    """
+    numbered = len(round_durations_s) > 1
+    return merge_flags(
+        [
+            flag(
+                SHORT_WINDOW,
+                f"{f'round {index + 1}' if numbered else 'the work'} was measured for {duration_s:.2f} s, "
+                f"under min_window_s={min_window_s:g} s; measure more work per round (the built-in "
+                "backends repeat their batches until the minimum is reached)",
+            )
+            for index, duration_s in enumerate(round_durations_s)
+            if duration_s < min_window_s
+        ]
+    )
+
+
 def _device_flags(device: DeviceEnergy) -> list[QualityWarning]:
     warnings = []
     label = device.device

@@ -27,7 +27,7 @@ from pytest_llem.gating.stats import (
     sample_summary,
     sample_values,
 )
-from pytest_llem.gating.work import outputs_changed, work_differences
+from pytest_llem.gating.work import describe_work, outputs_changed, work_differences
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry, SessionReport
 
@@ -50,6 +50,8 @@ class MetricChange(BaseModel):
     limit: str | None = None
     status: Status = "ok"
     note: str | None = None
+    #: Beyond its limit, but the rank test found it not significant: more samples could decide.
+    inconclusive: bool = False
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "test",
@@ -213,6 +215,42 @@ def compare_reports(
     return comparison
 
 
+def needs_more_samples(
+    before: ReportEntry,
+    current: ExperimentResult,
+    prompt_digest: str | None,
+    limits: Iterable[Limit] = (),
+    gate_flagged: bool = False,
+) -> bool:
+    """Whether more processes of `current` could decide its comparison with `before` (the same
+        case in the baseline run; `prompt_digest`: the current run's prompts), which `compare_reports`
+    would otherwise leave undecided: a change
+        beyond its limit that is not significant, or one the rank test cannot judge yet because
+        `current` has too few samples while the baseline has enough. Decided either way (within
+        every limit, a regression, improved, incomparable work, a flag not gated): False.
+
+        `repeats="auto"` asks this after each process (`isolation.repeats.run_repeats`).
+    """
+    old = before.result
+    if old is None:
+        return False
+    if work_differences(before.work, describe_work(current.config, current, prompt_digest)):
+        return False
+    test_limits = {**{limit.metric.name: limit for limit in limits}, **limits_of_test(current, before.nodeid)}
+    for name, limit in test_limits.items():
+        metric = METRICS[name]
+        change = _change(before.nodeid, metric, old, current, limit, gate_flagged)
+        if change is None:
+            continue
+        if change.inconclusive:
+            return True
+        untested = change.p_value is None and change.status == "regression"
+        testable = len(sample_values(old.rounds, metric)) >= MIN_ROUNDS_FOR_SIGNIFICANCE
+        if untested and testable and len(sample_values(current.rounds, metric)) < MIN_ROUNDS_FOR_SIGNIFICANCE:
+            return True
+    return False
+
+
 def _change(
     nodeid: str,
     metric: Metric,
@@ -252,6 +290,7 @@ def _change(
         change.note = f"beyond the limit but within the ±{change.uncertainty_pct:.1f}% uncertainty"
     elif change.p_value is not None and change.p_value > SIGNIFICANCE_LEVEL:
         change.note = f"beyond the limit but not significant (p={change.p_value:.3g})"
+        change.inconclusive = True
     elif (baseline.flagged or current.flagged) and not gate_flagged:
         change.status = "flagged"
         change.note = "beyond the limit, but a measurement-quality flag is set: not gated"

@@ -5,14 +5,66 @@ vary less than separate runs do; regression tests then see differences between s
 significant. Running the experiment in several processes and treating each process as one
 sample (see `stats.sample_values`) puts that variation into the statistics, as asv does with
 its repeated processes. Each process loads the model again: the price of honest error bars.
+
+`repeats="auto"` (or `"auto:N"`) pays that price only where it buys an answer: it starts with
+the fewest processes the rank test can decide on (`gating.stats.MIN_ROUNDS_FOR_SIGNIFICANCE`)
+and adds one at a time while the case's comparison with its baseline is undecided
+(`gating.compare.needs_more_samples`), up to N (default `config.DEFAULT_AUTO_REPEATS`). Without a
+baseline or a limit there is nothing to decide, and the minimum is run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from pytest_llem.context import combine_windows
+from pytest_llem.gating.stats import MIN_ROUNDS_FOR_SIGNIFICANCE
 from pytest_llem.isolation.assembly import assemble_result
 from pytest_llem.progress import add_durations
 from pytest_llem.results import EnergyTotals, ExperimentResult, RoundResult, WindowMeasurement, sum_or_none
+
+
+@dataclass(frozen=True)
+class RepeatPlan:
+    """How many processes an experiment runs in: `minimum` always, more while undecided."""
+
+    minimum: int
+    maximum: int
+
+    @property
+    def adaptive(self) -> bool:
+        return self.maximum > self.minimum
+
+    @classmethod
+    def of(cls, repeats: int | str) -> RepeatPlan:
+        """`repeats` as `ExperimentConfig` holds it: a count, or `auto:N` (`config.parse_repeats`)."""
+        if isinstance(repeats, int):
+            return cls(repeats, repeats)
+        maximum = int(repeats.partition(":")[2])
+        return cls(min(MIN_ROUNDS_FOR_SIGNIFICANCE, maximum), maximum)
+
+
+def run_repeats(
+    plan: RepeatPlan,
+    run_process: Callable[[int], ExperimentResult],
+    undecided: Callable[[ExperimentResult], bool],
+) -> ExperimentResult:
+    """Run `plan.minimum` processes, then one more at a time while `undecided` says the pooled
+    result cannot settle its comparison yet, up to `plan.maximum`. `run_process(i)` runs the
+    i-th process. An adaptive plan's result says how many processes it took and whether that
+    decided (`extra`: `repeats`, `repeats_max`, `repeats_decided`)."""
+    results = [run_process(index) for index in range(plan.minimum)]
+    pooled = pool_processes(results)
+    if not plan.adaptive:
+        return pooled
+    still_open = undecided(pooled)
+    while still_open and len(results) < plan.maximum:
+        results.append(run_process(len(results)))
+        pooled = pool_processes(results)
+        still_open = undecided(pooled)
+    pooled.extra.update(repeats=len(results), repeats_max=plan.maximum, repeats_decided=not still_open)
+    return pooled
 
 
 def as_rounds(result: ExperimentResult, process: int) -> list[RoundResult]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytest_llem.context import ExperimentContext, RoundRecord, combine_windows
+from pytest_llem.energy import quality
 from pytest_llem.energy.factory import create_meter
 from pytest_llem.errors import ConfigError, LlemError
 from pytest_llem.isolation.assembly import assemble_result
@@ -96,6 +97,10 @@ def run_request(
             "loop `for _ in ctx.rounds():` around its measured windows"
         )
     rounds = [summarise_round(index, record) for index, record in enumerate(ctx.round_records)]
+    if ctx.min_window_s > 0:
+        lengths = [r.duration_s for r in rounds] or [measured.duration_s]
+        short = quality.assess_length(lengths, ctx.min_window_s)
+        measured = measured.model_copy(update={"warnings": quality.merge_flags([*measured.warnings, *short])})
     return assemble_result(
         identity={
             "experiment_id": request.experiment_id,

@@ -18,7 +18,7 @@ from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.formatting import figure, markdown_cell, markdown_table
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.metrics import METRICS
-from pytest_llem.output.summary import SPREAD_NOTE, SummaryView, has_spread, numeric_columns, summary_groups
+from pytest_llem.output.summary import SummaryView, numeric_columns, sample_notes, summary_groups
 from pytest_llem.output.terminal import energy_footnotes
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry, SessionReport
@@ -68,9 +68,11 @@ def markdown_summary(
     comparison: Comparison | None = None,
     failures: list[MetricChange] | None = None,
     view: SummaryView | None = None,
+    refusal: str | None = None,
 ) -> str:
     """A GitHub-flavoured Markdown section: the run's table, what energy covers, the comparison,
-    and the lines of what failed the session (regressions, exceeded budgets)."""
+    and the lines of what failed the session (regressions, exceeded budgets, and `refusal`: the
+    gate's `GATE FAILED` line when it compared nothing), as the terminal prints them."""
     title = f"{report.name} ({report.run_id})" if report.name else report.run_id
     machine = f"{report.machine.describe()}, id `{report.machine.id}`" if report.machine else "unknown"
     lines = [
@@ -91,16 +93,16 @@ def markdown_summary(
         ]
         lines += ["", *markdown_table(group.header, rows, right_aligned=numeric_columns(view.columns))]
     notes = energy_footnotes([e.result for e in report.experiments if e.result is not None], FLAG_MARK)
-    if has_spread(report.experiments):
-        notes.insert(0, SPREAD_NOTE)
+    notes[:0] = sample_notes(report.experiments)
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     if comparison is not None:
         lines += ["", *_markdown_comparison(comparison)]
     if failures is None and comparison is not None:
         failures = comparison.failures
-    if failures:
-        lines += ["", "```", *(change.line() for change in failures), "```"]
+    failed = [change.line() for change in failures or []] + ([refusal] if refusal else [])
+    if failed:
+        lines += ["", "```", *failed, "```"]
     return "\n".join(lines) + "\n"
 
 

@@ -27,8 +27,11 @@ def publish(
     settings: LlemSettings,
     root: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    refusal: str | None = None,
 ) -> list[str]:
-    """Write every output asked for; return one sentence per output that could not be written."""
+    """Write every output asked for; return one sentence per output that could not be written.
+
+    `refusal`: the gate's `GATE FAILED` line, if it failed the run for comparing nothing."""
     from pytest_llem.output import exports
 
     environ = os.environ if environ is None else environ
@@ -46,7 +49,9 @@ def publish(
     markdown_path = settings.markdown_path
     step_summary = environ.get(GITHUB_STEP_SUMMARY)
     if markdown_path is not None or step_summary:
-        markdown = redact_text(exports.markdown_summary(report, comparison, failures, view), root=root)
+        markdown = redact_text(
+            exports.markdown_summary(report, comparison, failures, view, refusal), root=root
+        )
         if markdown_path is not None:
             attempt(f"--llem-markdown {markdown_path}", lambda: _write(markdown_path, markdown))
         if step_summary:
@@ -57,9 +62,8 @@ def publish(
         def write_html() -> None:
             from pytest_llem.output.html import render_html
 
-            _write(
-                html_path, redact_text(render_html(report, comparison, view, settings.power_chart), root=root)
-            )
+            page = render_html(report, comparison, view, settings.power_chart, refusal)
+            _write(html_path, redact_text(page, root=root))
 
         attempt(f"--llem-html {html_path}", write_html)
     if settings.benchmark_json_path is not None:

@@ -135,6 +135,24 @@ def has_spread(entries: list[ReportEntry]) -> bool:
     return any(e.result is not None and sample_count(e.result) > 1 for e in entries)
 
 
+def sample_notes(entries: list[ReportEntry]) -> list[str]:
+    """The notes under every results table about samples: what a median [IQR] cell is, and
+    how many processes each case with `repeats="auto"` needed (of its maximum)."""
+    notes = [SPREAD_NOTE] if has_spread(entries) else []
+    needed = [
+        f"{e.nodeid} {e.result.extra['repeats']}/{e.result.extra['repeats_max']}"
+        + ("" if e.result.extra.get("repeats_decided") else " (still undecided)")
+        for e in entries
+        if e.result is not None and "repeats_max" in e.result.extra
+    ]
+    if needed:
+        notes.append(
+            "repeats=auto: processes each case needed to settle its comparison, of its maximum: "
+            + ", ".join(needed)
+        )
+    return notes
+
+
 def _cell(entry: ReportEntry, name: str, status: Callable[[ReportEntry], str]) -> str:
     result = entry.result
     if name == "status":

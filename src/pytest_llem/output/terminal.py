@@ -12,7 +12,7 @@ from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.formatting import aligned
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.output.serving_table import format_serving_table
-from pytest_llem.output.summary import SPREAD_NOTE, SummaryView, has_spread, numeric_columns, summary_groups
+from pytest_llem.output.summary import SummaryView, numeric_columns, sample_notes, summary_groups
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry
 
@@ -31,8 +31,7 @@ def format_summary(entries: list[ReportEntry], view: SummaryView | None = None) 
             lines.append(f"{group.title}:")
         lines += aligned(group.header, group.rows, right_aligned=numeric_columns(view.columns))
     lines.extend(format_serving_table(entries))
-    if has_spread(entries):
-        lines.append(SPREAD_NOTE)
+    lines.extend(sample_notes(entries))
     lines.extend(energy_footnotes([e.result for e in entries if e.result is not None]))
     return lines
 

@@ -22,7 +22,13 @@ from pytest_llem.extras import import_extra
 from pytest_llem.gating.compare import Comparison
 from pytest_llem.output.html.charts import CHART_STYLE
 from pytest_llem.output.html.points import chart_points, short_names
-from pytest_llem.output.html.sections import charts_section, comparison_section, header, results_section
+from pytest_llem.output.html.sections import (
+    charts_section,
+    comparison_section,
+    gate_refusal,
+    header,
+    results_section,
+)
 from pytest_llem.output.summary import SummaryView
 from pytest_llem.store.report import SessionReport
 
@@ -32,10 +38,13 @@ def render_html(
     comparison: Comparison | None = None,
     view: SummaryView | None = None,
     power_tests: tuple[str, ...] = (),
+    refusal: str | None = None,
 ) -> str:
     """The whole page for `report`, with the comparison section when `comparison` is given;
     the results table follows `view` (columns, order, groups) as the terminal's does, and
-    power over time is drawn for the tests `power_tests` choose (`power_chart_points`)."""
+    power over time is drawn for the tests `power_tests` choose (`power_chart_points`).
+    `refusal`: the gate's `GATE FAILED` line, shown under the header when the gate compared
+    nothing."""
     figure_class = import_extra("matplotlib.figure", "html", "the HTML report").Figure
     import matplotlib
 
@@ -43,6 +52,7 @@ def render_html(
     with matplotlib.rc_context(CHART_STYLE):
         sections = [
             header(report),
+            *([gate_refusal(refusal)] if refusal else []),
             results_section(report, view or SummaryView()),
             charts_section(figure_class, points, power_tests),
         ]

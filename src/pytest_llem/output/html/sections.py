@@ -11,10 +11,9 @@ from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.formatting import figure_or_missing, number
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.output.summary import (
-    SPREAD_NOTE,
     SummaryView,
-    has_spread,
     numeric_columns,
+    sample_notes,
     summary_groups,
     summary_header,
 )
@@ -91,8 +90,10 @@ def results_section(report: SessionReport, view: SummaryView) -> str:
             rows.append(f"<tr class='group'><th colspan='{width}'>{escape(group.title)}</th></tr>")
         rows += [_result_row(entry, view, row) for entry, row in zip(group.entries, group.rows, strict=True)]
     results = [e.result for e in report.experiments if e.result is not None]
-    spread = [SPREAD_NOTE] if has_spread(report.experiments) else []
-    notes = "".join(f'<p class="note">{escape(line)}</p>' for line in [*spread, *_energy_lines(results)])
+    notes = "".join(
+        f'<p class="note">{escape(line)}</p>'
+        for line in [*sample_notes(report.experiments), *_energy_lines(results)]
+    )
     errors = [e for e in report.experiments if e.error]
     error_list = ""
     if errors:
@@ -230,6 +231,12 @@ def _power_charts(figure_class: type[Figure], points: list[Point], power_tests: 
         parts.append(figure_element(f"chart-power-{index}", figure, caption, css_class="power"))
     parts.append("</div>")
     return parts
+
+
+def gate_refusal(refusal: str) -> str:
+    """The gate's `GATE FAILED` line: the run failed because it compared nothing."""
+    line = f"<pre class='failures' id='gate-failed'>{escape(refusal)}</pre>"
+    return f'<section id="gate-section">\n{line}\n</section>'
 
 
 def comparison_section(figure_class: type[Figure], comparison: Comparison, names: dict[str, str]) -> str:

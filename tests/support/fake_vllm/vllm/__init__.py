@@ -26,8 +26,10 @@ pytest-llem's adapter reaches:
 Put this folder first on PYTHONPATH. Each call is appended as a JSON line to the file named
 by `VLLM_STAND_IN_LOG`, so a test can check what the adapter asked for. Behaviour it models:
 a prompt is one token per word; without `ignore_eos` a request stops early (at half of
-`max_tokens`), as if the model wrote its end-of-sequence token. Times are simulated (no
-sleeping): the first token comes `FIRST_TOKEN_S` after arrival, then one every `TOKEN_S`.
+`max_tokens`), as if the model wrote its end-of-sequence token; the tokens written depend on
+the prompt and on `VLLM_STAND_IN_WEIGHTS` (a number standing for the model's weights). Times
+are simulated (no sleeping): the first token comes `FIRST_TOKEN_S` after arrival, then one
+every `TOKEN_S`.
 """
 
 from __future__ import annotations
@@ -172,6 +174,13 @@ class RequestOutput:
     metrics: RequestStateStats | None = None
 
 
+def _token_ids(prompt: str, generated: int) -> list[int]:
+    """What greedy decoding of `prompt` writes: fixed for a prompt, shifted by the stand-in's
+    `VLLM_STAND_IN_WEIGHTS` (as other weights would write other tokens)."""
+    start = len(prompt) * 31 + int(os.environ.get("VLLM_STAND_IN_WEIGHTS", "0"))
+    return [(start + i) % 50_000 for i in range(generated)]
+
+
 class LLM:
     def __init__(
         self,
@@ -234,7 +243,7 @@ class LLM:
                     prompt=prompt,
                     prompt_token_ids=list(range(len(prompt.split()))),
                     prompt_logprobs=None,
-                    outputs=[CompletionOutput(0, "", list(range(generated)), finish_reason="length")],
+                    outputs=[CompletionOutput(0, "", _token_ids(prompt, generated), finish_reason="length")],
                     metrics=None if self.engine_args.disable_log_stats else dataclasses.replace(metrics),
                 )
             )
