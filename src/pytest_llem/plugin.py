@@ -123,6 +123,25 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     except LlemError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
     bench.progress = _live_progress(session.config)
+    bench.notify = _notice_writer(session.config)
+
+
+def _notice_writer(config: pytest.Config) -> Any:
+    """Lines to be seen while a test waits (for GPUs), past the output capture; an xdist
+    worker's go to its stderr, which xdist leaves on the terminal."""
+    import contextlib
+    import sys
+
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    prefix = f"pytest-llem [{worker}]: " if worker else "pytest-llem: "
+
+    def write(line: str) -> None:
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            sys.stderr.write(_redacted(prefix + line) + "\n")
+            sys.stderr.flush()
+
+    return write
 
 
 def _live_progress(config: pytest.Config) -> Any:

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 from pytest_llem import __version__
 from pytest_llem.backends import builtin_workload
 from pytest_llem.backends.prompts import load_prompts
-from pytest_llem.config import build_config, compute_config_hash, json_digest
+from pytest_llem.config import ExperimentConfig, build_config, compute_config_hash, json_digest
 from pytest_llem.energy.idle import IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.energy.uncertainty import energy_uncertainty
@@ -36,7 +36,13 @@ from pytest_llem.errors import (
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.gate import GateOutcome, run_gate
 from pytest_llem.gating.work import describe_work
-from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs, run_in_child
+from pytest_llem.isolation.launcher import (
+    ProgressCallback,
+    build_experiment_env,
+    reclaim_work_dirs,
+    run_in_child,
+)
+from pytest_llem.isolation.leases import GpuInfo, Lease, LeaseTable, gpu_request, host_gpus, place_result
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import pool_processes
 from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts, sleep_unless_interrupted
@@ -122,12 +128,19 @@ class BenchmarkSession:
         worker_id: str = "main",
         run_id: str | None = None,
     ) -> None:
+        self._gpu_inventory: list[GpuInfo] | None = None
+        self._lease: Lease | None = None
+        #: Lines for the user while a session waits (a GPU lease); the plugin writes them uncaptured.
+        self.notify: Callable[[str], None] = lambda line: print(f"pytest-llem: {line}", file=sys.stderr)
         #: Smoke mode keeps states and the report in a folder removed at `finish`: no history.
         self.smoke_dir: Path | None = None
         if settings.smoke:
             self.smoke_dir = Path(tempfile.mkdtemp(prefix="pytest-llem-smoke-"))
             settings = smoke_settings(settings, self.smoke_dir)
         self.settings = settings
+        #: GPU leases, shared by every session that shares the state dir (a smoke session, which
+        #: measures nothing and leaves no trace, keeps its own).
+        self.leases = LeaseTable(settings.state_dir)
         self.root = root
         set_extra_secret_names(settings.redact_env)
         self.worker_id = worker_id
@@ -294,6 +307,7 @@ class BenchmarkSession:
                 entry.error = self._redact(str(exc))
                 raise
             finally:
+                self._release_lease()
                 self._checkpoint()
         if guard.received is not None:
             # The experiment finished just as the signal came: it is kept, the session stops.
@@ -352,7 +366,9 @@ class BenchmarkSession:
         env = build_experiment_env(config, experiment_id)
         if self.settings.redact_env:  # the child redacts what it writes too
             env[EXTRA_NAMES_ENV] = ",".join(self.settings.redact_env)
-        # Before the experiment exists: a Ctrl-C during a long cool-down leaves no state behind.
+        # Before the experiment exists: a Ctrl-C while waiting for GPUs or during a long
+        # cool-down leaves no state behind.
+        self._lease = self._take_lease(config, experiment_id, env, guard)
         if self.settings.smoke:
             meter_options = self.settings.meter_options()
         else:
@@ -380,14 +396,58 @@ class BenchmarkSession:
             )
         except ExperimentInterrupted as exc:
             if exc.result is not None:
-                self._mark_done(entry, exc.result)
+                self._mark_done(entry, self._placed(exc.result))
             else:
                 self._mark_failed(entry, f"interrupted by {exc.signal_name}; its process group was killed")
             raise
         except ExperimentFailed as exc:
             self._mark_failed(entry, str(exc))
             raise
-        return self._mark_done(entry, result)
+        return self._mark_done(entry, self._placed(result))
+
+    def _launch(
+        self,
+        request: ExperimentRequest,
+        env: dict[str, str],
+        guard: InterruptGuard,
+        timeout_s: float | None,
+        on_progress: ProgressCallback | None = None,
+    ) -> ExperimentResult:
+        """One process of the experiment, in a local child group."""
+        return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s, on_progress=on_progress)
+
+    def _take_lease(
+        self, config: ExperimentConfig, experiment_id: str, env: dict[str, str], guard: InterruptGuard
+    ) -> Lease | None:
+        """Wait for the GPUs `config` needs (isolation.leases); the child sees exactly those."""
+        if self._gpu_inventory is None:
+            self._gpu_inventory = host_gpus()
+        lease = self.leases.acquire(
+            experiment_id,
+            gpu_request(config),
+            self._gpu_inventory,
+            sleep=partial(sleep_unless_interrupted, guard=guard),
+            notify=self.notify,
+        )
+        if lease.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = lease.cuda_visible_devices
+        for row in self.leases.reclaimed:
+            self.problems.append(
+                f"reclaimed the lease of {row['experiment_id']} ({len(row['gpus'])} GPU(s)): its pytest "
+                f"process (pid {row['pid']}) is gone"
+            )
+        self.leases.reclaimed.clear()
+        return lease
+
+    def _placed(self, result: ExperimentResult) -> ExperimentResult:
+        """Release the lease and record where the result was measured."""
+        lease, self._lease = self._lease, None
+        return result if lease is None else place_result(result, lease)
+
+    def _release_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
     def _run_process(
         self,
@@ -402,13 +462,11 @@ class BenchmarkSession:
         """One of the experiment's processes, followed by `self.progress` while it runs."""
         listener = self.progress
         if listener is None:
-            return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s)
+            return self._launch(request, env, guard, timeout_s)
         listener.started(nodeid, process + 1, processes)
         outcome = "failed"
         try:
-            result = run_in_child(
-                request, env=env, guard=guard, timeout_s=timeout_s, on_progress=listener.update
-            )
+            result = self._launch(request, env, guard, timeout_s, listener.update)
             outcome = "done"
             return result
         except ExperimentInterrupted:
