@@ -122,6 +122,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         bench.start()
     except LlemError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for line in bench.start_notes if reporter is not None else ():
+        reporter.write_line(_redacted(f"pytest-llem: {line}"))
     bench.progress = _live_progress(session.config)
     bench.notify = _notice_writer(session.config)
 

@@ -46,6 +46,13 @@ from pytest_llem.isolation.leases import GpuInfo, Lease, LeaseTable, gpu_request
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import pool_processes
 from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts, sleep_unless_interrupted
+from pytest_llem.isolation.slurm import (
+    NodeSettings,
+    SlurmOptions,
+    check_slurm,
+    run_in_slurm_job,
+    slurm_gpu_count,
+)
 from pytest_llem.isolation.workload import Workload, describe_workload
 from pytest_llem.output.publish import publish
 from pytest_llem.output.summary import SummaryView
@@ -150,6 +157,8 @@ class BenchmarkSession:
         )
         self.report_name = "report.json" if worker_id == "main" else f"report-{worker_id}.json"
         self.report_path: Path | None = None
+        #: Lines for the terminal as the session starts (which filesystem Slurm jobs rely on).
+        self.start_notes: list[str] = []
         #: Problems that did not stop the session, for the terminal summary.
         self.problems: list[str] = []
         self.idle = IdleBaselines(settings.baseline_s, settings.sample_interval_s)
@@ -193,6 +202,8 @@ class BenchmarkSession:
                 "choose another with --llem-state-dir or PYTEST_LLEM_STATE_DIR"
             ) from None
         make_reserve(self.settings.state_dir)
+        if self.settings.launcher == "slurm":
+            self.start_notes.append(check_slurm(self.settings.state_dir))
         reclaim_work_dirs()  # left by a pytest that was SIGKILLed
         stale = self.states.cleanup_stale()
         self.report.stale_experiments = [s.experiment_id for s in stale]
@@ -369,7 +380,7 @@ class BenchmarkSession:
         # Before the experiment exists: a Ctrl-C while waiting for GPUs or during a long
         # cool-down leaves no state behind.
         self._lease = self._take_lease(config, experiment_id, env, guard)
-        if self.settings.smoke:
+        if self.settings.smoke or self.settings.launcher == "slurm":  # a job measures idle on its node
             meter_options = self.settings.meter_options()
         else:
             meter_options = self._prepare_devices(config.energy, env, guard)
@@ -413,13 +424,32 @@ class BenchmarkSession:
         timeout_s: float | None,
         on_progress: ProgressCallback | None = None,
     ) -> ExperimentResult:
-        """One process of the experiment, in a local child group."""
-        return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s, on_progress=on_progress)
+        """One process of the experiment: a local child group, or a Slurm job (`--llem-launcher`)."""
+        if self.settings.launcher != "slurm":
+            return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s, on_progress=on_progress)
+        settings = self.settings
+        return run_in_slurm_job(
+            request,
+            env=env,
+            guard=guard,
+            options=SlurmOptions.from_settings(settings),
+            node=NodeSettings(
+                baseline_s=settings.baseline_s,
+                cooldown_s=settings.cooldown_s,
+                cooldown_temp_c=settings.cooldown_temp_c,
+            ),
+            gpus=slurm_gpu_count(request.config, settings.slurm_gpus_per_node),
+            timeout_s=timeout_s,
+            on_progress=on_progress,
+        )
 
     def _take_lease(
         self, config: ExperimentConfig, experiment_id: str, env: dict[str, str], guard: InterruptGuard
     ) -> Lease | None:
-        """Wait for the GPUs `config` needs (isolation.leases); the child sees exactly those."""
+        """Wait for the GPUs `config` needs (isolation.leases); the child sees exactly those.
+        A Slurm job is given its GPUs by Slurm and registers on its node's table itself."""
+        if self.settings.launcher == "slurm":
+            return None
         if self._gpu_inventory is None:
             self._gpu_inventory = host_gpus()
         lease = self.leases.acquire(
