@@ -409,7 +409,12 @@ class BenchmarkSession:
             if exc.result is not None:
                 self._mark_done(entry, self._placed(exc.result))
             else:
-                self._mark_failed(entry, f"interrupted by {exc.signal_name}; its process group was killed")
+                ended = (
+                    "Slurm job was cancelled"
+                    if self.settings.launcher == "slurm"
+                    else "process group was killed"
+                )
+                self._mark_failed(entry, f"interrupted by {exc.signal_name}; its {ended}")
             raise
         except ExperimentFailed as exc:
             self._mark_failed(entry, str(exc))

@@ -205,7 +205,14 @@ def test_the_result_records_where_it_ran(tmp_path: Path, monkeypatch: pytest.Mon
     table = LeaseTable(tmp_path, host="node-a")
     lease = table.acquire("e", GpuRequest(count=2), FOUR_GPUS)
     table.acquire("beside", GpuRequest(count=1), FOUR_GPUS)
-    placed = place_result(_result([DeviceEnergy(device="gpu0", kind="gpu", energy_j=1.0)]), lease)
+    devices = [
+        DeviceEnergy(device="gpu0", kind="gpu", energy_j=1.0),
+        DeviceEnergy(device="cpu-package-0", kind="cpu", energy_j=2.0),
+    ]
+    placed = place_result(_result(devices), lease)
+    # "beside" ran meanwhile: the CPU's energy is withheld, the flag says why.
+    assert (placed.energy_j, placed.cpu_energy_j) == (1.0, None)
+    assert [w.code for w in placed.warnings] == [SHARED_HOST_ENERGY]
     assert placed.placement is not None
     assert placed.placement.model_dump() == {
         "host": "node-a",

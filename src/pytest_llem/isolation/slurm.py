@@ -163,7 +163,8 @@ def check_slurm(state_dir: Path) -> str:
 def describe_shared_filesystem(state_dir: Path) -> str:
     fstype = filesystem_type(state_dir)
     line = (
-        f"Slurm jobs exchange requests and results through the state dir {state_dir} ({fstype}); "
+        f"Slurm jobs exchange requests and results through the state dir {Path(state_dir).resolve()} "
+        f"({fstype}); "
         "compute nodes must see it at the same path"
     )
     if fstype in LOCAL_FILESYSTEMS:
