@@ -116,7 +116,7 @@ def test_four_xdist_workers_never_share_a_gpu(pytester: pytest.Pytester, four_gp
         assert not a[3] & b[3], f"{a[0]} and {b[0]} held {a[3] & b[3]} at the same time"
     # Each result names the experiments that ran beside it on the host.
     assert any(e["result"]["placement"]["overlapped_with"] for e in entries)
-    assert json.loads((state_dir / LEASE_DIR / TABLE_FILE).read_text()) == {"leases": {}}
+    assert json.loads((state_dir / LEASE_DIR / TABLE_FILE).read_text()) == {"leases": {}, "waiting": {}}
 
 
 def test_a_second_session_waits_for_the_gpus_with_a_line_saying_so(

@@ -64,7 +64,7 @@ def test_leases_grant_whole_gpus_no_one_else_holds(tmp_path: Path):
     assert [g.index for g in c.gpus] == [0, 1]
     # Each knows who ran beside it; a released row is gone from the table.
     assert b.release() == ["a", "c"] and c.release() == ["b"]
-    assert json.loads((tmp_path / LEASE_DIR / TABLE_FILE).read_text()) == {"leases": {}}
+    assert json.loads((tmp_path / LEASE_DIR / TABLE_FILE).read_text()) == {"leases": {}, "waiting": {}}
 
 
 def test_a_request_that_could_never_be_granted_is_one_line(tmp_path: Path):
@@ -91,6 +91,28 @@ def test_the_waiting_experiment_says_what_it_waits_for_and_gets_it_when_freed(tm
     assert lines == [f"waiting for 1 GPU(s) for waiter; held by holder (pid {os.getpid()}, 4 GPU(s))"]
 
 
+def test_waiting_is_first_come_first_served(tmp_path: Path):
+    holder = LeaseTable(tmp_path).acquire("holder", GpuRequest(count=3), FOUR_GPUS)
+    pair, single = LeaseTable(tmp_path), LeaseTable(tmp_path)
+    # The pair waits (one GPU is free): it takes its place in line.
+    assert [
+        row["experiment_id"] for row in pair.try_acquire("pair", GpuRequest(count=2), FOUR_GPUS, "t1")
+    ] == ["holder"]
+    # One GPU is free, but the pair came first: the single waits behind it.
+    waited = single.try_acquire("single", GpuRequest(count=1), FOUR_GPUS, "t2")
+    assert [(row["experiment_id"], row.get("waiting", False)) for row in waited] == [
+        ("holder", False),
+        ("pair", True),
+    ]
+    holder.release()
+    assert isinstance(single.try_acquire("single", GpuRequest(count=1), FOUR_GPUS, "t2"), list)
+    granted = pair.try_acquire("pair", GpuRequest(count=2), FOUR_GPUS, "t1")
+    assert not isinstance(granted, list) and [g.index for g in granted.gpus] == [0, 1]
+    lease = single.try_acquire("single", GpuRequest(count=1), FOUR_GPUS, "t2")
+    assert not isinstance(lease, list) and [g.index for g in lease.gpus] == [2]
+    assert json.loads((tmp_path / LEASE_DIR / TABLE_FILE).read_text())["waiting"] == {}
+
+
 def test_a_signal_stops_the_wait(tmp_path: Path):
     LeaseTable(tmp_path).acquire("holder", GpuRequest(count=4), FOUR_GPUS)
 
@@ -102,6 +124,8 @@ def test_a_signal_stops_the_wait(tmp_path: Path):
 
     with pytest.raises(Interrupted):
         LeaseTable(tmp_path).acquire("waiter", GpuRequest(count=1), FOUR_GPUS, sleep=sleep)
+    # It gave up its place in line: nobody waits behind a waiter that is gone.
+    assert json.loads((tmp_path / LEASE_DIR / TABLE_FILE).read_text())["waiting"] == {}
 
 
 HOLDER = """

@@ -126,8 +126,24 @@ class Lease:
         return self.overlapped_with
 
 
+@dataclass
+class _Rows:
+    """The table as read under the lock: granted leases, and experiments waiting in turn."""
+
+    leases: dict[str, dict[str, Any]]
+    waiting: dict[str, dict[str, Any]]
+
+    def dump(self) -> str:
+        return json.dumps({"leases": self.leases, "waiting": self.waiting}, indent=1, sort_keys=True)
+
+
 class LeaseTable:
-    """The host's lease table under `state_dir`; every operation holds its lock briefly."""
+    """The host's lease table under `state_dir`; every operation holds its lock briefly.
+
+    Waiting is first come, first served on each host: an experiment that waits takes a place
+    in `waiting`, and a later one is granted nothing until every earlier one has been, so a
+    two-GPU experiment is never starved by a stream of one-GPU ones.
+    """
 
     def __init__(self, state_dir: Path, host: str | None = None) -> None:
         self.dir = Path(state_dir) / LEASE_DIR
@@ -136,64 +152,94 @@ class LeaseTable:
         self.reclaimed: list[dict[str, Any]] = []
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, dict[str, Any]]]:
+    def _locked(self) -> Iterator[_Rows]:
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             rows = self._read()
-            before = json.dumps(rows, sort_keys=True)
-            for lease_id, row in list(rows.items()):
-                if row["host"] == self.host and not process_is_alive(row["pid"], row["pid_start_time"]):
-                    self.reclaimed.append(rows.pop(lease_id))
+            before = rows.dump()
+            for table in (rows.leases, rows.waiting):
+                for key, row in list(table.items()):
+                    if row["host"] == self.host and not process_is_alive(row["pid"], row["pid_start_time"]):
+                        dropped = table.pop(key)
+                        if table is rows.leases:
+                            self.reclaimed.append(dropped)
             yield rows
-            if json.dumps(rows, sort_keys=True) != before:
-                atomic_write_text(self.dir / TABLE_FILE, json.dumps({"leases": rows}, indent=1))
+            if rows.dump() != before:
+                atomic_write_text(self.dir / TABLE_FILE, rows.dump())
         finally:
             os.close(fd)  # closing the descriptor drops the lock
 
-    def _read(self) -> dict[str, dict[str, Any]]:
+    def _read(self) -> _Rows:
         try:
-            return dict(json.loads((self.dir / TABLE_FILE).read_text())["leases"])
+            payload = json.loads((self.dir / TABLE_FILE).read_text())
+            return _Rows(dict(payload["leases"]), dict(payload.get("waiting", {})))
         except FileNotFoundError:
-            return {}
-        except (ValueError, KeyError, TypeError):
-            return {}  # a torn or foreign file: every live holder rewrites its row at release
+            return _Rows({}, {})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return _Rows({}, {})  # a torn or foreign file: every live holder rewrites its row at release
 
     def rows(self) -> list[dict[str, Any]]:
         with self._locked() as rows:
-            return list(rows.values())
+            return list(rows.leases.values())
+
+    def _holder(self, experiment_id: str) -> dict[str, Any]:
+        me = os.getpid()
+        return {
+            "experiment_id": experiment_id,
+            "host": self.host,
+            "pid": me,
+            "pid_start_time": process_start_time(me),
+            "since": time.time(),
+        }
 
     def try_acquire(
-        self, experiment_id: str, request: GpuRequest | None, inventory: list[GpuInfo]
+        self,
+        experiment_id: str,
+        request: GpuRequest | None,
+        inventory: list[GpuInfo],
+        ticket: str | None = None,
     ) -> Lease | list[dict[str, Any]]:
-        """The lease, or the rows holding what is missing (to say what we wait for)."""
+        """The lease, or the rows it waits on: holders of what is missing, and experiments that
+        have waited longer (marked "waiting"). With a `ticket`, a refusal keeps its place in line."""
         with self._locked() as rows:
-            here = [row for row in rows.values() if row["host"] == self.host]
+            here = [row for row in rows.leases.values() if row["host"] == self.host]
             held = {uuid_ for row in here for uuid_ in row["gpus"]}
-            granted = _choose(request, inventory, held)
+            mine = rows.waiting.get(ticket) if ticket else None
+            my_turn = (mine["since"], ticket) if mine else (time.time(), ticket or "")
+            ahead = [
+                {**row, "waiting": True}
+                for key, row in sorted(rows.waiting.items(), key=lambda item: (item[1]["since"], item[0]))
+                if row["host"] == self.host and key != ticket and (row["since"], key) < my_turn
+            ]
+            needs_gpus = request is not None and bool(inventory)
+            granted = None if needs_gpus and ahead else _choose(request, inventory, held)
             if granted is None:
+                if ticket and mine is None:
+                    rows.waiting[ticket] = {**self._holder(experiment_id), "wants": request.describe()}
                 wanted = _wanted(request, inventory)
-                return [row for row in here if wanted is None or wanted & set(row["gpus"])]
+                return [row for row in here if wanted is None or wanted & set(row["gpus"])] + ahead
+            if ticket:
+                rows.waiting.pop(ticket, None)
             lease_id = uuid.uuid4().hex
-            me = os.getpid()
             for row in here:
                 row["overlapped_with"] = sorted({*row["overlapped_with"], experiment_id})
-            rows[lease_id] = {
-                "experiment_id": experiment_id,
-                "host": self.host,
-                "pid": me,
-                "pid_start_time": process_start_time(me),
+            rows.leases[lease_id] = {
+                **self._holder(experiment_id),
                 "gpus": [gpu.uuid for gpu in granted],
-                "since": time.time(),
                 "overlapped_with": sorted({row["experiment_id"] for row in here}),
             }
             return Lease(lease_id, experiment_id, self.host, granted, self)
 
     def release(self, lease_id: str) -> list[str]:
         with self._locked() as rows:
-            row = rows.pop(lease_id, None)
+            row = rows.leases.pop(lease_id, None)
         return list(row["overlapped_with"]) if row else []
+
+    def _leave_line(self, ticket: str) -> None:
+        with self._locked() as rows:
+            rows.waiting.pop(ticket, None)
 
     def acquire(
         self,
@@ -207,20 +253,38 @@ class LeaseTable:
         """Wait until `request` can be granted; `sleep` may raise to stop waiting (a signal)."""
         check_request(request, inventory)
         last_notice: tuple[float, str] | None = None
-        while True:
-            outcome = self.try_acquire(experiment_id, request, inventory)
-            if isinstance(outcome, Lease):
-                return outcome
-            holders = ", ".join(
-                f"{row['experiment_id']} (pid {row['pid']}, {len(row['gpus'])} GPU(s))" for row in outcome
-            )
-            assert request is not None  # without GPUs nothing is ever waited for
-            line = f"waiting for {request.describe()} for {experiment_id}; held by {holders or 'nobody'}"
-            now = time.monotonic()
-            if last_notice is None or last_notice[1] != line or now - last_notice[0] > WAIT_NOTICE_INTERVAL_S:
-                notify(line)
-                last_notice = (now, line)
-            sleep(POLL_INTERVAL_S)
+        ticket = uuid.uuid4().hex
+        try:
+            while True:
+                outcome = self.try_acquire(experiment_id, request, inventory, ticket)
+                if isinstance(outcome, Lease):
+                    return outcome
+                assert request is not None  # without GPUs nothing is ever waited for
+                line = f"waiting for {request.describe()} for {experiment_id}; " + _waiting_on(outcome)
+                now = time.monotonic()
+                if (
+                    last_notice is None
+                    or last_notice[1] != line
+                    or now - last_notice[0] > WAIT_NOTICE_INTERVAL_S
+                ):
+                    notify(line)
+                    last_notice = (now, line)
+                sleep(POLL_INTERVAL_S)
+        except BaseException:
+            self._leave_line(ticket)
+            raise
+
+
+def _waiting_on(rows: list[dict[str, Any]]) -> str:
+    holders = [r for r in rows if not r.get("waiting")]
+    ahead = [r for r in rows if r.get("waiting")]
+    text = "held by " + (
+        ", ".join(f"{r['experiment_id']} (pid {r['pid']}, {len(r['gpus'])} GPU(s))" for r in holders)
+        or "nobody"
+    )
+    if ahead:
+        text += "; after " + ", ".join(f"{r['experiment_id']} (waiting for {r['wants']})" for r in ahead)
+    return text
 
 
 def check_request(request: GpuRequest | None, inventory: list[GpuInfo]) -> None:
