@@ -466,23 +466,34 @@ class BenchmarkSession:
         )
         if lease.gpus:
             env["CUDA_VISIBLE_DEVICES"] = lease.cuda_visible_devices
+        self._note_lease_problems()
+        return lease
+
+    def _note_lease_problems(self) -> None:
         for row in self.leases.reclaimed:
             self.problems.append(
                 f"reclaimed the lease of {row['experiment_id']} ({len(row['gpus'])} GPU(s)): its pytest "
                 f"process (pid {row['pid']}) is gone"
             )
+        for problem in self.leases.write_problems:
+            self.problems.append(
+                f"a GPU lease could not be released on disk ({problem}); it is freed when pytest ends"
+            )
         self.leases.reclaimed.clear()
-        return lease
+        self.leases.write_problems.clear()
 
     def _placed(self, result: ExperimentResult) -> ExperimentResult:
         """Release the lease and record where the result was measured."""
         lease, self._lease = self._lease, None
-        return result if lease is None else place_result(result, lease)
+        placed = result if lease is None else place_result(result, lease)
+        self._note_lease_problems()
+        return placed
 
     def _release_lease(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.release()
+            self._note_lease_problems()
 
     def _run_process(
         self,

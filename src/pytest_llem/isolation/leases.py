@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem.config import ExperimentConfig
-from pytest_llem.errors import ConfigError, MeterUnavailable
+from pytest_llem.errors import ConfigError, MeterUnavailable, StorageError
 from pytest_llem.isolation.assembly import without_host_energy
 from pytest_llem.processes import process_is_alive, process_start_time
 from pytest_llem.results import ExperimentResult, Placement
-from pytest_llem.store.atomic import atomic_write_text
+from pytest_llem.store.atomic import DiskFull, atomic_write_text
 
 LEASE_DIR = "gpu-leases"
 TABLE_FILE = "table.json"
@@ -150,9 +150,13 @@ class LeaseTable:
         self.host = host or socket.gethostname()
         #: Rows dropped because their holder was gone, for the session's notes.
         self.reclaimed: list[dict[str, Any]] = []
+        #: Releases that could not be written (a full disk), for the session's notes.
+        self.write_problems: list[str] = []
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[_Rows]:
+    def _locked(self, must_write: bool = True) -> Iterator[_Rows]:
+        """The table under the lock, written back if changed. With `must_write` False a failed
+        write (a full disk) is only noted: a row left behind is reclaimed once its process ends."""
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -167,7 +171,15 @@ class LeaseTable:
                             self.reclaimed.append(dropped)
             yield rows
             if rows.dump() != before:
-                atomic_write_text(self.dir / TABLE_FILE, rows.dump())
+                try:
+                    atomic_write_text(self.dir / TABLE_FILE, rows.dump(), use_reserve=False)
+                except OSError as exc:
+                    if must_write:
+                        raise StorageError(
+                            f"cannot write the GPU lease table {self.dir / TABLE_FILE}: {exc}"
+                        ) from None
+                    if not isinstance(exc, DiskFull):  # a full disk is the session's own one line
+                        self.write_problems.append(str(exc))
         finally:
             os.close(fd)  # closing the descriptor drops the lock
 
@@ -233,12 +245,13 @@ class LeaseTable:
             return Lease(lease_id, experiment_id, self.host, granted, self)
 
     def release(self, lease_id: str) -> list[str]:
-        with self._locked() as rows:
+        # Never fails an experiment's bookkeeping: a full disk must not keep its result from its state.
+        with self._locked(must_write=False) as rows:
             row = rows.leases.pop(lease_id, None)
         return list(row["overlapped_with"]) if row else []
 
     def _leave_line(self, ticket: str) -> None:
-        with self._locked() as rows:
+        with self._locked(must_write=False) as rows:
             rows.waiting.pop(ticket, None)
 
     def acquire(
