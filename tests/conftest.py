@@ -6,6 +6,7 @@ from types import ModuleType
 
 import pytest
 from fake_nvml import load_fake_nvml
+from slurm_cluster import slurm_cluster  # noqa: F401 - the session's Slurm cluster, a fixture
 
 from pytest_llem.config import build_config
 from pytest_llem.session import BenchmarkSession

@@ -114,8 +114,10 @@ class ExperimentConfig(BaseModel):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="vllm")
     max_model_len: int | None = Field(default=None, ge=1, description="vllm")
     enforce_eager: bool = Field(default=False, description="vllm: no CUDA graphs")
-    gpus: list[int] | None = Field(
-        default=None, description="GPU indices to pin through CUDA_VISIBLE_DEVICES"
+    gpus: int | list[int] | None = Field(
+        default=None,
+        description="a number of whole GPUs to lease, or NVML indices; default: tensor_parallel_size "
+        "or num_processes GPUs (1) when the host has any",
     )
     # Serving benchmarks (scenario="serving"): a server under load, see pytest_llem.backends.serving.
     scenario: Scenario = Field(default="offline", description="serving: an OpenAI-compatible server")
@@ -187,8 +189,10 @@ class ExperimentConfig(BaseModel):
 
     @field_validator("gpus")
     @classmethod
-    def _gpus_non_negative(cls, gpus: list[int] | None) -> list[int] | None:
-        if gpus is not None and any(g < 0 for g in gpus):
+    def _gpus_non_negative(cls, gpus: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(gpus, int) and gpus < 0:
+            raise ValueError("a number of GPUs is 0 (none) or more")
+        if isinstance(gpus, list) and any(g < 0 for g in gpus):
             raise ValueError("GPU indices must be 0 or more")
         return gpus
 

@@ -122,7 +122,29 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         bench.start()
     except LlemError as exc:
         raise pytest.UsageError(f"pytest-llem: {exc}") from None
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for line in bench.start_notes if reporter is not None else ():
+        reporter.write_line(_redacted(f"pytest-llem: {line}"))
     bench.progress = _live_progress(session.config)
+    bench.notify = _notice_writer(session.config)
+
+
+def _notice_writer(config: pytest.Config) -> Any:
+    """Lines to be seen while a test waits (for GPUs), past the output capture; an xdist
+    worker's go to its stderr, which xdist leaves on the terminal."""
+    import contextlib
+    import sys
+
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    prefix = f"pytest-llem [{worker}]: " if worker else "pytest-llem: "
+
+    def write(line: str) -> None:
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            sys.stderr.write(_redacted(prefix + line) + "\n")
+            sys.stderr.flush()
+
+    return write
 
 
 def _live_progress(config: pytest.Config) -> Any:
@@ -330,10 +352,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for line in bench.gate_outcome.failure_lines():
         write(line, red=True, bold=True)
     workers = {entry.worker_id for entry in bench.entries}
-    if len(workers) > 1:
+    if len(workers) > 1 and bench.settings.launcher == "local":
         write(
             f"pytest-llem: experiments ran on {len(workers)} xdist workers at once; "
-            "they shared this machine, so their time and energy figures affect each other"
+            "they shared this machine, so their time and energy figures affect each other "
+            "(each held its own GPUs; host energy measured meanwhile is withheld: shared_host_energy)"
         )
     if bench.report.stale_experiments:
         write(

@@ -396,6 +396,24 @@ class ServingSummary(BaseModel):
         }
 
 
+class Placement(BaseModel):
+    """Where an experiment ran: its host, the GPUs it held, the scheduler's job, who ran beside it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    gpu_uuids: list[str] = Field(default_factory=list, description="the GPUs leased to it, whole")
+    gpu_indices: list[int] = Field(default_factory=list, description="their NVML indices on the host")
+    job_id: str | None = Field(default=None, description="the Slurm job it ran in, if any")
+    overlapped_with: list[str] = Field(
+        default_factory=list, description="experiments that ran on the same host at the same time"
+    )
+
+    def describe(self) -> str:
+        gpus = f"GPU {','.join(map(str, self.gpu_indices))}" if self.gpu_indices else "no GPU"
+        return f"{self.host}, {gpus}" + (f", job {self.job_id}" if self.job_id else "")
+
+
 class ExperimentResult(BaseModel):
     """One experiment's measured figures. Rates are derived, so they can never disagree."""
 
@@ -444,6 +462,7 @@ class ExperimentResult(BaseModel):
     )
     extra: dict[str, Any] = Field(default_factory=dict)
     serving: ServingSummary | None = Field(default=None, description="scenario='serving' only")
+    placement: Placement | None = Field(default=None, description="where it ran (set by the pytest process)")
     started_at: UtcDatetime
     finished_at: UtcDatetime
     resumed: bool = False

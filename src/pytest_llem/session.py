@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 from pytest_llem import __version__
 from pytest_llem.backends import builtin_workload
 from pytest_llem.backends.prompts import load_prompts
-from pytest_llem.config import build_config, compute_config_hash, json_digest
+from pytest_llem.config import ExperimentConfig, build_config, compute_config_hash, json_digest
 from pytest_llem.energy.idle import IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.energy.uncertainty import energy_uncertainty
@@ -38,10 +38,23 @@ from pytest_llem.gating.fingerprint import fingerprint_differences
 from pytest_llem.gating.gate import GateOutcome, run_gate
 from pytest_llem.gating.work import describe_work
 from pytest_llem.isolation.files import server_log_path
-from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs, run_in_child
+from pytest_llem.isolation.launcher import (
+    ProgressCallback,
+    build_experiment_env,
+    reclaim_work_dirs,
+    run_in_child,
+)
+from pytest_llem.isolation.leases import GpuInfo, Lease, LeaseTable, gpu_request, host_gpus, place_result
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import RepeatPlan, run_repeats
 from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts, sleep_unless_interrupted
+from pytest_llem.isolation.slurm import (
+    NodeSettings,
+    SlurmOptions,
+    check_slurm,
+    run_in_slurm_job,
+    slurm_gpu_count,
+)
 from pytest_llem.isolation.workload import Workload, describe_workload
 from pytest_llem.output.publish import publish
 from pytest_llem.output.summary import SummaryView
@@ -125,12 +138,19 @@ class BenchmarkSession:
         worker_id: str = "main",
         run_id: str | None = None,
     ) -> None:
+        self._gpu_inventory: list[GpuInfo] | None = None
+        self._lease: Lease | None = None
+        #: Lines for the user while a session waits (a GPU lease); the plugin writes them uncaptured.
+        self.notify: Callable[[str], None] = lambda line: print(f"pytest-llem: {line}", file=sys.stderr)
         #: Smoke mode keeps states and the report in a folder removed at `finish`: no history.
         self.smoke_dir: Path | None = None
         if settings.smoke:
             self.smoke_dir = Path(tempfile.mkdtemp(prefix="pytest-llem-smoke-"))
             settings = smoke_settings(settings, self.smoke_dir)
         self.settings = settings
+        #: GPU leases, shared by every session that shares the state dir (a smoke session, which
+        #: measures nothing and leaves no trace, keeps its own).
+        self.leases = LeaseTable(settings.state_dir)
         self.root = root
         set_extra_secret_names(settings.redact_env)
         self.worker_id = worker_id
@@ -140,6 +160,8 @@ class BenchmarkSession:
         )
         self.report_name = "report.json" if worker_id == "main" else f"report-{worker_id}.json"
         self.report_path: Path | None = None
+        #: Lines for the terminal as the session starts (which filesystem Slurm jobs rely on).
+        self.start_notes: list[str] = []
         #: Problems that did not stop the session, for the terminal summary.
         self.problems: list[str] = []
         self.idle = IdleBaselines(settings.baseline_s, settings.sample_interval_s)
@@ -183,6 +205,8 @@ class BenchmarkSession:
                 "choose another with --llem-state-dir or PYTEST_LLEM_STATE_DIR"
             ) from None
         make_reserve(self.settings.state_dir)
+        if self.settings.launcher == "slurm":
+            self.start_notes.append(check_slurm(self.settings.state_dir))
         reclaim_work_dirs()  # left by a pytest that was SIGKILLed
         stale = self.states.cleanup_stale()
         self.report.stale_experiments = [s.experiment_id for s in stale]
@@ -297,6 +321,7 @@ class BenchmarkSession:
                 entry.error = self._redact(str(exc))
                 raise
             finally:
+                self._release_lease()
                 self._checkpoint()
         if guard.received is not None:
             # The experiment finished just as the signal came: it is kept, the session stops.
@@ -356,8 +381,10 @@ class BenchmarkSession:
         env = build_experiment_env(config, experiment_id)
         if self.settings.redact_env:  # the child redacts what it writes too
             env[EXTRA_NAMES_ENV] = ",".join(self.settings.redact_env)
-        # Before the experiment exists: a Ctrl-C during a long cool-down leaves no state behind.
-        if self.settings.smoke:
+        # Before the experiment exists: a Ctrl-C while waiting for GPUs or during a long
+        # cool-down leaves no state behind.
+        self._lease = self._take_lease(config, experiment_id, env, guard)
+        if self.settings.smoke or self.settings.launcher == "slurm":  # a job measures idle on its node
             meter_options = self.settings.meter_options()
         else:
             meter_options = self._prepare_devices(config.energy, env, guard)
@@ -386,14 +413,93 @@ class BenchmarkSession:
             )
         except ExperimentInterrupted as exc:
             if exc.result is not None:
-                self._mark_done(entry, exc.result)
+                self._mark_done(entry, self._placed(exc.result))
             else:
-                self._mark_failed(entry, f"interrupted by {exc.signal_name}; its process group was killed")
+                ended = (
+                    "Slurm job was cancelled"
+                    if self.settings.launcher == "slurm"
+                    else "process group was killed"
+                )
+                self._mark_failed(entry, f"interrupted by {exc.signal_name}; its {ended}")
             raise
         except ExperimentFailed as exc:
             self._mark_failed(entry, str(exc))
             raise
-        return self._mark_done(entry, result)
+        return self._mark_done(entry, self._placed(result))
+
+    def _launch(
+        self,
+        request: ExperimentRequest,
+        env: dict[str, str],
+        guard: InterruptGuard,
+        timeout_s: float | None,
+        on_progress: ProgressCallback | None = None,
+    ) -> ExperimentResult:
+        """One process of the experiment: a local child group, or a Slurm job (`--llem-launcher`)."""
+        if self.settings.launcher != "slurm":
+            return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s, on_progress=on_progress)
+        settings = self.settings
+        return run_in_slurm_job(
+            request,
+            env=env,
+            guard=guard,
+            options=SlurmOptions.from_settings(settings),
+            node=NodeSettings(
+                baseline_s=settings.baseline_s,
+                cooldown_s=settings.cooldown_s,
+                cooldown_temp_c=settings.cooldown_temp_c,
+            ),
+            gpus=slurm_gpu_count(request.config, settings.slurm_gpus_per_node),
+            timeout_s=timeout_s,
+            on_progress=on_progress,
+        )
+
+    def _take_lease(
+        self, config: ExperimentConfig, experiment_id: str, env: dict[str, str], guard: InterruptGuard
+    ) -> Lease | None:
+        """Wait for the GPUs `config` needs (isolation.leases); the child sees exactly those.
+        A Slurm job is given its GPUs by Slurm and registers on its node's table itself."""
+        if self.settings.launcher == "slurm":
+            return None
+        if self._gpu_inventory is None:
+            self._gpu_inventory = host_gpus()
+        lease = self.leases.acquire(
+            experiment_id,
+            gpu_request(config),
+            self._gpu_inventory,
+            sleep=partial(sleep_unless_interrupted, guard=guard),
+            notify=self.notify,
+        )
+        if lease.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = lease.cuda_visible_devices
+        self._note_lease_problems()
+        return lease
+
+    def _note_lease_problems(self) -> None:
+        for row in self.leases.reclaimed:
+            self.problems.append(
+                f"reclaimed the lease of {row['experiment_id']} ({len(row['gpus'])} GPU(s)): its pytest "
+                f"process (pid {row['pid']}) is gone"
+            )
+        for problem in self.leases.write_problems:
+            self.problems.append(
+                f"a GPU lease could not be released on disk ({problem}); it is freed when pytest ends"
+            )
+        self.leases.reclaimed.clear()
+        self.leases.write_problems.clear()
+
+    def _placed(self, result: ExperimentResult) -> ExperimentResult:
+        """Release the lease and record where the result was measured."""
+        lease, self._lease = self._lease, None
+        placed = result if lease is None else place_result(result, lease)
+        self._note_lease_problems()
+        return placed
+
+    def _release_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
+            self._note_lease_problems()
 
     def _undecided(self, entry: ReportEntry, result: ExperimentResult) -> bool:
         """Whether one more process could decide `entry`'s comparison with its baseline case
@@ -425,13 +531,11 @@ class BenchmarkSession:
         listener = self.progress
         try:
             if listener is None:
-                return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s)
+                return self._launch(request, env, guard, timeout_s)
             listener.started(nodeid, process + 1, processes)
             outcome = "failed"
             try:
-                result = run_in_child(
-                    request, env=env, guard=guard, timeout_s=timeout_s, on_progress=listener.update
-                )
+                result = self._launch(request, env, guard, timeout_s, listener.update)
                 outcome = "done"
                 return result
             except ExperimentInterrupted:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,13 @@ class LlemSettings:
     power_chart: tuple[str, ...] = ()
     #: Environment variables whose values are kept out of every output, besides secret-looking names.
     redact_env: tuple[str, ...] = ()
+    #: Where each experiment runs: "local" (a child of this process) or "slurm" (a Slurm job).
+    launcher: str = "local"
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    slurm_time: str | None = None
+    slurm_gpus_per_node: int | None = None
+    slurm_args: tuple[str, ...] = ()
 
     def summary_view(self) -> SummaryView:
         """The results table's columns, order and grouping (terminal, Markdown and HTML)."""
@@ -187,6 +195,31 @@ def _env_name(raw: str, source: str) -> str:
     if not name or "=" in name or "\0" in name or "," in name:
         raise ConfigError(f"{source}: {raw!r} is not an environment variable name (no '=', ',' or NUL)")
     return name
+
+
+LAUNCHERS = ("local", "slurm")
+# Slurm's --time formats: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
+_SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}")
+
+
+def _launcher(raw: str, source: str) -> str:
+    if raw not in LAUNCHERS:
+        raise ConfigError(f"{source}: unknown launcher {raw!r}; choose one of {', '.join(LAUNCHERS)}")
+    return raw
+
+
+def _slurm_time(raw: str, source: str) -> str:
+    if not _SLURM_TIME.fullmatch(raw.strip()):
+        raise ConfigError(
+            f"{source}: {raw!r} is not a Slurm time limit; write minutes (30), HH:MM:SS or D-HH:MM:SS"
+        )
+    return raw.strip()
+
+
+def _text(raw: str, source: str) -> str:
+    if not raw.strip():
+        raise ConfigError(f"{source}: empty; give a value or leave the option out")
+    return raw.strip()
 
 
 def _limit(raw: str, source: str) -> Limit:
@@ -378,6 +411,43 @@ SETTINGS = (
         "(*_KEY, *TOKEN*, *SECRET*, *PASSWORD*, *CREDENTIAL* always are; repeatable)",
         _env_name,
         "NAME",
+        repeatable=True,
+    ),
+    Setting(
+        "launcher",
+        "launcher",
+        "where each experiment runs: local (a child process group of pytest) or slurm (one Slurm job "
+        "each, through srun; the state dir must be shared with the compute nodes) (default local)",
+        _launcher,
+        "LAUNCHER",
+    ),
+    Setting("slurm_partition", "slurm-partition", "Slurm partition of the experiments' jobs", _text, "NAME"),
+    Setting(
+        "slurm_account", "slurm-account", "Slurm account the experiments' jobs are charged to", _text, "NAME"
+    ),
+    Setting(
+        "slurm_time",
+        "slurm-time",
+        "time limit of each experiment's Slurm job (minutes, HH:MM:SS or D-HH:MM:SS); it also bounds a job "
+        "whose pytest was killed",
+        _slurm_time,
+        "TIME",
+    ),
+    Setting(
+        "slurm_gpus_per_node",
+        "slurm-gpus-per-node",
+        "GPUs on each compute node: jobs then ask for GPUs (gpus=, tensor_parallel_size or num_processes; "
+        "1 by default) as generic resources; 0 or unset: only experiments that name GPUs ask for them",
+        _whole_number(0),
+        "N",
+    ),
+    Setting(
+        "slurm_args",
+        "slurm-arg",
+        "extra srun arguments for every experiment's job, e.g. --llem-slurm-arg=--qos=high (repeatable; "
+        "ini: one per line)",
+        _text,
+        "ARGS",
         repeatable=True,
     ),
 )

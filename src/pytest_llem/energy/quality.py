@@ -35,6 +35,9 @@ OTHER_GPU_PROCESS = "other_gpu_process"
 PERSISTENCE_MODE_OFF = "persistence_mode_off"
 DEVICE_LOST = "device_lost"
 STALE_BASELINE = "stale_baseline"
+SHARED_HOST_ENERGY = "shared_host_energy"
+#: Devices every experiment on a host draws on at once: their energy cannot be split by case.
+HOST_DEVICE_KINDS = frozenset({"cpu", "dram"})
 
 #: Codes that mean "no figure" rather than "a doubtful figure"; the summary does not flag them.
 UNMEASURED_CODES = frozenset({ENERGY_NOT_MEASURED})
@@ -174,3 +177,15 @@ def _device_flags(device: DeviceEnergy) -> list[QualityWarning]:
             flag(THROTTLED, f"{label}: clocks were limited during the window ({', '.join(throttled)})")
         )
     return warnings
+
+
+def shared_host_energy_flag(labels: list[str], others: list[str]) -> QualityWarning:
+    """The flag of a result whose host devices were measured while other experiments ran."""
+    shown = ", ".join(others[:MAX_MESSAGES_PER_FLAG]) + (
+        f" and {len(others) - MAX_MESSAGES_PER_FLAG} more" if len(others) > MAX_MESSAGES_PER_FLAG else ""
+    )
+    return flag(
+        SHARED_HOST_ENERGY,
+        f"{', '.join(labels)}: measured while other experiments ran on this host ({shown}); host energy "
+        "mixes cases, so it is left out of energy_j (run them one at a time, e.g. without -n, to measure it)",
+    )

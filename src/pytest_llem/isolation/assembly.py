@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pytest_llem.energy.quality import HOST_DEVICE_KINDS, merge_flags, shared_host_energy_flag
 from pytest_llem.gating.stats import round_statistics
 from pytest_llem.results import (
     EnergyTotals,
@@ -70,4 +71,34 @@ def assemble_result(
         serving=serving,
         started_at=started_at,
         finished_at=finished_at,
+    )
+
+
+def without_host_energy(result: ExperimentResult, others: list[str]) -> ExperimentResult:
+    """`result` with its CPU/DRAM energy left out of every total, flagged `shared_host_energy`,
+    because `others` ran on the same host meanwhile; unchanged when it measured no host device.
+
+    The host devices stay listed in `energy_by_device`, as measured; the totals, rounds and
+    statistics keep only the GPUs, which a lease gave to this experiment alone.
+    """
+    host = [d for d in result.energy_by_device if d.kind in HOST_DEVICE_KINDS]
+    if not host or not others:
+        return result
+    gpus = [d for d in result.energy_by_device if d.kind not in HOST_DEVICE_KINDS]
+    totals = EnergyTotals.of(gpus) if gpus else EnergyTotals()
+    rounds = [
+        r.model_copy(update={"energy_j": r.gpu_energy_j, "cpu_energy_j": None, "energy_adjusted_j": None})
+        for r in result.rounds
+    ]
+    note = "energy_j covers the GPUs only: other experiments shared the host's CPU and memory"
+    return result.model_copy(
+        update={
+            **totals.model_dump(),
+            "rounds": rounds,
+            "statistics": round_statistics(rounds),
+            "energy_notes": [*result.energy_notes, note],
+            "warnings": merge_flags(
+                [*result.warnings, shared_host_energy_flag([d.device for d in host], others)]
+            ),
+        }
     )

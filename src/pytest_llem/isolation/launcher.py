@@ -90,7 +90,7 @@ def build_experiment_env(
         env["HF_TOKEN"] = env["HUGGING_FACE_HUB_TOKEN"] = token
     # NVML numbers GPUs by PCI bus; CUDA must too, so index i is the same GPU to both.
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    if config.gpus is not None:
+    if isinstance(config.gpus, list):  # a GPU lease (isolation.leases) may name them by UUID instead
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in config.gpus)
     env.update(config.env)
     env["PYTEST_LLEM_EXPERIMENT_ID"] = experiment_id

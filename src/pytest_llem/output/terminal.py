@@ -33,7 +33,29 @@ def format_summary(entries: list[ReportEntry], view: SummaryView | None = None) 
     lines.extend(format_serving_table(entries))
     lines.extend(sample_notes(entries))
     lines.extend(energy_footnotes([e.result for e in entries if e.result is not None]))
+    lines.extend(placement_table(entries))
     return lines
+
+
+def placement_table(entries: list[ReportEntry]) -> list[str]:
+    """Where each case ran, when that tells something: GPUs leased, a Slurm job, several hosts."""
+    placed = [(e, e.result.placement) for e in entries if e.result is not None and e.result.placement]
+    if not any(p.gpu_uuids or p.job_id for _, p in placed) and len({p.host for _, p in placed}) < 2:
+        return []
+    rows = [
+        (
+            entry.nodeid,
+            where.host,
+            ",".join(map(str, where.gpu_indices)) or "-",
+            where.job_id or "-",
+            str(len(where.overlapped_with)),
+        )
+        for entry, where in placed
+    ]
+    return [
+        "where each case ran:",
+        *aligned(("test", "host", "gpus", "job", "beside"), rows, right_aligned={4}),
+    ]
 
 
 def energy_footnotes(results: list[ExperimentResult], flag_mark: str = "!") -> list[str]:

@@ -54,17 +54,18 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, use_reserve: bool = True) -> None:
     """Write `path` atomically. On a full disk the state dir's reserve is given up and the write
     tried once more, so the file that records a finished result still lands; either way
-    `DiskFull` says so, for the session to stop with one line."""
+    `DiskFull` says so, for the session to stop with one line. Files that are not results (the
+    GPU lease table) pass `use_reserve=False`: the reserve is kept for the states and report."""
     try:
         _write_once(path, text)
     except OSError as exc:
         if exc.errno not in _DISK_FULL_ERRNOS:
             raise
         written = False
-        if release_reserve(path.parent):
+        if use_reserve and release_reserve(path.parent):
             try:
                 _write_once(path, text)
                 written = True
