@@ -36,7 +36,14 @@ from pytest_llem.errors import (
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.gate import GateOutcome, run_gate
 from pytest_llem.gating.work import describe_work
-from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs, run_in_child
+from pytest_llem.isolation.launcher import (
+    GroupStarter,
+    build_experiment_env,
+    cold_start,
+    reclaim_work_dirs,
+    run_in_child,
+)
+from pytest_llem.isolation.preload import PRELOAD_AUTO, PRELOAD_NONE, Preloader, auto_modules
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import pool_processes
 from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts, sleep_unless_interrupted
@@ -158,6 +165,24 @@ class BenchmarkSession:
         self._final_workers: set[str] = set()
         #: Foreign or broken files met in the state dir, by path, with why they were skipped.
         self._skipped_files: dict[str, str] = {}
+        #: The backends the collected cases name (set by the plugin): what `preload=auto` imports.
+        self.collected_backends: set[str | None] = set()
+        #: Modules of the workloads run so far, in order (auto preloads the safe ones).
+        self._workload_modules: list[str] = []
+        self._preloader: Preloader | None = None
+        if settings.preload != PRELOAD_NONE:
+            self._preloader = Preloader(self._preload_modules, on_fallback=self.problems.append)
+        self.start_group: GroupStarter = self._preloader.start if self._preloader is not None else cold_start
+
+    def _preload_modules(self) -> list[str]:
+        if self.settings.preload == PRELOAD_AUTO:
+            return auto_modules(self.collected_backends, self._workload_modules)
+        return self.settings.preload.split(",")
+
+    def close_preloaded(self) -> None:
+        """Stop the preloaded interpreter, if one runs (it would also exit with this process)."""
+        if self._preloader is not None:
+            self._preloader.close()
 
     @property
     def entries(self) -> list[ReportEntry]:
@@ -323,6 +348,7 @@ class BenchmarkSession:
                     "(or scenario='serving' with server=)"
                 )
         spec = describe_workload(workload)
+        self._workload_modules.append(spec.ref.partition(":")[0])
         entry.model_fingerprint = model_fingerprint(config.model)
         config_hash = compute_config_hash(config, spec.ref, entry.model_fingerprint)
         entry.config = config.model_dump(mode="json")
@@ -402,12 +428,17 @@ class BenchmarkSession:
         """One of the experiment's processes, followed by `self.progress` while it runs."""
         listener = self.progress
         if listener is None:
-            return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s)
+            return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s, start=self.start_group)
         listener.started(nodeid, process + 1, processes)
         outcome = "failed"
         try:
             result = run_in_child(
-                request, env=env, guard=guard, timeout_s=timeout_s, on_progress=listener.update
+                request,
+                env=env,
+                guard=guard,
+                timeout_s=timeout_s,
+                on_progress=listener.update,
+                start=self.start_group,
             )
             outcome = "done"
             return result
@@ -548,6 +579,7 @@ class BenchmarkSession:
         self.report.exit_code = exit_code
         self.report.finished_at = utc_now()
         self.finished = True
+        self.close_preloaded()
         self.absorb_checkpoints()
         with InterruptGuard(self.interrupts).installed():
             if self.smoke_dir is not None:

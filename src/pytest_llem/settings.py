@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from pytest_llem.output.summary import SummaryView
 
 STATE_DIR_ENV = "PYTEST_LLEM_STATE_DIR"
+PRELOAD_DEFAULT = "auto"
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 DEFAULT_METER = "auto"
 
 
@@ -69,6 +72,9 @@ class LlemSettings:
     group_by: str | None = None
     #: Environment variables whose values are kept out of every output, besides secret-looking names.
     redact_env: tuple[str, ...] = ()
+    #: How experiments' groups start: "auto" (modules preloaded once, inferred from the cases),
+    #: "none" (fresh interpreters each time, the cold start) or modules to preload, comma-separated.
+    preload: str = PRELOAD_DEFAULT
 
     def summary_view(self) -> SummaryView:
         """The results table's columns, order and grouping (terminal, Markdown and HTML)."""
@@ -164,6 +170,20 @@ def _env_name(raw: str, source: str) -> str:
     if not name or "=" in name or "\0" in name or "," in name:
         raise ConfigError(f"{source}: {raw!r} is not an environment variable name (no '=', ',' or NUL)")
     return name
+
+
+def _preload(raw: str, source: str) -> str:
+    value = raw.strip()
+    if value in ("auto", "none"):
+        return value
+    modules = [m.strip() for m in value.split(",")]
+    bad = [m for m in modules if not _MODULE_NAME.fullmatch(m)]
+    if not value or bad:
+        raise ConfigError(
+            f"{source}: {bad[0] if bad else raw!r} is not a module name; give auto, none or "
+            "modules to preload separated by commas (e.g. torch,transformers,mypkg.workloads)"
+        )
+    return ",".join(modules)
 
 
 def _limit(raw: str, source: str) -> Limit:
@@ -336,6 +356,15 @@ SETTINGS = (
         _env_name,
         "NAME",
         repeatable=True,
+    ),
+    Setting(
+        "preload",
+        "preload",
+        "how each experiment's process group starts: auto (forked from an interpreter that imported "
+        "the cases' libraries once, e.g. torch and transformers), none (fresh interpreters each time), "
+        "or MODULES to preload, comma-separated",
+        _preload,
+        "auto|none|MODULES",
     ),
 )
 

@@ -202,3 +202,25 @@ def escape_the_group(ctx: ExperimentContext) -> None:
     if ctx.params.get("hang"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(600)
+
+
+def report_start(ctx: ExperimentContext) -> None:
+    """Record how this experiment's group was started: its supervisor's parent (pytest on a
+    cold start, the preloaded interpreter on a preloaded one), a random draw, cwd and argv."""
+    import random
+
+    import psutil
+
+    supervisor = psutil.Process(int(os.environ["PYTEST_LLEM_SUPERVISOR_PID"]))
+    starter = supervisor.parent()
+    ctx.record(
+        output_tokens=1,
+        starter_pid=starter.pid,
+        starter_cmdline=starter.cmdline(),
+        starter_parent_pid=starter.ppid(),
+        supervisor_sid=os.getsid(supervisor.pid),
+        random_draw=random.random(),
+        cwd=os.getcwd(),
+        argv=sys.argv,
+        preloaded_modules=sorted(m for m in ("workloads", "thread_at_import") if m in sys.modules),
+    )

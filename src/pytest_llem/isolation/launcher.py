@@ -22,7 +22,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pytest_llem.backends import BACKEND_ENV_DEFAULTS
 from pytest_llem.config import ExperimentConfig
@@ -113,7 +115,64 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-def terminate_group(proc: subprocess.Popen[bytes], grace_s: float = GRACE_PERIOD_S) -> None:
+class ChildGroup(Protocol):
+    """A started experiment group, whichever way it started (`GroupStarter`)."""
+
+    pid: int  # the leader's, which is also the group's id
+    returncode: int | None  # None until `wait` has reaped the leader
+
+    def exited(self) -> bool:
+        """True once the leader has exited; it stays unreaped, so its pid stays reserved."""
+        ...
+
+    def wait(self) -> int:
+        """Reap the leader; its exit status as `subprocess` gives it (-N: signal N)."""
+        ...
+
+
+class ColdGroup:
+    """A group whose leader pytest spawned as a fresh interpreter (`python -m ...supervisor`)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+
+    def exited(self) -> bool:
+        return _leader_exited(self.pid)
+
+    @property
+    def returncode(self) -> int | None:  # type: ignore[override]
+        return self.proc.returncode
+
+    def wait(self) -> int:
+        return self.proc.wait()
+
+
+@dataclass(frozen=True)
+class StartedGroup:
+    group: ChildGroup
+    #: "cold" (fresh interpreters) or "preloaded" (forked from the preloaded interpreter).
+    method: str
+    #: Why a preloaded start was asked for but a cold one happened; None otherwise.
+    note: str | None = None
+
+
+#: Starts the supervisor for the request in `work_dir`, with exactly `env`, in a new session.
+GroupStarter = Callable[[Path, Mapping[str, str]], StartedGroup]
+
+
+def cold_start(work_dir: Path, env: Mapping[str, str], note: str | None = None) -> StartedGroup:
+    """Today's start: the supervisor and then the worker are fresh interpreters."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_llem.isolation.supervisor", str(work_dir), str(os.getpid())],
+        env=dict(env),
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return StartedGroup(ColdGroup(proc), "cold", note)
+
+
+def terminate_group(proc: ChildGroup | subprocess.Popen[bytes], grace_s: float = GRACE_PERIOD_S) -> None:
     """SIGTERM to the whole group, up to `grace_s` to exit, then SIGKILL; reap the leader."""
     pgid = proc.pid
     _killpg(pgid, signal.SIGTERM)
@@ -131,22 +190,20 @@ def run_in_child(
     guard: InterruptGuard,
     timeout_s: float | None = None,
     on_progress: ProgressCallback | None = None,
+    start: GroupStarter = cold_start,
 ) -> ExperimentResult:
     """Run `request` in an isolated process group and return its validated result.
 
-    `guard` must be installed by the caller. Raises `ExperimentFailed` (crash, timeout,
-    workload exception) or `ExperimentInterrupted` (a signal reached `guard`; the group has
-    been torn down when it is raised).
+    `guard` must be installed by the caller; `start` starts the group (`cold_start`, or a
+    `preload.Preloader`'s fork). The result records how its group started. Raises
+    `ExperimentFailed` (crash, timeout, workload exception) or `ExperimentInterrupted` (a
+    signal reached `guard`; the group has been torn down when it is raised).
     """
     with tempfile.TemporaryDirectory(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-") as tmp:
         work_dir = Path(tmp)
         write_model(work_dir, REQUEST_FILE, request)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest_llem.isolation.supervisor", str(work_dir), str(os.getpid())],
-            env=dict(env),
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-        )
+        started = start(work_dir, env)
+        proc = started.group
         progress = _ProgressRelay(work_dir, on_progress)
         try:
             _wait_for_leader(proc, guard, timeout_s, progress)
@@ -160,6 +217,7 @@ def run_in_child(
         progress.poll()  # the last phases, written just before the worker ended
         try:
             result = _read_outcome(work_dir, supervisor_returncode, progress.last_phase)
+            result = result.model_copy(update={"start_method": started.method, "start_note": started.note})
         except ExperimentFailed:
             if guard.received is not None:
                 raise ExperimentInterrupted(signal_name(guard.received)) from None
@@ -190,10 +248,10 @@ class _ProgressRelay:
 
 
 def _wait_for_leader(
-    proc: subprocess.Popen[bytes], guard: InterruptGuard, timeout_s: float | None, progress: _ProgressRelay
+    proc: ChildGroup, guard: InterruptGuard, timeout_s: float | None, progress: _ProgressRelay
 ) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while not _leader_exited(proc.pid):
+    while not proc.exited():
         progress.poll()
         if guard.received is not None:
             terminate_group(proc)
