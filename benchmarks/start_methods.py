@@ -1,6 +1,6 @@
 """Cold and preloaded start methods side by side in one run: fixed cost, the demo, repeats.
 
-    python benchmarks/start_methods.py [--repeats N] [--skip-demo]
+    python benchmarks/start_methods.py [--repeats N] [--part no-op|demo|repeats ...]
 
 Prints three tables (absolute times depend on the machine; read the ratios):
 1. a no-op experiment's wall time (`BenchmarkSession.run_experiment`, persistence included)
@@ -142,18 +142,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
-        "--skip-demo", action="store_true", help="leave out the demo suite (the slowest part)"
+        "--part",
+        choices=("no-op", "demo", "repeats"),
+        action="append",
+        help="run only this part (repeatable); default: all three",
     )
     args = parser.parse_args()
+    parts = args.part or ["no-op", "demo", "repeats"]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    no_op(args.repeats)
-    if not args.skip_demo:
+    if "no-op" in parts:
+        no_op(args.repeats)
+    if "demo" in parts:
         demo_suite()
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_model(
-            Path(tmp) / "tiny-gpt2", arch="gpt2", seed=0, hidden_size=256, num_layers=4
-        )
-        repeats_case(Path(model_dir))
+    if "repeats" in parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = build_tiny_model(
+                Path(tmp) / "tiny-gpt2", arch="gpt2", seed=0, hidden_size=256, num_layers=4
+            )
+            repeats_case(Path(model_dir))
 
 
 if __name__ == "__main__":
