@@ -20,7 +20,12 @@ from helpers import (
     wait_until_all_gone,
 )
 
-from pytest_llem.isolation.preload import auto_modules, env_difference, is_library_module
+from pytest_llem.isolation.preload import (
+    TRANSFORMERS_MODULES,
+    auto_modules,
+    env_difference,
+    is_library_module,
+)
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
 
@@ -34,7 +39,7 @@ def test_auto_preloads_the_backends_libraries_and_safe_workload_modules():
     assert modules == [
         "pytest_llem.isolation.worker",
         "torch",
-        "transformers",
+        *TRANSFORMERS_MODULES,
         "pytest_llem.backends.pytorch",
         "workloads",
     ]

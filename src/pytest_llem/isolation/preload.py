@@ -29,10 +29,20 @@ PRELOAD_AUTO = "auto"
 PRELOAD_NONE = "none"
 #: What every preloaded fork needs whatever the workload: the worker and what it imports.
 BASE_MODULES = ("pytest_llem.isolation.worker",)
+#: transformers imports its submodules lazily, on first use: without these, each fork would
+#: still pay for the model and generation code (`modeling_utils` alone costs more than
+#: `import transformers`).
+TRANSFORMERS_MODULES = (
+    "transformers",
+    "transformers.modeling_utils",
+    "transformers.generation.utils",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+)
 #: The libraries a backend's workload imports, preloaded when a collected case names it.
 BACKEND_MODULES: dict[str, tuple[str, ...]] = {
-    "pytorch": ("torch", "transformers"),
-    "vllm": ("torch", "transformers", "vllm"),
+    "pytorch": ("torch", *TRANSFORMERS_MODULES),
+    "vllm": ("torch", *TRANSFORMERS_MODULES, "vllm"),
 }
 #: Variables that may differ between the preloaded interpreter and a child: nothing reads them
 #: at import (pytest-llem's own per experiment, pytest's current test; CUDA's device list is
