@@ -171,7 +171,11 @@ class BenchmarkSession:
         self._workload_modules: list[str] = []
         self._preloader: Preloader | None = None
         if settings.preload != PRELOAD_NONE:
-            self._preloader = Preloader(self._preload_modules, on_fallback=self.problems.append)
+            self._preloader = Preloader(
+                self._preload_modules,
+                on_fallback=self.problems.append,
+                interrupted=lambda: self.interrupts.received is not None,
+            )
         self.start_group: GroupStarter = self._preloader.start if self._preloader is not None else cold_start
 
     def _preload_modules(self) -> list[str]:

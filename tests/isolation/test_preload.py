@@ -20,8 +20,10 @@ from helpers import (
     wait_until_all_gone,
 )
 
+from pytest_llem.isolation.launcher import terminate_group
 from pytest_llem.isolation.preload import (
     TRANSFORMERS_MODULES,
+    Preloader,
     auto_modules,
     env_difference,
     is_library_module,
@@ -192,3 +194,16 @@ def _alive(pid: int) -> bool:
     from pytest_llem.processes import process_is_alive
 
     return process_is_alive(pid)
+
+
+def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_imports(tmp_path: Path):
+    lines: list[str] = []
+    preloader = Preloader(lambda: ["slow_import"], on_fallback=lines.append, interrupted=lambda: True)
+    started = time.monotonic()
+    group = preloader.start(tmp_path, dict(os.environ))
+    took_s = time.monotonic() - started
+    terminate_group(group.group, grace_s=0.5)  # the cold group it fell back to
+    assert took_s < 5.0  # not the module's 20 s
+    assert (group.method, group.note) == ("cold", "interrupted while the preloaded interpreter was importing")
+    assert lines == [f"cold start instead of a preloaded one: {group.note}"]
+    assert preloaded_interpreters(os.getpid()) == []

@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ PER_EXPERIMENT_ENV_PREFIXES = ("PYTEST_LLEM_", "PYTEST_CURRENT_TEST", "CUDA_VISI
 #: How long a reply from the preloaded interpreter may take (imports take the first one).
 _IMPORT_TIMEOUT_S = 300.0
 _REPLY_TIMEOUT_S = 30.0
+_IMPORT_POLL_S = 0.1
 
 
 def auto_modules(backends: Iterable[str | None], workload_modules: Iterable[str] = ()) -> list[str]:
@@ -111,7 +113,9 @@ class PreloadedGroup:
 class _ForkServer:
     """The running preloaded interpreter and its socket."""
 
-    def __init__(self, modules: list[str], env: Mapping[str, str]) -> None:
+    def __init__(
+        self, modules: list[str], env: Mapping[str, str], interrupted: Callable[[], bool] = lambda: False
+    ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.env = dict(env)
         self.modules = modules
@@ -135,19 +139,32 @@ class _ForkServer:
             theirs.close()
         self.sock = ours
         self.sock.send(json.dumps({"modules": modules, "sys_path": [p for p in sys.path if p]}).encode())
-        reply = self._receive(_IMPORT_TIMEOUT_S)
-        if reply is None:
-            self.close()
-            raise RuntimeError(f"the preloaded interpreter exited while importing {', '.join(modules)}")
+        # In short slices: a signal to pytest must not wait for the imports to finish.
+        deadline = time.monotonic() + _IMPORT_TIMEOUT_S
+        while (reply := self._receive(_IMPORT_POLL_S)) is None:
+            problem = None
+            if interrupted():
+                problem = "interrupted while the preloaded interpreter was importing"
+            elif self.proc.poll() is not None and (reply := self._receive(0)) is None:
+                problem = f"the preloaded interpreter exited while importing {', '.join(modules)}"
+            elif time.monotonic() > deadline:
+                problem = f"the preloaded interpreter took over {_IMPORT_TIMEOUT_S:g} s to import"
+            if reply is not None:
+                break
+            if problem is not None:
+                self.proc.kill()
+                self.close()
+                raise RuntimeError(problem)
         if not reply.get("ready"):
             self.close()
             raise RuntimeError(str(reply.get("problem")))
 
     def _receive(self, timeout_s: float | None) -> dict[str, Any] | None:
+        """The next reply; None on a timeout or once the preloaded interpreter is gone."""
         self.sock.settimeout(timeout_s)
         try:
             data = self.sock.recv(1 << 20)
-        except (OSError, TimeoutError):
+        except OSError:  # TimeoutError included
             return None
         return json.loads(data) if data else None
 
@@ -181,8 +198,10 @@ class Preloader:
         self,
         modules: Callable[[], list[str]],
         on_fallback: Callable[[str], None] = lambda line: None,
+        interrupted: Callable[[], bool] = lambda: False,
     ) -> None:
         self._modules = modules
+        self._interrupted = interrupted
         self._on_fallback = on_fallback
         self._server: _ForkServer | None = None
         #: Why no start will be preloaded any more (the interpreter could not be used); None if it can.
@@ -205,7 +224,7 @@ class Preloader:
         if self.disabled is None and self._server is None:
             server_env = {k: v for k, v in env.items() if not k.startswith(PER_EXPERIMENT_ENV_PREFIXES)}
             try:
-                self._server = _ForkServer(self._modules(), server_env)
+                self._server = _ForkServer(self._modules(), server_env, self._interrupted)
             except (RuntimeError, OSError) as exc:
                 self._disable(str(exc))
         if self.disabled is not None or self._server is None:
