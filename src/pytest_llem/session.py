@@ -352,7 +352,8 @@ class BenchmarkSession:
                     "(or scenario='serving' with server=)"
                 )
         spec = describe_workload(workload)
-        self._workload_modules.append(spec.ref.partition(":")[0])
+        if spec.ref.partition(":")[0] not in self._workload_modules:
+            self._workload_modules.append(spec.ref.partition(":")[0])
         entry.model_fingerprint = model_fingerprint(config.model)
         config_hash = compute_config_hash(config, spec.ref, entry.model_fingerprint)
         entry.config = config.model_dump(mode="json")
