@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -20,12 +21,21 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def bench(state_dir: Path) -> BenchmarkSession:
+def preload() -> str:
+    """`--llem-preload` for `bench`; parametrise `preload` over helpers.START_METHODS to run both."""
+    return "auto"
+
+
+@pytest.fixture
+def bench(state_dir: Path, preload: str) -> Iterator[BenchmarkSession]:
     """A started benchmark session, as the plugin would create it, with no pytest around it."""
     # energy="none": the spine's tests must not depend on which meters this machine can read.
-    session = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, energy="none"))
+    session = BenchmarkSession(
+        LlemSettings(enabled=True, state_dir=state_dir, energy="none", preload=preload)
+    )
     session.start()
-    return session
+    yield session
+    session.close_preloaded()
 
 
 @pytest.fixture

@@ -204,6 +204,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     enabled = config.stash[settings_key].enabled
     skip = pytest.mark.skip(reason="LLM energy benchmark: run with --llem (or set llem = true in ini)")
     problems = []
+    backends: set[str | None] = set()
     build_config = None
     for item in items:
         uses_llem = FIXTURE in getattr(item, "fixturenames", ()) or item.get_closest_marker(MARKER)
@@ -212,13 +213,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if build_config is None:  # pydantic loads only for a suite that has benchmarks
             from pytest_llem.config import build_config
         try:
-            build_config(*_marker_layers(item))
+            backends.add(build_config(*_marker_layers(item)).backend)
         except ConfigError as exc:
             problems.append(f"pytest-llem: {item.nodeid}: @pytest.mark.{MARKER}: {exc}")
         if not enabled:
             item.add_marker(skip)
     if problems:
         raise pytest.UsageError("\n".join(problems))
+    bench = config.stash.get(session_key, None)
+    if bench is not None:  # what a preloaded interpreter imports (--llem-preload=auto)
+        bench.collected_backends = backends
 
 
 class LlemRunner:

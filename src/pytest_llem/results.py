@@ -466,6 +466,14 @@ class ExperimentResult(BaseModel):
     started_at: UtcDatetime
     finished_at: UtcDatetime
     resumed: bool = False
+    start_method: str | None = Field(
+        default=None,
+        description="how the child group started: cold (fresh interpreters) or preloaded (forked from "
+        "the session's preloaded interpreter); mixed over repeats that started differently",
+    )
+    start_note: str | None = Field(
+        default=None, description="why a preloaded start was asked for but not used"
+    )
 
     @model_validator(mode="before")
     @classmethod

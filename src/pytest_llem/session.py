@@ -39,12 +39,15 @@ from pytest_llem.gating.gate import GateOutcome, run_gate
 from pytest_llem.gating.work import describe_work
 from pytest_llem.isolation.files import server_log_path
 from pytest_llem.isolation.launcher import (
+    GroupStarter,
     ProgressCallback,
     build_experiment_env,
+    cold_start,
     reclaim_work_dirs,
     run_in_child,
 )
 from pytest_llem.isolation.leases import GpuInfo, Lease, LeaseTable, gpu_request, host_gpus, place_result
+from pytest_llem.isolation.preload import PRELOAD_AUTO, PRELOAD_NONE, Preloader, auto_modules
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import RepeatPlan, run_repeats
 from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts, sleep_unless_interrupted
@@ -183,6 +186,28 @@ class BenchmarkSession:
         self._final_workers: set[str] = set()
         #: Foreign or broken files met in the state dir, by path, with why they were skipped.
         self._skipped_files: dict[str, str] = {}
+        #: The backends the collected cases name (set by the plugin): what `preload=auto` imports.
+        self.collected_backends: set[str | None] = set()
+        #: Modules of the workloads run so far, in order (auto preloads the safe ones).
+        self._workload_modules: list[str] = []
+        self._preloader: Preloader | None = None
+        if settings.preload != PRELOAD_NONE:
+            self._preloader = Preloader(
+                self._preload_modules,
+                on_fallback=self.problems.append,
+                interrupted=lambda: self.interrupts.received is not None,
+            )
+        self.start_group: GroupStarter = self._preloader.start if self._preloader is not None else cold_start
+
+    def _preload_modules(self) -> list[str]:
+        if self.settings.preload == PRELOAD_AUTO:
+            return auto_modules(self.collected_backends, self._workload_modules)
+        return self.settings.preload.split(",")
+
+    def close_preloaded(self) -> None:
+        """Stop the preloaded interpreter, if one runs (it would also exit with this process)."""
+        if self._preloader is not None:
+            self._preloader.close()
 
     @property
     def entries(self) -> list[ReportEntry]:
@@ -352,6 +377,8 @@ class BenchmarkSession:
                     "(or scenario='serving' with server=)"
                 )
         spec = describe_workload(workload)
+        if spec.ref.partition(":")[0] not in self._workload_modules:
+            self._workload_modules.append(spec.ref.partition(":")[0])
         entry.model_fingerprint = model_fingerprint(config.model)
         config_hash = compute_config_hash(config, spec.ref, entry.model_fingerprint)
         entry.config = config.model_dump(mode="json")
@@ -437,7 +464,14 @@ class BenchmarkSession:
     ) -> ExperimentResult:
         """One process of the experiment: a local child group, or a Slurm job (`--llem-launcher`)."""
         if self.settings.launcher != "slurm":
-            return run_in_child(request, env=env, guard=guard, timeout_s=timeout_s, on_progress=on_progress)
+            return run_in_child(
+                request,
+                env=env,
+                guard=guard,
+                timeout_s=timeout_s,
+                on_progress=on_progress,
+                start=self.start_group,
+            )
         settings = self.settings
         return run_in_slurm_job(
             request,
@@ -679,6 +713,7 @@ class BenchmarkSession:
         self.report.exit_code = exit_code
         self.report.finished_at = utc_now()
         self.finished = True
+        self.close_preloaded()
         self.absorb_checkpoints()
         with InterruptGuard(self.interrupts).installed():
             if self.smoke_dir is not None:

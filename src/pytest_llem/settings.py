@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from pytest_llem.output.summary import SummaryView
 
 STATE_DIR_ENV = "PYTEST_LLEM_STATE_DIR"
+PRELOAD_DEFAULT = "auto"
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 DEFAULT_METER = "auto"
 #: Without --llem-power-chart, the HTML report draws power over time for this many experiments.
 DEFAULT_POWER_CHARTS = 6
@@ -84,6 +86,9 @@ class LlemSettings:
     slurm_time: str | None = None
     slurm_gpus_per_node: int | None = None
     slurm_args: tuple[str, ...] = ()
+    #: How experiments' groups start: "auto" (modules preloaded once, inferred from the cases),
+    #: "none" (fresh interpreters each time, the cold start) or modules to preload, comma-separated.
+    preload: str = PRELOAD_DEFAULT
 
     def summary_view(self) -> SummaryView:
         """The results table's columns, order and grouping (terminal, Markdown and HTML)."""
@@ -220,6 +225,20 @@ def _text(raw: str, source: str) -> str:
     if not raw.strip():
         raise ConfigError(f"{source}: empty; give a value or leave the option out")
     return raw.strip()
+
+
+def _preload(raw: str, source: str) -> str:
+    value = raw.strip()
+    if value in ("auto", "none"):
+        return value
+    modules = [m.strip() for m in value.split(",")]
+    bad = [m for m in modules if not _MODULE_NAME.fullmatch(m)]
+    if not value or bad:
+        raise ConfigError(
+            f"{source}: {bad[0] if bad else raw!r} is not a module name; give auto, none or "
+            "modules to preload separated by commas (e.g. torch,transformers,mypkg.workloads)"
+        )
+    return ",".join(modules)
 
 
 def _limit(raw: str, source: str) -> Limit:
@@ -449,6 +468,15 @@ SETTINGS = (
         _text,
         "ARGS",
         repeatable=True,
+    ),
+    Setting(
+        "preload",
+        "preload",
+        "how each experiment's process group starts: auto (forked from an interpreter that imported "
+        "the cases' libraries once, e.g. torch and transformers), none (fresh interpreters each time), "
+        "or MODULES to preload, comma-separated",
+        _preload,
+        "auto|none|MODULES",
     ),
 )
 

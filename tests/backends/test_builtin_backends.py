@@ -17,6 +17,7 @@ from helpers import reports
 
 from pytest_llem.errors import ConfigError, ExperimentFailed
 from pytest_llem.session import BenchmarkSession
+from pytest_llem.settings import LlemSettings
 
 
 def run(bench: BenchmarkSession, **fields):
@@ -419,3 +420,31 @@ def test_a_suite_with_one_marker_and_no_workload_code(pytester, tiny_model, tmp_
     assert outcomes["test_tiny[2]"]["result"]["output_tokens"] == 16
     assert outcomes["test_oom"]["failed"] and outcomes["test_missing_model"]["failed"]
     assert str(tmp_path) not in json.dumps(report)
+
+
+def test_cold_and_preloaded_children_generate_the_same_tokens(state_dir: Path, tiny_model):
+    """The start method changes how the child starts, never what it measures."""
+    fields = {
+        "backend": "pytorch",
+        "model": str(tiny_model),
+        "max_new_tokens": 5,
+        "batch_size": 2,
+        "n_prompts": 4,
+    }
+    results = {}
+    for preload in ("none", "auto"):
+        session = BenchmarkSession(
+            LlemSettings(enabled=True, state_dir=state_dir / preload, energy="none", preload=preload)
+        )
+        session.collected_backends = {"pytorch"}
+        session.start()
+        try:
+            results[preload] = run(session, **fields, repeats=2)
+        finally:
+            session.close_preloaded()
+    cold, preloaded = results["none"], results["auto"]
+    assert (cold.start_method, preloaded.start_method) == ("cold", "preloaded"), preloaded.start_note
+    assert cold.output_tokens == preloaded.output_tokens == 2 * 4 * 5
+    assert cold.input_tokens == preloaded.input_tokens
+    assert cold.extra["output_digest"] == preloaded.extra["output_digest"]
+    assert cold.extra["request_tokens_digest"] == preloaded.extra["request_tokens_digest"]

@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import read_pids, reports, start_llem_pytest, wait_for_file, wait_until_all_gone
+from helpers import (
+    START_METHODS,
+    preloaded_interpreters,
+    read_pids,
+    reports,
+    start_llem_pytest,
+    wait_for_file,
+    wait_until_all_gone,
+)
 
 from pytest_llem.store.state import StateManager
 
@@ -41,7 +49,9 @@ def test_never_reached(llem):
 
 
 class Session:
-    def __init__(self, tmp_path: Path, hang_workload: str = "hang_with_stubborn_children") -> None:
+    def __init__(
+        self, tmp_path: Path, hang_workload: str = "hang_with_stubborn_children", preload: str = "auto"
+    ) -> None:
         self.tmp_path = tmp_path
         self.state_dir = tmp_path / "state"
         self.pid_file = tmp_path / "pids.json"
@@ -50,13 +60,16 @@ class Session:
             tmp_path,
             self.state_dir,
             "test_suite.py",
+            f"--llem-preload={preload}",
             PID_FILE=str(self.pid_file),
             HANG_WORKLOAD=hang_workload,
         )
 
     def wait_until_hanging(self) -> list[int]:
+        """The group's processes; `self.preloaded` gets the preloaded interpreter, if any."""
         wait_for_file(self.pid_file)
         time.sleep(0.2)  # let the worker enter its window
+        self.preloaded = preloaded_interpreters(self.proc.pid)
         return read_pids(self.pid_file)
 
     def finish(self, timeout_s: float = 20) -> tuple[int, str]:
@@ -68,11 +81,15 @@ class Session:
         return report
 
 
+@pytest.mark.parametrize("preload", START_METHODS)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_tears_down_the_group_and_reports_what_was_measured(tmp_path: Path, sig: signal.Signals):
-    session = Session(tmp_path)
+def test_interrupt_tears_down_the_group_and_reports_what_was_measured(
+    tmp_path: Path, sig: signal.Signals, preload: str
+):
+    session = Session(tmp_path, preload=preload)
     pids = session.wait_until_hanging()
     assert len(pids) == 4  # supervisor, worker, two grandchildren
+    assert len(session.preloaded) == (0 if preload == "none" else 1)
 
     os.kill(session.proc.pid, sig)
     signalled_at = time.monotonic()
@@ -82,6 +99,7 @@ def test_interrupt_tears_down_the_group_and_reports_what_was_measured(tmp_path: 
         f"{time.monotonic() - signalled_at:.2f} s after the signal"
     )
     returncode, output = session.finish()
+    assert wait_until_all_gone(session.preloaded, 1.0) == []  # stopped as pytest finished
 
     assert returncode == 130, output
     assert f"interrupted by {sig.name}" in output
@@ -111,12 +129,13 @@ def test_a_second_signal_does_not_abort_cleanup(tmp_path: Path):
     assert report["experiments"][1]["error"] == "interrupted by SIGINT"
 
 
+@pytest.mark.parametrize("preload", START_METHODS)
 @pytest.mark.parametrize("hang_workload", ["hang_with_stubborn_children", "hang_in_native_code"])
 def test_sigkill_to_pytest_leaves_no_descendant_and_the_next_session_marks_it_stale(
-    tmp_path: Path, hang_workload: str
+    tmp_path: Path, hang_workload: str, preload: str
 ):
-    session = Session(tmp_path, hang_workload)
-    pids = session.wait_until_hanging()
+    session = Session(tmp_path, hang_workload, preload)
+    pids = session.wait_until_hanging() + session.preloaded  # it must die with pytest too
     os.kill(session.proc.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
@@ -316,17 +335,24 @@ def test_after_sigkill_of_the_xdist_controller_the_cli_completes_the_run(tmp_pat
     assert len([e for e in report["experiments"] if e.get("result")]) == 6
 
 
+@pytest.mark.parametrize("preload", START_METHODS)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_escaped_descendants_die_when_pytest_is_interrupted_or_killed(tmp_path: Path, sig: signal.Signals):
+def test_escaped_descendants_die_when_pytest_is_interrupted_or_killed(
+    tmp_path: Path, sig: signal.Signals, preload: str
+):
     pid_file = tmp_path / "pids.json"
     (tmp_path / "test_escape.py").write_text(
         "from workloads import escape_the_group\n"
         "def test_escapes(llem):\n"
         f"    llem.run(escape_the_group, params={{'pid_file': {str(pid_file)!r}, 'hang': True}})\n"
     )
-    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_escape.py")
+    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_escape.py", f"--llem-preload={preload}")
     wait_for_file(pid_file)
     pids = read_pids(pid_file)  # supervisor, worker, a setpgid child, a setsid double-forked daemon
+    preloaded = preloaded_interpreters(proc.pid)
+    assert len(preloaded) == (0 if preload == "none" else 1)
     os.kill(proc.pid, sig)
-    assert wait_until_all_gone(pids, ALL_GONE_WITHIN_S) == []
+    # SIGKILL: the preloaded interpreter's parent-death signal; SIGINT: pytest stops it as it ends.
+    assert wait_until_all_gone(pids + (preloaded if sig == signal.SIGKILL else []), ALL_GONE_WITHIN_S) == []
     proc.communicate(timeout=30)
+    assert wait_until_all_gone(preloaded, 1.0) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import workloads
-from helpers import read_pids, wait_until_all_gone
+from helpers import START_METHODS, read_pids, wait_until_all_gone
 
 from pytest_llem import session as session_module
 from pytest_llem.backends import BACKEND_ENV_DEFAULTS
@@ -28,7 +28,8 @@ def run(bench: BenchmarkSession, workload, **fields):
     return bench.run_experiment("tests/test_runner.py::case", workload, [fields])
 
 
-def test_child_runs_in_its_own_session_and_process_group(bench: BenchmarkSession):
+@pytest.mark.parametrize("preload", START_METHODS)
+def test_child_runs_in_its_own_session_and_process_group(bench: BenchmarkSession, preload: str):
     result = run(bench, workloads.report_identity)
     extra = result.extra
     assert extra["pgid"] != os.getpgrp()
@@ -36,6 +37,7 @@ def test_child_runs_in_its_own_session_and_process_group(bench: BenchmarkSession
     assert extra["pid"] != os.getpid()
     assert extra["env"]["PYTEST_LLEM_EXPERIMENT_ID"] == result.experiment_id
     assert extra["torch_imported"] is False
+    assert result.start_method == ("cold" if preload == "none" else "preloaded")
 
 
 def test_token_counts_and_rates_come_back_validated(bench: BenchmarkSession):
@@ -68,6 +70,7 @@ def test_state_goes_through_all_phases_and_keeps_the_result(bench: BenchmarkSess
     assert state.subprocess_pid is not None and state.subprocess_start_time is not None
 
 
+@pytest.mark.parametrize("preload", START_METHODS)
 def test_a_workload_exception_comes_back_with_its_traceback(bench: BenchmarkSession):
     with pytest.raises(ExperimentFailed) as excinfo:
         run(bench, workloads.raise_error)
@@ -79,6 +82,7 @@ def test_a_workload_exception_comes_back_with_its_traceback(bench: BenchmarkSess
     assert state.failed and state.phase is ExperimentPhase.INITIALISING
 
 
+@pytest.mark.parametrize("preload", START_METHODS)
 @pytest.mark.parametrize(
     ("workload", "expected"),
     [
@@ -101,6 +105,7 @@ def test_the_session_goes_on_after_a_crash(bench: BenchmarkSession):
     assert [e.status for e in bench.entries] == ["failed", "passed"]
 
 
+@pytest.mark.parametrize("preload", START_METHODS)
 def test_timeout_kills_the_whole_group(bench: BenchmarkSession, tmp_path: Path):
     pid_file = tmp_path / "pids.json"
     started = time.monotonic()
@@ -306,6 +311,7 @@ def test_rounds_need_a_workload_that_iterates_them(bench: BenchmarkSession):
         run(bench, workloads.count_tokens, rounds=2)
 
 
+@pytest.mark.parametrize("preload", START_METHODS)
 def test_repeats_run_the_experiment_in_fresh_children_and_pool_their_rounds(bench: BenchmarkSession):
     result = run(bench, workloads.measured_rounds, rounds=2, repeats=3)
     assert [(r.index, r.process) for r in result.rounds] == [(0, 0), (1, 0), (2, 1), (3, 1), (4, 2), (5, 2)]
@@ -390,6 +396,7 @@ def test_a_fixed_id_taken_over_during_the_experiment_loses_neither_result(
     assert any("'fixed' was taken over by another session" in p for p in bench.problems)
 
 
+@pytest.mark.parametrize("preload", START_METHODS)
 def test_processes_that_left_the_group_or_the_session_die_with_a_passing_experiment(
     bench: BenchmarkSession, tmp_path: Path
 ):

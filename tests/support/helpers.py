@@ -10,6 +10,27 @@ import time
 from pathlib import Path
 
 SUPPORT_DIR = Path(__file__).parent
+#: `--llem-preload` values for the two start methods: cold (fresh interpreters) and preloaded forks.
+START_METHODS = ("none", "auto")
+#: How the preloaded interpreter shows in a process listing.
+PRELOADED_INTERPRETER_MODULE = "pytest_llem.isolation.forkserver"
+
+
+def preloaded_interpreters(pytest_pid: int | None = None) -> list[int]:
+    """PIDs of live preloaded interpreters (of `pytest_pid`'s children only, when given)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "ppid", "status"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+            if PRELOADED_INTERPRETER_MODULE not in cmdline or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if pytest_pid is None or proc.info["ppid"] == pytest_pid:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def start_llem_pytest(cwd: Path, state_dir: Path, *args: str, **env: str) -> subprocess.Popen[str]:

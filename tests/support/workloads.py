@@ -229,3 +229,25 @@ def scheduled_throughput(ctx: ExperimentContext) -> None:
         time.sleep(0.05)
         elapsed = time.perf_counter() - started
     ctx.record(output_tokens=max(1, round(rate * elapsed)))
+
+
+def report_start(ctx: ExperimentContext) -> None:
+    """Record how this experiment's group was started: its supervisor's parent (pytest on a
+    cold start, the preloaded interpreter on a preloaded one), a random draw, cwd and argv."""
+    import random
+
+    import psutil
+
+    supervisor = psutil.Process(int(os.environ["PYTEST_LLEM_SUPERVISOR_PID"]))
+    starter = supervisor.parent()
+    ctx.record(
+        output_tokens=1,
+        starter_pid=starter.pid,
+        starter_cmdline=starter.cmdline(),
+        starter_parent_pid=starter.ppid(),
+        supervisor_sid=os.getsid(supervisor.pid),
+        random_draw=random.random(),
+        cwd=os.getcwd(),
+        argv=sys.argv,
+        preloaded_modules=sorted(m for m in ("workloads", "thread_at_import") if m in sys.modules),
+    )

@@ -22,7 +22,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pytest_llem.backends import BACKEND_ENV_DEFAULTS
 from pytest_llem.config import ExperimentConfig
@@ -114,7 +116,78 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-def terminate_group(proc: subprocess.Popen[bytes], grace_s: float = GRACE_PERIOD_S) -> None:
+class ChildGroup(Protocol):
+    """A started experiment group, whichever way it started (`GroupStarter`)."""
+
+    pid: int  # the leader's, which is also the group's id
+    returncode: int | None  # None until `wait` has reaped the leader
+
+    def exited(self) -> bool:
+        """True once the leader has exited; it stays unreaped, so its pid stays reserved."""
+        ...
+
+    def wait(self) -> int:
+        """Reap the leader; its exit status as `subprocess` gives it (-N: signal N)."""
+        ...
+
+
+class ColdGroup:
+    """A group whose leader pytest spawned as a fresh interpreter (`python -m ...supervisor`)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+
+    def exited(self) -> bool:
+        return _leader_exited(self.pid)
+
+    @property
+    def returncode(self) -> int | None:  # type: ignore[override]
+        return self.proc.returncode
+
+    def wait(self) -> int:
+        return self.proc.wait()
+
+
+@dataclass(frozen=True)
+class StartedGroup:
+    group: ChildGroup
+    #: "cold" (fresh interpreters) or "preloaded" (forked from the preloaded interpreter).
+    method: str
+    #: Why a preloaded start was asked for but a cold one happened; None otherwise.
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ChildOutput:
+    """Where the group's stdout and stderr go: the write ends of the pipes `relay.OutputRelay`
+    reads, so nothing the workload prints bypasses redaction, whichever way the group starts."""
+
+    stdout_fd: int
+    stderr_fd: int
+
+
+#: Starts the supervisor for the request in `work_dir`, with exactly `env`, in a new session,
+#: its stdout and stderr on `ChildOutput`'s descriptors.
+GroupStarter = Callable[[Path, Mapping[str, str], ChildOutput], StartedGroup]
+
+
+def cold_start(
+    work_dir: Path, env: Mapping[str, str], output: ChildOutput, note: str | None = None
+) -> StartedGroup:
+    """Today's start: the supervisor and then the worker are fresh interpreters."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_llem.isolation.supervisor", str(work_dir), str(os.getpid())],
+        env=dict(env),
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=output.stdout_fd,
+        stderr=output.stderr_fd,
+    )
+    return StartedGroup(ColdGroup(proc), "cold", note)
+
+
+def terminate_group(proc: ChildGroup | subprocess.Popen[bytes], grace_s: float = GRACE_PERIOD_S) -> None:
     """SIGTERM to the whole group, up to `grace_s` to exit, then SIGKILL; reap the leader."""
     pgid = proc.pid
     _killpg(pgid, signal.SIGTERM)
@@ -132,27 +205,35 @@ def run_in_child(
     guard: InterruptGuard,
     timeout_s: float | None = None,
     on_progress: ProgressCallback | None = None,
+    start: GroupStarter = cold_start,
 ) -> ExperimentResult:
     """Run `request` in an isolated process group and return its validated result.
 
-    `guard` must be installed by the caller. Raises `ExperimentFailed` (crash, timeout,
-    workload exception) or `ExperimentInterrupted` (a signal reached `guard`; the group has
-    been torn down when it is raised).
+    `guard` must be installed by the caller; `start` starts the group (`cold_start`, or a
+    `preload.Preloader`'s fork). The result records how its group started. Raises
+    `ExperimentFailed` (crash, timeout, workload exception) or `ExperimentInterrupted` (a
+    signal reached `guard`; the group has been torn down when it is raised).
     """
     with tempfile.TemporaryDirectory(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-") as tmp:
         work_dir = Path(tmp)
         write_model(work_dir, REQUEST_FILE, request)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest_llem.isolation.supervisor", str(work_dir), str(os.getpid())],
-            env=dict(env),
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            # What the workload prints reaches pytest's output only through the relay, redacted.
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        # What the workload prints reaches pytest's output only through the relay, redacted;
+        # the relay owns the pipes' read ends, the started group their write ends.
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        output = OutputRelay(
+            os.fdopen(stdout_r, "rb", buffering=0), os.fdopen(stderr_r, "rb", buffering=0), env
         )
-        assert proc.stdout is not None and proc.stderr is not None
-        output = OutputRelay(proc.stdout, proc.stderr, env)
+        try:
+            try:
+                started = start(work_dir, env, ChildOutput(stdout_w, stderr_w))
+            finally:
+                os.close(stdout_w)
+                os.close(stderr_w)
+        except BaseException:
+            output.close()
+            raise
+        proc = started.group
         progress = _ProgressRelay(work_dir, on_progress)
         try:
             try:
@@ -169,6 +250,7 @@ def run_in_child(
         progress.poll()  # the last phases, written just before the worker ended
         try:
             result = _read_outcome(work_dir, supervisor_returncode, progress.last_phase)
+            result = result.model_copy(update={"start_method": started.method, "start_note": started.note})
         except ExperimentFailed:
             if guard.received is not None:
                 raise ExperimentInterrupted(signal_name(guard.received)) from None
@@ -199,10 +281,10 @@ class _ProgressRelay:
 
 
 def _wait_for_leader(
-    proc: subprocess.Popen[bytes], guard: InterruptGuard, timeout_s: float | None, progress: _ProgressRelay
+    proc: ChildGroup, guard: InterruptGuard, timeout_s: float | None, progress: _ProgressRelay
 ) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while not _leader_exited(proc.pid):
+    while not proc.exited():
         progress.poll()
         if guard.received is not None:
             terminate_group(proc)

@@ -103,7 +103,9 @@ def pool_processes(results: list[ExperimentResult]) -> ExperimentResult:
         ]
     )
     peaks = [r.peak_memory_bytes for r in results if r.peak_memory_bytes is not None]
-    return assemble_result(
+    methods = {r.start_method for r in results}
+    notes = list(dict.fromkeys(r.start_note for r in results if r.start_note))
+    pooled = assemble_result(
         identity={
             name: getattr(first, name) for name in ("experiment_id", "config_hash", "config", "workload")
         },
@@ -122,4 +124,10 @@ def pool_processes(results: list[ExperimentResult]) -> ExperimentResult:
         serving=first.serving,  # one load's figures; every process's headline is in its rounds
         started_at=first.started_at,
         finished_at=results[-1].finished_at,
+    )
+    return pooled.model_copy(
+        update={
+            "start_method": methods.pop() if len(methods) == 1 else "mixed",
+            "start_note": "; ".join(notes) or None,
+        }
     )

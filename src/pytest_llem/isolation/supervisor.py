@@ -1,6 +1,8 @@
 """The leader of an experiment's process group, whose only job is that nothing outlives pytest.
 
-`python -m pytest_llem.isolation.supervisor WORK_DIR PARENT_PID`, started by pytest in a new session.
+`python -m pytest_llem.isolation.supervisor WORK_DIR PARENT_PID`, started by pytest in a new session
+(a cold start), or forked in a new session by the preloaded interpreter (`isolation.forkserver`,
+whose pid is then PARENT_PID).
 It runs the worker in its own group and waits. It never imports a workload, so unlike the
 worker it cannot be stuck in native code: when pytest dies, even by SIGKILL, the kernel's
 parent-death signal reaches this process and it SIGKILLs the whole group, grandchildren
@@ -19,7 +21,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
@@ -65,7 +69,28 @@ def kill_own_group() -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def main(work_dir: Path, parent_pid: int) -> int:
+class WorkerProcess(Protocol):
+    """The part of `subprocess.Popen` this module uses (a forked worker has it too)."""
+
+    pid: int
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def spawn_worker(work_dir: Path, env: Mapping[str, str]) -> WorkerProcess:
+    """A cold start's worker: a fresh interpreter."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest_llem.isolation.worker", str(work_dir)], env=dict(env)
+    )
+
+
+def main(
+    work_dir: Path,
+    parent_pid: int,
+    start_worker: Callable[[Path, Mapping[str, str]], WorkerProcess] = spawn_worker,
+) -> int:
+    """`start_worker` is `spawn_worker`, or `forkserver.fork_worker` in a preloaded fork."""
+
     def on_parent_death_signal(signum: int, frame: object) -> None:
         # PR_SET_PDEATHSIG follows the parent *thread*; only act if the parent process is gone.
         if os.getppid() != parent_pid:
@@ -85,7 +110,7 @@ def main(work_dir: Path, parent_pid: int) -> int:
     signal.signal(signal.SIGINT, lambda signum, frame: None)
 
     env = dict(os.environ, PYTEST_LLEM_SUPERVISOR_PID=str(os.getpid()))
-    worker = subprocess.Popen([sys.executable, "-m", "pytest_llem.isolation.worker", str(work_dir)], env=env)
+    worker = start_worker(work_dir, env)
     while True:
         try:
             returncode = worker.wait(timeout=_WAKE_UP_S if terminated_at else _PARENT_CHECK_INTERVAL_S)

@@ -1,0 +1,257 @@
+"""The preloaded interpreter: imports a session's heavy modules once, then forks experiments.
+
+`python -m pytest_llem.isolation.forkserver SOCKET_FD PYTEST_PID`, started by the pytest
+process (`isolation.preload`) in its own session the first time an experiment needs it. It
+imports the modules pytest names (torch, transformers, the built-in backends, the worker's
+own machinery), and then only answers requests on its socket, one at a time:
+
+- `fork`: if forking is safe (one thread, no CUDA context), fork a child that becomes exactly
+  what `python -m pytest_llem.isolation.supervisor` is on a cold start: its own session and
+  group, a child subreaper with a parent-death signal, and the worker below it, forked too,
+  so the workload runs with the modules already imported. The child gets pytest's stdout and
+  stderr (passed with the request), the experiment's environment, cwd and `sys.argv`, and
+  fresh random seeds: nothing of an earlier experiment, which ran in another fork.
+- `status`: whether a child has exited, without reaping it (its pid, which is its group's id,
+  stays reserved until pytest has sent the group its last SIGKILL, as on a cold start).
+- `reap`: reap it and return its exit status.
+
+It never initialises CUDA and never runs a workload. It exits when pytest closes the socket
+or dies (parent-death signal, SIGKILL of pytest included); each forked supervisor's own
+parent-death signal then kills that experiment's group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_llem.isolation import supervisor
+from pytest_llem.processes import set_parent_death_signal
+
+#: Signal the kernel sends when pytest exits; the handler checks that pytest is really gone.
+PARENT_DEATH_SIGNAL = signal.SIGUSR1
+#: Requests and replies are one JSON object per datagram (SOCK_SEQPACKET keeps the boundaries).
+MAX_MESSAGE_BYTES = 1 << 20
+_WAIT_POLL_S = 0.005
+
+
+def fork_hazard() -> str | None:
+    """Why forking now could hand a child a broken copy of this process, or None if it is safe."""
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    try:
+        if cuda is not None and cuda.is_initialized():
+            return "CUDA is initialised in the preloaded interpreter"
+    except Exception as exc:  # a half-imported torch: do not trust it
+        return f"cannot tell whether CUDA is initialised ({type(exc).__name__}: {exc})"
+    threads = threading.active_count()
+    if threads != 1:
+        names = ", ".join(sorted(t.name for t in threading.enumerate() if t is not threading.main_thread()))
+        return f"{threads - 1} Python thread(s) running in the preloaded interpreter ({names})"
+    task_dir = Path("/proc/self/task")
+    if task_dir.is_dir():
+        native = len(os.listdir(task_dir)) - 1
+        if native > openblas_server_threads():
+            return f"{native} native thread(s) running in the preloaded interpreter"
+    return None
+
+
+def openblas_server_threads() -> int:
+    """Idle threads OpenBLAS starts when it is loaded (numpy's, imported by torch), which are
+    safe to fork over: OpenBLAS stops them in its `pthread_atfork` prepare handler and starts
+    them again when it next computes. Any native thread beyond these makes a fork unsafe."""
+    from threadpoolctl import threadpool_info
+
+    return sum(
+        max(pool["num_threads"] - 1, 0) for pool in threadpool_info() if pool["internal_api"] == "openblas"
+    )
+
+
+def import_modules(modules: list[str]) -> str | None:
+    """Import `modules`; the first failure as one line, or None."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # SystemExit from a module is a failure too, not our exit
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            return f"importing {name} failed ({type(exc).__name__}: {first_line})"
+    return None
+
+
+class ForkedWorker:
+    """The worker forked by a forked supervisor; the part of `subprocess.Popen` it uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(_WAIT_POLL_S)
+        return self.returncode
+
+
+def _fresh_process_state(env: Mapping[str, str], argv: list[str]) -> None:
+    """What a fresh interpreter would have: this environment and argv, new random seeds, and
+    stdout/stderr objects over fds 1 and 2 buffered as a fresh start would buffer them."""
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = list(argv)
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        interactive = os.isatty(fd)
+        stream = io.TextIOWrapper(
+            io.open(fd, "wb", closefd=False),  # noqa: UP020 (closefd: fds 1 and 2 stay open)
+            encoding=getattr(sys, name).encoding,
+            errors=getattr(sys, name).errors,
+            line_buffering=interactive or name == "stderr",
+        )
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def _exit_now(returncode: int) -> None:
+    """Leave a forked process without running the preloaded interpreter's exit handlers."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(returncode)
+
+
+def fork_worker(work_dir: Path, env: Mapping[str, str]) -> ForkedWorker:
+    """`supervisor.main`'s worker start on a preloaded fork: the worker forked, not executed."""
+    pid = os.fork()
+    if pid != 0:
+        return ForkedWorker(pid)
+    returncode = 1
+    try:
+        # The supervisor's handlers are not the worker's: a fresh interpreter's defaults.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_DFL)
+        from pytest_llem.isolation import worker
+
+        _fresh_process_state(env, [worker.__file__, str(work_dir)])
+        returncode = worker.main(work_dir)
+    except SystemExit as exc:
+        returncode = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        _exit_now(returncode)
+    raise AssertionError("unreachable")
+
+
+def _run_group(request: dict[str, Any], fds: list[int], server_pid: int, server_sock: socket.socket) -> None:
+    """In the forked child: become the experiment's supervisor, as a cold start would."""
+    returncode = 1
+    try:
+        os.setsid()
+        server_sock.close()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for fd in fds:
+            os.close(fd)
+        os.chdir(request["cwd"])
+        signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_DFL)
+        work_dir = Path(request["work_dir"])
+        _fresh_process_state(request["env"], [supervisor.__file__, str(work_dir), str(server_pid)])
+        returncode = supervisor.main(work_dir, server_pid, start_worker=fork_worker)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        _exit_now(returncode)
+
+
+def _send(sock: socket.socket, reply: Mapping[str, Any]) -> None:
+    sock.send(json.dumps(reply).encode())
+
+
+def serve(sock: socket.socket) -> None:
+    """Answer `fork`, `status` and `reap` until pytest closes the socket."""
+    server_pid = os.getpid()
+    while True:
+        data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE_BYTES, 2)
+        if not data:
+            return
+        request = json.loads(data)
+        op = request["op"]
+        if op == "fork":
+            hazard = fork_hazard()
+            if hazard is not None or len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
+                _send(sock, {"refused": hazard or "stdout and stderr were not passed"})
+                continue
+            pid = os.fork()
+            if pid == 0:
+                _run_group(request, fds, server_pid, sock)
+            for fd in fds:
+                os.close(fd)
+            _send(sock, {"pid": pid})
+        elif op == "status":
+            info = os.waitid(os.P_PID, request["pid"], os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            _send(sock, {"exited": info is not None and info.si_pid == request["pid"]})
+        elif op == "reap":
+            _pid, status = os.waitpid(request["pid"], 0)
+            _send(sock, {"returncode": os.waitstatus_to_exitcode(status)})
+        else:
+            _send(sock, {"error": f"unknown request {op!r}"})
+
+
+def main(sock_fd: int, pytest_pid: int) -> int:
+    def on_parent_death_signal(signum: int, frame: object) -> None:
+        # PR_SET_PDEATHSIG follows the parent *thread*; act only once pytest itself is gone.
+        if os.getppid() != pytest_pid:
+            os._exit(0)
+
+    signal.signal(PARENT_DEATH_SIGNAL, on_parent_death_signal)
+    set_parent_death_signal(PARENT_DEATH_SIGNAL)
+    if os.getppid() != pytest_pid:
+        return 0
+    sock = socket.socket(fileno=sock_fd)
+    hello = json.loads(sock.recv(MAX_MESSAGE_BYTES) or b"{}")
+    for entry in reversed(hello.get("sys_path", [])):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    problem = import_modules(hello.get("modules", [])) or fork_hazard()
+    _send(sock, {"ready": problem is None, "problem": problem})
+    if problem is not None:
+        return 0
+    try:
+        serve(sock)
+    except (ConnectionError, OSError):
+        pass  # pytest is gone: its end of the socket closed mid-request
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]), int(sys.argv[2])))

@@ -1,0 +1,257 @@
+"""The pytest side of the preloaded start method: which modules to preload, and the handle
+that starts the preloaded interpreter (`isolation.forkserver`) and asks it for each group.
+
+Start methods are the launcher's swappable axis: `launcher.cold_start` spawns fresh
+interpreters; `Preloader.start` forks the group from a preloaded interpreter started once per
+pytest process (so once per xdist worker), lazily, when the first experiment needs it. Any
+reason a fork could be unsafe or could measure something else than a cold start would (an
+import that failed, a thread or CUDA in the preloaded interpreter, an environment that
+differs from the one its modules were imported under) makes that start a cold one, and the
+reason is said once (`on_fallback`) and recorded in the result (`start_note`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_llem.backends import BACKEND_WORKLOADS
+from pytest_llem.isolation.launcher import ChildOutput, StartedGroup, cold_start
+
+#: `--llem-preload` values that are not module lists.
+PRELOAD_AUTO = "auto"
+PRELOAD_NONE = "none"
+#: What every preloaded fork needs whatever the workload: the worker and what it imports.
+BASE_MODULES = ("pytest_llem.isolation.worker",)
+#: transformers imports its submodules lazily, on first use: without these, each fork would
+#: still pay for the model and generation code (`modeling_utils` alone costs more than
+#: `import transformers`).
+TRANSFORMERS_MODULES = (
+    "transformers",
+    "transformers.modeling_utils",
+    "transformers.generation.utils",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+)
+#: The libraries a backend's workload imports, preloaded when a collected case names it.
+BACKEND_MODULES: dict[str, tuple[str, ...]] = {
+    "pytorch": ("torch", *TRANSFORMERS_MODULES),
+    "vllm": ("torch", *TRANSFORMERS_MODULES, "vllm"),
+}
+#: Variables that may differ between the preloaded interpreter and a child: nothing reads them
+#: at import (pytest-llem's own per experiment, pytest's current test; CUDA's device list is
+#: read at CUDA's start, which only ever happens in the child).
+PER_EXPERIMENT_ENV_PREFIXES = ("PYTEST_LLEM_", "PYTEST_CURRENT_TEST", "CUDA_VISIBLE_DEVICES")
+#: How long a reply from the preloaded interpreter may take (imports take the first one).
+_IMPORT_TIMEOUT_S = 300.0
+_REPLY_TIMEOUT_S = 30.0
+_IMPORT_POLL_S = 0.1
+
+
+def auto_modules(backends: Iterable[str | None], workload_modules: Iterable[str] = ()) -> list[str]:
+    """The modules `--llem-preload=auto` imports, in order, without repeats.
+
+    The base, each collected backend's libraries and built-in workload, and those user
+    workload modules that are safe to import (`is_library_module`)."""
+    modules: list[str] = list(BASE_MODULES)
+    for backend in sorted({b for b in backends if b is not None}):
+        modules += BACKEND_MODULES.get(backend, ())
+        if backend in BACKEND_WORKLOADS:
+            modules.append(BACKEND_WORKLOADS[backend].partition(":")[0])
+    modules += [m for m in workload_modules if is_library_module(m)]
+    return list(dict.fromkeys(modules))
+
+
+def is_library_module(name: str) -> bool:
+    """A workload's module the preloaded interpreter may import on its own: already imported
+    by pytest from a file (so importing it worked), and not a test module or conftest, whose
+    import may do anything a test session sets up."""
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    if module is None or path is None:
+        return False
+    stem = Path(path).stem
+    return not (stem.startswith("test_") or stem.endswith("_test") or stem == "conftest")
+
+
+def env_difference(preloaded: Mapping[str, str], wanted: Mapping[str, str]) -> list[str]:
+    """The variables (names only) whose values differ, besides the per-experiment ones."""
+    names = set(preloaded) ^ set(wanted) | {
+        k for k in set(preloaded) & set(wanted) if preloaded[k] != wanted[k]
+    }
+    return sorted(n for n in names if not n.startswith(PER_EXPERIMENT_ENV_PREFIXES))
+
+
+class PreloadedGroup:
+    """A group forked by the preloaded interpreter, which is the leader's parent: it answers
+    whether the leader exited (unreaped, as `launcher._leader_exited`) and reaps it."""
+
+    def __init__(self, server: _ForkServer, pid: int) -> None:
+        self._server = server
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def exited(self) -> bool:
+        reply = self._server.ask({"op": "status", "pid": self.pid})
+        return reply is None or bool(reply.get("exited"))
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            reply = self._server.ask({"op": "reap", "pid": self.pid}, timeout_s=None)
+            # The preloaded interpreter died meanwhile: the leader's parent-death signal killed it.
+            self.returncode = int(reply["returncode"]) if reply is not None else -9
+        return self.returncode
+
+
+class _ForkServer:
+    """The running preloaded interpreter and its socket."""
+
+    def __init__(
+        self, modules: list[str], env: Mapping[str, str], interrupted: Callable[[], bool] = lambda: False
+    ) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.env = dict(env)
+        self.modules = modules
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest_llem.isolation.forkserver",
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                ],
+                env=self.env,
+                pass_fds=[theirs.fileno()],
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.sock.send(json.dumps({"modules": modules, "sys_path": [p for p in sys.path if p]}).encode())
+        # In short slices: a signal to pytest must not wait for the imports to finish.
+        deadline = time.monotonic() + _IMPORT_TIMEOUT_S
+        while (reply := self._receive(_IMPORT_POLL_S)) is None:
+            problem = None
+            if interrupted():
+                problem = "interrupted while the preloaded interpreter was importing"
+            elif self.proc.poll() is not None and (reply := self._receive(0)) is None:
+                problem = f"the preloaded interpreter exited while importing {', '.join(modules)}"
+            elif time.monotonic() > deadline:
+                problem = f"the preloaded interpreter took over {_IMPORT_TIMEOUT_S:g} s to import"
+            if reply is not None:
+                break
+            if problem is not None:
+                self.proc.kill()
+                self.close()
+                raise RuntimeError(problem)
+        if not reply.get("ready"):
+            self.close()
+            raise RuntimeError(str(reply.get("problem")))
+
+    def _receive(self, timeout_s: float | None) -> dict[str, Any] | None:
+        """The next reply; None on a timeout or once the preloaded interpreter is gone."""
+        self.sock.settimeout(timeout_s)
+        try:
+            data = self.sock.recv(1 << 20)
+        except OSError:  # TimeoutError included
+            return None
+        return json.loads(data) if data else None
+
+    def ask(
+        self,
+        request: Mapping[str, Any],
+        fds: list[int] | None = None,
+        timeout_s: float | None = _REPLY_TIMEOUT_S,
+    ) -> dict[str, Any] | None:
+        """One request, one reply; None when the preloaded interpreter is gone or hangs."""
+        try:
+            socket.send_fds(self.sock, [json.dumps(request).encode()], fds or [])
+        except OSError:
+            return None
+        return self._receive(timeout_s)
+
+    def close(self) -> None:
+        self.sock.close()  # it exits on end of file
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Preloader:
+    """`launcher.GroupStarter` for `--llem-preload`: forks from the preloaded interpreter, or
+    starts cold with the reason. `modules` is called once, at the first start."""
+
+    def __init__(
+        self,
+        modules: Callable[[], list[str]],
+        on_fallback: Callable[[str], None] = lambda line: None,
+        interrupted: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._modules = modules
+        self._interrupted = interrupted
+        self._on_fallback = on_fallback
+        self._server: _ForkServer | None = None
+        #: Why no start will be preloaded any more (the interpreter could not be used); None if it can.
+        self.disabled: str | None = None
+        self._said: set[str] = set()
+
+    def _cold(self, work_dir: Path, env: Mapping[str, str], output: ChildOutput, reason: str) -> StartedGroup:
+        if reason not in self._said:
+            self._said.add(reason)
+            self._on_fallback(f"cold start instead of a preloaded one: {reason}")
+        return cold_start(work_dir, env, output, note=reason)
+
+    def _disable(self, reason: str) -> None:
+        self.disabled = reason
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def start(self, work_dir: Path, env: Mapping[str, str], output: ChildOutput) -> StartedGroup:
+        if self.disabled is None and self._server is None:
+            server_env = {k: v for k, v in env.items() if not k.startswith(PER_EXPERIMENT_ENV_PREFIXES)}
+            try:
+                self._server = _ForkServer(self._modules(), server_env, self._interrupted)
+            except (RuntimeError, OSError) as exc:
+                self._disable(str(exc))
+        if self.disabled is not None or self._server is None:
+            return self._cold(
+                work_dir, env, output, self.disabled or "the preloaded interpreter did not start"
+            )
+        differs = env_difference(self._server.env, env)
+        if differs:
+            return self._cold(
+                work_dir,
+                env,
+                output,
+                f"its environment differs from the preloaded interpreter's in {', '.join(differs[:5])}"
+                " (preloaded modules may have read them at import)",
+            )
+        request = {"op": "fork", "work_dir": str(work_dir), "env": dict(env), "cwd": os.getcwd()}
+        reply = self._server.ask(request, fds=[output.stdout_fd, output.stderr_fd])
+        if reply is None or "pid" not in reply:
+            self._disable(
+                str(reply["refused"])
+                if reply and "refused" in reply
+                else "the preloaded interpreter stopped answering"
+            )
+            return self._cold(work_dir, env, output, self.disabled or "")
+        return StartedGroup(PreloadedGroup(self._server, int(reply["pid"])), "preloaded")
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None

@@ -1,0 +1,213 @@
+"""The preloaded start method from pytest's side: which modules, when to start cold, and the
+preloaded interpreter's life (it dies with pytest, SIGKILL included)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import workloads
+from helpers import (
+    START_METHODS,
+    preloaded_interpreters,
+    read_pids,
+    reports,
+    start_llem_pytest,
+    wait_for_file,
+    wait_until_all_gone,
+)
+
+from pytest_llem.isolation.launcher import ChildOutput, terminate_group
+from pytest_llem.isolation.preload import (
+    TRANSFORMERS_MODULES,
+    Preloader,
+    auto_modules,
+    env_difference,
+    is_library_module,
+)
+from pytest_llem.session import BenchmarkSession
+from pytest_llem.settings import LlemSettings
+
+
+def run(bench: BenchmarkSession, workload, **fields):
+    return bench.run_experiment("tests/test_preload.py::case", workload, [fields])
+
+
+def test_auto_preloads_the_backends_libraries_and_safe_workload_modules():
+    modules = auto_modules({"pytorch", None}, ["workloads", "test_preload", "no_such_module"])
+    assert modules == [
+        "pytest_llem.isolation.worker",
+        "torch",
+        *TRANSFORMERS_MODULES,
+        "pytest_llem.backends.pytorch",
+        "workloads",
+    ]
+    assert auto_modules({None}) == ["pytest_llem.isolation.worker"]
+    assert "vllm" in auto_modules({"vllm"})
+
+
+def test_only_imported_non_test_modules_count_as_safe_to_preload():
+    assert is_library_module("workloads")
+    assert not is_library_module(__name__)  # a test module
+    assert not is_library_module("conftest")
+    assert not is_library_module("never_imported_anywhere")
+
+
+def test_env_difference_ignores_what_is_set_per_experiment():
+    base = {"PATH": "/bin", "HF_HUB_OFFLINE": "0"}
+    same = {**base, "PYTEST_LLEM_EXPERIMENT_ID": "x", "CUDA_VISIBLE_DEVICES": "1", "PYTEST_CURRENT_TEST": "t"}
+    assert env_difference(base, same) == []
+    assert env_difference(base, {**base, "HF_HUB_OFFLINE": "1", "EXTRA": ""}) == ["EXTRA", "HF_HUB_OFFLINE"]
+
+
+@pytest.mark.parametrize("preload", START_METHODS)
+def test_the_result_records_how_its_group_started(bench: BenchmarkSession, preload: str):
+    first = run(bench, workloads.report_start)
+    second = run(bench, workloads.report_start)
+    expected = "cold" if preload == "none" else "preloaded"
+    assert first.start_method == second.start_method == expected
+    assert first.start_note is None
+    starter = first.extra
+    if preload == "none":
+        assert starter["starter_pid"] == os.getpid()
+        assert preloaded_interpreters(os.getpid()) == []
+    else:
+        # Both forked from one preloaded interpreter, a child of this process in its own session.
+        assert starter["starter_pid"] == second.extra["starter_pid"] != os.getpid()
+        assert starter["starter_parent_pid"] == os.getpid()
+        assert "pytest_llem.isolation.forkserver" in starter["starter_cmdline"]
+        assert starter["preloaded_modules"] == ["workloads"]
+    # What a fresh interpreter would have: its own session, this cwd, the worker's argv,
+    # and a random state of its own (two forks of one image must not draw the same number).
+    assert starter["supervisor_sid"] != os.getsid(0)
+    assert starter["cwd"] == os.getcwd()
+    assert starter["argv"][0].endswith("worker.py")
+    assert starter["random_draw"] != second.extra["random_draw"]
+
+
+def test_a_module_that_starts_a_thread_at_import_forces_a_cold_start_with_the_reason(state_dir: Path):
+    bench = BenchmarkSession(
+        LlemSettings(
+            enabled=True,
+            state_dir=state_dir,
+            energy="none",
+            preload="pytest_llem.isolation.worker,thread_at_import",
+        )
+    )
+    bench.start()
+    try:
+        result = run(bench, "thread_at_import:count")
+        again = run(bench, "thread_at_import:count")
+    finally:
+        bench.close_preloaded()
+    assert result.output_tokens == 2
+    assert result.start_method == again.start_method == "cold"
+    assert "thread(s) running in the preloaded interpreter" in result.start_note
+    assert "ticker-started-at-import" in result.start_note
+    # One line for the session, however many experiments fell back.
+    assert [p for p in bench.problems if "cold start instead of a preloaded one" in p] == [
+        f"cold start instead of a preloaded one: {result.start_note}"
+    ]
+    assert preloaded_interpreters(os.getpid()) == []
+
+
+def test_a_module_that_fails_to_import_forces_a_cold_start_with_the_reason(state_dir: Path):
+    bench = BenchmarkSession(
+        LlemSettings(enabled=True, state_dir=state_dir, energy="none", preload="no_such_module_x")
+    )
+    bench.start()
+    result = run(bench, workloads.count_tokens)
+    assert result.start_method == "cold" and result.output_tokens == 8
+    assert result.start_note.startswith("importing no_such_module_x failed (ModuleNotFoundError")
+
+
+def test_an_experiment_whose_environment_differs_starts_cold(bench: BenchmarkSession):
+    assert run(bench, workloads.count_tokens).start_method == "preloaded"
+    result = run(bench, workloads.report_identity, env={"HF_HUB_OFFLINE": "1"})
+    assert result.start_method == "cold"
+    assert "HF_HUB_OFFLINE" in result.start_note
+    assert result.extra["env"]["HF_HUB_OFFLINE"] == "1"
+    assert run(bench, workloads.count_tokens).start_method == "preloaded"  # the next one forks again
+
+
+def test_repeats_record_one_start_method(bench: BenchmarkSession):
+    result = run(bench, workloads.count_tokens, repeats=2)
+    assert result.start_method == "preloaded" and len(result.rounds) == 2
+
+
+SUITE = """
+from workloads import hang_with_stubborn_children
+
+def test_hangs(llem):
+    llem.run(hang_with_stubborn_children, params={"pid_file": %r})
+"""
+
+
+def test_sigkill_of_pytest_leaves_neither_the_preloaded_interpreter_nor_its_groups(tmp_path: Path):
+    pid_file = tmp_path / "pids.json"
+    (tmp_path / "test_suite.py").write_text(SUITE % str(pid_file))
+    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_suite.py", "--llem-energy=none")
+    wait_for_file(pid_file, timeout_s=120)
+    (server,) = preloaded_interpreters(proc.pid)
+    group = read_pids(pid_file)
+    assert len(group) == 4  # supervisor, worker, two grandchildren that ignore SIGTERM
+    os.kill(proc.pid, signal.SIGKILL)
+    assert wait_until_all_gone([server, *group], 3.0) == []
+    proc.communicate(timeout=30)
+
+
+def test_each_xdist_worker_forks_from_its_own_preloaded_interpreter(tmp_path: Path):
+    pytest.importorskip("xdist")
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n"
+        "from workloads import report_start\n"
+        "@pytest.mark.parametrize('n', range(4))\n"
+        "def test_start(llem, n):\n"
+        "    result = llem.run(report_start)\n"
+        "    assert result.start_method == 'preloaded', result.start_note\n"
+        "    print('STARTER', result.extra['starter_pid'], result.extra['starter_parent_pid'])\n"
+    )
+    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_x.py", "-n", "2", "-s", "--llem-energy=none")
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output
+    (report,) = reports(tmp_path / "state")
+    by_worker: dict[str, set[tuple[int, int]]] = {}
+    for entry in report["experiments"]:
+        extra = entry["result"]["extra"]
+        by_worker.setdefault(entry["worker_id"], set()).add(
+            (extra["starter_pid"], extra["starter_parent_pid"])
+        )
+    assert len(by_worker) == 2, by_worker
+    starters = [next(iter(s)) for s in by_worker.values()]
+    assert all(len(s) == 1 for s in by_worker.values()), by_worker  # one interpreter per worker
+    assert starters[0][0] != starters[1][0] and starters[0][1] != starters[1][1]
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid, _ in starters) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid, _ in starters)  # gone with their workers
+
+
+def _alive(pid: int) -> bool:
+    from pytest_llem.processes import process_is_alive
+
+    return process_is_alive(pid)
+
+
+def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_imports(tmp_path: Path):
+    lines: list[str] = []
+    preloader = Preloader(lambda: ["slow_import"], on_fallback=lines.append, interrupted=lambda: True)
+    started = time.monotonic()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        group = preloader.start(tmp_path, dict(os.environ), ChildOutput(devnull, devnull))
+    finally:
+        os.close(devnull)
+    took_s = time.monotonic() - started
+    terminate_group(group.group, grace_s=0.5)  # the cold group it fell back to
+    assert took_s < 5.0  # not the module's 20 s
+    assert (group.method, group.note) == ("cold", "interrupted while the preloaded interpreter was importing")
+    assert lines == [f"cold start instead of a preloaded one: {group.note}"]
+    assert preloaded_interpreters(os.getpid()) == []
