@@ -131,8 +131,12 @@ def run_in_child(
     guard: InterruptGuard,
     timeout_s: float | None = None,
     on_progress: ProgressCallback | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> ExperimentResult:
     """Run `request` in an isolated process group and return its validated result.
+
+    `on_start` is given the group leader's pid as soon as it runs (the session records it in
+    the experiment's state: the child itself never writes to the store).
 
     `guard` must be installed by the caller. Raises `ExperimentFailed` (crash, timeout,
     workload exception) or `ExperimentInterrupted` (a signal reached `guard`; the group has
@@ -149,6 +153,8 @@ def run_in_child(
         )
         progress = _ProgressRelay(work_dir, on_progress)
         try:
+            if on_start is not None:
+                on_start(proc.pid)
             _wait_for_leader(proc, guard, timeout_s, progress)
         except BaseException:
             if proc.returncode is None:
