@@ -18,8 +18,8 @@ from pytest_llem.store.state import ExperimentPhase, ExperimentState, StateManag
 PHASES = list(ExperimentPhase)
 
 
-def test_phases_move_forward_one_step_at_a_time(state_dir: Path):
-    states = StateManager(state_dir)
+def test_phases_move_forward_one_step_at_a_time(state_dir: Path, store_url):
+    states = StateManager(state_dir, store_url)
     states.create("exp", "h" * 16)
     assert states.advance("exp", ExperimentPhase.MEASURING).phase is ExperimentPhase.MEASURING
     assert states.advance("exp", ExperimentPhase.DONE).phase is ExperimentPhase.DONE
@@ -39,16 +39,16 @@ def test_phases_move_forward_one_step_at_a_time(state_dir: Path):
         }
     ],
 )
-def test_every_other_move_is_refused(state_dir: Path, start, to):
-    state = StateManager(state_dir).create("exp", "h" * 16)
+def test_every_other_move_is_refused(state_dir: Path, start, to, store_url):
+    state = StateManager(state_dir, store_url).create("exp", "h" * 16)
     state.phase = start
     with pytest.raises(InvalidStateTransitionError, match=f"{start.value} -> {to.value} is not allowed"):
         state.advance(to)
     assert state.phase is start
 
 
-def test_failed_is_a_flag_that_keeps_the_phase(state_dir: Path):
-    states = StateManager(state_dir)
+def test_failed_is_a_flag_that_keeps_the_phase(state_dir: Path, store_url):
+    states = StateManager(state_dir, store_url)
     states.create("exp", "h" * 16)
     states.advance("exp", ExperimentPhase.MEASURING)
     failed = states.mark_failed("exp", "boom")
@@ -57,8 +57,8 @@ def test_failed_is_a_flag_that_keeps_the_phase(state_dir: Path):
         states.advance("exp", ExperimentPhase.DONE)
 
 
-def test_unknown_fields_are_rejected(state_dir: Path):
-    state = StateManager(state_dir).create("exp", "h" * 16)
+def test_unknown_fields_are_rejected(state_dir: Path, store_url):
+    state = StateManager(state_dir, store_url).create("exp", "h" * 16)
     data = json.loads(state.model_dump_json()) | {"surprise": 1}
     with pytest.raises(ValueError, match="surprise"):
         ExperimentState.model_validate(data)
@@ -94,37 +94,37 @@ def test_ids_are_sanitised(raw, clean):
 
 
 @pytest.mark.parametrize("bad_id", ["../escape", "/etc/passwd", "a/b", ".hidden"])
-def test_unsanitised_ids_are_refused(state_dir: Path, bad_id: str):
-    states = StateManager(state_dir)
+def test_unsanitised_ids_are_refused(state_dir: Path, bad_id: str, store_url):
+    states = StateManager(state_dir, store_url)
     state = states.create("fine", "h" * 16).model_copy(update={"experiment_id": bad_id})
     with pytest.raises(ValueError, match="not sanitised"):
         states.save(state)
     assert [s.experiment_id for s in states.all_states()] == ["fine"]
 
 
-def test_find_by_config_hash_newest_first(state_dir: Path):
-    states = StateManager(state_dir)
+def test_find_by_config_hash_newest_first(state_dir: Path, store_url):
+    states = StateManager(state_dir, store_url)
     for name in ("old", "new"):
         states.create(name, "a" * 16)
     states.create("other", "b" * 16)
     assert [s.experiment_id for s in states.find_by_config_hash("a" * 16)] == ["new", "old"]
 
 
-def _write_many(state_dir: str, writer: int, rounds: int) -> None:
-    states = StateManager(Path(state_dir))
+def _write_many(state_dir: str, store_url: str, writer: int, rounds: int) -> None:
+    states = StateManager(Path(state_dir), store_url)
     for i in range(rounds):
         state = states.create("shared", f"{writer:016d}")
         state.error_message = "x" * (1000 * (i % 7))  # sizes differ, so torn writes would show
         states.save(state)
 
 
-def test_concurrent_writers_never_leave_a_torn_state(state_dir: Path):
-    StateManager(state_dir).ensure_dirs()  # the store exists before the writers race to open it
+def test_concurrent_writers_never_leave_a_torn_state(state_dir: Path, store_url):
+    StateManager(state_dir, store_url).ensure_dirs()  # the store exists before the writers start
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_write_many, args=(str(state_dir), w, 60)) for w in range(4)]
+    procs = [ctx.Process(target=_write_many, args=(str(state_dir), store_url, w, 60)) for w in range(4)]
     for p in procs:
         p.start()
-    states = StateManager(state_dir)
+    states = StateManager(state_dir, store_url)
     reads = 0
     while any(p.is_alive() for p in procs):
         state = states.load("shared")
@@ -141,10 +141,10 @@ def test_concurrent_writers_never_leave_a_torn_state(state_dir: Path):
     assert reads > 0
 
 
-def test_cleanup_stale_fails_orphans_of_both_unfinished_phases(state_dir: Path):
+def test_cleanup_stale_fails_orphans_of_both_unfinished_phases(state_dir: Path, store_url):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    states = StateManager(state_dir)
+    states = StateManager(state_dir, store_url)
     for name, phase in (("init", ExperimentPhase.INITIALISING), ("meas", ExperimentPhase.MEASURING)):
         state = states.create(name, "h" * 16)
         state.phase = phase
@@ -162,15 +162,15 @@ def test_cleanup_stale_fails_orphans_of_both_unfinished_phases(state_dir: Path):
     assert not states.load("done").failed
 
 
-def test_cleanup_stale_keeps_states_of_live_processes(state_dir: Path):
-    states = StateManager(state_dir)
+def test_cleanup_stale_keeps_states_of_live_processes(state_dir: Path, store_url):
+    states = StateManager(state_dir, store_url)
     states.create("mine", "h" * 16)  # owned by this very process
     assert states.cleanup_stale() == []
     assert not states.load("mine").failed
 
 
-def test_a_reused_pid_is_not_mistaken_for_the_original_process(state_dir: Path):
-    states = StateManager(state_dir)
+def test_a_reused_pid_is_not_mistaken_for_the_original_process(state_dir: Path, store_url):
+    states = StateManager(state_dir, store_url)
     state = states.create("reused", "h" * 16)
     state.owner_pid = os.getpid()
     state.owner_start_time = process_start_time(os.getpid()) - 3600  # same PID, another process
@@ -186,16 +186,16 @@ def test_permission_error_from_the_probe_means_alive(monkeypatch):
     assert process_is_alive(999_999)
 
 
-def test_states_of_other_hosts_are_left_alone(state_dir: Path):
-    states = StateManager(state_dir)
+def test_states_of_other_hosts_are_left_alone(state_dir: Path, store_url):
+    states = StateManager(state_dir, store_url)
     state = states.create("remote", "h" * 16)
     state.hostname, state.owner_pid = "another-host", 999_999
     states.save(state)
     assert states.cleanup_stale() == []
 
 
-def test_timestamps_are_kept_in_utc_whatever_zone_they_came_in(state_dir: Path):
-    states = StateManager(state_dir)
+def test_timestamps_are_kept_in_utc_whatever_zone_they_came_in(state_dir: Path, store_url):
+    states = StateManager(state_dir, store_url)
     aware = states.create("aware", "a" * 16)
     eastern = aware.model_copy(
         update={
@@ -211,10 +211,10 @@ def test_timestamps_are_kept_in_utc_whatever_zone_they_came_in(state_dir: Path):
     assert [s.experiment_id for s in states.find_by_config_hash("a" * 16)] == ["aware", "eastern"]
 
 
-def test_a_result_comes_back_whole_with_its_bulky_parts_kept_apart(state_dir: Path):
+def test_a_result_comes_back_whole_with_its_bulky_parts_kept_apart(state_dir: Path, store_url):
     from sample_reports import make_result
 
-    states = StateManager(state_dir)
+    states = StateManager(state_dir, store_url)
     state = states.create("measured", "c" * 16)
     result = make_result([1.0, 1.1, 0.9]).model_copy(update={"experiment_id": "measured"})
     result.batch_latencies_s = [0.1, 0.2, 0.3]

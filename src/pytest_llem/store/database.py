@@ -166,24 +166,25 @@ def _open(url: str) -> Store:
         engine_url = _engine_url(url)
     except ArgumentError:
         raise StoreUnavailable(f"{display_url(url)!r} is not a database URL") from None
-    if engine_url.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(engine_url)
-    else:
-        engine = _server_engine(engine_url)
-    store = Store(url, engine)
+    store_is_file = engine_url.get_backend_name() == "sqlite"
+    engine = _sqlite_engine(engine_url) if store_is_file else _server_engine(engine_url)
     try:
-        _migrate(store)
-    except StoreUnavailable:
-        engine.dispose()
-        raise
+        with engine.connect():
+            pass
     except OperationalError as exc:
         engine.dispose()
         host = engine_url.host or "localhost"
-        where = f"{host}:{engine_url.port}" if engine_url.port else host
+        where = "" if store_is_file else f" (server {host}:{engine_url.port or 5432})"
         raise StoreUnavailable(
-            f"cannot open the store {display_url(url)} (server {where}): {_first_line(exc)}; "
+            f"cannot open the store {display_url(url)}{where}: {_first_line(exc)}; "
             "check the URL given by --llem-store, ini llem_store or PYTEST_LLEM_STORE"
         ) from None
+    store = Store(url, engine)
+    try:
+        _migrate(store)
+    except BaseException:
+        engine.dispose()
+        raise
     return store
 
 
@@ -270,6 +271,28 @@ def _current_revision(store: Store) -> str | None:
         if not sa.inspect(conn).has_table("alembic_version"):
             return None
         return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+
+def upsert(
+    conn: Connection, table: sa.Table, values: dict[str, Any], keep_if_null: tuple[str, ...] = ()
+) -> None:
+    """Insert a row or replace the one with its primary key, atomically on both databases
+    (INSERT ... ON CONFLICT, which SQLite and PostgreSQL share); columns in `keep_if_null`
+    keep their stored value when the new one is None."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table).values(**values)
+    keys = [column.name for column in table.primary_key.columns]
+    updates: dict[str, Any] = {
+        name: sa.func.coalesce(statement.excluded[name], table.c[name])
+        if name in keep_if_null
+        else statement.excluded[name]
+        for name in values
+        if name not in keys
+    }
+    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
 
 
 def as_utc(value: datetime) -> datetime:

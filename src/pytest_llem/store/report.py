@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from pytest_llem.results import ExperimentResult, UtcDatetime
 from pytest_llem.store.atomic import ensure_private_dir, read_regular_file, write_model_redacted
-from pytest_llem.store.database import Store, as_utc, open_default_store, pack
+from pytest_llem.store.database import Store, as_utc, open_default_store, pack, upsert
 from pytest_llem.store.machine import MachineInfo
 from pytest_llem.store.redaction import redact_json
 from pytest_llem.store.schema import run_experiments, run_reports, runs
@@ -165,9 +165,10 @@ def save_run(store: Store, report: SessionReport, root: Path | None = None) -> N
     summary["machine_description"] = report.machine.describe() if report.machine else None
     experiment_ids = sorted({e.experiment_id for e in report.experiments if e.experiment_id})
     with store.write() as conn:
-        conn.execute(sa.delete(runs).where(runs.c.run_id == report.run_id))
-        conn.execute(
-            sa.insert(runs).values(
+        upsert(
+            conn,
+            runs,
+            dict(
                 run_id=report.run_id,
                 name=report.name,
                 machine_id=report.machine.id if report.machine else None,
@@ -180,9 +181,10 @@ def save_run(store: Store, report: SessionReport, root: Path | None = None) -> N
                 measured_count=len(report.measured),
                 failed_count=sum(1 for e in report.experiments if e.status in ("failed", "interrupted")),
                 summary_json=json.dumps(summary, separators=(",", ":")),
-            )
+            ),
         )
-        conn.execute(sa.insert(run_reports).values(run_id=report.run_id, report_z=pack(document)))
+        upsert(conn, run_reports, {"run_id": report.run_id, "report_z": pack(document)})
+        conn.execute(sa.delete(run_experiments).where(run_experiments.c.run_id == report.run_id))
         if experiment_ids:
             conn.execute(
                 sa.insert(run_experiments),

@@ -30,7 +30,7 @@ from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
 from pytest_llem.results import ExperimentResult, UtcDatetime, utc_now
 from pytest_llem.store.atomic import ensure_private_dir
-from pytest_llem.store.database import Store, as_utc, pack, unpack
+from pytest_llem.store.database import Store, as_utc, pack, unpack, upsert
 from pytest_llem.store.redaction import redact_json
 from pytest_llem.store.schema import experiment_parts, experiments
 
@@ -367,25 +367,15 @@ class StateManager:
         nodeid: str | None,
         case_key: str | None,
     ) -> None:
-        table = experiments.c
-        kept = conn.execute(
-            sa.select(table.run_id, table.nodeid, table.case_key).where(
-                table.experiment_id == state.experiment_id
-            )
-        ).first()
-        if kept is not None:
-            run_id, nodeid, case_key = run_id or kept.run_id, nodeid or kept.nodeid, case_key or kept.case_key
-            conn.execute(
-                sa.delete(experiment_parts).where(experiment_parts.c.experiment_id == state.experiment_id)
-            )
-            conn.execute(sa.delete(experiments).where(table.experiment_id == state.experiment_id))
         # Redacted as every persisted document is (a workload's error may quote a token).
         document = json.loads(redact_json(state.model_dump_json()))
         result = document.pop("result")
         light, parts = split_bulky(result) if result is not None else (None, [])
         figures = state.result
-        conn.execute(
-            sa.insert(experiments).values(
+        upsert(
+            conn,
+            experiments,
+            dict(
                 experiment_id=state.experiment_id,
                 run_id=run_id,
                 nodeid=nodeid,
@@ -408,9 +398,12 @@ class StateManager:
                 energy_per_token_j=figures.energy_per_token_j if figures else None,
                 tokens_per_s=figures.tokens_per_s if figures else None,
                 result_json=None if light is None else json.dumps(light, separators=(",", ":")),
-            )
+            ),
+            keep_if_null=("run_id", "nodeid", "case_key"),
         )
-        if parts:
+        if not parts:
             conn.execute(
-                sa.insert(experiment_parts).values(experiment_id=state.experiment_id, parts_z=pack(parts))
+                sa.delete(experiment_parts).where(experiment_parts.c.experiment_id == state.experiment_id)
             )
+        else:
+            upsert(conn, experiment_parts, {"experiment_id": state.experiment_id, "parts_z": pack(parts)})
