@@ -78,11 +78,10 @@ def import_state_dir(state_dir: Path, store: Store) -> ImportSummary:
     states = StateManager(state_dir, store=store)
     experiments_dir = Path(state_dir) / "experiments"
     if experiments_dir.is_dir():
-        for path in sorted(experiments_dir.glob("*.json")):
-            state = read_state_file(path, summary.skipped)
-            if state is not None:
-                states.save(state)
-                summary.experiments += 1
+        found = [read_state_file(path, summary.skipped) for path in sorted(experiments_dir.glob("*.json"))]
+        imported = [state for state in found if state is not None]
+        states.save_all(imported)
+        summary.experiments = len(imported)
     for path in sorted((Path(state_dir) / "runs").glob("*/report.json")):
         key = f"runs/{path.parent.name}/report.json"
         try:

@@ -20,7 +20,12 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from pytest_llem.results import ExperimentResult, UtcDatetime
-from pytest_llem.store.atomic import ensure_private_dir, read_regular_file, write_model_redacted
+from pytest_llem.store.atomic import (
+    atomic_write_text,
+    ensure_private_dir,
+    read_regular_file,
+    write_model_redacted,
+)
 from pytest_llem.store.database import Store, as_utc, open_default_store, pack, upsert
 from pytest_llem.store.machine import MachineInfo
 from pytest_llem.store.redaction import redact_json
@@ -152,15 +157,19 @@ def write_report(
     path = report_path(state_dir, report.run_id, name)
     ensure_private_dir(path.parent.parent)
     ensure_private_dir(path.parent)
-    write_model_redacted(path, report, root)
+    redacted = redact_json(report.model_dump_json(), root=root)
+    atomic_write_text(path, redacted)
     if name == REPORT_FILE:
-        save_run(store or open_default_store(state_dir), report, root)
+        save_run(store or open_default_store(state_dir), report, root, redacted)
     return path
 
 
-def save_run(store: Store, report: SessionReport, root: Path | None = None) -> None:
-    """The run's row, its compressed report and the experiments it refers to: one transaction."""
-    document = json.loads(redact_json(report.model_dump_json(), root=root))
+def save_run(
+    store: Store, report: SessionReport, root: Path | None = None, redacted: str | None = None
+) -> None:
+    """The run's row, its compressed report and the experiments it refers to: one transaction.
+    `redacted`: the report's redacted JSON, when the caller has it already."""
+    document = json.loads(redacted or redact_json(report.model_dump_json(), root=root))
     summary = {k: v for k, v in document.items() if k != "experiments"}
     summary["machine_description"] = report.machine.describe() if report.machine else None
     experiment_ids = sorted({e.experiment_id for e in report.experiments if e.experiment_id})

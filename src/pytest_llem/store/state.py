@@ -200,6 +200,15 @@ class StateManager:
         with self.store.write() as conn:
             self._put(conn, state, run_id=run_id, nodeid=nodeid, case_key=case_key)
 
+    def save_all(self, states: list[ExperimentState], *, run_id: str | None = None) -> None:
+        """Write many states in one transaction (an import, a history built in bulk)."""
+        for state in states:
+            if sanitise_experiment_id(state.experiment_id) != state.experiment_id:
+                raise ValueError(f"experiment id {state.experiment_id!r} is not sanitised")
+        with self.store.write() as conn:
+            for state in states:
+                self._put(conn, state, run_id=run_id, nodeid=None, case_key=None)
+
     def load(self, experiment_id: str, with_parts: bool = True) -> ExperimentState | None:
         with self.store.read() as conn:
             return self._get(conn, experiment_id, with_parts)
