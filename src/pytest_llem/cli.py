@@ -159,7 +159,10 @@ def store_of(args: argparse.Namespace) -> Store:
 
 
 def history_of(args: argparse.Namespace) -> RunHistory:
-    return RunHistory(state_dir_of(args), store=store_of(args))
+    """The runs, with any that a killed xdist controller left half-merged completed first."""
+    history = RunHistory(state_dir_of(args), store=store_of(args))
+    history.repair()
+    return history
 
 
 def state_dir_of(args: argparse.Namespace) -> Path:

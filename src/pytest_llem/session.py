@@ -423,7 +423,10 @@ class BenchmarkSession:
         experiment_id = request.experiment_id
 
         def on_start(pid: int) -> None:
-            self.states.record_subprocess(experiment_id, pid, process_start_time(pid))
+            try:
+                self.states.record_subprocess(experiment_id, pid, process_start_time(pid))
+            except StorageError:
+                pass  # a full disk: the owner's identity still guards the state; `done` gets the reserve
 
         def on_progress(events: list[ProgressEvent]) -> None:
             if any(event.phase == MEASURING for event in events):
@@ -458,7 +461,10 @@ class BenchmarkSession:
         # With processes > 1, a later process finds the experiment measuring already.
         state = self.states.load(experiment_id, with_parts=False)
         if state is not None and state.active and state.phase is ExperimentPhase.INITIALISING:
-            self.states.advance(experiment_id, ExperimentPhase.MEASURING)
+            try:
+                self.states.advance(experiment_id, ExperimentPhase.MEASURING)
+            except StorageError:
+                pass  # a full disk: the experiment goes on; its `done` is written with the reserve
 
     def _prepare_devices(self, meter: str, env: dict[str, str], guard: InterruptGuard) -> MeterOptions:
         """Cool down after the previous experiment, then take idle baselines for new devices.

@@ -92,6 +92,11 @@ class Store:
         self._writer = engine.execution_options(llem_write=True)
 
     @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a SQLite store (None for a server)."""
+        return _sqlite_path(self.engine.url) if self.is_sqlite else None
+
+    @property
     def shown_url(self) -> str:
         return display_url(self.url)
 

@@ -233,11 +233,17 @@ def delete_runs(store: Store, run_ids: list[str]) -> None:
         return
     with store.write() as conn:
         # Delete children explicitly: a SQLite store opened without foreign keys must not keep orphans.
+        # Theirs: owned by one of them, or shown by one of them and owned by a run already gone.
+        # Kept: shown by a remaining run (a resume), or owned by a remaining run.
+        shown = sa.select(run_experiments.c.experiment_id).where(run_experiments.c.run_id.in_(run_ids))
+        shown_elsewhere = sa.select(run_experiments.c.experiment_id).where(
+            run_experiments.c.run_id.not_in(run_ids)
+        )
+        remaining = sa.select(runs.c.run_id).where(runs.c.run_id.not_in(run_ids))
         owned = sa.select(experiments.c.experiment_id).where(
-            experiments.c.run_id.in_(run_ids),
-            experiments.c.experiment_id.not_in(
-                sa.select(run_experiments.c.experiment_id).where(run_experiments.c.run_id.not_in(run_ids))
-            ),
+            sa.or_(experiments.c.run_id.in_(run_ids), experiments.c.experiment_id.in_(shown)),
+            experiments.c.experiment_id.not_in(shown_elsewhere),
+            sa.or_(experiments.c.run_id.is_(None), experiments.c.run_id.not_in(remaining)),
         )
         orphaned = list(conn.execute(owned).scalars())
         for chunk in _chunks(orphaned, 500):

@@ -15,6 +15,7 @@ when the result itself is.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -29,8 +30,8 @@ from pydantic import BaseModel, ConfigDict
 from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
 from pytest_llem.results import ExperimentResult, UtcDatetime, utc_now
-from pytest_llem.store.atomic import ensure_private_dir
-from pytest_llem.store.database import Store, as_utc, pack, unpack, upsert
+from pytest_llem.store.atomic import DiskFull, ensure_private_dir, release_reserve
+from pytest_llem.store.database import Store, StoreFull, as_utc, pack, unpack, upsert
 from pytest_llem.store.redaction import redact_json
 from pytest_llem.store.schema import experiment_parts, experiments
 
@@ -194,11 +195,31 @@ class StateManager:
         nodeid: str | None = None,
         case_key: str | None = None,
     ) -> None:
-        """Write the whole state in one transaction (its run and test kept unless given)."""
+        """Write the whole state in one transaction (its run and test kept unless given).
+
+        On a full disk the state dir's reserve is given up and the write tried once more, so
+        a finished result still lands; either way `DiskFull` says so (the session stops)."""
         if sanitise_experiment_id(state.experiment_id) != state.experiment_id:
             raise ValueError(f"experiment id {state.experiment_id!r} is not sanitised")
-        with self.store.write() as conn:
-            self._put(conn, state, run_id=run_id, nodeid=nodeid, case_key=case_key)
+
+        def write() -> None:
+            with self.store.write() as conn:
+                self._put(conn, state, run_id=run_id, nodeid=nodeid, case_key=case_key)
+
+        try:
+            write()
+        except StoreFull:
+            database_file = self.store.sqlite_path
+            if database_file is None:
+                raise
+            written = False
+            if release_reserve(database_file.parent):
+                try:
+                    write()
+                    written = True
+                except StoreFull:
+                    pass
+            raise DiskFull(database_file, os.strerror(errno.ENOSPC), written) from None
 
     def save_all(self, states: list[ExperimentState], *, run_id: str | None = None) -> None:
         """Write many states in one transaction (an import, a history built in bulk)."""
