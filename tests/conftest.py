@@ -12,12 +12,27 @@ from slurm_cluster import slurm_cluster  # noqa: F401 - the session's Slurm clus
 from pytest_llem.config import build_config
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
+from pytest_llem.store.database import close_stores, default_store_url
 from pytest_llem.testing import build_tiny_model
+
+#: A real PostgreSQL server for the store's tests (started once, when first asked for).
+pytest_plugins = ["postgres_server"]
 
 
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, state_dir: Path) -> Iterator[str]:
+    """Each kind of results store, empty: the state dir's SQLite file, or a fresh database on
+    the tests' PostgreSQL server (skipped, with the reason, where that cannot start)."""
+    if request.param == "sqlite":
+        yield default_store_url(state_dir)
+    else:
+        yield request.getfixturevalue("postgres_server").new_database()
+    close_stores()  # each test's engine and its connections go with it
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The `pytest-llem` command: saved runs outside pytest (list, show, compare, export, clean).
+"""The `pytest-llem` command: saved runs outside pytest (list, show, compare, export, clean,
+import).
 
 Every user error (an unknown run, a bad limit or date, an unwritable file) ends as one
 `pytest-llem: <message>` line on stderr and exit code 2; a comparison with a regression or an
@@ -23,13 +24,16 @@ from pytest_llem.output.summary import SummaryView
 from pytest_llem.output.terminal import format_comparison, format_summary
 from pytest_llem.settings import (
     STATE_DIR_ENV,
+    STORE_ENV,
     VIEW_SETTINGS,
     default_state_dir,
     parse_setting,
     setting_named,
     summary_view_from,
 )
+from pytest_llem.store.database import Store, display_url, open_default_store
 from pytest_llem.store.history import RunHistory
+from pytest_llem.store.legacy import import_json_state, import_state_dir
 from pytest_llem.store.report import SessionReport
 from pytest_llem.store.state import StateManager
 
@@ -75,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = command("list", cmd_list, "list saved runs, oldest first")
     listing.add_argument("--machine", metavar="ID", help="only runs made on the machine with this id")
+    listing.add_argument("--limit", metavar="N", type=int, help="only the newest N runs")
 
     show = command("show", cmd_show, "print a run's summary table")
     show.add_argument("run", metavar="RUN")
@@ -126,13 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete runs started before this date (midnight UTC); named runs are kept",
     )
     clean.add_argument(
-        "--include-named", action="store_true", help="with --older-than: delete named runs too"
+        "--keep",
+        metavar="N",
+        type=int,
+        help="delete all but the newest N runs of each machine; named runs are kept",
+    )
+    clean.add_argument(
+        "--include-named", action="store_true", help="with --older-than or --keep: delete named runs too"
     )
     clean.add_argument(
         "--stale",
         action="store_true",
         help="mark failed the unfinished experiments of this host whose processes are gone",
     )
+
+    importing = command(
+        "import", cmd_import, "import the JSON states and reports of a state dir into the store"
+    )
+    importing.add_argument("path", metavar="PATH", type=Path, help="a state dir written before the store")
     return parser
 
 
@@ -144,6 +160,29 @@ def _add_state_dir(parser: argparse.ArgumentParser, default: object) -> None:
         default=default,
         help=f"where pytest --llem keeps its runs (default: ${STATE_DIR_ENV}, else the user state dir)",
     )
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=default,
+        help=f"the results store (default: ${STORE_ENV}, else SQLite in the state dir)",
+    )
+
+
+def store_of(args: argparse.Namespace) -> Store:
+    """The store the command reads, with the state dir's JSON files imported on first use."""
+    state_dir = state_dir_of(args)
+    url = getattr(args, "store", None) or os.environ.get(STORE_ENV) or None
+    store = open_default_store(state_dir, url)
+    for path, why in sorted(import_json_state(state_dir, store).items()):
+        print(f"{PROG}: skipped {path} in the state dir: {why}", file=sys.stderr)
+    return store
+
+
+def history_of(args: argparse.Namespace) -> RunHistory:
+    """The runs, with any that a killed xdist controller left half-merged completed first."""
+    history = RunHistory(state_dir_of(args), store=store_of(args))
+    history.repair()
+    return history
 
 
 def _add_view_options(parser: argparse.ArgumentParser, note: str = "") -> None:
@@ -167,22 +206,23 @@ def state_dir_of(args: argparse.Namespace) -> Path:
 
 def cmd_list(args: argparse.Namespace) -> int:
     state_dir = state_dir_of(args)
-    history = RunHistory(state_dir)
-    runs = history.runs()
+    history = history_of(args)
+    runs = history.summaries(limit=args.limit, machine_id=args.machine)
     say_skipped(history)
-    if args.machine:
-        runs = [run for run in runs if run.machine is not None and run.machine.id == args.machine]
     if not runs:
-        print(f"no saved runs in {state_dir}" + (f" on machine {args.machine}" if args.machine else ""))
+        where = (
+            state_dir if history.store_url is None and history.store.is_sqlite else history.store.shown_url
+        )
+        print(f"no saved runs in {where}" + (f" on machine {args.machine}" if args.machine else ""))
         return EXIT_OK
     header = ("run", "started", "outcome", "experiments", "machine")
     rows = [
         (
-            _run_label(run),
+            run.label,
             _when(run.started_at),
             run.outcome,
-            str(len(run.experiments)),
-            f"{run.machine.id} {run.machine.describe()}" if run.machine else "-",
+            str(run.experiment_count),
+            f"{run.machine_id} {run.machine or ''}".rstrip() if run.machine_id else "-",
         )
         for run in runs
     ]
@@ -198,7 +238,7 @@ def say_skipped(history: RunHistory) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     view = view_of(args)
-    history = RunHistory(state_dir_of(args))
+    history = history_of(args)
     try:
         run = history.find(args.run)
     finally:
@@ -211,7 +251,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     limits = [parse_limit(spec, "--fail") for spec in args.fail]
-    history = RunHistory(state_dir_of(args))
+    history = history_of(args)
     try:
         baseline, current = history.find(args.baseline), history.find(args.current)
     finally:
@@ -233,7 +273,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     view = view_of(args)
     power_tests = tuple(parse_setting("power_chart", raw, "--power-chart") for raw in args.power_chart)
-    history = RunHistory(state_dir_of(args))
+    history = history_of(args)
     try:
         run = history.find(args.run)
     finally:
@@ -271,27 +311,55 @@ def export_text(
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    if not (args.older_than or args.stale):
-        raise LlemError("clean needs --older-than YYYY-MM-DD, --stale, or both")
+    if not (args.older_than or args.stale or args.keep is not None):
+        raise LlemError("clean needs --older-than YYYY-MM-DD, --keep N, --stale, or some of them")
+    if args.keep is not None and args.keep < 0:
+        raise LlemError(f"--keep: {args.keep} is not a number of runs; give 0 or more")
     state_dir = state_dir_of(args)
+    store = store_of(args)
     if args.stale:
-        marked = StateManager(state_dir).cleanup_stale()
+        marked = StateManager(state_dir, store=store).cleanup_stale()
         print(f"marked {len(marked)} stale experiment(s) failed")
         for state in marked:
             print(f"  {state.experiment_id} (left in phase {state.phase.value})")
-    if args.older_than:
-        _clean_older_than(RunHistory(state_dir), parse_date(args.older_than), args.include_named)
+    if args.older_than or args.keep is not None:
+        cutoff = parse_date(args.older_than) if args.older_than else None
+        _clean_runs(RunHistory(state_dir, store=store), cutoff, args.keep, args.include_named)
     return EXIT_OK
 
 
-def _clean_older_than(history: RunHistory, cutoff: datetime, include_named: bool) -> None:
-    removed = history.clean(cutoff, keep_named=not include_named)
+def _clean_runs(history: RunHistory, cutoff: datetime | None, keep: int | None, include_named: bool) -> None:
+    removed = history.clean(cutoff, keep_named=not include_named, keep_newest=keep)
     for run in removed:
-        print(f"removed {_run_label(run)} (started {_when(run.started_at)})")
-    print(f"removed {len(removed)} run(s) started before {cutoff:%Y-%m-%d}")
-    kept = [run for run in history.runs() if run.name and run.started_at < cutoff]
-    if kept:
-        print(f"kept {len(kept)} named run(s) started before {cutoff:%Y-%m-%d}; --include-named deletes them")
+        print(f"removed {run.label} (started {_when(run.started_at)})")
+    rule = " and ".join(
+        ([f"started before {cutoff:%Y-%m-%d}"] if cutoff else [])
+        + ([f"beyond the newest {keep} per machine"] if keep is not None else [])
+    )
+    print(f"removed {len(removed)} run(s) {rule}")
+    if not include_named:
+        kept = [
+            run for run in history.summaries() if run.name and (cutoff is None or run.started_at < cutoff)
+        ]
+        if kept and cutoff is not None:
+            before = f"started before {cutoff:%Y-%m-%d}"
+            print(f"kept {len(kept)} named run(s) {before}; --include-named deletes them")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    source = args.path.expanduser()
+    if not source.is_dir():
+        raise LlemError(
+            f"import: {source} is not a folder; give a state dir (it holds experiments/ and runs/)"
+        )
+    url = args.store or os.environ.get(STORE_ENV) or None
+    store = open_default_store(state_dir_of(args), url)
+    summary = import_state_dir(source, store)
+    for path, why in sorted(summary.skipped.items()):
+        print(f"{PROG}: skipped {path}: {why}", file=sys.stderr)
+    counts = f"{summary.runs} run(s) and {summary.experiments} experiment state(s)"
+    print(f"imported {counts} into {display_url(store.url)}")
+    return EXIT_OK
 
 
 def parse_date(text: str) -> datetime:

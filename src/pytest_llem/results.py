@@ -15,14 +15,18 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, model_validator
 
 
-def _as_utc(moment: datetime) -> datetime:
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(moment: datetime) -> datetime:
     """A timestamp without a time zone (written by hand, or by another tool) is taken as UTC,
     so every timestamp read back compares with every other."""
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
 #: A timestamp that is always time-zone aware once validated.
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 def sum_or_none(values: list[Any]) -> Any:

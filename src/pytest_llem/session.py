@@ -61,8 +61,8 @@ from pytest_llem.isolation.slurm import (
 from pytest_llem.isolation.workload import Workload, describe_workload
 from pytest_llem.output.publish import publish
 from pytest_llem.output.summary import SummaryView
-from pytest_llem.processes import signal_name
-from pytest_llem.progress import ProgressListener
+from pytest_llem.processes import process_start_time, signal_name
+from pytest_llem.progress import MEASURING, ProgressEvent, ProgressListener
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.atomic import make_reserve, redact_file
@@ -112,6 +112,7 @@ def smoke_settings(settings: LlemSettings, state_dir: Path) -> LlemSettings:
         compare=None,
         compare_fail=(),
         json_path=None,
+        store_url=None,
         markdown_path=None,
         html_path=None,
         benchmark_json_path=None,
@@ -157,7 +158,8 @@ class BenchmarkSession:
         self.root = root
         set_extra_secret_names(settings.redact_env)
         self.worker_id = worker_id
-        self.states = StateManager(settings.state_dir)
+        self.states = StateManager(settings.state_dir, settings.store_url)
+        self.history = RunHistory(settings.state_dir, settings.store_url)
         self.report = SessionReport(
             run_id=run_id or new_run_id(), started_at=utc_now(), plugin_version=__version__
         )
@@ -221,14 +223,19 @@ class BenchmarkSession:
         return view
 
     def start(self) -> None:
-        """Create the state dir and fail states orphaned by a session that died."""
+        """Create the state dir, open the store (an unreachable one stops the session before
+        anything is measured), and fail states orphaned by a session that died."""
         try:
             self.states.ensure_dirs()
+        except StorageError:
+            raise
         except OSError as exc:
             raise ConfigError(
                 f"cannot use state dir {self.settings.state_dir}: {exc.strerror or exc}; "
                 "choose another with --llem-state-dir or PYTEST_LLEM_STATE_DIR"
             ) from None
+        self.history = RunHistory(self.settings.state_dir, store=self.states.store)
+        self.history.skipped.update(self.states.skipped)  # JSON files of the state dir, imported once
         make_reserve(self.settings.state_dir)
         if self.settings.launcher == "slurm":
             self.start_notes.append(check_slurm(self.settings.state_dir))
@@ -242,7 +249,10 @@ class BenchmarkSession:
         elif self.settings.autosave:
             self.report.name = autosave_name(self.root)
         if self.worker_id == "main":
-            repaired = RunHistory(self.settings.state_dir).repair(exclude_run_id=self.report.run_id)
+            # In the store from the start, so that a controller killed before its first
+            # checkpoint still leaves a run that the next session can complete.
+            self.history.save(self.report, self.root)
+            repaired = self.history.repair(exclude_run_id=self.report.run_id)
             if repaired:
                 self.problems.append(
                     f"completed the report of {len(repaired)} earlier run(s) that an interrupted or "
@@ -252,7 +262,7 @@ class BenchmarkSession:
             self.baseline = self._find_baseline(self.settings.compare or "latest")
 
     def _find_baseline(self, ref: str) -> SessionReport | None:
-        history = RunHistory(self.settings.state_dir)
+        history = self.history
         if ref != "latest":
             try:
                 return history.find(ref)
@@ -416,7 +426,13 @@ class BenchmarkSession:
         else:
             meter_options = self._prepare_devices(config.energy, env, guard)
         entry.experiment_id = experiment_id
-        state = self.states.create(experiment_id, config_hash)
+        state = self.states.create(
+            experiment_id,
+            config_hash,
+            run_id=self.report.run_id,
+            nodeid=entry.nodeid,
+            case_key=entry.case_key,
+        )
         entry.phase = state.phase.value
         request = ExperimentRequest(
             experiment_id=experiment_id,
@@ -461,8 +477,11 @@ class BenchmarkSession:
         guard: InterruptGuard,
         timeout_s: float | None,
         on_progress: ProgressCallback | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> ExperimentResult:
-        """One process of the experiment: a local child group, or a Slurm job (`--llem-launcher`)."""
+        """One process of the experiment: a local child group, or a Slurm job (`--llem-launcher`).
+        `on_start` gets a local group leader's pid; a Slurm job's processes live on its node, and
+        the job itself is cancelled by name (`isolation.slurm`)."""
         if self.settings.launcher != "slurm":
             return run_in_child(
                 request,
@@ -471,6 +490,7 @@ class BenchmarkSession:
                 timeout_s=timeout_s,
                 on_progress=on_progress,
                 start=self.start_group,
+                on_start=on_start,
             )
         settings = self.settings
         return run_in_slurm_job(
@@ -561,15 +581,32 @@ class BenchmarkSession:
         process: int,
         processes: int,
     ) -> ExperimentResult:
-        """One of the experiment's processes, followed by `self.progress` while it runs."""
+        """One of the experiment's processes, followed by `self.progress` while it runs.
+
+        The session writes the state for the child: its group leader as it starts, and the
+        measuring phase when the child reports it has begun to measure."""
         listener = self.progress
+        experiment_id = request.experiment_id
+
+        def on_start(pid: int) -> None:
+            try:
+                self.states.record_subprocess(experiment_id, pid, process_start_time(pid))
+            except StorageError:
+                pass  # a full disk: the owner's identity still guards the state; `done` gets the reserve
+
+        def on_progress(events: list[ProgressEvent]) -> None:
+            if any(event.phase == MEASURING for event in events):
+                self._enter_measuring(experiment_id)
+            if listener is not None:
+                listener.update(events)
+
         try:
             if listener is None:
-                return self._launch(request, env, guard, timeout_s)
+                return self._launch(request, env, guard, timeout_s, on_progress, on_start)
             listener.started(nodeid, process + 1, processes)
             outcome = "failed"
             try:
-                result = self._launch(request, env, guard, timeout_s, listener.update)
+                result = self._launch(request, env, guard, timeout_s, on_progress, on_start)
                 outcome = "done"
                 return result
             except ExperimentInterrupted:
@@ -581,6 +618,15 @@ class BenchmarkSession:
             # The server a serving case starts writes its own log; the group is gone now, so
             # what it printed can be scrubbed like every other file of the state dir.
             redact_file(server_log_path(Path(request.state_dir), request.experiment_id), env)
+
+    def _enter_measuring(self, experiment_id: str) -> None:
+        # With processes > 1, a later process finds the experiment measuring already.
+        state = self.states.load(experiment_id, with_parts=False)
+        if state is not None and state.active and state.phase is ExperimentPhase.INITIALISING:
+            try:
+                self.states.advance(experiment_id, ExperimentPhase.MEASURING)
+            except StorageError:
+                pass  # a full disk: the experiment goes on; its `done` is written with the reserve
 
     def _prepare_devices(self, meter: str, env: dict[str, str], guard: InterruptGuard) -> MeterOptions:
         """Cool down after the previous experiment, then take idle baselines for new devices.
@@ -626,7 +672,13 @@ class BenchmarkSession:
         state = self.states.load(entry.experiment_id)
         if state is not None and state.owner_pid != os.getpid():
             entry.experiment_id = self._moved_id(entry.experiment_id, "was taken over by another session")
-            state = self.states.create(entry.experiment_id, entry.config_hash)
+            state = self.states.create(
+                entry.experiment_id,
+                entry.config_hash,
+                run_id=self.report.run_id,
+                nodeid=entry.nodeid,
+                case_key=entry.case_key,
+            )
         if state is None:
             raise ExperimentFailed(f"state of {entry.experiment_id} vanished from the state dir")
         return state
@@ -686,7 +738,9 @@ class BenchmarkSession:
         if self._workers:
             take_in_workers(self.report, self._workers)
         try:
-            self.report_path = write_report(self.report, self.settings.state_dir, self.root, self.report_name)
+            self.report_path = write_report(
+                self.report, self.settings.state_dir, self.root, self.report_name, self.states.store
+            )
             self.report_written = True
         except StorageError as exc:
             self.storage_problem = self.storage_problem or str(exc)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 STATE_DIR_ENV = "PYTEST_LLEM_STATE_DIR"
 PRELOAD_DEFAULT = "auto"
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+STORE_ENV = "PYTEST_LLEM_STORE"
 DEFAULT_METER = "auto"
 #: Without --llem-power-chart, the HTML report draws power over time for this many experiments.
 DEFAULT_POWER_CHARTS = 6
@@ -47,6 +48,8 @@ def default_state_dir() -> Path:
 class LlemSettings:
     enabled: bool = False
     state_dir: Path = Path()
+    #: The results store's URL; None: SQLite in the state dir (see store.database).
+    store_url: str | None = None
     timeout_s: float | None = None
     resume: bool = False
     json_path: Path | None = None
@@ -164,6 +167,21 @@ def _path(raw: str, source: str) -> Path:
     return Path(raw).expanduser()
 
 
+#: The URL schemes the results store opens (psycopg 3 is the driver for both PostgreSQL forms).
+STORE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+
+
+def _store_url(raw: str, source: str) -> str:
+    # Only the scheme here, so settings import no database library; the store checks the rest.
+    scheme, sep, _rest = raw.partition("://")
+    if not sep or scheme not in STORE_SCHEMES:
+        raise ConfigError(
+            f"{source}: a store URL starts with sqlite:/// or postgresql:// "
+            "(sqlite:////abs/path/llem.sqlite3, postgresql://USER@HOST:PORT/DB)"
+        )
+    return raw
+
+
 def _run_name(raw: str, source: str) -> str:
     if not raw.strip() or "/" in raw or raw.endswith(".json"):
         raise ConfigError(f"{source}: {raw!r} cannot name a run (no '/' and no .json ending)")
@@ -260,6 +278,8 @@ class Setting:
     repeatable: bool = False
     #: The option's value is optional; given bare, it takes this one.
     bare_value: str | None = None
+    #: An environment variable that sets it, between the command line and the ini file.
+    env: str | None = None
 
     @property
     def option(self) -> str:
@@ -277,6 +297,16 @@ SETTINGS = (
         f"where states and reports go (env {STATE_DIR_ENV}; default: the platform's user state dir)",
         _path,
         "PATH",
+        env=STATE_DIR_ENV,
+    ),
+    Setting(
+        "store_url",
+        "store",
+        f"the results store: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (env {STORE_ENV}; "
+        "default: SQLite in the state dir); the password is best left to PGPASSWORD or ~/.pgpass",
+        _store_url,
+        "URL",
+        env=STORE_ENV,
     ),
     Setting(
         "timeout_s",
@@ -518,8 +548,8 @@ def resolve_settings(
     values: dict[str, Any] = {"enabled": enabled}
     for setting in SETTINGS:
         sources = [(cli.get(setting.name), setting.option)]
-        if setting.name == "state_dir":
-            sources.append((environ.get(STATE_DIR_ENV), STATE_DIR_ENV))
+        if setting.env is not None:
+            sources.append((environ.get(setting.env), setting.env))
         sources.append((ini.get(setting.name), f"ini {setting.ini_name}"))
         for raw, source in sources:
             if raw in (None, "", []):

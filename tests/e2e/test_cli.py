@@ -339,7 +339,7 @@ def test_compare_lists_tests_found_in_one_run_only(state_dir):
         ),
         (("export", str(Path("missing") / "report.json")), "pytest-llem: cannot read report"),
         (("clean", "--older-than", "2026-13-01"), "pytest-llem: --older-than: '2026-13-01' is not a date"),
-        (("clean",), "pytest-llem: clean needs --older-than YYYY-MM-DD, --stale, or both"),
+        (("clean",), "pytest-llem: clean needs --older-than YYYY-MM-DD, --keep N, --stale, or some of them"),
         (("export", "run-a", "-o", str(Path("missing") / "out.json")), "pytest-llem: cannot write missing"),
     ],
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import reports, start_llem_pytest
 
+from pytest_llem.store.database import close_stores
 from pytest_llem.store.state import StateManager
 
 SUITE = """
@@ -473,7 +474,13 @@ def test_foreign_files_in_the_state_dir_are_named_once_and_never_stop_a_session(
 ):
     state_dir = tmp_path / "state"
     assert run(suite, "--llem", f"--llem-state-dir={state_dir}").ret == 0  # a baseline run
+    # The state dir as an earlier release (JSON files, no store) left it, with foreign files:
+    # they are met when it is imported, on first use.
+    for store_file in state_dir.glob("llem.sqlite3*"):
+        store_file.unlink()
+    close_stores()
     experiments = state_dir / "experiments"
+    experiments.mkdir()
     (experiments / "escape.json").symlink_to(tmp_path / "outside.json")
     (tmp_path / "outside.json").write_text("{}")
     os.mkfifo(experiments / "pipe.json")

@@ -20,8 +20,9 @@ from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_di
 from pytest_llem.processes import process_start_time
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
+from pytest_llem.store.history import RunHistory
 from pytest_llem.store.report import load_report
-from pytest_llem.store.state import ExperimentPhase
+from pytest_llem.store.state import ExperimentPhase, StateManager
 
 
 def run(bench: BenchmarkSession, workload, **fields):
@@ -197,8 +198,14 @@ def test_no_secret_reaches_any_file(bench: BenchmarkSession, monkeypatch, state_
     path = bench.finish("failed", 1)
     assert "***" in load_report(path).experiments[0].error
     written = [p for p in state_dir.rglob("*") if p.is_file()]
-    assert written and all(secret not in p.read_text() for p in written)
-    assert all(str(Path.home()) + "/" not in p.read_text() for p in written if Path.home() != Path("/"))
+    assert written and all(secret.encode() not in p.read_bytes() for p in written)
+    assert all(
+        str(Path.home()).encode() + b"/" not in p.read_bytes() for p in written if Path.home() != Path("/")
+    )
+    # The store's compressed parts too, read back as the views see them.
+    stored = [s.model_dump_json() for s in StateManager(state_dir).all_states()]
+    stored += [r.model_dump_json() for r in RunHistory(state_dir).runs()]
+    assert len(stored) == 3 and all(secret not in text for text in stored)
 
 
 def test_report_has_every_experiment_and_how_the_session_ended(bench: BenchmarkSession):
@@ -343,7 +350,7 @@ def test_a_config_that_cannot_run_fails_in_one_line_and_leaves_no_state(
     assert "\n" not in str(excinfo.value)
     (entry,) = bench.entries
     assert entry.failed and entry.error == str(excinfo.value)
-    assert list((state_dir / "experiments").iterdir()) == []
+    assert StateManager(state_dir).all_states() == []
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from sample_reports import EPYC, GPT2, make_entry, make_report, make_result
 
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.report import report_path, write_report
+from pytest_llem.store.state import ExperimentPhase, StateManager
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
@@ -102,3 +103,36 @@ def test_the_default_baseline_is_the_newest_finished_uninterrupted_run_that_meas
     history = RunHistory(state_dir)
     assert history.latest("h100x1").run_id == "failed-with-a-pass"
     assert history.latest("h100x1", exclude_run_id="failed-with-a-pass").run_id == "good"
+
+
+def test_retention_deletes_runs_and_what_only_they_hold_never_a_resumed_experiment(state_dir, store_url):
+    states, history = StateManager(state_dir, store_url), RunHistory(state_dir, store_url)
+    for day, (run_id, name) in enumerate([("r1", None), ("r2", "main"), ("r3", None), ("r4", None)]):
+        state = states.create(f"{run_id}-exp", "c" * 16, run_id=run_id)
+        state.advance(ExperimentPhase.MEASURING)
+        state.advance(ExperimentPhase.DONE)
+        state.result = make_result([1.0]).model_copy(update={"experiment_id": state.experiment_id})
+        state.result.batch_latencies_s = [0.1, 0.2]  # a bulky part, kept in its own table
+        states.save(state)
+        entries = [make_entry(GPT2, state.result)]
+        entries[0].experiment_id = state.experiment_id
+        if run_id == "r4":  # r4 resumed r1's experiment: r1's state must outlive r1
+            entries.append(make_entry(GPT2, state.result).model_copy(update={"experiment_id": "r1-exp"}))
+        write_report(
+            make_report(run_id, entries, name=name, days_after_t0=day), state_dir, store=states.store
+        )
+
+    removed = history.clean(keep_newest=1)
+
+    assert [run.run_id for run in removed] == ["r1", "r3"]  # r2 is named, r4 the newest
+    assert [run.run_id for run in history.summaries()] == ["r2", "r4"]
+    assert sorted(s.experiment_id for s in states.all_states()) == ["r1-exp", "r2-exp", "r4-exp"]
+    assert sorted(p.name for p in (state_dir / "runs").iterdir()) == ["r2", "r4"]
+    with states.store.read() as conn:
+        parts = set(conn.exec_driver_sql("SELECT experiment_id FROM experiment_parts").scalars())
+        linked = set(conn.exec_driver_sql("SELECT run_id FROM run_experiments").scalars())
+        reports = set(conn.exec_driver_sql("SELECT run_id FROM run_reports").scalars())
+    assert parts == {"r1-exp", "r2-exp", "r4-exp"} and linked == reports == {"r2", "r4"}
+
+    assert [run.run_id for run in history.clean(older_than=NOW, keep_named=False)] == ["r2", "r4"]
+    assert states.all_states() == [] and history.summaries() == []

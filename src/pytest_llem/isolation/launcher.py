@@ -206,11 +206,14 @@ def run_in_child(
     timeout_s: float | None = None,
     on_progress: ProgressCallback | None = None,
     start: GroupStarter = cold_start,
+    on_start: Callable[[int], None] | None = None,
 ) -> ExperimentResult:
     """Run `request` in an isolated process group and return its validated result.
 
     `guard` must be installed by the caller; `start` starts the group (`cold_start`, or a
-    `preload.Preloader`'s fork). The result records how its group started. Raises
+    `preload.Preloader`'s fork). The result records how its group started. `on_start` is
+    given the group leader's pid as soon as it runs (the session records it in the
+    experiment's state: the child itself never writes to the store). Raises
     `ExperimentFailed` (crash, timeout, workload exception) or `ExperimentInterrupted` (a
     signal reached `guard`; the group has been torn down when it is raised).
     """
@@ -237,6 +240,8 @@ def run_in_child(
         progress = _ProgressRelay(work_dir, on_progress)
         try:
             try:
+                if on_start is not None:
+                    on_start(proc.pid)
                 _wait_for_leader(proc, guard, timeout_s, progress)
             except BaseException:
                 if proc.returncode is None:

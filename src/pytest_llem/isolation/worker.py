@@ -29,7 +29,7 @@ from pytest_llem.isolation.protocol import (
     write_model,
 )
 from pytest_llem.isolation.workload import load_workload
-from pytest_llem.processes import process_start_time, set_parent_death_signal
+from pytest_llem.processes import set_parent_death_signal
 from pytest_llem.progress import IMPORTING, TEARING_DOWN, ProgressEvent, phase_durations
 from pytest_llem.results import (
     EnergyTotals,
@@ -37,8 +37,8 @@ from pytest_llem.results import (
     LatencyStats,
     RoundResult,
     WindowMeasurement,
+    utc_now,
 )
-from pytest_llem.store.state import ExperimentPhase, StateManager, utc_now
 
 # Names the implicit window that covers the whole call when the workload opens none.
 _WHOLE_CALL_WINDOW = "llem.whole-call"
@@ -53,17 +53,6 @@ def run_request(
         progress.append(event)
         on_phase(event)
 
-    states = StateManager(Path(request.state_dir))
-    # Recorded on the child side, so that only the child writes the state while it runs.
-    group_leader = os.getpgrp()
-    states.record_subprocess(request.experiment_id, group_leader, process_start_time(group_leader))
-
-    def enter_measuring() -> None:
-        # With processes > 1, a later process finds the experiment measuring already.
-        state = states.load(request.experiment_id)
-        if state is None or state.phase is ExperimentPhase.INITIALISING:
-            states.advance(request.experiment_id, ExperimentPhase.MEASURING)
-
     for entry in reversed(request.sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
@@ -74,7 +63,6 @@ def run_request(
     ctx = ExperimentContext(
         request.config,
         meter,
-        on_first_window=enter_measuring,
         on_phase=report,
         state_dir=Path(request.state_dir),
     )
@@ -86,11 +74,7 @@ def run_request(
     finally:
         report(ProgressEvent.now(TEARING_DOWN))
         meter.close()
-    if ctx.windows:
-        measured = combine_windows(ctx.windows)
-    else:
-        enter_measuring()
-        measured = whole_call
+    measured = combine_windows(ctx.windows) if ctx.windows else whole_call
     if request.config.rounds > 1 and not ctx.round_records:
         raise ConfigError(
             f"rounds={request.config.rounds}, but the workload never iterates ctx.rounds(); "

@@ -1,21 +1,29 @@
-"""Saved runs: naming them, identifying the machine they ran on, finding and cleaning them.
+"""Saved runs: naming them, finding them in the results store, and cleaning them.
 
-Every session's report stays in `<state_dir>/runs/<run_id>/report.json`. A run may carry a
-name (`--llem-save NAME`, or `--llem-autosave`: git commit, time, dirty flag). Runs are
-grouped by machine id (see `machine.py`).
+Every session's report is a row of the store's `runs` table (the figures queries use as
+columns, the whole report compressed beside it) and, for people and CI, a file,
+`<state_dir>/runs/<run_id>/report.json`. A run may carry a name (`--llem-save NAME`, or
+`--llem-autosave`: git commit, time, dirty flag). Runs are grouped by machine id (see
+`machine.py`). Finding a run by name or id, the default baseline of a machine and the
+newest runs are indexed queries: their cost does not grow with the history.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import sqlalchemy as sa
 from pydantic import ValidationError
 
 from pytest_llem.errors import LlemError
-from pytest_llem.store.report import SessionReport, load_report, repair_run
+from pytest_llem.store.database import Store, as_utc, unpack
+from pytest_llem.store.report import SessionReport, load_report, repair_run, save_run
+from pytest_llem.store.schema import experiment_parts, experiments, run_experiments, run_reports, runs
 
 
 class UnknownRun(LlemError):
@@ -37,44 +45,108 @@ def _git(cwd: Path | None, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
 
-class RunHistory:
-    """The saved runs of one state dir."""
+@dataclass(frozen=True)
+class RunSummary:
+    """A run as `list` shows it: read from the `runs` table's columns, no report loaded."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.runs_dir = state_dir / "runs"
+    run_id: str
+    name: str | None
+    machine_id: str | None
+    machine: str | None
+    started_at: datetime
+    outcome: str
+    experiment_count: int
+
+    @property
+    def label(self) -> str:
+        return self.name or self.run_id
+
+
+class RunHistory:
+    """The saved runs of one store (by default, the state dir's own)."""
+
+    def __init__(self, state_dir: Path, store_url: str | None = None, store: Store | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.runs_dir = self.state_dir / "runs"
+        self.store_url = store_url
+        self._store = store
         #: Reports that were skipped, as `runs/<run>/report.json`, with the reason.
         self.skipped: dict[str, str] = {}
 
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            # Imported here: `legacy` builds on this module.
+            from pytest_llem.store.legacy import open_and_import
+
+            self._store = open_and_import(self.state_dir, self.store_url, self.skipped)
+        return self._store
+
+    def save(self, report: SessionReport, root: Path | None = None) -> None:
+        """Insert or replace the run, in one transaction (redacted as its file is)."""
+        save_run(self.store, report, root)
+
     def runs(self) -> list[SessionReport]:
-        """Every readable run, oldest first (unreadable ones are skipped and noted in `skipped`)."""
-        reports = []
-        self.repair()
-        for path in sorted(self.runs_dir.glob("*/report.json")):
-            key = f"runs/{path.parent.name}/report.json"
-            try:
-                if path.parent.is_symlink():
-                    raise OSError("its run folder is a symbolic link, not followed")
-                reports.append(load_report(path))
-            except OSError as exc:
-                self.skipped[key] = f"unreadable: {exc.strerror or exc}"
-            except (ValueError, ValidationError) as exc:
-                self.skipped[key] = f"not a report: {str(exc).splitlines()[0]}"
-        return sorted(reports, key=lambda r: r.started_at)
+        """Every run, whole, oldest first (reads every report: for exports and tests, not lookups)."""
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(run_reports.c.report_z)
+                .join(runs, runs.c.run_id == run_reports.c.run_id)
+                .order_by(runs.c.started_at, runs.c.run_id)
+            ).all()
+        return [SessionReport.model_validate(unpack(row.report_z)) for row in rows]
+
+    def summaries(self, limit: int | None = None, machine_id: str | None = None) -> list[RunSummary]:
+        """The newest `limit` runs (all when None), oldest first, from the runs table alone."""
+        query = sa.select(
+            runs.c.run_id,
+            runs.c.name,
+            runs.c.machine_id,
+            runs.c.started_at,
+            runs.c.outcome,
+            runs.c.experiment_count,
+            runs.c.summary_json,
+        ).order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
+        if machine_id is not None:
+            query = query.where(runs.c.machine_id == machine_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.store.read() as conn:
+            rows = conn.execute(query).all()
+        return [
+            RunSummary(
+                run_id=row.run_id,
+                name=row.name,
+                machine_id=row.machine_id,
+                machine=json.loads(row.summary_json).get("machine_description"),
+                started_at=as_utc(row.started_at),
+                outcome=row.outcome,
+                experiment_count=row.experiment_count,
+            )
+            for row in reversed(rows)
+        ]
 
     def repair(self, exclude_run_id: str | None = None) -> list[str]:
-        """Write `report.json` for runs left half-merged (an xdist controller killed or
-        interrupted); return their ids. A state dir that cannot be written is left as it is."""
+        """Write `report.json` (and the store's row) for runs left half-merged (an xdist
+        controller killed or interrupted); return their ids. Only runs the store still has as
+        running are looked at; a state dir that cannot be written is left as it is."""
         repaired = []
-        if not self.runs_dir.is_dir():
-            return repaired
-        for run_dir in sorted(self.runs_dir.iterdir()):
-            if run_dir.name == exclude_run_id or run_dir.is_symlink() or not run_dir.is_dir():
+        with self.store.read() as conn:
+            running = conn.execute(
+                sa.select(runs.c.run_id).where(runs.c.outcome == "running").order_by(runs.c.run_id)
+            ).scalars()
+            candidates = [run_id for run_id in running if run_id != exclude_run_id]
+        for run_id in candidates:
+            run_dir = self.runs_dir / run_id
+            if run_dir.is_symlink() or not run_dir.is_dir():
                 continue
             try:
-                if repair_run(run_dir) is not None:
-                    repaired.append(run_dir.name)
+                report = repair_run(run_dir)
             except OSError:
                 continue
+            if report is not None:
+                self.save(report)
+                repaired.append(run_id)
         return repaired
 
     def skipped_after(self, run_id: str | None) -> list[str]:
@@ -82,7 +154,7 @@ class RunHistory:
         return [
             f"{key} ({reason})"
             for key, reason in sorted(self.skipped.items())
-            if run_id is None or key.split("/")[1] > run_id
+            if key.startswith("runs/") and (run_id is None or key.split("/")[1] > run_id)
         ]
 
     def find(self, ref: str) -> SessionReport:
@@ -93,28 +165,90 @@ class RunHistory:
                 return load_report(path)
             except (OSError, ValueError, ValidationError) as exc:
                 raise UnknownRun(f"cannot read report {ref!r}: {exc}") from None
-        runs = self.runs()
-        for run in reversed(runs):
-            if ref in (run.name, run.run_id):
-                return run
-        known = ", ".join(r.name or r.run_id for r in runs[-5:]) or "none saved yet"
+        found = self._newest(sa.or_(runs.c.name == ref, runs.c.run_id == ref))
+        if found is not None:
+            return found
+        known = ", ".join(run.label for run in self.summaries(limit=5)) or "none saved yet"
         raise UnknownRun(f"no saved run named {ref!r} (latest: {known}); `pytest-llem list` shows them all")
 
     def latest(self, machine_id: str | None, exclude_run_id: str | None = None) -> SessionReport | None:
         """The default baseline: the newest run on `machine_id` (any machine when None), other than
         `exclude_run_id`, that can be one (`SessionReport.can_be_baseline`)."""
-        for run in reversed(self.runs()):
-            if run.run_id == exclude_run_id or not run.can_be_baseline:
-                continue
-            if machine_id is None or (run.machine is not None and run.machine.id == machine_id):
-                return run
-        return None
+        conditions = [runs.c.can_be_baseline.is_(True)]
+        if machine_id is not None:
+            conditions.append(runs.c.machine_id == machine_id)
+        if exclude_run_id is not None:
+            conditions.append(runs.c.run_id != exclude_run_id)
+        return self._newest(sa.and_(*conditions))
 
-    def clean(self, older_than: datetime, keep_named: bool = True) -> list[SessionReport]:
-        """Delete runs started before `older_than` (named ones kept unless asked); return them."""
-        removed = []
-        for run in self.runs():
-            if run.started_at < older_than and not (keep_named and run.name):
-                shutil.rmtree(self.runs_dir / run.run_id, ignore_errors=True)
-                removed.append(run)
-        return removed
+    def _newest(self, condition: sa.ColumnElement[bool]) -> SessionReport | None:
+        query = (
+            sa.select(run_reports.c.report_z)
+            .join(runs, runs.c.run_id == run_reports.c.run_id)
+            .where(condition)
+            .order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
+            .limit(1)
+        )
+        with self.store.read() as conn:
+            blob = conn.execute(query).scalar()
+        return None if blob is None else SessionReport.model_validate(unpack(blob))
+
+    def clean(
+        self,
+        older_than: datetime | None = None,
+        keep_named: bool = True,
+        keep_newest: int | None = None,
+    ) -> list[RunSummary]:
+        """Delete runs started before `older_than`, or beyond the newest `keep_newest` of each
+        machine (named ones kept unless asked), with the experiments, bulky parts and files that
+        belong only to them; return the deleted runs."""
+        doomed = []
+        seen_per_machine: dict[str | None, int] = {}
+        for run in reversed(self.summaries()):  # newest first
+            seen = seen_per_machine.get(run.machine_id, 0)
+            seen_per_machine[run.machine_id] = seen + 1
+            if keep_named and run.name:
+                continue
+            too_old = older_than is not None and run.started_at < older_than
+            beyond = keep_newest is not None and seen >= keep_newest
+            if too_old or beyond:
+                doomed.append(run)
+        ids = [run.run_id for run in doomed]
+        for chunk in _chunks(ids, 500):
+            delete_runs(self.store, chunk)
+        for run_id in ids:
+            run_dir = self.runs_dir / run_id
+            if run_dir.is_dir() and not run_dir.is_symlink():
+                shutil.rmtree(run_dir, ignore_errors=True)
+        return list(reversed(doomed))
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def delete_runs(store: Store, run_ids: list[str]) -> None:
+    """Delete runs, then every experiment of theirs that no remaining run refers to."""
+    if not run_ids:
+        return
+    with store.write() as conn:
+        # Delete children explicitly: a SQLite store opened without foreign keys must not keep orphans.
+        # Theirs: owned by one of them, or shown by one of them and owned by a run already gone.
+        # Kept: shown by a remaining run (a resume), or owned by a remaining run.
+        shown = sa.select(run_experiments.c.experiment_id).where(run_experiments.c.run_id.in_(run_ids))
+        shown_elsewhere = sa.select(run_experiments.c.experiment_id).where(
+            run_experiments.c.run_id.not_in(run_ids)
+        )
+        remaining = sa.select(runs.c.run_id).where(runs.c.run_id.not_in(run_ids))
+        owned = sa.select(experiments.c.experiment_id).where(
+            sa.or_(experiments.c.run_id.in_(run_ids), experiments.c.experiment_id.in_(shown)),
+            experiments.c.experiment_id.not_in(shown_elsewhere),
+            sa.or_(experiments.c.run_id.is_(None), experiments.c.run_id.not_in(remaining)),
+        )
+        orphaned = list(conn.execute(owned).scalars())
+        for chunk in _chunks(orphaned, 500):
+            conn.execute(sa.delete(experiment_parts).where(experiment_parts.c.experiment_id.in_(chunk)))
+            conn.execute(sa.delete(experiments).where(experiments.c.experiment_id.in_(chunk)))
+        conn.execute(sa.delete(run_experiments).where(run_experiments.c.run_id.in_(run_ids)))
+        conn.execute(sa.delete(run_reports).where(run_reports.c.run_id.in_(run_ids)))
+        conn.execute(sa.delete(runs).where(runs.c.run_id.in_(run_ids)))

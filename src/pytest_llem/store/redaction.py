@@ -98,14 +98,22 @@ def redact_json(text: str, *, root: Path | None = None, environ: Mapping[str, st
     """`redact_text` applied to every string (and key) of a JSON document, never to its
     structure: a short secret such as `true` cannot break the file."""
     secrets = secret_values(environ)
+    # A report repeats the same keys thousands of times (every point of a power timeline):
+    # each distinct string is redacted once.
+    done: dict[str, str] = {}
+
+    def redact(text: str) -> str:
+        if text not in done:
+            done[text] = _redact(text, secrets, root)
+        return done[text]
 
     def walk(node: Any) -> Any:
         if isinstance(node, str):
-            return _redact(node, secrets, root)
+            return redact(node)
         if isinstance(node, list):
             return [walk(item) for item in node]
         if isinstance(node, dict):
-            return {_redact(key, secrets, root): walk(value) for key, value in node.items()}
+            return {redact(key): walk(value) for key, value in node.items()}
         return node
 
     return json.dumps(walk(json.loads(text)), indent=2, ensure_ascii=False)

@@ -1,13 +1,14 @@
-"""The session report: one JSON file per pytest session, and the terminal summary of it.
+"""The session report: one per pytest session, in the results store and as a JSON file.
 
-Written to `<state_dir>/runs/<run_id>/report.json` after every experiment (outcome
-`running`, so a session killed outright still leaves what it measured) and once more at the
-end. Entries carry the worker that ran them, so reports from several pytest-xdist workers
-merge into one with `merge_reports`.
+Saved (`save_run`: the store's `runs` row, and `<state_dir>/runs/<run_id>/report.json` for
+people and CI) after every experiment (outcome `running`, so a session killed outright
+still leaves what it measured) and once more at the end. Entries carry the worker that ran
+them, so reports from several pytest-xdist workers merge into one with `merge_reports`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -15,11 +16,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from pytest_llem.results import ExperimentResult, UtcDatetime
-from pytest_llem.store.atomic import ensure_private_dir, read_regular_file, write_model_redacted
+from pytest_llem.store.atomic import (
+    atomic_write_text,
+    ensure_private_dir,
+    read_regular_file,
+    write_model_redacted,
+)
+from pytest_llem.store.database import Store, as_utc, open_default_store, pack, upsert
 from pytest_llem.store.machine import MachineInfo
+from pytest_llem.store.redaction import redact_json
+from pytest_llem.store.schema import run_experiments, run_reports, runs
 
 REPORT_SCHEMA_VERSION = 1
 SessionOutcome = Literal["running", "passed", "failed", "interrupted"]
@@ -132,14 +142,63 @@ def report_path(state_dir: Path, run_id: str, name: str = "report.json") -> Path
     return state_dir / "runs" / run_id / name
 
 
+REPORT_FILE = "report.json"
+
+
 def write_report(
-    report: SessionReport, state_dir: Path, root: Path | None = None, name: str = "report.json"
+    report: SessionReport,
+    state_dir: Path,
+    root: Path | None = None,
+    name: str = REPORT_FILE,
+    store: Store | None = None,
 ) -> Path:
+    """The report's file; a run's own report (not a worker's checkpoint) also goes to the
+    store (`store`, or the state dir's own)."""
     path = report_path(state_dir, report.run_id, name)
     ensure_private_dir(path.parent.parent)
     ensure_private_dir(path.parent)
-    write_model_redacted(path, report, root)
+    redacted = redact_json(report.model_dump_json(), root=root)
+    atomic_write_text(path, redacted)
+    if name == REPORT_FILE:
+        save_run(store or open_default_store(state_dir), report, root, redacted)
     return path
+
+
+def save_run(
+    store: Store, report: SessionReport, root: Path | None = None, redacted: str | None = None
+) -> None:
+    """The run's row, its compressed report and the experiments it refers to: one transaction.
+    `redacted`: the report's redacted JSON, when the caller has it already."""
+    document = json.loads(redacted or redact_json(report.model_dump_json(), root=root))
+    summary = {k: v for k, v in document.items() if k != "experiments"}
+    summary["machine_description"] = report.machine.describe() if report.machine else None
+    experiment_ids = sorted({e.experiment_id for e in report.experiments if e.experiment_id})
+    with store.write() as conn:
+        upsert(
+            conn,
+            runs,
+            dict(
+                run_id=report.run_id,
+                name=report.name,
+                machine_id=report.machine.id if report.machine else None,
+                started_at=as_utc(report.started_at),
+                finished_at=as_utc(report.finished_at) if report.finished_at else None,
+                outcome=report.outcome,
+                exit_code=report.exit_code,
+                can_be_baseline=report.can_be_baseline,
+                experiment_count=len(report.experiments),
+                measured_count=len(report.measured),
+                failed_count=sum(1 for e in report.experiments if e.status in ("failed", "interrupted")),
+                summary_json=json.dumps(summary, separators=(",", ":")),
+            ),
+        )
+        upsert(conn, run_reports, {"run_id": report.run_id, "report_z": pack(document)})
+        conn.execute(sa.delete(run_experiments).where(run_experiments.c.run_id == report.run_id))
+        if experiment_ids:
+            conn.execute(
+                sa.insert(run_experiments),
+                [{"run_id": report.run_id, "experiment_id": eid} for eid in experiment_ids],
+            )
 
 
 def copy_report(report: SessionReport, destination: Path, root: Path | None = None) -> None:

@@ -1,30 +1,39 @@
-"""Experiment states on disk: the phase machine, atomic persistence and stale-state recovery.
+"""Experiment states: the phase machine, kept in the results store, and stale-state recovery.
 
-Layout: `<state_dir>/experiments/<experiment_id>.json`, one file per experiment. Phases move
+One row per experiment in the store's `experiments` table (see `store.database`). Phases move
 `initialising -> measuring -> done` only; `failed` is a separate flag so a failure keeps the
-phase it happened in. Writers in several processes (pytest, the child, a second session) may
-touch the folder at once: every write is atomic, every read tolerates foreign files.
+phase it happened in. Every transition is one transaction, so sessions and xdist workers
+writing the same store at once never see half of one. Only the pytest process writes
+states: it records the child's group leader when it starts it, and the measuring phase when
+the child reports its first measured window.
+
+Stale cleanup reads only unfinished experiments of this host (an index), resume finds the
+newest finished result by config hash (an index): neither grows with the history. A result's
+power timelines and raw latencies are kept apart, compressed (`split_bulky`), and read only
+when the result itself is.
 """
 
 from __future__ import annotations
 
+import errno
 import json
-import logging
 import os
 import re
 import socket
-from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
 
 from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
-from pytest_llem.results import ExperimentResult, UtcDatetime
-from pytest_llem.store.atomic import ensure_private_dir, read_regular_file, write_model_redacted
-
-log = logging.getLogger(__name__)
+from pytest_llem.results import ExperimentResult, UtcDatetime, utc_now
+from pytest_llem.store.atomic import DiskFull, ensure_private_dir, release_reserve
+from pytest_llem.store.database import Store, StoreFull, as_utc, pack, unpack, upsert
+from pytest_llem.store.redaction import redact_json
+from pytest_llem.store.schema import experiment_parts, experiments
 
 MAX_EXPERIMENT_ID_LENGTH = 128
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -40,10 +49,6 @@ _NEXT_PHASE = {
     ExperimentPhase.INITIALISING: ExperimentPhase.MEASURING,
     ExperimentPhase.MEASURING: ExperimentPhase.DONE,
 }
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class ExperimentState(BaseModel):
@@ -97,31 +102,77 @@ def sanitise_experiment_id(raw: str) -> str:
     return cleaned
 
 
-class StateManager:
-    """Reads and writes experiment states under one state dir."""
+#: Keys whose values are the bulky parts of a result: kept apart, compressed.
+BULKY_KEYS = frozenset(
+    {"timeline", "batch_latencies_s", "first_token_latencies_s", "inter_token_latencies_s"}
+)
 
-    def __init__(self, state_dir: Path) -> None:
+
+def split_bulky(document: Any) -> tuple[Any, list[list[Any]]]:
+    """`document` without its bulky lists, and those lists as `[path, value]` pairs."""
+    parts: list[list[Any]] = []
+
+    def walk(node: Any, path: list[Any]) -> Any:
+        if isinstance(node, dict):
+            light = {}
+            for key, value in node.items():
+                if key in BULKY_KEYS and isinstance(value, list) and value:
+                    parts.append([[*path, key], value])
+                    light[key] = []
+                else:
+                    light[key] = walk(value, [*path, key])
+            return light
+        if isinstance(node, list):
+            return [walk(item, [*path, index]) for index, item in enumerate(node)]
+        return node
+
+    return walk(document, []), parts
+
+
+def join_bulky(document: Any, parts: list[list[Any]]) -> Any:
+    """The inverse of `split_bulky`: put each part back where it came from."""
+    for path, value in parts:
+        node = document
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = value
+    return document
+
+
+class StateManager:
+    """Reads and writes the experiment states of one store (by default, the state dir's own)."""
+
+    def __init__(self, state_dir: Path, store_url: str | None = None, store: Store | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.store_url = store_url
+        self._store = store
+        #: Where states lived before the store: read once, by `store.legacy`.
         self.experiments_dir = self.state_dir / "experiments"
         #: Files that were skipped, by name, with the reason (each reported once).
         self.skipped: dict[str, str] = {}
 
-    def ensure_dirs(self) -> None:
-        ensure_private_dir(self.state_dir)
-        ensure_private_dir(self.experiments_dir)
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            # Imported here: `legacy` builds on this module.
+            from pytest_llem.store.legacy import open_and_import
 
-    def path_for(self, experiment_id: str) -> Path:
-        if sanitise_experiment_id(experiment_id) != experiment_id:
-            raise ValueError(f"experiment id {experiment_id!r} is not sanitised")
-        path = (self.experiments_dir / f"{experiment_id}.json").resolve()
-        if path.parent != self.experiments_dir.resolve():
-            raise ValueError(f"experiment id {experiment_id!r} escapes the state dir")
-        return path
+            self._store = open_and_import(self.state_dir, self.store_url, self.skipped)
+        return self._store
+
+    def ensure_dirs(self) -> None:
+        """The state dir (reports and logs still go there) and the store, opened."""
+        ensure_private_dir(self.state_dir)
+        _ = self.store
 
     def create(
         self,
         experiment_id: str,
         config_hash: str,
+        *,
+        run_id: str | None = None,
+        nodeid: str | None = None,
+        case_key: str | None = None,
     ) -> ExperimentState:
         now = utc_now()
         state = ExperimentState(
@@ -133,56 +184,110 @@ class StateManager:
             owner_pid=os.getpid(),
             owner_start_time=process_start_time(os.getpid()),
         )
-        self.save(state)
+        self.save(state, run_id=run_id, nodeid=nodeid, case_key=case_key)
         return state
 
-    def save(self, state: ExperimentState) -> None:
-        self.ensure_dirs()
-        write_model_redacted(self.path_for(state.experiment_id), state)
+    def save(
+        self,
+        state: ExperimentState,
+        *,
+        run_id: str | None = None,
+        nodeid: str | None = None,
+        case_key: str | None = None,
+    ) -> None:
+        """Write the whole state in one transaction (its run and test kept unless given).
 
-    def load(self, experiment_id: str) -> ExperimentState | None:
-        return self._read(self.path_for(experiment_id))
+        On a full disk the state dir's reserve is given up and the write tried once more, so
+        a finished result still lands; either way `DiskFull` says so (the session stops)."""
+        if sanitise_experiment_id(state.experiment_id) != state.experiment_id:
+            raise ValueError(f"experiment id {state.experiment_id!r} is not sanitised")
+
+        def write() -> None:
+            with self.store.write() as conn:
+                self._put(conn, state, run_id=run_id, nodeid=nodeid, case_key=case_key)
+
+        try:
+            write()
+        except StoreFull:
+            database_file = self.store.sqlite_path
+            if database_file is None:
+                raise
+            written = False
+            if release_reserve(database_file.parent):
+                try:
+                    write()
+                    written = True
+                except StoreFull:
+                    pass
+            raise DiskFull(database_file, os.strerror(errno.ENOSPC), written) from None
+
+    def save_all(self, states: list[ExperimentState], *, run_id: str | None = None) -> None:
+        """Write many states in one transaction (an import, a history built in bulk)."""
+        for state in states:
+            if sanitise_experiment_id(state.experiment_id) != state.experiment_id:
+                raise ValueError(f"experiment id {state.experiment_id!r} is not sanitised")
+        with self.store.write() as conn:
+            for state in states:
+                self._put(conn, state, run_id=run_id, nodeid=None, case_key=None)
+
+    def load(self, experiment_id: str, with_parts: bool = True) -> ExperimentState | None:
+        with self.store.read() as conn:
+            return self._get(conn, experiment_id, with_parts)
 
     def advance(self, experiment_id: str, to: ExperimentPhase) -> ExperimentState:
-        state = self._require(experiment_id)
-        state.advance(to)
-        self.save(state)
+        with self.store.write() as conn:
+            state = self._require(conn, experiment_id)
+            state.advance(to)
+            self._update(conn, state, phase=state.phase.value, active=state.active)
         return state
 
     def record_subprocess(self, experiment_id: str, pid: int, start_time: float | None) -> ExperimentState:
-        state = self._require(experiment_id)
-        state.subprocess_pid = pid
-        state.subprocess_start_time = start_time
-        state.last_updated = utc_now()
-        self.save(state)
+        with self.store.write() as conn:
+            state = self._require(conn, experiment_id)
+            state.subprocess_pid = pid
+            state.subprocess_start_time = start_time
+            state.last_updated = utc_now()
+            self._update(conn, state, subprocess_pid=pid, subprocess_start_time=start_time)
         return state
 
     def mark_failed(self, experiment_id: str, error_message: str) -> ExperimentState:
-        state = self._require(experiment_id)
-        state.mark_failed(error_message)
-        self.save(state)
+        with self.store.write() as conn:
+            state = self._require(conn, experiment_id)
+            state.mark_failed(error_message)
+            self._update(conn, state, failed=True, active=False, error_message=state.error_message)
         return state
 
     def all_states(self) -> list[ExperimentState]:
-        if not self.experiments_dir.is_dir():
-            return []
-        states = []
-        for path in sorted(self.experiments_dir.glob("*.json")):
-            state = self._read(path)
-            if state is not None:
-                states.append(state)
-        return states
+        with self.store.read() as conn:
+            rows = conn.execute(sa.select(experiments).order_by(experiments.c.experiment_id)).all()
+            return [self._from_row(conn, row, with_parts=True) for row in rows]
 
     def find_by_config_hash(self, config_hash: str) -> list[ExperimentState]:
-        """States with this hash, newest first."""
-        matches = [s for s in self.all_states() if s.config_hash == config_hash]
-        return sorted(matches, key=lambda s: s.last_updated, reverse=True)
+        """States with this hash, newest first (without their results' bulky parts)."""
+        query = (
+            sa.select(experiments)
+            .where(experiments.c.config_hash == config_hash)
+            .order_by(experiments.c.last_updated.desc())
+        )
+        with self.store.read() as conn:
+            return [self._from_row(conn, row, with_parts=False) for row in conn.execute(query)]
 
     def find_resumable(self, config_hash: str) -> ExperimentState | None:
-        for state in self.find_by_config_hash(config_hash):
-            if state.phase is ExperimentPhase.DONE and not state.failed and state.result is not None:
-                return state
-        return None
+        """The newest finished, unfailed state with this hash and a result, whole."""
+        query = (
+            sa.select(experiments)
+            .where(
+                experiments.c.config_hash == config_hash,
+                experiments.c.phase == ExperimentPhase.DONE.value,
+                experiments.c.failed.is_(False),
+                experiments.c.result_json.is_not(None),
+            )
+            .order_by(experiments.c.last_updated.desc())
+            .limit(1)
+        )
+        with self.store.read() as conn:
+            row = conn.execute(query).first()
+            return None if row is None else self._from_row(conn, row, with_parts=True)
 
     def held_by_another_live_session(self, state: ExperimentState) -> bool:
         """True if `state` is unfinished and owned by another pytest process still running here."""
@@ -193,13 +298,18 @@ class StateManager:
             and process_is_alive(state.owner_pid, state.owner_start_time)
         )
 
+    def unfinished_here(self) -> list[ExperimentState]:
+        """Unfinished states of this host (an indexed query: finished ones are never read)."""
+        query = sa.select(experiments).where(
+            experiments.c.active.is_(True), experiments.c.hostname == socket.gethostname()
+        )
+        with self.store.read() as conn:
+            return [self._from_row(conn, row, with_parts=False) for row in conn.execute(query)]
+
     def cleanup_stale(self) -> list[ExperimentState]:
         """Mark failed every unfinished state of this host whose owner and child are both gone."""
-        hostname = socket.gethostname()
         marked = []
-        for state in self.all_states():
-            if not state.active or state.hostname != hostname:
-                continue
+        for state in self.unfinished_here():
             if process_is_alive(state.owner_pid, state.owner_start_time):
                 continue
             if state.subprocess_pid is not None and process_is_alive(
@@ -210,36 +320,120 @@ class StateManager:
                 f"stale: its process is gone (left in phase {state.phase.value} by a session "
                 "that ended without cleaning up)"
             )
-            self.save(state)
-            marked.append(state)
+            with self.store.write() as conn:
+                # Only if it is still the same unfinished state: another session may have won.
+                changed = conn.execute(
+                    sa.update(experiments)
+                    .where(
+                        experiments.c.experiment_id == state.experiment_id,
+                        experiments.c.active.is_(True),
+                        experiments.c.owner_pid == state.owner_pid,
+                    )
+                    .values(
+                        failed=True,
+                        active=False,
+                        error_message=state.error_message,
+                        last_updated=as_utc(state.last_updated),
+                    )
+                ).rowcount
+            if changed:
+                marked.append(state)
         return marked
 
-    def _require(self, experiment_id: str) -> ExperimentState:
-        state = self.load(experiment_id)
+    # -- rows ----------------------------------------------------------------------------------
+
+    def _require(self, conn: sa.Connection, experiment_id: str) -> ExperimentState:
+        state = self._get(conn, experiment_id, with_parts=True)
         if state is None:
-            raise FileNotFoundError(f"no readable state for experiment {experiment_id!r}")
+            raise FileNotFoundError(f"no state for experiment {experiment_id!r} in the store")
         return state
 
-    def _read(self, path: Path) -> ExperimentState | None:
-        try:
-            raw = read_regular_file(path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            self._skip(path, f"unreadable: {exc.strerror or exc}")
-            return None
-        try:
-            state = ExperimentState.model_validate_json(raw)
-        except (ValidationError, json.JSONDecodeError, ValueError) as exc:
-            self._skip(path, f"not a state: {str(exc).splitlines()[0]}")
-            return None
-        if f"{state.experiment_id}.json" != path.name:
-            self._skip(path, f"holds the state of another experiment ({state.experiment_id})")
-            return None
-        return state
+    def _get(self, conn: sa.Connection, experiment_id: str, with_parts: bool) -> ExperimentState | None:
+        row = conn.execute(sa.select(experiments).where(experiments.c.experiment_id == experiment_id)).first()
+        return None if row is None else self._from_row(conn, row, with_parts)
 
-    def _skip(self, path: Path, reason: str) -> None:
-        key = f"experiments/{path.name}"
-        if key not in self.skipped:
-            self.skipped[key] = reason
-            log.warning("pytest-llem: skipping state file %s: %s", key, reason)
+    def _from_row(self, conn: sa.Connection, row: sa.Row[Any], with_parts: bool) -> ExperimentState:
+        result = None
+        if row.result_json is not None:
+            document = json.loads(row.result_json)
+            if with_parts:
+                blob = conn.execute(
+                    sa.select(experiment_parts.c.parts_z).where(
+                        experiment_parts.c.experiment_id == row.experiment_id
+                    )
+                ).scalar()
+                if blob is not None:
+                    document = join_bulky(document, unpack(blob))
+            result = ExperimentResult.model_validate(document)
+        return ExperimentState(
+            experiment_id=row.experiment_id,
+            phase=ExperimentPhase(row.phase),
+            failed=row.failed,
+            config_hash=row.config_hash,
+            error_message=row.error_message,
+            started_at=as_utc(row.started_at),
+            last_updated=as_utc(row.last_updated),
+            subprocess_pid=row.subprocess_pid,
+            subprocess_start_time=row.subprocess_start_time,
+            owner_pid=row.owner_pid,
+            owner_start_time=row.owner_start_time,
+            hostname=row.hostname,
+            result=result,
+        )
+
+    def _update(self, conn: sa.Connection, state: ExperimentState, **values: Any) -> None:
+        conn.execute(
+            sa.update(experiments)
+            .where(experiments.c.experiment_id == state.experiment_id)
+            .values(last_updated=as_utc(state.last_updated), **values)
+        )
+
+    def _put(
+        self,
+        conn: sa.Connection,
+        state: ExperimentState,
+        *,
+        run_id: str | None,
+        nodeid: str | None,
+        case_key: str | None,
+    ) -> None:
+        # Redacted as every persisted document is (a workload's error may quote a token).
+        document = json.loads(redact_json(state.model_dump_json()))
+        result = document.pop("result")
+        light, parts = split_bulky(result) if result is not None else (None, [])
+        figures = state.result
+        upsert(
+            conn,
+            experiments,
+            dict(
+                experiment_id=state.experiment_id,
+                run_id=run_id,
+                nodeid=nodeid,
+                case_key=case_key,
+                config_hash=state.config_hash,
+                phase=state.phase.value,
+                failed=state.failed,
+                active=state.active,
+                error_message=document["error_message"],
+                started_at=as_utc(state.started_at),
+                last_updated=as_utc(state.last_updated),
+                hostname=state.hostname,
+                owner_pid=state.owner_pid,
+                owner_start_time=state.owner_start_time,
+                subprocess_pid=state.subprocess_pid,
+                subprocess_start_time=state.subprocess_start_time,
+                duration_s=figures.duration_s if figures else None,
+                output_tokens=figures.output_tokens if figures else None,
+                energy_j=figures.energy_j if figures else None,
+                energy_per_token_j=figures.energy_per_token_j if figures else None,
+                tokens_per_s=figures.tokens_per_s if figures else None,
+                result_json=None if light is None else json.dumps(light, separators=(",", ":")),
+            ),
+            keep_if_null=("run_id", "nodeid", "case_key"),
+        )
+        if not parts:
+            conn.execute(
+                sa.delete(experiment_parts).where(experiment_parts.c.experiment_id == state.experiment_id)
+            )
+        else:
+            upsert(conn, experiment_parts, {"experiment_id": state.experiment_id, "parts_z": pack(parts)})

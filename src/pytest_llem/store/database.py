@@ -1,0 +1,329 @@
+"""The results store's connection: which database, opening it, its schema version, transactions.
+
+One store holds every run and experiment state. By default it is SQLite in the state dir
+(`sqlite:///<state_dir>/llem.sqlite3`: WAL, so readers never wait for a writer, and a busy
+timeout, so several sessions and xdist workers can write at once); `--llem-store URL` (ini
+`llem_store`, env `PYTEST_LLEM_STORE`) names another, such as `postgresql://HOST/DB` for a
+team's or a fleet's shared history. The URL's password never reaches a message: every URL
+shown goes through `display_url`.
+
+The schema is versioned by Alembic migrations shipped in `store/migrations/`. Opening a
+store migrates an older one forward and refuses a newer one with one line. The check is
+one query when the schema is current: Alembic itself is imported only to migrate.
+
+SQLAlchemy is imported by this package only, and only once a session or the command uses
+the store (`plugin` never imports `store` at start-up).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from pytest_llem.errors import ConfigError, StorageError
+from pytest_llem.results import as_utc as timestamp_as_utc
+from pytest_llem.store.atomic import ensure_private_dir
+from pytest_llem.store.redaction import redact_secrets
+
+#: The store's file in the state dir when no URL is given.
+DEFAULT_STORE_FILE = "llem.sqlite3"
+#: The newest migration (`store/migrations/versions/`); a store at another revision is migrated.
+SCHEMA_REVISION = "0002"
+#: How long a SQLite writer waits for another one before it gives up with one line.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class StoreUnavailable(ConfigError):
+    """The store cannot be opened (no server, a wrong URL, a newer schema): one line, exit 4."""
+
+
+class StoreBusy(StorageError):
+    """A write waited longer than the busy timeout for another writer's lock."""
+
+
+class StoreFull(StorageError):
+    """The store's disk is full: like a full state dir, the session stops with one line."""
+
+
+def default_store_url(state_dir: Path) -> str:
+    return f"sqlite:///{Path(state_dir).absolute() / DEFAULT_STORE_FILE}"
+
+
+def display_url(url: str | URL) -> str:
+    """The URL without its password (and without any secret the environment holds)."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+        text = parsed.render_as_string(hide_password=True)
+    except ArgumentError:
+        text = str(url)
+    return redact_secrets(text)
+
+
+def _engine_url(url: str) -> URL:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, the `postgres` extra
+    return parsed
+
+
+class Store:
+    """One open store: its engine and short transactions over it.
+
+    `read()` gives a connection in a transaction that takes no write lock; `write()` one that
+    takes it at once (SQLite: BEGIN IMMEDIATE), so that two writers never deadlock on
+    upgrading a read lock, and waits for it up to the busy timeout.
+    """
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.url = url
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._writer = engine.execution_options(llem_write=True)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a SQLite store (None for a server)."""
+        return _sqlite_path(self.engine.url) if self.is_sqlite else None
+
+    @property
+    def shown_url(self) -> str:
+        return display_url(self.url)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._errors(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self._errors(), self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OperationalError as exc:
+            if "locked" in str(exc.orig) or "busy" in str(exc.orig):
+                raise StoreBusy(
+                    f"the store {self.shown_url} stayed locked by another writer for more than "
+                    f"{SQLITE_BUSY_TIMEOUT_S:g} s; retry when the other session has finished"
+                ) from None
+            if "full" in str(exc.orig):
+                raise StoreFull(f"the store {self.shown_url} cannot be written: {_first_line(exc)}") from None
+            raise StoreUnavailable(f"the store {self.shown_url} failed: {_first_line(exc)}") from None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return redact_secrets(text[0] if text else type(orig).__name__)
+
+
+_open_stores: dict[str, Store] = {}
+_open_lock = threading.Lock()
+
+
+def open_store(url: str) -> Store:
+    """The store at `url`, migrated to this version's schema; one per URL and process."""
+    with _open_lock:
+        store = _open_stores.get(url)
+        if store is not None and (not store.is_sqlite or _sqlite_path(store.engine.url).exists()):
+            return store
+        store = _open(url)
+        _open_stores[url] = store
+        return store
+
+
+def open_default_store(state_dir: Path, url: str | None = None) -> Store:
+    """The store named by `url`, or the state dir's own SQLite file."""
+    return open_store(url or default_store_url(state_dir))
+
+
+def close_stores() -> None:
+    """Dispose of every engine this process opened (before forking, or in tests)."""
+    with _open_lock:
+        for store in _open_stores.values():
+            store.dispose()
+        _open_stores.clear()
+
+
+def _sqlite_path(url: URL) -> Path:
+    return Path(url.database or "")
+
+
+def _open(url: str) -> Store:
+    try:
+        engine_url = _engine_url(url)
+    except ArgumentError:
+        raise StoreUnavailable(f"{display_url(url)!r} is not a database URL") from None
+    store_is_file = engine_url.get_backend_name() == "sqlite"
+    engine = _sqlite_engine(engine_url) if store_is_file else _server_engine(engine_url)
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        engine.dispose()
+        host = engine_url.host or "localhost"
+        where = "" if store_is_file else f" (server {host}:{engine_url.port or 5432})"
+        raise StoreUnavailable(
+            f"cannot open the store {display_url(url)}{where}: {_first_line(exc)}; "
+            "check the URL given by --llem-store, ini llem_store or PYTEST_LLEM_STORE"
+        ) from None
+    store = Store(url, engine)
+    try:
+        _migrate(store)
+    except BaseException:
+        engine.dispose()
+        raise
+    return store
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    path = _sqlite_path(url)
+    if str(path) in ("", ":memory:"):
+        raise StoreUnavailable("the SQLite store needs a file: sqlite:///PATH")
+    try:
+        ensure_private_dir(path.parent) if not path.parent.exists() else None
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot create the folder of {path}: {exc.strerror or exc}") from None
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+        cursor.close()
+
+    # The driver's own transaction handling is off (isolation_level=None): these BEGINs are ours.
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("llem_write") else "BEGIN")
+
+    return engine
+
+
+def _server_engine(url: URL) -> Engine:
+    from pytest_llem.extras import import_extra
+
+    if url.drivername == "postgresql+psycopg":
+        import_extra("psycopg", "postgres", "a postgresql:// store", StoreUnavailable)
+    return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
+def _migrate(store: Store) -> None:
+    """Bring the schema to `SCHEMA_REVISION`, or refuse a store written by a newer version."""
+    current = _current_revision(store)
+    if current == SCHEMA_REVISION:
+        return
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
+    if current is not None and current not in known:
+        raise StoreUnavailable(
+            f"the store {store.shown_url} has schema version {current}, newer than this pytest-llem "
+            f"knows ({SCHEMA_REVISION}); upgrade pytest-llem, or use another store with --llem-store"
+        )
+    with store.write() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, SCHEMA_REVISION)
+
+
+def create_at_revision(url: str, revision: str) -> None:
+    """Create the store at an older schema revision (how tests build a store to migrate)."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine_url = _engine_url(url)
+    engine = (
+        _sqlite_engine(engine_url)
+        if engine_url.get_backend_name() == "sqlite"
+        else _server_engine(engine_url)
+    )
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        with Store(url, engine).write() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def _current_revision(store: Store) -> str | None:
+    with store.read() as conn:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+
+def upsert(
+    conn: Connection, table: sa.Table, values: dict[str, Any], keep_if_null: tuple[str, ...] = ()
+) -> None:
+    """Insert a row or replace the one with its primary key, atomically on both databases
+    (INSERT ... ON CONFLICT, which SQLite and PostgreSQL share); columns in `keep_if_null`
+    keep their stored value when the new one is None."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table).values(**values)
+    keys = [column.name for column in table.primary_key.columns]
+    updates: dict[str, Any] = {
+        name: sa.func.coalesce(statement.excluded[name], table.c[name])
+        if name in keep_if_null
+        else statement.excluded[name]
+        for name in values
+        if name not in keys
+    }
+    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite keeps no time zone: every time is stored, and read back, as UTC."""
+    return timestamp_as_utc(value).astimezone(timezone.utc)
+
+
+def pack(document: Any) -> bytes:
+    """JSON, zlib-compressed: how bulky parts are kept."""
+    return zlib.compress(json.dumps(document, separators=(",", ":")).encode(), 6)
+
+
+def unpack(blob: bytes) -> Any:
+    return json.loads(zlib.decompress(blob))
+
+
+__all__ = [
+    "SQLAlchemyError",
+    "Store",
+    "as_utc",
+    "StoreBusy",
+    "StoreUnavailable",
+    "default_store_url",
+    "display_url",
+    "open_default_store",
+    "open_store",
+    "pack",
+    "unpack",
+]

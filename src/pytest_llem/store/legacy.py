@@ -1,0 +1,126 @@
+"""Bringing state dirs written before the results store into it, so that no earlier run is lost.
+
+Before the store, each experiment's state was `<state_dir>/experiments/<id>.json` and each
+run's report `<state_dir>/runs/<run_id>/report.json`. The first session (or `pytest-llem`
+command) that opens a store for a state dir imports both, once (the store remembers which
+state dirs it took in); `pytest-llem import PATH` does it on demand. Files that are not what
+they claim (truncated, foreign, links, FIFOs, misnamed) are skipped with the reason, never
+followed and never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from pytest_llem.results import utc_now
+from pytest_llem.store.atomic import read_regular_file
+from pytest_llem.store.database import Store, open_default_store
+from pytest_llem.store.report import load_report, save_run
+from pytest_llem.store.schema import store_info
+from pytest_llem.store.state import ExperimentState, StateManager
+
+log = logging.getLogger(__name__)
+
+_IMPORTED_KEY = "imported-json-state:"
+
+
+@dataclass
+class ImportSummary:
+    experiments: int = 0
+    runs: int = 0
+    #: Files that were skipped, as `experiments/<name>` or `runs/<run>/report.json`, with the reason.
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def import_json_state(state_dir: Path, store: Store, force: bool = False) -> dict[str, str]:
+    """Import `state_dir`'s JSON states and reports into `store` unless it was done before
+    (`force`: again). Returns the skipped files with the reason (each also logged once)."""
+    key = _IMPORTED_KEY + str(Path(state_dir).absolute())
+    if not force and _already_imported(store, key):
+        return {}
+    summary = import_state_dir(state_dir, store)
+    with store.write() as conn:
+        conn.execute(sa.delete(store_info).where(store_info.c.key == key))
+        conn.execute(
+            sa.insert(store_info).values(
+                key=key,
+                value=json.dumps(
+                    {"at": utc_now().isoformat(), "experiments": summary.experiments, "runs": summary.runs}
+                ),
+            )
+        )
+    return summary.skipped
+
+
+def open_and_import(state_dir: Path, url: str | None, skipped: dict[str, str]) -> Store:
+    """The store for `state_dir` (see `database.open_default_store`), with the state dir's JSON
+    files imported on first use; the files skipped are added to `skipped`."""
+    store = open_default_store(state_dir, url)
+    skipped.update(import_json_state(state_dir, store))
+    return store
+
+
+def _already_imported(store: Store, key: str) -> bool:
+    with store.read() as conn:
+        return conn.execute(sa.select(store_info.c.key).where(store_info.c.key == key)).first() is not None
+
+
+def import_state_dir(state_dir: Path, store: Store) -> ImportSummary:
+    """Every readable JSON state and report of `state_dir`, saved into `store` (replacing rows of
+    the same id: importing twice changes nothing)."""
+    summary = ImportSummary()
+    states = StateManager(state_dir, store=store)
+    experiments_dir = Path(state_dir) / "experiments"
+    if experiments_dir.is_dir():
+        found = [read_state_file(path, summary.skipped) for path in sorted(experiments_dir.glob("*.json"))]
+        imported = [state for state in found if state is not None]
+        states.save_all(imported)
+        summary.experiments = len(imported)
+    for path in sorted((Path(state_dir) / "runs").glob("*/report.json")):
+        key = f"runs/{path.parent.name}/report.json"
+        try:
+            if path.parent.is_symlink():
+                raise OSError("its run folder is a symbolic link, not followed")
+            report = load_report(path)
+        except OSError as exc:
+            _skip(summary.skipped, key, f"unreadable: {exc.strerror or exc}")
+            continue
+        except (ValueError, ValidationError) as exc:
+            _skip(summary.skipped, key, f"not a report: {str(exc).splitlines()[0]}")
+            continue
+        save_run(store, report)
+        summary.runs += 1
+    return summary
+
+
+def read_state_file(path: Path, skipped: dict[str, str]) -> ExperimentState | None:
+    """A state file as the JSON state dir kept it, or None (and the reason in `skipped`)."""
+    key = f"experiments/{path.name}"
+    try:
+        raw = read_regular_file(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        _skip(skipped, key, f"unreadable: {exc.strerror or exc}")
+        return None
+    try:
+        state = ExperimentState.model_validate_json(raw)
+    except (ValidationError, json.JSONDecodeError, ValueError) as exc:
+        _skip(skipped, key, f"not a state: {str(exc).splitlines()[0]}")
+        return None
+    if f"{state.experiment_id}.json" != path.name:
+        _skip(skipped, key, f"holds the state of another experiment ({state.experiment_id})")
+        return None
+    return state
+
+
+def _skip(skipped: dict[str, str], key: str, reason: str) -> None:
+    if key not in skipped:
+        skipped[key] = reason
+        log.warning("pytest-llem: skipping %s in the state dir: %s", key, reason)

@@ -1,0 +1,107 @@
+"""A real PostgreSQL server for the tests: Debian's binaries, a temp cluster, a free local port.
+
+PostgreSQL refuses to run as root (CI runs as root), so as root the cluster belongs to the
+`postgres` user the Debian package creates and its commands run through `runuser`. The
+server trusts local connections (it listens on 127.0.0.1 only, for the test session) and
+is stopped and removed at the end. Where it cannot start, tests that need it skip with why.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+POSTGRES_USER = "postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class PostgresServer:
+    port: int
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """A fresh, empty database's URL: each test gets its own store."""
+        import psycopg
+
+        name = f"llem_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={POSTGRES_USER} dbname=postgres") as conn:
+            conn.autocommit = True
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+def _binaries() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(found[-1]).parent if found else None
+
+
+def _as_owner(command: list[str]) -> list[str]:
+    return ["runuser", "-u", POSTGRES_USER, "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed: pip install 'pytest-llem[postgres]'")
+    bin_dir = _binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam(POSTGRES_USER)
+        except KeyError:
+            pytest.skip("running as root and there is no postgres user to run PostgreSQL as")
+    # Under /tmp, not pytest's root-only temp folders: the postgres user must reach it.
+    base = Path(tempfile.mkdtemp(prefix="llem-pg-"))
+    if os.geteuid() == 0:
+        os.chown(base, owner.pw_uid, owner.pw_gid)
+    data, log = base / "data", base / "server.log"
+    port = free_port()
+    run = {"capture_output": True, "text": True, "timeout": 120}
+    try:
+        init = subprocess.run(
+            _as_owner(
+                [str(bin_dir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "--auth=trust", "--no-sync"]
+            ),
+            **run,
+        )
+        if init.returncode != 0:
+            pytest.skip(f"initdb failed: {(init.stderr or init.stdout).strip().splitlines()[-1:]}")
+        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        start = subprocess.run(
+            _as_owner(
+                [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start"]
+            ),
+            **run,
+        )
+        if start.returncode != 0:
+            tail = log.read_text()[-500:] if log.exists() else start.stderr
+            pytest.skip(f"PostgreSQL did not start: {tail.strip()}")
+        yield PostgresServer(port)
+    finally:
+        if data.exists():
+            subprocess.run(
+                _as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), **run
+            )
+        shutil.rmtree(base, ignore_errors=True)
