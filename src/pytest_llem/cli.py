@@ -168,19 +168,25 @@ def _add_state_dir(parser: argparse.ArgumentParser, default: object) -> None:
     )
 
 
-def store_of(args: argparse.Namespace) -> Store:
-    """The store the command reads, with the state dir's JSON files imported on first use."""
+def store_of(args: argparse.Namespace, skipped: dict[str, str] | None = None) -> Store:
+    """The store the command reads, with the state dir's JSON files imported on first use; the
+    files skipped go to `skipped`, or are named on stderr at once when it is None."""
     state_dir = state_dir_of(args)
     url = getattr(args, "store", None) or os.environ.get(STORE_ENV) or None
     store = open_default_store(state_dir, url)
-    for path, why in sorted(import_json_state(state_dir, store).items()):
-        print(f"{PROG}: skipped {path} in the state dir: {why}", file=sys.stderr)
+    found = import_json_state(state_dir, store)
+    if skipped is None:
+        _say_skipped(found)
+    else:
+        skipped.update(found)
     return store
 
 
 def history_of(args: argparse.Namespace) -> RunHistory:
     """The runs, with any that a killed xdist controller left half-merged completed first."""
-    history = RunHistory(state_dir_of(args), store=store_of(args))
+    skipped: dict[str, str] = {}
+    history = RunHistory(state_dir_of(args), store=store_of(args, skipped))
+    history.skipped.update(skipped)
     history.repair()
     return history
 
@@ -232,8 +238,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def say_skipped(history: RunHistory) -> None:
     """One line on stderr per file of the state dir that could not be read, as a session ends with."""
-    for item in history.skipped_after(None):
-        print(f"{PROG}: skipped {item}", file=sys.stderr)
+    _say_skipped(history.skipped)
+
+
+def _say_skipped(skipped: dict[str, str]) -> None:
+    for path, why in sorted(skipped.items()):
+        print(f"{PROG}: skipped {path} in the state dir: {why}", file=sys.stderr)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -355,8 +365,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     url = args.store or os.environ.get(STORE_ENV) or None
     store = open_default_store(state_dir_of(args), url)
     summary = import_state_dir(source, store)
-    for path, why in sorted(summary.skipped.items()):
-        print(f"{PROG}: skipped {path}: {why}", file=sys.stderr)
+    _say_skipped(summary.skipped)
     counts = f"{summary.runs} run(s) and {summary.experiments} experiment state(s)"
     print(f"imported {counts} into {display_url(store.url)}")
     return EXIT_OK

@@ -213,7 +213,8 @@ def test_unreadable_runs_are_named_one_line_each_and_the_rest_still_works(state_
 
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [
-        f"pytest-llem: skipped runs/{run}/report.json (not a report: 1 validation error for SessionReport)"
+        f"pytest-llem: skipped runs/{run}/report.json in the state dir: "
+        "not a report: 1 validation error for SessionReport"
         for run in ("run-c", "run-d")
     ]
     assert GPT2 in done.stdout

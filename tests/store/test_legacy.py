@@ -87,6 +87,6 @@ def test_pytest_llem_import_brings_another_state_dir_into_the_store(tmp_path: Pa
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("imported 1 run(s) and 2 experiment state(s) into sqlite:///")
-    assert "skipped experiments/pipe.json: unreadable: not a regular file" in done.stderr
+    assert "skipped experiments/pipe.json in the state dir: unreadable: not a regular file" in done.stderr
     assert RunHistory(state_dir).find("nightly").run_id == "20260101T000000Z-aaaaaa"
     assert StateManager(state_dir).load("orphan").phase is ExperimentPhase.MEASURING

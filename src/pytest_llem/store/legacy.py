@@ -11,7 +11,6 @@ followed and never fatal.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +23,6 @@ from pytest_llem.store.database import Store, open_default_store
 from pytest_llem.store.report import load_report, save_run
 from pytest_llem.store.schema import store_info
 from pytest_llem.store.state import ExperimentState, StateManager
-
-log = logging.getLogger(__name__)
 
 _IMPORTED_KEY = "imported-json-state:"
 
@@ -40,7 +37,7 @@ class ImportSummary:
 
 def import_json_state(state_dir: Path, store: Store, force: bool = False) -> dict[str, str]:
     """Import `state_dir`'s JSON states and reports into `store` unless it was done before
-    (`force`: again). Returns the skipped files with the reason (each also logged once)."""
+    (`force`: again). Returns the skipped files with the reason."""
     key = _IMPORTED_KEY + str(Path(state_dir).absolute())
     if not force and _already_imported(store, key):
         return {}
@@ -121,6 +118,5 @@ def read_state_file(path: Path, skipped: dict[str, str]) -> ExperimentState | No
 
 
 def _skip(skipped: dict[str, str], key: str, reason: str) -> None:
-    if key not in skipped:
-        skipped[key] = reason
-        log.warning("pytest-llem: skipping %s in the state dir: %s", key, reason)
+    # Not logged here: the session and the command each name every skipped file once.
+    skipped.setdefault(key, reason)
