@@ -2,8 +2,8 @@
 
     python benchmarks/store_scale.py [--runs N] [--experiments N] [--points N] [--store URL]
 
-Builds a large history through the store's own API (`save_run` for each run's report,
-`StateManager.save_all` for its experiments' states), every experiment GPU-shaped: two GPUs
+Builds a large history through the store's own batched API (`save_runs` for a batch of runs'
+reports, `StateManager.save_all` for each run's experiment states), every experiment GPU-shaped: two GPUs
 with a power timeline of `--points` samples each and raw latencies. Then it times, on an
 empty store and on the large one, in the same run:
 
@@ -35,10 +35,12 @@ from pytest_llem.settings import LlemSettings
 from pytest_llem.store.database import close_stores, default_store_url, open_store
 from pytest_llem.store.history import RunHistory
 from pytest_llem.store.machine import MachineInfo
-from pytest_llem.store.report import ReportEntry, SessionReport, save_run
+from pytest_llem.store.report import ReportEntry, SessionReport, save_runs
 from pytest_llem.store.state import ExperimentPhase, ExperimentState, StateManager
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+#: Runs saved per transaction while building the history.
+BATCH_RUNS = 20
 
 
 def gpu_result(experiment_id: str, points: int) -> ExperimentResult:
@@ -83,6 +85,7 @@ def build_history(state_dir: Path, url: str, runs: int, experiments: int, points
     states = StateManager(state_dir, store=store)
     machine = MachineInfo.current()
     template = gpu_result("template", points)
+    batch: list[SessionReport] = []
     started = time.perf_counter()
     for run in range(runs):
         run_id = f"{(T0 + timedelta(hours=run)):%Y%m%dT%H%M%SZ}-{run:06d}"
@@ -117,7 +120,10 @@ def build_history(state_dir: Path, url: str, runs: int, experiments: int, points
                 for e, r in enumerate(results)
             ],
         )
-        save_run(store, report)
+        batch.append(report)
+        if len(batch) == BATCH_RUNS or run == runs - 1:
+            save_runs(store, batch)
+            batch = []
         if run and run % 500 == 0:
             rate = run / (time.perf_counter() - started)
             print(f"  built {run} runs ({rate:.1f} runs/s)", flush=True)

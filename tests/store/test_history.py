@@ -136,3 +136,38 @@ def test_retention_deletes_runs_and_what_only_they_hold_never_a_resumed_experime
 
     assert [run.run_id for run in history.clean(older_than=NOW, keep_named=False)] == ["r2", "r4"]
     assert states.all_states() == [] and history.summaries() == []
+
+
+def test_a_batch_of_runs_is_saved_in_one_go_and_found_as_single_saves_are(state_dir, store_url, monkeypatch):
+    from pytest_llem.store.report import save_runs
+
+    monkeypatch.setenv("HF_TOKEN", "hf_sekrit")
+    history = RunHistory(state_dir, store_url)
+    result = make_result([1.0, 1.2]).model_copy(update={"batch_latencies_s": [0.5, 0.25]})
+    # Saved before the batch, then replaced by it with other experiments.
+    old = make_report("r0", [make_entry(GPT2, result).model_copy(update={"experiment_id": "gone"})])
+    history.save(old)
+    reports = [
+        make_report(
+            f"r{i}",
+            [make_entry(GPT2, result).model_copy(update={"experiment_id": f"r{i}-exp"})],
+            name="nightly hf_sekrit" if i == 1 else None,
+            days_after_t0=i,
+        )
+        for i in range(3)
+    ]
+    reports[2].experiments[0].error = "failed holding hf_sekrit"
+
+    assert save_runs(history.store, reports) == 3
+    assert save_runs(history.store, []) == 0
+
+    assert [run.run_id for run in history.summaries()] == ["r0", "r1", "r2"]
+    assert [run.run_id for run in history.summaries(limit=2)] == ["r1", "r2"]
+    assert history.latest(reports[0].machine.id).run_id == "r2"
+    assert history.find("nightly ***").run_id == "r1"  # the name is redacted as the report is
+    found = history.find("r2")
+    assert found.experiments[0].error == "failed holding ***"
+    assert found.experiments[0].result.batch_latencies_s == [0.5, 0.25]
+    with history.store.read() as conn:
+        linked = sorted(conn.exec_driver_sql("SELECT run_id, experiment_id FROM run_experiments").all())
+    assert [tuple(row) for row in linked] == [("r0", "r0-exp"), ("r1", "r1-exp"), ("r2", "r2-exp")]

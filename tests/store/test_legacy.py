@@ -90,3 +90,29 @@ def test_pytest_llem_import_brings_another_state_dir_into_the_store(tmp_path: Pa
     assert "skipped experiments/pipe.json in the state dir: unreadable: not a regular file" in done.stderr
     assert RunHistory(state_dir).find("nightly").run_id == "20260101T000000Z-aaaaaa"
     assert StateManager(state_dir).load("orphan").phase is ExperimentPhase.MEASURING
+
+
+def test_reports_are_imported_in_batches_and_a_broken_one_costs_only_itself(
+    tmp_path: Path, store_url, monkeypatch
+):
+    from pytest_llem.store import legacy
+    from pytest_llem.store.database import open_store
+
+    monkeypatch.setattr(legacy, "IMPORT_BATCH_RUNS", 2)
+    old = tmp_path / "old-state"
+    result = make_result([1.0]).model_copy(update={"batch_latencies_s": [0.5]})
+    run_ids = [f"2026010{day}T000000Z-aaaaaa" for day in range(1, 6)]
+    for day, run_id in enumerate(run_ids):
+        report = make_report(run_id, [make_entry(GPT2, result)], name=f"night-{day}", days_after_t0=day)
+        (old / "runs" / run_id).mkdir(parents=True)
+        write_model_redacted(old / "runs" / run_id / "report.json", report)
+    (old / "runs" / "20260103T120000Z-broken").mkdir()
+    (old / "runs" / "20260103T120000Z-broken" / "report.json").write_text("{")
+
+    summary = legacy.import_state_dir(old, open_store(store_url))
+
+    assert summary.runs == 5
+    assert list(summary.skipped) == ["runs/20260103T120000Z-broken/report.json"]
+    history = RunHistory(tmp_path / "state", store_url)
+    assert [run.run_id for run in history.summaries()] == run_ids
+    assert history.find("night-4").experiments[0].result == result

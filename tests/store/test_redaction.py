@@ -10,6 +10,7 @@ import pytest
 from pytest_llem.store.redaction import (
     EXTRA_NAMES_ENV,
     redact_json,
+    redact_json_document,
     redact_secrets,
     redact_text,
     set_extra_secret_names,
@@ -82,3 +83,21 @@ def test_json_documents_keep_their_structure_whatever_the_secret():
 def test_text_redaction_also_scrubs_paths(tmp_path):
     out = redact_text(f"{tmp_path}/x sk-abcd", root=tmp_path, environ={"OPENAI_KEY": "sk-abcd"})
     assert out == "./x ***"
+
+
+def test_a_document_with_nothing_to_redact_comes_back_unchanged_and_one_with_escapes_is_still_walked(
+    tmp_path,
+):
+    clean = {"timeline": [{"t_s": i * 0.01, "power_w": 300.5} for i in range(100)], "gpu": "H100"}
+    assert redact_json_document(json.dumps(clean), environ={"HF_TOKEN": "hf_abcd"}) == clean
+    # The same secret and path as the decoder sees them, written with escapes a search of the
+    # raw text would miss: \u-escaped letters and an escaped slash.
+    escaped = '{"error": "bad \\u0068f_abcd at ' + str(tmp_path).replace("/", "\\/") + '\\/model"}'
+    out = redact_json_document(escaped, root=tmp_path, environ={"HF_TOKEN": "hf_abcd"})
+    assert out == {"error": "bad *** at ./model"}
+
+
+def test_a_secret_in_a_key_or_written_with_escapes_is_found_by_the_quick_check():
+    secret = {"HF_TOKEN": 'hf_ab\\cd"'}  # a backslash and a quote: escaped in the JSON text
+    document = json.dumps({'quoted "hf_ab\\cd"': 'and "hf_ab\\cd" again', "n": 1})
+    assert redact_json_document(document, environ=secret) == {'quoted "***': 'and "*** again', "n": 1}

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sample_reports import make_result
 
 from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
@@ -226,3 +227,66 @@ def test_a_result_comes_back_whole_with_its_bulky_parts_kept_apart(state_dir: Pa
     # Lookups that do not need them leave the bulky parts in their table.
     (light,) = states.find_by_config_hash("c" * 16)
     assert light.result.batch_latencies_s == [] and light.result.energy_j == result.energy_j
+
+
+def test_save_all_writes_many_states_in_one_go_as_single_saves_would(state_dir: Path, store_url, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_sekrit")
+    states = StateManager(state_dir, store_url)
+    now = datetime.now(timezone.utc)
+    result = make_result([1.0, 1.5]).model_copy(update={"batch_latencies_s": [0.5, 0.25]})
+    # Known before the batch, with its test and bulky parts: the batch keeps its test, drops its parts.
+    states.create("was-here", "a" * 16, run_id="run-0", nodeid="t.py::was_here")
+    states.save_all([states.load("was-here").model_copy(update={"result": result.model_copy()})])
+    assert states.load("was-here").result.batch_latencies_s == [0.5, 0.25]
+
+    batch = [
+        ExperimentState(
+            experiment_id=f"exp-{i}",
+            phase=ExperimentPhase.DONE,
+            config_hash=f"{i:016x}",
+            started_at=now,
+            last_updated=now,
+            owner_pid=1,
+            hostname="gpu-runner",
+            result=result.model_copy(update={"experiment_id": f"exp-{i}"}),
+        )
+        for i in range(3)
+    ]
+    batch.append(
+        batch[0].model_copy(
+            update={
+                "experiment_id": "was-here",
+                "result": None,
+                "phase": ExperimentPhase.MEASURING,
+                "failed": True,
+                "error_message": "died holding hf_sekrit",
+            }
+        )
+    )
+    states.save_all(batch, run_id="run-1")
+
+    for i in range(3):
+        loaded = states.load(f"exp-{i}")
+        assert loaded.result == batch[i].result
+        assert loaded.result.batch_latencies_s == [0.5, 0.25]  # read back from the compressed parts
+        assert states.load(f"exp-{i}", with_parts=False).result.batch_latencies_s == []
+    replaced = states.load("was-here")
+    assert (replaced.result, replaced.failed, replaced.phase) == (None, True, ExperimentPhase.MEASURING)
+    assert replaced.error_message == "died holding ***"
+    assert [s.experiment_id for s in states.find_by_config_hash(f"{2:016x}")] == ["exp-2"]
+    with states.store.read() as conn:
+        kept = conn.exec_driver_sql(
+            "SELECT run_id, nodeid FROM experiments WHERE experiment_id = 'was-here'"
+        ).one()
+        parts = set(conn.exec_driver_sql("SELECT experiment_id FROM experiment_parts").scalars())
+    assert tuple(kept) == ("run-1", "t.py::was_here")  # run given anew, test kept
+    assert parts == {"exp-0", "exp-1", "exp-2"}  # none left behind for the state that lost its result
+
+
+def test_save_all_refuses_the_whole_batch_for_one_unsanitised_id(state_dir: Path, store_url):
+    states = StateManager(state_dir, store_url)
+    good = states.create("good", "a" * 16)
+    bad = good.model_copy(update={"experiment_id": "../bad"})
+    with pytest.raises(ValueError, match="not sanitised"):
+        states.save_all([good.model_copy(update={"failed": True}), bad])
+    assert states.load("good").failed is False

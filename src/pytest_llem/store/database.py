@@ -279,25 +279,32 @@ def _current_revision(store: Store) -> str | None:
 
 
 def upsert(
-    conn: Connection, table: sa.Table, values: dict[str, Any], keep_if_null: tuple[str, ...] = ()
+    conn: Connection,
+    table: sa.Table,
+    values: dict[str, Any] | list[dict[str, Any]],
+    keep_if_null: tuple[str, ...] = (),
 ) -> None:
-    """Insert a row or replace the one with its primary key, atomically on both databases
+    """Insert rows or replace the ones with their primary keys, atomically on both databases
     (INSERT ... ON CONFLICT, which SQLite and PostgreSQL share); columns in `keep_if_null`
-    keep their stored value when the new one is None."""
+    keep their stored value when the new one is None. A list of rows (all with the same
+    columns) is one statement executed for many rows."""
+    rows = values if isinstance(values, list) else [values]
+    if not rows:
+        return
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table).values(**values)
+    statement = insert(table)
     keys = [column.name for column in table.primary_key.columns]
     updates: dict[str, Any] = {
         name: sa.func.coalesce(statement.excluded[name], table.c[name])
         if name in keep_if_null
         else statement.excluded[name]
-        for name in values
+        for name in rows[0]
         if name not in keys
     }
-    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
+    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates), rows)
 
 
 def as_utc(value: datetime) -> datetime:
@@ -307,7 +314,12 @@ def as_utc(value: datetime) -> datetime:
 
 def pack(document: Any) -> bytes:
     """JSON, zlib-compressed: how bulky parts are kept."""
-    return zlib.compress(json.dumps(document, separators=(",", ":")).encode(), 6)
+    return pack_text(json.dumps(document, separators=(",", ":")))
+
+
+def pack_text(json_text: str) -> bytes:
+    """`pack` for a document that is JSON text already (a report as it was dumped and redacted)."""
+    return zlib.compress(json_text.encode(), 6)
 
 
 def unpack(blob: bytes) -> Any:
@@ -325,5 +337,6 @@ __all__ = [
     "open_default_store",
     "open_store",
     "pack",
+    "pack_text",
     "unpack",
 ]

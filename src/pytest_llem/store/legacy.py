@@ -20,11 +20,13 @@ from pydantic import ValidationError
 from pytest_llem.results import utc_now
 from pytest_llem.store.atomic import read_regular_file
 from pytest_llem.store.database import Store, open_default_store
-from pytest_llem.store.report import load_report, save_run
+from pytest_llem.store.report import SessionReport, load_report, save_runs
 from pytest_llem.store.schema import store_info
 from pytest_llem.store.state import ExperimentState, StateManager
 
 _IMPORTED_KEY = "imported-json-state:"
+#: Reports saved per transaction by an import: few transactions, a bounded amount in memory.
+IMPORT_BATCH_RUNS = 100
 
 
 @dataclass
@@ -79,20 +81,23 @@ def import_state_dir(state_dir: Path, store: Store) -> ImportSummary:
         imported = [state for state in found if state is not None]
         states.save_all(imported)
         summary.experiments = len(imported)
+    batch: list[SessionReport] = []
     for path in sorted((Path(state_dir) / "runs").glob("*/report.json")):
         key = f"runs/{path.parent.name}/report.json"
         try:
             if path.parent.is_symlink():
                 raise OSError("its run folder is a symbolic link, not followed")
-            report = load_report(path)
+            batch.append(load_report(path))
         except OSError as exc:
             _skip(summary.skipped, key, f"unreadable: {exc.strerror or exc}")
             continue
         except (ValueError, ValidationError) as exc:
             _skip(summary.skipped, key, f"not a report: {str(exc).splitlines()[0]}")
             continue
-        save_run(store, report)
-        summary.runs += 1
+        if len(batch) == IMPORT_BATCH_RUNS:
+            summary.runs += save_runs(store, batch)
+            batch = []
+    summary.runs += save_runs(store, batch)
     return summary
 
 

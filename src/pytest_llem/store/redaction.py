@@ -97,7 +97,28 @@ def secret_redactor(environ: Mapping[str, str] | None = None) -> Callable[[str],
 def redact_json(text: str, *, root: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
     """`redact_text` applied to every string (and key) of a JSON document, never to its
     structure: a short secret such as `true` cannot break the file."""
+    return json.dumps(redact_json_document(text, root=root, environ=environ), indent=2, ensure_ascii=False)
+
+
+def redact_json_compact(
+    text: str, *, root: Path | None = None, environ: Mapping[str, str] | None = None
+) -> str:
+    """`redact_json` without indentation, for storing: `text` itself, neither parsed nor
+    rewritten, when no string of it can hold anything to redact."""
+    if not _may_hold_any(text, secret_values(environ), root):
+        return text
+    document = redact_json_document(text, root=root, environ=environ)
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+def redact_json_document(
+    text: str, *, root: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Any:
+    """`redact_json`, parsed: the redacted document (for callers that store it, not print it)."""
     secrets = secret_values(environ)
+    document = json.loads(text)
+    if not _may_hold_any(text, secrets, root):
+        return document
     # A report repeats the same keys thousands of times (every point of a power timeline):
     # each distinct string is redacted once.
     done: dict[str, str] = {}
@@ -116,7 +137,23 @@ def redact_json(text: str, *, root: Path | None = None, environ: Mapping[str, st
             return {redact(key): walk(value) for key, value in node.items()}
         return node
 
-    return json.dumps(walk(json.loads(text)), indent=2, ensure_ascii=False)
+    return walk(document)
+
+
+def _may_hold_any(text: str, secrets: list[str], root: Path | None) -> bool:
+    """False only when no string of the JSON `text` can contain a secret or a redacted path,
+    so that a large document (a report with its power timelines) is not walked for nothing.
+    Without `\\u` or `\\/` escapes a JSON string's text is its value escaped character by
+    character, so a value occurs in a string only if its escaped form occurs in `text`."""
+    if "\\u" in text or "\\/" in text:
+        return True
+    paths = [str(root)] if root is not None else []
+    paths += [str(Path.home()), tempfile.gettempdir()]
+    needles = list(secrets)
+    for path in paths:
+        if path not in ("", "/"):
+            needles.append(json.dumps(path.rstrip("/"), ensure_ascii=False)[1:-1])
+    return any(needle in text for needle in needles)
 
 
 def _replace_secrets(text: str, secrets: list[str]) -> str:

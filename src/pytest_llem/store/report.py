@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,9 +26,9 @@ from pytest_llem.store.atomic import (
     read_regular_file,
     write_model_redacted,
 )
-from pytest_llem.store.database import Store, as_utc, open_default_store, pack, upsert
+from pytest_llem.store.database import Store, as_utc, open_default_store, pack_text, upsert
 from pytest_llem.store.machine import MachineInfo
-from pytest_llem.store.redaction import redact_json
+from pytest_llem.store.redaction import redact_json, redact_json_compact, redact_json_document
 from pytest_llem.store.schema import run_experiments, run_reports, runs
 
 REPORT_SCHEMA_VERSION = 1
@@ -169,36 +169,59 @@ def save_run(
 ) -> None:
     """The run's row, its compressed report and the experiments it refers to: one transaction.
     `redacted`: the report's redacted JSON, when the caller has it already."""
-    document = json.loads(redacted or redact_json(report.model_dump_json(), root=root))
-    summary = {k: v for k, v in document.items() if k != "experiments"}
+    _write_run_rows(store, [_run_rows(report, root, redacted)])
+
+
+def save_runs(store: Store, reports: Iterable[SessionReport], root: Path | None = None) -> int:
+    """Many runs in one transaction (an import of a state dir, a history built in bulk): each
+    table gets one statement executed for all rows, each report is redacted and compressed
+    once. Returns how many runs were saved."""
+    rows = [_run_rows(report, root) for report in reports]
+    _write_run_rows(store, rows)
+    return len(rows)
+
+
+#: A run as the store keeps it: its `runs` row, its `run_reports` row, its experiments' ids.
+_RunRows = tuple[dict[str, Any], dict[str, Any], list[str]]
+
+
+def _run_rows(report: SessionReport, root: Path | None, redacted: str | None = None) -> _RunRows:
+    # The whole report is compressed as it was dumped (and redacted), never parsed again; the
+    # summary, which queries read, is the report without its experiments.
+    redacted = redacted or redact_json_compact(report.model_dump_json(), root=root)
+    summary = redact_json_document(report.model_dump_json(exclude={"experiments"}), root=root)
     summary["machine_description"] = report.machine.describe() if report.machine else None
+    row = dict(
+        run_id=report.run_id,
+        name=summary.get("name"),  # redacted, as the report is
+        machine_id=report.machine.id if report.machine else None,
+        started_at=as_utc(report.started_at),
+        finished_at=as_utc(report.finished_at) if report.finished_at else None,
+        outcome=report.outcome,
+        exit_code=report.exit_code,
+        can_be_baseline=report.can_be_baseline,
+        experiment_count=len(report.experiments),
+        measured_count=len(report.measured),
+        failed_count=sum(1 for e in report.experiments if e.status in ("failed", "interrupted")),
+        summary_json=json.dumps(summary, separators=(",", ":")),
+    )
     experiment_ids = sorted({e.experiment_id for e in report.experiments if e.experiment_id})
+    return row, {"run_id": report.run_id, "report_z": pack_text(redacted)}, experiment_ids
+
+
+def _write_run_rows(store: Store, rows: list[_RunRows]) -> None:
+    if not rows:
+        return
+    run_ids = [row["run_id"] for row, _, _ in rows]
     with store.write() as conn:
-        upsert(
-            conn,
-            runs,
-            dict(
-                run_id=report.run_id,
-                name=report.name,
-                machine_id=report.machine.id if report.machine else None,
-                started_at=as_utc(report.started_at),
-                finished_at=as_utc(report.finished_at) if report.finished_at else None,
-                outcome=report.outcome,
-                exit_code=report.exit_code,
-                can_be_baseline=report.can_be_baseline,
-                experiment_count=len(report.experiments),
-                measured_count=len(report.measured),
-                failed_count=sum(1 for e in report.experiments if e.status in ("failed", "interrupted")),
-                summary_json=json.dumps(summary, separators=(",", ":")),
-            ),
-        )
-        upsert(conn, run_reports, {"run_id": report.run_id, "report_z": pack(document)})
-        conn.execute(sa.delete(run_experiments).where(run_experiments.c.run_id == report.run_id))
-        if experiment_ids:
-            conn.execute(
-                sa.insert(run_experiments),
-                [{"run_id": report.run_id, "experiment_id": eid} for eid in experiment_ids],
-            )
+        upsert(conn, runs, [row for row, _, _ in rows])
+        upsert(conn, run_reports, [blob for _, blob, _ in rows])
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            conn.execute(sa.delete(run_experiments).where(run_experiments.c.run_id.in_(chunk)))
+        links = [{"run_id": row["run_id"], "experiment_id": eid} for row, _, ids in rows for eid in ids]
+        if links:
+            conn.execute(sa.insert(run_experiments), links)
 
 
 def copy_report(report: SessionReport, destination: Path, root: Path | None = None) -> None:

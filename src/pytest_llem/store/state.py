@@ -32,7 +32,7 @@ from pytest_llem.processes import process_is_alive, process_start_time
 from pytest_llem.results import ExperimentResult, UtcDatetime, utc_now
 from pytest_llem.store.atomic import DiskFull, ensure_private_dir, release_reserve
 from pytest_llem.store.database import Store, StoreFull, as_utc, pack, unpack, upsert
-from pytest_llem.store.redaction import redact_json
+from pytest_llem.store.redaction import redact_json_document
 from pytest_llem.store.schema import experiment_parts, experiments
 
 MAX_EXPERIMENT_ID_LENGTH = 128
@@ -222,13 +222,15 @@ class StateManager:
             raise DiskFull(database_file, os.strerror(errno.ENOSPC), written) from None
 
     def save_all(self, states: list[ExperimentState], *, run_id: str | None = None) -> None:
-        """Write many states in one transaction (an import, a history built in bulk)."""
+        """Write many states in one transaction (an import, a history built in bulk): each
+        table gets one statement executed for all rows, each state is redacted and its bulky
+        parts compressed once."""
         for state in states:
             if sanitise_experiment_id(state.experiment_id) != state.experiment_id:
                 raise ValueError(f"experiment id {state.experiment_id!r} is not sanitised")
+        rows = [_state_rows(state, run_id=run_id, nodeid=None, case_key=None) for state in states]
         with self.store.write() as conn:
-            for state in states:
-                self._put(conn, state, run_id=run_id, nodeid=None, case_key=None)
+            _write_state_rows(conn, rows)
 
     def load(self, experiment_id: str, with_parts: bool = True) -> ExperimentState | None:
         with self.store.read() as conn:
@@ -397,43 +399,59 @@ class StateManager:
         nodeid: str | None,
         case_key: str | None,
     ) -> None:
-        # Redacted as every persisted document is (a workload's error may quote a token).
-        document = json.loads(redact_json(state.model_dump_json()))
-        result = document.pop("result")
-        light, parts = split_bulky(result) if result is not None else (None, [])
-        figures = state.result
-        upsert(
-            conn,
-            experiments,
-            dict(
-                experiment_id=state.experiment_id,
-                run_id=run_id,
-                nodeid=nodeid,
-                case_key=case_key,
-                config_hash=state.config_hash,
-                phase=state.phase.value,
-                failed=state.failed,
-                active=state.active,
-                error_message=document["error_message"],
-                started_at=as_utc(state.started_at),
-                last_updated=as_utc(state.last_updated),
-                hostname=state.hostname,
-                owner_pid=state.owner_pid,
-                owner_start_time=state.owner_start_time,
-                subprocess_pid=state.subprocess_pid,
-                subprocess_start_time=state.subprocess_start_time,
-                duration_s=figures.duration_s if figures else None,
-                output_tokens=figures.output_tokens if figures else None,
-                energy_j=figures.energy_j if figures else None,
-                energy_per_token_j=figures.energy_per_token_j if figures else None,
-                tokens_per_s=figures.tokens_per_s if figures else None,
-                result_json=None if light is None else json.dumps(light, separators=(",", ":")),
-            ),
-            keep_if_null=("run_id", "nodeid", "case_key"),
-        )
-        if not parts:
-            conn.execute(
-                sa.delete(experiment_parts).where(experiment_parts.c.experiment_id == state.experiment_id)
+        _write_state_rows(conn, [_state_rows(state, run_id=run_id, nodeid=nodeid, case_key=case_key)])
+
+
+#: A state as the store keeps it: its `experiments` row and its compressed bulky parts (or None).
+_StateRows = tuple[dict[str, Any], bytes | None]
+
+
+def _state_rows(
+    state: ExperimentState, *, run_id: str | None, nodeid: str | None, case_key: str | None
+) -> _StateRows:
+    # Redacted as every persisted document is (a workload's error may quote a token).
+    document = redact_json_document(state.model_dump_json())
+    result = document.pop("result")
+    light, parts = split_bulky(result) if result is not None else (None, [])
+    figures = state.result
+    row = dict(
+        experiment_id=state.experiment_id,
+        run_id=run_id,
+        nodeid=nodeid,
+        case_key=case_key,
+        config_hash=state.config_hash,
+        phase=state.phase.value,
+        failed=state.failed,
+        active=state.active,
+        error_message=document["error_message"],
+        started_at=as_utc(state.started_at),
+        last_updated=as_utc(state.last_updated),
+        hostname=state.hostname,
+        owner_pid=state.owner_pid,
+        owner_start_time=state.owner_start_time,
+        subprocess_pid=state.subprocess_pid,
+        subprocess_start_time=state.subprocess_start_time,
+        duration_s=figures.duration_s if figures else None,
+        output_tokens=figures.output_tokens if figures else None,
+        energy_j=figures.energy_j if figures else None,
+        energy_per_token_j=figures.energy_per_token_j if figures else None,
+        tokens_per_s=figures.tokens_per_s if figures else None,
+        result_json=None if light is None else json.dumps(light, separators=(",", ":")),
+    )
+    return row, pack(parts) if parts else None
+
+
+def _write_state_rows(conn: sa.Connection, rows: list[_StateRows]) -> None:
+    upsert(conn, experiments, [row for row, _ in rows], keep_if_null=("run_id", "nodeid", "case_key"))
+    upsert(
+        conn,
+        experiment_parts,
+        [{"experiment_id": row["experiment_id"], "parts_z": blob} for row, blob in rows if blob is not None],
+    )
+    partless = [row["experiment_id"] for row, blob in rows if blob is None]
+    for start in range(0, len(partless), 500):
+        conn.execute(
+            sa.delete(experiment_parts).where(
+                experiment_parts.c.experiment_id.in_(partless[start : start + 500])
             )
-        else:
-            upsert(conn, experiment_parts, {"experiment_id": state.experiment_id, "parts_z": pack(parts)})
+        )
