@@ -82,3 +82,15 @@ def test_json_documents_keep_their_structure_whatever_the_secret():
 def test_text_redaction_also_scrubs_paths(tmp_path):
     out = redact_text(f"{tmp_path}/x sk-abcd", root=tmp_path, environ={"OPENAI_KEY": "sk-abcd"})
     assert out == "./x ***"
+
+
+def test_the_home_folder_is_read_at_each_call_not_kept_from_the_first(tmp_path, monkeypatch):
+    first, second = tmp_path / "alice", tmp_path / "bob"
+    monkeypatch.setenv("HOME", str(first))
+    assert redact_text(f"{first}/models") == "~/models"
+    monkeypatch.setenv("HOME", str(second))
+    assert redact_text(f"{first}/models") != "~/models"
+    document = json.dumps({f"{second}/a": [f"{second}/b", f"{second}x/c"]})
+    redacted = json.loads(redact_json(document))
+    assert list(redacted) == ["~/a"] and redacted["~/a"][0] == "~/b"
+    assert not redacted["~/a"][1].startswith("~")  # bobx is not under bob
