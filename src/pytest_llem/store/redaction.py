@@ -100,7 +100,18 @@ def secret_redactor(environ: Mapping[str, str] | None = None) -> Callable[[str],
 
 def redact_json(text: str, *, root: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
     """`redact_text` applied to every string (and key) of a JSON document, never to its
-    structure: a short secret such as `true` cannot break the file."""
+    structure: a short secret such as `true` cannot break the file. Indented, for people."""
+    import pydantic_core  # not at import: the plugin's import stays light (tests/test_plugin_import.py)
+
+    document = redact_document(json.loads(text), root=root, environ=environ)
+    # pydantic's encoder: the standard library's falls back to pure Python when indenting.
+    return pydantic_core.to_json(document, indent=2).decode()
+
+
+def redact_document(
+    document: Any, *, root: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Any:
+    """`redact_json` on a parsed document (for callers that keep it parsed)."""
     secrets = secret_values(environ)
     paths = _path_replacements(root)
     # A report repeats the same keys thousands of times (every point of a power timeline):
@@ -121,7 +132,7 @@ def redact_json(text: str, *, root: Path | None = None, environ: Mapping[str, st
             return {redact(key): walk(value) for key, value in node.items()}
         return node
 
-    return json.dumps(walk(json.loads(text)), indent=2, ensure_ascii=False)
+    return walk(document)
 
 
 def _replace_secrets(text: str, secrets: list[str]) -> str:

@@ -32,7 +32,7 @@ from pytest_llem.processes import process_is_alive, process_start_time
 from pytest_llem.results import ExperimentResult, UtcDatetime, utc_now
 from pytest_llem.store.atomic import DiskFull, ensure_private_dir, release_reserve
 from pytest_llem.store.database import Store, StoreFull, as_utc, pack, unpack, upsert
-from pytest_llem.store.redaction import redact_json
+from pytest_llem.store.redaction import redact_document
 from pytest_llem.store.schema import experiment_parts, experiments
 
 MAX_EXPERIMENT_ID_LENGTH = 128
@@ -398,7 +398,7 @@ class StateManager:
         case_key: str | None,
     ) -> None:
         # Redacted as every persisted document is (a workload's error may quote a token).
-        document = json.loads(redact_json(state.model_dump_json()))
+        document = redact_document(json.loads(state.model_dump_json()))
         result = document.pop("result")
         light, parts = split_bulky(result) if result is not None else (None, [])
         figures = state.result
