@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from helpers import START_METHODS, read_pids, wait_until_all_gone
 from pytest_llem import session as session_module
 from pytest_llem.backends import BACKEND_ENV_DEFAULTS
 from pytest_llem.errors import ConfigError, ExperimentFailed, WorkloadError
+from pytest_llem.isolation import launcher
 from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs
 from pytest_llem.processes import process_start_time
 from pytest_llem.session import BenchmarkSession
@@ -433,3 +435,21 @@ def test_work_folders_of_dead_sessions_are_reclaimed_and_live_ones_kept(
         (folder / "request.json").write_text("{}")
     assert reclaim_work_dirs(tmp_path) == [left]
     assert not left.exists() and live.exists() and mine.exists() and unrelated.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3+)")
+def test_the_wait_wakes_on_the_leaders_exit_and_leaves_it_unreaped():
+    leader = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    waiter = launcher._LeaderExit(leader.pid)
+    try:
+        assert waiter._fd is not None
+        assert select.select([waiter._fd], [], [], 0)[0] == []  # alive: nothing to wake on
+        leader.stdin.close()  # it exits
+        assert select.select([waiter._fd], [], [], 30)[0] == [waiter._fd]
+        # Exited, not reaped: its pid (the group's id) stays reserved until `wait`.
+        assert launcher._leader_exited(leader.pid)
+        assert leader.returncode is None
+    finally:
+        waiter.close()
+        leader.wait()
+    assert waiter._fd is None
