@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
 import sys
 import time
@@ -438,14 +437,18 @@ def test_work_folders_of_dead_sessions_are_reclaimed_and_live_ones_kept(
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3+)")
-def test_the_wait_wakes_on_the_leaders_exit_and_leaves_it_unreaped():
+def test_the_wait_wakes_on_the_leaders_exit_and_leaves_it_unreaped(monkeypatch: pytest.MonkeyPatch):
     leader = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     waiter = launcher._LeaderExit(leader.pid)
     try:
         assert waiter._fd is not None
-        assert select.select([waiter._fd], [], [], 0)[0] == []  # alive: nothing to wake on
+        assert waiter._poller.poll(0) == []  # alive: nothing to wake on
         leader.stdin.close()  # it exits
-        assert select.select([waiter._fd], [], [], 30)[0] == [waiter._fd]
+        assert [fd for fd, _ in waiter._poller.poll(30_000)] == [waiter._fd]
+        monkeypatch.setattr(launcher, "POLL_INTERVAL_S", 60.0)
+        started = time.monotonic()
+        waiter.sleep()  # returns on the exit, not after the (now long) poll interval
+        assert time.monotonic() - started < 30.0
         # Exited, not reaped: its pid (the group's id) stays reserved until `wait`.
         assert launcher._leader_exited(leader.pid)
         assert leader.returncode is None

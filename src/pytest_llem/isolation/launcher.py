@@ -300,18 +300,22 @@ class _LeaderExit:
 
     def __init__(self, pid: int) -> None:
         self._fd: int | None = None
+        # poll, not select: a pidfd may be numbered above select's limit of 1024.
+        self._poller = select.poll()
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
             try:
                 self._fd = pidfd_open(pid)
             except OSError:
                 self._fd = None
+            else:
+                self._poller.register(self._fd, select.POLLIN)
 
     def sleep(self) -> None:
         if self._fd is None:
             time.sleep(POLL_INTERVAL_S)
         else:
-            select.select([self._fd], [], [], POLL_INTERVAL_S)
+            self._poller.poll(POLL_INTERVAL_S * 1000)
 
     def close(self) -> None:
         if self._fd is not None:
