@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 
@@ -63,8 +64,15 @@ def live_group_members(pgid: int) -> list[int]:
     return members
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # Looked up once per process: `find_library` runs `ldconfig -p`, milliseconds each time,
+    # and a preloaded interpreter's forks inherit the handle.
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def _prctl(option: int, value: int, name: str) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = _libc()
     if libc.prctl(option, value, 0, 0, 0) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"prctl({name}) failed: {os.strerror(errno)}")

@@ -16,6 +16,7 @@ from helpers import START_METHODS, read_pids, wait_until_all_gone
 from pytest_llem import session as session_module
 from pytest_llem.backends import BACKEND_ENV_DEFAULTS
 from pytest_llem.errors import ConfigError, ExperimentFailed, WorkloadError
+from pytest_llem.isolation import launcher
 from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs
 from pytest_llem.processes import process_start_time
 from pytest_llem.session import BenchmarkSession
@@ -433,3 +434,25 @@ def test_work_folders_of_dead_sessions_are_reclaimed_and_live_ones_kept(
         (folder / "request.json").write_text("{}")
     assert reclaim_work_dirs(tmp_path) == [left]
     assert not left.exists() and live.exists() and mine.exists() and unrelated.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3+)")
+def test_the_wait_wakes_on_the_leaders_exit_and_leaves_it_unreaped(monkeypatch: pytest.MonkeyPatch):
+    leader = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    waiter = launcher._LeaderExit(leader.pid)
+    try:
+        assert waiter._fd is not None
+        assert waiter._poller.poll(0) == []  # alive: nothing to wake on
+        leader.stdin.close()  # it exits
+        assert [fd for fd, _ in waiter._poller.poll(30_000)] == [waiter._fd]
+        monkeypatch.setattr(launcher, "POLL_INTERVAL_S", 60.0)
+        started = time.monotonic()
+        waiter.sleep()  # returns on the exit, not after the (now long) poll interval
+        assert time.monotonic() - started < 30.0
+        # Exited, not reaped: its pid (the group's id) stays reserved until `wait`.
+        assert launcher._leader_exited(leader.pid)
+        assert leader.returncode is None
+    finally:
+        waiter.close()
+        leader.wait()
+    assert waiter._fd is None

@@ -22,6 +22,7 @@ from helpers import (
 
 from pytest_llem.isolation.launcher import ChildOutput, terminate_group
 from pytest_llem.isolation.preload import (
+    BASE_MODULES,
     TRANSFORMERS_MODULES,
     Preloader,
     auto_modules,
@@ -39,13 +40,14 @@ def run(bench: BenchmarkSession, workload, **fields):
 def test_auto_preloads_the_backends_libraries_and_safe_workload_modules():
     modules = auto_modules({"pytorch", None}, ["workloads", "test_preload", "no_such_module"])
     assert modules == [
-        "pytest_llem.isolation.worker",
+        *BASE_MODULES,
         "torch",
         *TRANSFORMERS_MODULES,
         "pytest_llem.backends.pytorch",
         "workloads",
     ]
-    assert auto_modules({None}) == ["pytest_llem.isolation.worker"]
+    assert auto_modules({None}) == list(BASE_MODULES)
+    assert "pytest_llem.isolation.worker" in BASE_MODULES
     assert "vllm" in auto_modules({"vllm"})
 
 

@@ -16,11 +16,11 @@ def _full_once(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     real = atomic._write_once
     calls: list[Path] = []
 
-    def write(path: Path, text: str) -> None:
+    def write(path: Path, text: str, durable: bool = True) -> None:
         calls.append(path)
         if len(calls) == 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, text)
+        real(path, text, durable)
 
     monkeypatch.setattr(atomic, "_write_once", write)
     return calls
@@ -52,3 +52,18 @@ def test_without_a_reserve_the_write_is_lost_and_said_to_be(tmp_path: Path, monk
 def test_other_write_errors_are_not_taken_for_a_full_disk(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         atomic_write_text(tmp_path / "missing" / "x.json", "{}")
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_fsync_only_when_durable_and_the_write_is_atomic_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
+):
+    synced: list[int] = []
+    real_fsync = atomic.os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    path = tmp_path / "outcome.json"
+    path.write_text("old")
+    atomic_write_text(path, "new", durable=durable)
+    assert path.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["outcome.json"]  # no temporary left behind
+    assert len(synced) == (2 if durable else 0)  # the file and its folder

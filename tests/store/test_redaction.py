@@ -101,3 +101,15 @@ def test_a_secret_in_a_key_or_written_with_escapes_is_found_by_the_quick_check()
     secret = {"HF_TOKEN": 'hf_ab\\cd"'}  # a backslash and a quote: escaped in the JSON text
     document = json.dumps({'quoted "hf_ab\\cd"': 'and "hf_ab\\cd" again', "n": 1})
     assert redact_json_document(document, environ=secret) == {'quoted "***': 'and "*** again', "n": 1}
+
+
+def test_the_home_folder_is_read_at_each_call_not_kept_from_the_first(tmp_path, monkeypatch):
+    first, second = tmp_path / "alice", tmp_path / "bob"
+    monkeypatch.setenv("HOME", str(first))
+    assert redact_text(f"{first}/models") == "~/models"
+    monkeypatch.setenv("HOME", str(second))
+    assert redact_text(f"{first}/models") != "~/models"
+    document = json.dumps({f"{second}/a": [f"{second}/b", f"{second}x/c"]})
+    redacted = json.loads(redact_json(document))
+    assert list(redacted) == ["~/a"] and redacted["~/a"][0] == "~/b"
+    assert not redacted["~/a"][1].startswith("~")  # bobx is not under bob

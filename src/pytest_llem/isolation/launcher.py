@@ -7,13 +7,15 @@ runs the kill sequence in ordinary code: SIGTERM to the whole group, up to `GRAC
 for it to exit, then SIGKILL. Because the guard never raises, a second signal cannot abort
 that sequence. The same loop reads the phases the worker reports (`PROGRESS_FILE`) and hands
 them to the caller's `on_progress` at every poll (an empty list when nothing is new), so the
-terminal can show what the experiment is doing.
+terminal can show what the experiment is doing. Between polls it sleeps on a pidfd of the
+leader, so the leader's exit ends the wait at once rather than at the next poll.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import signal
 import stat
@@ -285,8 +287,58 @@ class _ProgressRelay:
         return f"last phase: {self.last_phase}; " if self.last_phase else ""
 
 
+class _LeaderExit:
+    """Sleeps until the leader exits or `POLL_INTERVAL_S` passes, whichever comes first.
+
+    A pidfd becomes readable when its process exits, whoever its parent is (pytest for a
+    cold start, the preloaded interpreter for a fork); the leader stays unreaped until
+    `wait`, so its pid cannot be reused before the pidfd is opened. Where pidfds are
+    missing (Linux before 5.3, other systems), it sleeps the whole interval.
+    A signal interrupts the sleep only to run its handler (PEP 475): the guard's flag is
+    seen at the next poll, as before.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self._fd: int | None = None
+        # poll, not select: a pidfd may be numbered above select's limit of 1024.
+        self._poller = select.poll()
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            try:
+                self._fd = pidfd_open(pid)
+            except OSError:
+                self._fd = None
+            else:
+                self._poller.register(self._fd, select.POLLIN)
+
+    def sleep(self) -> None:
+        if self._fd is None:
+            time.sleep(POLL_INTERVAL_S)
+        else:
+            self._poller.poll(POLL_INTERVAL_S * 1000)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def _wait_for_leader(
     proc: ChildGroup, guard: InterruptGuard, timeout_s: float | None, progress: _ProgressRelay
+) -> None:
+    leader_exit = _LeaderExit(proc.pid)
+    try:
+        _poll_until_exit(proc, guard, timeout_s, progress, leader_exit)
+    finally:
+        leader_exit.close()
+
+
+def _poll_until_exit(
+    proc: ChildGroup,
+    guard: InterruptGuard,
+    timeout_s: float | None,
+    progress: _ProgressRelay,
+    leader_exit: _LeaderExit,
 ) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while not proc.exited():
@@ -300,7 +352,7 @@ def _wait_for_leader(
                 f"timed out after {timeout_s:g} s; its process group was killed "
                 f"({progress.during()}raise the limit with timeout= or --llem-timeout)"
             )
-        time.sleep(POLL_INTERVAL_S)
+        leader_exit.sleep()
 
 
 def _read_outcome(

@@ -29,7 +29,8 @@ from pytest_llem.isolation.launcher import ChildOutput, StartedGroup, cold_start
 PRELOAD_AUTO = "auto"
 PRELOAD_NONE = "none"
 #: What every preloaded fork needs whatever the workload: the worker and what it imports.
-BASE_MODULES = ("pytest_llem.isolation.worker",)
+#: (`gating.limits` is imported lazily by the request's validation, which every worker runs.)
+BASE_MODULES = ("pytest_llem.isolation.worker", "pytest_llem.gating.limits")
 #: transformers imports its submodules lazily, on first use: without these, each fork would
 #: still pay for the model and generation code (`modeling_utils` alone costs more than
 #: `import transformers`).

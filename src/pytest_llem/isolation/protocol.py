@@ -60,7 +60,8 @@ class WorkerStatus(BaseModel):
 
 
 def write_model(work_dir: Path, name: str, model: BaseModel) -> None:
-    atomic_write_text(work_dir / name, model.model_dump_json())
+    # The work folder is temporary and read back by the live parent: atomic, not fsynced.
+    atomic_write_text(work_dir / name, model.model_dump_json(), durable=False)
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

@@ -123,7 +123,7 @@ def main(
     # Whatever the workload left running, in this group or not, dies before this process does.
     kill_descendants(keep=worker.pid)
     # Plain JSON (read back as protocol.WorkerStatus): this process never loads pydantic.
-    atomic_write_text(work_dir / WORKER_STATUS_FILE, json.dumps({"returncode": returncode}))
+    atomic_write_text(work_dir / WORKER_STATUS_FILE, json.dumps({"returncode": returncode}), durable=False)
     return 0
 
 

@@ -54,33 +54,37 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def atomic_write_text(path: Path, text: str, use_reserve: bool = True) -> None:
+def atomic_write_text(path: Path, text: str, use_reserve: bool = True, durable: bool = True) -> None:
     """Write `path` atomically. On a full disk the state dir's reserve is given up and the write
     tried once more, so the file that records a finished result still lands; either way
     `DiskFull` says so, for the session to stop with one line. Files that are not results (the
-    GPU lease table) pass `use_reserve=False`: the reserve is kept for the states and report."""
+    GPU lease table) pass `use_reserve=False`: the reserve is kept for the states and report.
+    `durable=False` skips the fsyncs, for files in an experiment's temporary work folder: a
+    live process reads them back at once and the folder does not outlive the experiment, so
+    only the atomic rename matters there (the result is made durable where it is stored)."""
     try:
-        _write_once(path, text)
+        _write_once(path, text, durable)
     except OSError as exc:
         if exc.errno not in _DISK_FULL_ERRNOS:
             raise
         written = False
         if use_reserve and release_reserve(path.parent):
             try:
-                _write_once(path, text)
+                _write_once(path, text, durable)
                 written = True
             except OSError:
                 pass
         raise DiskFull(path, exc.strerror or str(exc), written) from None
 
 
-def _write_once(path: Path, text: str) -> None:
+def _write_once(path: Path, text: str, durable: bool = True) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as tmp:
             tmp.write(text)
             tmp.flush()
-            os.fsync(tmp.fileno())
+            if durable:
+                os.fsync(tmp.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         # The temp name is unique to this writer, so removing it cannot hurt anyone else.
@@ -89,7 +93,8 @@ def _write_once(path: Path, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def make_reserve(state_dir: Path) -> None:

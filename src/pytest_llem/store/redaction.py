@@ -13,6 +13,7 @@ The listed names reach the experiment's child through `EXTRA_NAMES_ENV`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -49,16 +50,19 @@ def is_secret_name(name: str) -> bool:
     return bool(SECRET_ENV_PATTERN.search(name)) or name in _extra_names
 
 
-def _forms(value: str) -> set[str]:
+@functools.lru_cache(maxsize=256)
+def _forms(value: str) -> frozenset[str]:
     """How a value can appear in text: as it is, JSON-escaped, URL-encoded."""
-    return {
-        value,
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-        quote(value, safe=""),
-        quote(value),
-        quote_plus(value),
-    }
+    return frozenset(
+        {
+            value,
+            json.dumps(value)[1:-1],
+            json.dumps(value, ensure_ascii=False)[1:-1],
+            quote(value, safe=""),
+            quote(value),
+            quote_plus(value),
+        }
+    )
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -80,7 +84,7 @@ def redact_text(
 ) -> str:
     """Replace secret values with ***, `root` with `.`, the home folder with `~` and the
     temporary folder with `$TMPDIR` (where tests and CI keep models and projects)."""
-    return _redact(text, secret_values(environ), root)
+    return _redact(text, secret_values(environ), _path_replacements(root))
 
 
 def redact_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
@@ -96,8 +100,12 @@ def secret_redactor(environ: Mapping[str, str] | None = None) -> Callable[[str],
 
 def redact_json(text: str, *, root: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
     """`redact_text` applied to every string (and key) of a JSON document, never to its
-    structure: a short secret such as `true` cannot break the file."""
-    return json.dumps(redact_json_document(text, root=root, environ=environ), indent=2, ensure_ascii=False)
+    structure: a short secret such as `true` cannot break the file. Indented, for people."""
+    import pydantic_core  # not at import: the plugin's import stays light (tests/test_plugin_import.py)
+
+    document = redact_json_document(text, root=root, environ=environ)
+    # pydantic's encoder: the standard library's falls back to pure Python when indenting.
+    return pydantic_core.to_json(document, indent=2).decode()
 
 
 def redact_json_compact(
@@ -115,17 +123,25 @@ def redact_json_document(
     text: str, *, root: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Any:
     """`redact_json`, parsed: the redacted document (for callers that store it, not print it)."""
-    secrets = secret_values(environ)
     document = json.loads(text)
-    if not _may_hold_any(text, secrets, root):
+    if not _may_hold_any(text, secret_values(environ), root):
         return document
+    return redact_document(document, root=root, environ=environ)
+
+
+def redact_document(
+    document: Any, *, root: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Any:
+    """`redact_json` on a parsed document (for callers that keep it parsed)."""
+    secrets = secret_values(environ)
+    paths = _path_replacements(root)
     # A report repeats the same keys thousands of times (every point of a power timeline):
     # each distinct string is redacted once.
     done: dict[str, str] = {}
 
     def redact(text: str) -> str:
         if text not in done:
-            done[text] = _redact(text, secrets, root)
+            done[text] = _redact(text, secrets, paths)
         return done[text]
 
     def walk(node: Any) -> Any:
@@ -162,16 +178,22 @@ def _replace_secrets(text: str, secrets: list[str]) -> str:
     return text
 
 
-def _redact(text: str, secrets: list[str], root: Path | None) -> str:
+def _path_replacements(root: Path | None) -> list[tuple[re.Pattern[str], str]]:
+    """The folders to shorten, looked up once per document: `root`, home, temporary folder.
+    (Home and the temporary folder are read each time, as tests and users may change them.)"""
+    paths = [] if root is None else [(str(root), ".")]
+    paths += [(str(Path.home()), "~"), (tempfile.gettempdir(), "$TMPDIR")]
+    return [(_path_pattern(path), replacement) for path, replacement in paths if path not in ("", "/")]
+
+
+def _redact(text: str, secrets: list[str], paths: list[tuple[re.Pattern[str], str]]) -> str:
     text = _replace_secrets(text, secrets)
-    if root is not None:
-        text = _replace_path(text, str(root), ".")
-    text = _replace_path(text, str(Path.home()), "~")
-    return _replace_path(text, tempfile.gettempdir(), "$TMPDIR")
+    for pattern, replacement in paths:
+        text = pattern.sub(replacement, text)
+    return text
 
 
-def _replace_path(text: str, path: str, replacement: str) -> str:
-    """Replace `path` where it is a whole path prefix: /home/me/x, not /home/meg."""
-    if path in ("", "/"):
-        return text
-    return re.sub(re.escape(path.rstrip("/")) + r"(?![\w.-])", replacement, text)
+@functools.lru_cache(maxsize=64)
+def _path_pattern(path: str) -> re.Pattern[str]:
+    """`path` where it is a whole path prefix: /home/me/x, not /home/meg."""
+    return re.compile(re.escape(path.rstrip("/")) + r"(?![\w.-])")
