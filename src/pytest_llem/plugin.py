@@ -20,6 +20,7 @@ from pytest_llem.errors import INTERRUPTED_EXIT_CODE, ConfigError, ExperimentInt
 from pytest_llem.settings import SETTINGS, LlemSettings, resolve_settings
 
 if TYPE_CHECKING:
+    from pytest_llem.config import ExperimentConfig
     from pytest_llem.isolation.workload import Workload
     from pytest_llem.results import ExperimentResult
     from pytest_llem.session import BenchmarkSession
@@ -31,6 +32,8 @@ FIXTURE = "llem"
 
 settings_key = pytest.StashKey[LlemSettings]()
 session_key = pytest.StashKey["BenchmarkSession"]()
+#: An item's experiment config as its markers give it (the test's own arguments come later).
+marker_config_key = pytest.StashKey["ExperimentConfig"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -204,7 +207,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     enabled = config.stash[settings_key].enabled
     skip = pytest.mark.skip(reason="LLM energy benchmark: run with --llem (or set llem = true in ini)")
     problems = []
-    backends: set[str | None] = set()
     build_config = None
     for item in items:
         uses_llem = FIXTURE in getattr(item, "fixturenames", ()) or item.get_closest_marker(MARKER)
@@ -213,16 +215,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if build_config is None:  # pydantic loads only for a suite that has benchmarks
             from pytest_llem.config import build_config
         try:
-            backends.add(build_config(*_marker_layers(item)).backend)
+            item.stash[marker_config_key] = build_config(*_marker_layers(item))
         except ConfigError as exc:
             problems.append(f"pytest-llem: {item.nodeid}: @pytest.mark.{MARKER}: {exc}")
         if not enabled:
             item.add_marker(skip)
     if problems:
         raise pytest.UsageError("\n".join(problems))
-    bench = config.stash.get(session_key, None)
-    if bench is not None:  # what a preloaded interpreter imports (--llem-preload=auto)
-        bench.collected_backends = backends
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The cases left after deselection say what a preloaded interpreter imports
+    (`--llem-preload=auto`); its imports start now, beside the session's fixtures."""
+    bench = session.config.stash.get(session_key, None)
+    if bench is None:
+        return
+    stashes = (item.stash for item in session.items)
+    key = marker_config_key
+    cases: list[ExperimentConfig] = [stash[key] for stash in stashes if key in stash]
+    bench.collected_backends = {case.backend for case in cases}
+    if cases and not session.config.option.collectonly:
+        bench.prestart_preloaded(cases[0])
 
 
 class LlemRunner:

@@ -206,6 +206,19 @@ class BenchmarkSession:
             return auto_modules(self.collected_backends, self._workload_modules)
         return self.settings.preload.split(",")
 
+    def prestart_preloaded(self, first_case: ExperimentConfig) -> bool:
+        """Start the preloaded interpreter's imports now, in the background, when what to
+        import is already known: modules named by `--llem-preload`, or the backends the
+        collected cases name. (Under `auto` without a backend the first workload's own module
+        is among them, so that start waits for the first experiment.) `first_case` gives the
+        children's environment. Returns whether it started."""
+        preload = self.settings.preload
+        known = preload != PRELOAD_AUTO or any(b is not None for b in self.collected_backends)
+        if self._preloader is None or self.settings.launcher == "slurm" or not known:
+            return False
+        self._preloader.prestart(build_experiment_env(first_case, experiment_id=""))
+        return True
+
     def close_preloaded(self) -> None:
         """Stop the preloaded interpreter, if one runs (it would also exit with this process)."""
         if self._preloader is not None:

@@ -3,6 +3,7 @@ preloaded interpreter's life (it dies with pytest, SIGKILL included)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -213,3 +214,77 @@ def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_
     assert (group.method, group.note) == ("cold", "interrupted while the preloaded interpreter was importing")
     assert lines == [f"cold start instead of a preloaded one: {group.note}"]
     assert preloaded_interpreters(os.getpid()) == []
+
+
+def test_prestart_returns_at_once_and_close_stops_the_imports_at_once(tmp_path: Path):
+    preloader = Preloader(lambda: ["slow_import"])
+    started = time.monotonic()
+    preloader.prestart(dict(os.environ))
+    (server,) = preloaded_interpreters(os.getpid())
+    assert time.monotonic() - started < 5.0  # the module's import takes 20 s
+    preloader.close()
+    assert time.monotonic() - started < 5.0  # killed, not waited for
+    assert wait_until_all_gone([server], 3.0) == []
+
+
+COLLECTION_CONFTEST = """
+import json, psutil, pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    # Right after pytest-llem's own hook: the preloaded interpreters pytest has started by then.
+    found = [p.pid for p in psutil.Process().children() if "pytest_llem.isolation.forkserver" in p.cmdline()]
+    with open(%r, "w") as f:
+        json.dump(found, f)
+"""
+
+COLLECTION_SUITE = """
+import pytest
+from workloads import report_start
+
+@pytest.mark.llem(%s)
+def test_start(llem):
+    result = llem.run(report_start)
+    assert result.start_method == "preloaded", result.start_note
+"""
+
+
+@pytest.mark.parametrize(
+    ("marker", "options", "started_at_collection"),
+    [
+        ("", ["--llem-preload=json"], 1),  # modules named: known at collection
+        ("backend='pytorch'", ["--collect-only"], 0),  # nothing will run
+        ("", [], 0),  # auto without a backend: the first workload's own module is awaited
+    ],
+    ids=["named-modules", "collect-only", "auto-without-backend"],
+)
+def test_the_preloaded_interpreter_starts_at_collection_when_its_modules_are_known(
+    tmp_path: Path, marker: str, options: list[str], started_at_collection: int
+):
+    out = tmp_path / "interpreters.json"
+    (tmp_path / "conftest.py").write_text(COLLECTION_CONFTEST % str(out))
+    (tmp_path / "test_suite.py").write_text(COLLECTION_SUITE % marker)
+    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_suite.py", "--llem-energy=none", *options)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert len(json.loads(out.read_text())) == started_at_collection, output
+
+
+def test_deselected_cases_do_not_choose_the_preloaded_modules(tmp_path: Path):
+    # The vLLM case is deselected: auto must not try to import vLLM (not installed here),
+    # which would make the remaining case start cold.
+    (tmp_path / "test_suite.py").write_text(
+        "import pytest\n"
+        "from workloads import report_start\n"
+        "@pytest.mark.llem(backend='vllm', model='m')\n"
+        "def test_vllm(llem):\n"
+        "    llem.run()\n"
+        "def test_start(llem):\n"
+        "    result = llem.run(report_start)\n"
+        "    assert result.start_method == 'preloaded', result.start_note\n"
+    )
+    state_dir = tmp_path / "state"
+    proc = start_llem_pytest(tmp_path, state_dir, "test_suite.py", "--llem-energy=none", "-k", "start")
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "1 passed, 1 deselected" in output

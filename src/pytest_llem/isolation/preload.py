@@ -3,7 +3,9 @@ that starts the preloaded interpreter (`isolation.forkserver`) and asks it for e
 
 Start methods are the launcher's swappable axis: `launcher.cold_start` spawns fresh
 interpreters; `Preloader.start` forks the group from a preloaded interpreter started once per
-pytest process (so once per xdist worker), lazily, when the first experiment needs it. Any
+pytest process (so once per xdist worker): at the end of collection when the collected cases
+say what to import (`Preloader.prestart`, so its imports run beside the session's fixtures),
+else when the first experiment needs it. Any
 reason a fork could be unsafe or could measure something else than a cold start would (an
 import that failed, a thread or CUDA in the preloaded interpreter, an environment that
 differs from the one its modules were imported under) makes that start a cold one, and the
@@ -112,14 +114,15 @@ class PreloadedGroup:
 
 
 class _ForkServer:
-    """The running preloaded interpreter and its socket."""
+    """The running preloaded interpreter and its socket. Starting it (`__init__`) does not
+    wait for its imports; `wait_ready` does, before the first fork."""
 
-    def __init__(
-        self, modules: list[str], env: Mapping[str, str], interrupted: Callable[[], bool] = lambda: False
-    ) -> None:
+    def __init__(self, modules: list[str], env: Mapping[str, str]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.env = dict(env)
         self.modules = modules
+        self.ready = False
+        self._launched = time.monotonic()
         try:
             self.proc = subprocess.Popen(
                 [
@@ -140,8 +143,14 @@ class _ForkServer:
             theirs.close()
         self.sock = ours
         self.sock.send(json.dumps({"modules": modules, "sys_path": [p for p in sys.path if p]}).encode())
+
+    def wait_ready(self, interrupted: Callable[[], bool]) -> None:
+        """Wait until the imports are done; raise RuntimeError with the reason they failed."""
+        if self.ready:
+            return
         # In short slices: a signal to pytest must not wait for the imports to finish.
-        deadline = time.monotonic() + _IMPORT_TIMEOUT_S
+        deadline = self._launched + _IMPORT_TIMEOUT_S
+        modules = self.modules
         while (reply := self._receive(_IMPORT_POLL_S)) is None:
             problem = None
             if interrupted():
@@ -153,12 +162,12 @@ class _ForkServer:
             if reply is not None:
                 break
             if problem is not None:
-                self.proc.kill()
                 self.close()
                 raise RuntimeError(problem)
         if not reply.get("ready"):
             self.close()
             raise RuntimeError(str(reply.get("problem")))
+        self.ready = True
 
     def _receive(self, timeout_s: float | None) -> dict[str, Any] | None:
         """The next reply; None on a timeout or once the preloaded interpreter is gone."""
@@ -183,6 +192,8 @@ class _ForkServer:
         return self._receive(timeout_s)
 
     def close(self) -> None:
+        if not self.ready:  # still importing: it reads the socket's end only once done
+            self.proc.kill()
         self.sock.close()  # it exits on end of file
         try:
             self.proc.wait(timeout=5)
@@ -193,7 +204,7 @@ class _ForkServer:
 
 class Preloader:
     """`launcher.GroupStarter` for `--llem-preload`: forks from the preloaded interpreter, or
-    starts cold with the reason. `modules` is called once, at the first start."""
+    starts cold with the reason. `modules` is called once, when the interpreter starts."""
 
     def __init__(
         self,
@@ -221,12 +232,24 @@ class Preloader:
             self._server.close()
             self._server = None
 
-    def start(self, work_dir: Path, env: Mapping[str, str], output: ChildOutput) -> StartedGroup:
+    def prestart(self, env: Mapping[str, str]) -> None:
+        """Start the preloaded interpreter now, for children whose environment will be `env`,
+        without waiting for its imports: they run while pytest goes on (session fixtures,
+        say) and the first `start` waits only for what is left of them."""
         if self.disabled is None and self._server is None:
             server_env = {k: v for k, v in env.items() if not k.startswith(PER_EXPERIMENT_ENV_PREFIXES)}
             try:
-                self._server = _ForkServer(self._modules(), server_env, self._interrupted)
-            except (RuntimeError, OSError) as exc:
+                self._server = _ForkServer(self._modules(), server_env)
+            except OSError as exc:
+                self._disable(str(exc))
+
+    def start(self, work_dir: Path, env: Mapping[str, str], output: ChildOutput) -> StartedGroup:
+        self.prestart(env)
+        if self._server is not None:
+            try:
+                self._server.wait_ready(self._interrupted)
+            except RuntimeError as exc:
+                self._server = None  # closed by wait_ready
                 self._disable(str(exc))
         if self.disabled is not None or self._server is None:
             return self._cold(
