@@ -11,7 +11,8 @@ Prints three tables (absolute times depend on the machine; read the ratios):
    the measured windows' total and its share of the wall time (target: at least 60%
    preloaded), and the token counts, which must be identical;
 3. one tiny-model case with `repeats=4`: wall time under each method (target: at least 3x
-   lower preloaded) and its tokens per second, which should agree within noise.
+   lower preloaded) and its tokens per second per process, which must agree within noise:
+   the two-sided rank test the gate uses (`gating.stats`) over the processes of each method.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from overhead_workloads import trivial  # noqa: E402
 
+from pytest_llem.gating.metrics import METRICS  # noqa: E402
+from pytest_llem.gating.stats import SIGNIFICANCE_LEVEL, p_worse, sample_values  # noqa: E402
 from pytest_llem.session import BenchmarkSession  # noqa: E402
 from pytest_llem.settings import LlemSettings  # noqa: E402
 from pytest_llem.testing import build_tiny_model  # noqa: E402
@@ -110,21 +113,26 @@ def demo_suite() -> None:
         print(f"   {preload:10} {wall:7.1f}s {measured:8.1f}s {measured / wall:6.0%} {tokens:7d} {methods}")
 
 
+def two_sided_p(first: list[float], second: list[float]) -> float:
+    """The rank test of `gating.stats` in both directions: could the two be the same?"""
+    return min(1.0, 2 * min(p_worse(first, second, True), p_worse(first, second, False)))
+
+
 def repeats_case(model_dir: Path) -> None:
     print("3. one tiny-model case, repeats=4 (backend=pytorch, CPU)")
-    print(f"   {'start':10} {'wall':>8} {'tokens':>7} {'tokens/s':>9} {'method'}")
+    print(f"   {'start':10} {'wall':>8} {'tokens':>7} {'tokens/s: median':>17} {'range':>15} {'method'}")
     fields = {
         "backend": "pytorch",
         "device": "cpu",
         "model": str(model_dir),
-        "n_prompts": 8,
+        "n_prompts": 32,
         "batch_size": 8,
         "max_new_tokens": 16,
         "max_input_tokens": 32,
         "warmup_batches": 1,
         "repeats": 4,
     }
-    walls = {}
+    walls, samples = {}, {}
     for preload in METHODS:
         with tempfile.TemporaryDirectory() as tmp:
             bench = _session(Path(tmp), preload, {"pytorch"})
@@ -133,9 +141,17 @@ def repeats_case(model_dir: Path) -> None:
             finally:
                 bench.close_preloaded()
         walls[preload] = wall
-        rate = result.output_tokens / result.duration_s
-        print(f"   {preload:10} {wall:7.1f}s {result.output_tokens:7d} {rate:9.1f} {result.start_method}")
+        # One sample per process, as the gate sees them.
+        rates = samples[preload] = sample_values(result.rounds, METRICS["tokens_per_s"])
+        spread = f"{min(rates):.1f}-{max(rates):.1f}"
+        print(
+            f"   {preload:10} {wall:7.1f}s {result.output_tokens:7d} {statistics.median(rates):17.1f}"
+            f" {spread:>15} {result.start_method}"
+        )
     print(f"   cold / preloaded wall: {walls['none'] / walls['auto']:.1f}x")
+    p = two_sided_p(samples["none"], samples["auto"])
+    verdict = "no difference shown" if p > SIGNIFICANCE_LEVEL else "DIFFERENT"
+    print(f"   tokens/s, cold vs preloaded, two-sided rank test over the processes: p = {p:.2f} ({verdict})")
 
 
 def main() -> None:
