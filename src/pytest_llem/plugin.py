@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pytest_llem.session import BenchmarkSession
 
 RUN_ID_WORKERINPUT = "llem_run_id"
+BASELINE_WORKERINPUT = "llem_baseline_run_id"
 REPORT_WORKEROUTPUT = "llem_report"
 MARKER = "llem"
 FIXTURE = "llem"
@@ -90,6 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
             root=config.rootpath,
             worker_id=workerinput["workerid"],
             run_id=workerinput.get(RUN_ID_WORKERINPUT),
+            baseline_run_id=workerinput.get(BASELINE_WORKERINPUT),
         )
     else:
         bench = BenchmarkSession(settings, root=config.rootpath)
@@ -101,13 +103,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class XdistController:
-    """Controller-side xdist hooks (pytest-cov's pattern): hand out the run id, collect reports."""
+    """Controller-side xdist hooks (pytest-cov's pattern): hand out the run id and the
+    baseline's (nodes are configured after `pytest_sessionstart` found it), collect reports."""
 
     def __init__(self, bench: BenchmarkSession) -> None:
         self.bench = bench
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RUN_ID_WORKERINPUT] = self.bench.report.run_id
+        baseline = self.bench.baseline
+        node.workerinput[BASELINE_WORKERINPUT] = baseline.run_id if baseline is not None else None
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         payload = getattr(node, "workeroutput", {}).get(REPORT_WORKEROUTPUT)

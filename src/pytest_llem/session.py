@@ -141,6 +141,7 @@ class BenchmarkSession:
         root: Path | None = None,
         worker_id: str = "main",
         run_id: str | None = None,
+        baseline_run_id: str | None = None,
     ) -> None:
         self._gpu_inventory: list[GpuInfo] | None = None
         self._lease: Lease | None = None
@@ -171,6 +172,8 @@ class BenchmarkSession:
         self.problems: list[str] = []
         self.idle = IdleBaselines(settings.baseline_s, settings.sample_interval_s)
         self.baseline: SessionReport | None = None
+        #: An xdist worker's: the run its controller compares with (`repeats="auto"` needs it).
+        self._baseline_run_id = baseline_run_id
         #: The comparison, budgets and failures, once `gate` has run.
         self.gate_outcome = GateOutcome()
         self._experiments_started = 0
@@ -273,6 +276,13 @@ class BenchmarkSession:
                 )
         if self.worker_id == "main" and (self.settings.compare or self.settings.compare_fail):
             self.baseline = self._find_baseline(self.settings.compare or "latest")
+        elif self._baseline_run_id is not None:
+            # The controller chose it and says what it found; a worker reads the same run so
+            # that `repeats="auto"` can tell when a case's comparison is settled.
+            try:
+                self.baseline = self.history.find(self._baseline_run_id)
+            except UnknownRun:
+                self.baseline = None
 
     def _find_baseline(self, ref: str) -> SessionReport | None:
         history = self.history

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import workloads
+from helpers import reports, start_llem_pytest
 from sample_reports import make_result
 
 from pytest_llem.config import DEFAULT_AUTO_REPEATS, build_config, parse_repeats
@@ -145,3 +146,33 @@ def test_without_a_baseline_auto_runs_the_minimum(tmp_path: Path):
     result = throughput(bench, tmp_path, "alone", [400, 1500])
     assert result.extra["repeats"] == 3 and result.extra["repeats_max"] == 8
     assert result.extra["repeats_decided"] is True
+
+
+SUITE = """
+from workloads import scheduled_throughput
+
+def test_throughput(llem):
+    llem.run(scheduled_throughput, params={"counter": %r, "rates": %r})
+"""
+
+
+def test_xdist_workers_repeat_until_the_controllers_baseline_settles_the_comparison(tmp_path: Path):
+    # Only the controller gates, but the workers run the processes: they must compare with
+    # the same baseline, or auto would stop every case at the minimum under -n.
+    pytest.importorskip("xdist")
+    suite, state_dir = tmp_path / "test_suite.py", tmp_path / "state"
+
+    def run_suite(rates: list[int], *options: str) -> str:
+        suite.write_text(SUITE % (str(tmp_path / f"{len(rates)}.count"), rates))
+        proc = start_llem_pytest(tmp_path, state_dir, suite.name, "--llem-energy=none", *options)
+        output, _ = proc.communicate(timeout=240)
+        assert proc.returncode == 0, output
+        return output
+
+    run_suite([BASELINE_RATE], "--llem-repeats=3")
+    gate = ("--llem-compare=latest", "--llem-compare-fail=tokens_per_s:30%", "--llem-repeats=auto:5")
+    output = run_suite([500, 500, 1500, 500, 1500], "-n", "2", *gate)
+    entry = reports(state_dir)[-1]["experiments"][0]
+    assert entry["worker_id"].startswith("gw")
+    assert (entry["result"]["extra"]["repeats"], entry["result"]["extra"]["repeats_decided"]) == (5, False)
+    assert "test_suite.py::test_throughput 5/5 (still undecided)" in output
