@@ -288,3 +288,36 @@ def test_deselected_cases_do_not_choose_the_preloaded_modules(tmp_path: Path):
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     assert "1 passed, 1 deselected" in output
+
+
+SLOW_FIXTURE_SUITE = """
+import json, pathlib, time, psutil, pytest
+
+@pytest.fixture(scope="session")
+def slow_setup():
+    # A session fixture (building a model, say) running while the preloaded interpreter imports.
+    found = [p.pid for p in psutil.Process().children() if "pytest_llem.isolation.forkserver" in p.cmdline()]
+    pathlib.Path(%r).write_text(json.dumps(found))
+    time.sleep(60)
+
+def test_case(llem, slow_setup):
+    llem.run()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_a_signal_while_the_prestarted_interpreter_imports_leaves_nothing_behind(tmp_path: Path, sig):
+    started = tmp_path / "started.json"
+    (tmp_path / "test_suite.py").write_text(SLOW_FIXTURE_SUITE % str(started))
+    proc = start_llem_pytest(
+        tmp_path, tmp_path / "state", "test_suite.py", "--llem-energy=none", "--llem-preload=slow_import"
+    )
+    wait_for_file(started, timeout_s=60)
+    (server,) = json.loads(started.read_text())  # importing slow_import (20 s) meanwhile
+    signalled = time.monotonic()
+    os.kill(proc.pid, sig)
+    output, _ = proc.communicate(timeout=30)
+    assert wait_until_all_gone([server], 3.0) == []
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, output
+        assert time.monotonic() - signalled < 10.0  # the imports' 20 s are not waited for
