@@ -33,7 +33,9 @@ from pytest_llem.store.redaction import is_secret_name
 #: An experiment id names a file in the state dir: nothing else may be in it.
 EXPERIMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Fields that change where or how long, not what is measured; left out of the hash.
-NON_MEASUREMENT_FIELDS = frozenset({"timeout", "experiment_id", "compare_fail", "budget", "label"})
+NON_MEASUREMENT_FIELDS = frozenset(
+    {"timeout", "experiment_id", "compare_fail", "budget", "label", "preload_model_files"}
+)
 CONFIG_HASH_LENGTH = 16
 _FLOAT_SIGNIFICANT_DIGITS = 12
 
@@ -108,6 +110,11 @@ class ExperimentConfig(BaseModel):
     )
     budget: dict[str, float] = Field(
         default_factory=dict, description="absolute limits, e.g. {'energy_per_token_j': 0.05}"
+    )
+    preload_model_files: bool = Field(
+        default=False,
+        description="with a preloaded start: its interpreter reads a local model directory's files "
+        "into the page cache once, before the first fork of a case that names it",
     )
     num_processes: int = Field(default=1, ge=1, description="pytorch: data-parallel ranks via accelerate")
     tensor_parallel_size: int = Field(default=1, ge=1, description="vllm")

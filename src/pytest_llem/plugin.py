@@ -239,8 +239,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     key = marker_config_key
     cases: list[ExperimentConfig] = [stash[key] for stash in stashes if key in stash]
     bench.collected_backends = {case.backend for case in cases}
-    if cases and not session.config.option.collectonly:
-        bench.prestart_preloaded(cases[0])
+    if not session.config.option.collectonly:
+        bench.prestart_preloaded(cases)
 
 
 class LlemRunner:

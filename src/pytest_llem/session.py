@@ -43,6 +43,7 @@ from pytest_llem.isolation.launcher import (
     ProgressCallback,
     build_experiment_env,
     cold_start,
+    model_files_to_preload,
     reclaim_work_dirs,
     run_in_child,
 )
@@ -209,17 +210,19 @@ class BenchmarkSession:
             return auto_modules(self.collected_backends, self._workload_modules)
         return self.settings.preload.split(",")
 
-    def prestart_preloaded(self, first_case: ExperimentConfig) -> bool:
+    def prestart_preloaded(self, cases: list[ExperimentConfig]) -> bool:
         """Start the preloaded interpreter's imports now, in the background, when what to
         import is already known: modules named by `--llem-preload`, or the backends the
         collected cases name. (Under `auto` without a backend the first workload's own module
-        is among them, so that start waits for the first experiment.) `first_case` gives the
-        children's environment. Returns whether it started."""
+        is among them, so that start waits for the first experiment.) The first case gives the
+        children's environment; the model directories of cases with `preload_model_files`
+        are read after the imports. Returns whether it started."""
         preload = self.settings.preload
         known = preload != PRELOAD_AUTO or any(b is not None for b in self.collected_backends)
-        if self._preloader is None or self.settings.launcher == "slurm" or not known:
+        if not cases or self._preloader is None or self.settings.launcher == "slurm" or not known:
             return False
-        self._preloader.prestart(build_experiment_env(first_case, experiment_id=""))
+        model_dirs = dict.fromkeys(d for d in map(model_files_to_preload, cases) if d is not None)
+        self._preloader.prestart(build_experiment_env(cases[0], experiment_id=""), read_files=model_dirs)
         return True
 
     def close_preloaded(self) -> None:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import threading
 import types
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,17 @@ def test_a_forked_worker_waits_with_a_timeout_and_gives_popens_exit_status():
     with pytest.raises(subprocess.TimeoutExpired):
         worker.wait(timeout=0.01)
     assert worker.wait() == 7 and worker.returncode == 7
+
+
+def test_model_files_are_read_whole_and_anything_but_a_regular_file_is_skipped(tmp_path: Path):
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshot"
+    blobs.mkdir()
+    (snapshot / "sub").mkdir(parents=True)
+    (blobs / "weights").write_bytes(b"x" * (9 << 20))  # more than one read
+    (snapshot / "model.safetensors").symlink_to(blobs / "weights")  # a hub cache's layout
+    (snapshot / "sub" / "tokenizer.json").write_text("{}")
+    os.mkfifo(snapshot / "pipe")  # would block a plain open, and never end
+    (snapshot / "dangling").symlink_to(tmp_path / "gone")
+    read = forkserver.read_into_page_cache(str(snapshot))
+    assert (read["path"], read["files"], read["bytes"]) == (str(snapshot), 2, (9 << 20) + 2)
+    assert read["read_s"] >= 0

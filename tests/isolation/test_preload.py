@@ -211,7 +211,10 @@ def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_
     took_s = time.monotonic() - started
     terminate_group(group.group, grace_s=0.5)  # the cold group it fell back to
     assert took_s < 5.0  # not the module's 20 s
-    assert (group.method, group.note) == ("cold", "interrupted while the preloaded interpreter was importing")
+    assert (group.method, group.note) == (
+        "cold",
+        "interrupted while the preloaded interpreter was importing slow_import",
+    )
     assert lines == [f"cold start instead of a preloaded one: {group.note}"]
     assert preloaded_interpreters(os.getpid()) == []
 
@@ -321,3 +324,55 @@ def test_a_signal_while_the_prestarted_interpreter_imports_leaves_nothing_behind
     if sig == signal.SIGINT:
         assert proc.returncode == 130, output
         assert time.monotonic() - signalled < 10.0  # the imports' 20 s are not waited for
+
+
+MODEL_FILES_SUITE = """
+import pytest
+from workloads import report_start
+
+@pytest.mark.llem(model=%r, preload_model_files=True)
+def test_start(llem):
+    result = llem.run(report_start)
+    assert result.start_method == "preloaded", result.start_note
+"""
+
+
+def model_directory(path: Path) -> Path:
+    path.mkdir()
+    (path / "model.safetensors").write_bytes(b"w" * 3_000_000)
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def test_model_files_named_by_a_case_are_read_once_before_its_fork(bench: BenchmarkSession, tmp_path: Path):
+    model = model_directory(tmp_path / "model")
+    first = run(bench, workloads.report_start, model=str(model), preload_model_files=True)
+    again = run(bench, workloads.report_start, model=str(model), preload_model_files=True, seed=1)
+    read = first.extra["model_files_preloaded"]
+    assert read["path"] == str(model.resolve()) and (read["files"], read["bytes"]) == (2, 3_000_002)
+    assert read["read_at_start"] is False  # named by the test, not the marker: read at the fork
+    assert again.extra["model_files_preloaded"] == read  # once per directory
+    unasked = run(bench, workloads.report_start, model=str(model))
+    assert "model_files_preloaded" not in unasked.extra
+    assert first.config_hash == unasked.config_hash  # nothing measured differs
+
+
+def test_a_cold_start_reads_no_model_files(state_dir: Path, tmp_path: Path):
+    cold = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, energy="none", preload="none"))
+    cold.start()
+    model = model_directory(tmp_path / "model")
+    result = run(cold, workloads.report_start, model=str(model), preload_model_files=True)
+    assert result.start_method == "cold" and "model_files_preloaded" not in result.extra
+
+
+def test_model_files_a_marker_names_are_read_while_the_session_sets_up(tmp_path: Path):
+    model = model_directory(tmp_path / "model")
+    (tmp_path / "test_suite.py").write_text(MODEL_FILES_SUITE % str(model))
+    state_dir = tmp_path / "state"
+    options = ("--llem-energy=none", "--llem-preload=json")
+    proc = start_llem_pytest(tmp_path, state_dir, "test_suite.py", *options)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    (report,) = reports(state_dir)
+    read = report["experiments"][0]["result"]["extra"]["model_files_preloaded"]
+    assert (read["files"], read["bytes"], read["read_at_start"]) == (2, 3_000_002, True)

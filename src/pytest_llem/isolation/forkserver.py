@@ -11,6 +11,8 @@ own machinery), and then only answers requests on its socket, one at a time:
   so the workload runs with the modules already imported. The child gets pytest's stdout and
   stderr (passed with the request), the experiment's environment, cwd and `sys.argv`, and
   fresh random seeds: nothing of an earlier experiment, which ran in another fork.
+- `read_files`: read a model directory's files into the page cache, once per directory
+  (`preload_model_files`; those the collected cases name are read right after the imports).
 - `status`: whether a child has exited, without reaping it (its pid, which is its group's id,
   stays reserved until pytest has sent the group its last SIGKILL, as on a cold start).
 - `reap`: reap it and return its exit status.
@@ -29,6 +31,7 @@ import os
 import random
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -89,6 +92,43 @@ def import_modules(modules: list[str]) -> str | None:
             first_line = str(exc).splitlines()[0] if str(exc) else ""
             return f"importing {name} failed ({type(exc).__name__}: {first_line})"
     return None
+
+
+#: How much of a model file is read at a time, into one reused buffer: the page cache keeps
+#: the file, this process keeps nothing.
+_READ_CHUNK_BYTES = 8 << 20
+
+
+def read_into_page_cache(directory: str) -> dict[str, Any]:
+    """Read every regular file under `directory` once (a symlinked file is followed, as a hub
+    cache's snapshot links to its blobs), so that a child's model load finds them in the page
+    cache. Anything else (a FIFO, a device) is skipped, unopened for reading. Returns what was
+    read: files, bytes (held in the page cache, not by any process) and seconds."""
+    started = time.perf_counter()
+    files = total = 0
+    buffer = bytearray(_READ_CHUNK_BYTES)
+    for root, _dirs, names in os.walk(directory):
+        for name in sorted(names):
+            try:
+                # O_NONBLOCK: opening a FIFO must not wait for a writer; checked before reading.
+                fd = os.open(os.path.join(root, name), os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            with os.fdopen(fd, "rb", buffering=0) as fh:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                try:
+                    while count := fh.readinto(buffer):
+                        total += count
+                except OSError:
+                    continue
+            files += 1
+    return {
+        "path": directory,
+        "files": files,
+        "bytes": total,
+        "read_s": round(time.perf_counter() - started, 3),
+    }
 
 
 class ForkedWorker:
@@ -195,8 +235,9 @@ def _send(sock: socket.socket, reply: Mapping[str, Any]) -> None:
     sock.send(json.dumps(reply).encode())
 
 
-def serve(sock: socket.socket) -> None:
-    """Answer `fork`, `status` and `reap` until pytest closes the socket."""
+def serve(sock: socket.socket, model_files: dict[str, dict[str, Any]]) -> None:
+    """Answer `read_files`, `fork`, `status` and `reap` until pytest closes the socket.
+    `model_files`: the directories already read, by path."""
     server_pid = os.getpid()
     while True:
         data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE_BYTES, 2)
@@ -204,7 +245,12 @@ def serve(sock: socket.socket) -> None:
             return
         request = json.loads(data)
         op = request["op"]
-        if op == "fork":
+        if op == "read_files":
+            path = request["path"]
+            if path not in model_files:
+                model_files[path] = {**read_into_page_cache(path), "read_at_start": False}
+            _send(sock, model_files[path])
+        elif op == "fork":
             hazard = fork_hazard()
             if hazard is not None or len(fds) != 2:
                 for fd in fds:
@@ -243,11 +289,16 @@ def main(sock_fd: int, pytest_pid: int) -> int:
         if entry not in sys.path:
             sys.path.insert(0, entry)
     problem = import_modules(hello.get("modules", [])) or fork_hazard()
+    # Directories the collected cases name: read now, while pytest's fixtures run.
+    model_files = {
+        path: {**read_into_page_cache(path), "read_at_start": True}
+        for path in (hello.get("read_files", []) if problem is None else [])
+    }
     _send(sock, {"ready": problem is None, "problem": problem})
     if problem is not None:
         return 0
     try:
-        serve(sock)
+        serve(sock, model_files)
     except (ConnectionError, OSError):
         pass  # pytest is gone: its end of the socket closed mid-request
     return 0

@@ -24,9 +24,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pytest_llem.backends import BACKEND_ENV_DEFAULTS
 from pytest_llem.config import ExperimentConfig
@@ -98,7 +98,22 @@ def build_experiment_env(
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in config.gpus)
     env.update(config.env)
     env["PYTEST_LLEM_EXPERIMENT_ID"] = experiment_id
+    model_files = model_files_to_preload(config)
+    if model_files is not None:
+        env[MODEL_FILES_ENV] = model_files
     return env
+
+
+#: The model directory a preloaded start reads into the page cache first (`preload_model_files`).
+MODEL_FILES_ENV = "PYTEST_LLEM_PRELOAD_MODEL_FILES"
+
+
+def model_files_to_preload(config: ExperimentConfig) -> str | None:
+    """The local model directory whose files `config` asks the preloaded interpreter to read."""
+    if not config.preload_model_files or config.model is None:
+        return None
+    path = Path(config.model).expanduser()
+    return str(path.resolve()) if path.is_dir() else None
 
 
 def _leader_exited(pid: int) -> bool:
@@ -158,6 +173,8 @@ class StartedGroup:
     method: str
     #: Why a preloaded start was asked for but a cold one happened; None otherwise.
     note: str | None = None
+    #: What the start did for the experiment that its result's `extra` records.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -257,7 +274,13 @@ def run_in_child(
         progress.poll()  # the last phases, written just before the worker ended
         try:
             result = _read_outcome(work_dir, supervisor_returncode, progress.last_phase)
-            result = result.model_copy(update={"start_method": started.method, "start_note": started.note})
+            result = result.model_copy(
+                update={
+                    "start_method": started.method,
+                    "start_note": started.note,
+                    "extra": {**result.extra, **started.extra},
+                }
+            )
         except ExperimentFailed:
             if guard.received is not None:
                 raise ExperimentInterrupted(signal_name(guard.received)) from None

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem.backends import BACKEND_WORKLOADS
-from pytest_llem.isolation.launcher import ChildOutput, StartedGroup, cold_start
+from pytest_llem.isolation.launcher import MODEL_FILES_ENV, ChildOutput, StartedGroup, cold_start
 
 #: `--llem-preload` values that are not module lists.
 PRELOAD_AUTO = "auto"
@@ -117,11 +117,13 @@ class _ForkServer:
     """The running preloaded interpreter and its socket. Starting it (`__init__`) does not
     wait for its imports; `wait_ready` does, before the first fork."""
 
-    def __init__(self, modules: list[str], env: Mapping[str, str]) -> None:
+    def __init__(self, modules: list[str], env: Mapping[str, str], read_files: Iterable[str] = ()) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.env = dict(env)
         self.modules = modules
         self.ready = False
+        #: Reading model files: it answers nothing else meanwhile, not even end of file.
+        self._reading = False
         self._launched = time.monotonic()
         try:
             self.proc = subprocess.Popen(
@@ -142,32 +144,49 @@ class _ForkServer:
         finally:
             theirs.close()
         self.sock = ours
-        self.sock.send(json.dumps({"modules": modules, "sys_path": [p for p in sys.path if p]}).encode())
+        hello = {"modules": modules, "sys_path": [p for p in sys.path if p], "read_files": list(read_files)}
+        self.sock.send(json.dumps(hello).encode())
 
-    def wait_ready(self, interrupted: Callable[[], bool]) -> None:
-        """Wait until the imports are done; raise RuntimeError with the reason they failed."""
-        if self.ready:
-            return
-        # In short slices: a signal to pytest must not wait for the imports to finish.
-        deadline = self._launched + _IMPORT_TIMEOUT_S
-        modules = self.modules
+    def _await_reply(self, interrupted: Callable[[], bool], deadline: float, doing: str) -> dict[str, Any]:
+        """The reply to what the interpreter is `doing`, polled in short slices (a signal to
+        pytest must not wait for imports or reads to finish); RuntimeError, the interpreter
+        closed, when it is interrupted, exits or passes `deadline`."""
         while (reply := self._receive(_IMPORT_POLL_S)) is None:
             problem = None
             if interrupted():
-                problem = "interrupted while the preloaded interpreter was importing"
+                problem = f"interrupted while the preloaded interpreter was {doing}"
             elif self.proc.poll() is not None and (reply := self._receive(0)) is None:
-                problem = f"the preloaded interpreter exited while importing {', '.join(modules)}"
+                problem = f"the preloaded interpreter exited while {doing}"
             elif time.monotonic() > deadline:
-                problem = f"the preloaded interpreter took over {_IMPORT_TIMEOUT_S:g} s to import"
+                problem = f"the preloaded interpreter took over {_IMPORT_TIMEOUT_S:g} s {doing}"
             if reply is not None:
                 break
             if problem is not None:
                 self.close()
                 raise RuntimeError(problem)
+        return reply
+
+    def wait_ready(self, interrupted: Callable[[], bool]) -> None:
+        """Wait until the imports are done; raise RuntimeError with the reason they failed."""
+        if self.ready:
+            return
+        deadline = self._launched + _IMPORT_TIMEOUT_S
+        reply = self._await_reply(interrupted, deadline, f"importing {', '.join(self.modules)}")
         if not reply.get("ready"):
             self.close()
             raise RuntimeError(str(reply.get("problem")))
         self.ready = True
+
+    def read_files(self, path: str, interrupted: Callable[[], bool]) -> dict[str, Any]:
+        """Have `path`'s files read into the page cache (once per directory); what was read."""
+        try:
+            self.sock.send(json.dumps({"op": "read_files", "path": path}).encode())
+        except OSError:
+            raise RuntimeError("the preloaded interpreter stopped answering") from None
+        self._reading = True
+        reply = self._await_reply(interrupted, time.monotonic() + _IMPORT_TIMEOUT_S, f"reading {path}")
+        self._reading = False
+        return reply
 
     def _receive(self, timeout_s: float | None) -> dict[str, Any] | None:
         """The next reply; None on a timeout or once the preloaded interpreter is gone."""
@@ -192,7 +211,7 @@ class _ForkServer:
         return self._receive(timeout_s)
 
     def close(self) -> None:
-        if not self.ready:  # still importing: it reads the socket's end only once done
+        if not self.ready or self._reading:  # busy: it would see the socket's end only once done
             self.proc.kill()
         self.sock.close()  # it exits on end of file
         try:
@@ -232,14 +251,15 @@ class Preloader:
             self._server.close()
             self._server = None
 
-    def prestart(self, env: Mapping[str, str]) -> None:
+    def prestart(self, env: Mapping[str, str], read_files: Iterable[str] = ()) -> None:
         """Start the preloaded interpreter now, for children whose environment will be `env`,
         without waiting for its imports: they run while pytest goes on (session fixtures,
-        say) and the first `start` waits only for what is left of them."""
+        say) and the first `start` waits only for what is left of them. It then reads the
+        model directories `read_files` into the page cache (`preload_model_files`)."""
         if self.disabled is None and self._server is None:
             server_env = {k: v for k, v in env.items() if not k.startswith(PER_EXPERIMENT_ENV_PREFIXES)}
             try:
-                self._server = _ForkServer(self._modules(), server_env)
+                self._server = _ForkServer(self._modules(), server_env, read_files)
             except OSError as exc:
                 self._disable(str(exc))
 
@@ -264,6 +284,15 @@ class Preloader:
                 f"its environment differs from the preloaded interpreter's in {', '.join(differs[:5])}"
                 " (preloaded modules may have read them at import)",
             )
+        extra = {}
+        model_files = env.get(MODEL_FILES_ENV)
+        if model_files is not None:
+            try:
+                extra["model_files_preloaded"] = self._server.read_files(model_files, self._interrupted)
+            except RuntimeError as exc:
+                self._server = None  # closed by read_files
+                self._disable(str(exc))
+                return self._cold(work_dir, env, output, str(exc))
         request = {"op": "fork", "work_dir": str(work_dir), "env": dict(env), "cwd": os.getcwd()}
         reply = self._server.ask(request, fds=[output.stdout_fd, output.stderr_fd])
         if reply is None or "pid" not in reply:
@@ -273,7 +302,7 @@ class Preloader:
                 else "the preloaded interpreter stopped answering"
             )
             return self._cold(work_dir, env, output, self.disabled or "")
-        return StartedGroup(PreloadedGroup(self._server, int(reply["pid"])), "preloaded")
+        return StartedGroup(PreloadedGroup(self._server, int(reply["pid"])), "preloaded", extra=extra)
 
     def close(self) -> None:
         if self._server is not None:
