@@ -1,6 +1,6 @@
 """Cold and preloaded start methods side by side in one run: fixed cost, the demo, repeats.
 
-    python benchmarks/start_methods.py [--repeats N] [--part no-op|demo|repeats ...]
+    python benchmarks/start_methods.py [--repeats N] [--sessions N] [--part no-op|demo|repeats ...]
 
 Prints three tables (absolute times depend on the machine; read the ratios):
 1. a no-op experiment's wall time (`BenchmarkSession.run_experiment`, persistence included)
@@ -10,9 +10,11 @@ Prints three tables (absolute times depend on the machine; read the ratios):
 2. the tiny-model demo suite (`pytest --llem examples/tiny_cpu`) under each method: wall time,
    the measured windows' total and its share of the wall time (target: at least 60%
    preloaded), and the token counts, which must be identical;
-3. one tiny-model case with `repeats=4`: wall time under each method (target: at least 3x
-   lower preloaded) and its tokens per second per process, which must agree within noise:
-   the two-sided rank test the gate uses (`gating.stats`) over the processes of each method.
+3. one tiny-model case with `repeats=4`, in several sessions per method, alternating: the
+   median wall time under each method (target: at least 3x lower preloaded; the preloaded
+   interpreter's own start counts, as a one-case suite pays it) and tokens per second per
+   process, which must agree within noise: the two-sided rank test the gate uses
+   (`gating.stats`) over every process of each method.
 """
 
 from __future__ import annotations
@@ -118,9 +120,15 @@ def two_sided_p(first: list[float], second: list[float]) -> float:
     return min(1.0, 2 * min(p_worse(first, second, True), p_worse(first, second, False)))
 
 
-def repeats_case(model_dir: Path) -> None:
-    print("3. one tiny-model case, repeats=4 (backend=pytorch, CPU)")
-    print(f"   {'start':10} {'wall':>8} {'tokens':>7} {'tokens/s: median':>17} {'range':>15} {'method'}")
+def repeats_case(model_dir: Path, sessions: int) -> None:
+    print(
+        f"3. one tiny-model case, repeats=4 (backend=pytorch, CPU): {sessions} session(s) per start "
+        "method, alternating"
+    )
+    print(
+        f"   {'start':10} {'wall: median':>12} {'range':>13} {'tokens':>7} {'tokens/s: median':>17}"
+        f" {'range':>13} {'method'}"
+    )
     fields = {
         "backend": "pytorch",
         "device": "cpu",
@@ -132,31 +140,48 @@ def repeats_case(model_dir: Path) -> None:
         "warmup_batches": 1,
         "repeats": 4,
     }
-    walls, samples = {}, {}
+    walls: dict[str, list[float]] = {m: [] for m in METHODS}
+    rates: dict[str, list[float]] = {m: [] for m in METHODS}
+    tokens: dict[str, set[int]] = {m: set() for m in METHODS}
+    started: dict[str, set[str]] = {m: set() for m in METHODS}
+    # Alternating, so that a drift of the machine's speed weighs on both methods alike.
+    for index in range(sessions):
+        for preload in METHODS if index % 2 == 0 else METHODS[::-1]:
+            with tempfile.TemporaryDirectory() as tmp:
+                bench = _session(Path(tmp), preload, {"pytorch"})
+                try:
+                    wall, result = _timed(bench.run_experiment, "bench::repeats", None, [fields])
+                finally:
+                    bench.close_preloaded()
+            walls[preload].append(wall)
+            # One sample per process, as the gate sees them.
+            rates[preload] += sample_values(result.rounds, METRICS["tokens_per_s"])
+            tokens[preload].add(result.output_tokens or 0)
+            started[preload].add(str(result.start_method))
     for preload in METHODS:
-        with tempfile.TemporaryDirectory() as tmp:
-            bench = _session(Path(tmp), preload, {"pytorch"})
-            try:
-                wall, result = _timed(bench.run_experiment, "bench::repeats", None, [fields])
-            finally:
-                bench.close_preloaded()
-        walls[preload] = wall
-        # One sample per process, as the gate sees them.
-        rates = samples[preload] = sample_values(result.rounds, METRICS["tokens_per_s"])
-        spread = f"{min(rates):.1f}-{max(rates):.1f}"
+        wall_range = f"{min(walls[preload]):.1f}-{max(walls[preload]):.1f}s"
+        rate_range = f"{min(rates[preload]):.0f}-{max(rates[preload]):.0f}"
         print(
-            f"   {preload:10} {wall:7.1f}s {result.output_tokens:7d} {statistics.median(rates):17.1f}"
-            f" {spread:>15} {result.start_method}"
+            f"   {preload:10} {statistics.median(walls[preload]):11.1f}s {wall_range:>13}"
+            f" {','.join(map(str, sorted(tokens[preload]))):>7} {statistics.median(rates[preload]):17.1f}"
+            f" {rate_range:>13} {','.join(sorted(started[preload]))}"
         )
-    print(f"   cold / preloaded wall: {walls['none'] / walls['auto']:.1f}x")
-    p = two_sided_p(samples["none"], samples["auto"])
+    ratio = statistics.median(walls["none"]) / statistics.median(walls["auto"])
+    print(f"   cold / preloaded wall (medians): {ratio:.1f}x")
+    p = two_sided_p(rates["none"], rates["auto"])
     verdict = "no difference shown" if p > SIGNIFICANCE_LEVEL else "DIFFERENT"
-    print(f"   tokens/s, cold vs preloaded, two-sided rank test over the processes: p = {p:.2f} ({verdict})")
+    print(
+        f"   tokens/s over {len(rates['none'])} + {len(rates['auto'])} processes, cold vs preloaded,"
+        f" two-sided rank test: p = {p:.2f} ({verdict})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7, help="no-op experiments per start method")
+    parser.add_argument(
+        "--sessions", type=int, default=3, help="sessions per start method for the repeats=4 case"
+    )
     parser.add_argument(
         "--part",
         choices=("no-op", "demo", "repeats"),
@@ -175,7 +200,7 @@ def main() -> None:
             model_dir = build_tiny_model(
                 Path(tmp) / "tiny-gpt2", arch="gpt2", seed=0, hidden_size=256, num_layers=4
             )
-            repeats_case(Path(model_dir))
+            repeats_case(Path(model_dir), args.sessions)
 
 
 if __name__ == "__main__":

@@ -77,12 +77,17 @@ def test_the_result_records_how_its_group_started(bench: BenchmarkSession, prelo
     if preload == "none":
         assert starter["starter_pid"] == os.getpid()
         assert preloaded_interpreters(os.getpid()) == []
+        assert starter["gc_frozen_objects"] == 0
     else:
         # Both forked from one preloaded interpreter, a child of this process in its own session.
         assert starter["starter_pid"] == second.extra["starter_pid"] != os.getpid()
         assert starter["starter_parent_pid"] == os.getpid()
         assert "pytest_llem.isolation.forkserver" in starter["starter_cmdline"]
         assert starter["preloaded_modules"] == ["workloads"]
+        # What was imported is out of the collector's reach, so the child's collections do not
+        # copy the pages it shares with the preloaded interpreter; the collector still runs.
+        assert starter["gc_frozen_objects"] > 10_000
+    assert starter["gc_enabled"] is True
     # What a fresh interpreter would have: its own session, this cwd, the worker's argv,
     # and a random state of its own (two forks of one image must not draw the same number).
     assert starter["supervisor_sid"] != os.getsid(0)

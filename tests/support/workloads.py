@@ -234,6 +234,7 @@ def scheduled_throughput(ctx: ExperimentContext) -> None:
 def report_start(ctx: ExperimentContext) -> None:
     """Record how this experiment's group was started: its supervisor's parent (pytest on a
     cold start, the preloaded interpreter on a preloaded one), a random draw, cwd and argv."""
+    import gc
     import random
 
     import psutil
@@ -250,4 +251,6 @@ def report_start(ctx: ExperimentContext) -> None:
         cwd=os.getcwd(),
         argv=sys.argv,
         preloaded_modules=sorted(m for m in ("workloads", "thread_at_import") if m in sys.modules),
+        gc_frozen_objects=gc.get_freeze_count(),
+        gc_enabled=gc.isenabled(),
     )

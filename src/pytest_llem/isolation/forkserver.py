@@ -24,6 +24,7 @@ parent-death signal then kills that experiment's group.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import io
 import json
@@ -289,6 +290,11 @@ def main(sock_fd: int, pytest_pid: int) -> int:
         if entry not in sys.path:
             sys.path.insert(0, entry)
     problem = import_modules(hello.get("modules", [])) or fork_hazard()
+    # What the imports left is shared with every fork; keep the children's collections off it
+    # (CPython's advice for forking servers): a collection writes to each object it visits,
+    # which would copy the pages under them into every child, in the middle of its work.
+    gc.collect()
+    gc.freeze()
     # Directories the collected cases name: read now, while pytest's fixtures run.
     model_files = {
         path: {**read_into_page_cache(path), "read_at_start": True}
