@@ -238,9 +238,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     stashes = (item.stash for item in session.items)
     key = marker_config_key
     cases: list[ExperimentConfig] = [stash[key] for stash in stashes if key in stash]
-    bench.collected_backends = {case.backend for case in cases}
-    if not session.config.option.collectonly:
-        bench.prestart_preloaded(cases)
+    bench.cases_collected(cases, will_run=not session.config.option.collectonly)
 
 
 class LlemRunner:

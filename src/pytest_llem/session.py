@@ -210,20 +210,20 @@ class BenchmarkSession:
             return auto_modules(self.collected_backends, self._workload_modules)
         return self.settings.preload.split(",")
 
-    def prestart_preloaded(self, cases: list[ExperimentConfig]) -> bool:
-        """Start the preloaded interpreter's imports now, in the background, when what to
-        import is already known: modules named by `--llem-preload`, or the backends the
-        collected cases name. (Under `auto` without a backend the first workload's own module
-        is among them, so that start waits for the first experiment.) The first case gives the
-        children's environment; the model directories of cases with `preload_model_files`
-        are read after the imports. Returns whether it started."""
-        preload = self.settings.preload
-        known = preload != PRELOAD_AUTO or any(b is not None for b in self.collected_backends)
-        if not cases or self._preloader is None or self.settings.launcher == "slurm" or not known:
-            return False
-        model_dirs = dict.fromkeys(d for d in map(model_files_to_preload, cases) if d is not None)
-        self._preloader.prestart(build_experiment_env(cases[0], experiment_id=""), read_files=model_dirs)
-        return True
+    def cases_collected(self, cases: list[ExperimentConfig], will_run: bool) -> None:
+        """Take in the selected cases' marker configs: their backends are what `auto`
+        preloads. When they will run and what to import is already known (modules named by
+        `--llem-preload`, or a backend among the cases), start the preloaded interpreter now,
+        without waiting for its imports. (Under `auto` without a backend the first workload's
+        own module is among them, so that start waits for the first experiment.) The first
+        case gives the children's environment; the model directories of cases with
+        `preload_model_files` are read after the imports."""
+        self.collected_backends = {case.backend for case in cases}
+        known = self.settings.preload != PRELOAD_AUTO or any(b is not None for b in self.collected_backends)
+        local = self._preloader is not None and self.settings.launcher != "slurm"
+        if will_run and cases and known and local:
+            model_dirs = dict.fromkeys(d for d in map(model_files_to_preload, cases) if d is not None)
+            self._preloader.prestart(build_experiment_env(cases[0], experiment_id=""), read_files=model_dirs)
 
     def close_preloaded(self) -> None:
         """Stop the preloaded interpreter, if one runs (it would also exit with this process)."""

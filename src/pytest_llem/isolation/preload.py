@@ -211,8 +211,9 @@ class _ForkServer:
         return self._receive(timeout_s)
 
     def close(self) -> None:
+        """Stop it; closing again does nothing more."""
         if not self.ready or self._reading:  # busy: it would see the socket's end only once done
-            self.proc.kill()
+            self.proc.kill()  # a no-op once it has been reaped
         self.sock.close()  # it exits on end of file
         try:
             self.proc.wait(timeout=5)
@@ -269,7 +270,6 @@ class Preloader:
             try:
                 self._server.wait_ready(self._interrupted)
             except RuntimeError as exc:
-                self._server = None  # closed by wait_ready
                 self._disable(str(exc))
         if self.disabled is not None or self._server is None:
             return self._cold(
@@ -290,7 +290,6 @@ class Preloader:
             try:
                 extra["model_files_preloaded"] = self._server.read_files(model_files, self._interrupted)
             except RuntimeError as exc:
-                self._server = None  # closed by read_files
                 self._disable(str(exc))
                 return self._cold(work_dir, env, output, str(exc))
         request = {"op": "fork", "work_dir": str(work_dir), "env": dict(env), "cwd": os.getcwd()}
