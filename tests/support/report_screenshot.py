@@ -2,6 +2,10 @@
 tests check (six experiments and a comparison with limits), rendered by headless Chromium.
 
     .venv/bin/python tests/support/report_screenshot.py [PATH]
+
+Every figure of that run is made up, under a header that looks real (a run name, dates, an
+H100 and its driver), so the page is marked as sample data on the page itself: a banner put
+above the report, in the rendered page, where no crop of the screenshot's top can lose it.
 """
 
 from __future__ import annotations
@@ -17,14 +21,41 @@ from test_html import baseline_and_comparison  # noqa: E402
 
 from pytest_llem.output.html import render_html  # noqa: E402
 
+SAMPLE_DATA_TEXT = (
+    "not a measurement. The run, its machine, its dates and every figure on this page "
+    "are made up (the sample report the project's HTML tests render), to show the page's layout. "
+    "Runs on real GPUs are recorded in docs/gpu-validation.md."
+)
+SAMPLE_DATA_BANNER = (
+    '<div role="note" id="sample-data" style="background: #fff3cd; border: 2px solid #c98a00; '
+    'border-radius: 8px; padding: 12px 16px; margin: 0 0 16px; font-size: 17px; color: #4a3200;">'
+    f"<strong>SAMPLE DATA</strong>, {SAMPLE_DATA_TEXT}</div>\n"
+)
+# The report's body starts with this; the banner goes first inside it.
+PAGE_START = "<body>\n<main>\n"
+#: Tall enough for the whole sample page at 1280 px wide (it ends near 3,090 px), so the
+#: comparison's table is not cut off.
+PAGE_HEIGHT_PX = 3140
+
+
+def mark_as_sample(html: str) -> str:
+    """The page with the sample-data banner above everything else in it."""
+    if PAGE_START not in html:
+        raise ValueError(f"the report page no longer starts its body with {PAGE_START!r}: update PAGE_START")
+    return html.replace(PAGE_START, PAGE_START + SAMPLE_DATA_BANNER, 1)
+
+
+def sample_page() -> str:
+    current, comparison = baseline_and_comparison()
+    return mark_as_sample(render_html(current, comparison))
+
 
 def main(target: Path) -> int:
     browser = find_browser()
     if browser is None:
         print("no Chromium found: install Debian's chromium (apt-get install chromium)", file=sys.stderr)
         return 1
-    current, comparison = baseline_and_comparison()
-    screenshot(browser, render_html(current, comparison), target)
+    screenshot(browser, sample_page(), target, height=PAGE_HEIGHT_PX)
     print(f"wrote {target}")
     return 0
 
