@@ -1,6 +1,6 @@
 """The real NVML path on a real NVIDIA GPU (marked `gpu`; skipped cleanly without one).
 
-Run with `pytest -m gpu -s tests/test_gpu.py` on a GPU machine with torch for CUDA; each
+Run with `pytest -m gpu -s tests/gpu/test_gpu.py` on a GPU machine with torch for CUDA; each
 test prints the figures recorded in docs/gpu-validation.md.
 """
 
