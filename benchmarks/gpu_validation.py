@@ -22,8 +22,11 @@ then one block per part:
 Each part ends in `PASS`, `FAIL: why` or `SKIPPED: why`; the sanity checks and their limits
 are the constants below. Exit status: 0 when at least one part ran and every part that ran
 passed, 1 when one failed, 2 when nothing could be validated (no NVIDIA GPU: then the header
-and one line are printed). Everything takes about 5 minutes on one GPU with vLLM (f's engine
-start is most of the rest); `--quick` shortens (a) to (c) to about a minute.
+and one line are printed). `--parts` runs some of them, `--quick` shortens (a) to (c): 10 s
+instead of 12 s for (a), 3 processes of 5 s instead of 5 of 10 s for (b), 3 s of sampling and 50
+edges instead of 5 s and 200 for (c). By estimate (the script has not yet been timed on a
+GPU), the windows, idle baselines and interpreter starts add up to about 4 minutes, and with
+vLLM's engine start the whole run stays under 8 minutes on one H100.
 
 This process never imports torch or initialises CUDA, as pytest never does: the GPU work runs
 in the experiments' isolated children (a and b through `BenchmarkSession`, as the `gpu` test
@@ -58,6 +61,7 @@ from meter_cost import CountingNvml, edge_cost, sampling_cost  # noqa: E402
 from pytest_llem.energy.devices import integrate_power_j  # noqa: E402
 from pytest_llem.energy.meter import MeterOptions, SampledMeter  # noqa: E402
 from pytest_llem.energy.nvml import NvmlSession  # noqa: E402
+from pytest_llem.formatting import figure_or_missing, number  # noqa: E402
 from pytest_llem.results import ExperimentResult  # noqa: E402
 from pytest_llem.session import BenchmarkSession  # noqa: E402
 from pytest_llem.settings import LlemSettings  # noqa: E402
@@ -82,10 +86,16 @@ GPU_FREE_MAX_S = 15.0
 # Memory still counted as used once the case is gone (the driver's own reservations move).
 GPU_FREE_SLACK_BYTES = 512 * 2**20
 MIN_WINDOW_S = 5.0  # the built-in backends' window when a GPU's energy is measured
+# The most a backend case's pytest may take: model load (vLLM: engine start) and a 5 s window.
+CASE_TIMEOUT_S = 420
 
 
 class Skipped(Exception):
     """The part cannot run here; the message says why."""
+
+
+class PartFailed(Exception):
+    """The part ran and failed in a way its message explains (no traceback needed)."""
 
 
 @dataclass
@@ -333,7 +343,6 @@ def tail(text: str, lines: int = 25) -> str:
 
 HOLD_SUITE = """
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -351,7 +360,7 @@ def hold_memory_and_spin(ctx):
             for _ in range(8):
                 a @ a
             torch.cuda.synchronize()
-    ctx.record(output_tokens=int(held.numel()))
+    del held  # never reached: the memory is held until the group is stopped
 
 
 @pytest.mark.llem(gpus=[0], timeout={timeout_s})
@@ -488,23 +497,35 @@ def run_backend_case(work: Path, n_prompts: int, **fields) -> ExperimentResult:
     test_file = work / "test_tiny_llama.py"
     test_file.write_text(BACKEND_SUITE.format(model=str(model), n_prompts=n_prompts, fields=fields))
     done = subprocess.run(
-        pytest_command(work / "state", test_file), cwd=work, capture_output=True, text=True, timeout=540
+        pytest_command(work / "state", test_file),
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=CASE_TIMEOUT_S,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"pytest --llem exited {done.returncode}:\n{tail(done.stdout + done.stderr)}")
+        print(tail(done.stdout + done.stderr))
+        raise PartFailed(f"pytest --llem exited {done.returncode} (its output's end above)")
     (entry,) = read_report(work / "state").experiments
     if entry.result is None:
-        raise RuntimeError(f"the case has no result: {entry.error}")
+        raise PartFailed(f"the case has no result: {entry.error}")
     return entry.result
 
 
-def print_flags(result: ExperimentResult) -> None:
-    print(f"    flags: {[w.code for w in result.warnings] or 'none'}")
+def print_case(label: str, result: ExperimentResult) -> None:
+    """A backend case's figures, as the summary table writes them, and what flagged it."""
+    print(
+        f"    {label}: {result.output_tokens:,} tokens in {result.duration_s:.2f} s "
+        f"({result.extra.get('passes')} passes), {figure_or_missing(result.tokens_per_s)} tokens/s, "
+        f"{figure_or_missing(result.energy_per_token_j)} J/token"
+    )
     for device in result.energy_by_device:
         print(
-            f"    {device.label} ({device.name}): {device.energy_j} J, "
-            f"avg {device.avg_power_w} W over an idle baseline of {device.baseline_power_w} W"
+            f"    {device.device} ({device.name}): {figure_or_missing(device.energy_j)} J, "
+            f"avg {figure_or_missing(device.avg_power_w)} W, "
+            f"idle baseline {figure_or_missing(device.baseline_power_w)} W"
         )
+    print(f"    flags: {', '.join(w.code for w in result.warnings) or 'none'}")
 
 
 def part_pytorch_backend(options: Options, probe: Probe, work: Path) -> list[str]:
@@ -520,13 +541,8 @@ def part_pytorch_backend(options: Options, probe: Probe, work: Path) -> list[str
         batch_size=batch_size,
         max_new_tokens=new_tokens,
     )
-    print(
-        f"    pytorch on {result.extra.get('device')}, fp16, batch {batch_size}: "
-        f"{result.output_tokens} tokens in {result.duration_s:.2f} s ({result.extra.get('passes')} passes), "
-        f"{result.tokens_per_s:,.0f} tokens/s, {result.energy_per_token_j} J/token, "
-        f"peak memory {result.peak_memory_bytes} B ({result.peak_memory_kind})"
-    )
-    print_flags(result)
+    print_case(f"pytorch on {result.extra.get('device')}, fp16, batch {batch_size}", result)
+    print(f"    peak memory {result.peak_memory_bytes} B ({result.peak_memory_kind})")
     checks = Checks()
     checks.check(str(result.extra.get("device")).startswith("cuda"), "ran on CUDA")
     checks.check(
@@ -553,16 +569,11 @@ def part_vllm_backend(options: Options, probe: Probe, work: Path) -> list[str]:
         enforce_eager=True,
     )
     ttft, itl = result.time_to_first_token, result.inter_token_latency
+    print_case(f"vLLM {result.extra.get('vllm_version')}, batch 16", result)
     print(
-        f"    vLLM {result.extra.get('vllm_version')}, batch 16: {result.output_tokens} tokens in "
-        f"{result.duration_s:.2f} s ({result.extra.get('passes')} passes), "
-        f"{result.tokens_per_s:,.0f} tokens/s, {result.energy_per_token_j} J/token"
+        f"    time to first token p50 {number(ttft and ttft.p50_s, '.4f')} s, "
+        f"p99 {number(ttft and ttft.p99_s, '.4f')} s; inter-token p50 {number(itl and itl.p50_s, '.4f')} s"
     )
-    print(
-        f"    time to first token p50 {ttft and ttft.p50_s} s, p99 {ttft and ttft.p99_s} s; "
-        f"inter-token p50 {itl and itl.p50_s} s"
-    )
-    print_flags(result)
     passes = result.extra.get("passes", 0)
     checks = Checks()
     checks.check(
@@ -604,7 +615,7 @@ PARTS = [
 def parse_options(argv: list[str] | None) -> tuple[Options, str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="shorter windows and fewer processes (about a minute less)"
+        "--quick", action="store_true", help="shorter windows and fewer processes in (a) to (c)"
     )
     parser.add_argument("--parts", default="abcdef", help="which parts to run, e.g. 'ac' (default: all)")
     parser.add_argument(
@@ -654,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
                     outcome = "PASS" if not failures else "FAIL: " + "; ".join(failures)
                 except Skipped as exc:
                     outcome = f"SKIPPED: {exc}"
+                except PartFailed as exc:
+                    outcome = f"FAIL: {exc}"
                 except Exception as exc:  # any error fails its part, and the others still run
                     print(textwrap.indent(traceback.format_exc().rstrip(), "      | "))
                     outcome = f"FAIL: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
