@@ -61,6 +61,7 @@ from meter_cost import CountingNvml, edge_cost, sampling_cost  # noqa: E402
 from pytest_llem.energy.devices import integrate_power_j  # noqa: E402
 from pytest_llem.energy.meter import MeterOptions, SampledMeter  # noqa: E402
 from pytest_llem.energy.nvml import NvmlSession  # noqa: E402
+from pytest_llem.energy.quality import MIN_WINDOW_S  # noqa: E402  (the backends' window on a GPU)
 from pytest_llem.formatting import figure_or_missing, number  # noqa: E402
 from pytest_llem.results import ExperimentResult  # noqa: E402
 from pytest_llem.session import BenchmarkSession  # noqa: E402
@@ -73,9 +74,10 @@ EXIT_PASSED, EXIT_FAILED, EXIT_NOTHING_VALIDATED = 0, 1, 2
 SAMPLE_INTERVAL_S = 0.1  # 10 Hz, the sampler's default
 BASELINE_S = 5.0  # the idle baseline of the in-process sessions, as in the gpu tier
 
-# Sanity limits. (a) and (b): what the gpu tier asserts and the first H200 run met with room
-# (0.13% and a CV of 0.19%). (c): the sampler's goal (docs/gpu-validation.md). (d): pytest
-# sends SIGTERM, waits 2 s, then SIGKILLs the group; the driver frees the memory after that.
+# Sanity limits. (a): what the gpu tier asserts; (b): the same bound across processes (the
+# first H200 run met both with room: 0.13% and a CV of 0.19%). (c): the sampler's goal
+# (docs/gpu-validation.md). (d): pytest sends SIGTERM, waits 2 s, then SIGKILLs the group;
+# the driver frees the memory after that.
 COUNTER_VS_INTEGRATED_MAX = 0.02
 ENERGY_PER_MATMUL_CV_MAX = 0.02
 SAMPLER_CPU_SHARE_MAX = 0.01
@@ -85,7 +87,6 @@ INTERRUPT_EXIT_MAX_S = 10.0
 GPU_FREE_MAX_S = 15.0
 # Memory still counted as used once the case is gone (the driver's own reservations move).
 GPU_FREE_SLACK_BYTES = 512 * 2**20
-MIN_WINDOW_S = 5.0  # the built-in backends' window when a GPU's energy is measured
 # The most a backend case's pytest may take: model load (vLLM: engine start) and a 5 s window.
 CASE_TIMEOUT_S = 420
 
@@ -123,7 +124,7 @@ class Options:
 
 @dataclass
 class Probe:
-    """What this machine offers: the first GPU's NVML view and torch's CUDA, as a child saw them."""
+    """torch's build and whether it can use CUDA, as a fresh interpreter found them."""
 
     torch_version: str | None = None
     torch_cuda: str | None = None
@@ -237,12 +238,14 @@ def part_counter_vs_power(options: Options, probe: Probe, work: Path) -> list[st
     integrated_j = integrate_power_j(device.timeline)
     print(
         f"    {device.name}: fp16 matmul window {result.duration_s:.2f} s, "
-        f"NVML counter {device.energy_j:,.1f} J, integrated power {integrated_j:,.1f} J "
+        f"NVML counter {number(device.energy_j, ',.1f')} J, "
+        f"integrated power {number(integrated_j, ',.1f')} J "
         f"over {device.power_samples} samples at {1 / SAMPLE_INTERVAL_S:g} Hz"
     )
     print(
-        f"    avg {device.avg_power_w:.1f} W, peak {device.peak_power_w:.1f} W, idle baseline "
-        f"{device.baseline_power_w:.1f} W, {device.temperature_start_c}->{device.temperature_end_c} C, "
+        f"    avg {number(device.avg_power_w, '.1f')} W, peak {number(device.peak_power_w, '.1f')} W, "
+        f"idle baseline {number(device.baseline_power_w, '.1f')} W, "
+        f"{device.temperature_start_c}->{device.temperature_end_c} C, "
         f"throttle {sorted(device.throttle_reasons)}, flags {[w.code for w in result.warnings]}"
     )
     checks = Checks()
