@@ -106,6 +106,26 @@ def test_zeus_without_cpu_measurement_reports_gpus_only():
     assert window.totals.energy_scope == ["gpu"]
 
 
+def test_zeus_gpus_carry_their_board_uuid_read_through_the_nvml_handles_zeus_holds(monkeypatch):
+    monitor = StandInZeusMonitor(gpu_w={0: 100.0, 1: 100.0}, cpu_w={0: 10.0})
+    # Zeus's GPUs object: one per index, each with the NVML handle Zeus opened for it.
+    monitor.gpus = SimpleNamespace(gpus=[SimpleNamespace(handle=f"handle-{i}") for i in (0, 1)])
+    nvml = ModuleType("pynvml")
+    nvml.nvmlDeviceGetUUID = lambda handle: {"handle-0": b"GPU-aaaa", "handle-1": "GPU-bbbb"}[handle]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    meter = ZeusMeter(monitor)
+    meter.begin_window("w")
+    monitor.advance(6.0)
+    window = meter.end_window("w")
+    assert [(d.device, d.uuid) for d in window.devices] == [
+        ("gpu0", "GPU-aaaa"),
+        ("gpu1", "GPU-bbbb"),
+        ("cpu-package-0", None),
+    ]
+    # A Zeus without those handles: no UUIDs, and so no GPU taken for the same board later.
+    assert ZeusMeter(StandInZeusMonitor()).gpu_uuids == {}
+
+
 def test_zeus_short_and_zero_energy_windows_are_flagged():
     monitor = StandInZeusMonitor(gpu_w={0: 0.0})
     meter = ZeusMeter(monitor)

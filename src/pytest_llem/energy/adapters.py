@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
@@ -44,12 +45,15 @@ class ZeusMeter(EnergyMeter):
         "nothing (no NVIDIA driver, and RAPL absent or readable by root only)"
     )
 
-    def __init__(self, monitor: Any | None = None) -> None:
+    def __init__(self, monitor: Any | None = None, gpu_uuids: Mapping[int, str] | None = None) -> None:
+        """`gpu_uuids`: each of the monitor's GPU indices to its board's UUID; read from the
+        monitor's own NVML handles when not given."""
         super().__init__()
         if monitor is None:
             zeus_monitor = import_extra("zeus.monitor", "zeus", "energy='zeus'", MeterUnavailable)
             monitor = zeus_monitor.ZeusMonitor()
         self.monitor = monitor
+        self.gpu_uuids = dict(gpu_uuids) if gpu_uuids is not None else _zeus_gpu_uuids(monitor)
 
     @property
     def measures_gpus(self) -> bool:
@@ -79,6 +83,7 @@ class ZeusMeter(EnergyMeter):
             DeviceEnergy(
                 device=f"{prefix}{index}",
                 kind=kind,
+                uuid=self.gpu_uuids.get(index) if kind == "gpu" else None,
                 energy_j=float(joules),
                 energy_source="zeus",
                 duration_s=duration_s,
@@ -91,6 +96,23 @@ class ZeusMeter(EnergyMeter):
             devices=devices,
             warnings=_library_flags(duration_s, devices),
         )
+
+
+def _zeus_gpu_uuids(monitor: Any) -> dict[int, str]:
+    """Each GPU index of a `ZeusMonitor` to its UUID, through the NVML handle Zeus holds for it
+    (`monitor.gpus.gpus[i].handle`, Zeus 0.10 to 0.16); empty where that cannot be read, and a
+    GPU without a UUID is never taken for the same board in another run (`energy.uncertainty`)."""
+    uuids: dict[int, str] = {}
+    try:
+        import pynvml
+
+        boards = monitor.gpus.gpus
+        for index in getattr(monitor, "gpu_indices", None) or []:
+            uuid = pynvml.nvmlDeviceGetUUID(boards[index].handle)
+            uuids[index] = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+    except Exception:  # noqa: BLE001 - any Zeus or NVML version that differs: no UUIDs, said above
+        return {}
+    return uuids
 
 
 class CodeCarbonMeter(EnergyMeter):
