@@ -307,11 +307,13 @@ def combine_windows(windows: list[WindowMeasurement]) -> WindowMeasurement:
     for window in windows:
         warnings.extend(w for w in window.warnings if w not in warnings)
         notes.extend(n for n in window.notes if n not in notes)
+    estimates = [w.estimated_energy_j for w in windows]
     return WindowMeasurement(
         duration_s=sum(w.duration_s for w in windows),
         devices=[combine_device(parts) for parts in by_device.values()],
         warnings=quality.merge_flags(warnings),
         notes=notes,
+        estimated_energy_j=sum_or_none(estimates) if any(e is not None for e in estimates) else None,
     )
 
 

@@ -146,6 +146,8 @@ class WindowMeasurement(BaseModel):
     warnings: list[QualityWarning] = Field(default_factory=list)
     #: Why energy is missing or partial (unreadable RAPL, no GPU, ...): facts, not quality flags.
     notes: list[str] = Field(default_factory=list)
+    #: A meter's estimate of what `devices` leave out, kept only when asked for (never energy).
+    estimated_energy_j: float | None = None
 
     @property
     def totals(self) -> EnergyTotals:
@@ -445,6 +447,11 @@ class ExperimentResult(BaseModel):
     energy_scope: list[DeviceKind] = Field(default_factory=list)
     energy_source: str | None = None
     energy_notes: list[str] = Field(default_factory=list)
+    estimated_energy_j: float | None = Field(
+        default=None,
+        description="a meter's estimate, not a measurement (--llem-allow-estimated-energy): flagged "
+        "estimated_energy, in no energy figure, never gated",
+    )
     energy_by_device: list[DeviceEnergy] = Field(default_factory=list)
     energy_uncertainty: EnergyUncertainty | None = Field(
         default=None, description="how sure energy_j is, part by part (energy.uncertainty)"
