@@ -413,6 +413,10 @@ def test_codecarbon_estimate_kept_only_when_asked_flagged_and_never_energy():
     window = meter.end_window("w")
     assert window.energy_j is None and window.estimated_energy_j == pytest.approx(3600.0)
     assert codes(window) == [quality.ENERGY_NOT_MEASURED, quality.ESTIMATED_ENERGY]
+    assert window.warnings[1].message == (
+        "estimated_energy_j is codecarbon's estimate of the CPU, not a measurement: in no energy figure, "
+        "never gated"
+    )
 
 
 def test_codecarbon_whose_way_of_measuring_cannot_be_told_is_not_taken_as_measured(codecarbon):

@@ -193,14 +193,14 @@ class CodeCarbonMeter(EnergyMeter):
                 notes=[self.NOTE, *(f"{reason}; left out" for reason in reasons)],
             )
         if estimated and self.allow_estimated_energy:
-            estimate_j = sum(estimated.values())
+            # The same sentence for every window, so that a result lists it once (merge_flags).
             flag = quality.flag(
                 quality.ESTIMATED_ENERGY,
-                f"estimated_energy_j ({estimate_j:.4g} J) is codecarbon's estimate, not a measurement "
-                f"({', '.join(estimated)}): in no energy figure, never gated",
+                f"estimated_energy_j is codecarbon's estimate of the {' and '.join(estimated).upper()}, "
+                "not a measurement: in no energy figure, never gated",
             )
             window = window.model_copy(
-                update={"estimated_energy_j": estimate_j, "warnings": [*window.warnings, flag]}
+                update={"estimated_energy_j": sum(estimated.values()), "warnings": [*window.warnings, flag]}
             )
         return window
 
