@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -10,6 +11,8 @@ from pytest_llem.config import build_config
 from pytest_llem.context import ExperimentContext, passes_until
 from pytest_llem.energy import quality
 from pytest_llem.energy.meter import NoEnergyMeter
+from pytest_llem.errors import ExperimentFailed, InvalidRecord
+from pytest_llem.results import MAX_TOKEN_COUNT
 
 
 class GpuMeter(NoEnergyMeter):
@@ -51,3 +54,67 @@ def test_assess_length_flags_each_short_round():
     assert flag.code == quality.SHORT_WINDOW
     assert flag.message.startswith("round 1 was measured for 0.25 s, under min_window_s=1 s")
     assert "round 3 was measured for 0.50 s" in flag.message and "round 2" not in flag.message
+
+
+# --- figures the workload records: refused with one line naming the field --------------------------
+
+
+@pytest.mark.parametrize("bad", [math.nan, -0.25, math.inf, "0.1", True])
+def test_a_latency_that_is_not_finite_seconds_from_zero_is_refused_naming_its_field(bad):
+    ctx = ExperimentContext(build_config({}), NoEnergyMeter())
+    with pytest.raises(InvalidRecord) as info:
+        ctx.record_latency(batch_s=0.5, first_token_s=bad)
+    assert str(info.value) == (
+        f"ctx.record_latency(first_token_s=...) takes a finite number of seconds >= 0, got {bad!r}"
+    )
+    assert ctx.batch_latencies_s == [] and ctx.first_token_latencies_s == []  # none of the call kept
+    ctx.record_latency(batch_s=0, inter_token_s=0.01)
+    assert (ctx.batch_latencies_s, ctx.inter_token_latencies_s) == ([0.0], [0.01])
+
+
+@pytest.mark.parametrize("bad", [2**63, -1, 1.5, True])
+def test_a_token_count_that_no_result_can_hold_is_refused_naming_its_field(bad):
+    ctx = ExperimentContext(build_config({}), NoEnergyMeter())
+    with pytest.raises(InvalidRecord, match=r"^ctx\.record\(output_tokens=\.\.\.\) takes a whole number"):
+        ctx.record(output_tokens=bad)
+    ctx.record(input_tokens=MAX_TOKEN_COUNT)
+    added_up = r"^ctx\.record\(input_tokens=\.\.\.\): the counts recorded add up"
+    with pytest.raises(InvalidRecord, match=added_up):
+        ctx.record(input_tokens=1)
+    assert (ctx.output_tokens, ctx.input_tokens) == (None, MAX_TOKEN_COUNT)
+
+
+def nan_latency(ctx) -> None:
+    with ctx.window():
+        ctx.record_latency(batch_s=float("nan"))
+
+
+def negative_latency(ctx) -> None:
+    with ctx.window():
+        ctx.record_latency(inter_token_s=-0.003)
+
+
+def huge_token_count(ctx) -> None:
+    with ctx.window():
+        pass
+    ctx.record(output_tokens=2**63)
+
+
+SECONDS = "a finite number of seconds >= 0"
+TOKENS = f"a whole number of tokens >= 0 (at most {MAX_TOKEN_COUNT})"
+
+
+@pytest.mark.parametrize(
+    ("workload", "line"),
+    [
+        (nan_latency, f"ctx.record_latency(batch_s=...) takes {SECONDS}, got nan"),
+        (negative_latency, f"ctx.record_latency(inter_token_s=...) takes {SECONDS}, got -0.003"),
+        (huge_token_count, f"ctx.record(output_tokens=...) takes {TOKENS}, got {2**63}"),
+    ],
+)
+def test_a_refused_figure_fails_its_experiment_with_that_one_line(bench, workload, line):
+    with pytest.raises(ExperimentFailed) as info:
+        bench.run_experiment(f"tests/test_context.py::{workload.__name__}", workload, [{}])
+    assert str(info.value) == line  # one line, no traceback
+    (entry,) = bench.entries
+    assert entry.status == "failed" and entry.result is None

@@ -16,6 +16,8 @@ meanwhile; rounds and windows report `measuring` themselves.
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,8 +29,10 @@ from pytest_llem.config import ExperimentConfig
 from pytest_llem.energy import quality
 from pytest_llem.energy.devices import thin_timeline
 from pytest_llem.energy.meter import EnergyMeter
+from pytest_llem.errors import InvalidRecord
 from pytest_llem.progress import MEASURING, ProgressEvent
 from pytest_llem.results import (
+    MAX_TOKEN_COUNT,
     DeviceEnergy,
     PowerSample,
     QualityWarning,
@@ -214,15 +218,18 @@ class ExperimentContext:
         input_tokens: int | None = None,
         **extra: Any,
     ) -> None:
-        """Report token counts (added up over calls) and any extra JSON-able figures."""
+        """Report token counts (added up over calls) and any extra JSON-able figures.
+
+        A count that is not a whole number of tokens from 0 to `MAX_TOKEN_COUNT` (on its own or
+        added up) raises `InvalidRecord`, which fails the experiment with one line."""
         if output_tokens is not None:
-            self.output_tokens = (self.output_tokens or 0) + _count("output_tokens", output_tokens)
+            self.output_tokens = _count("output_tokens", output_tokens, self.output_tokens)
             if self._round is not None:
-                self._round.output_tokens = (self._round.output_tokens or 0) + output_tokens
+                self._round.output_tokens = _count("output_tokens", output_tokens, self._round.output_tokens)
         if input_tokens is not None:
-            self.input_tokens = (self.input_tokens or 0) + _count("input_tokens", input_tokens)
+            self.input_tokens = _count("input_tokens", input_tokens, self.input_tokens)
             if self._round is not None:
-                self._round.input_tokens = (self._round.input_tokens or 0) + input_tokens
+                self._round.input_tokens = _count("input_tokens", input_tokens, self._round.input_tokens)
         self.extra.update(extra)
 
     def record_latency(
@@ -231,14 +238,21 @@ class ExperimentContext:
         first_token_s: float | None = None,
         inter_token_s: float | None = None,
     ) -> None:
-        """Add one batch's (or request's) latencies; the result reports their percentiles."""
-        for values, value in (
-            (self.batch_latencies_s, batch_s),
-            (self.first_token_latencies_s, first_token_s),
-            (self.inter_token_latencies_s, inter_token_s),
-        ):
-            if value is not None:
-                values.append(float(value))
+        """Add one batch's (or request's) latencies; the result reports their percentiles.
+
+        Each is a finite number of seconds >= 0; anything else raises `InvalidRecord` (one line)
+        before any of them is kept."""
+        checked = [
+            (values, _seconds(name, value))
+            for values, name, value in (
+                (self.batch_latencies_s, "batch_s", batch_s),
+                (self.first_token_latencies_s, "first_token_s", first_token_s),
+                (self.inter_token_latencies_s, "inter_token_s", inter_token_s),
+            )
+            if value is not None
+        ]
+        for values, value in checked:
+            values.append(value)
         if batch_s is not None and self._round is not None:
             self._round.batch_latencies_s.append(float(batch_s))
 
@@ -247,15 +261,39 @@ class ExperimentContext:
     ) -> None:
         """Peak memory (with what it counts) and a FLOPs estimate for the measured work."""
         if peak_memory_bytes is not None:
-            self.peak_memory = (int(peak_memory_bytes), memory_kind)
+            self.peak_memory = (_count("peak_memory_bytes", peak_memory_bytes, unit="bytes"), memory_kind)
         if flops is not None:
-            self.flops_estimate = float(flops)
+            self.flops_estimate = _non_negative("record_resources", "flops", flops, "a finite number")
 
 
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"ctx.record({name}=...) takes a whole number of tokens >= 0, got {value!r}")
-    return value
+def _count(name: str, value: Any, total: int | None = None, unit: str = "tokens") -> int:
+    """`value` added to `total`, both whole numbers from 0 to `MAX_TOKEN_COUNT`."""
+    call = "record_resources" if unit == "bytes" else "record"
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not whole or not 0 <= value <= MAX_TOKEN_COUNT:
+        raise InvalidRecord(
+            f"ctx.{call}({name}=...) takes a whole number of {unit} >= 0 (at most {MAX_TOKEN_COUNT}), "
+            f"got {value!r}"
+        )
+    summed = (total or 0) + int(value)
+    if summed > MAX_TOKEN_COUNT:
+        raise InvalidRecord(
+            f"ctx.{call}({name}=...): the counts recorded add up to {summed}, over {MAX_TOKEN_COUNT}; "
+            f"record each count once, in {unit}"
+        )
+    return summed
+
+
+def _seconds(name: str, value: Any) -> float:
+    return _non_negative("record_latency", name, value, "a finite number of seconds")
+
+
+def _non_negative(call: str, name: str, value: Any, what: str) -> float:
+    """`value` as a float when it is a real number, finite and >= 0; else one line naming the field."""
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and number >= 0):
+        raise InvalidRecord(f"ctx.{call}({name}=...) takes {what} >= 0, got {value!r}")
+    return number
 
 
 def combine_windows(windows: list[WindowMeasurement]) -> WindowMeasurement:
@@ -269,11 +307,13 @@ def combine_windows(windows: list[WindowMeasurement]) -> WindowMeasurement:
     for window in windows:
         warnings.extend(w for w in window.warnings if w not in warnings)
         notes.extend(n for n in window.notes if n not in notes)
+    estimates = [w.estimated_energy_j for w in windows]
     return WindowMeasurement(
         duration_s=sum(w.duration_s for w in windows),
         devices=[combine_device(parts) for parts in by_device.values()],
         warnings=quality.merge_flags(warnings),
         notes=notes,
+        estimated_energy_j=sum_or_none(estimates) if any(e is not None for e in estimates) else None,
     )
 
 

@@ -23,6 +23,11 @@ class WorkloadError(LlemError):
     """The workload cannot be shipped to or imported in the isolated child."""
 
 
+class InvalidRecord(LlemError, ValueError):
+    """A figure the workload recorded (`ctx.record*`) cannot be a measurement; the message
+    names the field and what it takes."""
+
+
 class ExperimentFailed(LlemError):
     """The experiment ran but did not produce a result (crash, timeout, workload exception)."""
 

@@ -34,6 +34,12 @@ def sum_or_none(values: list[Any]) -> Any:
     return None if any(v is None for v in values) else sum(values)
 
 
+#: The largest token count a result holds: exact as a JSON number everywhere and within the
+#: store's 64-bit integers. A workload that records more has counted something else.
+MAX_TOKEN_COUNT = 2**53 - 1
+#: A latency: seconds, finite and never negative (a clock read backwards is not a latency).
+LatencySeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
 #: The code of the warning that says energy was not measured: a missing figure, not a doubtful one.
 ENERGY_NOT_MEASURED = "energy_not_measured"
 
@@ -140,6 +146,8 @@ class WindowMeasurement(BaseModel):
     warnings: list[QualityWarning] = Field(default_factory=list)
     #: Why energy is missing or partial (unreadable RAPL, no GPU, ...): facts, not quality flags.
     notes: list[str] = Field(default_factory=list)
+    #: A meter's estimate of what `devices` leave out, kept only when asked for (never energy).
+    estimated_energy_j: float | None = None
 
     @property
     def totals(self) -> EnergyTotals:
@@ -219,8 +227,8 @@ class RoundResult(BaseModel):
     index: int
     process: int = Field(default=0, description="which of the experiment's processes ran it")
     duration_s: float
-    output_tokens: int | None = None
-    input_tokens: int | None = None
+    output_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKEN_COUNT)
+    input_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKEN_COUNT)
     energy_j: float | None = None
     gpu_energy_j: float | None = None
     cpu_energy_j: float | None = None
@@ -429,8 +437,8 @@ class ExperimentResult(BaseModel):
     workload: str | None = None
     duration_s: float = Field(description="summed length of the measured windows")
     window_count: int = Field(ge=1)
-    input_tokens: int | None = Field(default=None, ge=0)
-    output_tokens: int | None = Field(default=None, ge=0)
+    input_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKEN_COUNT)
+    output_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKEN_COUNT)
     energy_j: float | None = Field(default=None, description="sum of the parts in energy_scope")
     gpu_energy_j: float | None = None
     cpu_energy_j: float | None = None
@@ -439,14 +447,19 @@ class ExperimentResult(BaseModel):
     energy_scope: list[DeviceKind] = Field(default_factory=list)
     energy_source: str | None = None
     energy_notes: list[str] = Field(default_factory=list)
+    estimated_energy_j: float | None = Field(
+        default=None,
+        description="a meter's estimate, not a measurement (--llem-allow-estimated-energy): flagged "
+        "estimated_energy, in no energy figure, never gated",
+    )
     energy_by_device: list[DeviceEnergy] = Field(default_factory=list)
     energy_uncertainty: EnergyUncertainty | None = Field(
         default=None, description="how sure energy_j is, part by part (energy.uncertainty)"
     )
     warnings: list[QualityWarning] = Field(default_factory=list)
-    batch_latencies_s: list[float] = Field(default_factory=list, description="raw, for pooling")
-    first_token_latencies_s: list[float] = Field(default_factory=list)
-    inter_token_latencies_s: list[float] = Field(default_factory=list)
+    batch_latencies_s: list[LatencySeconds] = Field(default_factory=list, description="raw, for pooling")
+    first_token_latencies_s: list[LatencySeconds] = Field(default_factory=list)
+    inter_token_latencies_s: list[LatencySeconds] = Field(default_factory=list)
     batch_latency: LatencyStats | None = Field(default=None, description="per batch, in the window")
     time_to_first_token: LatencyStats | None = None
     inter_token_latency: LatencyStats | None = None

@@ -59,6 +59,7 @@ class LlemSettings:
     cooldown_s: float = 0.0
     cooldown_temp_c: float | None = None
     rapl_dram: bool = False
+    allow_estimated_energy: bool = False
     rounds: int = 1
     #: None: the field's default (5 s when a GPU's energy is measured, else off).
     min_window_s: float | None = None
@@ -105,6 +106,7 @@ class LlemSettings:
         return MeterOptions(
             sample_interval_s=self.sample_interval_s,
             rapl_dram=self.rapl_dram,
+            allow_estimated_energy=self.allow_estimated_energy,
             baseline_power_w=dict(baseline_power_w or {}),
         )
 
@@ -354,6 +356,12 @@ SETTINGS = (
         "DEGREES",
     ),
     Setting("rapl_dram", "rapl-dram", "also measure DRAM energy through RAPL"),
+    Setting(
+        "allow_estimated_energy",
+        "allow-estimated-energy",
+        "where a meter only estimates (codecarbon without RAPL: its TDP and CPU-load model), report "
+        "its figure as estimated_energy_j, flagged and never gated (energy_j stays empty either way)",
+    ),
     Setting(
         "rounds",
         "rounds",

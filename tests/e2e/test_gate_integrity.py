@@ -195,3 +195,30 @@ def test_a_baseline_from_gpus_with_another_power_limit_refuses_to_gate(suite: Pa
     across = run_on(500.0, *gate, "--llem-compare-across-machines")
     assert across.returncode == 0, across.stdout
     assert "GATE FAILED" not in across.stdout and "incomparable" not in across.stdout
+
+
+def test_an_energy_gate_where_no_meter_measured_fails_in_the_session_and_in_compare(
+    suite: Path, tmp_path: Path
+):
+    # The suite's meter is `none`: no energy on either side, as on a machine nothing can read.
+    state = tmp_path / "state"
+    assert pytest_in(suite, 400, f"--llem-state-dir={state}", "--llem-save=main").returncode == 0
+    energy_gate = ("--llem-compare=main", "--llem-compare-fail=energy_per_token_j:5%")
+    gated = pytest_in(suite, 400, f"--llem-state-dir={state}", "--llem-save=now", *energy_gate)
+    expected = (
+        "pytest-llem: GATE FAILED: energy_per_token_j was not measured in this run or the baseline "
+        "(no energy meter was selected (energy='none'); time and tokens only), so its limits gated nothing: "
+        "test_x.py::test_case[1] (5%), test_x.py::test_case[2] (5%)"
+    )
+    assert gated.returncode == 1, gated.stdout
+    (line,) = [line for line in gated.stdout.splitlines() if "GATE FAILED" in line]
+    assert line.startswith(expected), line
+
+    compared = subprocess.run(
+        [sys.executable, "-m", "pytest_llem.cli", "--state-dir", str(state),
+         "compare", "main", "now", "--fail", "energy_per_token_j:5%"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert compared.returncode == 1, compared.stdout + compared.stderr
+    (line,) = [line for line in compared.stdout.splitlines() if "GATE FAILED" in line]
+    assert line.startswith(expected), line

@@ -15,6 +15,7 @@ session with `pip install --target` (skipped, with the reason, where that instal
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from pytest_llem.energy import quality
 from pytest_llem.energy.adapters import CodeCarbonMeter, ZeusMeter
 from pytest_llem.energy.factory import create_meter
 from pytest_llem.errors import MeterUnavailable
+from pytest_llem.session import BenchmarkSession
+from pytest_llem.settings import LlemSettings
 
 OLD_CODECARBON = "2.8.4"
 
@@ -106,6 +109,26 @@ def test_zeus_without_cpu_measurement_reports_gpus_only():
     assert window.totals.energy_scope == ["gpu"]
 
 
+def test_zeus_gpus_carry_their_board_uuid_read_through_the_nvml_handles_zeus_holds(monkeypatch):
+    monitor = StandInZeusMonitor(gpu_w={0: 100.0, 1: 100.0}, cpu_w={0: 10.0})
+    # Zeus's GPUs object: one per index, each with the NVML handle Zeus opened for it.
+    monitor.gpus = SimpleNamespace(gpus=[SimpleNamespace(handle=f"handle-{i}") for i in (0, 1)])
+    nvml = ModuleType("pynvml")
+    nvml.nvmlDeviceGetUUID = lambda handle: {"handle-0": b"GPU-aaaa", "handle-1": "GPU-bbbb"}[handle]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    meter = ZeusMeter(monitor)
+    meter.begin_window("w")
+    monitor.advance(6.0)
+    window = meter.end_window("w")
+    assert [(d.device, d.uuid) for d in window.devices] == [
+        ("gpu0", "GPU-aaaa"),
+        ("gpu1", "GPU-bbbb"),
+        ("cpu-package-0", None),
+    ]
+    # A Zeus without those handles: no UUIDs, and so no GPU taken for the same board later.
+    assert ZeusMeter(StandInZeusMonitor()).gpu_uuids == {}
+
+
 def test_zeus_short_and_zero_energy_windows_are_flagged():
     monitor = StandInZeusMonitor(gpu_w={0: 0.0})
     meter = ZeusMeter(monitor)
@@ -169,19 +192,38 @@ def test_zeus_meter_without_the_library_names_the_extra_to_install(monkeypatch):
 # --- CodeCarbon -------------------------------------------------------------------------------------
 
 
+class CPU:
+    """CodeCarbon's CPU hardware object, as its tracker holds it: the mode it chose, its TDP."""
+
+    def __init__(self, mode: str, tdp: float | None = 65.0) -> None:
+        self._mode, self._tdp = mode, tdp
+
+
+class GPU:
+    """CodeCarbon's GPU hardware object (NVML or AMDSMI energy counters)."""
+
+
+class RAM:
+    """CodeCarbon's RAM estimate."""
+
+
 class StandInCodeCarbon:
     """A `codecarbon` module whose trackers report the kWh consumed while they ran.
 
     `locking=True` behaves as 2.7-2.8: `allow_multiple_runs` defaults to False, and then a
     second tracker on the machine does not start; its `stop()` returns without figures.
-    `locking=None` is a version before the option existed.
+    `locking=None` is a version before the option existed. `cpu_mode` is how its trackers
+    read the CPU: `intel_rapl` measures, `cpu_load` and `constant` are its TDP estimate; the
+    hardware list (`tracker._hardware`, as CodeCarbon's) says so, and logs its fallback.
     """
 
-    def __init__(self, locking: bool | None = False) -> None:
+    def __init__(self, locking: bool | None = False, cpu_mode: str = "intel_rapl", gpu: bool = True) -> None:
         self.consumed_kwh = {"gpu": 0.0, "cpu": 0.0, "ram": 0.0}
         self.trackers: list = []
         self.locked = False
         self.locking = locking
+        self.cpu_mode = cpu_mode
+        self.gpu = gpu
         self.module = ModuleType("codecarbon")
         self.module.EmissionsTracker = self._tracker_class()  # type: ignore[attr-defined]
 
@@ -206,6 +248,11 @@ class StandInCodeCarbon:
                     library.locked = True
 
             def start(self) -> None:
+                self._hardware = [RAM(), CPU(library.cpu_mode), *([GPU()] if library.gpu else [])]
+                if library.cpu_mode != "intel_rapl":
+                    logging.getLogger("codecarbon").warning(
+                        "No CPU tracking mode found. Falling back on CPU load mode."
+                    )
                 self._started = dict(library.consumed_kwh)
 
             def stop(self) -> float | None:
@@ -255,7 +302,7 @@ def test_codecarbon_tracker_writes_no_files_and_stays_quiet(codecarbon):
     meter.begin_window("w")
     meter.end_window("w")
     (tracker,) = codecarbon.trackers
-    assert tracker.options == {"save_to_file": False, "log_level": "error", "allow_multiple_runs": True}
+    assert tracker.options == {"save_to_file": False, "log_level": "warning", "allow_multiple_runs": True}
 
 
 def test_codecarbon_2_8_lock_does_not_stop_overlapping_windows():
@@ -285,7 +332,7 @@ def test_codecarbon_before_allow_multiple_runs_gets_only_what_it_accepts():
     meter.begin_window("w")
     library.consume(gpu=0.001)
     assert meter.end_window("w").energy_j == pytest.approx(3600.0)
-    assert library.trackers[0].options == {"save_to_file": False, "log_level": "error"}
+    assert library.trackers[0].options == {"save_to_file": False, "log_level": "warning"}
 
 
 def test_codecarbon_figures_are_read_defensively(codecarbon):
@@ -329,6 +376,72 @@ def test_codecarbon_overlapping_windows_each_get_their_own_tracker(codecarbon):
     assert len(codecarbon.trackers) == 2
     assert inner.energy_j == pytest.approx(7200.0)
     assert outer.energy_j == pytest.approx(14400.0)
+
+
+ESTIMATE = (
+    "codecarbon: its CPU figure is an estimate, not a measurement ('cpu_load' mode: 65 W TDP scaled by "
+    "CPU load), since it found no power interface it can read (RAPL, Power Gadget)"
+)
+
+
+def test_codecarbon_estimating_the_cpu_reports_no_energy_and_why():
+    library = StandInCodeCarbon(cpu_mode="cpu_load", gpu=False)
+    meter = CodeCarbonMeter(library.module)
+    meter.begin_window("w")
+    library.consume(cpu=0.001)
+    window = meter.end_window("w")
+    assert window.devices == [] and window.energy_j is None and window.estimated_energy_j is None
+    assert [w.message for w in window.warnings] == [f"energy not measured: {ESTIMATE}"]
+
+
+def test_codecarbon_keeps_a_measured_gpu_and_leaves_its_cpu_estimate_out():
+    library = StandInCodeCarbon(cpu_mode="constant")
+    meter = CodeCarbonMeter(library.module)
+    meter.begin_window("w")
+    library.consume(gpu=0.001, cpu=0.001)
+    window = meter.end_window("w")
+    assert [(d.device, d.energy_j) for d in window.devices] == [("gpu", pytest.approx(3600.0))]
+    assert window.totals.energy_scope == ["gpu"]
+    assert any("'constant' mode" in note and note.endswith("; left out") for note in window.notes)
+
+
+def test_codecarbon_estimate_kept_only_when_asked_flagged_and_never_energy():
+    library = StandInCodeCarbon(cpu_mode="cpu_load", gpu=False)
+    meter = CodeCarbonMeter(library.module, allow_estimated_energy=True)
+    meter.begin_window("w")
+    library.consume(cpu=0.001)
+    window = meter.end_window("w")
+    assert window.energy_j is None and window.estimated_energy_j == pytest.approx(3600.0)
+    assert codes(window) == [quality.ENERGY_NOT_MEASURED, quality.ESTIMATED_ENERGY]
+    assert window.warnings[1].message == (
+        "estimated_energy_j is codecarbon's estimate of the CPU, not a measurement: in no energy figure, "
+        "never gated"
+    )
+
+
+def test_codecarbon_whose_way_of_measuring_cannot_be_told_is_not_taken_as_measured(codecarbon):
+    meter = CodeCarbonMeter(codecarbon.module)
+    meter.begin_window("w")
+    (tracker,) = codecarbon.trackers
+    del tracker._hardware  # a CodeCarbon that keeps its hardware elsewhere
+    codecarbon.consume(cpu=0.001)
+    window = meter.end_window("w")
+    assert window.energy_j is None
+    assert "could not tell whether it measured or estimated" in window.warnings[0].message
+
+
+def test_codecarbon_warnings_are_shown_once_not_once_per_window(caplog, monkeypatch):
+    # As in a fresh child process: no filter yet on codecarbon's logger (earlier tests added one).
+    monkeypatch.setattr(logging.getLogger("codecarbon"), "filters", [])
+    library = StandInCodeCarbon(cpu_mode="cpu_load")
+    meter = CodeCarbonMeter(library.module)
+    with caplog.at_level(logging.WARNING, logger="codecarbon"):
+        for name in ("a", "b", "c"):
+            meter.begin_window(name)
+            meter.end_window(name)
+    assert [r.getMessage() for r in caplog.records if r.name == "codecarbon"] == [
+        "No CPU tracking mode found. Falling back on CPU load mode."
+    ]
 
 
 def test_codecarbon_meter_by_name_uses_the_library(codecarbon, monkeypatch):
@@ -392,13 +505,55 @@ def test_real_zeus_measures_a_busy_loop_or_says_why_not(bench):
     assert_figures_or_the_reason(result, ZeusMeter.NOTHING_MONITORED)
 
 
+#: What the real CodeCarbon's estimate is reported as: no energy, and this reason.
+REAL_ESTIMATE = "energy not measured: codecarbon: its CPU figure is an estimate, not a measurement ("
+
+
+def assert_measured_or_the_estimate_refused(result) -> None:
+    """RAPL read by CodeCarbon is energy; its TDP model is only the reason energy is missing."""
+    if result.energy_by_device:
+        assert_figures_or_the_reason(result, CodeCarbonMeter.NO_FIGURES)
+    else:
+        assert result.energy_j is None and result.cpu_energy_j is None
+        assert [w.message[: len(REAL_ESTIMATE)] for w in result.warnings] == [REAL_ESTIMATE]
+
+
+#: CodeCarbon 3 with a forced CPU power uses its TDP model even where RAPL is readable: the
+#: estimating CodeCarbon on any machine, as on one without RAPL (this development VM).
+FORCED_TDP = {"CODECARBON_FORCE_CPU_POWER": "20"}
+
+
 @needs("codecarbon")
-def test_real_codecarbon_measures_a_busy_loop(bench):
-    result = run_busy_loop(bench, "codecarbon")
+def test_real_codecarbon_estimating_the_cpu_reports_no_energy_and_why(bench):
+    result = run_busy_loop(bench, "codecarbon", FORCED_TDP)
     print(f"\ncodecarbon {result.extra['library_version']}: {result.energy_by_device or result.warnings}")
-    # On a CPU it always has a figure: RAPL, or its TDP-based estimate.
-    assert result.cpu_energy_j is not None and result.cpu_energy_j > 0
-    assert_figures_or_the_reason(result, CodeCarbonMeter.NO_FIGURES)
+    assert result.energy_j is None and result.cpu_energy_j is None and result.estimated_energy_j is None
+    assert [w.message for w in result.warnings] == [
+        f"{REAL_ESTIMATE}'cpu_load' mode: 20 W TDP scaled by CPU load), since it found no power "
+        "interface it can read (RAPL, Power Gadget)"
+    ]
+    assert result.energy_uncertainty is None and not result.flagged
+
+
+@pytest.fixture
+def estimates_allowed(state_dir: Path):
+    """A started session run with --llem-allow-estimated-energy."""
+    session = BenchmarkSession(
+        LlemSettings(enabled=True, state_dir=state_dir, energy="none", allow_estimated_energy=True)
+    )
+    session.start()
+    yield session
+    session.close_preloaded()
+
+
+@needs("codecarbon")
+def test_real_codecarbon_estimate_when_asked_is_flagged_and_never_energy(estimates_allowed):
+    result = run_busy_loop(estimates_allowed, "codecarbon", FORCED_TDP)
+    print(f"\ncodecarbon {result.extra['library_version']}: estimated {result.estimated_energy_j} J")
+    assert result.energy_j is None and result.energy_per_token_j is None
+    assert result.estimated_energy_j is not None and result.estimated_energy_j > 0
+    assert [w.code for w in result.warnings] == [quality.ENERGY_NOT_MEASURED, quality.ESTIMATED_ENERGY]
+    assert result.flagged
 
 
 @pytest.fixture(scope="session")
@@ -430,5 +585,4 @@ def test_real_codecarbon_2_8_with_its_lock_measures_overlapping_windows(bench, o
     result = run_busy_loop(bench, "codecarbon", env)
     print(f"\ncodecarbon {result.extra['library_version']}: {result.energy_by_device or result.warnings}")
     assert result.extra["library_version"] == OLD_CODECARBON
-    assert result.cpu_energy_j is not None and result.cpu_energy_j > 0
-    assert_figures_or_the_reason(result, CodeCarbonMeter.NO_FIGURES)
+    assert_measured_or_the_estimate_refused(result)

@@ -11,7 +11,7 @@ from pytest_llem.energy.uncertainty import change_uncertainty, energy_uncertaint
 from pytest_llem.gating.compare import compare_reports
 from pytest_llem.gating.limits import parse_limit
 from pytest_llem.output.terminal import format_summary
-from pytest_llem.results import DeviceEnergy, MetricStats
+from pytest_llem.results import DeviceEnergy, MetricStats, Placement
 
 
 def gpu(energy_j, source="nvml-counter", uuid="GPU-0", duration_s=10.0):
@@ -109,3 +109,47 @@ def test_the_summary_shows_the_uncertainty_next_to_energy_and_names_its_parts():
         "energy ± = relative uncertainty, root sum of squares of: counter_resolution, nvml_gain "
         "(each in the report's energy_uncertainty)" in lines
     )
+
+
+def cpu(energy_j, source="rapl", device="cpu-package-0"):
+    return DeviceEnergy(device=device, kind="cpu", energy_j=energy_j, energy_source=source, duration_s=10.0)
+
+
+ON_HOST = {"placement": Placement(host="node1")}
+
+
+def test_rapl_alone_carries_its_own_accuracy_not_only_its_counter_resolution():
+    # 200 J over one 10 s window: accuracy 10% / sqrt(3) = 5.774%; 1 ms / sqrt(6) / 10 s = 0.0041%.
+    result = measured([cpu(200.0)], **ON_HOST)
+    u = energy_uncertainty(result)
+    assert u.parts == pytest.approx({"rapl_accuracy": 0.057735, "counter_resolution": 0.0000408}, abs=1e-6)
+    assert u.systematic == ["rapl_accuracy"] and u.devices == ["cpu-package-0@node1"]
+    result.energy_uncertainty = u
+    assert "200 ±5.8%" in format_summary([make_entry(GPT2, result)])[1]
+    # The same package in both runs: the accuracy cancels; another host's package: it does not.
+    other_host = energy_uncertainty(measured([cpu(200.0)], placement=Placement(host="node2")))
+    assert change_uncertainty(u, u) == pytest.approx(math.sqrt(2) * 0.0000408, abs=1e-7)
+    assert change_uncertainty(u, other_host) == pytest.approx(math.sqrt(2) * 0.057735, abs=1e-5)
+
+
+def zeus_gpu(energy_j, uuid=None, device="gpu0"):
+    return DeviceEnergy(device=device, uuid=uuid, energy_j=energy_j, energy_source="zeus", duration_s=10.0)
+
+
+def test_zeus_devices_follow_the_model_of_their_kind():
+    u = energy_uncertainty(measured([zeus_gpu(1000.0, uuid="GPU-a"), cpu(200.0, source="zeus")], **ON_HOST))
+    # The GPU is read through NVML's counter, the CPU through RAPL: not NVML's board error for both.
+    assert u.parts["nvml_gain"] == pytest.approx(28.868 / 1200, abs=1e-6)
+    assert u.parts["rapl_accuracy"] == pytest.approx(11.547 / 1200, abs=1e-6)
+    assert u.systematic == ["nvml_gain", "rapl_accuracy"]
+    assert sorted(u.devices) == ["GPU-a", "cpu-package-0@node1"]
+
+
+def test_zeus_gpus_are_matched_by_uuid_so_the_board_error_cancels_only_on_the_same_board():
+    board_a = energy_uncertainty(measured([zeus_gpu(1000.0, uuid="GPU-a")]))
+    board_b = energy_uncertainty(measured([zeus_gpu(1000.0, uuid="GPU-b")]))
+    assert change_uncertainty(board_a, board_a) == pytest.approx(0.0057735, abs=1e-7)
+    assert change_uncertainty(board_a, board_b) == pytest.approx(0.041231, abs=1e-6)
+    # Without a UUID a "gpu0" in two runs may be two boards: never taken for the same one.
+    unknown = energy_uncertainty(measured([zeus_gpu(1000.0)]))
+    assert change_uncertainty(unknown, unknown) == pytest.approx(0.041231, abs=1e-6)

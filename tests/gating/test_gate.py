@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sample_reports import GPT2, OPT, make_entry, make_report, make_result
+from sample_reports import GPT2, NOT_MEASURED, OPT, make_entry, make_report, make_result
 
 from pytest_llem.gating.gate import run_gate
 from pytest_llem.gating.limits import parse_limit
@@ -59,3 +59,37 @@ def test_cases_match_on_their_key_and_a_missing_baseline_case_is_noted():
     assert outcome.notes == [
         "1 baseline case(s) were not measured in this run and were not gated: test_x.py::u"
     ]
+
+
+def test_an_energy_limit_where_no_meter_measured_fails_with_one_line_naming_the_metric_and_why():
+    unmeasured = make_result([1.0], energy_j=None, energy_source=None, warnings=[NOT_MEASURED])
+    baseline = report("base", make_entry(GPT2, unmeasured))
+    outcome = run_gate(report("now", make_entry(GPT2, unmeasured)), baseline, LIMIT)
+    assert outcome.failed and not outcome.failures
+    assert outcome.failure_lines() == [
+        "pytest-llem: GATE FAILED: energy_per_token_j was not measured in this run or the baseline "
+        f"({NOT_MEASURED.message}), so its limits gated nothing: {GPT2} (5%); measure it (for energy: a "
+        "meter that reads this machine) or drop the limit"
+    ]
+    # Measured on one side only: still nothing to compare, and the line says which side lacks it.
+    measured_before = report("base", make_entry(GPT2, make_result([1.0])))
+    (line,) = run_gate(report("now", make_entry(GPT2, unmeasured)), measured_before, LIMIT).failure_lines()
+    assert line.startswith("pytest-llem: GATE FAILED: energy_per_token_j was not measured in this run (")
+    # A limit on a measured metric beside it still gates as before.
+    both = [*LIMIT, parse_limit("tokens_per_s:30%")]
+    (line,) = run_gate(report("now", make_entry(GPT2, unmeasured)), baseline, both).failure_lines()
+    assert "energy_per_token_j was not measured" in line and "tokens_per_s" not in line
+
+
+def test_a_budget_on_an_unmeasured_metric_fails_the_gate():
+    config = {"budget": {"energy_per_token_j": 0.5, "tokens_per_s": 1.0}}
+    unmeasured = make_result([1.0], energy_j=None, warnings=[NOT_MEASURED], config=config)
+    outcome = run_gate(report("now", make_entry(GPT2, unmeasured)), None, compare_requested=False)
+    assert outcome.failed
+    assert outcome.failure_lines() == [
+        "pytest-llem: GATE FAILED: energy_per_token_j was not measured in this run "
+        f"({NOT_MEASURED.message}), so its limits gated nothing: {GPT2} (budget 0.500 J); measure it "
+        "(for energy: a meter that reads this machine) or drop the limit"
+    ]
+    measured = make_result([1.0], config=config)
+    assert not run_gate(report("now", make_entry(GPT2, measured)), None, compare_requested=False).failed

@@ -105,6 +105,20 @@ def test_the_default_baseline_is_the_newest_finished_uninterrupted_run_that_meas
     assert history.latest("h100x1", exclude_run_id="failed-with-a-pass").run_id == "good"
 
 
+def test_a_run_repaired_after_its_controller_was_killed_never_becomes_the_baseline(tmp_path):
+    # The xdist controller is in the store from the start and killed before its first report
+    # file; its worker finished, passed and measured. The repaired run is kept, not gated against.
+    state_dir = tmp_path / "state"
+    measured = make_entry(GPT2, make_result([1.0]), worker_id="gw0")
+    history = RunHistory(state_dir)
+    history.save(make_report("killed", []).model_copy(update={"outcome": "running", "finished_at": None}))
+    write_report(make_report("killed", [measured]), state_dir, name="report-gw0.json")
+    assert history.repair() == ["killed"]
+    assert [e.nodeid for e in history.find("killed").measured] == [GPT2]
+    assert history.latest("h100x1") is None
+    assert history.find("killed").repaired
+
+
 def test_retention_deletes_runs_and_what_only_they_hold_never_a_resumed_experiment(state_dir, store_url):
     states, history = StateManager(state_dir, store_url), RunHistory(state_dir, store_url)
     for day, (run_id, name) in enumerate([("r1", None), ("r2", "main"), ("r3", None), ("r4", None)]):

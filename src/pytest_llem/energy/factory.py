@@ -66,7 +66,7 @@ def create_meter(name: str, options: MeterOptions | None = None) -> EnergyMeter:
     if name in ("zeus", "codecarbon"):
         from pytest_llem.energy import adapters
 
-        return adapters.create_adapter(name)
+        return adapters.create_adapter(name, options)
     if name not in METER_NAMES:
         raise MeterUnavailable(f"unknown energy meter {name!r} (available: {', '.join(METER_NAMES)})")
     devices, notes, closers = open_devices(name, options)

@@ -41,6 +41,9 @@ class MeterOptions(BaseModel):
 
     sample_interval_s: float = Field(default=DEFAULT_SAMPLE_INTERVAL_S, gt=0)
     rapl_dram: bool = False
+    #: Report a meter's estimate (CodeCarbon without a power interface) as `estimated_energy_j`,
+    #: flagged and never gated; without it an estimate is only the reason energy is missing.
+    allow_estimated_energy: bool = False
     #: Idle power per device key (GPU UUID or RAPL zone), measured by the parent.
     baseline_power_w: dict[str, float] = Field(default_factory=dict)
     #: When each baseline was measured (Unix time: parent and child share the wall clock).

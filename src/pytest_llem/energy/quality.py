@@ -36,6 +36,8 @@ PERSISTENCE_MODE_OFF = "persistence_mode_off"
 DEVICE_LOST = "device_lost"
 STALE_BASELINE = "stale_baseline"
 SHARED_HOST_ENERGY = "shared_host_energy"
+#: A meter's estimate kept as `estimated_energy_j` (`--llem-allow-estimated-energy`): not a measurement.
+ESTIMATED_ENERGY = "estimated_energy"
 #: Devices every experiment on a host draws on at once: their energy cannot be split by case.
 HOST_DEVICE_KINDS = frozenset({"cpu", "dram"})
 

@@ -6,7 +6,13 @@ independent and combine as the root sum of their squares:
 
 - `nvml_gain`: NVML's readings carry a per-board gain error within about ±5% (Yang, Adámek,
   Armour, SC'24): 5% / sqrt(3). Systematic per board: it cancels between two runs on the
-  same GPUs (same UUIDs) and counts only when the boards differ.
+  same GPUs (same UUIDs) and counts only when the boards differ; a GPU without a UUID (an
+  adapter that could not tell) never counts as the same board.
+- `rapl_accuracy`: RAPL's own error against an external meter. Studies find it well
+  correlated with wall power but offset, by amounts that differ by CPU generation and domain
+  (Khan et al. 2018; Fahad et al. 2019), with no bound that holds for every CPU: this model
+  takes ±10% (twice NVML's published bound), 10% / sqrt(3). Systematic per package: it
+  cancels between two runs on the same host's same zones.
 - `counter_resolution`: a counter read at a window's edge is off by up to one update period
   (NVML's energy counter: about 100 ms; RAPL: about 1 ms); two edges per window:
   period / sqrt(6) x sqrt(windows) / duration.
@@ -17,8 +23,8 @@ independent and combine as the root sum of their squares:
   energy, relative to its mean. Shown in the figure's total; a comparison leaves it to the
   rank test over the rounds (`gating.stats`), which already weighs the spread.
 
-RAPL's own error (a model on older Intel CPUs, measured on newer ones) is not quantified;
-sources without a model here (CodeCarbon) get no uncertainty, which the summary shows as no ±.
+Zeus reads GPUs through NVML and CPUs through RAPL: its devices take the model of their kind.
+Sources without a model here (CodeCarbon) get no uncertainty, which the summary shows as no ±.
 """
 
 from __future__ import annotations
@@ -29,13 +35,20 @@ from pytest_llem.results import DeviceEnergy, EnergyUncertainty, ExperimentResul
 
 #: The published bound of NVML's per-board gain error (±5%).
 NVML_GAIN_BOUND = 0.05
+#: The bound this model takes for RAPL's error against an external meter (docs/uncertainty.md).
+RAPL_ACCURACY_BOUND = 0.10
 NVML_COUNTER_PERIOD_S = 0.1
 RAPL_COUNTER_PERIOD_S = 0.001
 NVML_POWER_AVERAGING_S = 1.0
 #: Parts measured from the data, not the meter: a comparison's rank test covers them.
 STATISTICAL_PARTS = ("round_spread",)
-#: Energy sources (`DeviceEnergy.energy_source`) read from NVML's energy counter.
-NVML_COUNTERS = ("nvml-counter", "zeus")
+#: Energy sources (`DeviceEnergy.energy_source`) of each model; Zeus's by the device's kind.
+NVML_COUNTERS = ("nvml-counter",)
+RAPL_COUNTERS = ("rapl",)
+#: Parts that are systematic per device: they cancel between runs on the same devices.
+SYSTEMATIC_PARTS = ("nvml_gain", "rapl_accuracy")
+#: Prefix of a device identity that cannot be matched across runs (a GPU without a UUID).
+UNIDENTIFIED = "unidentified:"
 
 
 def energy_uncertainty(result: ExperimentResult) -> EnergyUncertainty | None:
@@ -44,39 +57,48 @@ def energy_uncertainty(result: ExperimentResult) -> EnergyUncertainty | None:
     total = result.energy_j
     if not total or not devices or any(d.energy_j is None for d in devices):
         return None
-    gain, resolution, sampling = [], [], []
+    host = result.placement.host if result.placement is not None else None
+    parts: dict[str, list[float]] = {
+        "nvml_gain": [],
+        "rapl_accuracy": [],
+        "counter_resolution": [],
+        "power_sampling": [],
+    }
     for device in devices:
         energy = device.energy_j or 0.0
         # Per window, an error of standard deviation s; over n windows sqrt(n) s, of duration T.
         per_window = math.sqrt(result.window_count) / (device.duration_s or result.duration_s or math.inf)
-        source = device.energy_source or ""
-        if source in NVML_COUNTERS or source == "nvml-power":
-            gain.append(NVML_GAIN_BOUND / math.sqrt(3) * energy)
-        if source in NVML_COUNTERS:
-            resolution.append(NVML_COUNTER_PERIOD_S / math.sqrt(6) * per_window * energy)
-        elif source == "nvml-power":
-            sampling.append(NVML_POWER_AVERAGING_S / math.sqrt(12) * per_window * energy)
-        elif source == "rapl":
-            resolution.append(RAPL_COUNTER_PERIOD_S / math.sqrt(6) * per_window * energy)
+        model = _model(device)
+        if model == "nvml-counter":
+            parts["nvml_gain"].append(NVML_GAIN_BOUND / math.sqrt(3) * energy)
+            parts["counter_resolution"].append(NVML_COUNTER_PERIOD_S / math.sqrt(6) * per_window * energy)
+        elif model == "nvml-power":
+            parts["nvml_gain"].append(NVML_GAIN_BOUND / math.sqrt(3) * energy)
+            parts["power_sampling"].append(NVML_POWER_AVERAGING_S / math.sqrt(12) * per_window * energy)
+        elif model == "rapl":
+            parts["rapl_accuracy"].append(RAPL_ACCURACY_BOUND / math.sqrt(3) * energy)
+            parts["counter_resolution"].append(RAPL_COUNTER_PERIOD_S / math.sqrt(6) * per_window * energy)
         else:
             return None
-    parts = {
-        name: _root_sum_square(values) / total
-        for name, values in (
-            ("nvml_gain", gain),
-            ("counter_resolution", resolution),
-            ("power_sampling", sampling),
-        )
-        if values
-    }
+    relative = {name: _root_sum_square(values) / total for name, values in parts.items() if values}
     spread = result.statistics.get("energy_j")
     if spread is not None and spread.ci95_high is not None and spread.ci95_low is not None and spread.mean:
-        parts["round_spread"] = (spread.ci95_high - spread.ci95_low) / 2 / abs(spread.mean)
+        relative["round_spread"] = (spread.ci95_high - spread.ci95_low) / 2 / abs(spread.mean)
     return EnergyUncertainty(
-        parts=parts,
-        systematic=["nvml_gain"] if gain else [],
-        devices=[_identity(d) for d in devices],
+        parts=relative,
+        systematic=[name for name in SYSTEMATIC_PARTS if name in relative],
+        devices=[_identity(d, host) for d in devices],
     )
+
+
+def _model(device: DeviceEnergy) -> str | None:
+    """Which meter model a device's figure follows: its source's, Zeus's by the device's kind."""
+    source = device.energy_source or ""
+    if source == "zeus":
+        return "nvml-counter" if device.kind == "gpu" else "rapl"
+    if source in NVML_COUNTERS or source == "nvml-power":
+        return "nvml-counter" if source in NVML_COUNTERS else "nvml-power"
+    return "rapl" if source in RAPL_COUNTERS else None
 
 
 def change_uncertainty(before: EnergyUncertainty | None, after: EnergyUncertainty | None) -> float | None:
@@ -85,7 +107,9 @@ def change_uncertainty(before: EnergyUncertainty | None, after: EnergyUncertaint
     side has none."""
     if before is None or after is None:
         return None
-    same_devices = sorted(before.devices) == sorted(after.devices)
+    same_devices = sorted(before.devices) == sorted(after.devices) and not any(
+        d.startswith(UNIDENTIFIED) for d in before.devices
+    )
     return math.hypot(_meter_part(before, same_devices), _meter_part(after, same_devices))
 
 
@@ -98,5 +122,11 @@ def _root_sum_square(values: list[float]) -> float:
     return math.sqrt(sum(v * v for v in values))
 
 
-def _identity(device: DeviceEnergy) -> str:
-    return device.uuid or device.device
+def _identity(device: DeviceEnergy, host: str | None) -> str:
+    """What makes a device the same one in another run: a GPU's UUID; a CPU zone's label on its
+    host. A GPU without a UUID, or a zone on an unknown host, can never be matched."""
+    if device.uuid:
+        return device.uuid
+    if device.kind == "gpu" or host is None:
+        return f"{UNIDENTIFIED}{device.device}"
+    return f"{device.device}@{host}"

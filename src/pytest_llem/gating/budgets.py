@@ -1,11 +1,13 @@
 """Budgets: a test's absolute ceilings (or floors) per metric, `budget={metric: value}`,
-checked on the run itself with no baseline needed."""
+checked on the run itself with no baseline needed. A budget on a metric the run has no
+figure for checked nothing: `unmeasured_budgets` names it, and the gate fails on it."""
 
 from __future__ import annotations
 
 from pytest_llem.formatting import figure
-from pytest_llem.gating.compare import MetricChange
+from pytest_llem.gating.compare import MetricChange, UnmeasuredLimit
 from pytest_llem.gating.limits import lookup_metric
+from pytest_llem.gating.metrics import why_missing
 from pytest_llem.store.report import SessionReport
 
 
@@ -32,3 +34,23 @@ def check_budgets(report: SessionReport, gate_flagged: bool = False) -> list[Met
                 change.status = "flagged" if flagged else "over_budget"
             changes.append(change)
     return changes
+
+
+def unmeasured_budgets(report: SessionReport) -> list[UnmeasuredLimit]:
+    """Each measured test's budgets on metrics its result has no figure for."""
+    missing = []
+    for entry in report.measured:
+        assert entry.result is not None
+        for name, budget in entry.result.config.get("budget", {}).items():
+            metric = lookup_metric(name, f"{entry.nodeid}: budget")
+            if metric.of_result(entry.result) is None:
+                missing.append(
+                    UnmeasuredLimit(
+                        nodeid=entry.nodeid,
+                        metric=name,
+                        limit=f"budget {figure(budget)} {metric.unit}",
+                        missing_in=["this run"],
+                        reason=why_missing(metric, entry.result),
+                    )
+                )
+    return missing

@@ -19,7 +19,7 @@ from pytest_llem.energy.uncertainty import change_uncertainty
 from pytest_llem.formatting import figure
 from pytest_llem.gating.fingerprint import fingerprint_differences
 from pytest_llem.gating.limits import Limit, lookup_metric, parse_limit_value
-from pytest_llem.gating.metrics import METRICS, Metric
+from pytest_llem.gating.metrics import METRICS, Metric, why_missing
 from pytest_llem.gating.stats import (
     MIN_ROUNDS_FOR_SIGNIFICANCE,
     SIGNIFICANCE_LEVEL,
@@ -108,6 +108,17 @@ class MetricChange(BaseModel):
         return f"pytest-llem: REGRESSION {self.nodeid} {self.metric} {change} ({shown})"
 
 
+class UnmeasuredLimit(BaseModel):
+    """A limit on a metric that one side (or both) of a compared case has no figure for."""
+
+    nodeid: str
+    metric: str
+    limit: str
+    #: "this run", "the baseline", or both.
+    missing_in: list[str]
+    reason: str
+
+
 class Comparison(BaseModel):
     baseline_run: str
     baseline_name: str | None = None
@@ -123,6 +134,8 @@ class Comparison(BaseModel):
     matched: list[str] = Field(default_factory=list)
     #: Of those, the ones whose work differed from the baseline's, with why.
     incomparable: dict[str, str] = Field(default_factory=dict)
+    #: Limits on compared cases that gated nothing: a side had no figure for the metric.
+    unmeasured: list[UnmeasuredLimit] = Field(default_factory=list)
 
     @property
     def compared(self) -> list[str]:
@@ -206,6 +219,9 @@ def compare_reports(
         for name in names:
             change = _change(nodeid, METRICS[name], old, result, test_limits.get(name), gate_flagged)
             if change is None:
+                if name in test_limits and not differences:
+                    missing = _unmeasured(nodeid, METRICS[name], test_limits[name], old, result)
+                    comparison.unmeasured.append(missing)
                 continue
             if differences:  # never ok, improved or a regression: the two sides did different work
                 change.status, change.note = "incomparable", comparison.incomparable[nodeid]
@@ -213,6 +229,23 @@ def compare_reports(
                 change.note = "; ".join(n for n in ("outputs changed", change.note) if n)
             comparison.changes.append(change)
     return comparison
+
+
+def _unmeasured(
+    nodeid: str, metric: Metric, limit: Limit, baseline: ExperimentResult, current: ExperimentResult
+) -> UnmeasuredLimit:
+    sides = [
+        (side, result)
+        for side, result in (("this run", current), ("the baseline", baseline))
+        if sample_summary(result, metric) is None
+    ]
+    return UnmeasuredLimit(
+        nodeid=nodeid,
+        metric=metric.name,
+        limit=limit.text,
+        missing_in=[side for side, _ in sides],
+        reason=why_missing(metric, sides[0][1]),
+    )
 
 
 def needs_more_samples(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pytest_llem.results import ExperimentResult, RoundResult
+from pytest_llem.results import ENERGY_NOT_MEASURED, ExperimentResult, RoundResult
 
 
 @dataclass(frozen=True)
@@ -94,3 +94,14 @@ def round_values(rounds: list[RoundResult], metric: Metric) -> list[float]:
         return []
     values = [metric.of_round(r) for r in rounds]
     return [v for v in values if v is not None] if all(v is not None for v in values) else []
+
+
+def why_missing(metric: Metric, result: ExperimentResult) -> str:
+    """Why `result` has no figure for `metric`, in a few words (the meter's own reason for energy)."""
+    if metric.unit == "J":
+        if result.energy_j is None:
+            reasons = [w.message for w in result.warnings if w.code == ENERGY_NOT_MEASURED]
+            return (reasons or result.energy_notes or ["no meter measured its energy"])[0]
+        if not result.output_tokens:
+            return "it recorded no output tokens"
+    return f"its result has no {metric.name}"

@@ -53,6 +53,7 @@ def assemble_result(
         **EnergyTotals.of(measured.devices).model_dump(),
         energy_source="+".join(sources) or None,
         energy_notes=measured.notes,
+        estimated_energy_j=measured.estimated_energy_j,
         energy_by_device=measured.devices,
         warnings=measured.warnings,
         batch_latencies_s=batch_latencies_s,

@@ -126,6 +126,11 @@ class SessionReport(BaseModel):
         default_factory=list, description="experiments found orphaned at start and marked failed"
     )
     experiments: list[ReportEntry] = Field(default_factory=list)
+    repaired: bool = Field(
+        default=False,
+        description="completed by `repair_run` from its workers' checkpoints: its controller was killed "
+        "or interrupted, so it never finished as one session",
+    )
 
     @property
     def measured(self) -> list[ReportEntry]:
@@ -134,8 +139,16 @@ class SessionReport(BaseModel):
 
     @property
     def can_be_baseline(self) -> bool:
-        """Finished, not interrupted, and measured at least one experiment."""
-        return self.finished_at is not None and self.outcome != "interrupted" and bool(self.measured)
+        """Finished, not interrupted, not repaired, and measured at least one experiment.
+
+        A repaired run's controller died: whatever its workers said, the session as a whole
+        never finished, so it is never what a later run is gated against."""
+        return (
+            self.finished_at is not None
+            and self.outcome != "interrupted"
+            and not self.repaired
+            and bool(self.measured)
+        )
 
 
 def report_path(state_dir: Path, run_id: str, name: str = "report.json") -> Path:
@@ -278,6 +291,7 @@ def repair_run(run_dir: Path, root: Path | None = None) -> SessionReport | None:
     take_in_workers(report, workers)
     if path.exists() and [entry.model_dump() for entry in report.experiments] == before:
         return None
+    report.repaired = True
     write_model_redacted(path, report, root)
     return report
 
