@@ -16,6 +16,7 @@ meanwhile; rounds and windows report `measuring` themselves.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -231,7 +232,19 @@ class ExperimentContext:
         first_token_s: float | None = None,
         inter_token_s: float | None = None,
     ) -> None:
-        """Add one batch's (or request's) latencies; the result reports their percentiles."""
+        """Add one batch's (or request's) latencies; the result reports their percentiles.
+
+        A latency is a number of seconds, 0 or more: a negative one or NaN (a clock that went
+        back, a server's own figure gone wrong) is refused, never stored."""
+        for name, value in (
+            ("batch_s", batch_s),
+            ("first_token_s", first_token_s),
+            ("inter_token_s", inter_token_s),
+        ):
+            if value is not None and (isinstance(value, bool) or not _usable_seconds(value)):
+                raise ValueError(
+                    f"ctx.record_latency({name}=...) takes a finite number of seconds >= 0, got {value!r}"
+                )
         for values, value in (
             (self.batch_latencies_s, batch_s),
             (self.first_token_latencies_s, first_token_s),
@@ -250,6 +263,14 @@ class ExperimentContext:
             self.peak_memory = (int(peak_memory_bytes), memory_kind)
         if flops is not None:
             self.flops_estimate = float(flops)
+
+
+def _usable_seconds(value: Any) -> bool:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(seconds) and seconds >= 0
 
 
 def _count(name: str, value: Any) -> int:
