@@ -915,6 +915,10 @@ def test_a_server_that_claims_impossible_usage_is_flagged_and_kept_out_of_the_ga
     )
     (change,) = [c for c in comparison.changes if c.metric == "requests_per_s"]
     assert change.change_pct < -5 and change.status == "flagged" and not comparison.failures
+    from pytest_llem.output.serving_table import format_serving_table
+
+    lines = format_serving_table([make_entry("t::liar", liar)])
+    assert lines[-1].startswith("t::liar: impossible_usage: 4 of 4 requests: usage the streamed text")
 
 
 def test_usage_as_a_string_is_a_flagged_mismatch_and_the_chat_endpoint_streams_deltas(bench):

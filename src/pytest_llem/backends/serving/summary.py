@@ -11,7 +11,7 @@ from collections import Counter
 
 from pytest_llem.backends.serving.loadgen import RequestRecord
 from pytest_llem.backends.serving.tokens import TextCounter, TokenCheck, account_tokens
-from pytest_llem.energy.quality import flag, merge_flags
+from pytest_llem.energy.quality import IMPOSSIBLE_USAGE, TOKEN_MISMATCH, flag, merge_flags
 from pytest_llem.energy.uncertainty import window_uncertainty
 from pytest_llem.results import (
     LatencyStats,
@@ -22,9 +22,6 @@ from pytest_llem.results import (
 )
 
 ERROR_SAMPLES = 5
-#: Flag codes of the token checks (`tokens`): the result's figures rest on doubtful counts.
-TOKEN_MISMATCH = "token_mismatch"
-IMPOSSIBLE_USAGE = "impossible_usage"
 #: How a steady-state window's own flags read among the result's.
 STEADY_PREFIX = "steady-state window: "
 
