@@ -59,8 +59,13 @@ SERVING_FIELDS = frozenset(
         "server_startup_timeout",
         "warmup_requests",
         "max_error_rate",
+        "endpoint",
     }
 )
+Endpoint = Literal["completions", "chat"]
+#: Without `timeout=` or `--llem-timeout`, a serving experiment is killed after its server's
+#: start-up limit plus this long per round: a server that hangs never holds a session forever.
+SERVING_ROUND_TIMEOUT_S = 3600.0
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 DeviceName = Literal["auto", "cuda", "cpu"]
 
@@ -148,6 +153,9 @@ class ExperimentConfig(BaseModel):
         default=600.0, gt=0, description="seconds for the server to answer its health check"
     )
     warmup_requests: int = Field(default=2, ge=0, description="requests sent before the measured window")
+    endpoint: Endpoint = Field(
+        default="completions", description="completions: /v1/completions; chat: /v1/chat/completions"
+    )
     max_error_rate: float = Field(
         default=0.0, ge=0, le=1, description="share of failed requests above which the case fails"
     )
@@ -202,6 +210,21 @@ class ExperimentConfig(BaseModel):
         if isinstance(gpus, list) and any(g < 0 for g in gpus):
             raise ValueError("GPU indices must be 0 or more")
         return gpus
+
+    @field_validator("request_rate", "concurrency", "n_requests", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        # pydantic reads True as 1: request_rate=True would quietly mean one request a second.
+        if isinstance(value, bool):
+            raise ValueError("a number, not True or False")
+        return value
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _known_endpoint(cls, endpoint: Any) -> Any:
+        if endpoint not in ("completions", "chat"):
+            raise ValueError("use 'completions' (/v1/completions) or 'chat' (/v1/chat/completions)")
+        return endpoint
 
     @field_serializer("request_rate", when_used="json")
     def _rate_in_json(self, rate: float | None) -> float | str | None:
@@ -338,6 +361,14 @@ def check_serving_complete(config: ExperimentConfig) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def default_timeout_s(config: ExperimentConfig) -> float | None:
+    """The time limit of an experiment that sets none: a serving one's start-up limit plus
+    `SERVING_ROUND_TIMEOUT_S` per round; None (no limit) for the others."""
+    if config.scenario != "serving":
+        return None
+    return config.server_startup_timeout + SERVING_ROUND_TIMEOUT_S * config.rounds
+
+
 def _serving_needs(config: ExperimentConfig) -> None:
     if config.server is None:
         raise ValueError(
@@ -435,6 +466,8 @@ def canonical_config_json(config: ExperimentConfig, workload: str | None) -> str
         excluded |= SERVING_FIELDS
     if config.min_window_s is None:  # as before the field existed: those experiments keep their hash
         excluded.add("min_window_s")
+    if config.endpoint == "completions":  # likewise
+        excluded.add("endpoint")
     view = config.model_dump(exclude=excluded)
     view["workload"] = workload
     return canonical_json(view)

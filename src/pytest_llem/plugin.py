@@ -198,6 +198,18 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
             bench.interrupts.stop_raising()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A test that fails after its experiments ran (an assertion on the result) fails in the
+    summary's status column too."""
+    report = yield
+    if report.failed:
+        bench = item.config.stash.get(session_key, None)
+        if bench is not None:
+            bench.test_failed(item.nodeid)
+    return report
+
+
 def _marker_layers(item: pytest.Item) -> list[dict[str, Any]]:
     """Marker fields, outermost (module) first so the closest (function) marker wins."""
     layers = []

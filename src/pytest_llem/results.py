@@ -12,7 +12,15 @@ import statistics
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_serializer,
+    model_validator,
+)
 
 
 def utc_now() -> datetime:
@@ -284,14 +292,21 @@ def _per_s(count: int, duration_s: float) -> float | None:
 
 
 class ServingWindow(BaseModel):
-    """One part of a serving load: its span (seconds from the load's start), tokens and energy."""
+    """One part of a serving load: its span (seconds from the load's start), tokens and energy.
+
+    Its `warnings` and `energy_uncertainty` are its own meter's, not the whole load's: the
+    figures computed from it carry them (the summary's warnings, `ExperimentResult.uncertainty_of`).
+    """
 
     start_s: float
     end_s: float
-    output_tokens: int = Field(ge=0, description="streamed tokens that arrived inside the span")
+    output_tokens: int = Field(
+        ge=0, description="streamed tokens that arrived inside the span (a chunk's tokens at its arrival)"
+    )
     energy_j: float | None = None
     energy_scope: list[DeviceKind] = Field(default_factory=list)
     warnings: list[QualityWarning] = Field(default_factory=list)
+    energy_uncertainty: EnergyUncertainty | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -307,6 +322,10 @@ class ServingWindow(BaseModel):
     @property
     def energy_per_output_token_j(self) -> float | None:
         return _ratio(self.energy_j, self.output_tokens)
+
+
+#: The serving figures computed from the steady-state window alone.
+STEADY_STATE_METRICS = frozenset({"energy_per_request_j", "energy_per_output_token_j"})
 
 
 class ServingSummary(BaseModel):
@@ -327,7 +346,17 @@ class ServingSummary(BaseModel):
     completed: int = Field(description="requests answered without error")
     errors: int
     error_samples: list[str] = Field(default_factory=list, description="the first few errors")
-    token_mismatches: int = Field(0, description="requests whose usage disagrees with what was streamed")
+    token_mismatches: int = Field(
+        0, description="requests whose usage disagrees with what was streamed (or could not be read)"
+    )
+    impossible_usage: int = Field(
+        0, description="requests whose usage the streamed text cannot hold: not believed, the stream counted"
+    )
+    token_source: str | None = Field(
+        default=None,
+        description="how streamed chunks became tokens: usage_per_chunk, tokenizer or chunks "
+        "(backends.serving.tokens), the requests of each when mixed",
+    )
     duration_s: float
     input_tokens: int | None = None
     output_tokens: int
@@ -340,6 +369,16 @@ class ServingSummary(BaseModel):
     energy_j: float | None = None
     steady: ServingWindow | None = None
     steady_note: str | None = Field(default=None, description="why there is no steady-state window")
+    warnings: list[QualityWarning] = Field(
+        default_factory=list,
+        description="quality flags of the figures: the steady-state window's own, usage that disagrees "
+        "with the stream; the result carries them too",
+    )
+
+    @field_serializer("request_rate", when_used="json")
+    def _rate_in_json(self, rate: float | None) -> float | str | None:
+        # JSON has no infinity and pydantic would write null: keep "inf", which reads back.
+        return "inf" if rate is not None and math.isinf(rate) else rate
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -499,6 +538,14 @@ class ExperimentResult(BaseModel):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if k not in ("tokens_per_s", "energy_per_token_j")}
         return data
+
+    def uncertainty_of(self, metric_name: str) -> EnergyUncertainty | None:
+        """The energy uncertainty behind a metric: the steady-state window's for the figures
+        computed from it, the whole measurement's for the others."""
+        if metric_name in STEADY_STATE_METRICS:
+            steady = self.serving.steady if self.serving is not None else None
+            return steady.energy_uncertainty if steady is not None else None
+        return self.energy_uncertainty
 
     @property
     def flagged(self) -> bool:

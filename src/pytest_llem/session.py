@@ -21,7 +21,13 @@ from typing import Any
 from pytest_llem import __version__
 from pytest_llem.backends import builtin_workload
 from pytest_llem.backends.prompts import load_prompts
-from pytest_llem.config import ExperimentConfig, build_config, compute_config_hash, json_digest
+from pytest_llem.config import (
+    ExperimentConfig,
+    build_config,
+    compute_config_hash,
+    default_timeout_s,
+    json_digest,
+)
 from pytest_llem.energy.idle import IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.energy.uncertainty import energy_uncertainty
@@ -332,6 +338,12 @@ class BenchmarkSession:
         self.problems.extend(self.gate_outcome.notes)
         return self.gate_outcome.failed
 
+    def test_failed(self, nodeid: str) -> None:
+        """pytest failed the test `nodeid`: its experiments' status says so, whatever they measured."""
+        for entry in self.entries:
+            if entry.nodeid == nodeid:
+                entry.test_failed = True
+
     def skipped_files(self) -> list[str]:
         """One line per file of the state dir skipped this session (each named once)."""
         self._skipped_files.update(self.states.skipped)
@@ -470,6 +482,8 @@ class BenchmarkSession:
             meter=meter_options,
         )
         timeout_s = config.timeout if config.timeout is not None else self.settings.timeout_s
+        if timeout_s is None:
+            timeout_s = default_timeout_s(config)
         try:
             # Each process is a fresh child in its own group; a failure in any fails the experiment.
             plan = RepeatPlan.of(config.repeats)

@@ -38,6 +38,10 @@ STALE_BASELINE = "stale_baseline"
 SHARED_HOST_ENERGY = "shared_host_energy"
 #: A meter's estimate kept as `estimated_energy_j` (`--llem-allow-estimated-energy`): not a measurement.
 ESTIMATED_ENERGY = "estimated_energy"
+#: A serving load's usage that disagrees with what was streamed, or that the stream cannot
+#: hold (`backends.serving.tokens`): the token figures rest on doubtful counts.
+TOKEN_MISMATCH = "token_mismatch"
+IMPOSSIBLE_USAGE = "impossible_usage"
 #: Devices every experiment on a host draws on at once: their energy cannot be split by case.
 HOST_DEVICE_KINDS = frozenset({"cpu", "dram"})
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 
-from pytest_llem.results import DeviceEnergy, EnergyUncertainty, ExperimentResult
+from pytest_llem.results import DeviceEnergy, EnergyUncertainty, ExperimentResult, WindowMeasurement
 
 #: The published bound of NVML's per-board gain error (±5%).
 NVML_GAIN_BOUND = 0.05
@@ -53,11 +53,32 @@ UNIDENTIFIED = "unidentified:"
 
 def energy_uncertainty(result: ExperimentResult) -> EnergyUncertainty | None:
     """The parts for `result.energy_j`; None when it has no energy or a source has no model here."""
-    devices = result.energy_by_device
-    total = result.energy_j
+    host = result.placement.host if result.placement is not None else None
+    uncertainty = _meter_uncertainty(
+        result.energy_by_device, result.energy_j, result.window_count, result.duration_s, host
+    )
+    if uncertainty is None:
+        return None
+    spread = result.statistics.get("energy_j")
+    if spread is not None and spread.ci95_high is not None and spread.ci95_low is not None and spread.mean:
+        uncertainty.parts["round_spread"] = (spread.ci95_high - spread.ci95_low) / 2 / abs(spread.mean)
+    return uncertainty
+
+
+def window_uncertainty(measured: WindowMeasurement, host: str | None = None) -> EnergyUncertainty | None:
+    """The parts for one window's energy (a serving load's steady state, say), on its own."""
+    return _meter_uncertainty(measured.devices, measured.energy_j, 1, measured.duration_s, host)
+
+
+def _meter_uncertainty(
+    devices: list[DeviceEnergy],
+    total: float | None,
+    window_count: int,
+    duration_s: float,
+    host: str | None,
+) -> EnergyUncertainty | None:
     if not total or not devices or any(d.energy_j is None for d in devices):
         return None
-    host = result.placement.host if result.placement is not None else None
     parts: dict[str, list[float]] = {
         "nvml_gain": [],
         "rapl_accuracy": [],
@@ -67,7 +88,7 @@ def energy_uncertainty(result: ExperimentResult) -> EnergyUncertainty | None:
     for device in devices:
         energy = device.energy_j or 0.0
         # Per window, an error of standard deviation s; over n windows sqrt(n) s, of duration T.
-        per_window = math.sqrt(result.window_count) / (device.duration_s or result.duration_s or math.inf)
+        per_window = math.sqrt(window_count) / (device.duration_s or duration_s or math.inf)
         model = _model(device)
         if model == "nvml-counter":
             parts["nvml_gain"].append(NVML_GAIN_BOUND / math.sqrt(3) * energy)
@@ -81,9 +102,6 @@ def energy_uncertainty(result: ExperimentResult) -> EnergyUncertainty | None:
         else:
             return None
     relative = {name: _root_sum_square(values) / total for name, values in parts.items() if values}
-    spread = result.statistics.get("energy_j")
-    if spread is not None and spread.ci95_high is not None and spread.ci95_low is not None and spread.mean:
-        relative["round_spread"] = (spread.ci95_high - spread.ci95_low) / 2 / abs(spread.mean)
     return EnergyUncertainty(
         parts=relative,
         systematic=[name for name in SYSTEMATIC_PARTS if name in relative],

@@ -342,7 +342,7 @@ def _relative_uncertainty(
     """
     if metric.unit != "J":
         return None
-    relative = change_uncertainty(baseline.energy_uncertainty, current.energy_uncertainty)
+    relative = change_uncertainty(baseline.uncertainty_of(metric.name), current.uncertainty_of(metric.name))
     if relative is None or metric.name != "energy_adjusted_j":
         return relative
     scales = [

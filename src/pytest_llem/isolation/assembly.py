@@ -55,7 +55,9 @@ def assemble_result(
         energy_notes=measured.notes,
         estimated_energy_j=measured.estimated_energy_j,
         energy_by_device=measured.devices,
-        warnings=measured.warnings,
+        # A serving load's flags (its steady-state window's, doubtful usage) doubt the result's
+        # figures as much as the whole window's do: the summary and the gate see them all.
+        warnings=merge_flags([*measured.warnings, *(serving.warnings if serving is not None else [])]),
         batch_latencies_s=batch_latencies_s,
         first_token_latencies_s=first_token_latencies_s,
         inter_token_latencies_s=inter_token_latencies_s,

@@ -2,7 +2,8 @@
 
 Energy per request and per output token are the steady state's (the headline), with the
 whole load's energy per request beside them; `-` where no meter measured (the summary's
-footnote says why) or where the load never reached a steady state (a line says why).
+footnote says why) or where the load never reached a steady state (a line says why). Usage
+that disagrees with the stream, or that the stream cannot hold, gets a line of its own.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_llem.energy.quality import IMPOSSIBLE_USAGE, TOKEN_MISMATCH
 from pytest_llem.formatting import aligned, number
 
+TOKEN_FLAGS = (TOKEN_MISMATCH, IMPOSSIBLE_USAGE)
 HEADER = (
     "serving test",
     "rate",
@@ -63,6 +66,10 @@ def format_serving_table(entries: Sequence[Any]) -> list[str]:
         )
         if serving.steady_note:
             notes.append(f"{entry.nodeid}: {serving.steady_note}")
+        # Doubtful usage is said where the token figures are: the row's figures rest on it.
+        notes.extend(
+            f"{entry.nodeid}: {w.code}: {w.message}" for w in serving.warnings if w.code in TOKEN_FLAGS
+        )
     if not rows:
         return []
     lines = ["", *aligned(HEADER, rows, right_aligned=set(range(1, len(HEADER))))]

@@ -166,10 +166,12 @@ def _cell(entry: ReportEntry, name: str, status: Callable[[ReportEntry], str]) -
         text = figure_or_missing(summary.median)
         if summary.n > 1:
             text += f" [{figure_or_missing(summary.q1)}, {figure_or_missing(summary.q3)}]"
-        if name.startswith("energy") and result is not None and result.energy_uncertainty is not None:
-            text += (
-                f" ±{100 * result.energy_uncertainty.relative:.1f}%"  # the meter's, see docs/uncertainty.md
-            )
+        # The meter's, for the window the figure comes from (see docs/uncertainty.md).
+        uncertainty = (
+            result.uncertainty_of(name) if result is not None and name.startswith("energy") else None
+        )
+        if uncertainty is not None:
+            text += f" ±{100 * uncertainty.relative:.1f}%"
         return text
     return field_value(entry, name)
 

@@ -91,6 +91,9 @@ class ReportEntry(BaseModel):
     failed: bool = False
     error: str | None = None
     interrupted: bool = False
+    test_failed: bool = Field(
+        default=False, description="the test failed after the experiment ran (its own assertions, say)"
+    )
     resumed: bool = False
     worker_id: str = "main"
     result: ExperimentResult | None = None
@@ -105,7 +108,7 @@ class ReportEntry(BaseModel):
     def status(self) -> str:
         if self.interrupted:
             return "interrupted"
-        if self.failed or self.result is None:
+        if self.failed or self.result is None or self.test_failed:  # as pytest says of the test
             return "failed"
         return "resumed" if self.resumed else "passed"
 

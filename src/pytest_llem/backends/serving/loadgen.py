@@ -1,12 +1,16 @@
-"""The load generator: streaming completions requests against the server, timed per token.
+"""The load generator: streaming completions requests against the server, timed per chunk.
 
 Arrivals follow a Poisson process at `request_rate` (exponential gaps drawn from a
 `random.Random(seed)`, so a config always sends the same schedule), or all at once for
 `inf`; `concurrency` caps the requests in flight (alone, it keeps that many in flight: a
-closed loop). Each request streams `/v1/completions` through httpx and records when it was
-sent, when each streamed chunk arrived, the tokens the server's usage reports and the
-chunks it streamed, and any error. The loop is bounded: `n_requests` requests, each within
-`REQUEST_TIMEOUT_S`; a server that exits ends it at once.
+closed loop). Each request streams `/v1/completions` (or `/v1/chat/completions`) through
+httpx and records when it was sent, when each streamed chunk with text arrived, its text and
+any per-chunk usage the server gave, the usage of the whole answer, and any error. Chunks
+are not tokens (a server may put several tokens in one chunk); `tokens.account_tokens`
+turns chunks into tokens once the load is over. The loop is bounded: `n_requests`
+requests, each within `REQUEST_TIMEOUT_S` from sending to its last byte (a limit on the
+whole request, not per read: a server that trickles bytes cannot hold it open); a server
+that exits ends it at once.
 
 `SteadyState` decides, as events happen, when the steady-state window opens and closes
 (ML.ENERGY's method: from when the target concurrency or rate is reached until the drain
@@ -26,37 +30,60 @@ from typing import Any
 
 REQUEST_TIMEOUT_S = 600.0
 SERVER_CHECK_INTERVAL_S = 0.2
-COMPLETIONS_PATH = "/v1/completions"
+PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+
+
+@dataclass
+class StreamChunk:
+    """A streamed chunk that carried text: when it arrived (seconds from the load's start),
+    its text, and the cumulative completion tokens the server reported with it, if any
+    (vLLM does with `continuous_usage_stats`)."""
+
+    time_s: float
+    text: str
+    usage_tokens: int | None = None
 
 
 @dataclass
 class RequestRecord:
-    """One request, its times in seconds from the load's start (`sent_s`, `done_s`)."""
+    """One request, its times in seconds from the load's start (`sent_s`, `done_s`).
+
+    `chunk_tokens` (tokens per chunk, filled by `tokens.account_tokens` after the load)
+    makes the token figures count tokens, not chunks; until then each chunk counts as one.
+    """
 
     index: int
     sent_s: float = 0.0
     done_s: float | None = None
-    chunk_times_s: list[float] = field(default_factory=list)
+    chunks: list[StreamChunk] = field(default_factory=list)
     usage_tokens: int | None = None
     prompt_tokens: int | None = None
     error: str | None = None
+    #: Why the server's usage could not be read (a string where a number belongs, say).
+    usage_problem: str | None = None
+    chunk_tokens: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.done_s is not None
 
     @property
-    def streamed_tokens(self) -> int:
-        return len(self.chunk_times_s)
+    def tokens_per_chunk(self) -> list[int]:
+        return self.chunk_tokens if len(self.chunk_tokens) == len(self.chunks) else [1] * len(self.chunks)
 
     @property
     def output_tokens(self) -> int:
-        """The server's count when it gave one, else what was streamed."""
-        return self.usage_tokens if self.usage_tokens is not None else self.streamed_tokens
+        """The tokens this answer holds, as accounted (`tokens.account_tokens`)."""
+        return sum(self.tokens_per_chunk)
+
+    @property
+    def token_times_s(self) -> list[float]:
+        """One arrival time per token: a chunk of k tokens gives k tokens at its arrival."""
+        return [c.time_s for c, k in zip(self.chunks, self.tokens_per_chunk, strict=True) for _ in range(k)]
 
     @property
     def ttft_s(self) -> float | None:
-        return self.chunk_times_s[0] - self.sent_s if self.chunk_times_s else None
+        return self.chunks[0].time_s - self.sent_s if self.chunks else None
 
     @property
     def e2e_s(self) -> float | None:
@@ -72,8 +99,16 @@ class RequestRecord:
 
     @property
     def inter_token_s(self) -> list[float]:
-        times = self.chunk_times_s
-        return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+        """Per-token gaps: a chunk of k tokens that arrived `gap` seconds after the previous
+        chunk gives k gaps of gap / k (its tokens were made over that gap, evenly as far as
+        the client can tell). The first chunk's tokens belong to the time to first token and
+        give no gap, so there are `output_tokens - tokens of the first chunk` gaps."""
+        gaps: list[float] = []
+        counts = self.tokens_per_chunk
+        for index in range(1, len(self.chunks)):
+            k = counts[index]
+            gaps.extend([(self.chunks[index].time_s - self.chunks[index - 1].time_s) / k] * k)
+        return gaps
 
 
 def arrival_offsets(n: int, rate: float | None, seed: int) -> list[float]:
@@ -159,16 +194,69 @@ class SteadyState:
         self._close()
 
 
-def request_body(model: str, prompt: str, max_tokens: int, temperature: float, extra: dict[str, Any]) -> dict:
+def request_body(
+    endpoint: str,
+    model: str,
+    prompt: str,
+    max_tokens: int,
+    temperature: float,
+    stream_options: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict:
+    """The request's JSON: a `prompt` for completions, one user message for chat."""
+    text = {"messages": [{"role": "user", "content": prompt}]} if endpoint == "chat" else {"prompt": prompt}
     return {
         "model": model,
-        "prompt": prompt,
+        **text,
         "max_tokens": max_tokens,
         "temperature": temperature,
         "stream": True,
-        "stream_options": {"include_usage": True},
+        "stream_options": stream_options,
         **extra,
     }
+
+
+def _whole_number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _chunk_text(choice: Any) -> str:
+    """A choice's text: `text` (completions) or `delta.content` (chat); "" when neither."""
+    if not isinstance(choice, dict):
+        return ""
+    delta = choice.get("delta")
+    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def read_chunk(chunk: Any, now: float, record: RequestRecord) -> None:
+    """One parsed stream chunk into `record`: its text (one `StreamChunk`) and its usage.
+
+    Usage often comes in a chunk of its own with `choices: []`; with continuous usage it
+    comes in every chunk, cumulative. A usage the client cannot read is noted, not fatal.
+    """
+    if not isinstance(chunk, dict):
+        record.usage_problem = record.usage_problem or f"a stream chunk is not an object: {str(chunk)[:80]!r}"
+        return
+    usage = chunk.get("usage")
+    completion = None
+    if isinstance(usage, dict):
+        completion = _whole_number(usage.get("completion_tokens"))
+        if completion is None and "completion_tokens" in usage:
+            record.usage_problem = (
+                f"usage completion_tokens {str(usage.get('completion_tokens'))[:40]!r} is not a whole number"
+            )
+        prompt = _whole_number(usage.get("prompt_tokens"))
+        if prompt is not None:
+            record.prompt_tokens = prompt
+    elif usage is not None:
+        record.usage_problem = f"usage {str(usage)[:40]!r} is not an object"
+    choices = chunk.get("choices")
+    text = "".join(_chunk_text(c) for c in choices) if isinstance(choices, list) else ""
+    if text:
+        record.chunks.append(StreamChunk(now, text, completion))
+    if completion is not None:
+        record.usage_tokens = completion
 
 
 async def stream_request(
@@ -193,19 +281,30 @@ async def stream_request(
                 except ValueError:
                     record.error = f"unreadable stream chunk: {data[:100]!r}"
                     return
-                if "error" in chunk:
+                if isinstance(chunk, dict) and "error" in chunk:
                     record.error = f"server error: {str(chunk['error'])[:200]}"
                     return
-                for choice in chunk.get("choices") or []:
-                    if choice.get("text"):
-                        record.chunk_times_s.append(now)
-                usage = chunk.get("usage")
-                if usage:
-                    record.usage_tokens = usage.get("completion_tokens")
-                    record.prompt_tokens = usage.get("prompt_tokens")
+                read_chunk(chunk, now, record)
         record.done_s = clock() - start
     except Exception as exc:  # a failed request is counted, not fatal
         record.error = f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
+
+
+async def bounded_request(
+    client: Any,
+    url: str,
+    body: dict,
+    record: RequestRecord,
+    start: float,
+    clock: Callable[[], float],
+    limit_s: float,
+) -> None:
+    """`stream_request` within `limit_s` from sending to the last byte; past it, an error."""
+    try:
+        await asyncio.wait_for(stream_request(client, url, body, record, start, clock), limit_s)
+    except asyncio.TimeoutError:
+        record.done_s = None
+        record.error = f"no complete answer within {limit_s:g} s (the limit on a whole request)"
 
 
 @dataclass
@@ -220,6 +319,9 @@ class LoadPlan:
     seed: int
     extra_body: dict[str, Any] = field(default_factory=dict)
     request_timeout_s: float = REQUEST_TIMEOUT_S
+    endpoint: str = "completions"
+    #: OpenAI's `include_usage`; vLLM's `continuous_usage_stats` where the server takes it.
+    stream_options: dict[str, Any] = field(default_factory=lambda: {"include_usage": True})
 
 
 async def _watch_server(check_alive: Callable[[], None]) -> None:
@@ -240,8 +342,9 @@ async def run_load_async(
     offsets = arrival_offsets(len(plan.prompts), plan.rate, plan.seed)
     slots = asyncio.Semaphore(plan.concurrency) if plan.concurrency else None
     records = [RequestRecord(index=i) for i in range(len(plan.prompts))]
-    url = plan.base_url + COMPLETIONS_PATH
+    url = plan.base_url + PATHS[plan.endpoint]
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    # Per read; the whole request's limit is `bounded_request`'s.
     timeout = httpx.Timeout(plan.request_timeout_s, connect=30.0)
     start = clock()
 
@@ -257,9 +360,15 @@ async def run_load_async(
             if steady is not None:
                 steady.request_sent()
             body = request_body(
-                plan.model, plan.prompts[index], plan.max_tokens, plan.temperature, plan.extra_body
+                plan.endpoint,
+                plan.model,
+                plan.prompts[index],
+                plan.max_tokens,
+                plan.temperature,
+                plan.stream_options,
+                plan.extra_body,
             )
-            await stream_request(client, url, body, record, start, clock)
+            await bounded_request(client, url, body, record, start, clock, plan.request_timeout_s)
             if steady is not None:
                 steady.request_done()
         finally:

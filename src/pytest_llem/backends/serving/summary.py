@@ -1,11 +1,29 @@
-"""From per-request records to a `ServingSummary`: rates, percentiles, goodput, energy."""
+"""From per-request records to a `ServingSummary`: rates, percentiles, goodput, energy, flags.
+
+Every token figure counts tokens, not chunks (`tokens.account_tokens` first). The
+steady-state window's quality flags and uncertainty go with the figures computed from it;
+usage that disagrees with the stream, or that it cannot hold, is a flag with its counts.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from pytest_llem.backends.serving.loadgen import RequestRecord
-from pytest_llem.results import LatencyStats, ServingSummary, ServingWindow, WindowMeasurement
+from pytest_llem.backends.serving.tokens import TextCounter, TokenCheck, account_tokens
+from pytest_llem.energy.quality import IMPOSSIBLE_USAGE, TOKEN_MISMATCH, flag, merge_flags
+from pytest_llem.energy.uncertainty import window_uncertainty
+from pytest_llem.results import (
+    LatencyStats,
+    QualityWarning,
+    ServingSummary,
+    ServingWindow,
+    WindowMeasurement,
+)
 
 ERROR_SAMPLES = 5
+#: How a steady-state window's own flags read among the result's.
+STEADY_PREFIX = "steady-state window: "
 
 
 def meets_slo(record: RequestRecord, slo: dict[str, float]) -> bool:
@@ -23,8 +41,34 @@ def meets_slo(record: RequestRecord, slo: dict[str, float]) -> bool:
 
 
 def tokens_between(records: list[RequestRecord], start_s: float, end_s: float) -> int:
-    """Streamed tokens that arrived in [start_s, end_s]."""
-    return sum(1 for r in records for t in r.chunk_times_s if start_s <= t <= end_s)
+    """Tokens that arrived in [start_s, end_s] (a chunk's tokens at the chunk's arrival)."""
+    return sum(
+        k
+        for r in records
+        for chunk, k in zip(r.chunks, r.tokens_per_chunk, strict=True)
+        if start_s <= chunk.time_s <= end_s
+    )
+
+
+def token_flags(records: list[RequestRecord], checks: list[TokenCheck]) -> list[QualityWarning]:
+    """One flag per kind of doubtful usage, with its count and the first few requests."""
+    warnings = []
+    for verdict, code, what in (
+        ("mismatch", TOKEN_MISMATCH, "usage disagrees with what was streamed; usage counted"),
+        ("impossible", IMPOSSIBLE_USAGE, "usage the streamed text cannot hold; the stream counted"),
+    ):
+        hits = [(r, c) for r, c in zip(records, checks, strict=True) if c.verdict == verdict]
+        if hits:
+            samples = "; ".join(f"request {r.index}: {c.detail}" for r, c in hits[:ERROR_SAMPLES])
+            warnings.append(flag(code, f"{len(hits)} of {len(records)} requests: {what} ({samples})"))
+    return warnings
+
+
+def describe_sources(checks: list[TokenCheck]) -> str | None:
+    counts = Counter(c.source for c in checks)
+    if len(counts) <= 1:
+        return next(iter(counts), None)
+    return ", ".join(f"{source} ({n})" for source, n in counts.most_common())
 
 
 def summarise(
@@ -39,11 +83,17 @@ def summarise(
     steady_span: tuple[float, float] | None,
     steady_measured: WindowMeasurement | None,
     steady_note: str | None,
+    count_text: TextCounter | None = None,
 ) -> ServingSummary:
-    """`whole` covers the load; `steady_span` (seconds from the load's start) its steady part."""
+    """`whole` covers the load; `steady_span` (seconds from the load's start) its steady part.
+
+    `count_text` counts a chunk's tokens from its text (the model's tokenizer) for answers
+    whose chunks carry no usage of their own."""
     ok = [r for r in records if r.ok]
     failed = [r for r in records if not r.ok]
+    checks = [account_tokens(r, count_text) for r in ok]
     prompt_counts = [r.prompt_tokens for r in ok]
+    warnings = token_flags(ok, checks)
     steady = None
     if steady_span is not None and steady_measured is not None:
         start_s, end_s = steady_span
@@ -54,7 +104,11 @@ def summarise(
             energy_j=steady_measured.energy_j,
             energy_scope=steady_measured.totals.energy_scope,
             warnings=steady_measured.warnings,
+            energy_uncertainty=window_uncertainty(steady_measured),
         )
+        warnings += [
+            flag(w.code, STEADY_PREFIX + w.message) for w in steady_measured.warnings if w.doubts_a_figure
+        ]
     return ServingSummary(
         server=server,
         server_log=server_log,
@@ -64,9 +118,9 @@ def summarise(
         completed=len(ok),
         errors=len(failed),
         error_samples=[f"request {r.index}: {r.error or 'no answer'}" for r in failed[:ERROR_SAMPLES]],
-        token_mismatches=sum(
-            1 for r in ok if r.usage_tokens is not None and r.usage_tokens != r.streamed_tokens
-        ),
+        token_mismatches=sum(1 for c in checks if c.verdict == "mismatch"),
+        impossible_usage=sum(1 for c in checks if c.verdict == "impossible"),
+        token_source=describe_sources(checks),
         duration_s=whole.duration_s,
         input_tokens=None if not ok or None in prompt_counts else sum(c for c in prompt_counts if c),
         output_tokens=sum(r.output_tokens for r in ok),
@@ -79,4 +133,5 @@ def summarise(
         energy_j=whole.energy_j,
         steady=steady,
         steady_note=steady_note,
+        warnings=merge_flags(warnings),
     )

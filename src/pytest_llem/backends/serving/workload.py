@@ -1,6 +1,8 @@
 """The built-in workload behind `scenario="serving"`, run in the experiment's worker.
 
-1. Start the server (`server.ServerProcess`) and wait for its health check: not measured.
+1. Start the server (`server.ServerProcess`) and wait for its health check, and load the
+   model's tokenizer where there is one, to count the tokens of chunks that carry no usage
+   of their own (`tokens`): not measured.
 2. Send `warmup_requests` requests one at a time: not measured.
 3. For each round: open the measured window, send `n_requests` requests at `request_rate`
    or `concurrency` while the steady-state part is measured alongside, close the window when
@@ -14,6 +16,8 @@ with its exit status and the end of its log.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -24,6 +28,7 @@ from pytest_llem.backends.prompts import load_prompts
 from pytest_llem.backends.serving import server as servers
 from pytest_llem.backends.serving.loadgen import LoadPlan, RequestRecord, SteadyState, run_load
 from pytest_llem.backends.serving.summary import summarise
+from pytest_llem.backends.serving.tokens import TextCounter
 from pytest_llem.config import ExperimentConfig, check_serving_complete
 from pytest_llem.context import ExperimentContext
 from pytest_llem.errors import LlemError
@@ -74,6 +79,31 @@ def model_generation_config(model: str | None) -> dict[str, Any]:
     return {k: v for k, v in given.items() if k not in ("transformers_version", "_from_model_config")}
 
 
+def stream_options(config: ExperimentConfig) -> dict[str, Any]:
+    """Usage in the stream (OpenAI's `include_usage`); vLLM also reports it in every chunk,
+    cumulative (`continuous_usage_stats`), which counts each chunk's tokens exactly. A
+    custom command gets OpenAI's fields only."""
+    options: dict[str, Any] = {"include_usage": True}
+    if config.server == "vllm":
+        options["continuous_usage_stats"] = True
+    return options
+
+
+def text_counter(model: str | None) -> TextCounter | None:
+    """The model's tokenizer as a counter of a text's tokens; None where transformers or the
+    tokenizer's files are not on this machine (never downloaded here)."""
+    if model is None or importlib.util.find_spec("transformers") is None:
+        return None
+    try:
+        # Imported by name: only the worker loads transformers, and only for this.
+        tokenizer = importlib.import_module("transformers").AutoTokenizer.from_pretrained(
+            model, local_files_only=True
+        )
+    except Exception:  # no tokenizer for this model here: chunks are counted instead
+        return None
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
 def load_plan(
     config: ExperimentConfig, base_url: str, prompts: list[str], *, warmup: bool = False
 ) -> LoadPlan:
@@ -87,6 +117,8 @@ def load_plan(
         concurrency=1 if warmup else config.concurrency,
         seed=config.seed,
         extra_body=request_extra(config),
+        endpoint=config.endpoint,
+        stream_options=stream_options(config),
     )
 
 
@@ -106,6 +138,7 @@ def run(ctx: ExperimentContext) -> None:
     try:
         ctx.record(server_log=str(log), server_command=server.command)
         server.wait_healthy(config.server_startup_timeout)
+        count_text = text_counter(config.model)
         if config.warmup_requests:
             warmup = load_plan(config, server.base_url, prompts[: config.warmup_requests], warmup=True)
             records, _ = run_load(warmup, check_alive=server.check_alive)
@@ -115,7 +148,7 @@ def run(ctx: ExperimentContext) -> None:
                     f"warm-up request failed, so the load would fail too: {failed[0].error}; server log {log}"
                 )
         for _ in ctx.rounds():
-            _measure_round(ctx, config, server, prompts, str(log))
+            _measure_round(ctx, config, server, prompts, str(log), count_text)
     finally:
         server.stop()
 
@@ -126,6 +159,7 @@ def _measure_round(
     server: servers.ServerProcess,
     prompts: list[str],
     log: str,
+    count_text: TextCounter | None,
 ) -> None:
     steady_parts: list[WindowMeasurement] = []
     steady = SteadyState(
@@ -154,6 +188,7 @@ def _measure_round(
         steady_span=span,
         steady_measured=steady_parts[0] if steady_parts else None,
         steady_note=steady.note,
+        count_text=count_text,
     )
     _record(ctx, records, summary.input_tokens, summary.output_tokens)
     ctx.record_serving(summary)
