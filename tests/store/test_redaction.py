@@ -203,6 +203,10 @@ def test_a_stored_document_is_walked_for_repr_forms_url_passwords_and_keys():
     secret = {"HF_TOKEN": 'hf_ab\\c"d9'}
     document = json.dumps({"error": f"bad {secret['HF_TOKEN']!r}", "n": 1})
     assert json.loads(redact_json_compact(document, environ=secret)) == {"error": "bad '***'", "n": 1}
+    # No run of 4 plain characters to look for: the quick check looks for the whole forms.
+    symbols = {"DB_PASSWORD": "p@$$w\\r'd!"}
+    document = json.dumps({"error": f"bad {symbols['DB_PASSWORD']!r} or {symbols['DB_PASSWORD']}"})
+    assert json.loads(redact_json_compact(document, environ=symbols)) == {"error": 'bad "***" or ***'}
     document = json.dumps({"error": "to postgresql://u:pw9@h/db", "key": "-----BEGIN PRIVATE KEY-----\nAB"})
     assert json.loads(redact_json_compact(document, environ={})) == {
         "error": "to postgresql://u:***@h/db",

@@ -216,12 +216,29 @@ def _may_hold_any(text: str, secrets: list[str], root: Path | None) -> bool:
         return True
     paths = [str(root)] if root is not None else []
     paths += [str(Path.home()), tempfile.gettempdir()]
-    # A form with a backslash or a quote (`repr()`'s) is escaped once more in the JSON text.
-    needles = [json.dumps(form, ensure_ascii=False)[1:-1] for form in secrets]
+    cores = {_needle(form) for form in secrets}
+    # Where one needle holds another, finding the longer one means finding the shorter one.
+    needles = {core for core in cores if not any(other != core and other in core for other in cores)}
     for path in paths:
         if path not in ("", "/"):
-            needles.append(json.dumps(path.rstrip("/"), ensure_ascii=False)[1:-1])
+            needles.add(json.dumps(path.rstrip("/"), ensure_ascii=False)[1:-1])
     return any(needle in text for needle in needles)
+
+
+#: Characters that no form of a value (`_forms`) and no JSON string escapes.
+_UNESCAPED_RUN = re.compile(r"[A-Za-z0-9_.~-]+")
+
+
+@functools.lru_cache(maxsize=1024)
+def _needle(form: str) -> str:
+    """What `_may_hold_any` looks for to find `form` in a JSON text: its longest run of
+    characters no escaping changes (so a value's forms mostly share one needle and the text
+    is searched once per value), else the form JSON-escaped."""
+    run = max(_UNESCAPED_RUN.findall(form), key=len, default="")
+    if len(run) >= MIN_SECRET_LENGTH:
+        return run
+    # A form with a backslash or a quote (`repr()`'s) is escaped once more in the JSON text.
+    return json.dumps(form, ensure_ascii=False)[1:-1]
 
 
 def holds_url_password(text: str) -> bool:
