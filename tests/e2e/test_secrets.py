@@ -8,8 +8,11 @@ credentials never reach it.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import sqlite3
+import zlib
 from pathlib import Path
 
 import pytest
@@ -73,11 +76,29 @@ def forms(value: str) -> set[str]:
 
 
 def everything_written(result: pytest.RunResult, tmp_path: Path) -> dict[str, str]:
+    """Every output as text; the SQLite store's rows too, its compressed parts decompressed."""
     outputs = {"stdout": result.stdout.str(), "stderr": result.stderr.str()}
     for path in tmp_path.rglob("*"):
         if path.is_file() and not path.name.startswith("test_"):
             outputs[str(path.relative_to(tmp_path))] = path.read_bytes().decode("utf-8", errors="replace")
+        if path.suffix == ".sqlite3":
+            outputs[f"{path.name} rows"] = store_rows(path)
     return outputs
+
+
+def store_rows(path: Path) -> str:
+    texts = []
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for row in db.execute(f'SELECT * FROM "{table}"'):
+                for value in row:
+                    if isinstance(value, bytes):
+                        with contextlib.suppress(zlib.error):
+                            value = zlib.decompress(value)
+                        value = value.decode("utf-8", errors="replace")
+                    texts.append(str(value))
+    return "\n".join(texts)
 
 
 def test_no_secret_reaches_the_progress_lines_the_report_the_store_html_or_junit(
@@ -102,7 +123,8 @@ def test_no_secret_reaches_the_progress_lines_the_report_the_store_html_or_junit
     )
     result.assert_outcomes(passed=1, failed=1)
     outputs = everything_written(result, tmp_path)
-    assert any(name.endswith(".sqlite3") for name in outputs), list(outputs)  # the store was searched
+    # The store was searched, its compressed reports included.
+    assert "load ***" in outputs["llem.sqlite3 rows"], list(outputs)
     looked_for = [*SECRETS.values(), URL_PASSWORD, INLINE_URL_PASSWORD, PRIVATE_KEY_BODY]
     for value in looked_for:
         for form in forms(value):
