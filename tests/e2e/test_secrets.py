@@ -126,10 +126,11 @@ def test_no_secret_reaches_the_progress_lines_the_report_the_store_html_or_junit
     # The store was searched, its compressed reports included.
     assert "load ***" in outputs["llem.sqlite3 rows"], list(outputs)
     looked_for = [*SECRETS.values(), URL_PASSWORD, INLINE_URL_PASSWORD, PRIVATE_KEY_BODY]
-    for value in looked_for:
-        for form in forms(value):
-            leaks = [where for where, text in outputs.items() if form in text]
-            assert not leaks, f"{form!r} in {leaks}"
+    every_form = {form for value in looked_for for form in forms(value)}
+    leaks = sorted(
+        f"{form!r} in {where}" for form in every_form for where, text in outputs.items() if form in text
+    )
+    assert not leaks, "leaked: " + "; ".join(leaks)
     terminal = outputs["stdout"] + outputs["stderr"]
     # The phase is still shown on its timestamped line, the secret in it blanked out.
     assert "test_careless.py::test_careful: load ***" in terminal
