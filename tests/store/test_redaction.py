@@ -186,6 +186,9 @@ def test_the_password_of_a_url_in_any_variable_is_a_secret_on_its_own_too():
     environ = {"DATABASE_URL": "postgresql://u:s3cr%40t9@h/db", "PLAIN": "https://example.org"}
     out = redact_secrets("login with s3cr@t9 (s3cr%40t9) failed", environ=environ)
     assert out == "login with *** (***) failed"
+    # Under a secret name too: the whole value is a secret, and so is its password alone.
+    dsn = {"SENTRY_DSN": "https://key:pw-alone9@sentry.example.org/1"}
+    assert redact_secrets("auth pw-alone9", environ=dsn) == "auth ***"
 
 
 def test_a_private_key_block_is_redacted_whole_or_to_the_end_when_cut_off():

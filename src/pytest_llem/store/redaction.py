@@ -111,7 +111,7 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     for name, value in environ.items():
         if len(value) >= MIN_SECRET_LENGTH and (SECRET_ENV_PATTERN.search(name) or name in extra):
             forms |= _forms(value)
-        elif "://" in value:  # a URL's password is a secret whatever the variable is called
+        if "://" in value:  # a URL's password is a secret on its own, whatever the variable's name
             for password in _url_passwords(value):
                 forms |= _forms(password)
     return sorted(forms, key=len, reverse=True)
