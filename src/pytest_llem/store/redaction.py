@@ -77,7 +77,13 @@ def extra_secret_names(environ: Mapping[str, str] | None = None) -> frozenset[st
 
 
 def is_secret_name(name: str) -> bool:
-    return bool(SECRET_ENV_PATTERN.search(name)) or name in _extra_names
+    return _looks_secret(name) or name in _extra_names
+
+
+@functools.lru_cache(maxsize=1024)
+def _looks_secret(name: str) -> bool:
+    """`SECRET_NAME_RULES` on `name`, once per name: an environment is scanned at every lookup."""
+    return SECRET_ENV_PATTERN.search(name) is not None
 
 
 @functools.lru_cache(maxsize=256)
@@ -109,7 +115,7 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     extra = extra_secret_names(environ)
     forms: set[str] = set()
     for name, value in environ.items():
-        if len(value) >= MIN_SECRET_LENGTH and (SECRET_ENV_PATTERN.search(name) or name in extra):
+        if len(value) >= MIN_SECRET_LENGTH and (_looks_secret(name) or name in extra):
             forms |= _forms(value)
         if "://" in value:  # a URL's password is a secret on its own, whatever the variable's name
             for password in _url_passwords(value):
