@@ -41,6 +41,28 @@ def test_secrets_are_refused_in_config_env():
         build_config({"env": {"HF_TOKEN": "hf_abcdefgh"}})
 
 
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MY_TOKEN": "tok-value-4417", "PLAIN": "ok"}, "MY_TOKEN"),
+        ({"GH_PAT": "ghp_value4417", "DB_PASS": "pass-value-4417"}, "DB_PASS, GH_PAT"),
+        ({"DB_URL": "postgresql://u:pw-value-4417@h/db"}, "DB_URL"),  # any name: the URL's password
+        ({"COUNT": 4417}, "COUNT"),  # not a string: still not repeated
+    ],
+)
+def test_a_refused_env_names_the_field_and_the_key_never_the_value(env: dict, named: str):
+    with pytest.raises(ConfigError) as caught:
+        build_config({"env": env})
+    message = str(caught.value)
+    assert message.startswith(f"env.{named}:" if named == "COUNT" else f"env: {named} looks like a secret")
+    assert "4417" not in message
+
+
+def test_an_llm_setting_with_token_in_its_name_is_no_secret():
+    config = build_config({"env": {"TOKENIZERS_PARALLELISM": "false", "MAX_NEW_TOKENS": "1024"}})
+    assert config.env["TOKENIZERS_PARALLELISM"] == "false"
+
+
 def test_params_must_be_json():
     with pytest.raises(ConfigError, match="params must hold JSON values"):
         build_config({"params": {"fn": object()}})

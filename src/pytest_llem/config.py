@@ -28,7 +28,7 @@ from pydantic import (
 
 from pytest_llem.energy import MeterName
 from pytest_llem.errors import ConfigError
-from pytest_llem.store.redaction import is_secret_name
+from pytest_llem.store.redaction import holds_url_password, is_secret_name
 
 #: An experiment id names a file in the state dir: nothing else may be in it.
 EXPERIMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -37,6 +37,9 @@ NON_MEASUREMENT_FIELDS = frozenset(
     {"timeout", "experiment_id", "compare_fail", "budget", "label", "preload_model_files"}
 )
 CONFIG_HASH_LENGTH = 16
+#: Fields whose values an error never repeats: the terminal, reports and JUnit keep errors,
+#: and `env` is where a token is most likely to be put.
+UNECHOED_FIELDS = frozenset({"env"})
 _FLOAT_SIGNIFICANT_DIGITS = 12
 
 BackendName = Literal["pytorch", "vllm"]
@@ -290,7 +293,9 @@ class ExperimentConfig(BaseModel):
         bad_names = sorted(repr(name) for name in env if not name or "=" in name)
         if bad_names:
             raise ValueError(f"{', '.join(bad_names)} cannot name a variable (empty or with '='); rename it")
-        secret = sorted(name for name in env if is_secret_name(name))
+        secret = sorted(
+            name for name, value in env.items() if is_secret_name(name) or holds_url_password(value)
+        )
         if secret:
             raise ValueError(
                 f"{', '.join(secret)} looks like a secret; set it in the environment of the "
@@ -420,7 +425,10 @@ def format_validation_error(exc: ValidationError) -> str:
             parts.append(f"unknown field {field!r} (allowed: {allowed_fields()})")
             continue
         message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{field}: {message} (got {error.get('input')!r})")
+        if error["loc"][0] in UNECHOED_FIELDS:
+            parts.append(f"{field}: {message}")
+        else:
+            parts.append(f"{field}: {message} (got {error.get('input')!r})")
     return "; ".join(parts)
 
 

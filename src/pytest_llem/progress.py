@@ -4,6 +4,8 @@ The worker and the workload (through `ExperimentContext.phase`) report each phas
 begins; the pytest process shows them live and the result keeps how long each took. One
 phase lasts until the next begins. The events travel as JSON lines in a file of the
 experiment's work folder (see `isolation.protocol`), so nothing here touches the disk.
+A phase's name and detail are redacted (`store.redaction`) as each event is made or read, so
+no secret a workload puts in one reaches a progress line, a result or a report.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import time
 from collections.abc import Iterable
 from typing import Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from pytest_llem.store.redaction import redact_secrets
 
 #: The phases pytest-llem itself reports; a workload may name its own with `ctx.phase(...)`.
 STARTING = "starting"
@@ -34,6 +38,13 @@ class ProgressEvent(BaseModel):
     round: int | None = Field(default=None, ge=1)
     rounds: int | None = Field(default=None, ge=1)
     detail: str | None = Field(default=None, max_length=200)
+
+    @field_validator("phase", "detail", mode="before")
+    @classmethod
+    def _no_secrets(cls, text: object) -> object:
+        # In the child (the workload names phases) and again in the pytest process (which
+        # reads them, and may know more names to redact: --llem-redact-env).
+        return redact_secrets(text) if isinstance(text, str) else text
 
     @classmethod
     def now(cls, phase: str, **fields: object) -> ProgressEvent:

@@ -229,7 +229,8 @@ class BenchmarkSession:
         local = self._preloader is not None and self.settings.launcher != "slurm"
         if will_run and cases and known and local:
             model_dirs = dict.fromkeys(d for d in map(model_files_to_preload, cases) if d is not None)
-            self._preloader.prestart(build_experiment_env(cases[0], experiment_id=""), read_files=model_dirs)
+            env = build_experiment_env(cases[0], experiment_id="", store_url=self.settings.store_url)
+            self._preloader.prestart(env, read_files=model_dirs)
 
     def close_preloaded(self) -> None:
         """Stop the preloaded interpreter, if one runs (it would also exit with this process)."""
@@ -453,7 +454,7 @@ class BenchmarkSession:
         experiment_id = self._experiment_id(entry.nodeid, config.experiment_id, config_hash)
         if config.experiment_id is not None:
             experiment_id = self._unused_id(experiment_id)
-        env = build_experiment_env(config, experiment_id)
+        env = build_experiment_env(config, experiment_id, store_url=self.settings.store_url)
         if self.settings.redact_env:  # the child redacts what it writes too
             env[EXTRA_NAMES_ENV] = ",".join(self.settings.redact_env)
         # Before the experiment exists: a Ctrl-C while waiting for GPUs or during a long

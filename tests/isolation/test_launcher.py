@@ -256,6 +256,24 @@ class TestBuildExperimentEnv:
         env = build_experiment_env(make_config({"backend": "pytorch"}), "exp", {})
         assert not set(BACKEND_ENV_DEFAULTS["vllm"]) & set(env)
 
+    def test_the_stores_credentials_never_reach_the_child(self, make_config):
+        store_url = "postgresql://llem:st0re-pw@db/llem"
+        base = {
+            "PYTEST_LLEM_STORE": store_url,
+            "PGPASSWORD": "st0re-pw",
+            "PYTEST_ADDOPTS": f"-q --llem-store={store_url}",
+            "DATABASE_URL": "postgresql://app:other-pw@db/app",  # the workload's own: kept
+            "PATH": "/bin",
+        }
+        env = build_experiment_env(make_config({}), "exp", base, store_url=store_url)
+        assert not {"PYTEST_LLEM_STORE", "PGPASSWORD", "PYTEST_ADDOPTS"} & set(env)
+        assert env["DATABASE_URL"] == base["DATABASE_URL"] and env["PATH"] == "/bin"
+        # A store URL without a password leaves the other variables that name it alone.
+        plain = build_experiment_env(
+            make_config({}), "exp", {"PYTEST_ADDOPTS": "--llem-store=sqlite:///x"}, "sqlite:///x"
+        )
+        assert plain["PYTEST_ADDOPTS"] == "--llem-store=sqlite:///x"
+
 
 class TestInterruptGuard:
     def test_records_the_first_signal_without_raising_and_restores_handlers(self):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from pytest_llem.output.live import HEARTBEAT_S, LiveProgress
 from pytest_llem.progress import ProgressEvent
 
@@ -84,3 +86,24 @@ def test_on_a_terminal_one_status_line_updates_and_is_cleared_at_the_end():
     assert drawn[-1] == ""  # cleared
     assert "pytest-llem case: warm-up 3.0 s (in all 5.0 s)" in drawn
     assert lines == []  # nothing else on a terminal unless verbose
+
+
+@pytest.mark.parametrize("on_a_terminal", [False, True])
+def test_a_secret_in_a_phase_or_a_test_id_never_reaches_a_line_or_the_status(
+    monkeypatch: pytest.MonkeyPatch, on_a_terminal: bool
+):
+    monkeypatch.setenv("MY_TOKEN", "tok-phase-7731")
+    monkeypatch.setenv("DB_PASS", "dbpass-5521")
+    lines: list[str] = []
+    drawn: list[str] = []
+    clock = Clock()
+    live = LiveProgress(lines.append, drawn.append if on_a_terminal else None, 1, clock)
+    live.started("t.py::case[postgresql://u:dbpass-5521@h/db]")
+    clock.now += 1
+    live.update([event(clock, "load tok-phase-7731", detail="as dbpass-5521")])
+    clock.now += 1
+    live.update([])
+    live.ended("done")
+    shown = "\n".join(lines + drawn)
+    assert "load *** (as ***)" in shown and "load *** 1.0 s" in lines[-1]
+    assert "tok-phase-7731" not in shown and "dbpass-5521" not in shown

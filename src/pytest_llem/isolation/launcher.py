@@ -45,6 +45,8 @@ from pytest_llem.isolation.signals import InterruptGuard
 from pytest_llem.processes import live_group_members, process_is_alive, signal_name
 from pytest_llem.progress import ProgressEvent
 from pytest_llem.results import ExperimentResult
+from pytest_llem.settings import STORE_ENV
+from pytest_llem.store.redaction import holds_url_password
 
 #: Called at every poll with the phases reported since the last call (often none).
 ProgressCallback = Callable[[list[ProgressEvent]], None]
@@ -75,16 +77,28 @@ def reclaim_work_dirs(tmp_dir: Path | None = None) -> list[Path]:
     return removed
 
 
+#: The results store's credentials: the pytest process alone writes the store (the child
+#: never opens it), so no experiment's child, nor anything its workload starts, is given them.
+STORE_CREDENTIAL_ENV = (STORE_ENV, "PGPASSWORD")
+
+
 def build_experiment_env(
     config: ExperimentConfig,
     experiment_id: str,
     base_env: Mapping[str, str] | None = None,
+    store_url: str | None = None,
 ) -> dict[str, str]:
-    """The child's whole environment, built in one place.
+    """The child's whole environment, built in one place (local, preloaded and Slurm starts).
 
     Precedence, lowest first: the backend's defaults, the user's environment, `config.env`.
+    The store's credentials are left out: `STORE_CREDENTIAL_ENV`, and any variable that holds
+    `store_url` when it has a password (`PYTEST_ADDOPTS="--llem-store=..."`).
     """
     base = dict(os.environ if base_env is None else base_env)
+    for name in STORE_CREDENTIAL_ENV:
+        base.pop(name, None)
+    if store_url is not None and holds_url_password(store_url):
+        base = {name: value for name, value in base.items() if store_url not in value}
     env: dict[str, str] = {}
     if config.backend is not None:
         env.update(BACKEND_ENV_DEFAULTS.get(config.backend, {}))

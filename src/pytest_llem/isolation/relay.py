@@ -1,5 +1,6 @@
 """The experiment child's stdout and stderr, passed on to the pytest process's own with the
-values of secret variables blanked (`store.redaction`), line by line.
+values of secret variables blanked (`store.redaction`), line by line (a private key's lines
+together, so that it is blanked whole).
 
 A workload prints what it likes, and a careless one prints a token. Its output reaches the
 user only through here: the terminal with `-s`, pytest's captured output otherwise (and from
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import IO, TextIO
 
-from pytest_llem.store.redaction import secret_redactor
+from pytest_llem.store.redaction import ends_inside_private_key, secret_redactor
 
 #: How often a reader checks whether it should stop, while its pipe is quiet.
 _WAKE_S = 0.1
@@ -77,8 +78,14 @@ class OutputRelay:
                     break  # every writer has gone
                 pending += chunk
                 if b"\n" in pending:
-                    complete, _, pending = pending.rpartition(b"\n")
-                    _write(target, redact, complete + b"\n")
+                    complete, _, rest = pending.rpartition(b"\n")
+                    # A private key printed in pieces is held back until its end line, so
+                    # that it is redacted whole.
+                    if b"PRIVATE KEY" not in complete or not ends_inside_private_key(
+                        complete.decode("utf-8", errors="replace")
+                    ):
+                        _write(target, redact, complete + b"\n")
+                        pending = rest
                 if len(pending) > MAX_LINE_BYTES:
                     _write(target, redact, pending)
                     pending = b""

@@ -5,6 +5,7 @@ long); elsewhere (CI logs), plain timestamped lines: one per phase, round lines 
 `ROUND_LINE_INTERVAL_S`, a "still ..." line after `HEARTBEAT_S` without one, and one when
 the process ends. With verbosity 1 or more every round gets its line, and each process ends
 with a line saying where its time went (on a terminal too).
+Every line and status has its secrets blanked out (`store.redaction`): a CI log keeps them.
 The plugin passes in how to write; this module knows nothing of pytest.
 """
 
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from pytest_llem.progress import STARTING, ProgressEvent, phase_durations
+from pytest_llem.store.redaction import secret_redactor
 
 HEARTBEAT_S = 30.0
 ROUND_LINE_INTERVAL_S = 10.0
@@ -46,8 +48,10 @@ class LiveProgress:
         self._events: list[ProgressEvent] = []
         self._last_line_at = 0.0
         self._last_draw_at = 0.0
+        self._redact = secret_redactor()
 
     def started(self, nodeid: str, process: int = 1, processes: int = 1) -> None:
+        self._redact = secret_redactor()  # the secrets looked up once per process, not per line
         self._label = nodeid + (f" (repeat {process}/{processes})" if processes > 1 else "")
         self._events = []
         self._on_event(ProgressEvent(phase=STARTING, at=self._clock()))
@@ -92,7 +96,7 @@ class LiveProgress:
 
     def _write(self, at: float, text: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(at))
-        self._line(f"{stamp} pytest-llem {self._label}: {text}")
+        self._line(self._redact(f"{stamp} pytest-llem {self._label}: {text}"))
         self._last_line_at = self._clock()
 
     def _draw(self, now: float) -> None:
@@ -102,9 +106,8 @@ class LiveProgress:
         current = self._events[-1]
         total = now - self._events[0].at
         name = self._label.rpartition("::")[2]  # pytest has printed the file already
-        self._status(
-            f"pytest-llem {name}: {current.describe()} {seconds(now - current.at)} (in all {seconds(total)})"
-        )
+        spent = f"{seconds(now - current.at)} (in all {seconds(total)})"
+        self._status(self._redact(f"pytest-llem {name}: {current.describe()} {spent}"))
         self._last_draw_at = now
 
 

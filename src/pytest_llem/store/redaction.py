@@ -5,15 +5,21 @@ Tracebacks and error messages carry absolute paths and, if a workload is careles
 values. `redact_text` is applied to every free-text output (terminal lines, failure
 messages, Markdown, HTML) and `redact_json` to every persisted model.
 
-A secret is the value (4 characters or more) of an environment variable whose name looks
-secret (`*_KEY`, `*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*PASSWD*`, `*CREDENTIAL*`) or that the
-user listed (`--llem-redact-env`); it is replaced as it is, JSON-escaped and URL-encoded.
+A secret is
+- the value (4 characters or more) of an environment variable whose name looks secret (one
+  row of `SECRET_NAME_RULES` matches it) or that the user listed (`--llem-redact-env`); it is
+  replaced in every form text gives it (`_forms`: as it is, JSON-escaped, `repr()`, URL-encoded,
+  HTML-escaped);
+- the password of a URL (`scheme://user:PASSWORD@host`), in any text, and, wherever it came
+  from, the password of a URL held by any environment variable;
+- the body of a `-----BEGIN ... PRIVATE KEY-----` block.
 The listed names reach the experiment's child through `EXTRA_NAMES_ENV`.
 """
 
 from __future__ import annotations
 
 import functools
+import html
 import json
 import os
 import re
@@ -21,10 +27,34 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
-# Environment variables whose values must never reach an output.
-SECRET_ENV_PATTERN = re.compile(r"((^|_)KEY($|_)|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
+#: Environment variables whose values must never reach an output: one row per kind of
+#: carrier, (pattern searched for in the name, case-insensitively; names it catches).
+SECRET_NAME_RULES: tuple[tuple[str, str], ...] = (
+    (r"(^|_)KEY($|_)|APIKEY", "OPENAI_API_KEY, AWS_ACCESS_KEY_ID, SSH_PRIVATE_KEY, WANDB_APIKEY"),
+    # Not TOKENIZERS_PARALLELISM or MAX_TOKENS: an LLM's settings, whose values ("false",
+    # "1024") would be blanked out of every line.
+    (r"TOKEN(?!IZER|S($|_))", "HF_TOKEN, GITHUB_TOKEN, TOKEN_FILE_CONTENTS"),
+    (r"SECRET", "AWS_SECRET_ACCESS_KEY, CLIENT_SECRET"),
+    (r"PASSWORD|PASSWD|PASSPHRASE", "DB_PASSWORD, MYSQL_PASSWD, GPG_PASSPHRASE"),
+    # With the underscore: PWD alone is the shell's working directory.
+    (r"_(PASS|PWD)$", "DB_PASS, MYSQL_PWD"),
+    (r"CREDENTIAL", "GOOGLE_APPLICATION_CREDENTIALS"),
+    (r"(^|_)PAT($|_)", "GH_PAT (a personal access token)"),
+    (r"(^|_)DSN$", "SENTRY_DSN, DATABASE_DSN"),
+)
+SECRET_ENV_PATTERN = re.compile("|".join(f"(?:{pattern})" for pattern, _ in SECRET_NAME_RULES), re.I)
+#: The password of a URL: `scheme://user:PASSWORD@host`, the user possibly empty. A password
+#: holding '@' unencoded still ends at the last '@' before the path; quotes end it, so that
+#: two URLs side by side in a repr() never make one. It starts at the literal `://`, which the
+#: regex engine finds fast, so a long line costs one pass.
+URL_PASSWORD_PATTERN = re.compile(r"(?P<head>://[^\s:/?#@'\"]*:)(?P<password>[^\s/?#'\"]+)(?=@)")
+#: A PEM private key; one cut off before its end line is redacted to the end of the text.
+PRIVATE_KEY_PATTERN = re.compile(
+    r"(?P<begin>-----BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY)-----).*?(?:(?P<end>-----END (?P=kind)-----)|\Z)",
+    re.S,
+)
 REDACTED = "***"
 # Shorter values are too likely to occur by accident in ordinary text.
 MIN_SECRET_LENGTH = 4
@@ -47,20 +77,34 @@ def extra_secret_names(environ: Mapping[str, str] | None = None) -> frozenset[st
 
 
 def is_secret_name(name: str) -> bool:
-    return bool(SECRET_ENV_PATTERN.search(name)) or name in _extra_names
+    return _looks_secret(name) or name in _extra_names
+
+
+@functools.lru_cache(maxsize=1024)
+def _looks_secret(name: str) -> bool:
+    """`SECRET_NAME_RULES` on `name`, once per name: an environment is scanned at every lookup."""
+    return SECRET_ENV_PATTERN.search(name) is not None
 
 
 @functools.lru_cache(maxsize=256)
 def _forms(value: str) -> frozenset[str]:
-    """How a value can appear in text: as it is, JSON-escaped, URL-encoded."""
+    """How a value can appear in text: as it is, JSON-escaped, as `repr()` writes it (inside
+    either quotes, or `ascii()`, or as bytes), URL-encoded, HTML-escaped."""
+    utf8 = value.encode("utf-8", errors="surrogateescape")
     return frozenset(
         {
             value,
             json.dumps(value)[1:-1],
             json.dumps(value, ensure_ascii=False)[1:-1],
-            quote(value, safe=""),
-            quote(value),
-            quote_plus(value),
+            repr(value)[1:-1],
+            repr(value + "'\"")[1:-4],  # inside single quotes, a quote escaped: \'
+            ascii(value)[1:-1],
+            repr(utf8)[2:-1],
+            quote(utf8, safe=""),
+            quote(utf8),
+            quote_plus(utf8),
+            html.escape(value),
+            html.escape(value, quote=False),
         }
     )
 
@@ -71,9 +115,22 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     extra = extra_secret_names(environ)
     forms: set[str] = set()
     for name, value in environ.items():
-        if len(value) >= MIN_SECRET_LENGTH and (SECRET_ENV_PATTERN.search(name) or name in extra):
+        if len(value) >= MIN_SECRET_LENGTH and (_looks_secret(name) or name in extra):
             forms |= _forms(value)
+        if "://" in value:  # a URL's password is a secret on its own, whatever the variable's name
+            for password in _url_passwords(value):
+                forms |= _forms(password)
     return sorted(forms, key=len, reverse=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _url_passwords(text: str) -> tuple[str, ...]:
+    """The passwords of the URLs in `text` (long enough to look for), as written and decoded."""
+    found = set()
+    for match in URL_PASSWORD_PATTERN.finditer(text):
+        password = match["password"]
+        found |= {password, unquote(password)}
+    return tuple(password for password in found if len(password) >= MIN_SECRET_LENGTH)
 
 
 def redact_text(
@@ -161,20 +218,60 @@ def _may_hold_any(text: str, secrets: list[str], root: Path | None) -> bool:
     so that a large document (a report with its power timelines) is not walked for nothing.
     Without `\\u` or `\\/` escapes a JSON string's text is its value escaped character by
     character, so a value occurs in a string only if its escaped form occurs in `text`."""
-    if "\\u" in text or "\\/" in text:
+    if "\\u" in text or "\\/" in text or _may_hold_secret_text(text):
         return True
     paths = [str(root)] if root is not None else []
     paths += [str(Path.home()), tempfile.gettempdir()]
-    needles = list(secrets)
+    cores = {_needle(form) for form in secrets}
+    # Where one needle holds another, finding the longer one means finding the shorter one.
+    needles = {core for core in cores if not any(other != core and other in core for other in cores)}
     for path in paths:
         if path not in ("", "/"):
-            needles.append(json.dumps(path.rstrip("/"), ensure_ascii=False)[1:-1])
+            needles.add(json.dumps(path.rstrip("/"), ensure_ascii=False)[1:-1])
     return any(needle in text for needle in needles)
+
+
+#: Characters that no form of a value (`_forms`) and no JSON string escapes.
+_UNESCAPED_RUN = re.compile(r"[A-Za-z0-9_.~-]+")
+
+
+@functools.lru_cache(maxsize=1024)
+def _needle(form: str) -> str:
+    """What `_may_hold_any` looks for to find `form` in a JSON text: its longest run of
+    characters no escaping changes (so a value's forms mostly share one needle and the text
+    is searched once per value), else the form JSON-escaped."""
+    run = max(_UNESCAPED_RUN.findall(form), key=len, default="")
+    if len(run) >= MIN_SECRET_LENGTH:
+        return run
+    # A form with a backslash or a quote (`repr()`'s) is escaped once more in the JSON text.
+    return json.dumps(form, ensure_ascii=False)[1:-1]
+
+
+def holds_url_password(text: str) -> bool:
+    """Whether `text` holds a URL with a password (`scheme://user:PASSWORD@host`)."""
+    return "://" in text and URL_PASSWORD_PATTERN.search(text) is not None
+
+
+def ends_inside_private_key(text: str) -> bool:
+    """Whether `text` ends in a private key whose end line has not come yet (so that text
+    arriving piece by piece can wait for the rest before it is redacted)."""
+    if "PRIVATE KEY-----" not in text:
+        return False
+    keys = list(PRIVATE_KEY_PATTERN.finditer(text))
+    return bool(keys) and keys[-1]["end"] is None
+
+
+def _may_hold_secret_text(text: str) -> bool:
+    """Whether `text` may hold a URL's password or a private key: secrets found by their shape."""
+    return "PRIVATE KEY-----" in text or holds_url_password(text)
 
 
 def _replace_secrets(text: str, secrets: list[str]) -> str:
     for value in secrets:
         text = text.replace(value, REDACTED)
+    if _may_hold_secret_text(text):
+        text = URL_PASSWORD_PATTERN.sub(rf"\g<head>{REDACTED}", text)
+        text = PRIVATE_KEY_PATTERN.sub(rf"\g<begin>{REDACTED}", text)
     return text
 
 
