@@ -16,6 +16,7 @@ import pytest
 from helpers import wait_for_file
 
 from pytest_llem.config import build_config
+from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.energy.quality import SHARED_HOST_ENERGY
 from pytest_llem.errors import ConfigError
 from pytest_llem.isolation.assembly import without_host_energy
@@ -26,11 +27,27 @@ from pytest_llem.isolation.leases import (
     GpuRequest,
     LeaseTable,
     gpu_request,
+    owned_gpus,
     place_result,
 )
 from pytest_llem.results import DeviceEnergy, ExperimentResult, RoundResult
 
 FOUR_GPUS = [GpuInfo(i, f"GPU-{i:04d}-sim") for i in range(4)]
+
+
+def test_the_meter_reads_exactly_the_gpus_a_case_owns():
+    options = MeterOptions()
+    leased = owned_gpus(options, build_config({}), FOUR_GPUS[2:3])
+    assert (leased.gpu_uuids, leased.no_gpu_reason) == (["GPU-0002-sim"], None)
+    for fields, reason in (({"device": "cpu"}, "device='cpu'"), ({"gpus": 0}, "gpus=0")):
+        cpu = owned_gpus(options, build_config(fields), [])
+        assert (cpu.gpu_uuids, cpu.no_gpu_reason) == ([], reason)
+    # A Slurm job given no GPU owns none, whatever the node has.
+    job = owned_gpus(options, build_config({}), [], "its Slurm job was given no GPU")
+    assert (job.gpu_uuids, job.no_gpu_reason) == ([], "its Slurm job was given no GPU")
+    # Devices the case names itself, or a host without GPUs: the meter decides, as before.
+    assert owned_gpus(options, build_config({"env": {"CUDA_VISIBLE_DEVICES": "1"}}), []) == options
+    assert owned_gpus(options, build_config({}), []) == options
 
 
 def test_what_a_config_asks_for():

@@ -45,6 +45,12 @@ class MeterOptions(BaseModel):
     baseline_power_w: dict[str, float] = Field(default_factory=dict)
     #: When each baseline was measured (Unix time: parent and child share the wall clock).
     baseline_measured_at: dict[str, float] = Field(default_factory=dict)
+    #: The GPUs the experiment owns, by UUID (its lease): the meter opens exactly these, and
+    #: none when the list is empty (a CPU-only case). None: those `CUDA_VISIBLE_DEVICES` names
+    #: (a case that names its own devices, or a meter used outside a session).
+    gpu_uuids: list[str] | None = None
+    #: Why the experiment owns no GPU (`gpu_uuids == []`), for the note that replaces a figure.
+    no_gpu_reason: str | None = None
 
 
 def synchronize_accelerators() -> None:

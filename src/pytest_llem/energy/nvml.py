@@ -1,7 +1,8 @@
 """NVIDIA GPUs through NVML (the `pynvml` module of nvidia-ml-py), as `MeasuredDevice`s.
 
 NVML never initialises CUDA, so the pytest process may use it for the idle baseline. GPUs
-are matched to the experiment through `CUDA_VISIBLE_DEVICES` by UUID: the child is started
+are matched to the experiment by the UUIDs of its lease (`MeterOptions.gpu_uuids`; none
+for a CPU-only case), else through `CUDA_VISIBLE_DEVICES`: the child is started
 with `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so CUDA's index *i* and NVML's index *i* are the same
 GPU, and UUID entries are resolved to handles directly. MIG slices are refused: NVML
 reports power and energy for the whole GPU only.
@@ -126,6 +127,15 @@ class NvmlSession:
                     else ""
                 )
             )
+        return chosen
+
+    def owned_gpus(self, uuids: list[str]) -> list[NvmlGpu]:
+        """Exactly the GPUs leased to the experiment, in the lease's order; a leased GPU that
+        NVML no longer lists is an error, never a smaller sum."""
+        chosen = self.visible_gpus(",".join(uuids))
+        missing = [u for u in uuids if u not in {gpu.uuid for gpu in chosen}]
+        if missing:
+            raise MeterUnavailable(f"NVML does not list the leased GPU(s) {', '.join(missing)}")
         return chosen
 
 
