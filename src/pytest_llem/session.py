@@ -680,7 +680,13 @@ class BenchmarkSession:
             if problem is not None:
                 self.problems.append(problem)
         self._experiments_started += 1
-        idle = self.idle.measure(meter, options, env)
+        # Nothing of the session may be starting meanwhile: a preloaded interpreter still
+        # importing torch or reading model files would be measured as idle power.
+        conditions = "before the experiment's child started"
+        if self._preloader is not None and self._preloader.running:
+            self._preloader.wait_ready()
+            conditions += ", once the preloaded interpreter had finished its imports and model reads"
+        idle = self.idle.measure(meter, options, env, conditions)
         return with_baselines(options, idle)
 
     def _experiment_id(self, nodeid: str, requested: str | None, config_hash: str) -> str:

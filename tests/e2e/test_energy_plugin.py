@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -43,15 +44,15 @@ def test_without_a_meter(llem):
 
 @pytest.fixture
 def simulated_gpus(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Two simulated GPUs idling at IDLE_W until a workload logs more power."""
+    """Two simulated GPUs idling at IDLE_W (or drawing `start_w`) until a workload logs more power."""
 
-    def configure(driver_loaded: bool = True, **overrides):
+    def configure(driver_loaded: bool = True, start_w: float = IDLE_W, **overrides):
         fake = load_fake_nvml()
         scenario = tmp_path / "scenario.json"
         gpus = [
             fake.FakeGpu(
                 uuid=f"GPU-{i:04d}-sim",
-                power_profile=[[0.0, IDLE_W]],
+                power_profile=[[0.0, start_w]],
                 power_log=str(tmp_path / "power.log"),
                 **overrides,
             )
@@ -112,6 +113,42 @@ def test_nvml_energy_baseline_and_flags_reach_the_report(pytester, simulated_gpu
             "! = measurement-quality flags: short_window (1); see `warnings` in the report",
         ]
     )
+
+
+SLOW_IMPORT = """
+import time
+import pynvml
+
+time.sleep(3.0)                  # a heavy import (torch, model files): the GPUs are busy meanwhile
+pynvml.log_power(IDLE_W)         # done: from now on they are at rest
+""".replace("IDLE_W", repr(IDLE_W))
+
+
+def test_the_idle_baseline_waits_for_the_preloaded_interpreters_imports(pytester, simulated_gpus, tmp_path):
+    # The GPUs draw BUSY_W from the start, while the preloaded interpreter imports `slow_import`
+    # (started at the end of collection), and IDLE_W once that import is done.
+    simulated_gpus(start_w=BUSY_W)
+    pytester.makepyfile(slow_import=SLOW_IMPORT)
+    state_dir = tmp_path / "state"
+    result = run(
+        pytester, state_dir, "--llem-energy=nvml", "--llem-baseline=0.5", "--llem-preload=slow_import",
+        "-k", "second",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1, deselected=1)
+    (report,) = reports(state_dir)
+    measured = report["experiments"][0]["result"]
+    assert measured["start_method"] == "preloaded"
+    (device,) = measured["energy_by_device"]
+    # Measured at rest, not while the import kept the GPU busy (BUSY_W: adjusted energy 0 J).
+    assert device["baseline_power_w"] == pytest.approx(IDLE_W, rel=0.1)
+    assert measured["energy_adjusted_j"] == pytest.approx((BUSY_W - IDLE_W) * device["duration_s"], rel=0.1)
+    # The result says when, and after what.
+    assert device["baseline_conditions"] == (
+        "before the experiment's child started, once the preloaded interpreter had finished its "
+        "imports and model reads"
+    )
+    taken = datetime.fromisoformat(device["baseline_measured_at"])
+    assert taken <= datetime.fromisoformat(measured["started_at"])
 
 
 def test_without_a_gpu_the_nvml_meter_fails_that_test_in_one_line(pytester, simulated_gpus, tmp_path):

@@ -543,7 +543,11 @@ def test_idle_readings_carry_their_time_to_the_child(fake_nvml):
 
     gpus(fake_nvml, {"power_profile": [[0, 60.0]]})
     before = time.time()
-    idle = IdleBaselines(duration_s=0.05, sample_interval_s=0.01).measure("nvml", FAST, {})
+    idle = IdleBaselines(duration_s=0.05, sample_interval_s=0.01).measure("nvml", FAST, {}, "after X")
     options = with_baselines(FAST, idle)
     assert options.baseline_power_w == {"GPU-0000-sim": pytest.approx(60.0, rel=0.05)}
     assert before <= options.baseline_measured_at["GPU-0000-sim"] <= time.time()
+    # The window's figures say when the baseline was taken, and after what.
+    (gpu,) = measure(create_meter("nvml", options), 0.05).devices
+    assert gpu.baseline_measured_at.timestamp() == pytest.approx(options.baseline_measured_at["GPU-0000-sim"])
+    assert gpu.baseline_conditions == "after X"

@@ -2,6 +2,9 @@
 
 Before an experiment's child starts (so before its model loads), the devices it will use
 are measured at rest for `duration_s`; the result is cached per device for the session.
+The session first waits for anything of its own that is still starting (the preloaded
+interpreter's imports and model reads), and each reading keeps when it was taken and after
+what, for the result.
 Only NVML and powercap are read here: the pytest process never touches CUDA.
 """
 
@@ -30,6 +33,8 @@ class IdleReading:
     temperature_c: float | None
     #: When it was measured (Unix time), so a result can say how old its baseline is.
     measured_at: float | None = None
+    #: What the session had waited for before measuring (e.g. the preloaded interpreter's imports).
+    conditions: str | None = None
 
 
 def with_baselines(options: MeterOptions, readings: Mapping[str, IdleReading]) -> MeterOptions:
@@ -39,6 +44,9 @@ def with_baselines(options: MeterOptions, readings: Mapping[str, IdleReading]) -
             "baseline_power_w": {key: r.power_w for key, r in readings.items()},
             "baseline_measured_at": {
                 key: r.measured_at for key, r in readings.items() if r.measured_at is not None
+            },
+            "baseline_conditions": {
+                key: r.conditions for key, r in readings.items() if r.conditions is not None
             },
         }
     )
@@ -54,9 +62,10 @@ class IdleBaselines:
     sleep: Callable[[float], None] = time.sleep
 
     def measure(
-        self, meter: str, options: MeterOptions, environ: Mapping[str, str]
+        self, meter: str, options: MeterOptions, environ: Mapping[str, str], conditions: str | None = None
     ) -> dict[str, IdleReading]:
-        """Idle readings for the devices `meter` would read under `environ`; {} if none apply."""
+        """Idle readings for the devices `meter` would read under `environ`; {} if none apply.
+        `conditions`: what the caller waited for first, recorded with each new reading."""
         if self.duration_s <= 0 or meter not in BASELINE_METERS:
             return {}
         try:
@@ -77,7 +86,7 @@ class IdleBaselines:
                 for device, figures in zip(unmeasured, window.devices, strict=True):
                     if figures.avg_power_w is not None:
                         self.readings[device.key] = IdleReading(
-                            figures.avg_power_w, figures.temperature_start_c, measured_at
+                            figures.avg_power_w, figures.temperature_start_c, measured_at, conditions
                         )
             return {d.key: self.readings[d.key] for d in devices if d.key in self.readings}
         finally:
