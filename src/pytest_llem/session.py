@@ -22,7 +22,7 @@ from pytest_llem import __version__
 from pytest_llem.backends import builtin_workload
 from pytest_llem.backends.prompts import load_prompts
 from pytest_llem.config import ExperimentConfig, build_config, compute_config_hash, json_digest
-from pytest_llem.energy.idle import IdleBaselines, with_baselines
+from pytest_llem.energy.idle import SETTLE_S, IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.energy.uncertainty import energy_uncertainty
 from pytest_llem.errors import (
@@ -682,11 +682,14 @@ class BenchmarkSession:
         self._experiments_started += 1
         # Nothing of the session may be starting meanwhile: a preloaded interpreter still
         # importing torch or reading model files would be measured as idle power.
-        conditions = "before the experiment's child started"
+        conditions, settle_s = "before the experiment's child started", 0.0
         if self._preloader is not None and self._preloader.running:
             self._preloader.wait_ready()
-            conditions += ", once the preloaded interpreter had finished its imports and model reads"
-        idle = self.idle.measure(meter, options, env, conditions)
+            conditions += (
+                f", {SETTLE_S:g} s after the preloaded interpreter had finished its imports and model reads"
+            )
+            settle_s = SETTLE_S
+        idle = self.idle.measure(meter, options, env, conditions, settle_s)
         return with_baselines(options, idle)
 
     def _experiment_id(self, nodeid: str, requested: str | None, config_hash: str) -> str:

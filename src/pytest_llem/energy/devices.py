@@ -52,6 +52,9 @@ class MeasuredDevice(ABC):
     counter_source: str = "counter"
     #: The counter restarts from zero after this many joules (RAPL); None if it never wraps.
     counter_range_j: float | None = None
+    #: The counter advances about this often (NVML: ~100 ms); None where it is finer than a window
+    #: can be. A shorter window reads 0 J or a whole update's worth, so it is flagged.
+    counter_update_s: float | None = None
 
     @property
     def key(self) -> str:

@@ -226,16 +226,25 @@ class SampledMeter(EnergyMeter):
         duration_s = ended - window.started
         devices = []
         notes = list(self.notes)
+        coarse_counters: dict[str, float] = {}
         for tally in window.tallies:
             device_energy, device_notes = tally.result(duration_s)
             devices.append(device_energy)
             notes.extend(device_notes)
+            update_s = tally.device.counter_update_s
+            if (
+                device_energy.energy_source == tally.device.counter_source
+                and update_s
+                and duration_s < update_s
+            ):
+                coarse_counters[tally.device.label] = update_s
         warnings = quality.assess_window(
             duration_s,
             devices,
             other_pids={t.device.label: t.other_pids for t in window.tallies},
             persistence_off=window.persistence_off,
             lost=[t.device.label for t in window.tallies if t.lost is not None],
+            coarse_counters=coarse_counters,
         )
         return WindowMeasurement(duration_s=duration_s, devices=devices, warnings=warnings, notes=notes)
 

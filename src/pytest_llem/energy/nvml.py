@@ -40,6 +40,9 @@ THROTTLE_REASON_BITS = {
     0x100: "display_clocks",
 }
 _FEATURE_DISABLED = 0
+# The energy counter advances about every 100 ms on A100/H100 (every 10-100 ms on others):
+# a window shorter than that reads 0 J or one update's worth.
+NVML_COUNTER_UPDATE_S = 0.1
 # NVML's field ids and error codes, as nvidia-ml-py names them (numbers in case a binding lacks one).
 _FI_TOTAL_ENERGY = ("NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 83)  # mJ since the driver loaded
 _FI_POWER_AVERAGE = ("NVML_FI_DEV_POWER_AVERAGE", 185)  # mW, 1 s average (Ampere+, not GA100)
@@ -166,6 +169,7 @@ def select_visible(gpus: list[NvmlGpu], cuda_visible_devices: str | None) -> lis
 class NvmlGpu(MeasuredDevice):
     kind = "gpu"
     counter_source = "nvml-counter"
+    counter_update_s = NVML_COUNTER_UPDATE_S
 
     def __init__(self, nvml: ModuleType, handle: Any, index: int) -> None:
         self.nvml = nvml
