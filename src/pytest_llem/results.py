@@ -94,6 +94,14 @@ class DeviceEnergy(BaseModel):
     baseline_age_s: float | None = Field(
         default=None, description="seconds from the idle baseline's measurement to the window's start"
     )
+    baseline_measured_at: UtcDatetime | None = Field(
+        default=None, description="when the idle baseline was measured (UTC)"
+    )
+    baseline_conditions: str | None = Field(
+        default=None,
+        description="what the session waited for before measuring the idle baseline (the preloaded "
+        "interpreter's imports and model reads, say)",
+    )
     avg_power_w: float | None = Field(default=None, description="energy over duration")
     peak_power_w: float | None = Field(
         default=None,

@@ -28,7 +28,7 @@ from pytest_llem.config import (
     default_timeout_s,
     json_digest,
 )
-from pytest_llem.energy.idle import IdleBaselines, with_baselines
+from pytest_llem.energy.idle import SETTLE_S, IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.energy.uncertainty import energy_uncertainty
 from pytest_llem.errors import (
@@ -53,7 +53,15 @@ from pytest_llem.isolation.launcher import (
     reclaim_work_dirs,
     run_in_child,
 )
-from pytest_llem.isolation.leases import GpuInfo, Lease, LeaseTable, gpu_request, host_gpus, place_result
+from pytest_llem.isolation.leases import (
+    GpuInfo,
+    Lease,
+    LeaseTable,
+    gpu_request,
+    host_gpus,
+    owned_gpus,
+    place_result,
+)
 from pytest_llem.isolation.preload import PRELOAD_AUTO, PRELOAD_NONE, Preloader, auto_modules
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import RepeatPlan, run_repeats
@@ -463,7 +471,9 @@ class BenchmarkSession:
         if self.settings.smoke or self.settings.launcher == "slurm":  # a job measures idle on its node
             meter_options = self.settings.meter_options()
         else:
-            meter_options = self._prepare_devices(config.energy, env, guard)
+            # The meter reads exactly the GPUs this experiment owns (none for a CPU-only case).
+            owned = owned_gpus(self.settings.meter_options(), config, self._lease.gpus if self._lease else [])
+            meter_options = self._prepare_devices(config.energy, owned, env, guard)
         entry.experiment_id = experiment_id
         state = self.states.create(
             experiment_id,
@@ -669,13 +679,15 @@ class BenchmarkSession:
             except StorageError:
                 pass  # a full disk: the experiment goes on; its `done` is written with the reserve
 
-    def _prepare_devices(self, meter: str, env: dict[str, str], guard: InterruptGuard) -> MeterOptions:
-        """Cool down after the previous experiment, then take idle baselines for new devices.
+    def _prepare_devices(
+        self, meter: str, options: MeterOptions, env: dict[str, str], guard: InterruptGuard
+    ) -> MeterOptions:
+        """Cool down after the previous experiment, then take idle baselines for new devices
+        (those `options` and `env` say the experiment reads).
 
         Both wait; a signal ends the wait at once (`ExperimentInterrupted`), not after it.
         """
         self.idle.sleep = partial(sleep_unless_interrupted, guard=guard)
-        options = self.settings.meter_options()
         if self._experiments_started:
             problem = self.idle.cool_down(
                 meter, options, env, self.settings.cooldown_s, self.settings.cooldown_temp_c
@@ -683,8 +695,17 @@ class BenchmarkSession:
             if problem is not None:
                 self.problems.append(problem)
         self._experiments_started += 1
-        idle = self.idle.measure(meter, options, env)
-        return with_baselines(self.settings.meter_options(), idle)
+        # Nothing of the session may be starting meanwhile: a preloaded interpreter still
+        # importing torch or reading model files would be measured as idle power.
+        conditions, settle_s = "before the experiment's child started", 0.0
+        if self._preloader is not None and self._preloader.running:
+            self._preloader.wait_ready()
+            conditions += (
+                f", {SETTLE_S:g} s after the preloaded interpreter had finished its imports and model reads"
+            )
+            settle_s = SETTLE_S
+        idle = self.idle.measure(meter, options, env, conditions, settle_s)
+        return with_baselines(options, idle)
 
     def _experiment_id(self, nodeid: str, requested: str | None, config_hash: str) -> str:
         if requested is not None:

@@ -524,10 +524,14 @@ def test_energy_per_request_whole_and_steady_on_simulated_gpus(pytester, tmp_pat
     """Simulated GPUs at a constant 300 W: every window's energy is 300 W x its duration."""
     run, result = run_energy_suite(pytester, tmp_path, monkeypatch)
     serving = result["serving"]
-    assert serving["energy_j"] == result["energy_j"] == pytest.approx(300 * result["duration_s"], rel=0.03)
-    steady = serving["steady"]
-    assert steady["energy_j"] == pytest.approx(300 * steady["duration_s"], rel=0.05)
-    assert 0 < steady["energy_j"] < serving["energy_j"]
+    one_step_j = 300 * 0.1
+    assert (
+        serving["energy_j"] == result["energy_j"] == pytest.approx(300 * result["duration_s"], abs=one_step_j)
+    )
+    steady = serving["steady"]  # one span at concurrency 4: right to one step as well
+    assert steady["energy_j"] == pytest.approx(300 * steady["duration_s"], abs=one_step_j)
+    # A part of the window: shorter, and never more energy (the same count of counter steps may fall in both).
+    assert steady["duration_s"] < result["duration_s"] and 0 < steady["energy_j"] <= serving["energy_j"]
     assert serving["energy_per_request_whole_j"] == pytest.approx(serving["energy_j"] / 16)
     per_token = steady["energy_j"] / steady["output_tokens"]
     assert serving["energy_per_output_token_j"] == pytest.approx(per_token)
@@ -556,7 +560,10 @@ def test_a_server_streaming_two_tokens_a_chunk_gives_the_true_tokens_and_energy_
     pytester, tmp_path, monkeypatch
 ):
     """Two tokens in every chunk, usage in a final chunk of its own: counting chunks would
-    halve the steady state's tokens and double its J/token (and see one gap per chunk)."""
+    halve the steady state's tokens and double its J/token (and see one gap per chunk).
+    The counter is exact here (ideal mode): this checks the token count, and a steady window of
+    a few tenths of a second read in 100 ms steps would hide a factor of two in its noise."""
+    monkeypatch.setenv("FAKE_NVML_IDEAL", "1")
     run, result = run_energy_suite(pytester, tmp_path, monkeypatch, "--tokens-per-chunk", "2")
     serving, steady = result["serving"], result["serving"]["steady"]
     assert serving["output_tokens"] == result["output_tokens"] == 16 * 8

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from helpers import SUPPORT_DIR, reports
 from pytest_llem.gating.stats import SIGNIFICANCE_LEVEL
 
 IDLE_W, BUSY_W = 60.0, 300.0
+#: The simulated counter advances every 100 ms, as a real one: a window's energy is right to one step.
+COUNTER_STEP_S = 0.1
 
 SUITE = """
 import time
@@ -43,21 +46,21 @@ def test_without_a_meter(llem):
 
 @pytest.fixture
 def simulated_gpus(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Two simulated GPUs idling at IDLE_W until a workload logs more power."""
+    """Two simulated GPUs idling at IDLE_W (or drawing `start_w`) until a workload logs more power."""
 
-    def configure(driver_loaded: bool = True, **overrides):
+    def configure(driver_loaded: bool = True, start_w: float = IDLE_W, ideal: bool = False, **overrides):
         fake = load_fake_nvml()
         scenario = tmp_path / "scenario.json"
         gpus = [
             fake.FakeGpu(
                 uuid=f"GPU-{i:04d}-sim",
-                power_profile=[[0.0, IDLE_W]],
+                power_profile=[[0.0, start_w]],
                 power_log=str(tmp_path / "power.log"),
                 **overrides,
             )
             for i in range(2)
         ]
-        fake.write_scenario(str(scenario), gpus, driver_loaded=driver_loaded)
+        fake.write_scenario(str(scenario), gpus, driver_loaded=driver_loaded, ideal=ideal)
         monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
         monkeypatch.setenv(
             "PYTHONPATH",
@@ -82,7 +85,7 @@ def run(pytester: pytest.Pytester, state_dir: Path, *args: str) -> pytest.RunRes
 def test_nvml_energy_baseline_and_flags_reach_the_report(pytester, simulated_gpus, tmp_path):
     simulated_gpus()
     state_dir = tmp_path / "state"
-    result = run(pytester, state_dir, "--llem-energy=nvml", "--llem-baseline=0.4")
+    result = run(pytester, state_dir, "--llem-energy=nvml", "--llem-baseline=1")
     result.assert_outcomes(passed=2)
     (report,) = reports(state_dir)
     measured = report["experiments"][0]["result"]
@@ -96,12 +99,23 @@ def test_nvml_energy_baseline_and_flags_reach_the_report(pytester, simulated_gpu
         "nvml-counter",
     )
     assert measured["energy_scope"] == ["gpu"] and measured["energy_source"] == "nvml-counter"
-    assert measured["gpu_energy_j"] == measured["energy_j"] == pytest.approx(BUSY_W * duration_s, rel=0.03)
+    # Right to one step of the counter (the window's edges fall anywhere between its updates).
+    one_step_j = BUSY_W * COUNTER_STEP_S
+    assert (
+        measured["gpu_energy_j"] == measured["energy_j"] == pytest.approx(BUSY_W * duration_s, abs=one_step_j)
+    )
     assert measured["cpu_energy_j"] is None
-    assert measured["baseline_power_w"] == pytest.approx(IDLE_W, rel=0.03)
-    assert measured["energy_adjusted_j"] == pytest.approx((BUSY_W - IDLE_W) * duration_s, rel=0.04)
+    # A 1 s baseline, right to one step of idle power over 1 s.
+    assert measured["baseline_power_w"] == pytest.approx(IDLE_W, abs=IDLE_W * COUNTER_STEP_S / 1.0 + 0.5)
+    adjusted_j = measured["energy_j"] - measured["baseline_power_w"] * duration_s
+    assert measured["energy_adjusted_j"] == pytest.approx(adjusted_j)
+    assert measured["energy_adjusted_j"] == pytest.approx((BUSY_W - IDLE_W) * duration_s, abs=2 * one_step_j)
     assert measured["energy_per_token_j"] == pytest.approx(measured["energy_j"] / 60)
-    assert device["power_samples"] >= 10 and device["timeline"][0]["power_w"] == BUSY_W
+    # Sampled power is NVML's 1 s average: the work began just before the window, so it rises
+    # from about idle towards BUSY_W and stays below it (the counter has the energy).
+    powers = [point["power_w"] for point in device["timeline"]]
+    assert device["power_samples"] >= 10 and powers == sorted(powers)
+    assert powers[0] < IDLE_W + (BUSY_W - IDLE_W) * 0.3 and powers[-1] < BUSY_W
     # A 0.6 s window is too short to trust: flagged, with the code in the report and the summary.
     assert [w["code"] for w in measured["warnings"]] == ["short_window"]
     result.stdout.fnmatch_lines(
@@ -112,6 +126,45 @@ def test_nvml_energy_baseline_and_flags_reach_the_report(pytester, simulated_gpu
             "! = measurement-quality flags: short_window (1); see `warnings` in the report",
         ]
     )
+
+
+SLOW_IMPORT = """
+import time
+import pynvml
+
+time.sleep(3.0)                  # a heavy import (torch, model files): the GPUs are busy meanwhile
+pynvml.log_power(IDLE_W)         # done: from now on they are at rest
+""".replace("IDLE_W", repr(IDLE_W))
+
+
+def test_the_idle_baseline_waits_for_the_preloaded_interpreters_imports(pytester, simulated_gpus, tmp_path):
+    # The GPUs draw BUSY_W from the start, while the preloaded interpreter imports `slow_import`
+    # (started at the end of collection), and IDLE_W once that import is done.
+    simulated_gpus(start_w=BUSY_W)
+    pytester.makepyfile(slow_import=SLOW_IMPORT)
+    state_dir = tmp_path / "state"
+    result = run(
+        pytester, state_dir, "--llem-energy=nvml", "--llem-baseline=1", "--llem-preload=slow_import",
+        "-k", "second",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1, deselected=1)
+    (report,) = reports(state_dir)
+    measured = report["experiments"][0]["result"]
+    assert measured["start_method"] == "preloaded"
+    (device,) = measured["energy_by_device"]
+    # Measured at rest, not while the import kept the GPU busy (BUSY_W: adjusted energy 0 J).
+    # (Right to one counter step over the 1 s baseline, and over the window.)
+    assert device["baseline_power_w"] == pytest.approx(IDLE_W, abs=IDLE_W * COUNTER_STEP_S / 1.0 + 0.5)
+    assert measured["energy_adjusted_j"] == pytest.approx(
+        (BUSY_W - IDLE_W) * device["duration_s"], abs=2 * BUSY_W * COUNTER_STEP_S
+    )
+    # The result says when, and after what.
+    assert device["baseline_conditions"] == (
+        "before the experiment's child started, 1 s after the preloaded interpreter had finished its "
+        "imports and model reads"
+    )
+    taken = datetime.fromisoformat(device["baseline_measured_at"])
+    assert taken <= datetime.fromisoformat(measured["started_at"])
 
 
 def test_without_a_gpu_the_nvml_meter_fails_that_test_in_one_line(pytester, simulated_gpus, tmp_path):
@@ -194,7 +247,10 @@ def test_generate(llem):
 def test_save_a_baseline_then_fail_on_a_real_regression_and_pass_on_noise(
     pytester, simulated_gpus, tmp_path, monkeypatch
 ):
-    simulated_gpus()
+    # What is under test is the gate, on 0.25 s rounds: with a counter that steps every 100 ms
+    # each round would read 2 or 3 steps (+-40%), which hides any 20% change. The ideal counter
+    # stands in for rounds long enough to measure (seconds each on a real GPU).
+    simulated_gpus(ideal=True)
     pytester.makepyfile(test_energy_suite=GATED_SUITE)
     state_dir = tmp_path / "state"
     common = ("--llem-energy=nvml", "--llem-baseline=0", "--llem-rounds=5", "--llem-gate-flagged")
@@ -244,7 +300,7 @@ def test_save_a_baseline_then_fail_on_a_real_regression_and_pass_on_noise(
 def test_flagged_results_are_not_gated_by_default_and_budgets_fail_cleanly(
     pytester, simulated_gpus, tmp_path, monkeypatch
 ):
-    simulated_gpus()
+    simulated_gpus(ideal=True)  # the gate under test, on 0.25 s rounds (see the test above)
     pytester.makepyfile(test_energy_suite=GATED_SUITE)
     state_dir = tmp_path / "state"
     common = ("--llem-energy=nvml", "--llem-baseline=0", "--llem-rounds=3")

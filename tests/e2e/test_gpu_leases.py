@@ -19,7 +19,7 @@ import pytest
 from fake_nvml import FAKE_NVML_DIR, load_fake_nvml
 from helpers import SUPPORT_DIR, reports, start_llem_pytest, wait_for_file
 
-from pytest_llem.isolation.leases import LEASE_DIR, TABLE_FILE
+from pytest_llem.isolation.leases import LEASE_DIR, TABLE_FILE, GpuInfo, GpuRequest, Lease, LeaseTable
 
 SUITE = """
 import os
@@ -178,3 +178,80 @@ def test_a_sigkilled_holders_lease_is_reclaimed_by_the_next_session(
     assert "reclaimed the lease of test_all_four-" in output and f"(pid {killed.pid}) is gone" in output
     assert "waiting for" not in output
     assert "marked 1 stale experiment(s)" in output
+
+
+OWNED_SUITE = """
+import os
+import time
+
+import pytest
+
+def loop(ctx):
+    with ctx.window():
+        for _ in ctx.passes():  # as long as min_window_s asks: 5 s if the meter reads a GPU
+            time.sleep(0.2)
+    ctx.record(output_tokens=10, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+@pytest.mark.parametrize("fields", [{"device": "cpu"}, {"gpus": 0}], ids=["device_cpu", "gpus_0"])
+def test_cpu_only(llem, fields):
+    llem.run(loop, **fields)
+
+def test_leased(llem):
+    llem.run(loop, gpus=1)
+"""
+#: The host: gpu0 idles, gpu1 is busy for a neighbour that holds its lease.
+IDLE_W, NEIGHBOUR_W = 70.0, 500.0
+
+
+def test_each_case_reads_only_the_gpus_it_owns_beside_a_leased_neighbour(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    fake = load_fake_nvml()
+    scenario = tmp_path / "scenario.json"
+    fake.write_scenario(
+        str(scenario),
+        [
+            fake.FakeGpu(uuid="GPU-0000-sim", power_profile=[[0.0, IDLE_W]]),
+            fake.FakeGpu(uuid="GPU-0001-sim", power_profile=[[0.0, NEIGHBOUR_W]]),
+        ],
+    )
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join([str(FAKE_NVML_DIR), str(SUPPORT_DIR), os.environ.get("PYTHONPATH", "")]),
+    )
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    state_dir = tmp_path / "state"
+    # The neighbour: an experiment of this (live) process holding gpu1 for the whole session.
+    neighbour = LeaseTable(state_dir).try_acquire(
+        "neighbour", GpuRequest(indices=(1,)), [GpuInfo(0, "GPU-0000-sim"), GpuInfo(1, "GPU-0001-sim")]
+    )
+    assert isinstance(neighbour, Lease)
+    pytester.makepyfile(test_owned=OWNED_SUITE)
+    try:
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "--llem", f"--llem-state-dir={state_dir}", "--llem-energy=auto",
+            "--llem-baseline=0.3", "--llem-sample-interval=0.05",
+        )  # fmt: skip
+    finally:
+        neighbour.release()
+    result.assert_outcomes(passed=3)
+    (report,) = reports(state_dir)
+    by_test = {e["nodeid"].rpartition("::")[2]: e["result"] for e in report["experiments"]}
+    for test in ("test_cpu_only[device_cpu]", "test_cpu_only[gpus_0]"):
+        measured = by_test[test]
+        # No GPU opened: no figure (not 0 J, not the host's GPUs, not the neighbour's), and why.
+        assert measured["gpu_energy_j"] is None, (test, measured["gpu_energy_j"])
+        assert [d for d in measured["energy_by_device"] if d["kind"] == "gpu"] == []
+        reason = "device='cpu'" if "device_cpu" in test else "gpus=0"
+        assert f"gpu: not measured (the case owns no GPU: {reason})" in measured["energy_notes"]
+        # Its children see no GPU through CUDA either.
+        assert measured["extra"]["visible"] == ""
+        # A CPU-only case keeps the CPU's min_window_s (0: one pass), not the GPU's 5 s.
+        assert measured["extra"]["passes"] == 1 and measured["duration_s"] < 2.0
+    leased = by_test["test_leased"]
+    assert leased["placement"]["gpu_uuids"] == ["GPU-0000-sim"]
+    (gpu,) = [d for d in leased["energy_by_device"] if d["kind"] == "gpu"]
+    assert gpu["uuid"] == "GPU-0000-sim" and leased["extra"]["visible"] == "GPU-0000-sim"
+    assert gpu["energy_j"] == pytest.approx(IDLE_W * gpu["duration_s"], rel=0.1)
+    assert gpu["baseline_power_w"] == pytest.approx(IDLE_W, rel=0.1)

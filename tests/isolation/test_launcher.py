@@ -242,6 +242,24 @@ class TestBuildExperimentEnv:
         env = build_experiment_env(make_config({}), "exp", {"CUDA_VISIBLE_DEVICES": "1"})
         assert env["CUDA_VISIBLE_DEVICES"] == "1"
 
+    @pytest.mark.parametrize("fields", [{"device": "cpu"}, {"gpus": 0}])
+    def test_a_cpu_only_case_sees_no_gpu_through_cuda(self, make_config, fields):
+        # Unset, CUDA would show it every GPU of the host, a neighbour's leased one included.
+        assert build_experiment_env(make_config(fields), "exp", {})["CUDA_VISIBLE_DEVICES"] == ""
+        assert (
+            build_experiment_env(make_config(fields), "exp", {"CUDA_VISIBLE_DEVICES": "1"})[
+                "CUDA_VISIBLE_DEVICES"
+            ]
+            == ""
+        )
+        # A case that names its own devices keeps them.
+        named = make_config({**fields, "env": {"CUDA_VISIBLE_DEVICES": "0"}})
+        assert build_experiment_env(named, "exp", {})["CUDA_VISIBLE_DEVICES"] == "0"
+
+    def test_a_case_that_may_use_gpus_never_gets_an_empty_device_list(self, make_config):
+        # An empty value makes vLLM's workers fall back to the CPU silently: never added here.
+        assert "CUDA_VISIBLE_DEVICES" not in build_experiment_env(make_config({}), "exp", {})
+
     def test_vllm_defaults_yield_to_the_user_environment_and_config(self, make_config):
         config = make_config({"backend": "vllm", "env": {"TORCH_COMPILE_DISABLE": "0"}})
         env = build_experiment_env(config, "exp", {"VLLM_WORKER_MULTIPROC_METHOD": "fork"})

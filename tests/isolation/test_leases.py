@@ -16,6 +16,7 @@ import pytest
 from helpers import wait_for_file
 
 from pytest_llem.config import build_config
+from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.energy.quality import SHARED_HOST_ENERGY
 from pytest_llem.errors import ConfigError
 from pytest_llem.isolation.assembly import without_host_energy
@@ -26,11 +27,27 @@ from pytest_llem.isolation.leases import (
     GpuRequest,
     LeaseTable,
     gpu_request,
+    owned_gpus,
     place_result,
 )
 from pytest_llem.results import DeviceEnergy, ExperimentResult, RoundResult
 
 FOUR_GPUS = [GpuInfo(i, f"GPU-{i:04d}-sim") for i in range(4)]
+
+
+def test_the_meter_reads_exactly_the_gpus_a_case_owns():
+    options = MeterOptions()
+    leased = owned_gpus(options, build_config({}), FOUR_GPUS[2:3])
+    assert (leased.gpu_uuids, leased.no_gpu_reason) == (["GPU-0002-sim"], None)
+    for fields, reason in (({"device": "cpu"}, "device='cpu'"), ({"gpus": 0}, "gpus=0")):
+        cpu = owned_gpus(options, build_config(fields), [])
+        assert (cpu.gpu_uuids, cpu.no_gpu_reason) == ([], reason)
+    # A Slurm job given no GPU owns none, whatever the node has.
+    job = owned_gpus(options, build_config({}), [], "its Slurm job was given no GPU")
+    assert (job.gpu_uuids, job.no_gpu_reason) == ([], "its Slurm job was given no GPU")
+    # Devices the case names itself, or a host without GPUs: the meter decides, as before.
+    assert owned_gpus(options, build_config({"env": {"CUDA_VISIBLE_DEVICES": "1"}}), []) == options
+    assert owned_gpus(options, build_config({}), []) == options
 
 
 def test_what_a_config_asks_for():
@@ -246,3 +263,54 @@ def test_the_result_records_where_it_ran(tmp_path: Path, monkeypatch: pytest.Mon
         "overlapped_with": ["beside"],
     }
     assert lease.released and placed.placement.describe() == "node-a, GPU 0,1, job 4242"
+
+
+@pytest.mark.parametrize(
+    ("fields", "slurm_env", "visible", "owned", "reason"),
+    [
+        # What build_experiment_env gives a CPU-only case; Slurm gave the job no GPU.
+        ({"device": "cpu"}, {"CUDA_VISIBLE_DEVICES": ""}, "", [], "device='cpu'"),
+        # Slurm gave the job the node's second GPU: exactly that one, by UUID.
+        (
+            {},
+            {"SLURM_GPUS_ON_NODE": "1", "CUDA_VISIBLE_DEVICES": "1"},
+            "GPU-0001-sim",
+            ["GPU-0001-sim"],
+            None,
+        ),
+        # A job given no GPU on a node that has two reads neither (other jobs may use them).
+        ({}, {}, None, [], "its Slurm job was given no GPU"),
+    ],
+    ids=["cpu-only", "gpu-given", "no-gpu-given"],
+)
+def test_a_slurm_job_reads_only_the_gpus_it_owns_as_a_local_experiment_does(
+    fake_nvml, monkeypatch, tmp_path: Path, fields, slurm_env, visible, owned, reason
+):
+    from pytest_llem.errors import ExperimentFailed
+    from pytest_llem.isolation import slurm_job
+    from pytest_llem.isolation.protocol import ExperimentRequest
+    from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts
+    from pytest_llem.isolation.slurm import NodeSettings
+    from pytest_llem.isolation.workload import WorkloadSpec
+
+    fake_nvml.configure([fake_nvml.FakeGpu(uuid=f"GPU-{i:04d}-sim") for i in range(2)])
+    handed: dict = {}
+
+    def run_in_child(request, env, guard, on_progress):
+        handed.update(meter=request.meter, visible=env.get("CUDA_VISIBLE_DEVICES"))
+        raise ExperimentFailed("stopped before a child is started")
+
+    monkeypatch.setattr(slurm_job, "run_in_child", run_in_child)
+    request = ExperimentRequest(
+        experiment_id="exp",
+        config=build_config(fields),
+        config_hash="hash",
+        workload=WorkloadSpec(ref="workloads:count_tokens"),
+        state_dir=str(tmp_path / "state"),
+    )
+    node = NodeSettings(baseline_s=0, cooldown_s=0)
+    guard = InterruptGuard(SessionInterrupts())
+    outcome = slurm_job._run(request, node, dict(slurm_env), guard, tmp_path, "42")
+    assert outcome.failure is not None and outcome.failure.message == "stopped before a child is started"
+    assert handed["visible"] == visible
+    assert (handed["meter"].gpu_uuids, handed["meter"].no_gpu_reason) == (owned, reason)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pytest_llem.results import DeviceEnergy, DeviceKind, PowerSample
 
@@ -51,6 +52,9 @@ class MeasuredDevice(ABC):
     counter_source: str = "counter"
     #: The counter restarts from zero after this many joules (RAPL); None if it never wraps.
     counter_range_j: float | None = None
+    #: The counter advances about this often (NVML: ~100 ms); None where it is finer than a window
+    #: can be. A shorter window reads 0 J or a whole update's worth, so it is flagged.
+    counter_update_s: float | None = None
 
     @property
     def key(self) -> str:
@@ -196,6 +200,9 @@ class DeviceTally:
     status_error: str | None = None
     #: Seconds between the idle baseline's measurement and the window's start.
     baseline_age_s: float | None = None
+    #: When the idle baseline was measured, and what the session had waited for first.
+    baseline_measured_at: datetime | None = None
+    baseline_conditions: str | None = None
 
     def add(self, t_s: float, reading: Reading) -> None:
         if self.lost is not None:
@@ -278,6 +285,8 @@ class DeviceTally:
                 duration_s=duration_s,
                 baseline_power_w=self.baseline_power_w,
                 baseline_age_s=self.baseline_age_s,
+                baseline_measured_at=self.baseline_measured_at,
+                baseline_conditions=self.baseline_conditions,
                 avg_power_w=average,
                 peak_power_w=peak,
                 temperature_start_c=temperatures[0] if temperatures else None,

@@ -21,6 +21,9 @@ def open_devices(
 ) -> tuple[list[MeasuredDevice], list[str], list[Callable[[], None]]]:
     """The devices meter `name` reads, notes on parts it cannot read, and closers to call.
 
+    GPUs: those the experiment owns (`options.gpu_uuids`, its lease; none for a CPU-only
+    case), else those `CUDA_VISIBLE_DEVICES` in `environ` names.
+
     `nvml` and `rapl` raise `MeterUnavailable` when they cannot measure at all; `auto`
     takes whichever parts are readable and notes why the others are missing.
     """
@@ -30,7 +33,10 @@ def open_devices(
     devices: list[MeasuredDevice] = []
     notes: list[str] = []
     closers: list[Callable[[], None]] = []
-    if name in ("nvml", "auto"):
+    if name in ("nvml", "auto") and options.gpu_uuids == []:
+        # Not all GPUs, and not 0 J: a case that owns no GPU has no GPU energy to measure.
+        notes.append(f"gpu: not measured (the case owns no GPU: {options.no_gpu_reason or 'none leased'})")
+    elif name in ("nvml", "auto"):
         try:
             session = nvml.NvmlSession.open()
         except MeterUnavailable as exc:
@@ -39,7 +45,11 @@ def open_devices(
             notes.append(f"gpu: not measured ({exc})")
         else:
             try:
-                gpus = session.visible_gpus(environ.get("CUDA_VISIBLE_DEVICES"))
+                gpus = (
+                    session.visible_gpus(environ.get("CUDA_VISIBLE_DEVICES"))
+                    if options.gpu_uuids is None
+                    else session.owned_gpus(options.gpu_uuids)
+                )
             except MeterUnavailable as exc:
                 session.close()
                 if name == "nvml" or isinstance(exc, MeasurementRefused):

@@ -2,6 +2,9 @@
 
 Before an experiment's child starts (so before its model loads), the devices it will use
 are measured at rest for `duration_s`; the result is cached per device for the session.
+The session first waits for anything of its own that is still starting (the preloaded
+interpreter's imports and model reads), and each reading keeps when it was taken and after
+what, for the result.
 Only NVML and powercap are read here: the pytest process never touches CUDA.
 """
 
@@ -12,14 +15,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pytest_llem.energy import DEFAULT_BASELINE_S
-from pytest_llem.energy.devices import DeviceReadError
+from pytest_llem.energy.devices import DeviceReadError, MeasuredDevice
 from pytest_llem.energy.factory import open_devices
 from pytest_llem.energy.meter import MeterOptions, SampledMeter
 from pytest_llem.errors import MeterUnavailable
+from pytest_llem.results import DeviceEnergy
 
 # A temperature-based cool-down gives up after this long and says so.
 MAX_COOLDOWN_S = 300.0
 COOLDOWN_POLL_S = 1.0
+# After waiting for something busy (the preloaded interpreter's imports), the baseline waits
+# this long more: NVML's counter updates every ~100 ms and its power is a 1 s average, so
+# either would still hold some of the busy power.
+SETTLE_S = 1.0
 # Meters whose devices the parent can read itself; adapters measure in their own way.
 BASELINE_METERS = ("auto", "nvml", "rapl")
 
@@ -30,6 +38,18 @@ class IdleReading:
     temperature_c: float | None
     #: When it was measured (Unix time), so a result can say how old its baseline is.
     measured_at: float | None = None
+    #: What the session had waited for before measuring (e.g. the preloaded interpreter's imports).
+    conditions: str | None = None
+
+
+def _idle_power_w(device: MeasuredDevice, figures: DeviceEnergy, duration_s: float) -> float | None:
+    """The device's power at rest: its energy over the span, unless the span was shorter than
+    its counter's update period (the counter then read 0 J or a whole update's worth): then the
+    mean of its power readings, which at rest is the idle power."""
+    if device.counter_update_s is None or duration_s >= device.counter_update_s:
+        return figures.avg_power_w
+    powers = [s.power_w for s in figures.timeline if s.power_w is not None]
+    return sum(powers) / len(powers) if powers else None
 
 
 def with_baselines(options: MeterOptions, readings: Mapping[str, IdleReading]) -> MeterOptions:
@@ -39,6 +59,9 @@ def with_baselines(options: MeterOptions, readings: Mapping[str, IdleReading]) -
             "baseline_power_w": {key: r.power_w for key, r in readings.items()},
             "baseline_measured_at": {
                 key: r.measured_at for key, r in readings.items() if r.measured_at is not None
+            },
+            "baseline_conditions": {
+                key: r.conditions for key, r in readings.items() if r.conditions is not None
             },
         }
     )
@@ -54,9 +77,16 @@ class IdleBaselines:
     sleep: Callable[[float], None] = time.sleep
 
     def measure(
-        self, meter: str, options: MeterOptions, environ: Mapping[str, str]
+        self,
+        meter: str,
+        options: MeterOptions,
+        environ: Mapping[str, str],
+        conditions: str | None = None,
+        settle_s: float = 0.0,
     ) -> dict[str, IdleReading]:
-        """Idle readings for the devices `meter` would read under `environ`; {} if none apply."""
+        """Idle readings for the devices `meter` would read under `environ`; {} if none apply.
+        `conditions`: what the caller waited for first, recorded with each new reading;
+        `settle_s`: how long to wait after it before measuring (only when something is measured)."""
         if self.duration_s <= 0 or meter not in BASELINE_METERS:
             return {}
         try:
@@ -66,6 +96,8 @@ class IdleBaselines:
         try:
             unmeasured = [d for d in devices if d.key not in self.readings]
             if unmeasured:
+                if settle_s > 0:
+                    self.sleep(settle_s)
                 idle_meter = SampledMeter(unmeasured, MeterOptions(sample_interval_s=self.sample_interval_s))
                 measured_at = time.time()
                 try:
@@ -75,9 +107,10 @@ class IdleBaselines:
                 finally:
                     idle_meter.close()
                 for device, figures in zip(unmeasured, window.devices, strict=True):
-                    if figures.avg_power_w is not None:
+                    power_w = _idle_power_w(device, figures, window.duration_s)
+                    if power_w is not None:
                         self.readings[device.key] = IdleReading(
-                            figures.avg_power_w, figures.temperature_start_c, measured_at
+                            power_w, figures.temperature_start_c, measured_at, conditions
                         )
             return {d.key: self.readings[d.key] for d in devices if d.key in self.readings}
         finally:

@@ -21,6 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from pydantic import BaseModel, Field
 
@@ -48,6 +49,14 @@ class MeterOptions(BaseModel):
     baseline_power_w: dict[str, float] = Field(default_factory=dict)
     #: When each baseline was measured (Unix time: parent and child share the wall clock).
     baseline_measured_at: dict[str, float] = Field(default_factory=dict)
+    #: What the session waited for before measuring each baseline (`idle.IdleReading.conditions`).
+    baseline_conditions: dict[str, str] = Field(default_factory=dict)
+    #: The GPUs the experiment owns, by UUID (its lease): the meter opens exactly these, and
+    #: none when the list is empty (a CPU-only case). None: those `CUDA_VISIBLE_DEVICES` names
+    #: (a case that names its own devices, or a meter used outside a session).
+    gpu_uuids: list[str] | None = None
+    #: Why the experiment owns no GPU (`gpu_uuids == []`), for the note that replaces a figure.
+    no_gpu_reason: str | None = None
 
 
 def synchronize_accelerators() -> None:
@@ -190,6 +199,8 @@ class SampledMeter(EnergyMeter):
                     d,
                     self.options.baseline_power_w.get(d.key),
                     baseline_age_s=self._baseline_age(d, now_unix),
+                    baseline_measured_at=self._baseline_measured_at(d),
+                    baseline_conditions=self.options.baseline_conditions.get(d.key),
                 )
                 for d in self.devices
             ],
@@ -218,16 +229,25 @@ class SampledMeter(EnergyMeter):
         duration_s = ended - window.started
         devices = []
         notes = list(self.notes)
+        coarse_counters: dict[str, float] = {}
         for tally in window.tallies:
             device_energy, device_notes = tally.result(duration_s)
             devices.append(device_energy)
             notes.extend(device_notes)
+            update_s = tally.device.counter_update_s
+            if (
+                device_energy.energy_source == tally.device.counter_source
+                and update_s
+                and duration_s < update_s
+            ):
+                coarse_counters[tally.device.label] = update_s
         warnings = quality.assess_window(
             duration_s,
             devices,
             other_pids={t.device.label: t.other_pids for t in window.tallies},
             persistence_off=window.persistence_off,
             lost=[t.device.label for t in window.tallies if t.lost is not None],
+            coarse_counters=coarse_counters,
         )
         return WindowMeasurement(duration_s=duration_s, devices=devices, warnings=warnings, notes=notes)
 
@@ -236,6 +256,12 @@ class SampledMeter(EnergyMeter):
         if measured_at is None or device.key not in self.options.baseline_power_w:
             return None
         return max(0.0, now_unix - measured_at)
+
+    def _baseline_measured_at(self, device: MeasuredDevice) -> datetime | None:
+        measured_at = self.options.baseline_measured_at.get(device.key)
+        if measured_at is None or device.key not in self.options.baseline_power_w:
+            return None
+        return datetime.fromtimestamp(measured_at, timezone.utc)
 
     def _sample_loop(self) -> None:
         last_process_check = last_slow_read = time.perf_counter()

@@ -1,7 +1,8 @@
 """NVIDIA GPUs through NVML (the `pynvml` module of nvidia-ml-py), as `MeasuredDevice`s.
 
 NVML never initialises CUDA, so the pytest process may use it for the idle baseline. GPUs
-are matched to the experiment through `CUDA_VISIBLE_DEVICES` by UUID: the child is started
+are matched to the experiment by the UUIDs of its lease (`MeterOptions.gpu_uuids`; none
+for a CPU-only case), else through `CUDA_VISIBLE_DEVICES`: the child is started
 with `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so CUDA's index *i* and NVML's index *i* are the same
 GPU, and UUID entries are resolved to handles directly. MIG slices are refused: NVML
 reports power and energy for the whole GPU only.
@@ -39,6 +40,9 @@ THROTTLE_REASON_BITS = {
     0x100: "display_clocks",
 }
 _FEATURE_DISABLED = 0
+# The energy counter advances about every 100 ms on A100/H100 (every 10-100 ms on others):
+# a window shorter than that reads 0 J or one update's worth.
+NVML_COUNTER_UPDATE_S = 0.1
 # NVML's field ids and error codes, as nvidia-ml-py names them (numbers in case a binding lacks one).
 _FI_TOTAL_ENERGY = ("NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 83)  # mJ since the driver loaded
 _FI_POWER_AVERAGE = ("NVML_FI_DEV_POWER_AVERAGE", 185)  # mW, 1 s average (Ampere+, not GA100)
@@ -128,6 +132,15 @@ class NvmlSession:
             )
         return chosen
 
+    def owned_gpus(self, uuids: list[str]) -> list[NvmlGpu]:
+        """Exactly the GPUs leased to the experiment, in the lease's order; a leased GPU that
+        NVML no longer lists is an error, never a smaller sum."""
+        chosen = self.visible_gpus(",".join(uuids))
+        missing = [u for u in uuids if u not in {gpu.uuid for gpu in chosen}]
+        if missing:
+            raise MeterUnavailable(f"NVML does not list the leased GPU(s) {', '.join(missing)}")
+        return chosen
+
 
 def select_visible(gpus: list[NvmlGpu], cuda_visible_devices: str | None) -> list[NvmlGpu]:
     """CUDA's rules: indices or (prefixes of) UUIDs; the list stops at the first unknown entry."""
@@ -156,6 +169,7 @@ def select_visible(gpus: list[NvmlGpu], cuda_visible_devices: str | None) -> lis
 class NvmlGpu(MeasuredDevice):
     kind = "gpu"
     counter_source = "nvml-counter"
+    counter_update_s = NVML_COUNTER_UPDATE_S
 
     def __init__(self, nvml: ModuleType, handle: Any, index: int) -> None:
         self.nvml = nvml

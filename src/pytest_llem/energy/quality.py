@@ -27,6 +27,7 @@ FLAGGED_THROTTLE_REASONS = frozenset(
 )
 
 SHORT_WINDOW = "short_window"
+COUNTER_RESOLUTION = "counter_resolution"
 ZERO_ENERGY = "zero_energy"
 FEW_POWER_SAMPLES = "few_power_samples"
 TEMPERATURE_DRIFT = "temperature_drift"
@@ -83,8 +84,10 @@ def assess_window(
     other_pids: dict[str, set[int]] | None = None,
     persistence_off: list[str] | None = None,
     lost: list[str] | None = None,
+    coarse_counters: dict[str, float] | None = None,
 ) -> list[QualityWarning]:
-    """The flags that apply to one measured window."""
+    """The flags that apply to one measured window. `coarse_counters`: devices whose counter
+    gave the energy but updates less often than the window lasted (label: update period, s)."""
     warnings: list[QualityWarning] = []
     if devices and duration_s < MIN_WINDOW_S:
         warnings.append(
@@ -92,6 +95,15 @@ def assess_window(
                 SHORT_WINDOW,
                 f"measured window lasted {duration_s:.2f} s, under {MIN_WINDOW_S:g} s: energy counters "
                 "update every 10-100 ms and short windows vary widely; measure more work per window",
+            )
+        )
+    for label, update_s in sorted((coarse_counters or {}).items()):
+        warnings.append(
+            flag(
+                COUNTER_RESOLUTION,
+                f"{label}: the window lasted {duration_s * 1000:.0f} ms, less than the energy counter's "
+                f"update period (~{update_s * 1000:.0f} ms): the counter reads 0 J or a whole update's "
+                "worth over so short a span, so the figure is not the window's energy; measure longer",
             )
         )
     for device in devices:

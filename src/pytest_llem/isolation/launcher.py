@@ -32,6 +32,7 @@ from pytest_llem.backends import BACKEND_ENV_DEFAULTS
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.errors import ExperimentFailed, ExperimentInterrupted
 from pytest_llem.isolation.files import OUTCOME_FILE, REQUEST_FILE, WORKER_STATUS_FILE
+from pytest_llem.isolation.leases import cpu_only_reason
 from pytest_llem.isolation.protocol import (
     ChildOutcome,
     ExperimentRequest,
@@ -110,6 +111,12 @@ def build_experiment_env(
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     if isinstance(config.gpus, list):  # a GPU lease (isolation.leases) may name them by UUID instead
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in config.gpus)
+    elif cpu_only_reason(config) is not None:
+        # A CPU-only case owns no GPU (no lease): CUDA must not hand it one a neighbour holds.
+        # Only here, by the case's own choice: an empty value inherited from a host would make
+        # a GPU case (vLLM's workers, say) fall back to the CPU silently, so it is never added
+        # to a case that may use GPUs.
+        env["CUDA_VISIBLE_DEVICES"] = ""
     env.update(config.env)
     env["PYTEST_LLEM_EXPERIMENT_ID"] = experiment_id
     model_files = model_files_to_preload(config)

@@ -14,8 +14,10 @@ A row also says whether another experiment ran on the same host while it was hel
 (`energy.quality.SHARED_HOST_ENERGY`).
 
 The inventory of GPUs comes from NVML in the pytest process (`energy.nvml`), never CUDA;
-the child gets the leased GPUs' UUIDs in `CUDA_VISIBLE_DEVICES`, which `energy.nvml`
-resolves to the same devices.
+the child gets the leased GPUs' UUIDs in `CUDA_VISIBLE_DEVICES`, and its meter the same
+UUIDs (`owned_gpus`): an experiment reads only the GPUs it owns. A CPU-only case (device='cpu',
+gpus=0) owns none: its meter opens no GPU and says so, and its children see none through
+CUDA (an empty `CUDA_VISIBLE_DEVICES`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem.config import ExperimentConfig
+from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.errors import ConfigError, MeterUnavailable, StorageError
 from pytest_llem.isolation.assembly import without_host_energy
 from pytest_llem.processes import process_is_alive, process_start_time
@@ -70,10 +73,22 @@ class GpuRequest:
         return f"{self.count} GPU(s)"
 
 
+def cpu_only_reason(config: ExperimentConfig) -> str | None:
+    """Why `config` owns no GPU by its own choice (device='cpu', gpus=0), or None: it may use
+    GPUs, or it names its own devices (CUDA_VISIBLE_DEVICES in its env, which then wins)."""
+    if "CUDA_VISIBLE_DEVICES" in config.env:
+        return None
+    if config.device == "cpu":
+        return "device='cpu'"
+    if config.gpus == 0:
+        return "gpus=0"
+    return None
+
+
 def gpu_request(config: ExperimentConfig) -> GpuRequest | None:
     """The GPUs `config` needs; None when it needs none or chose its own (device='cpu', or
     CUDA_VISIBLE_DEVICES in its env, gpus=0)."""
-    if config.device == "cpu" or config.gpus == 0 or "CUDA_VISIBLE_DEVICES" in config.env:
+    if cpu_only_reason(config) is not None or "CUDA_VISIBLE_DEVICES" in config.env:
         return None
     if isinstance(config.gpus, list):
         return GpuRequest(indices=tuple(dict.fromkeys(config.gpus)))
@@ -99,6 +114,28 @@ def host_gpus(environ: Mapping[str, str] | None = None) -> list[GpuInfo]:
         return []
     finally:
         session.close()
+
+
+def owned_gpus(
+    options: MeterOptions,
+    config: ExperimentConfig,
+    leased: list[GpuInfo],
+    unleased_reason: str | None = None,
+) -> MeterOptions:
+    """`options` with the GPUs the experiment owns, so that its meter reads exactly those (and
+    the idle baseline measures exactly those): the leased ones; none for a CPU-only case (whose
+    children see none through CUDA either: `launcher.build_experiment_env`); none, for
+    `unleased_reason`, when the launcher gave it none (a Slurm job without GPUs). A case that
+    names its own `CUDA_VISIBLE_DEVICES`, or a host whose NVML lists no GPU, leaves the
+    choice to the meter (that variable, or NVML's own reason for seeing nothing)."""
+    if leased:
+        return options.model_copy(update={"gpu_uuids": [gpu.uuid for gpu in leased]})
+    if "CUDA_VISIBLE_DEVICES" in config.env:
+        return options
+    reason = cpu_only_reason(config) or unleased_reason
+    if reason is None:
+        return options
+    return options.model_copy(update={"gpu_uuids": [], "no_gpu_reason": reason})
 
 
 @dataclass

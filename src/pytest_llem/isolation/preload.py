@@ -264,13 +264,25 @@ class Preloader:
             except OSError as exc:
                 self._disable(str(exc))
 
-    def start(self, work_dir: Path, env: Mapping[str, str], output: ChildOutput) -> StartedGroup:
-        self.prestart(env)
+    @property
+    def running(self) -> bool:
+        """Whether a preloaded interpreter has been started (ready or still importing)."""
+        return self._server is not None
+
+    def wait_ready(self) -> None:
+        """Wait until a started preloaded interpreter has finished its imports and the model
+        reads it was given (nothing to do when none runs); a failure disables it, with the
+        reason said at the next start. The idle baseline waits here: a GPU or CPU busy with
+        an import or a read is not at rest."""
         if self._server is not None:
             try:
                 self._server.wait_ready(self._interrupted)
             except RuntimeError as exc:
                 self._disable(str(exc))
+
+    def start(self, work_dir: Path, env: Mapping[str, str], output: ChildOutput) -> StartedGroup:
+        self.prestart(env)
+        self.wait_ready()
         if self.disabled is not None or self._server is None:
             return self._cold(
                 work_dir, env, output, self.disabled or "the preloaded interpreter did not start"

@@ -24,7 +24,14 @@ from pytest_llem.energy.idle import IdleBaselines, with_baselines
 from pytest_llem.errors import ExperimentInterrupted, LlemError
 from pytest_llem.isolation.files import OUTCOME_FILE, REQUEST_FILE
 from pytest_llem.isolation.launcher import run_in_child
-from pytest_llem.isolation.leases import SLURM_JOB_ID_ENV, GpuRequest, LeaseTable, host_gpus, place_result
+from pytest_llem.isolation.leases import (
+    SLURM_JOB_ID_ENV,
+    GpuRequest,
+    LeaseTable,
+    host_gpus,
+    owned_gpus,
+    place_result,
+)
 from pytest_llem.isolation.protocol import (
     ChildOutcome,
     ExperimentRequest,
@@ -94,13 +101,16 @@ def _run(
     try:
         if assigned:  # by UUID, as a local lease names them
             env["CUDA_VISIBLE_DEVICES"] = lease.cuda_visible_devices
-        idle = IdleBaselines(node.baseline_s, request.meter.sample_interval_s)
+        # As on a local host, the meter reads exactly the GPUs the job owns: a job Slurm gave no
+        # GPU reads none, even on a node whose GPUs other jobs use.
+        options = owned_gpus(request.meter, request.config, lease.gpus, "its Slurm job was given no GPU")
+        idle = IdleBaselines(node.baseline_s, options.sample_interval_s)
         idle.sleep = lambda seconds: sleep_unless_interrupted(seconds, guard)
         meter = request.config.energy
         if node.cooldown_s > 0 or node.cooldown_temp_c is not None:
-            idle.cool_down(meter, request.meter, env, node.cooldown_s, node.cooldown_temp_c)
+            idle.cool_down(meter, options, env, node.cooldown_s, node.cooldown_temp_c)
         request = request.model_copy(
-            update={"meter": with_baselines(request.meter, idle.measure(meter, request.meter, env))}
+            update={"meter": with_baselines(options, idle.measure(meter, options, env))}
         )
         try:
             result = run_in_child(

@@ -1,9 +1,15 @@
 """A simulated NVML, shaped like nvidia-ml-py's `pynvml`, for machines without an NVIDIA GPU.
 
 Only the calls pytest-llem makes exist here. Each GPU follows a scenario: a power profile
-that its energy counter integrates exactly (so figures are checkable), and faults that a
-real GPU shows: no energy counter (pre-Volta), a counter that starts failing, a GPU that
-falls off the bus, MIG mode, throttling, other processes, persistence mode off.
+(so figures are checkable), and what a real GPU does with it. As on an A100/H100, the energy
+counter advances in steps (`counter_step_s`, 0.1 s: it holds the profile's exact integral up
+to the last step), `nvmlDeviceGetPowerUsage` and the average-power field are a moving
+average over `power_average_s` (1 s), and only the instant-power field is the power now. The
+ideal mode (`ideal=True` in `configure`/`write_scenario`, the scenario's "ideal" key, or
+`FAKE_NVML_IDEAL=1`) makes the counter exact at every instant and every power reading
+instantaneous, for a test that genuinely needs exact figures. Faults that a real GPU shows:
+no energy counter (pre-Volta), a counter that starts failing, a GPU that falls off the bus,
+MIG mode, throttling, other processes, persistence mode off.
 
 Scenarios come from `configure(...)` in-process, or from the JSON file named by
 `FAKE_NVML_SCENARIO` in another process (put this folder first on PYTHONPATH). Times are
@@ -22,6 +28,7 @@ The driver, like a real one, may lack calls that the binding offers; calling one
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections import Counter
@@ -102,7 +109,14 @@ class FakeGpu:
     #: A file of "t_s watts" lines that extends `power_profile`: `log_power` appends to it, so a
     #: workload in one process can change the power that another process's NVML sees.
     power_log: str | None = None
+    #: The energy counter advances every this many seconds (since the epoch); 0: continuously.
+    counter_step_s: float = 0.1
+    #: Average power (`nvmlDeviceGetPowerUsage`, the average field) covers this many seconds; 0: now.
+    power_average_s: float = 1.0
 
+
+#: Set (to anything but "0" or "") for the ideal mode in every process that loads the scenario.
+IDEAL_ENV = "FAKE_NVML_IDEAL"
 
 _state: dict[str, Any] = {
     "gpus": [],
@@ -110,6 +124,7 @@ _state: dict[str, Any] = {
     "initialised": False,
     "driver_loaded": True,
     "driver": "current",
+    "ideal": False,
     "calls": 0,
 }
 #: Calls made per NVML function since the last `configure`.
@@ -117,7 +132,11 @@ calls_by_function: Counter[str] = Counter()
 
 
 def configure(
-    gpus: list[FakeGpu], epoch: float | None = None, driver_loaded: bool = True, driver: str = "current"
+    gpus: list[FakeGpu],
+    epoch: float | None = None,
+    driver_loaded: bool = True,
+    driver: str = "current",
+    ideal: bool = False,
 ) -> None:
     if driver not in DRIVERS:
         raise ValueError(f"driver: {driver!r} is not one of {', '.join(DRIVERS)}")
@@ -126,19 +145,21 @@ def configure(
         epoch=time.time() if epoch is None else epoch,
         driver_loaded=driver_loaded,
         driver=driver,
+        ideal=ideal or os.environ.get(IDEAL_ENV, "") not in ("", "0"),
     )
     _state["calls"] = 0
     calls_by_function.clear()
 
 
 def write_scenario(
-    path: str, gpus: list[FakeGpu], driver_loaded: bool = True, driver: str = "current"
+    path: str, gpus: list[FakeGpu], driver_loaded: bool = True, driver: str = "current", ideal: bool = False
 ) -> None:
     """A scenario file for other processes; its epoch is now."""
     payload = {
         "epoch": time.time(),
         "driver_loaded": driver_loaded,
         "driver": driver,
+        "ideal": ideal,
         "gpus": [g.__dict__ for g in gpus],
     }
     with open(path, "w") as f:
@@ -155,6 +176,7 @@ def _load_scenario_from_env() -> None:
             payload["epoch"],
             payload["driver_loaded"],
             payload.get("driver", "current"),
+            payload.get("ideal", False),
         )
 
 
@@ -179,24 +201,50 @@ def _steps(gpu: FakeGpu) -> list[list[float]]:
     return sorted(steps)
 
 
-def _energy_mj(gpu: FakeGpu, t_s: float) -> float:
-    steps = _steps(gpu)
+def _joules_until(steps: list[list[float]], t_s: float) -> float:
+    """The profile's exact integral from its first step to `t_s` (negative before it: the first
+    step's power is taken to have run since ever, so a moving average near the epoch is defined)."""
+    first_start, first_watts = steps[0]
+    if t_s <= first_start:
+        return (t_s - first_start) * first_watts
     joules = 0.0
     for i, (start, watts) in enumerate(steps):
         end = steps[i + 1][0] if i + 1 < len(steps) else float("inf")
         if t_s <= start:
             break
         joules += (min(t_s, end) - start) * watts
-    return gpu.initial_energy_mj + joules * 1000.0
+    return joules
+
+
+def _counter_step_s(gpu: FakeGpu) -> float:
+    return 0.0 if _state["ideal"] else gpu.counter_step_s
+
+
+def _energy_mj(gpu: FakeGpu, t_s: float) -> float:
+    """The counter: the exact integral as of its last update (every `counter_step_s`)."""
+    step_s = _counter_step_s(gpu)
+    updated_s = math.floor(t_s / step_s) * step_s if step_s > 0 else t_s
+    return gpu.initial_energy_mj + max(0.0, _joules_until(_steps(gpu), updated_s)) * 1000.0
 
 
 def _power_w(gpu: FakeGpu, t_s: float) -> float:
+    """The power now (the instant field)."""
     steps = _steps(gpu)
     current = steps[0][1]
     for start, watts in steps:
         if t_s >= start:
             current = watts
     return current
+
+
+def _average_power_w(gpu: FakeGpu, t_s: float) -> float:
+    """What `nvmlDeviceGetPowerUsage` and the average field report: the mean over the last
+    `power_average_s` (the power now in the ideal mode)."""
+    span_s = 0.0 if _state["ideal"] else gpu.power_average_s
+    if span_s <= 0:
+        return _power_w(gpu, t_s)
+    steps = _steps(gpu)
+    return (_joules_until(steps, t_s) - _joules_until(steps, t_s - span_s)) / span_s
 
 
 def _gpu(handle: FakeGpu, function: str) -> FakeGpu:
@@ -272,7 +320,7 @@ def nvmlDeviceGetTotalEnergyConsumption(handle: FakeGpu) -> int:
 
 
 def nvmlDeviceGetPowerUsage(handle: FakeGpu) -> int:
-    return int(_power_w(_gpu(handle, "nvmlDeviceGetPowerUsage"), _now_s()) * 1000)
+    return int(_average_power_w(_gpu(handle, "nvmlDeviceGetPowerUsage"), _now_s()) * 1000)
 
 
 def nvmlDeviceGetTemperature(handle: FakeGpu, sensor: int) -> int:
@@ -332,7 +380,9 @@ def _field_value(gpu: FakeGpu, field_id: int, t_s: float) -> _FieldValue:
         return _FieldValue(
             field_id, valueType=NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, value=_Value(int(_energy_mj(gpu, t_s)))
         )
-    if field_id in (NVML_FI_DEV_POWER_AVERAGE, NVML_FI_DEV_POWER_INSTANT) and _state["driver"] != "old":
+    if field_id == NVML_FI_DEV_POWER_AVERAGE and _state["driver"] != "old":
+        return _FieldValue(field_id, value=_Value(int(_average_power_w(gpu, t_s) * 1000)))
+    if field_id == NVML_FI_DEV_POWER_INSTANT and _state["driver"] != "old":
         return _FieldValue(field_id, value=_Value(int(_power_w(gpu, t_s) * 1000)))
     return _FieldValue(field_id, nvmlReturn=NVML_ERROR_NOT_SUPPORTED)
 
