@@ -4,6 +4,7 @@ once, and a session SIGKILLed mid-run whose experiment the next session marks fa
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -132,9 +133,79 @@ def test_a_session_killed_mid_run_leaves_a_store_the_next_session_repairs(suite:
             break
         time.sleep(0.2)
 
+    (killed_run,) = RunHistory(state).summaries()
+    assert killed_run.outcome == "running"
+
     code, output = finished(llem_pytest(suite, f"--llem-state-dir={state}"))
     assert code == 0, output
     stale = StateManager(state).load(measuring[0].experiment_id)
     assert stale.failed and stale.error_message.startswith("stale: its process is gone")
     (newest,) = RunHistory(state).summaries(limit=1)
     assert RunHistory(state).find(newest.run_id).stale_experiments == [measuring[0].experiment_id]
+    # The killed run is completed, not left running for good, and is never a baseline.
+    assert [run.outcome for run in RunHistory(state).summaries()] == ["interrupted", "passed"]
+    repaired = RunHistory(state).find(killed_run.run_id)
+    assert repaired.repaired and not repaired.can_be_baseline
+    assert "completed the report of 1 earlier run(s)" in output and killed_run.run_id in output
+    assert RunHistory(state).latest(None).run_id == newest.run_id
+
+
+WAITING_SUITE = """
+import os, time
+from pathlib import Path
+
+def waits_for_the_test(ctx):
+    signals = Path(os.environ["SIGNAL_DIR"])
+    with ctx.window():
+        (signals / "measuring").touch()
+        deadline = time.monotonic() + 120
+        while not (signals / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    ctx.record(output_tokens=10)
+
+def test_waits(llem):
+    llem.run(waits_for_the_test, energy="none")
+"""
+
+
+def test_a_postgresql_store_stopped_mid_session_keeps_the_result_in_the_report_and_the_next_session_repairs(
+    tmp_path: Path, own_postgres_server
+):
+    suite, signals, state = tmp_path / "suite", tmp_path / "signals", tmp_path / "state"
+    suite.mkdir()
+    signals.mkdir()
+    (suite / "test_waits.py").write_text(WAITING_SUITE)
+    url = own_postgres_server.new_database()
+    args = (f"--llem-state-dir={state}", f"--llem-store={url}", "--llem-resume")
+    first = llem_pytest(suite, *args, SIGNAL_DIR=str(signals))
+    deadline = time.monotonic() + 120
+    while not (signals / "measuring").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    own_postgres_server.stop()  # the database host goes down while the experiment measures
+    (signals / "go").touch()
+    code, output = finished(first)
+
+    assert code == 1, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output, output
+    lines = [line for line in output.splitlines() if "pytest-llem: the store" in line]
+    assert len(lines) == 1, output
+    assert "failed" in lines[0] and "the results measured are kept in" in lines[0]
+    (run_dir,) = (state / "runs").iterdir()
+    kept = json.loads((run_dir / "report.json").read_text())
+    (entry,) = kept["experiments"]
+    assert entry["phase"] == "done" and entry["result"]["output_tokens"] == 10
+    assert kept["outcome"] == "failed" and kept["exit_code"] == 1
+
+    assert own_postgres_server.start().returncode == 0
+    code, output = finished(llem_pytest(suite, *args, SIGNAL_DIR=str(signals)))
+
+    assert code == 0, output
+    history = RunHistory(state, url)
+    repaired = history.find(run_dir.name)
+    assert (repaired.outcome, repaired.repaired, repaired.can_be_baseline) == ("failed", True, False)
+    assert [run.outcome for run in history.summaries()] == ["failed", "passed"]
+    state_of = StateManager(state, url).load(entry["experiment_id"])
+    assert state_of.phase.value == "done" and not state_of.failed
+    # Its result reached done, so the next session's --llem-resume used it.
+    (resumed,) = history.find(history.summaries()[-1].run_id).experiments
+    assert resumed.resumed and resumed.experiment_id == entry["experiment_id"]
