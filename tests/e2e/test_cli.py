@@ -510,3 +510,59 @@ def test_a_store_row_with_a_path_for_a_run_id_is_never_deleted_on_disk(tmp_path,
     assert not (state_dir / "runs" / "fine").exists()
     assert "its run id is not a plain name" in cleaned.stderr
     assert listed.returncode == 0 and "shared" not in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "says"),
+    [
+        ("random bytes", ("list",), "cannot open the store"),
+        ("malformed", ("list",), "database disk image is malformed"),
+        (None, ("--store", "postgresql://u:hunter2secret@[::1/db", "list"), "is not a database URL"),
+        (None, ("--store", "sqlite://", "list"), "a SQLite store needs a file"),
+        (None, ("show", "/etc/passwd"), "'/etc/passwd' is not a report: the document: Invalid JSON"),
+        (None, ("list", "--limit", "0"), "--limit: 0 is not a number of runs to show; give 1 or more"),
+    ],
+    ids=["random-bytes", "malformed", "bad-url", "sqlite-memory", "show-etc-passwd", "limit-0"],
+)
+def test_what_used_to_crash_the_command_is_one_line_with_exit_code_2(state_dir, setup, args, says):
+    if setup == "random bytes":
+        state_dir.mkdir()
+        (state_dir / "llem.sqlite3").write_bytes(os.urandom(20_000))
+    elif setup == "malformed":
+        save(state_dir, "run-a", BASELINE_ROUNDS_J)
+        import sqlite3
+
+        database = state_dir / "llem.sqlite3"
+        conn = sqlite3.connect(database)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = [page for (page,) in conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'")]
+        conn.close()
+        with database.open("r+b") as handle:
+            for page in pages:
+                handle.seek((page - 1) * 4096)
+                handle.write(b"\xee" * 4096)
+    else:
+        save(state_dir, "run-a", BASELINE_ROUNDS_J)
+
+    done = llem(state_dir, *args)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("pytest-llem: "), done.stderr
+    assert says in done.stderr
+    assert "hunter2secret" not in done.stderr and "root:" not in done.stderr
+
+
+def test_names_from_a_shared_store_are_shown_with_control_characters_escaped(state_dir):
+    report = make_report("run-a", [make_entry(GPT2, make_result(BASELINE_ROUNDS_J))])
+    # Written by another machine's pytest-llem that did not check names.
+    RunHistory(state_dir).save(report.model_copy(update={"name": "evil\x1b[2J\nfake line"}))
+
+    listed = llem(state_dir, "list")
+    shown = llem(state_dir, "show", "run-a")
+
+    assert listed.returncode == 0, listed.stderr
+    assert "\x1b" not in listed.stdout and "evil\\x1b[2J\\x0afake line" in listed.stdout
+    assert len(listed.stdout.splitlines()) == 2
+    # The whole report is refused where it enters: its name cannot name a run.
+    assert shown.returncode == 2 and "\x1b" not in shown.stdout + shown.stderr
+    assert "skipped the store's row of run run-a: the store's row is not a report: name: " in shown.stderr

@@ -209,3 +209,145 @@ def test_a_postgresql_store_stopped_mid_session_keeps_the_result_in_the_report_a
     # Its result reached done, so the next session's --llem-resume used it.
     (resumed,) = history.find(history.summaries()[-1].run_id).experiments
     assert resumed.resumed and resumed.experiment_id == entry["experiment_id"]
+
+
+def damage_pages(database: Path, *pages: int, page_size: int = 4096) -> None:
+    """Overwrite whole pages of a SQLite file, as a bad disk or a torn copy would."""
+    with database.open("r+b") as handle:
+        for page in pages:
+            handle.seek((page - 1) * page_size)
+            handle.write(b"\xee" * page_size)
+
+
+def checkpointed_store(suite: Path, state: Path) -> Path:
+    """A state dir whose store holds one finished run, folded into the main file (no WAL left)."""
+    code, output = finished(llem_pytest(suite, f"--llem-state-dir={state}"))
+    assert code == 0, output
+    import sqlite3
+
+    database = state / "llem.sqlite3"
+    conn = sqlite3.connect(database)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    return database
+
+
+def the_experiments_pages(database: Path) -> list[int]:
+    import sqlite3
+
+    conn = sqlite3.connect(database)
+    try:
+        query = "SELECT rootpage FROM sqlite_master WHERE tbl_name = 'experiments'"
+        return [page for (page,) in conn.execute(query)]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["random bytes", "malformed pages", "a URL that cannot be parsed", "sqlite://", "sqlite:///:memory:"],
+)
+def test_a_store_that_cannot_be_used_stops_the_session_in_one_line_with_exit_code_4(
+    suite: Path, tmp_path: Path, damage: str
+):
+    state = tmp_path / "state"
+    store_args: tuple[str, ...] = ()
+    if damage == "random bytes":
+        state.mkdir()
+        (state / "llem.sqlite3").write_bytes(os.urandom(20_000))
+    elif damage == "malformed pages":
+        database = checkpointed_store(suite, state)
+        damage_pages(database, *the_experiments_pages(database))
+    elif damage == "a URL that cannot be parsed":
+        store_args = ("--llem-store=postgresql://u:hunter2secret@[::1/db",)
+    else:
+        store_args = (f"--llem-store={damage}",)
+
+    code, output = finished(llem_pytest(suite, f"--llem-state-dir={state}", *store_args))
+
+    assert code == 4, output
+    assert "INTERNALERROR" not in output and "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if "pytest-llem:" in line]
+    assert len(lines) == 1, output
+    assert "store" in lines[0] and "hunter2secret" not in output
+
+
+def test_files_too_large_or_with_values_the_store_cannot_hold_are_skipped_with_a_named_line(
+    suite: Path, tmp_path: Path
+):
+    state = tmp_path / "state"
+    checkpointed_store(suite, state)
+    (run_dir,) = (state / "runs").iterdir()
+    # Files of an earlier release, taken in when another store first meets this state dir.
+    huge = state / "runs" / "20260101T000000Z-huge00" / "report.json"
+    huge.parent.mkdir(parents=True)
+    with huge.open("wb") as handle:
+        handle.truncate(1 << 30)  # 1 GiB, sparse: never read
+    overflowing = state / "runs" / "20260101T000000Z-big000" / "report.json"
+    document = json.loads((run_dir / "report.json").read_text())
+    overflowing.parent.mkdir(parents=True)
+    overflowing.write_text(json.dumps(dict(document, run_id="20260101T000000Z-big000", exit_code=2**63)))
+    other_store = f"sqlite:///{tmp_path / 'other.sqlite3'}"
+
+    code, output = finished(llem_pytest(suite, f"--llem-state-dir={state}", f"--llem-store={other_store}"))
+
+    assert code == 0, output
+    assert "INTERNALERROR" not in output and "Traceback" not in output, output
+    skipped = "skipped runs/20260101T000000Z-{}/report.json in the state dir: {}"
+    assert skipped.format("huge00", "unreadable: 1024 MiB, larger than the 256 MiB limit") in output
+    assert skipped.format("big000", "not a report: exit_code: Input should be less than") in output
+    assert [run.run_id for run in RunHistory(state, other_store).summaries()][0] == run_dir.name
+
+
+def test_damaged_rows_of_the_store_are_skipped_with_a_named_line_and_the_session_goes_on(
+    suite: Path, tmp_path: Path
+):
+    import sqlite3
+
+    state = tmp_path / "state"
+    database = checkpointed_store(suite, state)
+    conn = sqlite3.connect(database)
+    (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
+    conn.execute("UPDATE run_reports SET report_z = ?", (b"not zlib",))  # the newest run's report
+    conn.execute("UPDATE experiments SET phase = 'teleporting', active = 1, failed = 0")  # an unknown phase
+    conn.commit()
+    conn.close()
+
+    code, output = finished(llem_pytest(suite, f"--llem-state-dir={state}", "--llem-compare"))
+
+    assert code == 0, output
+    assert "INTERNALERROR" not in output and "Traceback" not in output, output
+    assert f"skipped the store's row of run {run_id}: the store's row is not a report: damaged" in output
+    assert "skipped the store's row of experiment " in output and "left alone: " in output
+
+
+def test_resume_passes_over_a_result_that_does_not_validate_with_one_line(suite: Path, tmp_path: Path):
+    import sqlite3
+
+    state = tmp_path / "state"
+    database = checkpointed_store(suite, state)
+    conn = sqlite3.connect(database)
+    conn.execute("UPDATE experiments SET result_json = ?", (json.dumps({"output_tokens": "many"}),))
+    conn.commit()
+    conn.close()
+
+    code, output = finished(llem_pytest(suite, f"--llem-state-dir={state}", "--llem-resume"))
+
+    assert code == 0, output
+    assert "2 passed" in output and "validation error" not in output, output
+    skipped = [line for line in output.splitlines() if "skipped the store's row of experiment" in line]
+    assert len(skipped) == 2 and all("not resumable: " in line for line in skipped), output
+    runs = RunHistory(state).summaries()
+    assert [entry.resumed for entry in RunHistory(state).find(runs[-1].run_id).experiments] == [False, False]
+
+
+def test_a_run_name_with_control_characters_is_refused_in_one_line(suite: Path, tmp_path: Path):
+    code, output = finished(
+        llem_pytest(suite, f"--llem-state-dir={tmp_path / 'state'}", "--llem-save=red\x1b[31m\nfake")
+    )
+
+    assert code == 4, output
+    assert "\x1b" not in output
+    (line,) = [line for line in output.splitlines() if "pytest-llem:" in line]
+    assert "cannot name a run: no '/', no control characters" in line

@@ -32,7 +32,7 @@ def check_plain_name(value: str, field: str = "id") -> str:
     """`value` if it is a plain name (see the module docstring); ValueError naming `field` if not."""
     if not is_plain_name(value):
         raise ValueError(
-            f"{field} {printable(str(value))[:80]!r} is not a plain name: use letters, digits, "
+            f"{field} '{printable(str(value))[:80]}' is not a plain name: use letters, digits, "
             f"'.', '_' and '-' only, no leading dot, at most {MAX_ID_LENGTH} characters"
         )
     return value
@@ -48,7 +48,7 @@ def check_run_name(value: str, field: str = "name") -> str:
         or len(value) > MAX_NAME_LENGTH
     ):
         raise ValueError(
-            f"{field} {printable(value)[:80]!r} cannot name a run: no '/', no control characters, "
+            f"{field} '{printable(value)[:80]}' cannot name a run: no '/', no control characters, "
             f"no .json ending, at most {MAX_NAME_LENGTH} characters"
         )
     return value
