@@ -188,8 +188,10 @@ class RunHistory:
             elif merged is None:
                 continue
             try:
+                if not run_dir.is_dir():  # a run of another state dir sharing the store: its row only
+                    raise FileNotFoundError(run_dir)
                 write_report(report, self.state_dir, store=self.store)
-            except OSError:  # a state dir that cannot be written: the store's row at least
+            except OSError:  # or a state dir that cannot be written: the store's row at least
                 self.save(report)
             repaired.append(run_id)
         return repaired
