@@ -27,6 +27,7 @@ from pytest_llem.store.report import (
     SessionReport,
     invalid_reason,
     load_report,
+    read_worker_reports,
     repair_run,
     save_run,
     write_report,
@@ -180,7 +181,9 @@ class RunHistory:
             except OSError:
                 continue
             report = merged or self._last_word(run_id, run_dir)
-            if report is not None and report.owner_gone():
+            workers = read_worker_reports(run_dir).values() if run_dir.is_dir() else ()
+            # Every process gone: an xdist worker that outlived its controller may still write.
+            if report is not None and report.owner_gone() and all(w.owner_gone() for w in workers):
                 if report.outcome == "running":
                     report.outcome = "interrupted"
                 report.repaired = True
