@@ -95,7 +95,7 @@ def display_url(url: str | URL) -> str:
 
 
 #: `scheme://user:password@`: what is hidden in a URL that cannot be parsed.
-_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:).*@")  # to the last '@': a password may hold one
 
 
 def _engine_url(url: str) -> URL:
