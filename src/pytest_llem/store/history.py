@@ -187,7 +187,9 @@ class RunHistory:
                 if report.outcome == "running":
                     report.outcome = "interrupted"
                 report.repaired = True
-                StateManager(self.state_dir, store=self.store).restore_done(report)
+                states = StateManager(self.state_dir, store=self.store)
+                states.restore_done(report)
+                self.skipped.update(states.skipped)
             elif merged is None:
                 continue
             try:

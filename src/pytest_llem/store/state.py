@@ -322,7 +322,13 @@ class StateManager:
         for entry in report.experiments:
             if entry.result is None or entry.resumed or entry.experiment_id is None:
                 continue
-            state = self.load(entry.experiment_id)
+            try:
+                state = self.load(entry.experiment_id)
+            except CorruptRow as exc:
+                self.skipped.setdefault(
+                    f"{STORE_ROW_OF_EXPERIMENT}{entry.experiment_id}", f"left alone: {exc}"
+                )
+                continue
             if state is None or state.config_hash != entry.config_hash:
                 continue
             if self.held_by_another_live_session(state):
