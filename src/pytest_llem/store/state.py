@@ -32,7 +32,7 @@ from pytest_llem.processes import process_is_alive, process_start_time
 from pytest_llem.results import ExperimentResult, UtcDatetime, utc_now
 from pytest_llem.store.atomic import DiskFull, ensure_private_dir, release_reserve
 from pytest_llem.store.database import CorruptRow, Store, StoreFull, as_utc, pack, unpack, upsert
-from pytest_llem.store.names import MAX_ID_LENGTH, PlainName, printable
+from pytest_llem.store.names import MAX_ID_LENGTH, PlainName, is_plain_name, printable
 from pytest_llem.store.redaction import redact_json_document
 from pytest_llem.store.report import SessionReport, invalid_reason
 from pytest_llem.store.schema import experiment_parts, experiments
@@ -208,7 +208,7 @@ class StateManager:
 
         On a full disk the state dir's reserve is given up and the write tried once more, so
         a finished result still lands; either way `DiskFull` says so (the session stops)."""
-        if sanitise_experiment_id(state.experiment_id) != state.experiment_id:
+        if not is_plain_name(state.experiment_id):
             raise ValueError(f"experiment id {state.experiment_id!r} is not sanitised")
 
         def write() -> None:
@@ -235,7 +235,7 @@ class StateManager:
         table gets one statement executed for all rows, each state is redacted and its bulky
         parts compressed once."""
         for state in states:
-            if sanitise_experiment_id(state.experiment_id) != state.experiment_id:
+            if not is_plain_name(state.experiment_id):
                 raise ValueError(f"experiment id {state.experiment_id!r} is not sanitised")
         rows = [_state_rows(state, run_id=run_id, nodeid=None, case_key=None) for state in states]
         with self.store.write() as conn:
