@@ -34,6 +34,7 @@ from pytest_llem.settings import (
 from pytest_llem.store.database import Store, display_url, open_default_store
 from pytest_llem.store.history import RunHistory
 from pytest_llem.store.legacy import import_json_state, import_state_dir
+from pytest_llem.store.names import printable, skipped_line
 from pytest_llem.store.report import SessionReport
 from pytest_llem.store.state import StateManager
 
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = command("list", cmd_list, "list saved runs, oldest first")
     listing.add_argument("--machine", metavar="ID", help="only runs made on the machine with this id")
-    listing.add_argument("--limit", metavar="N", type=int, help="only the newest N runs")
+    listing.add_argument("--limit", metavar="N", type=int, help="only the newest N runs (1 or more)")
 
     show = command("show", cmd_show, "print a run's summary table")
     show.add_argument("run", metavar="RUN")
@@ -211,6 +212,8 @@ def state_dir_of(args: argparse.Namespace) -> Path:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise LlemError(f"--limit: {args.limit} is not a number of runs to show; give 1 or more")
     state_dir = state_dir_of(args)
     history = history_of(args)
     runs = history.summaries(limit=args.limit, machine_id=args.machine)
@@ -222,13 +225,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no saved runs in {where}" + (f" on machine {args.machine}" if args.machine else ""))
         return EXIT_OK
     header = ("run", "started", "outcome", "experiments", "machine")
+    # Whatever a row holds (a shared store's rows come from other machines) is shown escaped.
     rows = [
-        (
-            run.label,
-            _when(run.started_at),
-            run.outcome,
-            str(run.experiment_count),
-            f"{run.machine_id} {run.machine or ''}".rstrip() if run.machine_id else "-",
+        tuple(
+            printable(cell)
+            for cell in (
+                run.label,
+                _when(run.started_at),
+                run.outcome,
+                str(run.experiment_count),
+                f"{run.machine_id} {run.machine or ''}".rstrip() if run.machine_id else "-",
+            )
         )
         for run in runs
     ]
@@ -242,8 +249,8 @@ def say_skipped(history: RunHistory) -> None:
 
 
 def _say_skipped(skipped: dict[str, str]) -> None:
-    for path, why in sorted(skipped.items()):
-        print(f"{PROG}: skipped {path} in the state dir: {why}", file=sys.stderr)
+    for what, why in sorted(skipped.items()):
+        print(f"{PROG}: {skipped_line(what, why)}", file=sys.stderr)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -254,7 +261,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     finally:
         say_skipped(history)
     machine = f"machine {run.machine.id}: {run.machine.describe()}" if run.machine else "unknown machine"
-    print(f"{_run_label(run)}: {run.outcome}, started {_when(run.started_at)}, {machine}")
+    print(printable(f"{_run_label(run)}: {run.outcome}, started {_when(run.started_at)}, {machine}"))
     print("\n".join(format_summary(run.experiments, view)))
     return EXIT_OK
 
@@ -270,7 +277,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         current, baseline, limits, gate_flagged=args.gate_flagged, across_machines=args.across_machines
     )
     assert outcome.comparison is not None
-    print(f"run {_run_label(current)}")
+    print(f"run {printable(_run_label(current))}")
     # The same lines and failure lines as `pytest --llem-compare` prints at the end of a session.
     print("\n".join(format_comparison(outcome.comparison)))
     for note in outcome.notes:
@@ -340,8 +347,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def _clean_runs(history: RunHistory, cutoff: datetime | None, keep: int | None, include_named: bool) -> None:
     removed = history.clean(cutoff, keep_named=not include_named, keep_newest=keep)
+    say_skipped(history)
     for run in removed:
-        print(f"removed {run.label} (started {_when(run.started_at)})")
+        print(f"removed {printable(run.label)} (started {_when(run.started_at)})")
     rule = " and ".join(
         ([f"started before {cutoff:%Y-%m-%d}"] if cutoff else [])
         + ([f"beyond the newest {keep} per machine"] if keep is not None else [])

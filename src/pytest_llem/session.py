@@ -81,9 +81,11 @@ from pytest_llem.progress import MEASURING, ProgressEvent, ProgressListener
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.atomic import make_reserve, redact_file
+from pytest_llem.store.database import StoreBusy, StoreFailed
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.machine import MachineInfo
 from pytest_llem.store.models import model_fingerprint
+from pytest_llem.store.names import skipped_line
 from pytest_llem.store.redaction import EXTRA_NAMES_ENV, redact_text, set_extra_secret_names
 from pytest_llem.store.report import (
     ReportEntry,
@@ -177,7 +179,11 @@ class BenchmarkSession:
         self.states = StateManager(settings.state_dir, settings.store_url)
         self.history = RunHistory(settings.state_dir, settings.store_url)
         self.report = SessionReport(
-            run_id=run_id or new_run_id(), started_at=utc_now(), plugin_version=__version__
+            run_id=run_id or new_run_id(),
+            started_at=utc_now(),
+            plugin_version=__version__,
+            owner_pid=os.getpid(),
+            owner_start_time=process_start_time(os.getpid()),
         )
         self.report_name = "report.json" if worker_id == "main" else f"report-{worker_id}.json"
         self.report_path: Path | None = None
@@ -197,8 +203,11 @@ class BenchmarkSession:
         #: SIGINT/SIGTERM for the whole session; the plugin installs it.
         self.interrupts = SessionInterrupts()
         self.finished = False
-        #: The state dir could not be written (a full disk): one line, the session stops (exit 1).
+        #: The state dir or the store could not be written (a full disk, a store gone): one line,
+        #: the session stops (exit 1).
         self.storage_problem: str | None = None
+        #: A finished experiment's state could not reach done: `finish` tries again from the report.
+        self._states_behind = False
         self.report_written = False
         self.storage_problem_shown = False
         #: xdist controller: each worker's latest report, and the workers that handed over.
@@ -274,6 +283,15 @@ class BenchmarkSession:
         if self.settings.launcher == "slurm":
             self.start_notes.append(check_slurm(self.settings.state_dir))
         reclaim_work_dirs()  # left by a pytest that was SIGKILLed
+        if self.worker_id == "main":
+            # Before stale cleanup: a run that lost its store kept its results in its report
+            # file, and they bring its experiments' states to done instead of stale.
+            repaired = self.history.repair(exclude_run_id=self.report.run_id)
+            if repaired:
+                self.problems.append(
+                    f"completed the report of {len(repaired)} earlier run(s) that a killed session, an "
+                    f"interrupted xdist session or a lost store left unfinished: {', '.join(repaired)}"
+                )
         stale = self.states.cleanup_stale()
         self.report.stale_experiments = [s.experiment_id for s in stale]
         self._skipped_files.update(self.states.skipped)
@@ -286,12 +304,6 @@ class BenchmarkSession:
             # In the store from the start, so that a controller killed before its first
             # checkpoint still leaves a run that the next session can complete.
             self.history.save(self.report, self.root)
-            repaired = self.history.repair(exclude_run_id=self.report.run_id)
-            if repaired:
-                self.problems.append(
-                    f"completed the report of {len(repaired)} earlier run(s) that an interrupted or "
-                    f"killed xdist session left half-merged: {', '.join(repaired)}"
-                )
         if self.worker_id == "main" and (self.settings.compare or self.settings.compare_fail):
             self.baseline = self._find_baseline(self.settings.compare or "latest")
         elif self._baseline_run_id is not None:
@@ -356,9 +368,7 @@ class BenchmarkSession:
     def skipped_files(self) -> list[str]:
         """One line per file of the state dir skipped this session (each named once)."""
         self._skipped_files.update(self.states.skipped)
-        return [
-            f"skipped {path} in the state dir: {why}" for path, why in sorted(self._skipped_files.items())
-        ]
+        return [skipped_line(what, why) for what, why in sorted(self._skipped_files.items())]
 
     @property
     def comparison(self) -> Comparison | None:
@@ -395,7 +405,7 @@ class BenchmarkSession:
                 raise
             except StorageError as exc:
                 # Not the experiment's failure: what it measured stays in the entry.
-                self.storage_problem = self.storage_problem or str(exc)
+                self._storage_failed(exc)
                 entry.error = self._redact(str(exc))
                 raise
             except LlemError as exc:
@@ -672,12 +682,12 @@ class BenchmarkSession:
 
     def _enter_measuring(self, experiment_id: str) -> None:
         # With processes > 1, a later process finds the experiment measuring already.
-        state = self.states.load(experiment_id, with_parts=False)
-        if state is not None and state.active and state.phase is ExperimentPhase.INITIALISING:
-            try:
+        try:
+            state = self.states.load(experiment_id, with_parts=False)
+            if state is not None and state.active and state.phase is ExperimentPhase.INITIALISING:
                 self.states.advance(experiment_id, ExperimentPhase.MEASURING)
-            except StorageError:
-                pass  # a full disk: the experiment goes on; its `done` is written with the reserve
+        except StorageError:
+            pass  # a full disk, a store gone: the experiment goes on; its end says what was kept
 
     def _prepare_devices(
         self, meter: str, options: MeterOptions, env: dict[str, str], guard: InterruptGuard
@@ -747,17 +757,23 @@ class BenchmarkSession:
 
     def _mark_done(self, entry: ReportEntry, result: ExperimentResult) -> ExperimentResult:
         result.energy_uncertainty = energy_uncertainty(result)
-        state = self._own_state(entry)
-        if result.experiment_id != state.experiment_id:  # moved: the result says where it is
-            result = result.model_copy(update={"experiment_id": state.experiment_id})
-        if state.phase is ExperimentPhase.INITIALISING:
-            state.advance(ExperimentPhase.MEASURING)
-        state.advance(ExperimentPhase.DONE)
-        state.result = result
-        entry.phase = state.phase.value
+        # In the entry first: if the store fails below, the report file still keeps the result,
+        # and `finish` (or the next session's repair) brings the state to done from it.
+        entry.phase = ExperimentPhase.DONE.value
         entry.result = result
         self._describe_work(entry)
-        self.states.save(state)  # on a full disk: the reserve is given up for this write
+        try:
+            state = self._own_state(entry)
+            if result.experiment_id != state.experiment_id:  # moved: the result says where it is
+                result = entry.result = result.model_copy(update={"experiment_id": state.experiment_id})
+            if state.phase is ExperimentPhase.INITIALISING:
+                state.advance(ExperimentPhase.MEASURING)
+            state.advance(ExperimentPhase.DONE)
+            state.result = result
+            self.states.save(state)  # on a full disk: the reserve is given up for this write
+        except StorageError:
+            self._states_behind = True
+            raise
         return result
 
     def _describe_work(self, entry: ReportEntry) -> None:
@@ -796,7 +812,8 @@ class BenchmarkSession:
         return changed
 
     def _checkpoint(self) -> None:
-        """Write the report; a full disk is noted in `storage_problem`, never raised."""
+        """Write the report; a full disk or a failed store is noted in `storage_problem`, never
+        raised. The file is written before the store's row, so a store that failed leaves it."""
         if self._workers:
             take_in_workers(self.report, self._workers)
         try:
@@ -804,9 +821,37 @@ class BenchmarkSession:
                 self.report, self.settings.state_dir, self.root, self.report_name, self.states.store
             )
             self.report_written = True
+        except (StoreFailed, StoreBusy) as exc:
+            self.report_path = report_path(self.settings.state_dir, self.report.run_id, self.report_name)
+            self.report_written = True
+            self._storage_failed(exc)
         except StorageError as exc:
-            self.storage_problem = self.storage_problem or str(exc)
+            self._storage_failed(exc)
             self.report_written = False
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        """Note the first storage problem as the session's one line."""
+        if self.storage_problem is not None:
+            return
+        line = str(exc)
+        if isinstance(exc, (StoreFailed, StoreBusy)):
+            kept = report_path(self.settings.state_dir, self.report.run_id, self.report_name)
+            line += (
+                f"; the results measured are kept in {kept}, and the next session on this state dir "
+                f"(or `pytest-llem import {self.settings.state_dir}`) takes them into the store"
+            )
+        self.storage_problem = line
+
+    def _catch_up_states(self) -> None:
+        """States whose `done` the store refused (busy, gone) are brought there from the
+        report, if the store works again; if not, the next session's repair does it."""
+        if not self._states_behind:
+            return
+        try:
+            self.states.restore_done(self.report)
+            self._states_behind = False
+        except StorageError:
+            pass
 
     def complete_at_exit(self) -> None:
         """The last word on the report: rewritten when a signal came after it was written (or
@@ -836,6 +881,7 @@ class BenchmarkSession:
                 shutil.rmtree(self.smoke_dir, ignore_errors=True)
                 self.report_path = None
                 return None
+            self._catch_up_states()
             self._checkpoint()
             if self.worker_id == "main":
                 self.problems.extend(

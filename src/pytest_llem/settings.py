@@ -185,9 +185,12 @@ def _store_url(raw: str, source: str) -> str:
 
 
 def _run_name(raw: str, source: str) -> str:
-    if not raw.strip() or "/" in raw or raw.endswith(".json"):
-        raise ConfigError(f"{source}: {raw!r} cannot name a run (no '/' and no .json ending)")
-    return raw.strip()
+    from pytest_llem.store.names import check_run_name  # pydantic: loaded only when a name is given
+
+    try:
+        return check_run_name(raw.strip(), source)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _columns(raw: str, source: str) -> tuple[str, ...]:

@@ -3,14 +3,18 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from sample_reports import CONFIG, EPYC, GPT2, OPT, SHORT_WINDOW, make_entry, make_report, make_result
 
+from pytest_llem.store.history import RunHistory
 from pytest_llem.store.report import SessionReport, write_report
 from pytest_llem.store.state import StateManager
 
@@ -213,9 +217,11 @@ def test_unreadable_runs_are_named_one_line_each_and_the_rest_still_works(state_
 
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [
-        f"pytest-llem: skipped runs/{run}/report.json in the state dir: "
-        "not a report: 1 validation error for SessionReport"
-        for run in ("run-c", "run-d")
+        f"pytest-llem: skipped runs/{run}/report.json in the state dir: not a report: the document: {why}"
+        for run, why in (
+            ("run-c", "Invalid JSON: EOF while parsing a value at line 1 column 11"),
+            ("run-d", "Input should be an object"),
+        )
     ]
     assert GPT2 in done.stdout
 
@@ -442,3 +448,121 @@ def test_clean_stale_marks_abandoned_experiments_failed(state_dir):
         "  abandoned (left in phase initialising)",
     ]
     assert manager.load("abandoned").failed and not manager.load("alive").failed
+
+
+def write_foreign_report(folder: Path, **fields) -> Path:
+    """A report file as another tool (or someone's hand) wrote it: any field, no validation."""
+    report = make_report("run-x", [make_entry(GPT2, make_result(BASELINE_ROUNDS_J))])
+    document = json.loads(report.model_dump_json())
+    document.update(fields)
+    path = folder / "report.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize("how", ["first use", "import"])
+def test_a_report_whose_run_id_climbs_out_of_runs_is_skipped_and_clean_deletes_nothing_outside(
+    tmp_path, state_dir, how
+):
+    victim = tmp_path / "victim"
+    (victim / "keep").mkdir(parents=True)
+    source = state_dir if how == "first use" else tmp_path / "other"
+    write_foreign_report(source / "runs" / "evil", run_id="../../victim")
+
+    if how == "import":
+        imported = llem(state_dir, "import", str(source))
+        assert imported.returncode == 0, imported.stderr
+        assert "runs/evil/report.json" in imported.stderr and "not a plain name" in imported.stderr
+    cleaned = llem(state_dir, "clean", "--older-than", "2100-01-01", "--include-named")
+
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert (victim / "keep").is_dir()
+    assert "victim" not in cleaned.stdout
+    assert cleaned.stdout.splitlines()[-1] == "removed 0 run(s) started before 2100-01-01"
+
+
+def test_a_store_row_with_a_path_for_a_run_id_is_never_deleted_on_disk(tmp_path, state_dir, store_url):
+    # Rows another machine wrote to the shared store, bypassing this version's checks: an
+    # absolute path (short enough for the run id column) and one that climbs out of runs/.
+    victim = tmp_path / "victim"
+    (victim / "keep").mkdir(parents=True)
+    absolute = Path(tempfile.mkdtemp(prefix="llem-victim-"))
+    (absolute / "keep").mkdir()
+    history = RunHistory(state_dir, store_url)
+    for run_id in (str(absolute), "../../victim"):
+        report = make_report("placeholder", [make_entry(GPT2, make_result(BASELINE_ROUNDS_J))])
+        history.save(report.model_copy(update={"run_id": run_id, "name": "shared"}))
+    fine = make_report("fine", [make_entry(GPT2, make_result(BASELINE_ROUNDS_J))])
+    write_report(fine, state_dir, store=history.store)
+
+    cleaned = llem(state_dir, "--store", store_url, "clean", "--keep", "0", "--include-named")
+    listed = llem(state_dir, "--store", store_url, "list")
+
+    kept = (victim / "keep").is_dir(), (absolute / "keep").is_dir()
+    shutil.rmtree(absolute, ignore_errors=True)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert kept == (True, True)
+    assert cleaned.stdout.splitlines() == [
+        "removed fine (started 2026-01-01 00:00:00 UTC)",
+        "removed 1 run(s) beyond the newest 0 per machine",
+    ]
+    assert not (state_dir / "runs" / "fine").exists()
+    assert "its run id is not a plain name" in cleaned.stderr
+    assert listed.returncode == 0 and "shared" not in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "says"),
+    [
+        ("random bytes", ("list",), "cannot open the store"),
+        ("malformed", ("list",), "database disk image is malformed"),
+        (None, ("--store", "postgresql://u:hunter2secret@[::1/db", "list"), "is not a database URL"),
+        (None, ("--store", "sqlite://", "list"), "a SQLite store needs a file"),
+        (None, ("show", "/etc/passwd"), "'/etc/passwd' is not a report: the document: Invalid JSON"),
+        (None, ("list", "--limit", "0"), "--limit: 0 is not a number of runs to show; give 1 or more"),
+    ],
+    ids=["random-bytes", "malformed", "bad-url", "sqlite-memory", "show-etc-passwd", "limit-0"],
+)
+def test_what_used_to_crash_the_command_is_one_line_with_exit_code_2(state_dir, setup, args, says):
+    if setup == "random bytes":
+        state_dir.mkdir()
+        (state_dir / "llem.sqlite3").write_bytes(os.urandom(20_000))
+    elif setup == "malformed":
+        save(state_dir, "run-a", BASELINE_ROUNDS_J)
+        import sqlite3
+
+        database = state_dir / "llem.sqlite3"
+        conn = sqlite3.connect(database)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = [page for (page,) in conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'")]
+        conn.close()
+        with database.open("r+b") as handle:
+            for page in pages:
+                handle.seek((page - 1) * 4096)
+                handle.write(b"\xee" * 4096)
+    else:
+        save(state_dir, "run-a", BASELINE_ROUNDS_J)
+
+    done = llem(state_dir, *args)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("pytest-llem: "), done.stderr
+    assert says in done.stderr
+    assert "hunter2secret" not in done.stderr and "root:" not in done.stderr
+
+
+def test_names_from_a_shared_store_are_shown_with_control_characters_escaped(state_dir):
+    report = make_report("run-a", [make_entry(GPT2, make_result(BASELINE_ROUNDS_J))])
+    # Written by another machine's pytest-llem that did not check names.
+    RunHistory(state_dir).save(report.model_copy(update={"name": "evil\x1b[2J\nfake line"}))
+
+    listed = llem(state_dir, "list")
+    shown = llem(state_dir, "show", "run-a")
+
+    assert listed.returncode == 0, listed.stderr
+    assert "\x1b" not in listed.stdout and "evil\\x1b[2J\\x0afake line" in listed.stdout
+    assert len(listed.stdout.splitlines()) == 2
+    # The whole report is refused where it enters: its name cannot name a run.
+    assert shown.returncode == 2 and "\x1b" not in shown.stdout + shown.stderr
+    assert "skipped the store's row of run run-a: the store's row is not a report: name: " in shown.stderr

@@ -129,3 +129,20 @@ def test_runs_are_listed_newest_first_and_found_by_name_id_and_machine(state_dir
     assert history.latest("h100x1").run_id == "r3"
     assert history.latest("h100x1", exclude_run_id="r3").run_id == "r2"
     assert history.latest("another-machine") is None
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:hunter2secret@[::1/db", "postgresql://u:hunter2@secret@[::1/db"]
+)
+def test_a_url_that_cannot_be_parsed_is_refused_in_one_line_without_its_password(url: str):
+    assert display_url(url) == "postgresql://u:***@[::1/db"
+    with pytest.raises(StoreUnavailable) as refused:
+        open_store(url)
+    assert "\n" not in str(refused.value) and "hunter2" not in str(refused.value)
+    assert "is not a database URL" in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_store_is_refused_in_one_line(url: str):
+    with pytest.raises(StoreUnavailable, match="a SQLite store needs a file"):
+        open_store(url)

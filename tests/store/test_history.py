@@ -185,3 +185,20 @@ def test_a_batch_of_runs_is_saved_in_one_go_and_found_as_single_saves_are(state_
     with history.store.read() as conn:
         linked = sorted(conn.exec_driver_sql("SELECT run_id, experiment_id FROM run_experiments").all())
     assert [tuple(row) for row in linked] == [("r0", "r0-exp"), ("r1", "r1-exp"), ("r2", "r2-exp")]
+
+
+def test_repair_never_writes_outside_runs_for_a_row_whose_run_id_climbs_out(tmp_path, store_url):
+    state_dir = tmp_path / "state"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    worker = make_report("w", [make_entry(GPT2, make_result([1.0]))]).model_copy(
+        update={"outcome": "running", "finished_at": None}
+    )
+    (victim / "report-gw0.json").write_text(worker.model_dump_json())  # looks like a checkpoint
+    (state_dir / "runs").mkdir(parents=True)
+    history = RunHistory(state_dir, store_url)
+    # A row of a shared store that another machine wrote without checking its run id.
+    history.save(worker.model_copy(update={"run_id": "../../victim"}))
+
+    assert history.repair() == []
+    assert sorted(p.name for p in victim.iterdir()) == ["report-gw0.json"]

@@ -290,3 +290,58 @@ def test_save_all_refuses_the_whole_batch_for_one_unsanitised_id(state_dir: Path
     with pytest.raises(ValueError, match="not sanitised"):
         states.save_all([good.model_copy(update={"failed": True}), bad])
     assert states.load("good").failed is False
+
+
+def test_a_result_the_busy_store_refused_reaches_done_at_the_end_and_is_resumed(state_dir: Path, monkeypatch):
+    import sqlite3
+    import threading
+
+    import workloads
+
+    from pytest_llem.session import BenchmarkSession
+    from pytest_llem.settings import LlemSettings
+    from pytest_llem.store import database
+
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_S", 1.0)
+    database.close_stores()
+    settings = LlemSettings(enabled=True, state_dir=state_dir, energy="none", preload="none", resume=True)
+    layers = [{"params": {"phase_s": 1.0}}]
+    bench = BenchmarkSession(settings)
+    bench.start()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_write_lock_once_measuring() -> None:
+        states = StateManager(state_dir)
+        while not any(s.phase is ExperimentPhase.MEASURING for s in states.all_states()):
+            if release.wait(0.02):
+                return
+        holder = sqlite3.connect(state_dir / database.DEFAULT_STORE_FILE, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another session's writer, for longer than the timeout
+        locked.set()
+        release.wait(120)
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    holder = threading.Thread(target=hold_the_write_lock_once_measuring)
+    holder.start()
+    try:
+        with pytest.raises(database.StoreBusy):
+            bench.run_experiment("tests/test_x.py::case", workloads.slow_phases, layers)
+    finally:
+        release.set()
+        holder.join()
+    assert locked.is_set()
+    (entry,) = bench.entries
+    assert entry.result is not None and entry.phase == "done"  # kept for the report file
+
+    bench.finish("failed", 1)
+
+    state = StateManager(state_dir).load(entry.experiment_id)
+    assert state.phase is ExperimentPhase.DONE and not state.failed
+    assert state.result.output_tokens == entry.result.output_tokens
+    again = BenchmarkSession(settings)
+    again.start()
+    resumed = again.run_experiment("tests/test_x.py::case", workloads.slow_phases, layers)
+    again.finish("passed", 0)
+    assert resumed.resumed and resumed.experiment_id == entry.experiment_id
+    database.close_stores()

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def free_port() -> int:
 @dataclass
 class PostgresServer:
     port: int
+    bin_dir: Path
+    data: Path
+    log: Path
+    options: str
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{database}"
@@ -48,6 +53,27 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def start(self) -> subprocess.CompletedProcess[str]:
+        command = [
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            self.options,
+            "-l",
+            str(self.log),
+        ]
+        return subprocess.run(_as_owner([*command, "-w", "start"]), **_RUN)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (`fast`: its sessions are ended, as when a database host goes down)."""
+        subprocess.run(
+            _as_owner([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "stop"]), **_RUN
+        )
+
+
+_RUN: dict = {"capture_output": True, "text": True, "timeout": 120}
+
 
 def _binaries() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
@@ -58,8 +84,9 @@ def _as_owner(command: list[str]) -> list[str]:
     return ["runuser", "-u", POSTGRES_USER, "--", *command] if os.geteuid() == 0 else command
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+@contextmanager
+def started_postgres() -> Iterator[PostgresServer]:
+    """A new cluster on a free port, removed at the end (skips the test where it cannot start)."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -76,32 +103,50 @@ def postgres_server() -> Iterator[PostgresServer]:
     base = Path(tempfile.mkdtemp(prefix="llem-pg-"))
     if os.geteuid() == 0:
         os.chown(base, owner.pw_uid, owner.pw_gid)
-    data, log = base / "data", base / "server.log"
     port = free_port()
-    run = {"capture_output": True, "text": True, "timeout": 120}
+    server = PostgresServer(
+        port=port,
+        bin_dir=bin_dir,
+        data=base / "data",
+        log=base / "server.log",
+        options=f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+    )
     try:
         init = subprocess.run(
             _as_owner(
-                [str(bin_dir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "--auth=trust", "--no-sync"]
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(server.data),
+                    "-U",
+                    POSTGRES_USER,
+                    "--auth=trust",
+                    "--no-sync",
+                ]
             ),
-            **run,
+            **_RUN,
         )
         if init.returncode != 0:
             pytest.skip(f"initdb failed: {(init.stderr or init.stdout).strip().splitlines()[-1:]}")
-        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-        start = subprocess.run(
-            _as_owner(
-                [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start"]
-            ),
-            **run,
-        )
+        start = server.start()
         if start.returncode != 0:
-            tail = log.read_text()[-500:] if log.exists() else start.stderr
+            tail = server.log.read_text()[-500:] if server.log.exists() else start.stderr
             pytest.skip(f"PostgreSQL did not start: {tail.strip()}")
-        yield PostgresServer(port)
+        yield server
     finally:
-        if data.exists():
-            subprocess.run(
-                _as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), **run
-            )
+        if server.data.exists():
+            server.stop("immediate")
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with started_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A server of the test's own, which it may stop and start (the shared one must stay up)."""
+    with started_postgres() as server:
+        yield server

@@ -129,10 +129,15 @@ def release_reserve(folder: Path) -> bool:
     return False
 
 
-def read_regular_file(path: Path) -> bytes:
-    """The bytes of `path` if it is a regular file of its own: a symlink is not followed, and a
-    FIFO or device is never opened for reading (it could block or never end). Raises OSError
-    with a reason a person can act on."""
+#: The largest state or report file read (a session of hundreds of experiments with long
+#: power timelines stays well below it); a larger one is skipped with the reason, unread.
+MAX_READ_BYTES = 256 << 20
+
+
+def read_regular_file(path: Path, max_bytes: int = MAX_READ_BYTES) -> bytes:
+    """The bytes of `path` if it is a regular file of its own of at most `max_bytes`: a symlink
+    is not followed, a FIFO or device is never opened for reading (it could block or never
+    end), and a larger file is not read at all. Raises OSError with a reason a person can act on."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -140,8 +145,12 @@ def read_regular_file(path: Path) -> bytes:
             raise OSError(errno.ELOOP, "a symbolic link, not followed") from None
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, device, socket or folder)")
+        if info.st_size > max_bytes:
+            size = f"{info.st_size >> 20} MiB"
+            raise OSError(errno.EFBIG, f"{size}, larger than the {max_bytes >> 20} MiB limit, not read")
         with os.fdopen(fd, "rb", closefd=False) as handle:
             return handle.read()
     finally:

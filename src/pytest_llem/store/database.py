@@ -18,6 +18,7 @@ the store (`plugin` never imports `store` at start-up).
 from __future__ import annotations
 
 import json
+import re
 import threading
 import zlib
 from collections.abc import Iterator
@@ -28,9 +29,16 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
-from pytest_llem.errors import ConfigError, StorageError
+from pytest_llem.errors import ConfigError, LlemError, StorageError
 from pytest_llem.results import as_utc as timestamp_as_utc
 from pytest_llem.store.atomic import ensure_private_dir
 from pytest_llem.store.redaction import redact_secrets
@@ -45,7 +53,23 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
 class StoreUnavailable(ConfigError):
-    """The store cannot be opened (no server, a wrong URL, a newer schema): one line, exit 4."""
+    """The store cannot be opened (no server, a wrong URL, a corrupt file, a newer schema): one
+    line, exit 4."""
+
+
+class StoreFailed(StorageError):
+    """The store, opened, failed later (its server went down, its file was damaged): like a
+    full disk, the session stops with one line and keeps its results in the report file."""
+
+
+class StoreRefusedValue(LlemError, ValueError):
+    """The store refused a value (a number out of its column's range): the document is bad,
+    not the store."""
+
+
+class CorruptRow(LlemError, ValueError):
+    """A row of the store holds something this version cannot read (damaged compressed data,
+    an unknown phase, a result that does not validate): skipped with one line where it can be."""
 
 
 class StoreBusy(StorageError):
@@ -65,9 +89,13 @@ def display_url(url: str | URL) -> str:
     try:
         parsed = make_url(url) if isinstance(url, str) else url
         text = parsed.render_as_string(hide_password=True)
-    except ArgumentError:
-        text = str(url)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy can parse: hide by its shape
+        text = _URL_PASSWORD.sub(r"\1***@", str(url))
     return redact_secrets(text)
+
+
+#: `scheme://user:password@`: what is hidden in a URL that cannot be parsed.
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:).*@")  # to the last '@': a password may hold one
 
 
 def _engine_url(url: str) -> URL:
@@ -114,6 +142,10 @@ class Store:
     def _errors(self) -> Iterator[None]:
         try:
             yield
+        except (DataError, IntegrityError) as exc:
+            raise StoreRefusedValue(
+                f"the store {self.shown_url} refused a value: {_first_line(exc)}"
+            ) from None
         except OperationalError as exc:
             if "locked" in str(exc.orig) or "busy" in str(exc.orig):
                 raise StoreBusy(
@@ -122,7 +154,11 @@ class Store:
                 ) from None
             if "full" in str(exc.orig):
                 raise StoreFull(f"the store {self.shown_url} cannot be written: {_first_line(exc)}") from None
-            raise StoreUnavailable(f"the store {self.shown_url} failed: {_first_line(exc)}") from None
+            raise StoreFailed(f"the store {self.shown_url} failed: {_first_line(exc)}") from None
+        except DBAPIError as exc:  # a damaged file ("database disk image is malformed"), a lost link
+            raise StoreFailed(f"the store {self.shown_url} failed: {_first_line(exc)}") from None
+        except OverflowError as exc:  # the driver's own check of an integer's range
+            raise StoreRefusedValue(f"the store {self.shown_url} refused a value: {exc}") from None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -169,17 +205,20 @@ def _sqlite_path(url: URL) -> Path:
 def _open(url: str) -> Store:
     try:
         engine_url = _engine_url(url)
-    except ArgumentError:
-        raise StoreUnavailable(f"{display_url(url)!r} is not a database URL") from None
-    store_is_file = engine_url.get_backend_name() == "sqlite"
+        store_is_file = engine_url.get_backend_name() == "sqlite"
+        server = f"{engine_url.host or 'localhost'}:{engine_url.port or 5432}"
+        where = "" if store_is_file else f" (server {server})"
+    except (ArgumentError, ValueError):
+        raise StoreUnavailable(
+            f"{display_url(url)!r} is not a database URL; check the URL given by --llem-store, "
+            "ini llem_store or PYTEST_LLEM_STORE"
+        ) from None
     engine = _sqlite_engine(engine_url) if store_is_file else _server_engine(engine_url)
     try:
         with engine.connect():
             pass
-    except OperationalError as exc:
+    except DBAPIError as exc:  # no server, a refused login, a file that is not a database
         engine.dispose()
-        host = engine_url.host or "localhost"
-        where = "" if store_is_file else f" (server {host}:{engine_url.port or 5432})"
         raise StoreUnavailable(
             f"cannot open the store {display_url(url)}{where}: {_first_line(exc)}; "
             "check the URL given by --llem-store, ini llem_store or PYTEST_LLEM_STORE"
@@ -187,6 +226,9 @@ def _open(url: str) -> Store:
     store = Store(url, engine)
     try:
         _migrate(store)
+    except (StorageError, StoreRefusedValue) as exc:  # a file damaged beyond its first page
+        engine.dispose()
+        raise StoreUnavailable(f"cannot open the store: {exc}") from None
     except BaseException:
         engine.dispose()
         raise
@@ -195,8 +237,12 @@ def _open(url: str) -> Store:
 
 def _sqlite_engine(url: URL) -> Engine:
     path = _sqlite_path(url)
-    if str(path) in ("", ":memory:"):
-        raise StoreUnavailable("the SQLite store needs a file: sqlite:///PATH")
+    if url.database in (None, "", ":memory:") or url.database.startswith("file:"):
+        # In memory, the states and runs would be gone when the session ends.
+        raise StoreUnavailable(
+            f"{display_url(url)!r}: a SQLite store needs a file: sqlite:///RELATIVE/PATH or "
+            "sqlite:////ABSOLUTE/PATH, not memory"
+        )
     try:
         ensure_private_dir(path.parent) if not path.parent.exists() else None
     except OSError as exc:
@@ -323,12 +369,19 @@ def pack_text(json_text: str) -> bytes:
 
 
 def unpack(blob: bytes) -> Any:
-    return json.loads(zlib.decompress(blob))
+    """A document `pack` wrote; `CorruptRow` if the bytes are not one."""
+    try:
+        return json.loads(zlib.decompress(blob))
+    except (zlib.error, TypeError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        raise CorruptRow(f"damaged compressed data ({exc})") from None
 
 
 __all__ = [
+    "CorruptRow",
     "SQLAlchemyError",
     "Store",
+    "StoreFailed",
+    "StoreRefusedValue",
     "as_utc",
     "StoreBusy",
     "StoreUnavailable",

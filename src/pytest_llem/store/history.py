@@ -21,9 +21,19 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from pytest_llem.errors import LlemError
-from pytest_llem.store.database import Store, as_utc, unpack
-from pytest_llem.store.report import SessionReport, load_report, repair_run, save_run
+from pytest_llem.store.database import CorruptRow, Store, as_utc, unpack
+from pytest_llem.store.names import is_plain_name, printable, run_folder
+from pytest_llem.store.report import (
+    SessionReport,
+    invalid_reason,
+    load_report,
+    read_worker_reports,
+    repair_run,
+    save_run,
+    write_report,
+)
 from pytest_llem.store.schema import experiment_parts, experiments, run_experiments, run_reports, runs
+from pytest_llem.store.state import StateManager
 
 
 class UnknownRun(LlemError):
@@ -70,7 +80,8 @@ class RunHistory:
         self.runs_dir = self.state_dir / "runs"
         self.store_url = store_url
         self._store = store
-        #: Reports that were skipped, as `runs/<run>/report.json`, with the reason.
+        #: Reports that were skipped, as `runs/<run>/report.json` (a file) or as the store's
+        #: row (`STORE_ROW_OF_RUN` and its id), with the reason.
         self.skipped: dict[str, str] = {}
 
     @property
@@ -90,11 +101,23 @@ class RunHistory:
         """Every run, whole, oldest first (reads every report: for exports and tests, not lookups)."""
         with self.store.read() as conn:
             rows = conn.execute(
-                sa.select(run_reports.c.report_z)
+                sa.select(run_reports.c.run_id, run_reports.c.report_z)
                 .join(runs, runs.c.run_id == run_reports.c.run_id)
                 .order_by(runs.c.started_at, runs.c.run_id)
             ).all()
-        return [SessionReport.model_validate(unpack(row.report_z)) for row in rows]
+        found = (self._report_of(row.run_id, row.report_z) for row in rows)
+        return [report for report in found if report is not None]
+
+    def _report_of(self, run_id: str, blob: bytes) -> SessionReport | None:
+        """The report a store row holds, or None (and the reason in `skipped`)."""
+        try:
+            return SessionReport.model_validate(unpack(blob))
+        except (CorruptRow, ValidationError) as exc:
+            self._skip_row(run_id, f"the store's row is not a report: {invalid_reason(exc)}")
+            return None
+
+    def _skip_row(self, run_id: str, reason: str) -> None:
+        self.skipped.setdefault(f"{STORE_ROW_OF_RUN}{printable(str(run_id))[:140]}", reason)
 
     def summaries(self, limit: int | None = None, machine_id: str | None = None) -> list[RunSummary]:
         """The newest `limit` runs (all when None), oldest first, from the runs table alone."""
@@ -113,23 +136,36 @@ class RunHistory:
             query = query.limit(limit)
         with self.store.read() as conn:
             rows = conn.execute(query).all()
-        return [
-            RunSummary(
-                run_id=row.run_id,
-                name=row.name,
-                machine_id=row.machine_id,
-                machine=json.loads(row.summary_json).get("machine_description"),
-                started_at=as_utc(row.started_at),
-                outcome=row.outcome,
-                experiment_count=row.experiment_count,
+        summaries = []
+        for row in reversed(rows):
+            # A row another machine wrote to a shared store: its run id names a folder here.
+            if not is_plain_name(row.run_id):
+                self._skip_row(row.run_id, "its run id is not a plain name; left alone")
+                continue
+            try:
+                machine = json.loads(row.summary_json).get("machine_description")
+            except (TypeError, ValueError, AttributeError):
+                machine = None
+            summaries.append(
+                RunSummary(
+                    run_id=row.run_id,
+                    name=row.name,
+                    machine_id=row.machine_id,
+                    machine=machine if isinstance(machine, str) else None,
+                    started_at=as_utc(row.started_at),
+                    outcome=row.outcome,
+                    experiment_count=row.experiment_count,
+                )
             )
-            for row in reversed(rows)
-        ]
+        return summaries
 
     def repair(self, exclude_run_id: str | None = None) -> list[str]:
-        """Write `report.json` (and the store's row) for runs left half-merged (an xdist
-        controller killed or interrupted); return their ids. Only runs the store still has as
-        running are looked at; a state dir that cannot be written is left as it is."""
+        """Complete the runs the store still has as running but whose session is over; return
+        their ids. An xdist run left half-merged gets its workers' checkpoints. A run whose
+        pytest process is gone (SIGKILLed; or it lost its store, so its final report reached
+        only the file) gets that last word, `interrupted` if it had none, marked `repaired`
+        (never a baseline), and the results it kept bring their experiments' states to
+        `done`. A state dir that cannot be written is left as it is."""
         repaired = []
         with self.store.read() as conn:
             running = conn.execute(
@@ -137,24 +173,51 @@ class RunHistory:
             ).scalars()
             candidates = [run_id for run_id in running if run_id != exclude_run_id]
         for run_id in candidates:
-            run_dir = self.runs_dir / run_id
-            if run_dir.is_symlink() or not run_dir.is_dir():
+            run_dir = run_folder(self.runs_dir, run_id)
+            if run_dir is None:
                 continue
             try:
-                report = repair_run(run_dir)
+                merged = repair_run(run_dir) if run_dir.is_dir() else None
             except OSError:
                 continue
-            if report is not None:
+            report = merged or self._last_word(run_id, run_dir)
+            workers = read_worker_reports(run_dir).values() if run_dir.is_dir() else ()
+            # Every process gone: an xdist worker that outlived its controller may still write.
+            if report is not None and report.owner_gone() and all(w.owner_gone() for w in workers):
+                if report.outcome == "running":
+                    report.outcome = "interrupted"
+                report.repaired = True
+                states = StateManager(self.state_dir, store=self.store)
+                states.restore_done(report)
+                self.skipped.update(states.skipped)
+            elif merged is None:
+                continue
+            try:
+                if not run_dir.is_dir():  # a run of another state dir sharing the store: its row only
+                    raise FileNotFoundError(run_dir)
+                write_report(report, self.state_dir, store=self.store)
+            except OSError:  # or a state dir that cannot be written: the store's row at least
                 self.save(report)
-                repaired.append(run_id)
+            repaired.append(run_id)
         return repaired
+
+    def _last_word(self, run_id: str, run_dir: Path) -> SessionReport | None:
+        """A run's newest report: its file (written before the store's row), else the row."""
+        try:
+            return load_report(run_dir / "report.json")
+        except (OSError, ValueError):
+            pass
+        with self.store.read() as conn:
+            query = sa.select(run_reports.c.report_z).where(run_reports.c.run_id == run_id)
+            blob = conn.execute(query).scalar()
+        return None if blob is None else self._report_of(run_id, blob)
 
     def skipped_after(self, run_id: str | None) -> list[str]:
         """Skipped reports whose run folder sorts after `run_id` (run ids start with the time)."""
         return [
             f"{key} ({reason})"
             for key, reason in sorted(self.skipped.items())
-            if key.startswith("runs/") and (run_id is None or key.split("/")[1] > run_id)
+            if (skipped_id := _skipped_run_id(key)) is not None and (run_id is None or skipped_id > run_id)
         ]
 
     def find(self, ref: str) -> SessionReport:
@@ -163,13 +226,17 @@ class RunHistory:
         if path.suffix == ".json" or path.is_file():
             try:
                 return load_report(path)
-            except (OSError, ValueError, ValidationError) as exc:
-                raise UnknownRun(f"cannot read report {ref!r}: {exc}") from None
+            except OSError as exc:
+                raise UnknownRun(f"cannot read report {printable(ref)!r}: {exc.strerror or exc}") from None
+            except ValueError as exc:  # pydantic's ValidationError too: never quote the file
+                raise UnknownRun(f"{printable(ref)!r} is not a report: {invalid_reason(exc)}") from None
         found = self._newest(sa.or_(runs.c.name == ref, runs.c.run_id == ref))
         if found is not None:
             return found
-        known = ", ".join(run.label for run in self.summaries(limit=5)) or "none saved yet"
-        raise UnknownRun(f"no saved run named {ref!r} (latest: {known}); `pytest-llem list` shows them all")
+        known = ", ".join(printable(run.label) for run in self.summaries(limit=5)) or "none saved yet"
+        raise UnknownRun(
+            f"no saved run named {printable(ref)!r} (latest: {known}); `pytest-llem list` shows them all"
+        )
 
     def latest(self, machine_id: str | None, exclude_run_id: str | None = None) -> SessionReport | None:
         """The default baseline: the newest run on `machine_id` (any machine when None), other than
@@ -182,16 +249,22 @@ class RunHistory:
         return self._newest(sa.and_(*conditions))
 
     def _newest(self, condition: sa.ColumnElement[bool]) -> SessionReport | None:
+        """The newest readable run that meets `condition`; unreadable rows on the way are
+        skipped and named (`skipped`), never passed over in silence."""
         query = (
-            sa.select(run_reports.c.report_z)
+            sa.select(run_reports.c.run_id)
             .join(runs, runs.c.run_id == run_reports.c.run_id)
             .where(condition)
             .order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
-            .limit(1)
+            .limit(_UNREADABLE_ROWS_PASSED)
         )
+        blob_of = sa.select(run_reports.c.report_z).where(run_reports.c.run_id == sa.bindparam("run_id"))
         with self.store.read() as conn:
-            blob = conn.execute(query).scalar()
-        return None if blob is None else SessionReport.model_validate(unpack(blob))
+            for run_id in conn.execute(query).scalars().all():
+                report = self._report_of(run_id, conn.execute(blob_of, {"run_id": run_id}).scalar())
+                if report is not None:
+                    return report
+        return None
 
     def clean(
         self,
@@ -217,10 +290,25 @@ class RunHistory:
         for chunk in _chunks(ids, 500):
             delete_runs(self.store, chunk)
         for run_id in ids:
-            run_dir = self.runs_dir / run_id
-            if run_dir.is_dir() and not run_dir.is_symlink():
+            # Checked again right before deleting: never anything outside `runs/`.
+            run_dir = run_folder(self.runs_dir, run_id)
+            if run_dir is not None and run_dir.is_dir():
                 shutil.rmtree(run_dir, ignore_errors=True)
         return list(reversed(doomed))
+
+
+#: How many unreadable rows a lookup passes over (each named) before it gives up.
+_UNREADABLE_ROWS_PASSED = 20
+
+
+#: How a run skipped for its row in the store (not a file) is named.
+STORE_ROW_OF_RUN = "the store's row of run "
+
+
+def _skipped_run_id(key: str) -> str | None:
+    if key.startswith(STORE_ROW_OF_RUN):
+        return key.removeprefix(STORE_ROW_OF_RUN)
+    return key.split("/")[1] if key.startswith("runs/") else None
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

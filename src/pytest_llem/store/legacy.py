@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from pytest_llem.results import utc_now
 from pytest_llem.store.atomic import read_regular_file
-from pytest_llem.store.database import Store, open_default_store
-from pytest_llem.store.report import SessionReport, load_report, save_runs
+from pytest_llem.store.database import Store, StoreRefusedValue, open_default_store
+from pytest_llem.store.report import SessionReport, invalid_reason, load_report, save_runs
 from pytest_llem.store.schema import store_info
 from pytest_llem.store.state import ExperimentState, StateManager
 
@@ -79,26 +79,50 @@ def import_state_dir(state_dir: Path, store: Store) -> ImportSummary:
     if experiments_dir.is_dir():
         found = [read_state_file(path, summary.skipped) for path in sorted(experiments_dir.glob("*.json"))]
         imported = [state for state in found if state is not None]
-        states.save_all(imported)
+        try:
+            states.save_all(imported)
+        except StoreRefusedValue:  # one of them holds a value the store cannot: each alone
+            for state in list(imported):
+                try:
+                    states.save_all([state])
+                except StoreRefusedValue as exc:
+                    imported.remove(state)
+                    _skip(summary.skipped, f"experiments/{state.experiment_id}.json", f"not a state: {exc}")
         summary.experiments = len(imported)
-    batch: list[SessionReport] = []
+    batch: dict[str, SessionReport] = {}
     for path in sorted((Path(state_dir) / "runs").glob("*/report.json")):
         key = f"runs/{path.parent.name}/report.json"
         try:
             if path.parent.is_symlink():
                 raise OSError("its run folder is a symbolic link, not followed")
-            batch.append(load_report(path))
+            batch[key] = load_report(path)
         except OSError as exc:
             _skip(summary.skipped, key, f"unreadable: {exc.strerror or exc}")
             continue
-        except (ValueError, ValidationError) as exc:
-            _skip(summary.skipped, key, f"not a report: {str(exc).splitlines()[0]}")
+        except ValueError as exc:  # pydantic's ValidationError too
+            _skip(summary.skipped, key, f"not a report: {invalid_reason(exc)}")
             continue
         if len(batch) == IMPORT_BATCH_RUNS:
-            summary.runs += save_runs(store, batch)
-            batch = []
-    summary.runs += save_runs(store, batch)
+            summary.runs += _save_batch(store, batch, summary.skipped)
+            batch = {}
+    summary.runs += _save_batch(store, batch, summary.skipped)
     return summary
+
+
+def _save_batch(store: Store, batch: dict[str, SessionReport], skipped: dict[str, str]) -> int:
+    """The reports in one transaction; if the store refuses a value of one (a number beyond
+    its column), each alone, so that the bad one is skipped and named and the rest saved."""
+    try:
+        return save_runs(store, batch.values())
+    except StoreRefusedValue:
+        pass
+    saved = 0
+    for key, report in batch.items():
+        try:
+            saved += save_runs(store, [report])
+        except StoreRefusedValue as exc:
+            _skip(skipped, key, f"not a report the store can hold: {exc}")
+    return saved
 
 
 def read_state_file(path: Path, skipped: dict[str, str]) -> ExperimentState | None:
@@ -114,7 +138,7 @@ def read_state_file(path: Path, skipped: dict[str, str]) -> ExperimentState | No
     try:
         state = ExperimentState.model_validate_json(raw)
     except (ValidationError, json.JSONDecodeError, ValueError) as exc:
-        _skip(skipped, key, f"not a state: {str(exc).splitlines()[0]}")
+        _skip(skipped, key, f"not a state: {invalid_reason(exc)}")
         return None
     if f"{state.experiment_id}.json" != path.name:
         _skip(skipped, key, f"holds the state of another experiment ({state.experiment_id})")

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from pytest_llem.processes import process_is_alive
 from pytest_llem.results import ExperimentResult, UtcDatetime
 from pytest_llem.store.atomic import (
     atomic_write_text,
@@ -28,6 +29,7 @@ from pytest_llem.store.atomic import (
 )
 from pytest_llem.store.database import Store, as_utc, open_default_store, pack_text, upsert
 from pytest_llem.store.machine import MachineInfo
+from pytest_llem.store.names import PlainName, RunName
 from pytest_llem.store.redaction import redact_json, redact_json_compact, redact_json_document
 from pytest_llem.store.schema import run_experiments, run_reports, runs
 
@@ -80,7 +82,7 @@ class ReportEntry(BaseModel):
     case_key: str | None = Field(
         default=None, description="the case across runs, whatever the rootdir (see store.cases)"
     )
-    experiment_id: str | None = None
+    experiment_id: PlainName | None = None
     config: dict[str, Any] | None = None
     config_hash: str | None = None
     model_fingerprint: str | None = Field(
@@ -115,25 +117,28 @@ class ReportEntry(BaseModel):
 
 class SessionReport(BaseModel):
     schema_version: int = REPORT_SCHEMA_VERSION
-    run_id: str
-    name: str | None = Field(default=None, description="--llem-save NAME or --llem-autosave")
+    run_id: PlainName
+    name: RunName | None = Field(default=None, description="--llem-save NAME or --llem-autosave")
     machine: MachineInfo | None = Field(default=None, description="what the figures depend on")
     started_at: UtcDatetime
     finished_at: UtcDatetime | None = None
     outcome: SessionOutcome = "running"
-    exit_code: int | None = None
+    #: A process's exit status; bounded so that a foreign file cannot overflow the store's column.
+    exit_code: int | None = Field(default=None, ge=-(2**31), lt=2**31)
     plugin_version: str
     python_version: str = Field(default_factory=lambda: platform.python_version())
     host: HostInfo = Field(default_factory=HostInfo.current)
     stale_experiments: list[str] = Field(
         default_factory=list, description="experiments found orphaned at start and marked failed"
     )
-    experiments: list[ReportEntry] = Field(default_factory=list)
+    owner_pid: int | None = Field(default=None, description="the pytest process that wrote the run")
+    owner_start_time: float | None = Field(default=None, description="its start time (a reused PID differs)")
     repaired: bool = Field(
         default=False,
-        description="completed by `repair_run` from its workers' checkpoints: its controller was killed "
-        "or interrupted, so it never finished as one session",
+        description="completed by a later session (`repair_run`): its own was killed, or lost its store "
+        "before the end, so it never finished as one session",
     )
+    experiments: list[ReportEntry] = Field(default_factory=list)
 
     @property
     def measured(self) -> list[ReportEntry]:
@@ -144,13 +149,23 @@ class SessionReport(BaseModel):
     def can_be_baseline(self) -> bool:
         """Finished, not interrupted, not repaired, and measured at least one experiment.
 
-        A repaired run's controller died: whatever its workers said, the session as a whole
-        never finished, so it is never what a later run is gated against."""
+        A repaired run was completed by a later session (its controller was killed, or it lost
+        its store before the end): whatever its workers said, the session as a whole never
+        finished, so it is never what a later run is gated against."""
         return (
             self.finished_at is not None
             and self.outcome != "interrupted"
             and not self.repaired
             and bool(self.measured)
+        )
+
+    def owner_gone(self) -> bool:
+        """True when the pytest process that wrote this run ran on this host and is gone (a
+        run of another host, or of a version that did not record its process, is never judged)."""
+        return (
+            self.owner_pid is not None
+            and self.host.hostname == socket.gethostname()
+            and not process_is_alive(self.owner_pid, self.owner_start_time)
         )
 
 
@@ -246,8 +261,21 @@ def copy_report(report: SessionReport, destination: Path, root: Path | None = No
 
 
 def load_report(path: Path) -> SessionReport:
-    """Raises OSError (not a regular file, unreadable) or ValueError (not a report)."""
+    """Raises OSError (not a regular file, unreadable, too large) or ValueError (not a report)."""
     return SessionReport.model_validate_json(read_regular_file(path))
+
+
+def invalid_reason(exc: Exception) -> str:
+    """Why a document is not what it should be, in one line that never quotes its content
+    (a file given by mistake, `/etc/passwd` say, must not be printed)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        count = exc.error_count()
+        more = f" (and {count - 1} more problem(s))" if count > 1 else ""
+        return f"{where}: {first['msg']}{more}"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 WORKER_REPORT_GLOB = "report-*.json"

@@ -31,11 +31,19 @@ from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
 from pytest_llem.results import ExperimentResult, UtcDatetime, utc_now
 from pytest_llem.store.atomic import DiskFull, ensure_private_dir, release_reserve
-from pytest_llem.store.database import Store, StoreFull, as_utc, pack, unpack, upsert
+from pytest_llem.store.database import CorruptRow, Store, StoreFull, as_utc, pack, unpack, upsert
+from pytest_llem.store.names import MAX_ID_LENGTH, PlainName, is_plain_name, printable
 from pytest_llem.store.redaction import redact_json_document
+from pytest_llem.store.report import SessionReport, invalid_reason
 from pytest_llem.store.schema import experiment_parts, experiments
 
-MAX_EXPERIMENT_ID_LENGTH = 128
+MAX_EXPERIMENT_ID_LENGTH = MAX_ID_LENGTH
+#: How the message of a state failed by stale cleanup begins.
+STALE_PREFIX = "stale:"
+#: How an experiment skipped for its row in the store is named.
+STORE_ROW_OF_EXPERIMENT = "the store's row of experiment "
+#: How many unreadable rows a resume lookup passes over (each named) before it gives up.
+_UNREADABLE_ROWS_PASSED = 20
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -54,7 +62,7 @@ _NEXT_PHASE = {
 class ExperimentState(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    experiment_id: str
+    experiment_id: PlainName
     phase: ExperimentPhase = ExperimentPhase.INITIALISING
     failed: bool = False
     config_hash: str
@@ -148,7 +156,8 @@ class StateManager:
         self._store = store
         #: Where states lived before the store: read once, by `store.legacy`.
         self.experiments_dir = self.state_dir / "experiments"
-        #: Files that were skipped, by name, with the reason (each reported once).
+        #: Files (`experiments/<name>`) and store rows (`the store's row of experiment <id>`)
+        #: that were skipped, with the reason (each reported once).
         self.skipped: dict[str, str] = {}
 
     @property
@@ -199,7 +208,7 @@ class StateManager:
 
         On a full disk the state dir's reserve is given up and the write tried once more, so
         a finished result still lands; either way `DiskFull` says so (the session stops)."""
-        if sanitise_experiment_id(state.experiment_id) != state.experiment_id:
+        if not is_plain_name(state.experiment_id):
             raise ValueError(f"experiment id {state.experiment_id!r} is not sanitised")
 
         def write() -> None:
@@ -226,7 +235,7 @@ class StateManager:
         table gets one statement executed for all rows, each state is redacted and its bulky
         parts compressed once."""
         for state in states:
-            if sanitise_experiment_id(state.experiment_id) != state.experiment_id:
+            if not is_plain_name(state.experiment_id):
                 raise ValueError(f"experiment id {state.experiment_id!r} is not sanitised")
         rows = [_state_rows(state, run_id=run_id, nodeid=None, case_key=None) for state in states]
         with self.store.write() as conn:
@@ -275,7 +284,8 @@ class StateManager:
             return [self._from_row(conn, row, with_parts=False) for row in conn.execute(query)]
 
     def find_resumable(self, config_hash: str) -> ExperimentState | None:
-        """The newest finished, unfailed state with this hash and a result, whole."""
+        """The newest finished, unfailed state with this hash and a result, whole; a row that
+        cannot be read is not resumable (skipped, and named in `skipped`)."""
         query = (
             sa.select(experiments)
             .where(
@@ -285,11 +295,53 @@ class StateManager:
                 experiments.c.result_json.is_not(None),
             )
             .order_by(experiments.c.last_updated.desc())
-            .limit(1)
+            .limit(_UNREADABLE_ROWS_PASSED)
         )
         with self.store.read() as conn:
-            row = conn.execute(query).first()
-            return None if row is None else self._from_row(conn, row, with_parts=True)
+            for row in conn.execute(query).all():
+                state = self._readable(conn, row, with_parts=True, why="not resumable")
+                if state is not None:
+                    return state
+        return None
+
+    def _readable(
+        self, conn: sa.Connection, row: sa.Row[Any], with_parts: bool, why: str
+    ) -> ExperimentState | None:
+        try:
+            return self._from_row(conn, row, with_parts)
+        except CorruptRow as exc:
+            self.skipped.setdefault(f"{STORE_ROW_OF_EXPERIMENT}{row.experiment_id}", f"{why}: {exc}")
+            return None
+
+    def restore_done(self, report: SessionReport) -> list[str]:
+        """Bring to `done` the states of `report`'s measured experiments that its session could
+        not (the store was busy or down when they finished; the report file kept the results),
+        so that `--llem-resume` finds them. Only a state still unfinished, or failed as stale,
+        with the same config hash, and not held by a live session, is changed; returns their ids."""
+        restored = []
+        for entry in report.experiments:
+            if entry.result is None or entry.resumed or entry.experiment_id is None:
+                continue
+            try:
+                state = self.load(entry.experiment_id)
+            except CorruptRow as exc:
+                self.skipped.setdefault(
+                    f"{STORE_ROW_OF_EXPERIMENT}{entry.experiment_id}", f"left alone: {exc}"
+                )
+                continue
+            if state is None or state.config_hash != entry.config_hash:
+                continue
+            if self.held_by_another_live_session(state):
+                continue
+            stale = state.failed and (state.error_message or "").startswith(STALE_PREFIX)
+            if state.phase is ExperimentPhase.DONE or (state.failed and not stale):
+                continue
+            state.phase, state.failed, state.error_message = ExperimentPhase.DONE, False, None
+            state.result = entry.result
+            state.last_updated = utc_now()
+            self.save(state)
+            restored.append(state.experiment_id)
+        return restored
 
     def held_by_another_live_session(self, state: ExperimentState) -> bool:
         """True if `state` is unfinished and owned by another pytest process still running here."""
@@ -306,7 +358,8 @@ class StateManager:
             experiments.c.active.is_(True), experiments.c.hostname == socket.gethostname()
         )
         with self.store.read() as conn:
-            return [self._from_row(conn, row, with_parts=False) for row in conn.execute(query)]
+            found = [self._readable(conn, row, False, "left alone") for row in conn.execute(query).all()]
+        return [state for state in found if state is not None]
 
     def cleanup_stale(self) -> list[ExperimentState]:
         """Mark failed every unfinished state of this host whose owner and child are both gone."""
@@ -319,7 +372,7 @@ class StateManager:
             ):
                 continue
             state.mark_failed(
-                f"stale: its process is gone (left in phase {state.phase.value} by a session "
+                f"{STALE_PREFIX} its process is gone (left in phase {state.phase.value} by a session "
                 "that ended without cleaning up)"
             )
             with self.store.write() as conn:
@@ -355,6 +408,16 @@ class StateManager:
         return None if row is None else self._from_row(conn, row, with_parts)
 
     def _from_row(self, conn: sa.Connection, row: sa.Row[Any], with_parts: bool) -> ExperimentState:
+        """The state a row holds; `CorruptRow` (one line, never the row's content) if it
+        holds something this version cannot read."""
+        try:
+            return self._state_of(conn, row, with_parts)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:  # ValidationError, CorruptRow too
+            reason = invalid_reason(exc) if isinstance(exc, ValueError) else repr(exc)
+            which = printable(str(row.experiment_id))
+            raise CorruptRow(f"experiment {which!r} in the store: {reason}") from None
+
+    def _state_of(self, conn: sa.Connection, row: sa.Row[Any], with_parts: bool) -> ExperimentState:
         result = None
         if row.result_json is not None:
             document = json.loads(row.result_json)
