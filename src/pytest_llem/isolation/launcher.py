@@ -42,7 +42,7 @@ from pytest_llem.isolation.protocol import (
 )
 from pytest_llem.isolation.relay import OutputRelay
 from pytest_llem.isolation.signals import InterruptGuard
-from pytest_llem.processes import live_group_members, process_is_alive, signal_name
+from pytest_llem.processes import kill_group, live_group_members, process_is_alive, signal_name
 from pytest_llem.progress import ProgressEvent
 from pytest_llem.results import ExperimentResult
 
@@ -126,13 +126,6 @@ def _leader_exited(pid: int) -> bool:
     return info is not None and info.si_pid == pid
 
 
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
 class ChildGroup(Protocol):
     """A started experiment group, whichever way it started (`GroupStarter`)."""
 
@@ -209,11 +202,11 @@ def cold_start(
 def terminate_group(proc: ChildGroup | subprocess.Popen[bytes], grace_s: float = GRACE_PERIOD_S) -> None:
     """SIGTERM to the whole group, up to `grace_s` to exit, then SIGKILL; reap the leader."""
     pgid = proc.pid
-    _killpg(pgid, signal.SIGTERM)
+    kill_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and live_group_members(pgid):
         time.sleep(POLL_INTERVAL_S)
-    _killpg(pgid, signal.SIGKILL)
+    kill_group(pgid, signal.SIGKILL)
     proc.wait()
 
 
@@ -267,7 +260,7 @@ def run_in_child(
                     terminate_group(proc)
                 raise
             # Whatever the workload left running (servers, dataloader workers) dies with it.
-            _killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid, signal.SIGKILL)
             supervisor_returncode = proc.wait()
         finally:
             output.close()
