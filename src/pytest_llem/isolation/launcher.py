@@ -254,7 +254,7 @@ def run_in_child(
             try:
                 if on_start is not None:
                     on_start(proc.pid)
-                _wait_for_leader(proc, guard, timeout_s, progress)
+                _wait_for_leader(proc, guard, timeout_s, progress, request.config)
             except BaseException:
                 if proc.returncode is None:
                     terminate_group(proc)
@@ -340,11 +340,15 @@ class _LeaderExit:
 
 
 def _wait_for_leader(
-    proc: ChildGroup, guard: InterruptGuard, timeout_s: float | None, progress: _ProgressRelay
+    proc: ChildGroup,
+    guard: InterruptGuard,
+    timeout_s: float | None,
+    progress: _ProgressRelay,
+    config: ExperimentConfig,
 ) -> None:
     leader_exit = _LeaderExit(proc.pid)
     try:
-        _poll_until_exit(proc, guard, timeout_s, progress, leader_exit)
+        _poll_until_exit(proc, guard, timeout_s, progress, leader_exit, config)
     finally:
         leader_exit.close()
 
@@ -355,6 +359,7 @@ def _poll_until_exit(
     timeout_s: float | None,
     progress: _ProgressRelay,
     leader_exit: _LeaderExit,
+    config: ExperimentConfig,
 ) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while not proc.exited():
@@ -364,11 +369,21 @@ def _poll_until_exit(
             raise ExperimentInterrupted(signal_name(guard.received))
         if deadline is not None and time.monotonic() > deadline:
             terminate_group(proc)
-            raise ExperimentFailed(
-                f"timed out after {timeout_s:g} s; its process group was killed "
-                f"({progress.during()}raise the limit with timeout= or --llem-timeout)"
-            )
+            raise timed_out(timeout_s, config, "process group was killed", progress)
         leader_exit.sleep()
+
+
+def timed_out(
+    timeout_s: float, config: ExperimentConfig, ended: str, progress: _ProgressRelay
+) -> ExperimentFailed:
+    """The failure of an experiment that ran past its limit (the group or job `ended` already),
+    naming the setting that set the limit: the case's `timeout=` field when it has one (it
+    wins over `--llem-timeout`, which raising would not help), else `--llem-timeout`."""
+    if config.timeout is not None:
+        how = "raise the case's timeout= field (its llem marker or llem.run); it overrides --llem-timeout"
+    else:
+        how = "raise --llem-timeout (ini llem_timeout), or give the case a timeout= field"
+    return ExperimentFailed(f"timed out after {timeout_s:g} s; its {ended} ({progress.during()}{how})")
 
 
 def _read_outcome(
