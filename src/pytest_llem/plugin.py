@@ -129,7 +129,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     try:
         bench.start()
     except LlemError as exc:
-        raise pytest.UsageError(f"pytest-llem: {exc}") from None
+        full_disk = bench.full_disk_at_start(exc)
+        if full_disk is None:
+            raise pytest.UsageError(f"pytest-llem: {exc}") from None
+        # Not a usage error: nothing in the command line is wrong. One line and exit 1, as when
+        # the disk fills later in the session (pytest ends a session whose start raised
+        # `Session.Failed` with exit 1 and prints nothing more).
+        import sys
+
+        line = _redacted(f"pytest-llem: {full_disk}")
+        sys.stderr.write(f"{line}\n")
+        raise session.Failed(line) from None
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     for line in bench.start_notes if reporter is not None else ():
         reporter.write_line(_redacted(f"pytest-llem: {line}"))

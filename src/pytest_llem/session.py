@@ -80,7 +80,7 @@ from pytest_llem.processes import process_start_time, signal_name
 from pytest_llem.progress import MEASURING, ProgressEvent, ProgressListener
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
-from pytest_llem.store.atomic import make_reserve, redact_file
+from pytest_llem.store.atomic import DiskFull, disk_is_full, make_reserve, redact_file
 from pytest_llem.store.database import StoreBusy, StoreFailed
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.machine import MachineInfo
@@ -253,6 +253,21 @@ class BenchmarkSession:
         """Stop the preloaded interpreter, if one runs (it would also exit with this process)."""
         if self._preloader is not None:
             self._preloader.close()
+
+    def full_disk_at_start(self, exc: LlemError) -> str | None:
+        """The line for a `start` that failed because the state dir's disk is full, which stops
+        the session with exit 1 as a disk that fills later does; None when it failed for another
+        reason (a usage error, exit 4). A store that cannot even be opened on a full disk says
+        "check the URL": the disk is what to fix, and the line says so."""
+        if isinstance(exc, DiskFull):
+            return str(exc)
+        if not disk_is_full(self.settings.state_dir):
+            return None
+        reason = str(exc).split("; ")[0]
+        return (
+            f"the disk of the state dir {self.settings.state_dir} is full, so the session cannot "
+            f"start ({reason}); free space there or choose another --llem-state-dir"
+        )
 
     @property
     def entries(self) -> list[ReportEntry]:

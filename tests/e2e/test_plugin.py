@@ -542,3 +542,22 @@ def test_a_disk_that_fills_mid_session_keeps_the_result_and_ends_in_one_line(
     copy = json.loads(json_copy.read_text())
     assert copy["outcome"] == "failed"
     assert [e["result"]["output_tokens"] for e in copy["experiments"]] == [8, 8]
+
+
+def test_a_disk_already_full_at_the_start_ends_in_one_line_with_exit_1(tmp_path: Path, small_disk: Path):
+    """As a disk that fills mid-session (README's exit codes): exit 1, not 4 (no usage error)."""
+    with (small_disk / "filler").open("wb") as filler:
+        with pytest.raises(OSError):  # until no space is left
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+    (tmp_path / "test_full.py").write_text(
+        "from workloads import count_tokens\ndef test_first(llem):\n    llem.run(count_tokens)\n"
+    )
+    proc = start_llem_pytest(tmp_path, small_disk / "state", "test_full.py")
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    (full_line,) = [line for line in output.splitlines() if "is full" in line]
+    assert full_line.startswith(f"pytest-llem: the disk of the state dir {small_disk / 'state'} is full")
+    assert "check the URL" not in output  # the disk is what to fix

@@ -263,6 +263,67 @@ def test_two_or_three_signals_at_random_gaps_always_end_with_130_and_an_interrup
         assert (report["outcome"], report["exit_code"]) == ("interrupted", 130), where
 
 
+#: A conftest whose object sends a signal while pytest's interpreter shuts down, after its
+#: exit handlers, when the interpreter has put the default actions back on every signal.
+LATE_SIGNAL_CONFTEST = """
+import os, signal
+
+class SignalWhileTheInterpreterShutsDown:
+    def __del__(self, kill=os.kill, pid=os.getpid(), sig=signal.Signals[os.environ["LATE_SIGNAL"]]):
+        kill(pid, sig)
+
+late = SignalWhileTheInterpreterShutsDown()
+"""
+
+
+@pytest.mark.parametrize("late", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_pytest_shuts_down_still_ends_with_130(tmp_path: Path, late: str):
+    """The window the random gaps above found now and then, hit on purpose."""
+    (tmp_path / "conftest.py").write_text(LATE_SIGNAL_CONFTEST)
+    (tmp_path / "test_late.py").write_text(
+        "import os, signal\n"
+        "from workloads import count_tokens\n"
+        "def test_measured(llem):\n    llem.run(count_tokens)\n"
+        "def test_interrupted():\n    os.kill(os.getpid(), signal.SIGINT)\n"
+    )
+    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_late.py", LATE_SIGNAL=late)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output  # not -2 or -15: killed by the late signal
+    (report,) = reports(tmp_path / "state")
+    assert (report["outcome"], report["exit_code"]) == ("interrupted", 130)
+
+
+STORM_TRIES = 3
+
+
+def test_a_storm_of_signals_until_pytest_exits_ends_with_130_and_an_interrupted_report(tmp_path: Path):
+    """SIGINT and SIGTERM every half millisecond from a random moment on, until pytest is gone:
+    some land in every phase of stopping, the interpreter's shutdown included."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    (tmp_path / "test_race.py").write_text(RACE_SUITE)
+    for attempt in range(STORM_TRIES):
+        state_dir = tmp_path / f"state-{attempt}"
+        started = tmp_path / f"started-{attempt}"
+        proc = start_llem_pytest(tmp_path, state_dir, "test_race.py", STARTED=str(started))
+        wait_for_file(started)
+        time.sleep(rng.uniform(0, 0.5))
+        sent = 0
+        while proc.poll() is None:
+            try:
+                os.kill(proc.pid, rng.choice((signal.SIGINT, signal.SIGTERM)))
+            except ProcessLookupError:
+                break
+            sent += 1
+            time.sleep(0.0005)
+        output, _ = proc.communicate(timeout=60)
+        where = f"try {attempt} (seed {seed}, {sent} signals)"
+        assert proc.returncode == 130, f"{where}\n{output}"
+        assert "Traceback" not in output and "INTERNALERROR" not in output, f"{where}\n{output}"
+        (report,) = reports(state_dir)
+        assert (report["outcome"], report["exit_code"]) == ("interrupted", 130), where
+
+
 XDIST_SUITE = """
 import os, pathlib, signal, time
 from workloads import count_tokens

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import types
 from pathlib import Path
@@ -65,3 +66,58 @@ def test_model_files_are_read_whole_and_anything_but_a_regular_file_is_skipped(t
     read = forkserver.read_into_page_cache(str(snapshot))
     assert (read["path"], read["files"], read["bytes"]) == (str(snapshot), 2, (9 << 20) + 2)
     assert read["read_s"] >= 0
+
+
+def run_script(script: str) -> list[str]:
+    """`script` in a fresh interpreter (it kills its own descendants: never this process's);
+    its stdout lines."""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+KILL_WITH_KILL_REPLACED = """
+import os, signal, subprocess, sys
+import psutil
+from pytest_llem.isolation.supervisor import kill_descendants  # as the preloaded interpreter does
+
+# A child in a session of its own, and then what a workload module may do when imported.
+child = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)"])
+real_kill = os.kill
+def kill_nothing(*args):
+    return None
+os.kill = os.killpg = kill_nothing
+psutil.Process.send_signal = kill_nothing
+kill_descendants(keep=child.pid)
+try:
+    print(child.wait(timeout=5))
+except subprocess.TimeoutExpired:
+    print("survived")
+    real_kill(child.pid, signal.SIGKILL)
+"""
+
+
+def test_the_teardown_kills_with_the_functions_of_before_the_workload_imports():
+    assert run_script(KILL_WITH_KILL_REPLACED) == ["-9"]
+
+
+WHAT_THE_IMPORTS_STARTED = """
+import os, subprocess, sys
+from pytest_llem.isolation.forkserver import kill_what_the_imports_started
+
+print(kill_what_the_imports_started())
+# A process started meanwhile, as a module that spawns a helper when it is imported does.
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(helper.pid)
+print(kill_what_the_imports_started())
+print(os.path.exists(f"/proc/{helper.pid}"))  # killed and reaped
+"""
+
+
+def test_what_the_imports_started_is_killed_and_named():
+    nothing, pid, reason, still_there = run_script(WHAT_THE_IMPORTS_STARTED)
+    assert nothing == "None"
+    killed = "1 process(es) started by the imports in the preloaded interpreter, killed"
+    assert reason.startswith(f"{killed}: {pid} (")
+    assert "time.sleep(600)" in reason
+    assert still_there == "False"

@@ -113,8 +113,12 @@ def test_timeout_kills_the_whole_group(bench: BenchmarkSession, tmp_path: Path):
     started = time.monotonic()
     # The limit counts from the spawn, start-up included; it must leave the workload time to
     # start its grandchildren even on a loaded machine (a 1.5 s limit did not, on 2 busy cores).
-    with pytest.raises(ExperimentFailed, match=r"timed out after 10 s; its process group was killed"):
+    killed = r"timed out after 10 s; its process group was killed"
+    with pytest.raises(ExperimentFailed, match=killed) as failed:
         run(bench, workloads.hang_with_stubborn_children, timeout=10, params={"pid_file": str(pid_file)})
+    # The case's field set the limit, and wins over --llem-timeout: the field is what to raise.
+    assert "raise the case's timeout= field (its llem marker or llem.run)" in str(failed.value)
+    assert "raise --llem-timeout" not in str(failed.value)
     assert time.monotonic() - started < 10 + 2.0 + 5.0  # limit + grace + slack for a busy machine
     pids = read_pids(pid_file)
     assert len(pids) == 4  # supervisor, worker, two grandchildren that ignore SIGTERM
@@ -125,8 +129,9 @@ def test_timeout_kills_the_whole_group(bench: BenchmarkSession, tmp_path: Path):
 
 def test_settings_timeout_applies_when_the_config_sets_none(state_dir: Path, tmp_path: Path):
     bench = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, timeout_s=8.0))
-    with pytest.raises(ExperimentFailed, match="timed out after 8 s"):
+    with pytest.raises(ExperimentFailed, match="timed out after 8 s") as failed:
         run(bench, workloads.hang_with_stubborn_children, params={"pid_file": str(tmp_path / "p.json")})
+    assert "raise --llem-timeout (ini llem_timeout), or give the case a timeout= field" in str(failed.value)
     assert wait_until_all_gone(read_pids(tmp_path / "p.json"), timeout_s=0.5) == []
 
 

@@ -381,3 +381,89 @@ def test_model_files_a_marker_names_are_read_while_the_session_sets_up(tmp_path:
     (report,) = reports(state_dir)
     read = report["experiments"][0]["result"]["extra"]["model_files_preloaded"]
     assert (read["files"], read["bytes"], read["read_at_start"]) == (2, 3_000_002, True)
+
+
+FORK_AT_IMPORT_SUITE = """
+import fork_at_import
+
+def test_first(llem):
+    result = llem.run(fork_at_import.count)
+    assert result.start_method == "cold", result.start_note
+    assert "started by the imports in the preloaded interpreter, killed" in result.start_note
+
+def test_second(llem):
+    assert llem.run(fork_at_import.count).start_method == "cold"
+"""
+
+
+def test_a_module_that_forks_at_import_forces_a_cold_start_and_its_process_dies_with_pytest(tmp_path: Path):
+    forked = tmp_path / "forked"
+    forked.mkdir()
+    (tmp_path / "test_suite.py").write_text(FORK_AT_IMPORT_SUITE)
+    proc = start_llem_pytest(
+        tmp_path, tmp_path / "state", "test_suite.py", "--llem-energy=none", FORK_AT_IMPORT_DIR=str(forked)
+    )
+    output, _ = proc.communicate(timeout=120)
+    records = (path.name.split("-") for path in forked.iterdir())
+    importers = {int(importer): int(child) for importer, child in records}
+    own = importers.pop(proc.pid, None)  # pytest's own import of the test module: the suite's business
+    try:
+        assert wait_until_all_gone(list(importers.values()), 1.0) == []
+        # The preloaded interpreter's import, and each test's cold-started worker's.
+        assert len(importers) == 3, output
+        assert proc.returncode == 0, output
+        fell_back = "pytest-llem: cold start instead of a preloaded one: 1 process(es) started by the imports"
+        assert fell_back in output
+    finally:
+        if own is not None:
+            os.kill(own, signal.SIGKILL)
+
+
+REPLACED_KILL_SUITE = """
+from replaces_kill_at_import import leave_a_daemon
+
+def test_leaves_a_daemon(llem):
+    result = llem.run(leave_a_daemon, params={"pid_file": %r})
+    assert result.start_method == "preloaded", result.start_note
+"""
+
+
+def test_a_module_that_replaces_os_kill_cannot_keep_what_its_workload_left_alive(tmp_path: Path):
+    pid_file = tmp_path / "pids.json"
+    (tmp_path / "test_suite.py").write_text(REPLACED_KILL_SUITE % str(pid_file))
+    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_suite.py", "--llem-energy=none")
+    output, _ = proc.communicate(timeout=120)
+    pids = read_pids(pid_file)  # supervisor, worker, a setpgid child, a setsid double-forked daemon
+    assert len(pids) == 4
+    assert wait_until_all_gone(pids, 1.0) == []
+    assert proc.returncode == 0, output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_a_signal_while_a_module_that_forked_is_still_importing_leaves_nothing_behind(tmp_path: Path, sig):
+    forked = tmp_path / "forked"
+    forked.mkdir()
+    started = tmp_path / "started.json"
+    (tmp_path / "test_suite.py").write_text(SLOW_FIXTURE_SUITE % str(started))
+    proc = start_llem_pytest(
+        tmp_path,
+        tmp_path / "state",
+        "test_suite.py",
+        "--llem-energy=none",
+        "--llem-preload=fork_at_import",
+        FORK_AT_IMPORT_DIR=str(forked),
+        FORK_AT_IMPORT_SLOW_S="20",
+    )
+    wait_for_file(started, timeout_s=60)
+    (server,) = json.loads(started.read_text())
+    deadline = time.monotonic() + 30
+    while not list(forked.iterdir()):  # it forked, and goes on importing
+        assert time.monotonic() < deadline, "the module never forked"
+        time.sleep(0.02)
+    ((importer, child),) = (path.name.split("-") for path in forked.iterdir())
+    assert int(importer) == server
+    os.kill(proc.pid, sig)
+    output, _ = proc.communicate(timeout=30)
+    assert wait_until_all_gone([server, int(child)], 3.0) == []
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, output

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -55,3 +57,33 @@ def test_uninstall_gives_the_previous_handlers_back_when_no_signal_came():
     assert signal.getsignal(signal.SIGINT) == session._handle
     session.uninstall()
     assert signal.getsignal(signal.SIGINT) == before
+
+
+LATE_SIGNAL_SCRIPT = """
+import os, signal, sys
+from pytest_llem.isolation.signals import SessionInterrupts
+
+class SignalWhileTheInterpreterShutsDown:
+    # Runs as the interpreter frees this module's globals, after it has put the default
+    # actions back on every signal that had a Python handler.
+    def __del__(self, kill=os.kill, pid=os.getpid(), sig=signal.Signals[sys.argv[1]], write=os.write):
+        kill(pid, sig)
+        write(1, b"survived the late signal\\n")
+
+interrupts = SessionInterrupts()
+interrupts.install()
+interrupts.stop_raising()
+os.kill(os.getpid(), signal.SIGINT)  # the session is interrupted
+interrupts.uninstall()
+late = SignalWhileTheInterpreterShutsDown()
+sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("late", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_interpreter_shuts_down_does_not_change_an_interrupted_exit(late: str):
+    proc = subprocess.run(
+        [sys.executable, "-c", LATE_SIGNAL_SCRIPT, late], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 130, proc.stderr  # not -2 or -15: killed by the late signal
+    assert proc.stdout == "survived the late signal\n"

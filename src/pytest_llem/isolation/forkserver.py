@@ -17,9 +17,15 @@ own machinery), and then only answers requests on its socket, one at a time:
   stays reserved until pytest has sent the group its last SIGKILL, as on a cold start).
 - `reap`: reap it and return its exit status.
 
-It never initialises CUDA and never runs a workload. It exits when pytest closes the socket
-or dies (parent-death signal, SIGKILL of pytest included); each forked supervisor's own
-parent-death signal then kills that experiment's group.
+It never initialises CUDA and never runs a workload. It is a child subreaper from before its
+imports: a process an import started (a module that forks, or spawns a helper, when it is
+imported) stays below it however it detached, is killed once the imports are done, and makes
+every start a cold one, with the reason. It exits when pytest closes the socket or dies
+(parent-death signal, SIGKILL of pytest included), killing whatever is still below it; each
+forked supervisor's own parent-death signal also kills that experiment's group.
+
+`processes` and `supervisor` are imported here, before any workload module, so their teardown
+keeps the `os` and `signal` functions of a fresh interpreter whatever those modules replace.
 """
 
 from __future__ import annotations
@@ -43,13 +49,23 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem.isolation import supervisor
-from pytest_llem.processes import set_parent_death_signal
+from pytest_llem.processes import (
+    become_child_subreaper,
+    command_line,
+    kill_descendants,
+    live_descendants,
+    set_parent_death_signal,
+)
 
 #: Signal the kernel sends when pytest exits; the handler checks that pytest is really gone.
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
 #: Requests and replies are one JSON object per datagram (SOCK_SEQPACKET keeps the boundaries).
 MAX_MESSAGE_BYTES = 1 << 20
 _WAIT_POLL_S = 0.005
+# What a forked supervisor waits with, bound before any workload module is imported.
+_waitpid = os.waitpid
+_sleep = time.sleep
+_monotonic = time.monotonic
 
 
 def fork_hazard() -> str | None:
@@ -82,6 +98,20 @@ def openblas_server_threads() -> int:
     return sum(
         max(pool["num_threads"] - 1, 0) for pool in threadpool_info() if pool["internal_api"] == "openblas"
     )
+
+
+def kill_what_the_imports_started() -> str | None:
+    """Kill every process still running below this one (whatever the imports started: this
+    runs before any fork), and say why that rules out forking, or None if there was none.
+
+    A fork would not copy such a process, so children would not run beside what a cold
+    start's worker runs beside; and left alone it would outlive pytest."""
+    started = {entry.pid: command_line(entry.pid) for entry in live_descendants()}
+    started.update((entry.pid, "") for entry in kill_descendants() if entry.pid not in started)
+    if not started:
+        return None
+    named = ", ".join(f"{pid} ({line or '?'})" for pid, line in list(started.items())[:3])
+    return f"{len(started)} process(es) started by the imports in the preloaded interpreter, killed: {named}"
 
 
 def import_modules(modules: list[str]) -> str | None:
@@ -140,15 +170,15 @@ class ForkedWorker:
         self.returncode: int | None = None
 
     def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else _monotonic() + timeout
         while self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status = _waitpid(self.pid, os.WNOHANG)
             if pid == self.pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
                 break
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and _monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
-            time.sleep(_WAIT_POLL_S)
+            _sleep(_WAIT_POLL_S)
         return self.returncode
 
 
@@ -278,18 +308,28 @@ def main(sock_fd: int, pytest_pid: int) -> int:
     def on_parent_death_signal(signum: int, frame: object) -> None:
         # PR_SET_PDEATHSIG follows the parent *thread*; act only once pytest itself is gone.
         if os.getppid() != pytest_pid:
+            kill_descendants()
             os._exit(0)
 
     signal.signal(PARENT_DEATH_SIGNAL, on_parent_death_signal)
     set_parent_death_signal(PARENT_DEATH_SIGNAL)
+    # Before the imports: whatever they start, detached or not, stays below this process.
+    become_child_subreaper()
     if os.getppid() != pytest_pid:
         return 0
-    sock = socket.socket(fileno=sock_fd)
+    try:
+        return _serve_after_imports(socket.socket(fileno=sock_fd))
+    finally:
+        kill_descendants()  # nothing below this process outlives it
+
+
+def _serve_after_imports(sock: socket.socket) -> int:
     hello = json.loads(sock.recv(MAX_MESSAGE_BYTES) or b"{}")
     for entry in reversed(hello.get("sys_path", [])):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    problem = import_modules(hello.get("modules", [])) or fork_hazard()
+    problem = import_modules(hello.get("modules", []))
+    problem = kill_what_the_imports_started() or problem or fork_hazard()
     # What the imports left is shared with every fork; keep the children's collections off it
     # (CPython's advice for forking servers): a collection writes to each object it visits,
     # which would copy the pages under them into every child, in the middle of its work.

@@ -43,7 +43,7 @@ from pytest_llem.isolation.protocol import (
 )
 from pytest_llem.isolation.relay import OutputRelay
 from pytest_llem.isolation.signals import InterruptGuard
-from pytest_llem.processes import live_group_members, process_is_alive, signal_name
+from pytest_llem.processes import kill_group, live_group_members, process_is_alive, signal_name
 from pytest_llem.progress import ProgressEvent
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import STORE_ENV
@@ -147,13 +147,6 @@ def _leader_exited(pid: int) -> bool:
     return info is not None and info.si_pid == pid
 
 
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
 class ChildGroup(Protocol):
     """A started experiment group, whichever way it started (`GroupStarter`)."""
 
@@ -230,11 +223,11 @@ def cold_start(
 def terminate_group(proc: ChildGroup | subprocess.Popen[bytes], grace_s: float = GRACE_PERIOD_S) -> None:
     """SIGTERM to the whole group, up to `grace_s` to exit, then SIGKILL; reap the leader."""
     pgid = proc.pid
-    _killpg(pgid, signal.SIGTERM)
+    kill_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and live_group_members(pgid):
         time.sleep(POLL_INTERVAL_S)
-    _killpg(pgid, signal.SIGKILL)
+    kill_group(pgid, signal.SIGKILL)
     proc.wait()
 
 
@@ -282,13 +275,13 @@ def run_in_child(
             try:
                 if on_start is not None:
                     on_start(proc.pid)
-                _wait_for_leader(proc, guard, timeout_s, progress)
+                _wait_for_leader(proc, guard, timeout_s, progress, request.config)
             except BaseException:
                 if proc.returncode is None:
                     terminate_group(proc)
                 raise
             # Whatever the workload left running (servers, dataloader workers) dies with it.
-            _killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid, signal.SIGKILL)
             supervisor_returncode = proc.wait()
         finally:
             output.close()
@@ -368,11 +361,15 @@ class _LeaderExit:
 
 
 def _wait_for_leader(
-    proc: ChildGroup, guard: InterruptGuard, timeout_s: float | None, progress: _ProgressRelay
+    proc: ChildGroup,
+    guard: InterruptGuard,
+    timeout_s: float | None,
+    progress: _ProgressRelay,
+    config: ExperimentConfig,
 ) -> None:
     leader_exit = _LeaderExit(proc.pid)
     try:
-        _poll_until_exit(proc, guard, timeout_s, progress, leader_exit)
+        _poll_until_exit(proc, guard, timeout_s, progress, leader_exit, config)
     finally:
         leader_exit.close()
 
@@ -383,6 +380,7 @@ def _poll_until_exit(
     timeout_s: float | None,
     progress: _ProgressRelay,
     leader_exit: _LeaderExit,
+    config: ExperimentConfig,
 ) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while not proc.exited():
@@ -392,11 +390,21 @@ def _poll_until_exit(
             raise ExperimentInterrupted(signal_name(guard.received))
         if deadline is not None and time.monotonic() > deadline:
             terminate_group(proc)
-            raise ExperimentFailed(
-                f"timed out after {timeout_s:g} s; its process group was killed "
-                f"({progress.during()}raise the limit with timeout= or --llem-timeout)"
-            )
+            raise timed_out(timeout_s, config, "process group was killed", progress)
         leader_exit.sleep()
+
+
+def timed_out(
+    timeout_s: float, config: ExperimentConfig, ended: str, progress: _ProgressRelay
+) -> ExperimentFailed:
+    """The failure of an experiment that ran past its limit (the group or job `ended` already),
+    naming the setting that set the limit: the case's `timeout=` field when it has one (it
+    wins over `--llem-timeout`, which raising would not help), else `--llem-timeout`."""
+    if config.timeout is not None:
+        how = "raise the case's timeout= field (its llem marker or llem.run); it overrides --llem-timeout"
+    else:
+        how = "raise --llem-timeout (ini llem_timeout), or give the case a timeout= field"
+    return ExperimentFailed(f"timed out after {timeout_s:g} s; its {ended} ({progress.during()}{how})")
 
 
 def _read_outcome(

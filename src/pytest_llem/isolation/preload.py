@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from typing import Any
 
 from pytest_llem.backends import BACKEND_WORKLOADS
 from pytest_llem.isolation.launcher import MODEL_FILES_ENV, ChildOutput, StartedGroup, cold_start
+from pytest_llem.processes import kill_descendants, kill_process, proc_entry
 
 #: `--llem-preload` values that are not module lists.
 PRELOAD_AUTO = "auto"
@@ -213,13 +215,26 @@ class _ForkServer:
     def close(self) -> None:
         """Stop it; closing again does nothing more."""
         if not self.ready or self._reading:  # busy: it would see the socket's end only once done
-            self.proc.kill()  # a no-op once it has been reaped
-        self.sock.close()  # it exits on end of file
+            self._kill()
+        self.sock.close()  # it exits on end of file, killing whatever is below it
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self._kill()
             self.proc.wait()
+
+    def _kill(self) -> None:
+        """Kill it and everything below it now, without waiting for it to answer: stopped first,
+        so that it forks nothing more and what its imports started stays below it (it is a
+        child subreaper) while it is killed."""
+        if self.proc.poll() is not None:
+            return  # reaped: its pid may be another process's by now
+        entry = proc_entry(self.proc.pid)
+        if entry is None:
+            return
+        kill_process(entry, signal.SIGSTOP)
+        kill_descendants(root=entry.pid)
+        kill_process(entry, signal.SIGKILL)
 
 
 class Preloader:

@@ -8,11 +8,16 @@ Ctrl-C cannot abort a kill sequence or a half-written state; the code it protect
 `SessionInterrupts` covers the rest of a session: the first signal outside an experiment
 stops the run (as Ctrl-C does, by raising `KeyboardInterrupt`), every later one is only
 counted, and once the tests are over (teardown, gate, report writing) none raises at all,
-so no number of signals, at any gap, can turn a stopping session into a traceback.
+so no number of signals, at any gap, can turn a stopping session into a traceback. Nor into
+a death by signal at the very end: the interpreter's shutdown puts the default actions back
+before the process exits, so a stopping session's process ignores these signals from its
+last exit handler on (`ignore_interrupts_at_exit`).
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import signal
 import threading
 import time
@@ -63,12 +68,33 @@ class SessionInterrupts:
 
     def uninstall(self) -> None:
         """Give the previous handlers back, unless a signal came: the process is stopping then,
-        and a late signal must still find a handler that does not raise."""
-        if self.received is not None or not self._previous:
+        and a late signal must still find a handler that does not raise, until it has exited."""
+        if self.received is not None:
+            ignore_interrupts_at_exit()
+            return
+        if not self._previous:
             return
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+
+
+def _ignore_interrupts() -> None:
+    for sig in INTERRUPT_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+@functools.cache  # registered once per process
+def ignore_interrupts_at_exit() -> None:
+    """Ignore SIGINT and SIGTERM once the interpreter shuts down (from this exit handler on).
+
+    CPython's shutdown resets every signal with a Python handler to its default action after
+    the exit handlers ran, and then still frees modules and objects: a signal in that gap
+    would kill a process that already chose its exit status (130). An ignored signal keeps
+    being ignored through the shutdown, in every thread (a blocked one would not: the
+    kernel hands it to any thread that does not block it). An exit handler, so a pytest run
+    in-process (pytester) does not change its host until the host exits too."""
+    atexit.register(_ignore_interrupts)
 
 
 class InterruptGuard:

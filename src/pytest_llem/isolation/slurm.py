@@ -43,7 +43,13 @@ from pydantic import BaseModel
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted
 from pytest_llem.isolation.files import REQUEST_FILE
-from pytest_llem.isolation.launcher import POLL_INTERVAL_S, ProgressCallback, _ProgressRelay, _read_outcome
+from pytest_llem.isolation.launcher import (
+    POLL_INTERVAL_S,
+    ProgressCallback,
+    _ProgressRelay,
+    _read_outcome,
+    timed_out,
+)
 from pytest_llem.isolation.leases import gpu_request
 from pytest_llem.isolation.protocol import ExperimentRequest, read_model, write_model
 from pytest_llem.isolation.signals import InterruptGuard
@@ -225,7 +231,7 @@ def run_in_slurm_job(
             )
         progress = _ProgressRelay(work_dir, on_progress)
         try:
-            _wait_for_srun(proc, guard, timeout_s, progress, job_name)
+            _wait_for_srun(proc, guard, timeout_s, progress, job_name, request.config)
         except BaseException:
             if proc.poll() is None:
                 cancel_job(proc, job_name)
@@ -251,6 +257,7 @@ def _wait_for_srun(
     timeout_s: float | None,
     progress: _ProgressRelay,
     job_name: str,
+    config: ExperimentConfig,
 ) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while proc.poll() is None:
@@ -260,10 +267,7 @@ def _wait_for_srun(
             raise ExperimentInterrupted(signal_name(guard.received))
         if deadline is not None and time.monotonic() > deadline:
             cancel_job(proc, job_name)
-            raise ExperimentFailed(
-                f"timed out after {timeout_s:g} s; its Slurm job was cancelled "
-                f"({progress.during()}raise the limit with timeout= or --llem-timeout)"
-            )
+            raise timed_out(timeout_s, config, "Slurm job was cancelled", progress)
         time.sleep(POLL_INTERVAL_S)
 
 

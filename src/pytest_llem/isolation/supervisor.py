@@ -11,6 +11,11 @@ that ignore SIGTERM included.
 It is also a child subreaper: a descendant that left the group (`setpgid`), the session
 (`setsid`) or its parent (a double fork) is still below it, and before it exits (the worker
 done, pytest's SIGTERM, pytest's death) it kills every descendant and reaps them.
+
+In a preloaded fork this process is a copy of an interpreter that imported workload modules:
+what it kills with, and how it installs its handlers, is what `processes` bound before any of
+them was imported (`processes.kill_descendants`, `set_signal_handler`), so a module that
+replaced `os.kill` or `signal.signal` cannot stop it.
 """
 
 from __future__ import annotations
@@ -25,14 +30,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-import psutil
-
 from pytest_llem.isolation.files import WORKER_STATUS_FILE
 from pytest_llem.processes import (
     become_child_subreaper,
-    live_descendants,
-    reap_adopted,
+    kill_descendants,
+    kill_group,
     set_parent_death_signal,
+    set_signal_handler,
 )
 from pytest_llem.store.atomic import atomic_write_text
 
@@ -44,29 +48,15 @@ _WAKE_UP_S = 0.05
 #: After pytest's SIGTERM, how long the group gets before this process kills every
 #: descendant itself (pytest's own SIGKILL to the group follows at 2 s).
 _SWEEP_AFTER_TERM_S = 1.5
-_SWEEP_ROUNDS = 200
-
-
-def kill_descendants(keep: int | None = None) -> None:
-    """SIGKILL every descendant, in rounds (one may fork meanwhile; orphans come to us), and
-    reap the ones adopted; `keep` is the worker, which `Popen` reaps."""
-    for _ in range(_SWEEP_ROUNDS):
-        live = live_descendants()
-        if not live:
-            break
-        for proc in live:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except psutil.Error:
-                continue
-        time.sleep(0.01)
-        reap_adopted(keep)
-    reap_adopted(keep)
+# Bound at import, before any workload module (see the module's docstring).
+_getppid = os.getppid
+_getpgrp = os.getpgrp
+_monotonic = time.monotonic
 
 
 def kill_own_group() -> None:
     kill_descendants()
-    os.killpg(os.getpgrp(), signal.SIGKILL)
+    kill_group(_getpgrp(), signal.SIGKILL)
 
 
 class WorkerProcess(Protocol):
@@ -93,21 +83,21 @@ def main(
 
     def on_parent_death_signal(signum: int, frame: object) -> None:
         # PR_SET_PDEATHSIG follows the parent *thread*; only act if the parent process is gone.
-        if os.getppid() != parent_pid:
+        if _getppid() != parent_pid:
             kill_own_group()
 
-    signal.signal(PARENT_DEATH_SIGNAL, on_parent_death_signal)
+    set_signal_handler(PARENT_DEATH_SIGNAL, on_parent_death_signal)
     set_parent_death_signal(PARENT_DEATH_SIGNAL)
     become_child_subreaper()
-    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+    if _getppid() != parent_pid:  # the parent died before the line above took effect
         kill_own_group()
 
     # pytest's teardown sends SIGTERM to the whole group: the worker gets it too and may shut
     # down gracefully; this process outlives it to report its status. A handler, not SIG_IGN,
     # so the worker does not inherit an ignored SIGTERM across exec.
     terminated_at: list[float] = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: terminated_at.append(time.monotonic()))
-    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    set_signal_handler(signal.SIGTERM, lambda signum, frame: terminated_at.append(_monotonic()))
+    set_signal_handler(signal.SIGINT, lambda signum, frame: None)
 
     env = dict(os.environ, PYTEST_LLEM_SUPERVISOR_PID=str(os.getpid()))
     worker = start_worker(work_dir, env)
@@ -116,9 +106,9 @@ def main(
             returncode = worker.wait(timeout=_WAKE_UP_S if terminated_at else _PARENT_CHECK_INTERVAL_S)
             break
         except subprocess.TimeoutExpired:
-            if os.getppid() != parent_pid:
+            if _getppid() != parent_pid:
                 kill_own_group()
-            if terminated_at and time.monotonic() - terminated_at[0] > _SWEEP_AFTER_TERM_S:
+            if terminated_at and _monotonic() - terminated_at[0] > _SWEEP_AFTER_TERM_S:
                 kill_descendants(keep=worker.pid)  # the worker too: it ignored SIGTERM
     # Whatever the workload left running, in this group or not, dies before this process does.
     kill_descendants(keep=worker.pid)

@@ -186,3 +186,16 @@ def redact_file(path: Path, environ: Mapping[str, str] | None = None) -> None:
     redacted = redact_secrets(text, environ)
     if redacted != text:
         atomic_write_text(path, redacted)
+
+
+def disk_is_full(path: Path) -> bool:
+    """True if the disk that holds `path` (or its nearest existing folder) has less free space
+    than a reserve, or no free inode, for this user: what a write there would fail on."""
+    for candidate in (path, *path.parents):
+        try:
+            usage = os.statvfs(candidate)
+        except OSError:
+            continue
+        no_inodes = usage.f_files > 0 and usage.f_favail == 0
+        return usage.f_bavail * usage.f_frsize < RESERVE_BYTES or no_inodes
+    return False
