@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sample_reports import make_result
 
+from pytest_llem import processes
 from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
 from pytest_llem.store.state import ExperimentPhase, ExperimentState, StateManager, sanitise_experiment_id
@@ -183,7 +184,9 @@ def test_permission_error_from_the_probe_means_alive(monkeypatch):
     def denied(pid, sig):
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(os, "kill", denied)
+    # The probe uses the kill function bound when `processes` was imported (a workload module
+    # that replaces os.kill cannot change it), so that is the one to deny.
+    monkeypatch.setattr(processes, "_kill", denied)
     assert process_is_alive(999_999)
 
 
