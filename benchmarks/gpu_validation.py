@@ -62,11 +62,11 @@ from pytest_llem.energy.devices import integrate_power_j  # noqa: E402
 from pytest_llem.energy.meter import MeterOptions, SampledMeter  # noqa: E402
 from pytest_llem.energy.nvml import NvmlSession  # noqa: E402
 from pytest_llem.energy.quality import MIN_WINDOW_S  # noqa: E402  (the backends' window on a GPU)
+from pytest_llem.fingerprints.machine import MachineInfo  # noqa: E402
 from pytest_llem.formatting import figure_or_missing, number  # noqa: E402
 from pytest_llem.results import ExperimentResult  # noqa: E402
 from pytest_llem.session import BenchmarkSession  # noqa: E402
 from pytest_llem.settings import LlemSettings  # noqa: E402
-from pytest_llem.store.machine import MachineInfo  # noqa: E402
 from pytest_llem.store.report import SessionReport  # noqa: E402
 from pytest_llem.testing import build_tiny_model, visible_gpu_count  # noqa: E402
 

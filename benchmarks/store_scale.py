@@ -28,13 +28,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from pytest_llem.fingerprints.machine import MachineInfo
 from pytest_llem.formatting import aligned
 from pytest_llem.results import DeviceEnergy, ExperimentResult, PowerSample
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.database import close_stores, default_store_url, open_store
 from pytest_llem.store.history import RunHistory
-from pytest_llem.store.machine import MachineInfo
 from pytest_llem.store.report import ReportEntry, SessionReport, save_runs
 from pytest_llem.store.state import ExperimentPhase, ExperimentState, StateManager
 

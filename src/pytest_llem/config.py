@@ -26,9 +26,10 @@ from pydantic import (
     model_validator,
 )
 
+from pytest_llem.base.digests import DIGEST_LENGTH, canonical_json
+from pytest_llem.base.redaction import holds_url_password, is_secret_name
 from pytest_llem.energy import MeterName
 from pytest_llem.errors import ConfigError
-from pytest_llem.store.redaction import holds_url_password, is_secret_name
 
 #: An experiment id names a file in the state dir: nothing else may be in it.
 EXPERIMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -36,11 +37,10 @@ EXPERIMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 NON_MEASUREMENT_FIELDS = frozenset(
     {"timeout", "experiment_id", "compare_fail", "budget", "label", "preload_model_files"}
 )
-CONFIG_HASH_LENGTH = 16
+CONFIG_HASH_LENGTH = DIGEST_LENGTH
 #: Fields whose values an error never repeats: the terminal, reports and JUnit keep errors,
 #: and `env` is where a token is most likely to be put.
 UNECHOED_FIELDS = frozenset({"env"})
-_FLOAT_SIGNIFICANT_DIGITS = 12
 
 BackendName = Literal["pytorch", "vllm"]
 # vLLM's SamplingParams accepts temperatures in [0, 2] (vllm/sampling_params.py, 0.33).
@@ -443,31 +443,6 @@ def build_config(*layers: Mapping[str, Any]) -> ExperimentConfig:
         raise ConfigError(format_validation_error(exc)) from None
 
 
-def _normalise(value: Any) -> Any:
-    """Make equal configs serialise equally: 1.0 == 1, rounding noise and NaN/Inf tamed."""
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        rounded = float(f"{value:.{_FLOAT_SIGNIFICANT_DIGITS}g}")
-        return int(rounded) if rounded.is_integer() else rounded
-    if isinstance(value, Mapping):
-        return {str(k): _normalise(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_normalise(v) for v in value]
-    return str(value)
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def json_digest(value: Any) -> str:
-    """SHA-256 (first 16 hex) of `value` as canonical JSON: equal values, equal digests."""
-    return hashlib.sha256(canonical_json(value).encode("ascii")).hexdigest()[:CONFIG_HASH_LENGTH]
-
-
 def canonical_config_json(config: ExperimentConfig, workload: str | None) -> str:
     excluded = set(NON_MEASUREMENT_FIELDS)
     if config.scenario != "serving":
@@ -486,7 +461,7 @@ def compute_config_hash(
 ) -> str:
     """SHA-256 (first 16 hex) of what is measured: the config's measurement fields and the workload.
 
-    With the model's fingerprint (`store.models`), it stands for the model instead of its
+    With the model's fingerprint (`fingerprints.model`), it stands for the model instead of its
     path, so a model rebuilt elsewhere with the same files resumes.
     """
     if model_fingerprint is not None:

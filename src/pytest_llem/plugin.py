@@ -308,7 +308,7 @@ class LlemRunner:
 
 
 def _redacted(text: str) -> str:
-    from pytest_llem.store.redaction import redact_secrets
+    from pytest_llem.base.redaction import redact_secrets
 
     return redact_secrets(text)
 

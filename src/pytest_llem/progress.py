@@ -4,7 +4,7 @@ The worker and the workload (through `ExperimentContext.phase`) report each phas
 begins; the pytest process shows them live and the result keeps how long each took. One
 phase lasts until the next begins. The events travel as JSON lines in a file of the
 experiment's work folder (see `isolation.protocol`), so nothing here touches the disk.
-A phase's name and detail are redacted (`store.redaction`) as each event is made or read, so
+A phase's name and detail are redacted (`base.redaction`) as each event is made or read, so
 no secret a workload puts in one reaches a progress line, a result or a report.
 """
 
@@ -16,7 +16,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field, field_validator
 
-from pytest_llem.store.redaction import redact_secrets
+from pytest_llem.base.redaction import redact_secrets
 
 #: The phases pytest-llem itself reports; a workload may name its own with `ctx.phase(...)`.
 STARTING = "starting"

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem import __version__
-from pytest_llem.backends import builtin_workload
+from pytest_llem.backends import builtin_workload, server_log_path
 from pytest_llem.backends.prompts import load_prompts
+from pytest_llem.base.atomic import DiskFull, disk_is_full, make_reserve, redact_file
+from pytest_llem.base.digests import json_digest
+from pytest_llem.base.redaction import EXTRA_NAMES_ENV, redact_text, set_extra_secret_names
 from pytest_llem.config import (
     ExperimentConfig,
     build_config,
     compute_config_hash,
     default_timeout_s,
-    json_digest,
 )
 from pytest_llem.energy.idle import SETTLE_S, IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
@@ -39,11 +41,12 @@ from pytest_llem.errors import (
     LlemError,
     StorageError,
 )
+from pytest_llem.fingerprints.differences import fingerprint_differences
+from pytest_llem.fingerprints.machine import GpuInfo, MachineInfo
+from pytest_llem.fingerprints.model import model_fingerprint
 from pytest_llem.gating.compare import Comparison, MetricChange, measured_by_case, needs_more_samples
-from pytest_llem.gating.fingerprint import fingerprint_differences
 from pytest_llem.gating.gate import GateOutcome, run_gate
 from pytest_llem.gating.work import describe_work
-from pytest_llem.isolation.files import server_log_path
 from pytest_llem.isolation.launcher import (
     GroupStarter,
     ProgressCallback,
@@ -54,7 +57,6 @@ from pytest_llem.isolation.launcher import (
     run_in_child,
 )
 from pytest_llem.isolation.leases import (
-    GpuInfo,
     Lease,
     LeaseTable,
     gpu_request,
@@ -74,19 +76,15 @@ from pytest_llem.isolation.slurm import (
     slurm_gpu_count,
 )
 from pytest_llem.isolation.workload import Workload, describe_workload
-from pytest_llem.output.publish import publish
 from pytest_llem.output.summary import SummaryView
 from pytest_llem.processes import process_start_time, signal_name
 from pytest_llem.progress import MEASURING, ProgressEvent, ProgressListener
+from pytest_llem.publish import publish
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
-from pytest_llem.store.atomic import DiskFull, disk_is_full, make_reserve, redact_file
 from pytest_llem.store.database import StoreBusy, StoreFailed
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
-from pytest_llem.store.machine import MachineInfo
-from pytest_llem.store.models import model_fingerprint
 from pytest_llem.store.names import skipped_line
-from pytest_llem.store.redaction import EXTRA_NAMES_ENV, redact_text, set_extra_secret_names
 from pytest_llem.store.report import (
     ReportEntry,
     SessionOutcome,

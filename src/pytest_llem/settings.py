@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llem.energy import DEFAULT_BASELINE_S, DEFAULT_SAMPLE_INTERVAL_S, METER_NAMES
 from pytest_llem.errors import ConfigError
+from pytest_llem.output import DEFAULT_POWER_CHARTS
 
 if TYPE_CHECKING:
     from pytest_llem.energy.meter import MeterOptions
@@ -34,8 +35,6 @@ PRELOAD_DEFAULT = "auto"
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 STORE_ENV = "PYTEST_LLEM_STORE"
 DEFAULT_METER = "auto"
-#: Without --llem-power-chart, the HTML report draws power over time for this many experiments.
-DEFAULT_POWER_CHARTS = 6
 
 
 def default_state_dir() -> Path:

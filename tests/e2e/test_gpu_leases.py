@@ -19,7 +19,8 @@ import pytest
 from fake_nvml import FAKE_NVML_DIR, load_fake_nvml
 from helpers import SUPPORT_DIR, reports, start_llem_pytest, wait_for_file
 
-from pytest_llem.isolation.leases import LEASE_DIR, TABLE_FILE, GpuInfo, GpuRequest, Lease, LeaseTable
+from pytest_llem.fingerprints.machine import GpuInfo
+from pytest_llem.isolation.leases import LEASE_DIR, TABLE_FILE, GpuRequest, Lease, LeaseTable
 
 SUITE = """
 import os
@@ -224,7 +225,12 @@ def test_each_case_reads_only_the_gpus_it_owns_beside_a_leased_neighbour(
     state_dir = tmp_path / "state"
     # The neighbour: an experiment of this (live) process holding gpu1 for the whole session.
     neighbour = LeaseTable(state_dir).try_acquire(
-        "neighbour", GpuRequest(indices=(1,)), [GpuInfo(0, "GPU-0000-sim"), GpuInfo(1, "GPU-0001-sim")]
+        "neighbour",
+        GpuRequest(indices=(1,)),
+        [
+            GpuInfo(name="sim GPU", index=0, uuid="GPU-0000-sim"),
+            GpuInfo(name="sim GPU", index=1, uuid="GPU-0001-sim"),
+        ],
     )
     assert isinstance(neighbour, Lease)
     pytester.makepyfile(test_owned=OWNED_SUITE)

@@ -19,11 +19,11 @@ from pytest_llem.config import build_config
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.energy.quality import SHARED_HOST_ENERGY
 from pytest_llem.errors import ConfigError
+from pytest_llem.fingerprints.machine import GpuInfo
 from pytest_llem.isolation.assembly import without_host_energy
 from pytest_llem.isolation.leases import (
     LEASE_DIR,
     TABLE_FILE,
-    GpuInfo,
     GpuRequest,
     LeaseTable,
     gpu_request,
@@ -32,7 +32,7 @@ from pytest_llem.isolation.leases import (
 )
 from pytest_llem.results import DeviceEnergy, ExperimentResult, RoundResult
 
-FOUR_GPUS = [GpuInfo(i, f"GPU-{i:04d}-sim") for i in range(4)]
+FOUR_GPUS = [GpuInfo(name="sim GPU", index=i, uuid=f"GPU-{i:04d}-sim") for i in range(4)]
 
 
 def test_the_meter_reads_exactly_the_gpus_a_case_owns():
@@ -148,8 +148,9 @@ def test_a_signal_stops_the_wait(tmp_path: Path):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from pytest_llem.isolation.leases import GpuInfo, GpuRequest, LeaseTable
-gpus = [GpuInfo(i, f"GPU-{i:04d}-sim") for i in range(4)]
+from pytest_llem.fingerprints.machine import GpuInfo
+from pytest_llem.isolation.leases import GpuRequest, LeaseTable
+gpus = [GpuInfo(name="sim GPU", index=i, uuid=f"GPU-{i:04d}-sim") for i in range(4)]
 LeaseTable(Path(sys.argv[1])).acquire("killed", GpuRequest(count=4), gpus)
 Path(sys.argv[2]).write_text("held")
 time.sleep(600)

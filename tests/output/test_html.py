@@ -15,11 +15,11 @@ from sample_reports import make_entry, make_report, make_result
 
 from pytest_llem.energy.quality import ENERGY_NOT_MEASURED, TEMPERATURE_DRIFT
 from pytest_llem.errors import ConfigError
+from pytest_llem.fingerprints.machine import GpuInfo, MachineInfo
 from pytest_llem.gating.compare import Comparison, compare_reports
 from pytest_llem.gating.limits import parse_limit
 from pytest_llem.output.html.points import chart_points
 from pytest_llem.results import DeviceEnergy, ExperimentResult, PowerSample, QualityWarning
-from pytest_llem.store.machine import GpuInfo, MachineInfo
 from pytest_llem.store.report import ReportEntry, SessionReport
 
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
@@ -475,8 +475,8 @@ def with_devices_and_rounds(entry: ReportEntry, round_s: list[float], devices: i
 
 @needs_matplotlib
 def test_power_charts_are_drawn_for_the_chosen_tests_or_the_first_few():
+    from pytest_llem.output import DEFAULT_POWER_CHARTS
     from pytest_llem.output.html import render_html
-    from pytest_llem.settings import DEFAULT_POWER_CHARTS
 
     entries = full_run().experiments
     entries += [
@@ -500,7 +500,8 @@ def test_power_charts_are_drawn_for_the_chosen_tests_or_the_first_few():
 def test_a_power_chart_shades_every_other_round_and_its_caption_names_the_colours_drawn():
     from matplotlib.figure import Figure
 
-    from pytest_llem.output.html.charts import PALETTE, figure_element, power_chart, power_spans
+    from pytest_llem.output.html.charts import figure_element, power_chart, power_spans
+    from pytest_llem.output.html.points import PALETTE
 
     entry = with_devices_and_rounds(experiment("fp32", 8), [10.0, 12.0, 11.0])
     assert entry.result is not None

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from sample_reports import GPT2, make_entry, make_report, make_result
 
+from pytest_llem.base.atomic import write_model_redacted
 from pytest_llem.results import utc_now
-from pytest_llem.store.atomic import write_model_redacted
 from pytest_llem.store.history import RunHistory
 from pytest_llem.store.state import ExperimentPhase, ExperimentState, StateManager
 

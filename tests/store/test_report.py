@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from pytest_llem.base.redaction import redact_text
 from pytest_llem.context import ExperimentContext, combine_windows
 from pytest_llem.energy.factory import create_meter
 from pytest_llem.energy.meter import EnergyMeter, NoEnergyMeter
 from pytest_llem.errors import MeterUnavailable
 from pytest_llem.output.terminal import format_summary
 from pytest_llem.results import DeviceEnergy, ExperimentResult, QualityWarning, WindowMeasurement
-from pytest_llem.store.redaction import redact_text
 from pytest_llem.store.report import (
     ReportEntry,
     SessionReport,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from pytest_llem.fingerprints.machine import GpuInfo, MachineInfo
 from pytest_llem.gating.stats import round_statistics
 from pytest_llem.results import ExperimentResult, LatencyStats, QualityWarning, RoundResult
-from pytest_llem.store.machine import GpuInfo, MachineInfo
 from pytest_llem.store.report import ReportEntry, SessionReport
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

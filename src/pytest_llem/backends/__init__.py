@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pytest_llem.config import ExperimentConfig
 
 BACKEND_WORKLOADS: dict[str, str] = {
@@ -32,6 +34,13 @@ BACKEND_ENV_DEFAULTS: dict[str, dict[str, str]] = {
 
 # scenario="serving" runs this instead: the server named by `server=` runs the model.
 SERVING_WORKLOAD = "pytest_llem.backends.serving.workload:run"
+#: Under the state dir: the log of the server a serving case starts, `<experiment_id>.log`;
+#: the server writes it, the parent scrubs it of secrets once the group is gone.
+SERVER_LOG_DIR = "servers"
+
+
+def server_log_path(state_dir: Path, experiment_id: str) -> Path:
+    return state_dir / SERVER_LOG_DIR / f"{experiment_id}.log"
 
 
 def builtin_workload(config: ExperimentConfig) -> str | None:

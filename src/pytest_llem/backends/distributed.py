@@ -29,12 +29,12 @@ from typing import Any
 
 from pytest_llem.backends.generation import BatchOutcome, TorchGeneration, record_outcomes
 from pytest_llem.backends.prompts import batched, load_prompts
+from pytest_llem.base.atomic import atomic_write_text
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.context import ExperimentContext, passes_until
 from pytest_llem.errors import ConfigError, ExperimentFailed
 from pytest_llem.processes import set_parent_death_signal
 from pytest_llem.progress import LOADING_MODEL
-from pytest_llem.store.atomic import atomic_write_text
 
 POLL_S = 0.02
 _STDERR_TAIL_CHARS = 2000

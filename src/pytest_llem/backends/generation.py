@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem.backends import DEFAULT_MAX_NEW_TOKENS
-from pytest_llem.config import ExperimentConfig, json_digest
+from pytest_llem.base.digests import json_digest
+from pytest_llem.config import ExperimentConfig
 from pytest_llem.context import ExperimentContext
 from pytest_llem.errors import ConfigError
 from pytest_llem.extras import import_extra

@@ -16,8 +16,8 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from pytest_llem.energy.uncertainty import change_uncertainty
+from pytest_llem.fingerprints.differences import fingerprint_differences
 from pytest_llem.formatting import figure
-from pytest_llem.gating.fingerprint import fingerprint_differences
 from pytest_llem.gating.limits import Limit, lookup_metric, parse_limit_value
 from pytest_llem.gating.metrics import METRICS, Metric, why_missing
 from pytest_llem.gating.stats import (
@@ -123,7 +123,7 @@ class Comparison(BaseModel):
     baseline_run: str
     baseline_name: str | None = None
     machine_warning: str | None = None
-    #: Every difference between the two runs' machines and software (`gating.fingerprint`).
+    #: Every difference between the two runs' machines and software (`fingerprints.differences`).
     differences: list[str] = Field(default_factory=list)
     #: The hardware ones among them: they refuse a gate unless compared across machines.
     hardware_differences: list[str] = Field(default_factory=list)

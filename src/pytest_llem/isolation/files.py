@@ -6,11 +6,6 @@ supervisor reads them without loading pydantic.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
 #: The experiment the parent asks for (`protocol.ExperimentRequest`), written before the start.
 REQUEST_FILE = "request.json"
 #: The worker's result or failure (`protocol.ChildOutcome`), written atomically at its end.
@@ -20,10 +15,3 @@ WORKER_STATUS_FILE = "worker-status.json"
 #: The phases the worker reports as it goes (`progress.ProgressEvent`), one JSON line each,
 #: appended; the parent's wait loop reads what is new at each poll.
 PROGRESS_FILE = "progress.jsonl"
-#: Under the state dir: the log of the server a serving case starts, `<experiment_id>.log`;
-#: the server writes it, the parent scrubs it of secrets once the group is gone.
-SERVER_LOG_DIR = "servers"
-
-
-def server_log_path(state_dir: Path, experiment_id: str) -> Path:
-    return state_dir / SERVER_LOG_DIR / f"{experiment_id}.log"

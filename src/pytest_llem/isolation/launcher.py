@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pytest_llem.backends import BACKEND_ENV_DEFAULTS
+from pytest_llem.base.redaction import holds_url_password
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.errors import ExperimentFailed, ExperimentInterrupted
 from pytest_llem.isolation.files import OUTCOME_FILE, REQUEST_FILE, WORKER_STATUS_FILE
@@ -47,7 +48,6 @@ from pytest_llem.processes import kill_group, live_group_members, process_is_ali
 from pytest_llem.progress import ProgressEvent
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import STORE_ENV
-from pytest_llem.store.redaction import holds_url_password
 
 #: Called at every poll with the phases reported since the last call (often none).
 ProgressCallback = Callable[[list[ProgressEvent]], None]

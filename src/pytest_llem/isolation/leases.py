@@ -34,13 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_llem.base.atomic import DiskFull, atomic_write_text
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.errors import ConfigError, MeterUnavailable, StorageError
+from pytest_llem.fingerprints.machine import GpuInfo
 from pytest_llem.isolation.assembly import without_host_energy
 from pytest_llem.processes import process_is_alive, process_start_time
 from pytest_llem.results import ExperimentResult, Placement
-from pytest_llem.store.atomic import DiskFull, atomic_write_text
 
 LEASE_DIR = "gpu-leases"
 TABLE_FILE = "table.json"
@@ -48,14 +49,6 @@ LOCK_FILE = "lock"
 POLL_INTERVAL_S = 0.2
 #: While waiting, the "waiting for" line is repeated this often (and when the holders change).
 WAIT_NOTICE_INTERVAL_S = 30.0
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """One GPU of the host as NVML numbers it (PCI bus order) and names it."""
-
-    index: int
-    uuid: str
 
 
 @dataclass(frozen=True)
@@ -109,7 +102,7 @@ def host_gpus(environ: Mapping[str, str] | None = None) -> list[GpuInfo]:
         return []
     try:
         gpus = select_visible(session.all_gpus(), environ.get("CUDA_VISIBLE_DEVICES"))
-        return [GpuInfo(gpu.index, gpu.uuid) for gpu in gpus]
+        return [GpuInfo(name=gpu.name, index=gpu.index, uuid=gpu.uuid) for gpu in gpus]
     except Exception:  # noqa: BLE001 - any NVML failure: no GPU to lease, the experiment runs as before
         return []
     finally:

@@ -16,13 +16,13 @@ from typing import TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
+from pytest_llem.base.atomic import atomic_write_text
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.isolation.files import PROGRESS_FILE
 from pytest_llem.isolation.workload import WorkloadSpec
 from pytest_llem.progress import ProgressEvent
 from pytest_llem.results import ExperimentResult
-from pytest_llem.store.atomic import atomic_write_text
 
 
 class ExperimentRequest(BaseModel):

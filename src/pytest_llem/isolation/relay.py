@@ -1,5 +1,5 @@
 """The experiment child's stdout and stderr, passed on to the pytest process's own with the
-values of secret variables blanked (`store.redaction`), line by line (a private key's lines
+values of secret variables blanked (`base.redaction`), line by line (a private key's lines
 together, so that it is blanked whole).
 
 A workload prints what it likes, and a careless one prints a token. Its output reaches the
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import IO, TextIO
 
-from pytest_llem.store.redaction import ends_inside_private_key, secret_redactor
+from pytest_llem.base.redaction import ends_inside_private_key, secret_redactor
 
 #: How often a reader checks whether it should stop, while its pipe is quiet.
 _WAKE_S = 0.1

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
+from pytest_llem.base.atomic import atomic_write_text
 from pytest_llem.isolation.files import WORKER_STATUS_FILE
 from pytest_llem.processes import (
     become_child_subreaper,
@@ -38,7 +39,6 @@ from pytest_llem.processes import (
     set_parent_death_signal,
     set_signal_handler,
 )
-from pytest_llem.store.atomic import atomic_write_text
 
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
 _PARENT_CHECK_INTERVAL_S = 0.5

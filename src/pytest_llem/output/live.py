@@ -5,7 +5,7 @@ long); elsewhere (CI logs), plain timestamped lines: one per phase, round lines 
 `ROUND_LINE_INTERVAL_S`, a "still ..." line after `HEARTBEAT_S` without one, and one when
 the process ends. With verbosity 1 or more every round gets its line, and each process ends
 with a line saying where its time went (on a terminal too).
-Every line and status has its secrets blanked out (`store.redaction`): a CI log keeps them.
+Every line and status has its secrets blanked out (`base.redaction`): a CI log keeps them.
 The plugin passes in how to write; this module knows nothing of pytest.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from pytest_llem.base.redaction import secret_redactor
 from pytest_llem.progress import STARTING, ProgressEvent, phase_durations
-from pytest_llem.store.redaction import secret_redactor
 
 HEARTBEAT_S = 30.0
 ROUND_LINE_INTERVAL_S = 10.0

@@ -38,10 +38,10 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
+from pytest_llem.base.atomic import ensure_private_dir
+from pytest_llem.base.redaction import redact_secrets
 from pytest_llem.errors import ConfigError, LlemError, StorageError
 from pytest_llem.results import as_utc as timestamp_as_utc
-from pytest_llem.store.atomic import ensure_private_dir
-from pytest_llem.store.redaction import redact_secrets
 
 #: The store's file in the state dir when no URL is given.
 DEFAULT_STORE_FILE = "llem.sqlite3"

@@ -4,7 +4,7 @@ Every session's report is a row of the store's `runs` table (the figures queries
 columns, the whole report compressed beside it) and, for people and CI, a file,
 `<state_dir>/runs/<run_id>/report.json`. A run may carry a name (`--llem-save NAME`, or
 `--llem-autosave`: git commit, time, dirty flag). Runs are grouped by machine id (see
-`machine.py`). Finding a run by name or id, the default baseline of a machine and the
+`fingerprints.machine`). Finding a run by name or id, the default baseline of a machine and the
 newest runs are indexed queries: their cost does not grow with the history.
 """
 

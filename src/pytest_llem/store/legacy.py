@@ -17,8 +17,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from pytest_llem.base.atomic import read_regular_file
 from pytest_llem.results import utc_now
-from pytest_llem.store.atomic import read_regular_file
 from pytest_llem.store.database import Store, StoreRefusedValue, open_default_store
 from pytest_llem.store.report import SessionReport, invalid_reason, load_report, save_runs
 from pytest_llem.store.schema import store_info

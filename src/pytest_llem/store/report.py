@@ -19,18 +19,18 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, ValidationError
 
-from pytest_llem.processes import process_is_alive
-from pytest_llem.results import ExperimentResult, UtcDatetime
-from pytest_llem.store.atomic import (
+from pytest_llem.base.atomic import (
     atomic_write_text,
     ensure_private_dir,
     read_regular_file,
     write_model_redacted,
 )
+from pytest_llem.base.redaction import redact_json, redact_json_compact, redact_json_document
+from pytest_llem.fingerprints.machine import MachineInfo
+from pytest_llem.processes import process_is_alive
+from pytest_llem.results import ExperimentResult, UtcDatetime
 from pytest_llem.store.database import Store, as_utc, open_default_store, pack_text, upsert
-from pytest_llem.store.machine import MachineInfo
 from pytest_llem.store.names import PlainName, RunName
-from pytest_llem.store.redaction import redact_json, redact_json_compact, redact_json_document
 from pytest_llem.store.schema import run_experiments, run_reports, runs
 
 REPORT_SCHEMA_VERSION = 1

@@ -27,13 +27,13 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 
+from pytest_llem.base.atomic import DiskFull, ensure_private_dir, release_reserve
+from pytest_llem.base.redaction import redact_json_document
 from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
 from pytest_llem.results import ExperimentResult, UtcDatetime, utc_now
-from pytest_llem.store.atomic import DiskFull, ensure_private_dir, release_reserve
 from pytest_llem.store.database import CorruptRow, Store, StoreFull, as_utc, pack, unpack, upsert
 from pytest_llem.store.names import MAX_ID_LENGTH, PlainName, is_plain_name, printable
-from pytest_llem.store.redaction import redact_json_document
 from pytest_llem.store.report import SessionReport, invalid_reason
 from pytest_llem.store.schema import experiment_parts, experiments
 

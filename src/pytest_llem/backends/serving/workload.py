@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pytest_llem.backends import DEFAULT_MAX_NEW_TOKENS
+from pytest_llem.backends import DEFAULT_MAX_NEW_TOKENS, server_log_path
 from pytest_llem.backends.prompts import load_prompts
 from pytest_llem.backends.serving import server as servers
 from pytest_llem.backends.serving.loadgen import LoadPlan, RequestRecord, SteadyState, run_load
@@ -33,7 +33,6 @@ from pytest_llem.config import ExperimentConfig, check_serving_complete
 from pytest_llem.context import ExperimentContext
 from pytest_llem.errors import LlemError
 from pytest_llem.extras import import_extra
-from pytest_llem.isolation.files import server_log_path
 from pytest_llem.results import WindowMeasurement
 
 PURPOSE = "scenario='serving'"

@@ -13,13 +13,12 @@ from pytest_llem.errors import ConfigError
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.limits import parse_limit_value
 from pytest_llem.gating.metrics import METRICS
-from pytest_llem.results import DeviceEnergy, ExperimentResult
+from pytest_llem.output.html.points import COLOUR_NAMES, PALETTE, Point, power_series
+from pytest_llem.results import ExperimentResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from pytest_llem.output.html.points import Point
 
 #: The comparison metrics charted as bars; the table below the chart lists every metric.
 CHARTED_CHANGES = ("energy_per_token_j", "tokens_per_s")
@@ -47,11 +46,6 @@ CHART_STYLE = {
 }
 # No creator or date in the SVG: they would make two renderings of one report differ.
 _SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
-PALETTE = ("#1f5fa8", "#d95f02", "#2e8b57", "#8e44ad", "#c0392b", "#7f8c8d", "#b8860b", "#17a2b8")
-#: What a caption calls each colour of the palette, so the text names what the eye sees.
-COLOUR_NAMES = dict(
-    zip(PALETTE, ("blue", "orange", "green", "purple", "red", "grey", "ochre", "teal"), strict=True)
-)
 _WORSE, _BETTER = "#e8a5a5", "#9fd3a8"
 _REGRESSION, _FLAGGED = "#c62828", "#ef8f00"
 #: Shading of spans on the power timeline: colour, opacity, legend entry (named in captions).
@@ -167,16 +161,6 @@ def tradeoff_chart(figure_class: type[Figure], points: list[Point], colours: dic
     ax.set_ylim(0, max(p.tokens_per_s or 0 for p in both) * 1.12 or 1)
     ax.legend(loc="upper right")
     return figure
-
-
-def power_series(devices: list[DeviceEnergy]) -> list[tuple[DeviceEnergy, list[tuple[float, float]]]]:
-    """Each device's power samples (seconds, watts), for the devices with at least two."""
-    series = []
-    for device in devices:
-        samples = [(s.t_s, s.power_w) for s in device.timeline if s.power_w is not None]
-        if len(samples) >= 2:
-            series.append((device, samples))
-    return series
 
 
 def power_spans(result: ExperimentResult) -> list[tuple[str, float, float]]:

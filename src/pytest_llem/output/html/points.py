@@ -5,23 +5,23 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
 
 from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.gating.compare import Comparison
 from pytest_llem.gating.metrics import METRICS
 from pytest_llem.gating.stats import sample_summary
+from pytest_llem.output import DEFAULT_POWER_CHARTS
 from pytest_llem.output.summary import model_name
-from pytest_llem.results import ExperimentResult
+from pytest_llem.results import DeviceEnergy, ExperimentResult
 from pytest_llem.store.report import ReportEntry, SessionReport
 
-if TYPE_CHECKING:
-    pass
-
-from pytest_llem.output.html.charts import PALETTE, power_series
-from pytest_llem.settings import DEFAULT_POWER_CHARTS
-
 FIGURES = ("tokens_per_s", "energy_per_token_j")
+#: A colour per group of points, in the order groups are met.
+PALETTE = ("#1f5fa8", "#d95f02", "#2e8b57", "#8e44ad", "#c0392b", "#7f8c8d", "#b8860b", "#17a2b8")
+#: What a caption calls each colour of the palette, so the text names what the eye sees.
+COLOUR_NAMES = dict(
+    zip(PALETTE, ("blue", "orange", "green", "purple", "red", "grey", "ochre", "teal"), strict=True)
+)
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,13 @@ def power_chart_points(points: list[Point], patterns: tuple[str, ...] = ()) -> t
 
 def _matches(point: Point, pattern: str) -> bool:
     return any(pattern in name or fnmatchcase(name, pattern) for name in (point.nodeid, point.label))
+
+
+def power_series(devices: list[DeviceEnergy]) -> list[tuple[DeviceEnergy, list[tuple[float, float]]]]:
+    """Each device's power samples (seconds, watts), for the devices with at least two."""
+    series = []
+    for device in devices:
+        samples = [(s.t_s, s.power_w) for s in device.timeline if s.power_w is not None]
+        if len(samples) >= 2:
+            series.append((device, samples))
+    return series

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_llem.store.machine import MachineInfo
+from pytest_llem.fingerprints.machine import MachineInfo
 
 _GPU_SETTINGS = (
     ("sm_clock_mhz", "application SM clock"),

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_llem.store.redaction import (
+from pytest_llem.base.redaction import (
     EXTRA_NAMES_ENV,
     ends_inside_private_key,
     is_secret_name,

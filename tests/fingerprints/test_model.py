@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from pytest_llem.fingerprints.model import model_fingerprint
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
-from pytest_llem.store.models import model_fingerprint
 
 
 def make_model(folder: Path, hidden: int = 4) -> Path:
@@ -26,8 +26,8 @@ def test_the_same_files_in_another_folder_have_the_same_fingerprint(tmp_path: Pa
 
 
 def test_large_weight_files_are_sampled_and_still_tell_weights_apart(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr("pytest_llem.store.models.WHOLE_FILE_LIMIT", 1024)
-    monkeypatch.setattr("pytest_llem.store.models.SAMPLE_BYTES", 100)
+    monkeypatch.setattr("pytest_llem.fingerprints.model.WHOLE_FILE_LIMIT", 1024)
+    monkeypatch.setattr("pytest_llem.fingerprints.model.SAMPLE_BYTES", 100)
     model = make_model(tmp_path / "m")
     before = model_fingerprint(str(model))
     data = bytearray((model / "model.safetensors").read_bytes())

@@ -18,7 +18,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 #: Libraries whose version changes the figures; read from their metadata, never imported.
 SOFTWARE_PACKAGES = ("torch", "transformers", "accelerate", "vllm")
@@ -26,6 +26,12 @@ CPU_GOVERNOR_FILE = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
 
 
 class GpuInfo(BaseModel):
+    """One GPU of the host as NVML names it: its NVML index (PCI bus order) and UUID, which
+    GPU leases hand out (`isolation.leases`), and its model and the settings that change its
+    figures, which the machine fingerprint keeps."""
+
+    model_config = ConfigDict(frozen=True)
+
     name: str
     power_limit_w: float | None = None
     uuid: str | None = None
@@ -34,6 +40,7 @@ class GpuInfo(BaseModel):
     persistence_mode: bool | None = None
     ecc_mode: bool | None = None
     mig_mode: bool | None = None
+    index: int | None = None
 
 
 class MachineInfo(BaseModel):
@@ -95,7 +102,10 @@ def _nvml_gpus() -> tuple[list[GpuInfo], str | None, str | None]:
     except MeterUnavailable:
         return [], None, None
     try:
-        gpus = [GpuInfo(name=gpu.name, uuid=gpu.uuid, **gpu.settings()) for gpu in session.all_gpus()]
+        gpus = [
+            GpuInfo(name=gpu.name, uuid=gpu.uuid, index=gpu.index, **gpu.settings())
+            for gpu in session.all_gpus()
+        ]
         return gpus, session.driver_version(), session.cuda_driver_version()
     finally:
         session.close()

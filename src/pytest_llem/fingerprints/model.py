@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pytest_llem.config import json_digest
+from pytest_llem.base.digests import json_digest
 
 WHOLE_FILE_LIMIT = 16 * 1024 * 1024
 SAMPLE_BYTES = 1024 * 1024

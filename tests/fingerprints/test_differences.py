@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sample_reports import EPYC, GPT2, H100, make_entry, make_report, make_result
 
-from pytest_llem.gating.fingerprint import fingerprint_differences
+from pytest_llem.fingerprints.differences import fingerprint_differences
+from pytest_llem.fingerprints.machine import GpuInfo
 from pytest_llem.gating.gate import run_gate
 from pytest_llem.gating.limits import parse_limit
 from pytest_llem.output.terminal import format_comparison
-from pytest_llem.store.machine import GpuInfo
 
 LIMIT = [parse_limit("energy_per_token_j:5%")]
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from pytest_llem.store.machine import MachineInfo
+from pytest_llem.fingerprints.machine import MachineInfo
 
 
 def test_the_fingerprint_reads_each_gpus_settings_through_nvml(fake_nvml):
@@ -44,7 +44,7 @@ def test_the_fingerprint_reads_each_gpus_settings_through_nvml(fake_nvml):
 def test_library_versions_come_from_metadata_without_importing_them():
     code = (
         "import json, sys\n"
-        "from pytest_llem.store.machine import software_versions\n"
+        "from pytest_llem.fingerprints.machine import software_versions\n"
         "versions = software_versions()\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules)\n"
         "print(json.dumps([versions, heavy]))\n"

@@ -3,6 +3,9 @@ a Markdown summary (`--llem-markdown`, and appended to `$GITHUB_STEP_SUMMARY` wh
 self-contained HTML report (`--llem-html`) and the benchmark-action JSON
 (`--llem-benchmark-json`). A failure to write one is a problem to report, never a crash:
 the report in the state dir is already safe.
+
+Runs in the pytest process. A session-level module, beside `session`, rather than part of
+`output`: it reads the session's `LlemSettings`, and `output` sits below `settings`.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from pytest_llem.base.redaction import redact_text
 from pytest_llem.errors import LlemError
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.settings import LlemSettings
-from pytest_llem.store.redaction import redact_text
 from pytest_llem.store.report import SessionReport, copy_report
 
 GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"

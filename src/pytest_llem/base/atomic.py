@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_llem.base.redaction import redact_json, redact_secrets
 from pytest_llem.errors import StorageError
-from pytest_llem.store.redaction import redact_json, redact_secrets
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
