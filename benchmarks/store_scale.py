@@ -34,9 +34,10 @@ from pytest_llem.results import DeviceEnergy, ExperimentResult, PowerSample
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.database import close_stores, default_store_url, open_store
+from pytest_llem.store.experiments import ExperimentPhase, ExperimentState
 from pytest_llem.store.history import RunHistory
 from pytest_llem.store.report import ReportEntry, SessionReport, save_runs
-from pytest_llem.store.state import ExperimentPhase, ExperimentState, StateManager
+from pytest_llem.store.state import StateManager
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 #: Runs saved per transaction while building the history.

@@ -24,19 +24,20 @@ from pytest_llem.output.summary import SummaryView
 from pytest_llem.output.terminal import format_comparison, format_summary
 from pytest_llem.settings import (
     STATE_DIR_ENV,
-    STORE_ENV,
     VIEW_SETTINGS,
     default_state_dir,
     parse_setting,
     setting_named,
     summary_view_from,
 )
-from pytest_llem.store.database import Store, display_url, open_default_store
+from pytest_llem.store.database import Store, display_url
 from pytest_llem.store.history import RunHistory
-from pytest_llem.store.legacy import import_json_state, import_state_dir
+from pytest_llem.store.legacy import import_state_dir
 from pytest_llem.store.names import printable, skipped_line
+from pytest_llem.store.opening import open_results_store
 from pytest_llem.store.report import SessionReport
 from pytest_llem.store.state import StateManager
+from pytest_llem.store.urls import STORE_ENV, store_url_from
 
 PROG = "pytest-llem"
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
@@ -172,10 +173,9 @@ def _add_state_dir(parser: argparse.ArgumentParser, default: object) -> None:
 def store_of(args: argparse.Namespace, skipped: dict[str, str] | None = None) -> Store:
     """The store the command reads, with the state dir's JSON files imported on first use; the
     files skipped go to `skipped`, or are named on stderr at once when it is None."""
-    state_dir = state_dir_of(args)
-    url = getattr(args, "store", None) or os.environ.get(STORE_ENV) or None
-    store = open_default_store(state_dir, url)
-    found = import_json_state(state_dir, store)
+    found: dict[str, str] = {}
+    url = store_url_from(getattr(args, "store", None), "--store")
+    store = open_results_store(state_dir_of(args), url, found)
     if skipped is None:
         _say_skipped(found)
     else:
@@ -370,10 +370,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise LlemError(
             f"import: {source} is not a folder; give a state dir (it holds experiments/ and runs/)"
         )
-    url = args.store or os.environ.get(STORE_ENV) or None
-    store = open_default_store(state_dir_of(args), url)
+    skipped: dict[str, str] = {}
+    store = store_of(args, skipped)
     summary = import_state_dir(source, store)
-    _say_skipped(summary.skipped)
+    skipped.update(summary.skipped)
+    _say_skipped(skipped)
     counts = f"{summary.runs} run(s) and {summary.experiments} experiment state(s)"
     print(f"imported {counts} into {display_url(store.url)}")
     return EXIT_OK

@@ -83,6 +83,7 @@ from pytest_llem.publish import publish
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.database import StoreBusy, StoreFailed
+from pytest_llem.store.experiments import ExperimentPhase, ExperimentState, sanitise_experiment_id
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.names import skipped_line
 from pytest_llem.store.report import (
@@ -95,13 +96,7 @@ from pytest_llem.store.report import (
     take_in_workers,
     write_report,
 )
-from pytest_llem.store.state import (
-    ExperimentPhase,
-    ExperimentState,
-    StateManager,
-    sanitise_experiment_id,
-    utc_now,
-)
+from pytest_llem.store.state import StateManager, utc_now
 
 #: The smallest workload every backend accepts, laid over each case's fields in smoke mode
 #: (`--llem-smoke`): it checks that a suite still runs, in seconds, and measures nothing.

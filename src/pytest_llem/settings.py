@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_llem.energy import DEFAULT_BASELINE_S, DEFAULT_SAMPLE_INTERVAL_S, METER_NAMES
 from pytest_llem.errors import ConfigError
 from pytest_llem.output import DEFAULT_POWER_CHARTS
+from pytest_llem.store.urls import STORE_ENV, checked_store_url
 
 if TYPE_CHECKING:
     from pytest_llem.energy.meter import MeterOptions
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 STATE_DIR_ENV = "PYTEST_LLEM_STATE_DIR"
 PRELOAD_DEFAULT = "auto"
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-STORE_ENV = "PYTEST_LLEM_STORE"
 DEFAULT_METER = "auto"
 
 
@@ -168,21 +168,6 @@ def _path(raw: str, source: str) -> Path:
     return Path(raw).expanduser()
 
 
-#: The URL schemes the results store opens (psycopg 3 is the driver for both PostgreSQL forms).
-STORE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
-
-
-def _store_url(raw: str, source: str) -> str:
-    # Only the scheme here, so settings import no database library; the store checks the rest.
-    scheme, sep, _rest = raw.partition("://")
-    if not sep or scheme not in STORE_SCHEMES:
-        raise ConfigError(
-            f"{source}: a store URL starts with sqlite:/// or postgresql:// "
-            "(sqlite:////abs/path/llem.sqlite3, postgresql://USER@HOST:PORT/DB)"
-        )
-    return raw
-
-
 def _run_name(raw: str, source: str) -> str:
     from pytest_llem.store.names import check_run_name  # pydantic: loaded only when a name is given
 
@@ -308,7 +293,7 @@ SETTINGS = (
         "store",
         f"the results store: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (env {STORE_ENV}; "
         "default: SQLite in the state dir); the password is best left to PGPASSWORD or ~/.pgpass",
-        _store_url,
+        checked_store_url,
         "URL",
         env=STORE_ENV,
     ),

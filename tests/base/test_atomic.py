@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llem.base.atomic import RESERVE_NAME, DiskFull, atomic_write_text, make_reserve
 from pytest_llem.base import atomic
+from pytest_llem.base.atomic import RESERVE_NAME, DiskFull, atomic_write_text, make_reserve
 
 
 def _full_once(monkeypatch: pytest.MonkeyPatch) -> list[Path]:

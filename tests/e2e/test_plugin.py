@@ -256,7 +256,8 @@ def test_metrics_reach_junit_xml_as_properties(suite: pytest.Pytester, tmp_path:
 
 
 def test_stale_states_from_a_dead_session_are_marked_failed_at_start(suite: pytest.Pytester, tmp_path: Path):
-    from pytest_llem.store.state import ExperimentPhase, StateManager
+    from pytest_llem.store.experiments import ExperimentPhase
+    from pytest_llem.store.state import StateManager
 
     state_dir = tmp_path / "state"
     states = StateManager(state_dir)

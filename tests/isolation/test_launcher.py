@@ -21,9 +21,10 @@ from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_di
 from pytest_llem.processes import process_start_time
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
+from pytest_llem.store.experiments import ExperimentPhase
 from pytest_llem.store.history import RunHistory
 from pytest_llem.store.report import load_report
-from pytest_llem.store.state import ExperimentPhase, StateManager
+from pytest_llem.store.state import StateManager
 
 
 def run(bench: BenchmarkSession, workload, **fields):

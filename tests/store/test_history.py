@@ -10,9 +10,10 @@ from datetime import datetime, timezone
 import pytest
 from sample_reports import EPYC, GPT2, make_entry, make_report, make_result
 
+from pytest_llem.store.experiments import ExperimentPhase
 from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
 from pytest_llem.store.report import report_path, write_report
-from pytest_llem.store.state import ExperimentPhase, StateManager
+from pytest_llem.store.state import StateManager
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 

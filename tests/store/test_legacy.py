@@ -13,8 +13,9 @@ from sample_reports import GPT2, make_entry, make_report, make_result
 
 from pytest_llem.base.atomic import write_model_redacted
 from pytest_llem.results import utc_now
+from pytest_llem.store.experiments import ExperimentPhase, ExperimentState
 from pytest_llem.store.history import RunHistory
-from pytest_llem.store.state import ExperimentPhase, ExperimentState, StateManager
+from pytest_llem.store.state import StateManager
 
 
 def write_json_state_dir(state_dir: Path) -> ExperimentState:

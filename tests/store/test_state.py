@@ -15,7 +15,8 @@ from sample_reports import make_result
 from pytest_llem import processes
 from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
-from pytest_llem.store.state import ExperimentPhase, ExperimentState, StateManager, sanitise_experiment_id
+from pytest_llem.store.experiments import ExperimentPhase, ExperimentState, sanitise_experiment_id
+from pytest_llem.store.state import StateManager
 
 PHASES = list(ExperimentPhase)
 

@@ -47,7 +47,7 @@ from pytest_llem.isolation.signals import InterruptGuard
 from pytest_llem.processes import kill_group, live_group_members, process_is_alive, signal_name
 from pytest_llem.progress import ProgressEvent
 from pytest_llem.results import ExperimentResult
-from pytest_llem.settings import STORE_ENV
+from pytest_llem.store.urls import STORE_ENV
 
 #: Called at every poll with the phases reported since the last call (often none).
 ProgressCallback = Callable[[list[ProgressEvent]], None]

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from pytest_llem.errors import LlemError
 from pytest_llem.store.database import CorruptRow, Store, as_utc, unpack
 from pytest_llem.store.names import is_plain_name, printable, run_folder
+from pytest_llem.store.opening import open_results_store
 from pytest_llem.store.report import (
     SessionReport,
     invalid_reason,
@@ -87,10 +88,7 @@ class RunHistory:
     @property
     def store(self) -> Store:
         if self._store is None:
-            # Imported here: `legacy` builds on this module.
-            from pytest_llem.store.legacy import open_and_import
-
-            self._store = open_and_import(self.state_dir, self.store_url, self.skipped)
+            self._store = open_results_store(self.state_dir, self.store_url, self.skipped)
         return self._store
 
     def save(self, report: SessionReport, root: Path | None = None) -> None:

@@ -19,10 +19,10 @@ from pydantic import ValidationError
 
 from pytest_llem.base.atomic import read_regular_file
 from pytest_llem.results import utc_now
-from pytest_llem.store.database import Store, StoreRefusedValue, open_default_store
+from pytest_llem.store.database import Store, StoreRefusedValue
+from pytest_llem.store.experiments import ExperimentState, save_states
 from pytest_llem.store.report import SessionReport, invalid_reason, load_report, save_runs
 from pytest_llem.store.schema import store_info
-from pytest_llem.store.state import ExperimentState, StateManager
 
 _IMPORTED_KEY = "imported-json-state:"
 #: Reports saved per transaction by an import: few transactions, a bounded amount in memory.
@@ -57,14 +57,6 @@ def import_json_state(state_dir: Path, store: Store, force: bool = False) -> dic
     return summary.skipped
 
 
-def open_and_import(state_dir: Path, url: str | None, skipped: dict[str, str]) -> Store:
-    """The store for `state_dir` (see `database.open_default_store`), with the state dir's JSON
-    files imported on first use; the files skipped are added to `skipped`."""
-    store = open_default_store(state_dir, url)
-    skipped.update(import_json_state(state_dir, store))
-    return store
-
-
 def _already_imported(store: Store, key: str) -> bool:
     with store.read() as conn:
         return conn.execute(sa.select(store_info.c.key).where(store_info.c.key == key)).first() is not None
@@ -74,17 +66,16 @@ def import_state_dir(state_dir: Path, store: Store) -> ImportSummary:
     """Every readable JSON state and report of `state_dir`, saved into `store` (replacing rows of
     the same id: importing twice changes nothing)."""
     summary = ImportSummary()
-    states = StateManager(state_dir, store=store)
     experiments_dir = Path(state_dir) / "experiments"
     if experiments_dir.is_dir():
         found = [read_state_file(path, summary.skipped) for path in sorted(experiments_dir.glob("*.json"))]
         imported = [state for state in found if state is not None]
         try:
-            states.save_all(imported)
+            save_states(store, imported)
         except StoreRefusedValue:  # one of them holds a value the store cannot: each alone
             for state in list(imported):
                 try:
-                    states.save_all([state])
+                    save_states(store, [state])
                 except StoreRefusedValue as exc:
                     imported.remove(state)
                     _skip(summary.skipped, f"experiments/{state.experiment_id}.json", f"not a state: {exc}")

@@ -1,8 +1,7 @@
-"""Experiment states: the phase machine, kept in the results store, and stale-state recovery.
+"""Experiment states kept in the results store: their transitions, resume and stale-state recovery.
 
-One row per experiment in the store's `experiments` table (see `store.database`). Phases move
-`initialising -> measuring -> done` only; `failed` is a separate flag so a failure keeps the
-phase it happened in. Every transition is one transaction, so sessions and xdist workers
+One row per experiment in the store's `experiments` table (the state and its rows:
+`store.experiments`). Every transition is one transaction, so sessions and xdist workers
 writing the same store at once never see half of one. Only the pytest process writes
 states: it records the child's group leader when it starts it, and the measuring phase when
 the child reports its first measured window.
@@ -11,6 +10,8 @@ Stale cleanup reads only unfinished experiments of this host (an index), resume 
 newest finished result by config hash (an index): neither grows with the history. A result's
 power timelines and raw latencies are kept apart, compressed (`split_bulky`), and read only
 when the result itself is.
+
+Runs in the pytest process and the `pytest-llem` command.
 """
 
 from __future__ import annotations
@@ -18,133 +19,35 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import socket
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
 
 from pytest_llem.base.atomic import DiskFull, ensure_private_dir, release_reserve
-from pytest_llem.base.redaction import redact_json_document
-from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
-from pytest_llem.results import ExperimentResult, UtcDatetime, utc_now
-from pytest_llem.store.database import CorruptRow, Store, StoreFull, as_utc, pack, unpack, upsert
-from pytest_llem.store.names import MAX_ID_LENGTH, PlainName, is_plain_name, printable
+from pytest_llem.results import ExperimentResult, utc_now
+from pytest_llem.store.database import CorruptRow, Store, StoreFull, as_utc, unpack
+from pytest_llem.store.experiments import (
+    ExperimentPhase,
+    ExperimentState,
+    join_bulky,
+    save_states,
+    state_rows,
+    write_state_rows,
+)
+from pytest_llem.store.names import is_plain_name, printable
+from pytest_llem.store.opening import open_results_store
 from pytest_llem.store.report import SessionReport, invalid_reason
 from pytest_llem.store.schema import experiment_parts, experiments
 
-MAX_EXPERIMENT_ID_LENGTH = MAX_ID_LENGTH
 #: How the message of a state failed by stale cleanup begins.
 STALE_PREFIX = "stale:"
 #: How an experiment skipped for its row in the store is named.
 STORE_ROW_OF_EXPERIMENT = "the store's row of experiment "
 #: How many unreadable rows a resume lookup passes over (each named) before it gives up.
 _UNREADABLE_ROWS_PASSED = 20
-_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class ExperimentPhase(str, Enum):
-    INITIALISING = "initialising"
-    MEASURING = "measuring"
-    DONE = "done"
-
-
-_NEXT_PHASE = {
-    ExperimentPhase.INITIALISING: ExperimentPhase.MEASURING,
-    ExperimentPhase.MEASURING: ExperimentPhase.DONE,
-}
-
-
-class ExperimentState(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    experiment_id: PlainName
-    phase: ExperimentPhase = ExperimentPhase.INITIALISING
-    failed: bool = False
-    config_hash: str
-    error_message: str | None = None
-    started_at: UtcDatetime
-    last_updated: UtcDatetime
-    #: The child's group leader; with its start time it tells a live process from a reused PID.
-    subprocess_pid: int | None = None
-    subprocess_start_time: float | None = None
-    #: The pytest process that owns the experiment, identified the same way.
-    owner_pid: int
-    owner_start_time: float | None = None
-    #: PIDs only mean something on the machine that owns them (state dirs can be shared).
-    hostname: str
-    result: ExperimentResult | None = None
-
-    @property
-    def active(self) -> bool:
-        return not self.failed and self.phase is not ExperimentPhase.DONE
-
-    def advance(self, to: ExperimentPhase) -> None:
-        if self.failed:
-            raise InvalidStateTransitionError(
-                f"experiment {self.experiment_id} has failed; it cannot move to {to.value}"
-            )
-        if _NEXT_PHASE.get(self.phase) is not to:
-            raise InvalidStateTransitionError(
-                f"experiment {self.experiment_id}: {self.phase.value} -> {to.value} is not allowed "
-                "(initialising -> measuring -> done)"
-            )
-        self.phase = to
-        self.last_updated = utc_now()
-
-    def mark_failed(self, error_message: str) -> None:
-        self.failed = True
-        self.error_message = error_message
-        self.last_updated = utc_now()
-
-
-def sanitise_experiment_id(raw: str) -> str:
-    """Letters, digits, '.', '_' and '-' only, no leading dot, bounded length."""
-    cleaned = _UNSAFE_ID_CHARS.sub("_", raw).lstrip(".")[:MAX_EXPERIMENT_ID_LENGTH]
-    if not cleaned:
-        raise ValueError(f"experiment id {raw!r} has no usable characters")
-    return cleaned
-
-
-#: Keys whose values are the bulky parts of a result: kept apart, compressed.
-BULKY_KEYS = frozenset(
-    {"timeline", "batch_latencies_s", "first_token_latencies_s", "inter_token_latencies_s"}
-)
-
-
-def split_bulky(document: Any) -> tuple[Any, list[list[Any]]]:
-    """`document` without its bulky lists, and those lists as `[path, value]` pairs."""
-    parts: list[list[Any]] = []
-
-    def walk(node: Any, path: list[Any]) -> Any:
-        if isinstance(node, dict):
-            light = {}
-            for key, value in node.items():
-                if key in BULKY_KEYS and isinstance(value, list) and value:
-                    parts.append([[*path, key], value])
-                    light[key] = []
-                else:
-                    light[key] = walk(value, [*path, key])
-            return light
-        if isinstance(node, list):
-            return [walk(item, [*path, index]) for index, item in enumerate(node)]
-        return node
-
-    return walk(document, []), parts
-
-
-def join_bulky(document: Any, parts: list[list[Any]]) -> Any:
-    """The inverse of `split_bulky`: put each part back where it came from."""
-    for path, value in parts:
-        node = document
-        for step in path[:-1]:
-            node = node[step]
-        node[path[-1]] = value
-    return document
 
 
 class StateManager:
@@ -163,10 +66,7 @@ class StateManager:
     @property
     def store(self) -> Store:
         if self._store is None:
-            # Imported here: `legacy` builds on this module.
-            from pytest_llem.store.legacy import open_and_import
-
-            self._store = open_and_import(self.state_dir, self.store_url, self.skipped)
+            self._store = open_results_store(self.state_dir, self.store_url, self.skipped)
         return self._store
 
     def ensure_dirs(self) -> None:
@@ -234,12 +134,7 @@ class StateManager:
         """Write many states in one transaction (an import, a history built in bulk): each
         table gets one statement executed for all rows, each state is redacted and its bulky
         parts compressed once."""
-        for state in states:
-            if not is_plain_name(state.experiment_id):
-                raise ValueError(f"experiment id {state.experiment_id!r} is not sanitised")
-        rows = [_state_rows(state, run_id=run_id, nodeid=None, case_key=None) for state in states]
-        with self.store.write() as conn:
-            _write_state_rows(conn, rows)
+        save_states(self.store, states, run_id=run_id)
 
     def load(self, experiment_id: str, with_parts: bool = True) -> ExperimentState | None:
         with self.store.read() as conn:
@@ -462,59 +357,4 @@ class StateManager:
         nodeid: str | None,
         case_key: str | None,
     ) -> None:
-        _write_state_rows(conn, [_state_rows(state, run_id=run_id, nodeid=nodeid, case_key=case_key)])
-
-
-#: A state as the store keeps it: its `experiments` row and its compressed bulky parts (or None).
-_StateRows = tuple[dict[str, Any], bytes | None]
-
-
-def _state_rows(
-    state: ExperimentState, *, run_id: str | None, nodeid: str | None, case_key: str | None
-) -> _StateRows:
-    # Redacted as every persisted document is (a workload's error may quote a token).
-    document = redact_json_document(state.model_dump_json())
-    result = document.pop("result")
-    light, parts = split_bulky(result) if result is not None else (None, [])
-    figures = state.result
-    row = dict(
-        experiment_id=state.experiment_id,
-        run_id=run_id,
-        nodeid=nodeid,
-        case_key=case_key,
-        config_hash=state.config_hash,
-        phase=state.phase.value,
-        failed=state.failed,
-        active=state.active,
-        error_message=document["error_message"],
-        started_at=as_utc(state.started_at),
-        last_updated=as_utc(state.last_updated),
-        hostname=state.hostname,
-        owner_pid=state.owner_pid,
-        owner_start_time=state.owner_start_time,
-        subprocess_pid=state.subprocess_pid,
-        subprocess_start_time=state.subprocess_start_time,
-        duration_s=figures.duration_s if figures else None,
-        output_tokens=figures.output_tokens if figures else None,
-        energy_j=figures.energy_j if figures else None,
-        energy_per_token_j=figures.energy_per_token_j if figures else None,
-        tokens_per_s=figures.tokens_per_s if figures else None,
-        result_json=None if light is None else json.dumps(light, separators=(",", ":")),
-    )
-    return row, pack(parts) if parts else None
-
-
-def _write_state_rows(conn: sa.Connection, rows: list[_StateRows]) -> None:
-    upsert(conn, experiments, [row for row, _ in rows], keep_if_null=("run_id", "nodeid", "case_key"))
-    upsert(
-        conn,
-        experiment_parts,
-        [{"experiment_id": row["experiment_id"], "parts_z": blob} for row, blob in rows if blob is not None],
-    )
-    partless = [row["experiment_id"] for row, blob in rows if blob is None]
-    for start in range(0, len(partless), 500):
-        conn.execute(
-            sa.delete(experiment_parts).where(
-                experiment_parts.c.experiment_id.in_(partless[start : start + 500])
-            )
-        )
+        write_state_rows(conn, [state_rows(state, run_id=run_id, nodeid=nodeid, case_key=case_key)])
