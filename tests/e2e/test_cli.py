@@ -519,10 +519,19 @@ def test_a_store_row_with_a_path_for_a_run_id_is_never_deleted_on_disk(tmp_path,
         ("malformed", ("list",), "database disk image is malformed"),
         (None, ("--store", "postgresql://u:hunter2secret@[::1/db", "list"), "is not a database URL"),
         (None, ("--store", "sqlite://", "list"), "a SQLite store needs a file"),
+        (None, ("--store", "mysql://u:hunter2secret@db/llem", "list"), "--store: a store URL starts with"),
         (None, ("show", "/etc/passwd"), "'/etc/passwd' is not a report: the document: Invalid JSON"),
         (None, ("list", "--limit", "0"), "--limit: 0 is not a number of runs to show; give 1 or more"),
     ],
-    ids=["random-bytes", "malformed", "bad-url", "sqlite-memory", "show-etc-passwd", "limit-0"],
+    ids=[
+        "random-bytes",
+        "malformed",
+        "bad-url",
+        "sqlite-memory",
+        "other-scheme",
+        "show-etc-passwd",
+        "limit-0",
+    ],
 )
 def test_what_used_to_crash_the_command_is_one_line_with_exit_code_2(state_dir, setup, args, says):
     if setup == "random bytes":

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from importlib import metadata
 
-from pytest_llem.fingerprints.machine import MachineInfo
+from pytest_llem.fingerprints.machine import GpuInfo, MachineInfo
+from pytest_llem.isolation.leases import host_gpus
 
 
 def test_the_fingerprint_reads_each_gpus_settings_through_nvml(fake_nvml):
@@ -55,3 +56,28 @@ def test_library_versions_come_from_metadata_without_importing_them():
     assert versions["torch"] == metadata.version("torch")  # the dev environment has the torch extra
     assert versions["vllm"] is None or versions["vllm"] == metadata.version("vllm")
     assert set(versions) == {"python", "pytest-llem", "torch", "transformers", "accelerate", "vllm"}
+
+
+def test_one_gpu_record_for_the_leases_and_the_fingerprint(fake_nvml):
+    fake_nvml.configure(
+        [
+            fake_nvml.FakeGpu(uuid="GPU-a", name="Sim H100", power_limit_w=700.0),
+            fake_nvml.FakeGpu(uuid="GPU-b", name="Sim H100", power_limit_w=700.0),
+        ]
+    )
+    leased = host_gpus({"CUDA_VISIBLE_DEVICES": "1"})
+    assert leased == [GpuInfo(name="Sim H100", index=1, uuid="GPU-b")]
+    fingerprinted = MachineInfo.current().gpus
+    assert [(g.index, g.uuid, g.name) for g in fingerprinted] == [
+        (0, "GPU-a", "Sim H100"),
+        (1, "GPU-b", "Sim H100"),
+    ]
+    assert {leased[0], leased[0].model_copy()} == {leased[0]}  # frozen, so GPUs can be set members
+
+
+def test_a_gpu_recorded_before_it_carried_its_index_still_loads():
+    machine = MachineInfo.model_validate_json(
+        '{"id": "abc", "gpus": [{"name": "NVIDIA H100", "power_limit_w": 700.0, "uuid": "GPU-0"}]}'
+    )
+    assert machine.gpus == [GpuInfo(name="NVIDIA H100", power_limit_w=700.0, uuid="GPU-0")]
+    assert machine.gpus[0].index is None

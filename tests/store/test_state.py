@@ -15,7 +15,7 @@ from sample_reports import make_result
 from pytest_llem import processes
 from pytest_llem.errors import InvalidStateTransitionError
 from pytest_llem.processes import process_is_alive, process_start_time
-from pytest_llem.store.experiments import ExperimentPhase, ExperimentState, sanitise_experiment_id
+from pytest_llem.store.experiments import ExperimentPhase, ExperimentState
 from pytest_llem.store.state import StateManager
 
 PHASES = list(ExperimentPhase)
@@ -77,23 +77,6 @@ def test_state_dir_is_private_and_states_live_in_the_store(state_dir: Path):
     assert (state_dir / "llem.sqlite3").is_file()
     assert not states.experiments_dir.exists()  # no JSON state files any more
     assert [s.experiment_id for s in states.all_states()] == [f"exp{i}" for i in range(5)]
-
-
-@pytest.mark.parametrize(
-    ("raw", "clean"),
-    [
-        ("../../etc/passwd", "_.._etc_passwd"),
-        ("test_x[bs=4]", "test_x_bs_4_"),
-        ("..", None),
-        ("a" * 500, "a" * 128),
-    ],
-)
-def test_ids_are_sanitised(raw, clean):
-    if clean is None:
-        with pytest.raises(ValueError, match="no usable characters"):
-            sanitise_experiment_id(raw)
-    else:
-        assert sanitise_experiment_id(raw) == clean
 
 
 @pytest.mark.parametrize("bad_id", ["../escape", "/etc/passwd", "a/b", ".hidden"])
