@@ -8,11 +8,66 @@ import pytest
 
 from pytest_llem.config import ExperimentConfig, build_config, compute_config_hash
 from pytest_llem.errors import ConfigError
+from pytest_llem.settings import resolve_settings, setting_named
 
 
 def test_later_layers_override_earlier_ones():
     config = build_config({"model": "tiny", "batch_size": 2}, {"batch_size": 8})
     assert (config.model, config.batch_size) == ("tiny", 8)
+
+
+@pytest.mark.parametrize(
+    ("setting", "field", "value", "sentence"),
+    [
+        ("timeout_s", "timeout", "0", "must be more than 0 seconds"),
+        ("min_window_s", "min_window_s", "-1", "must be at least 0 seconds"),
+        ("rounds", "rounds", "0", "must be at least 1"),
+        ("rounds", "rounds", "2.5", "expected a whole number"),
+        (
+            "energy",
+            "energy",
+            "nvlm",
+            "unknown energy meter; choose one of auto, nvml, rapl, zeus, codecarbon, none",
+        ),
+        ("repeats", "repeats", "auto:2", "auto:2 allows too few processes for the rank test"),
+    ],
+)
+def test_a_setting_and_the_field_of_the_same_meaning_refuse_a_value_in_the_same_words(
+    setting: str, field: str, value: str, sentence: str
+):
+    with pytest.raises(ConfigError) as from_option:
+        resolve_settings(cli={setting: value}, ini={}, environ={})
+    with pytest.raises(ConfigError) as from_marker:
+        build_config({field: value})
+    option_message, marker_message = str(from_option.value), str(from_marker.value)
+    assert option_message.startswith(f"{setting_named(setting).option}: {sentence}")
+    assert option_message.endswith(f", got {value!r}")
+    assert marker_message.startswith(f"{field}: {sentence}")
+    assert marker_message.endswith(f" (got {value!r})")
+
+
+def test_a_shared_value_is_read_alike_from_an_option_and_a_field():
+    settings = resolve_settings(
+        cli={"timeout_s": "30", "rounds": "3", "energy": "none", "min_window_s": "0", "repeats": "auto"},
+        ini={},
+        environ={},
+    )
+    config = build_config(
+        {"timeout": "30", "rounds": "3", "energy": "none", "min_window_s": "0", "repeats": "auto"}
+    )
+    assert (
+        settings.timeout_s,
+        settings.rounds,
+        settings.energy,
+        settings.min_window_s,
+        settings.repeats,
+    ) == (
+        config.timeout,
+        config.rounds,
+        config.energy,
+        config.min_window_s,
+        config.repeats,
+    )
 
 
 def test_unknown_field_names_the_field_and_the_allowed_ones():
@@ -144,7 +199,7 @@ def test_the_hash_is_the_same_in_every_process():
             {"budget": {"energy_per_token_j": float("nan")}},
             r"budget.energy_per_token_j: Input should be a finite",
         ),
-        ({"timeout": float("inf")}, r"timeout: Input should be a finite number"),
+        ({"timeout": float("inf")}, r"timeout: expected a finite number of seconds \(got inf\)"),
         ({"temperature": float("nan")}, r"temperature: Input should be a finite number"),
         # request_rate may be inf (all at once), never NaN
         ({"scenario": "serving", "request_rate": float("nan")}, r"request_rate: Input should be greater"),

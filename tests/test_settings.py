@@ -17,6 +17,14 @@ from pytest_llem.settings import resolve_settings
         ("cooldown_temp_c", "nan", r"--llem-cooldown-temp: must be a finite number of degrees"),
         ("save_name", "a\0b", r"--llem-save: a NUL character cannot be part of a value; remove it"),
         ("redact_env", ["A=B"], r"--llem-redact-env: 'A=B' is not an environment variable name"),
+        ("timeout_s", "0", r"^--llem-timeout: must be more than 0 seconds, got '0'$"),
+        ("rounds", "1.5", r"^--llem-rounds: expected a whole number, got '1.5'$"),
+        ("slurm_gpus_per_node", "-1", r"^--llem-slurm-gpus-per-node: must be at least 0, got '-1'$"),
+        (
+            "sample_interval_s",
+            "0.001",
+            r"^--llem-sample-interval: must be at least 0.01 seconds, got '0.001'$",
+        ),
     ],
 )
 def test_a_value_that_cannot_work_is_refused_naming_the_option(name: str, raw: object, expected: str):

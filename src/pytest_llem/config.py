@@ -13,10 +13,11 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -30,6 +31,7 @@ from pytest_llem.base.digests import DIGEST_LENGTH, canonical_json
 from pytest_llem.base.redaction import holds_url_password, is_secret_name
 from pytest_llem.energy import MeterName
 from pytest_llem.errors import ConfigError
+from pytest_llem.values import meter_name, parse_repeats, round_count, seconds_above_zero, seconds_from_zero
 
 #: An experiment id names a file in the state dir: nothing else may be in it.
 EXPERIMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -101,14 +103,15 @@ class ExperimentConfig(BaseModel):
         default=None, description="None: seeded synthetic prompts; a list; or a .txt/.jsonl file"
     )
     warmup_batches: int = Field(default=1, ge=0, description="batches run before the measured window")
-    rounds: int = Field(default=1, ge=1, description="measured rounds after one load and warm-up")
-    min_window_s: float | None = Field(
+    rounds: Annotated[int, BeforeValidator(round_count)] = Field(
+        default=1, description="measured rounds after one load and warm-up"
+    )
+    min_window_s: Annotated[float, BeforeValidator(seconds_from_zero)] | None = Field(
         default=None,
-        ge=0,
         description="built-in backends repeat their batches until each round is measured this long; "
         "None: 5 s when a GPU's energy is measured, else 0 (off)",
     )
-    repeats: int | str = Field(
+    repeats: Annotated[int | str, BeforeValidator(parse_repeats)] = Field(
         default=1,
         description="fresh processes the experiment runs in, in turn, rounds pooled; 'auto' or 'auto:N': "
         "more while the comparison with the baseline is undecided, N at most (default 8)",
@@ -162,8 +165,12 @@ class ExperimentConfig(BaseModel):
     max_error_rate: float = Field(
         default=0.0, ge=0, le=1, description="share of failed requests above which the case fails"
     )
-    energy: MeterName = Field(default="auto", description="energy meter to use in the child")
-    timeout: float | None = Field(default=None, gt=0, description="seconds before the child is killed")
+    energy: Annotated[MeterName, BeforeValidator(meter_name)] = Field(
+        default="auto", description="energy meter to use in the child"
+    )
+    timeout: Annotated[float, BeforeValidator(seconds_above_zero)] | None = Field(
+        default=None, description="seconds before the child is killed"
+    )
     experiment_id: str | None = Field(default=None, min_length=1, max_length=128)
     label: str | None = Field(
         default=None, min_length=1, max_length=80, description="the experiment's name in charts and reports"
@@ -192,11 +199,6 @@ class ExperimentConfig(BaseModel):
         if where is not None:
             raise ValueError(f"a NUL character{where} cannot reach a process; remove it")
         return value
-
-    @field_validator("repeats", mode="before")
-    @classmethod
-    def _repeats_usable(cls, repeats: Any) -> int | str:
-        return parse_repeats(repeats)
 
     @field_validator("experiment_id")
     @classmethod
@@ -315,37 +317,6 @@ class ExperimentConfig(BaseModel):
                 )
             ) from None
         return params
-
-
-#: `repeats="auto"` adds processes up to this many unless `auto:N` says otherwise.
-DEFAULT_AUTO_REPEATS = 8
-_AUTO_REPEATS = re.compile(r"auto(?::(\d+))?")
-
-
-def parse_repeats(value: Any) -> int | str:
-    """A count of processes (1 or more), or `auto` / `auto:N`, written back as `auto:N`.
-
-    Raises ValueError with the sentence to show after the field's name.
-    """
-    from pytest_llem.gating.stats import MIN_ROUNDS_FOR_SIGNIFICANCE
-
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise ValueError("must be at least 1, or 'auto' / 'auto:N'")
-        return value
-    text = str(value).strip()
-    if text.isdigit():
-        return parse_repeats(int(text))
-    match = _AUTO_REPEATS.fullmatch(text)
-    if isinstance(value, bool) or match is None:
-        raise ValueError("expected a number of processes, 'auto' or 'auto:N' (N processes at most)")
-    maximum = int(match.group(1) or DEFAULT_AUTO_REPEATS)
-    if maximum < MIN_ROUNDS_FOR_SIGNIFICANCE:
-        raise ValueError(
-            f"auto:{maximum} allows too few processes for the rank test, which needs "
-            f"{MIN_ROUNDS_FOR_SIGNIFICANCE}; use auto:{MIN_ROUNDS_FOR_SIGNIFICANCE} or more"
-        )
-    return f"auto:{maximum}"
 
 
 _SERVING_DEFAULTS = {

@@ -231,6 +231,9 @@ def _marker_layers(item: pytest.Item) -> list[dict[str, Any]]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without `--llem`, benchmarks are skipped; with it, each one's markers are validated now,
+    so a broken one stops the session before anything runs. Skipped benchmarks' fields are not
+    validated: that would load the config model (pydantic) into every run of the suite."""
     enabled = config.stash[settings_key].enabled
     skip = pytest.mark.skip(reason="LLM energy benchmark: run with --llem (or set llem = true in ini)")
     problems = []
@@ -239,14 +242,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         uses_llem = FIXTURE in getattr(item, "fixturenames", ()) or item.get_closest_marker(MARKER)
         if not uses_llem:
             continue
-        if build_config is None:  # pydantic loads only for a suite that has benchmarks
+        if not enabled:
+            item.add_marker(skip)
+            continue
+        if build_config is None:  # pydantic loads only for a session that runs benchmarks
             from pytest_llem.config import build_config
         try:
             item.stash[marker_config_key] = build_config(*_marker_layers(item))
         except ConfigError as exc:
             problems.append(f"pytest-llem: {item.nodeid}: @pytest.mark.{MARKER}: {exc}")
-        if not enabled:
-            item.add_marker(skip)
     if problems:
         raise pytest.UsageError("\n".join(problems))
 

@@ -7,8 +7,9 @@ environment variable (state dir only), ini key, built-in default. Kept free of p
 CLI can reuse it.
 
 Imported by the plugin module at pytest start-up, with or without `--llem`, so it imports
-only the standard library and the names in `energy` and `errors`; the parsers that need
-more (limits, meter options, platformdirs) import it when a value is actually given.
+only the standard library and the names in `energy`, `errors` and `values` (the checks it
+shares with `config`'s case fields); the parsers that need more (limits, meter options,
+platformdirs) import it when a value is actually given.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,15 @@ from pytest_llem.energy import DEFAULT_BASELINE_S, DEFAULT_SAMPLE_INTERVAL_S, ME
 from pytest_llem.errors import ConfigError
 from pytest_llem.output import DEFAULT_POWER_CHARTS
 from pytest_llem.store.urls import STORE_ENV, checked_store_url
+from pytest_llem.values import (
+    meter_name,
+    number_of_seconds,
+    parse_repeats,
+    round_count,
+    seconds_above_zero,
+    seconds_from_zero,
+    whole_number,
+)
 
 if TYPE_CHECKING:
     from pytest_llem.energy.meter import MeterOptions
@@ -62,7 +73,7 @@ class LlemSettings:
     rounds: int = 1
     #: None: the field's default (5 s when a GPU's energy is measured, else off).
     min_window_s: float | None = None
-    #: A count of processes, or "auto:N" (`config.parse_repeats`).
+    #: A count of processes, or "auto:N" (`values.parse_repeats`).
     repeats: int | str = 1
     save_name: str | None = None
     autosave: bool = False
@@ -110,18 +121,15 @@ class LlemSettings:
         )
 
 
-def _seconds(minimum: float, allow_equal: bool) -> Callable[[str, str], float]:
-    def parse(raw: str, source: str) -> float:
+def _parser(check: Callable[[Any], Any]) -> Callable[[str, str], Any]:
+    """A setting's parser from one of the checks in `values`: its sentence, after where the
+    value came from, then the value."""
+
+    def parse(raw: str, source: str) -> Any:
         try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: expected a number of seconds, got {raw!r}") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"{source}: expected a finite number of seconds, got {raw!r}")
-        if value < minimum or (value == minimum and not allow_equal):
-            bound = "at least" if allow_equal else "more than"
-            raise ConfigError(f"{source}: must be {bound} {minimum:g} seconds, got {raw!r}")
-        return value
+            return check(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}, got {raw!r}") from None
 
     return parse
 
@@ -134,34 +142,6 @@ def _degrees(raw: str, source: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{source}: must be a finite number of degrees, 0 or more, got {raw!r}")
     return value
-
-
-def _meter(raw: str, source: str) -> str:
-    if raw not in METER_NAMES:
-        raise ConfigError(f"{source}: unknown energy meter {raw!r}; choose one of {', '.join(METER_NAMES)}")
-    return raw
-
-
-def _whole_number(minimum: int) -> Callable[[str, str], int]:
-    def parse(raw: str, source: str) -> int:
-        try:
-            value = int(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: expected a whole number, got {raw!r}") from None
-        if value < minimum:
-            raise ConfigError(f"{source}: must be at least {minimum}, got {raw!r}")
-        return value
-
-    return parse
-
-
-def _repeats(raw: str, source: str) -> int | str:
-    from pytest_llem.config import parse_repeats
-
-    try:
-        return parse_repeats(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: {exc}, got {raw!r}") from None
 
 
 def _path(raw: str, source: str) -> Path:
@@ -301,7 +281,7 @@ SETTINGS = (
         "timeout_s",
         "timeout",
         "kill an experiment after this long (marker field timeout= wins)",
-        _seconds(0, allow_equal=False),
+        _parser(seconds_above_zero),
         "SECONDS",
     ),
     Setting("resume", "resume", "reuse results of experiments already done with the same config hash"),
@@ -310,14 +290,14 @@ SETTINGS = (
         "energy",
         "energy",
         f"energy meter: {', '.join(METER_NAMES)} (marker field energy= wins; default {DEFAULT_METER})",
-        _meter,
+        _parser(meter_name),
         "METER",
     ),
     Setting(
         "sample_interval_s",
         "sample-interval",
         f"seconds between power/temperature samples (default {DEFAULT_SAMPLE_INTERVAL_S})",
-        _seconds(0.01, allow_equal=True),
+        _parser(partial(number_of_seconds, minimum=0.01)),
         "SECONDS",
     ),
     Setting(
@@ -325,14 +305,14 @@ SETTINGS = (
         "baseline",
         f"measure each device's idle power for this long before its first "
         f"experiment; 0 skips it (default {DEFAULT_BASELINE_S:g})",
-        _seconds(0, allow_equal=True),
+        _parser(seconds_from_zero),
         "SECONDS",
     ),
     Setting(
         "cooldown_s",
         "cooldown",
         "pause between experiments; with --llem-cooldown-temp, the longest wait (default 0)",
-        _seconds(0, allow_equal=True),
+        _parser(seconds_from_zero),
         "SECONDS",
     ),
     Setting(
@@ -353,7 +333,7 @@ SETTINGS = (
         "rounds",
         "rounds",
         "measured rounds per experiment after one load and warm-up (marker field rounds= wins; default 1)",
-        _whole_number(1),
+        _parser(round_count),
         "N",
     ),
     Setting(
@@ -361,7 +341,7 @@ SETTINGS = (
         "min-window-s",
         "built-in backends repeat their batches until each round is measured at least this long "
         "(marker field min_window_s= wins; default 5 when a GPU's energy is measured, else 0: off)",
-        _seconds(0, allow_equal=True),
+        _parser(seconds_from_zero),
         "SECONDS",
     ),
     Setting(
@@ -371,7 +351,7 @@ SETTINGS = (
         "the regression test include process-to-process variation; auto or auto:N: 3, then one more "
         "while the comparison with the baseline is undecided, N at most (default 8) (the repeats field "
         "wins; default 1)",
-        _repeats,
+        _parser(parse_repeats),
         "N|auto[:N]",
     ),
     Setting("save_name", "save", "name this run in the history", _run_name, "NAME"),
@@ -482,7 +462,7 @@ SETTINGS = (
         "slurm-gpus-per-node",
         "GPUs on each compute node: jobs then ask for GPUs (gpus=, tensor_parallel_size or num_processes; "
         "1 by default) as generic resources; 0 or unset: only experiments that name GPUs ask for them",
-        _whole_number(0),
+        _parser(whole_number),
         "N",
     ),
     Setting(

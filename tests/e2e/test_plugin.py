@@ -99,6 +99,41 @@ def test_a_bad_marker_field_stops_collection_with_one_line(pytester: pytest.Pyte
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
+MARKED_SUITE_WITH_A_PROBE = {
+    "conftest": """
+        import sys
+
+        def pytest_terminal_summary(terminalreporter):
+            terminalreporter.write_line(f"pydantic loaded: {'pydantic' in sys.modules}")
+        """,
+    "test_marked": """
+        import pytest
+
+        @pytest.mark.llem(model="tiny", rounds=0)  # broken: found only when benchmarks run
+        @pytest.mark.parametrize("batch_size", [1, 2])
+        def test_generate(llem, batch_size):
+            pass
+        """,
+}
+
+
+def test_without_llem_marked_cases_are_skipped_without_loading_pydantic(pytester: pytest.Pytester, tmp_path):
+    pytester.makeconftest(MARKED_SUITE_WITH_A_PROBE["conftest"])
+    pytester.makepyfile(test_marked=MARKED_SUITE_WITH_A_PROBE["test_marked"])
+    result = run(pytester)
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["pydantic loaded: False"])
+    # With --llem the same markers are validated at collection, and the broken one is found.
+    result = run(pytester, "--llem", f"--llem-state-dir={tmp_path}", "--co")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: pytest-llem: test_marked.py::test_generate[[]1[]]: "
+            "@pytest.mark.llem: rounds: must be at least 1 (got 0)"
+        ]
+    )
+
+
 def test_a_bad_field_in_run_fails_only_that_test(pytester: pytest.Pytester, tmp_path: Path):
     pytester.makepyfile(
         """

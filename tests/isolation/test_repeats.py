@@ -14,13 +14,14 @@ import workloads
 from helpers import reports, start_llem_pytest
 from sample_reports import make_result
 
-from pytest_llem.config import DEFAULT_AUTO_REPEATS, build_config, parse_repeats
+from pytest_llem.config import build_config
 from pytest_llem.errors import ConfigError
 from pytest_llem.gating.limits import parse_limit
 from pytest_llem.isolation.repeats import RepeatPlan, run_repeats
 from pytest_llem.output.terminal import format_summary
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings, resolve_settings
+from pytest_llem.values import DEFAULT_AUTO_REPEATS, parse_repeats
 
 NODE = "tests/test_bench.py::test_throughput"
 BASELINE_RATE = 1000

@@ -9,7 +9,7 @@ its repeated processes. Each process loads the model again: the price of honest 
 `repeats="auto"` (or `"auto:N"`) pays that price only where it buys an answer: it starts with
 the fewest processes the rank test can decide on (`gating.stats.MIN_ROUNDS_FOR_SIGNIFICANCE`)
 and adds one at a time while the case's comparison with its baseline is undecided
-(`gating.compare.needs_more_samples`), up to N (default `config.DEFAULT_AUTO_REPEATS`). Without a
+(`gating.compare.needs_more_samples`), up to N (default `values.DEFAULT_AUTO_REPEATS`). Without a
 baseline or a limit there is nothing to decide, and the minimum is run.
 """
 
@@ -38,7 +38,7 @@ class RepeatPlan:
 
     @classmethod
     def of(cls, repeats: int | str) -> RepeatPlan:
-        """`repeats` as `ExperimentConfig` holds it: a count, or `auto:N` (`config.parse_repeats`)."""
+        """`repeats` as `ExperimentConfig` holds it: a count, or `auto:N` (`values.parse_repeats`)."""
         if isinstance(repeats, int):
             return cls(repeats, repeats)
         maximum = int(repeats.partition(":")[2])
