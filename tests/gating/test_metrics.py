@@ -53,3 +53,11 @@ def test_why_a_figure_is_missing_uses_the_meters_reason_for_energy():
     no_tokens = make_result([1.0], output_tokens=0)
     assert why_missing(METRICS["energy_per_token_j"], no_tokens) == "it recorded no output tokens"
     assert why_missing(METRICS["ttft_p50_s"], no_tokens) == "its result has no ttft_p50_s"
+
+
+def test_serving_metrics_are_gateable_from_results_and_rounds():
+    assert METRICS["goodput"].higher_is_better and METRICS["requests_per_s"].higher_is_better
+    assert not METRICS["energy_per_request_j"].higher_is_better and not METRICS["tpot_p99_s"].higher_is_better
+    round_ = RoundResult(index=0, duration_s=1.0, serving={"energy_per_request_j": 2.5})
+    assert METRICS["energy_per_request_j"].of_round(round_) == 2.5
+    assert METRICS["goodput"].of_round(RoundResult(index=0, duration_s=1.0)) is None
