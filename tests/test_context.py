@@ -118,3 +118,37 @@ def test_a_refused_figure_fails_its_experiment_with_that_one_line(bench, workloa
     assert str(info.value) == line  # one line, no traceback
     (entry,) = bench.entries
     assert entry.status == "failed" and entry.result is None
+
+
+def test_a_part_lies_inside_an_open_window_and_leaves_the_windows_figures_alone():
+    from pytest_llem.context import ExperimentContext
+    from pytest_llem.energy.meter import NoEnergyMeter
+
+    ctx = ExperimentContext(build_config({}), NoEnergyMeter())
+    with pytest.raises(RuntimeError, match="needs an open ctx.window"):
+        ctx.begin_part("steady")
+    with ctx.window():
+        ctx.begin_part("steady")
+        with pytest.raises(RuntimeError, match="already open"):
+            ctx.begin_part("steady")
+        time.sleep(0.01)
+        part = ctx.end_part("steady")
+    with pytest.raises(RuntimeError, match="never begun"):
+        ctx.end_part("steady")
+    (whole,) = ctx.windows
+    assert 0 < part.duration_s <= whole.duration_s
+
+
+def test_negative_or_nan_latencies_are_refused_in_one_line():
+    from pytest_llem.context import ExperimentContext
+    from pytest_llem.energy.meter import NoEnergyMeter
+
+    ctx = ExperimentContext(build_config({}), NoEnergyMeter())
+    for bad in (-0.5, math.nan, math.inf):
+        with pytest.raises(ValueError) as caught:
+            ctx.record_latency(first_token_s=bad)
+        assert (
+            str(caught.value)
+            == f"ctx.record_latency(first_token_s=...) takes a finite number of seconds >= 0, got {bad!r}"
+        )
+    assert ctx.first_token_latencies_s == []

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from sample_reports import CONFIG, GPT2, make_entry, make_report, make_result
+from serving_loads import (
+    serving_result,
+)
 
 from pytest_llem.gating.compare import compare_reports
 from pytest_llem.gating.gate import run_gate
@@ -72,3 +77,28 @@ def test_with_greedy_decoding_different_outputs_are_reported_beside_the_change()
         case([1.0], config=sampled, output_digest="aaaa").work,
         case([1.0], config=sampled, output_digest="bbbb").work,
     )
+
+
+def test_a_load_of_another_size_rate_or_concurrency_is_other_work():
+    from pytest_llem.gating.compare import compare_reports
+    from pytest_llem.gating.work import describe_work, work_differences
+
+    def work(result):
+        return describe_work(result.config, result, "prompts")
+
+    assert work_differences(work(serving_result(64)), work(serving_result(64))) == []
+    assert work_differences(work(serving_result(64)), work(serving_result(2))) == ["n_requests 64 -> 2"]
+    assert work_differences(work(serving_result(4, 2.0)), work(serving_result(4, math.inf))) == [
+        "request_rate 2.0 -> 'inf'"
+    ]
+    assert work_differences(work(serving_result(4, None, 2)), work(serving_result(4, None, 4))) == [
+        "concurrency 2 -> 4"
+    ]
+    base, now = serving_result(64), serving_result(2)
+    comparison = compare_reports(
+        make_report("base", [make_entry("t::serve", base, work=work(base))]),
+        make_report("now", [make_entry("t::serve", now, work=work(now))]),
+        [parse_limit("requests_per_s:5%")],
+    )
+    assert comparison.incomparable == {"t::serve": "n_requests 64 -> 2"}
+    assert {c.status for c in comparison.changes} == {"incomparable"}

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from sample_reports import CONFIG, make_entry, make_result
+from sample_reports import entry, make_entry
 
 from pytest_llem.errors import ConfigError
 from pytest_llem.output.summary import SummaryView, model_name, summary_groups
-from pytest_llem.output.terminal import format_summary
 from pytest_llem.settings import resolve_settings
-
-
-def entry(nodeid: str, energies: list[float], **config):
-    result = make_result(energies)
-    result.config = {**CONFIG, **config}
-    return make_entry(nodeid, result)
 
 
 def test_one_sample_shows_its_figure_and_several_show_median_and_interquartile_range():
@@ -24,14 +17,6 @@ def test_one_sample_shows_its_figure_and_several_show_median_and_interquartile_r
     assert group.rows[0] == ("t.py::one", "1", "3.00", "0.300")
     # The median of the rounds, not their mean or sum: one odd round does not move it.
     assert group.rows[1] == ("t.py::many", "5", "6.00 [5.00, 7.00]", "0.600 [0.500, 0.700]")
-
-
-def test_the_terminal_table_says_what_the_brackets_mean_only_when_they_appear():
-    single = format_summary([entry("t.py::one", [3.0])])
-    assert single[0].split() == ["test", "n", "duration_s", "tokens/s", "energy_j", "J/token", "status"]
-    assert not any("interquartile" in line for line in single)
-    several = format_summary([entry("t.py::many", [4.0, 5.0, 6.0])])
-    assert any(line.startswith("n > 1: each figure is the median [interquartile range]") for line in several)
 
 
 def test_rows_sort_by_a_metric_either_way_with_missing_figures_last():

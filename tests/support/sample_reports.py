@@ -79,3 +79,10 @@ def make_report(
         plugin_version="0.1.0",
         experiments=entries,
     )
+
+
+def entry(nodeid: str, energies: list[float], **config):
+    """An entry of one result per energy, with `config` over the sample config."""
+    result = make_result(energies)
+    result.config = {**CONFIG, **config}
+    return make_entry(nodeid, result)

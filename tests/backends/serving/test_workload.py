@@ -1,53 +1,30 @@
-"""scenario="serving": config, load generator, steady state, summary, and real servers.
+"""scenario="serving" run as a workload: its config, and real servers in real experiments.
 
-The unit tests drive the pieces directly. The process tests start real servers inside
-real experiments: `transformers serve` on the tiny model (the torch extra), and
+The process tests start `transformers serve` on the tiny model (the torch extra), and
 `tests/support/fake_openai_server.py`, a small server of our own whose switches make it misbehave.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from helpers import SUPPORT_DIR, read_pids, reports, start_llem_pytest, wait_for_file, wait_until_all_gone
-from sample_reports import make_entry, make_report, make_result
-
-from pytest_llem.backends import BACKEND_ENV_DEFAULTS
-from pytest_llem.backends.serving.loadgen import (
-    RequestRecord,
-    SteadyState,
-    StreamChunk,
-    arrival_offsets,
-    read_chunk,
+from helpers import read_pids, reports, start_llem_pytest, wait_for_file, wait_until_all_gone
+from sample_reports import make_entry, make_report
+from serving_loads import (
+    SERVING,
+    STUB,
+    stub_server,
 )
-from pytest_llem.backends.serving.server import HOST, server_command, server_env
-from pytest_llem.backends.serving.summary import summarise
-from pytest_llem.backends.serving.workload import request_extra
+
 from pytest_llem.config import build_config, canonical_config_json, compute_config_hash
-from pytest_llem.energy.uncertainty import energy_uncertainty
 from pytest_llem.errors import ConfigError, ExperimentFailed
 from pytest_llem.gating.limits import parse_limit
-from pytest_llem.gating.metrics import METRICS
-from pytest_llem.isolation.assembly import assemble_result
-from pytest_llem.output.summary import SummaryView
-from pytest_llem.output.terminal import format_summary
-from pytest_llem.results import DeviceEnergy, RoundResult, ServingSummary, WindowMeasurement
-
-STUB = str(SUPPORT_DIR / "fake_openai_server.py")
-SERVING = {"scenario": "serving"}
-
-
-def stub_server(*switches: str) -> list[str]:
-    return [sys.executable, STUB, "--port", "{port}", *switches]
-
 
 # --- configuration -------------------------------------------------------------------------
 
@@ -87,210 +64,6 @@ def test_an_infinite_rate_survives_the_trip_to_the_child_and_offline_hashes_are_
     assert "scenario" not in canonical_config_json(offline, "m:f")
     # The hash this offline config had before the serving fields existed.
     assert compute_config_hash(build_config({}), "a:b") == "d3ba6425f293b3e5"
-
-
-# --- commands and environments ---------------------------------------------------------------
-
-
-def test_vllm_serve_command_and_environment_reuse_the_vllm_backend():
-    config = build_config(
-        {
-            **SERVING,
-            "server": "vllm",
-            "model": "Qwen/Qwen2.5-0.5B-Instruct",
-            "request_rate": 4,
-            "precision": "bf16",
-            "tensor_parallel_size": 2,
-            "max_model_len": 2048,
-            "enforce_eager": True,
-            "env": {"VLLM_LOGGING_LEVEL": "DEBUG"},
-        }
-    )
-    command = server_command(config, 8123)
-    assert Path(command[0]).name == "vllm" and command[1:3] == ["serve", "Qwen/Qwen2.5-0.5B-Instruct"]
-    flags = command[3:]
-    assert flags[:4] == ["--host", HOST, "--port", "8123"] and HOST == "127.0.0.1"
-
-    def value(flag: str) -> str:
-        return flags[flags.index(flag) + 1]
-
-    assert value("--tensor-parallel-size") == "2" and value("--dtype") == "bfloat16"
-    assert value("--max-model-len") == "2048" and value("--seed") == "0"
-    assert value("--gpu-memory-utilization") == "0.9"
-    assert "--enforce-eager" in flags
-    # batch_size defaults to 1: a server must not be capped at one sequence unless asked.
-    assert "--max-num-seqs" not in flags
-    capped = server_command(config.model_copy(update={"batch_size": 64}), 8123)
-    assert capped == server_command(build_config({**config.model_dump(), "batch_size": 64}), 8123)
-    assert capped[capped.index("--max-num-seqs") + 1] == "64"
-
-    env = server_env(config, {"PATH": "/bin", "TORCH_COMPILE_DISABLE": "0", "VLLM_LOGGING_LEVEL": "DEBUG"})
-    assert env["VLLM_WORKER_MULTIPROC_METHOD"] == BACKEND_ENV_DEFAULTS["vllm"]["VLLM_WORKER_MULTIPROC_METHOD"]
-    assert env["TORCH_COMPILE_DISABLE"] == "0"  # the user's environment wins over the defaults
-    assert env["VLLM_LOGGING_LEVEL"] == "DEBUG" and env["PATH"] == "/bin"
-    assert request_extra(config) == {"ignore_eos": True, "min_tokens": 32}
-
-
-def test_transformers_and_custom_commands(tmp_path):
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "generation_config.json").write_text(
-        json.dumps({"eos_token_id": 1, "suppress_tokens": [0], "transformers_version": "5"})
-    )
-    config = build_config(
-        {**SERVING, "server": "transformers", "model": str(model), "concurrency": 2, "device": "cpu"}
-    )
-    command = server_command(config, 9000)
-    assert Path(command[0]).name == "transformers" and command[1:3] == ["serve", str(model)]
-    assert command[3:7] == ["--host", "127.0.0.1", "--port", "9000"]
-    assert command[command.index("--device") + 1] == "cpu"
-    assert "VLLM_WORKER_MULTIPROC_METHOD" not in server_env(config, {})
-    # transformers serve replaces the model's generation config with the request's: keep the model's.
-    generation = json.loads(request_extra(config)["generation_config"])
-    assert generation == {
-        "eos_token_id": 1,
-        "suppress_tokens": [0],
-        "min_new_tokens": 32,
-        "max_new_tokens": 32,
-    }
-
-    custom = build_config(
-        {**SERVING, "server": ["srv", "--model={model}", "{port}"], "model": "m", "request_rate": 1}
-    )
-    assert server_command(custom, 7) == ["srv", "--model=m", "7"]
-    assert request_extra(custom) == {}  # OpenAI's fields only
-
-
-# --- arrivals and the steady state -----------------------------------------------------------
-
-
-def test_poisson_arrivals_are_seeded_and_have_the_asked_rate():
-    offsets = arrival_offsets(4000, 8.0, seed=3)
-    assert offsets == arrival_offsets(4000, 8.0, seed=3) != arrival_offsets(4000, 8.0, seed=4)
-    assert offsets[0] == 0.0 and offsets == sorted(offsets)
-    assert 7.0 < (len(offsets) - 1) / offsets[-1] < 9.0
-    assert arrival_offsets(5, math.inf, 0) == [0.0] * 5 == arrival_offsets(5, None, 0)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_closed_loop_steady_state_runs_from_full_concurrency_to_the_first_drop_after_the_last_send():
-    clock, events = Clock(), []
-    steady = SteadyState(
-        5, None, 2, lambda: events.append("open"), lambda: events.append("close"), clock=clock
-    )
-    clock.now = 1.0
-    steady.request_sent()
-    assert events == []
-    clock.now = 2.0
-    steady.request_sent()  # 2 in flight: the target
-    for t in (3.0, 4.0, 5.0):  # one answered, the next sent
-        clock.now = t
-        steady.request_done()
-        steady.request_sent()
-    assert events == ["open"]
-    clock.now = 6.0
-    steady.request_done()  # all 5 sent: the drain begins
-    clock.now = 7.0
-    steady.request_done()
-    steady.finish()
-    assert events == ["open", "close"] and (steady.opened_at, steady.closed_at) == (2.0, 6.0)
-    assert steady.note is None
-
-
-def test_open_loop_steady_state_and_a_load_that_never_reaches_it():
-    clock = Clock()
-    steady = SteadyState(3, 2.0, None, clock=clock)
-    clock.now = 0.0
-    steady.request_sent()
-    clock.now = 0.4
-    steady.request_sent()
-    clock.now = 0.5
-    steady.request_done()  # answers while arrivals go on: steady
-    clock.now = 0.9
-    steady.request_sent()  # the last arrival: the drain begins
-    steady.finish()
-    assert (steady.opened_at, steady.closed_at) == (0.5, 0.9)
-
-    burst = SteadyState(3, 50.0, None, clock=clock)
-    for _ in range(3):
-        burst.request_sent()
-    burst.request_done()
-    burst.finish()
-    assert burst.opened_at is None and "no steady state: all 3 requests were sent" in burst.note
-
-
-# --- the summary ------------------------------------------------------------------------------
-
-
-def record(
-    index: int,
-    sent: float,
-    chunks: list[float],
-    usage: int | None,
-    error: str | None = None,
-    text: str = " word",
-):
-    done = None if error else chunks[-1] + 0.01
-    return RequestRecord(index, sent, done, [StreamChunk(t, text) for t in chunks], usage, 4, error)
-
-
-def window(duration_s: float, energy_j: float | None) -> WindowMeasurement:
-    return WindowMeasurement(
-        duration_s=duration_s, devices=[DeviceEnergy(device="gpu0", energy_j=energy_j, duration_s=duration_s)]
-    )
-
-
-def test_summary_rates_percentiles_goodput_and_energy():
-    records = [
-        record(0, 0.0, [0.1, 0.2, 0.3, 0.4], 4),  # ttft 0.1, tpot 0.1033
-        record(1, 0.5, [1.5, 1.6, 1.7, 1.8], 4),  # ttft 1.0: misses the ttft objective
-        record(2, 1.0, [1.2, 1.3, 1.4], 4),  # usage says 4 in 3 chunks: the first held 2
-        record(3, 1.5, [], None, error="HTTP 500: boom"),
-    ]
-    summary = summarise(
-        records,
-        server="stub",
-        server_log=None,
-        request_rate=2.0,
-        concurrency=None,
-        slo={"ttft_s": 0.5},
-        whole=window(2.0, 100.0),
-        steady_span=(0.3, 1.5),
-        steady_measured=window(1.0, 60.0),
-        steady_note=None,
-    )
-    assert (summary.n_requests, summary.completed, summary.errors) == (4, 3, 1)
-    assert summary.error_samples == ["request 3: HTTP 500: boom"] and summary.token_mismatches == 0
-    assert summary.output_tokens == 12 and summary.input_tokens == 12
-    assert summary.requests_per_s == 1.5 and summary.output_tokens_per_s == 6.0
-    assert summary.good_requests == 2 and summary.goodput == 0.5
-    assert summary.ttft.count == 3 and summary.ttft.p50_s <= summary.ttft.p90_s <= summary.ttft.p99_s
-    assert summary.itl.count == 8
-    assert summary.energy_per_request_whole_j == pytest.approx(100 / 3)
-    assert summary.energy_per_output_token_whole_j == pytest.approx(100 / 12)
-    assert summary.energy_per_good_request_j == pytest.approx(50.0)
-    # Steady state: 7 tokens arrived in [0.3, 1.5] (2 + 1 + request 2's 2 + 1 + 1) -> 60/7 J/token,
-    # x 4 tokens a request.
-    assert summary.steady.output_tokens == 7 and summary.energy_per_output_token_j == pytest.approx(60 / 7)
-    assert summary.energy_per_request_j == pytest.approx(60 / 7 * 4)
-
-    unmeasured = summary.model_copy(update={"energy_j": None, "steady": None})
-    assert unmeasured.energy_per_request_j is None and unmeasured.energy_per_good_request_j is None
-
-
-def test_serving_metrics_are_gateable_from_results_and_rounds():
-    assert METRICS["goodput"].higher_is_better and METRICS["requests_per_s"].higher_is_better
-    assert not METRICS["energy_per_request_j"].higher_is_better and not METRICS["tpot_p99_s"].higher_is_better
-    round_ = RoundResult(index=0, duration_s=1.0, serving={"energy_per_request_j": 2.5})
-    assert METRICS["energy_per_request_j"].of_round(round_) == 2.5
-    assert METRICS["goodput"].of_round(RoundResult(index=0, duration_s=1.0)) is None
 
 
 # --- real servers in real experiments --------------------------------------------------------
@@ -578,34 +351,6 @@ def test_a_server_streaming_two_tokens_a_chunk_gives_the_true_tokens_and_energy_
     assert (serving["token_mismatches"], serving["impossible_usage"]) == (0, 0)
 
 
-def test_the_serving_table_says_why_a_figure_is_missing():
-    from types import SimpleNamespace
-
-    from pytest_llem.output.serving_table import format_serving_table
-
-    records = [record(i, 0.0, [0.1, 0.2], 2) for i in range(3)]
-    summary = summarise(
-        records,
-        server="stub",
-        server_log=None,
-        request_rate=math.inf,
-        concurrency=None,
-        slo={},
-        whole=WindowMeasurement(duration_s=1.0),
-        steady_span=None,
-        steady_measured=None,
-        steady_note="no steady state: the target concurrency was never reached",
-    )
-    offline = SimpleNamespace(nodeid="t::offline", result=SimpleNamespace(serving=None))
-    assert format_serving_table([offline]) == []
-    lines = format_serving_table(
-        [offline, SimpleNamespace(nodeid="t::serve", result=SimpleNamespace(serving=summary))]
-    )
-    (row,) = [line.split() for line in lines if line.split()[:1] == ["t::serve"]]
-    assert row[1] == "inf" and row[-5:] == ["100%", "0", "-", "-", "-"]
-    assert lines[-1] == "t::serve: no steady state: the target concurrency was never reached"
-
-
 def test_rounds_and_repeats_keep_each_loads_figures_as_samples(bench):
     fields = {**SERVING, "server": stub_server(), "concurrency": 2, "n_requests": 4, "max_new_tokens": 4}
     result = bench.run_experiment("tests/test_serving.py::rounds", None, [{**fields, "rounds": 2}])
@@ -617,221 +362,6 @@ def test_rounds_and_repeats_keep_each_loads_figures_as_samples(bench):
     pooled = bench.run_experiment("tests/test_serving.py::repeats", None, [{**fields, "repeats": 2}])
     assert [r.process for r in pooled.rounds] == [0, 1]
     assert all(r.serving["tpot_p50_s"] is not None for r in pooled.rounds)
-
-
-def test_a_part_lies_inside_an_open_window_and_leaves_the_windows_figures_alone():
-    from pytest_llem.context import ExperimentContext
-    from pytest_llem.energy.meter import NoEnergyMeter
-
-    ctx = ExperimentContext(build_config({}), NoEnergyMeter())
-    with pytest.raises(RuntimeError, match="needs an open ctx.window"):
-        ctx.begin_part("steady")
-    with ctx.window():
-        ctx.begin_part("steady")
-        with pytest.raises(RuntimeError, match="already open"):
-            ctx.begin_part("steady")
-        time.sleep(0.01)
-        part = ctx.end_part("steady")
-    with pytest.raises(RuntimeError, match="never begun"):
-        ctx.end_part("steady")
-    (whole,) = ctx.windows
-    assert 0 < part.duration_s <= whole.duration_s
-
-
-# --- tokens, not chunks ----------------------------------------------------------------------
-
-
-def chunked(index: int, sent: float, times: list[float], texts: list[str], usage: object, **fields):
-    """A finished request whose chunks carry `texts`; its usage is read as a server's would be."""
-    chunks = [StreamChunk(t, x) for t, x in zip(times, texts, strict=True)]
-    rec = RequestRecord(index, sent, times[-1] + 0.01, chunks)
-    read_chunk({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": usage}}, times[-1], rec)
-    for name, value in fields.items():
-        setattr(rec, name, value)
-    return rec
-
-
-def summarise_records(records, count_text=None, steady_span=(0.0, 10.0), steady=None):
-    return summarise(
-        records,
-        server="stub",
-        server_log=None,
-        request_rate=None,
-        concurrency=2,
-        slo={},
-        whole=window(10.0, 100.0),
-        steady_span=steady_span,
-        steady_measured=steady or window(5.0, 50.0),
-        steady_note=None,
-        count_text=count_text,
-    )
-
-
-def test_a_chunk_of_k_tokens_counts_k_tokens_at_its_arrival_and_k_per_token_gaps():
-    # Two tokens a chunk, usage in a final chunk of its own: 8 tokens in 4 chunks each.
-    two = [" t0 t1", " t2 t3", " t4 t5", " t6 t7"]
-    records = [chunked(0, 0.0, [1.0, 2.0, 3.0, 4.0], two, 8), chunked(1, 0.0, [1.5, 2.5, 3.5, 4.5], two, 8)]
-    summary = summarise_records(records, steady_span=(1.8, 3.6))
-    assert summary.output_tokens == 16 and summary.token_mismatches == summary.impossible_usage == 0
-    assert summary.token_source == "chunks" and summary.warnings == []
-    assert [r.chunk_tokens for r in records] == [[2, 2, 2, 2]] * 2
-    # 4 chunks in [1.8, 3.6], 2 tokens each: 50 J / 8 tokens, not 50 J / 4 chunks.
-    assert summary.steady.output_tokens == 8 and summary.energy_per_output_token_j == pytest.approx(6.25)
-    # Per-token gaps: each later chunk's 1 s gap is 2 tokens of 0.5 s.
-    assert summary.itl.count == 12 and summary.itl.max_s == pytest.approx(0.5)
-    assert summary.tpot.p50_s == pytest.approx((4.01 - 1.0) / 7)
-
-
-def test_per_chunk_usage_and_the_tokenizer_count_each_chunk_and_usage_sets_the_total():
-    exact = RequestRecord(0, 0.0, 3.0)
-    for time_s, cumulative in ((1.0, 1), (2.0, 4), (3.0, 5)):  # vLLM's continuous usage
-        read_chunk(
-            {"choices": [{"text": "x" * cumulative}], "usage": {"completion_tokens": cumulative}},
-            time_s,
-            exact,
-        )
-    read_chunk({"choices": [], "usage": {"completion_tokens": 5}}, 3.0, exact)
-    counted = chunked(1, 0.0, [1.0, 2.0], ["a b c", "d"], 4)
-    words = chunked(2, 0.0, [1.0, 2.0], ["a b c", "d"], 9)  # the tokenizer says 4: off by more than 2
-    summary = summarise_records([exact, counted, words], count_text=lambda text: len(text.split()))
-    assert exact.chunk_tokens == [1, 3, 1] and counted.chunk_tokens == [3, 1]
-    assert words.chunk_tokens == [7, 2] and summary.output_tokens == 5 + 4 + 9
-    assert summary.token_source == "tokenizer (2), usage_per_chunk (1)"
-    assert summary.token_mismatches == 1
-    (mismatch,) = summary.warnings
-    assert mismatch.code == "token_mismatch" and mismatch.message.startswith(
-        "1 of 3 requests: usage disagrees with what was streamed; usage counted (request 2: usage says 9"
-    )
-
-
-def test_usage_the_stream_cannot_hold_or_cannot_read_is_flagged_and_not_believed():
-    liar = chunked(0, 0.0, [1.0, 2.0], [" t0", " t1"], 1_000_000)
-    too_few = chunked(1, 0.0, [1.0, 2.0, 3.0], [" t0", " t1", " t2"], 2)
-    text = chunked(2, 0.0, [1.0, 2.0], [" t0", " t1"], "2")  # a string where a number belongs
-    honest = chunked(3, 0.0, [1.0, 2.0], [" t0", " t1"], 2)
-    summary = summarise_records([liar, too_few, text, honest])
-    assert summary.output_tokens == 2 + 3 + 2 + 2  # the stream's own count where usage is doubtful
-    assert (summary.impossible_usage, summary.token_mismatches) == (2, 1)
-    flags = {w.code: w.message for w in summary.warnings}
-    assert flags["impossible_usage"].startswith("2 of 4 requests: usage the streamed text cannot hold")
-    assert (
-        "request 0: usage claims 1000000 completion tokens, 2 chunks of text were streamed"
-        in flags["impossible_usage"]
-    )
-    assert "request 2: usage completion_tokens '2' is not a whole number" in flags["token_mismatch"]
-
-
-def test_the_steady_windows_flags_and_uncertainty_travel_with_its_figures():
-    from pytest_llem.energy.quality import assess_window
-
-    def measured(duration_s: float, samples: int) -> WindowMeasurement:
-        device = DeviceEnergy(
-            device="gpu0",
-            energy_j=300 * duration_s,
-            duration_s=duration_s,
-            energy_source="nvml-counter",
-            power_samples=samples,
-        )
-        return WindowMeasurement(
-            duration_s=duration_s, devices=[device], warnings=assess_window(duration_s, [device])
-        )
-
-    records = [chunked(0, 0.0, [1.0, 2.0], [" t0", " t1"], 2)]
-    steady = measured(0.31, 3)
-    summary = summarise_records(records, steady_span=(1.0, 1.31), steady=steady)
-    codes = [w.code for w in summary.warnings]
-    assert codes == ["short_window", "few_power_samples"]
-    assert all(w.message.startswith("steady-state window: ") for w in summary.warnings)
-    # Its own uncertainty: a 0.31 s window's counter resolution, not the whole load's.
-    assert summary.steady.energy_uncertainty.parts["counter_resolution"] == pytest.approx(
-        0.1 / math.sqrt(6) / 0.31
-    )
-    whole = measured(20.0, 400)
-    result = assemble_result(
-        identity={"experiment_id": "e", "config_hash": "c", "config": {}, "workload": None},
-        measured=whole,
-        window_count=1,
-        input_tokens=None,
-        output_tokens=2,
-        batch_latencies_s=[],
-        first_token_latencies_s=[],
-        inter_token_latencies_s=[],
-        peak_memory=None,
-        flops_estimate=None,
-        rounds=[],
-        phase_durations_s={},
-        extra={},
-        serving=summary,
-        started_at=datetime.now(timezone.utc),
-        finished_at=datetime.now(timezone.utc),
-    )
-    assert result.flagged and [w.code for w in result.warnings] == codes
-    result.energy_uncertainty = energy_uncertainty(result)
-    assert result.uncertainty_of("energy_per_output_token_j") == summary.steady.energy_uncertainty
-    assert result.uncertainty_of("energy_per_request_whole_j") == result.energy_uncertainty
-    cells = [
-        line
-        for line in format_summary(
-            [make_entry("t::serve", result)], SummaryView(("test", "energy_per_output_token_j", "status"))
-        )
-    ]
-    steady_pct = 100 * summary.steady.energy_uncertainty.relative
-    assert any(f"±{steady_pct:.1f}%" in line and "passed !" in line for line in cells)
-
-
-# --- equal work, round trips, bad input ------------------------------------------------------
-
-
-def serving_result(n_requests: int, rate: float | None = 2.0, concurrency: int | None = None):
-    summary = ServingSummary(
-        server="stub",
-        request_rate=rate,
-        concurrency=concurrency,
-        n_requests=n_requests,
-        completed=n_requests,
-        errors=0,
-        duration_s=1.0,
-        output_tokens=2 * n_requests,
-        good_requests=n_requests,
-    )
-    config = {"scenario": "serving", "request_rate": "inf" if rate == math.inf else rate, "max_new_tokens": 2}
-    return make_result([10.0], serving=summary, config=config)
-
-
-def test_a_load_of_another_size_rate_or_concurrency_is_other_work():
-    from pytest_llem.gating.compare import compare_reports
-    from pytest_llem.gating.work import describe_work, work_differences
-
-    def work(result):
-        return describe_work(result.config, result, "prompts")
-
-    assert work_differences(work(serving_result(64)), work(serving_result(64))) == []
-    assert work_differences(work(serving_result(64)), work(serving_result(2))) == ["n_requests 64 -> 2"]
-    assert work_differences(work(serving_result(4, 2.0)), work(serving_result(4, math.inf))) == [
-        "request_rate 2.0 -> 'inf'"
-    ]
-    assert work_differences(work(serving_result(4, None, 2)), work(serving_result(4, None, 4))) == [
-        "concurrency 2 -> 4"
-    ]
-    base, now = serving_result(64), serving_result(2)
-    comparison = compare_reports(
-        make_report("base", [make_entry("t::serve", base, work=work(base))]),
-        make_report("now", [make_entry("t::serve", now, work=work(now))]),
-        [parse_limit("requests_per_s:5%")],
-    )
-    assert comparison.incomparable == {"t::serve": "n_requests 64 -> 2"}
-    assert {c.status for c in comparison.changes} == {"incomparable"}
-
-
-def test_an_infinite_rate_survives_a_report_round_trip():
-    from pytest_llem.output.serving_table import format_serving_table
-    from pytest_llem.store.report import ReportEntry
-
-    entry = make_entry("t::serve", serving_result(3, math.inf))
-    again = ReportEntry.model_validate_json(entry.model_dump_json())
-    assert again.result.serving.request_rate == math.inf
-    (row,) = [line.split() for line in format_serving_table([again]) if line.startswith("t::serve")]
-    assert row[1] == "inf"
 
 
 def test_booleans_and_unknown_endpoints_are_refused_in_one_line():
@@ -856,41 +386,6 @@ def test_a_serving_experiment_has_a_time_limit_when_none_is_set():
     config = build_config({**SERVING, "request_rate": 2, "server_startup_timeout": 100, "rounds": 2})
     assert default_timeout_s(config) == 100 + 2 * SERVING_ROUND_TIMEOUT_S
     assert default_timeout_s(build_config({})) is None
-
-
-def test_negative_or_nan_latencies_are_refused_in_one_line():
-    from pytest_llem.context import ExperimentContext
-    from pytest_llem.energy.meter import NoEnergyMeter
-
-    ctx = ExperimentContext(build_config({}), NoEnergyMeter())
-    for bad in (-0.5, math.nan, math.inf):
-        with pytest.raises(ValueError) as caught:
-            ctx.record_latency(first_token_s=bad)
-        assert (
-            str(caught.value)
-            == f"ctx.record_latency(first_token_s=...) takes a finite number of seconds >= 0, got {bad!r}"
-        )
-    assert ctx.first_token_latencies_s == []
-
-
-def test_a_server_that_trickles_bytes_hits_the_limit_on_the_whole_request(tmp_path):
-
-    from pytest_llem.backends.serving.loadgen import LoadPlan, run_load
-    from pytest_llem.backends.serving.server import ServerProcess, free_port
-
-    port = free_port()
-    command = [part.replace("{port}", str(port)) for part in stub_server("--trickle", "30")]
-    server = ServerProcess(command, dict(os.environ), port, tmp_path / "stub.log")
-    try:
-        server.wait_healthy(30)
-        plan = LoadPlan(server.base_url, "m", ["a b"], 4, 0.0, None, 1, 0, request_timeout_s=1.0)
-        started = time.monotonic()
-        (record,), _ = run_load(plan)
-        elapsed = time.monotonic() - started
-    finally:
-        server.stop()
-    assert record.error == "no complete answer within 1 s (the limit on a whole request)"
-    assert elapsed < 10 and not record.ok
 
 
 # --- hostile servers in real experiments -----------------------------------------------------
