@@ -1,5 +1,6 @@
 """The run's record as this pytest process keeps it: the session report and its file, the
-baseline and the gate's outcome, storage problems, skipped files, and the report's last word.
+baseline (and whether a case's comparison with it is still undecided) and the gate's outcome,
+storage problems, skipped files, and the report's last word.
 
 Runs in the pytest process, with no pytest in it. `session.BenchmarkSession` adds each
 experiment's entry; what depends on the process's part in an xdist run (the report's file
@@ -18,10 +19,12 @@ from typing import TYPE_CHECKING
 
 from pytest_llem import __version__
 from pytest_llem.errors import INTERRUPTED_EXIT_CODE, ConfigError, LlemError, StorageError
-from pytest_llem.gating.compare import Comparison, MetricChange
+from pytest_llem.gating.compare import Comparison, MetricChange, measured_by_case, needs_more_samples
+from pytest_llem.gating.fingerprint import fingerprint_differences
 from pytest_llem.gating.gate import GateOutcome
 from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts
 from pytest_llem.processes import process_start_time
+from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.atomic import DiskFull, disk_is_full, make_reserve
 from pytest_llem.store.database import StoreBusy, StoreFailed
@@ -151,6 +154,23 @@ class RunRecord:
         """Compare with the baseline and check budgets, as the role does; return whether that
         fails the session."""
         return self.role.gate(self)
+
+    def undecided(self, entry: ReportEntry, result: ExperimentResult) -> bool:
+        """Whether one more process could decide `entry`'s comparison with its baseline case
+        (`repeats="auto"`); without a baseline, or a baseline on other hardware, nothing can."""
+        baseline = self.baseline
+        if baseline is None:
+            return False
+        before = measured_by_case(baseline).get(entry.key)
+        if before is None:
+            return False
+        hardware = fingerprint_differences(baseline.machine, self.report.machine).hardware
+        if hardware and not self.settings.compare_across_machines:
+            return False
+        prompt_digest = entry.work.prompt_digest if entry.work else None
+        return needs_more_samples(
+            before, result, prompt_digest, self.settings.compare_fail, self.settings.gate_flagged
+        )
 
     def test_failed(self, nodeid: str) -> None:
         """pytest failed the test `nodeid`: its experiments' status says so, whatever they measured."""

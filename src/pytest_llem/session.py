@@ -28,15 +28,7 @@ from pytest_llem.config import (
 from pytest_llem.energy.idle import SETTLE_S, IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.energy.uncertainty import energy_uncertainty
-from pytest_llem.errors import (
-    ConfigError,
-    ExperimentFailed,
-    ExperimentInterrupted,
-    LlemError,
-    StorageError,
-)
-from pytest_llem.gating.compare import measured_by_case, needs_more_samples
-from pytest_llem.gating.fingerprint import fingerprint_differences
+from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError, StorageError
 from pytest_llem.gating.work import describe_work
 from pytest_llem.isolation.files import server_log_path
 from pytest_llem.isolation.launcher import (
@@ -78,18 +70,8 @@ from pytest_llem.settings import LlemSettings
 from pytest_llem.store.atomic import redact_file
 from pytest_llem.store.models import model_fingerprint
 from pytest_llem.store.redaction import EXTRA_NAMES_ENV, redact_text, set_extra_secret_names
-from pytest_llem.store.report import (
-    ReportEntry,
-    SessionOutcome,
-    SessionReport,
-    WorkSignature,
-)
-from pytest_llem.store.state import (
-    ExperimentPhase,
-    ExperimentState,
-    StateManager,
-    sanitise_experiment_id,
-)
+from pytest_llem.store.report import ReportEntry, SessionOutcome, WorkSignature
+from pytest_llem.store.state import ExperimentPhase, ExperimentState, StateManager, sanitise_experiment_id
 
 
 class BenchmarkSession:
@@ -165,14 +147,6 @@ class BenchmarkSession:
             self._preloader.close()
 
     @property
-    def report(self) -> SessionReport:
-        return self.record.report
-
-    @property
-    def entries(self) -> list[ReportEntry]:
-        return self.record.entries
-
-    @property
     def problems(self) -> list[str]:
         """Problems that did not stop the session, for the terminal summary (the record's)."""
         return self.record.problems
@@ -200,7 +174,7 @@ class BenchmarkSession:
         Raises `LlemError` subclasses whose message is meant for the user as it is.
         """
         entry = ReportEntry(nodeid=nodeid, case_key=case_key, worker_id=self.role.worker_id)
-        self.entries.append(entry)
+        self.record.entries.append(entry)
         guard = InterruptGuard(self.interrupts)
         # The guard covers teardown *and* bookkeeping: a signal cannot leave a state half-done.
         with guard.installed():
@@ -296,7 +270,7 @@ class BenchmarkSession:
         state = self.states.create(
             experiment_id,
             config_hash,
-            run_id=self.report.run_id,
+            run_id=self.record.report.run_id,
             nodeid=entry.nodeid,
             case_key=entry.case_key,
         )
@@ -321,7 +295,7 @@ class BenchmarkSession:
                 lambda process: self._run_process(
                     entry.nodeid, request, env, guard, timeout_s, process, plan.maximum
                 ),
-                partial(self._undecided, entry),
+                partial(self.record.undecided, entry),
             )
         except ExperimentInterrupted as exc:
             if exc.result is not None:
@@ -423,23 +397,6 @@ class BenchmarkSession:
         if lease is not None:
             lease.release()
             self._note_lease_problems()
-
-    def _undecided(self, entry: ReportEntry, result: ExperimentResult) -> bool:
-        """Whether one more process could decide `entry`'s comparison with its baseline case
-        (`repeats="auto"`); without a baseline, or a baseline on other hardware, nothing can."""
-        baseline = self.record.baseline
-        if baseline is None:
-            return False
-        before = measured_by_case(baseline).get(entry.key)
-        if before is None:
-            return False
-        hardware = fingerprint_differences(baseline.machine, self.report.machine).hardware
-        if hardware and not self.settings.compare_across_machines:
-            return False
-        prompt_digest = entry.work.prompt_digest if entry.work else None
-        return needs_more_samples(
-            before, result, prompt_digest, self.settings.compare_fail, self.settings.gate_flagged
-        )
 
     def _run_process(
         self,
@@ -556,7 +513,7 @@ class BenchmarkSession:
             state = self.states.create(
                 entry.experiment_id,
                 entry.config_hash,
-                run_id=self.report.run_id,
+                run_id=self.record.report.run_id,
                 nodeid=entry.nodeid,
                 case_key=entry.case_key,
             )

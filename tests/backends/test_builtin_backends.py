@@ -71,7 +71,7 @@ def test_precision_and_prompt_sources(bench, tiny_model, tmp_path):
     assert from_list.input_tokens == from_txt.input_tokens == from_jsonl.input_tokens
     assert from_list.extra["output_digest"] == from_jsonl.extra["output_digest"]
     # The prompts' text is the prompt set, wherever it came from.
-    prompt_digests = [e.work.prompt_digest for e in bench.entries[-3:]]
+    prompt_digests = [e.work.prompt_digest for e in bench.record.entries[-3:]]
     assert prompt_digests[0] == prompt_digests[1] == prompt_digests[2] is not None
     bf16 = pytorch(bench, tiny_model, precision="bf16", n_prompts=2)
     assert bf16.output_tokens == 10 and bf16.extra["precision"] == "bf16"
@@ -297,7 +297,7 @@ def test_vllm_digests_describe_the_work_and_catch_changed_outputs(bench, vllm_st
     assert len(digests) == 1 and None not in digests
     fewer = vllm(bench, vllm_stand_in, **{**fields, "max_new_tokens": 4})
     assert fewer.extra["request_tokens_digest"] != first.extra["request_tokens_digest"]
-    base, same, new = (e.work for e in bench.entries[:3])
+    base, same, new = (e.work for e in bench.record.entries[:3])
     assert work_differences(base, same) == [] and not outputs_changed(base, same)
     assert work_differences(base, new) == [] and outputs_changed(base, new)
 

@@ -118,7 +118,7 @@ def test_a_clear_regression_stops_at_the_minimum(gated, tmp_path: Path):
     assert failure.metric == "tokens_per_s" and failure.status == "regression" and failure.p_value == 0.05
     assert (
         f"repeats=auto: processes each case needed to settle its comparison, of its maximum: {NODE} 3/5"
-        in (format_summary(bench.entries))
+        in (format_summary(bench.record.entries))
     )
 
 
@@ -138,7 +138,7 @@ def test_an_unclear_shift_goes_to_the_maximum_and_says_so(gated, tmp_path: Path)
     assert bench.record.gate() is False
     (change,) = [c for c in bench.record.comparison.changes if c.metric == "tokens_per_s"]
     assert change.inconclusive and change.note.startswith("beyond the limit but not significant")
-    assert f"{NODE} 5/5 (still undecided)" in "\n".join(format_summary(bench.entries))
+    assert f"{NODE} 5/5 (still undecided)" in "\n".join(format_summary(bench.record.entries))
 
 
 def test_without_a_baseline_auto_runs_the_minimum(tmp_path: Path):
