@@ -116,7 +116,7 @@ def test_a_refused_figure_fails_its_experiment_with_that_one_line(bench, workloa
     with pytest.raises(ExperimentFailed) as info:
         bench.run_experiment(f"tests/test_context.py::{workload.__name__}", workload, [{}])
     assert str(info.value) == line  # one line, no traceback
-    (entry,) = bench.entries
+    (entry,) = bench.record.entries
     assert entry.status == "failed" and entry.result is None
 
 

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_llem.errors import INTERRUPTED_EXIT_CODE, ConfigError, ExperimentInterrupted, LlemError
-from pytest_llem.settings import SETTINGS, LlemSettings, resolve_settings
+from pytest_llem.settings import SETTINGS, LlemSettings, resolve_settings, smoke_settings
 
 if TYPE_CHECKING:
     from pytest_llem.config import ExperimentConfig
     from pytest_llem.isolation.workload import Workload
     from pytest_llem.results import ExperimentResult
+    from pytest_llem.roles import XdistControllerRole
     from pytest_llem.session import BenchmarkSession
 
 RUN_ID_WORKERINPUT = "llem_run_id"
@@ -82,36 +83,46 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[settings_key] = settings
     if not settings.enabled:
         return
+    from pytest_llem.roles import SingleProcessRole, XdistControllerRole, XdistWorkerRole
     from pytest_llem.session import BenchmarkSession
 
+    if settings.smoke:  # a throwaway session: settings say what it measures, keeps and compares
+        settings = smoke_settings(settings)
+        config.stash[settings_key] = settings
+    # This process's part in the run, chosen once; only xdist's roles have xdist hooks.
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: report to the controller's run
-        bench = BenchmarkSession(
-            settings,
-            root=config.rootpath,
-            worker_id=workerinput["workerid"],
+        worker = XdistWorkerRole(
+            workerinput["workerid"],
             run_id=workerinput.get(RUN_ID_WORKERINPUT),
             baseline_run_id=workerinput.get(BASELINE_WORKERINPUT),
         )
+        bench = BenchmarkSession(settings, root=config.rootpath, role=worker)
+        config.pluginmanager.register(XdistWorker(bench), "llem-xdist-worker")
+    elif config.pluginmanager.hasplugin("xdist"):
+        controller = XdistControllerRole()
+        bench = BenchmarkSession(settings, root=config.rootpath, role=controller)
+        config.pluginmanager.register(XdistController(bench, controller), "llem-xdist-controller")
     else:
-        bench = BenchmarkSession(settings, root=config.rootpath)
-        if config.pluginmanager.hasplugin("xdist"):
-            config.pluginmanager.register(XdistController(bench), "llem-xdist-controller")
+        bench = BenchmarkSession(settings, root=config.rootpath, role=SingleProcessRole())
     config.stash[session_key] = bench
     # From here on SIGINT and SIGTERM both stop the run once; more signals never raise.
     bench.interrupts.install()
 
 
 class XdistController:
-    """Controller-side xdist hooks (pytest-cov's pattern): hand out the run id and the
-    baseline's (nodes are configured after `pytest_sessionstart` found it), collect reports."""
+    """Controller-side xdist hooks (pytest-cov's pattern), registered only for the controller's
+    role: hand out the run id and the baseline's (nodes are configured after
+    `pytest_sessionstart` found it), take in each worker's report as it goes down."""
 
-    def __init__(self, bench: BenchmarkSession) -> None:
+    def __init__(self, bench: BenchmarkSession, role: XdistControllerRole) -> None:
         self.bench = bench
+        self.role = role
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput[RUN_ID_WORKERINPUT] = self.bench.report.run_id
-        baseline = self.bench.baseline
+        record = self.bench.record
+        node.workerinput[RUN_ID_WORKERINPUT] = record.report.run_id
+        baseline = record.baseline
         node.workerinput[BASELINE_WORKERINPUT] = baseline.run_id if baseline is not None else None
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
@@ -119,7 +130,21 @@ class XdistController:
         if payload is not None:
             from pytest_llem.store.report import SessionReport
 
-            self.bench.absorb(node.gateway.id, SessionReport.model_validate_json(payload))
+            self.role.absorb(self.bench.record, node.gateway.id, SessionReport.model_validate_json(payload))
+
+
+class XdistWorker:
+    """Worker-side xdist hooks, registered only for a worker's role: its report goes to the
+    controller through `workeroutput` once the session has finished it."""
+
+    def __init__(self, bench: BenchmarkSession) -> None:
+        self.bench = bench
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        record = self.bench.record
+        if record.finished:  # not after collection only or a usage error: nothing was measured
+            session.config.workeroutput[REPORT_WORKEROUTPUT] = record.report.model_dump_json()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -129,7 +154,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     try:
         bench.start()
     except LlemError as exc:
-        full_disk = bench.full_disk_at_start(exc)
+        full_disk = bench.record.full_disk_at_start(exc)
         if full_disk is None:
             raise pytest.UsageError(f"pytest-llem: {exc}") from None
         # Not a usage error: nothing in the command line is wrong. One line and exit 1, as when
@@ -216,7 +241,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed:
         bench = item.config.stash.get(session_key, None)
         if bench is not None:
-            bench.test_failed(item.nodeid)
+            bench.record.test_failed(item.nodeid)
     return report
 
 
@@ -305,9 +330,10 @@ class LlemRunner:
         return result
 
     def _stop_if_the_disk_is_full(self) -> None:
-        if self._bench.storage_problem is not None:
-            self._bench.storage_problem_shown = True
-            line = _redacted(f"pytest-llem: {self._bench.storage_problem}")
+        record = self._bench.record
+        if record.storage_problem is not None:
+            record.storage_problem_shown = True
+            line = _redacted(f"pytest-llem: {record.storage_problem}")
             raise pytest.exit.Exception(line, returncode=pytest.ExitCode.TESTS_FAILED)
 
 
@@ -334,10 +360,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     bench.interrupts.stop_raising()
     if session.config.option.collectonly or exitstatus == pytest.ExitCode.USAGE_ERROR:
         return  # nothing was measured: no run is written, so none can become a baseline
+    record = bench.record
     try:
-        regressed = bench.gate()
+        regressed = record.gate()
     except LlemError as exc:  # a bad per-test limit, say: reported, never a traceback
-        bench.problems.append(str(exc))
+        record.problems.append(str(exc))
         regressed = False
     if bench.interrupts.received is not None or exitstatus in (
         pytest.ExitCode.INTERRUPTED,
@@ -350,14 +377,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         outcome = "passed" if session.exitstatus == pytest.ExitCode.OK else "failed"
     bench.finish(outcome, int(session.exitstatus))
-    if bench.storage_problem is not None:  # one line, exit 1 (130 stays 130)
+    if record.storage_problem is not None:  # one line, exit 1 (130 stays 130)
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if not bench.storage_problem_shown:
-            bench.problems.append(bench.storage_problem)
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:
-        workeroutput[REPORT_WORKEROUTPUT] = bench.report.model_dump_json()
+        if not record.storage_problem_shown:
+            record.problems.append(record.storage_problem)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -379,40 +403,37 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     bench = config.stash.get(session_key, None)
-    if bench is None or not bench.finished:  # nothing ran (collect-only, usage error): no run written
+    if bench is None or not bench.record.finished:  # nothing ran (collect-only, usage error): no run written
         return
+    record = bench.record
     from pytest_llem.output.terminal import format_comparison, format_summary
 
     def write(line: str, **markup: bool) -> None:
         terminalreporter.write_line(_redacted(line), **markup)
 
-    if bench.entries:
+    if record.entries:
         terminalreporter.section("pytest-llem")
-        for line in format_summary(bench.entries, bench.summary_view()):
+        for line in format_summary(record.entries, bench.settings.summary_view()):
             write(line)
-    if bench.comparison is not None:
-        for line in format_comparison(bench.comparison):
+    if record.comparison is not None:
+        for line in format_comparison(record.comparison):
             write(line)
-    for problem in [*bench.problems, *bench.skipped_files()]:
+    for problem in [*record.problems, *record.skipped_files()]:
         write(f"pytest-llem: {problem}")
-    for line in bench.gate_outcome.failure_lines():
+    for line in record.gate_outcome.failure_lines():
         write(line, red=True, bold=True)
-    workers = {entry.worker_id for entry in bench.entries}
+    workers = {entry.worker_id for entry in record.entries}
     if len(workers) > 1 and bench.settings.launcher == "local":
         write(
             f"pytest-llem: experiments ran on {len(workers)} xdist workers at once; "
             "they shared this machine, so their time and energy figures affect each other "
             "(each held its own GPUs; host energy measured meanwhile is withheld: shared_host_energy)"
         )
-    if bench.report.stale_experiments:
+    if record.report.stale_experiments:
         write(
-            f"pytest-llem: marked {len(bench.report.stale_experiments)} stale experiment(s) from "
+            f"pytest-llem: marked {len(record.report.stale_experiments)} stale experiment(s) from "
             "an earlier session as failed"
         )
-    if bench.smoke_dir is not None:
-        write(
-            f"pytest-llem: smoke run: {len(bench.entries)} case(s) ran once with the smallest workload; "
-            "nothing was measured, saved to the history or published"
-        )
-    elif bench.report_written:
-        write(f"pytest-llem: report written to {bench.report_path}")
+    closing_line = record.closing_line()
+    if closing_line is not None:
+        write(f"pytest-llem: {closing_line}")

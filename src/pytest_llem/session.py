@@ -1,27 +1,24 @@
-"""A benchmark session: runs experiments, keeps their states, and writes the session report.
+"""A benchmark session's experiments: each one from its config to its state and its report entry.
 
-This is the work behind the pytest plugin, with no pytest in it: the plugin turns options
-into `LlemSettings`, calls `run_experiment` from the `llem` fixture and `finish` at the end.
+This is the work behind the pytest plugin, with no pytest in it, in the pytest process: the
+plugin turns options into `LlemSettings`, picks this process's role in the run (`roles`),
+calls `run_experiment` from the `llem` fixture and `finish` at the end. The run's report,
+baseline and gate are its `run_record.RunRecord`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pytest_llem import __version__
 from pytest_llem.backends import builtin_workload, server_log_path
 from pytest_llem.backends.prompts import load_prompts
-from pytest_llem.base.atomic import DiskFull, disk_is_full, make_reserve, redact_file
+from pytest_llem.base.atomic import redact_file
 from pytest_llem.base.digests import json_digest
 from pytest_llem.base.redaction import EXTRA_NAMES_ENV, redact_text, set_extra_secret_names
 from pytest_llem.config import (
@@ -33,19 +30,9 @@ from pytest_llem.config import (
 from pytest_llem.energy.idle import SETTLE_S, IdleBaselines, with_baselines
 from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.energy.uncertainty import energy_uncertainty
-from pytest_llem.errors import (
-    INTERRUPTED_EXIT_CODE,
-    ConfigError,
-    ExperimentFailed,
-    ExperimentInterrupted,
-    LlemError,
-    StorageError,
-)
-from pytest_llem.fingerprints.differences import fingerprint_differences
-from pytest_llem.fingerprints.machine import GpuInfo, MachineInfo
+from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError, StorageError
+from pytest_llem.fingerprints.machine import GpuInfo
 from pytest_llem.fingerprints.model import model_fingerprint
-from pytest_llem.gating.compare import Comparison, MetricChange, measured_by_case, needs_more_samples
-from pytest_llem.gating.gate import GateOutcome, run_gate
 from pytest_llem.gating.work import describe_work
 from pytest_llem.isolation.launcher import (
     GroupStarter,
@@ -76,138 +63,50 @@ from pytest_llem.isolation.slurm import (
     slurm_gpu_count,
 )
 from pytest_llem.isolation.workload import Workload, describe_workload
-from pytest_llem.output.summary import SummaryView
 from pytest_llem.processes import process_start_time, signal_name
 from pytest_llem.progress import MEASURING, ProgressEvent, ProgressListener
-from pytest_llem.publish import publish
 from pytest_llem.results import ExperimentResult
+from pytest_llem.roles import Role, SingleProcessRole
+from pytest_llem.run_record import RunRecord
 from pytest_llem.settings import LlemSettings
-from pytest_llem.store.database import StoreBusy, StoreFailed
 from pytest_llem.store.experiments import ExperimentPhase, ExperimentState, sanitise_experiment_id
-from pytest_llem.store.history import RunHistory, UnknownRun, autosave_name
-from pytest_llem.store.names import skipped_line
-from pytest_llem.store.report import (
-    ReportEntry,
-    SessionOutcome,
-    SessionReport,
-    WorkSignature,
-    read_worker_reports,
-    report_path,
-    take_in_workers,
-    write_report,
-)
-from pytest_llem.store.state import StateManager, utc_now
-
-#: The smallest workload every backend accepts, laid over each case's fields in smoke mode
-#: (`--llem-smoke`): it checks that a suite still runs, in seconds, and measures nothing.
-SMOKE_FIELDS: dict[str, Any] = {
-    "n_prompts": 1,
-    "max_new_tokens": 1,
-    "warmup_batches": 0,
-    "rounds": 1,
-    "repeats": 1,
-    "min_window_s": 0,
-    "energy": "none",
-}
-
-
-def smoke_settings(settings: LlemSettings, state_dir: Path) -> LlemSettings:
-    """Settings for a smoke session: a throwaway state dir, nothing resumed, compared or published."""
-    return dataclasses.replace(
-        settings,
-        state_dir=state_dir,
-        resume=False,
-        save_name=None,
-        autosave=False,
-        compare=None,
-        compare_fail=(),
-        json_path=None,
-        store_url=None,
-        markdown_path=None,
-        html_path=None,
-        benchmark_json_path=None,
-        baseline_s=0.0,
-        cooldown_s=0.0,
-        cooldown_temp_c=None,
-    )
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+from pytest_llem.store.report import ReportEntry, SessionOutcome, WorkSignature
+from pytest_llem.store.state import StateManager
 
 
 class BenchmarkSession:
-    """One pytest session's benchmarks.
-
-    Under pytest-xdist each worker has its own, sharing the controller's `run_id`; its report
-    is checkpointed as `report-<worker_id>.json` and `absorb`ed by the controller's session,
-    which writes the merged `report.json`.
-    """
+    """One pytest session's benchmarks: each experiment from its config to its state and its
+    entry in the run's record (`run_record.RunRecord`), which this process's role (`roles`)
+    keeps, gates and publishes."""
 
     def __init__(
         self,
         settings: LlemSettings,
         root: Path | None = None,
-        worker_id: str = "main",
-        run_id: str | None = None,
-        baseline_run_id: str | None = None,
+        role: Role | None = None,
     ) -> None:
         self._gpu_inventory: list[GpuInfo] | None = None
         self._lease: Lease | None = None
         #: Lines for the user while a session waits (a GPU lease); the plugin writes them uncaptured.
         self.notify: Callable[[str], None] = lambda line: print(f"pytest-llem: {line}", file=sys.stderr)
-        #: Smoke mode keeps states and the report in a folder removed at `finish`: no history.
-        self.smoke_dir: Path | None = None
-        if settings.smoke:
-            self.smoke_dir = Path(tempfile.mkdtemp(prefix="pytest-llem-smoke-"))
-            settings = smoke_settings(settings, self.smoke_dir)
         self.settings = settings
         #: GPU leases, shared by every session that shares the state dir (a smoke session, which
         #: measures nothing and leaves no trace, keeps its own).
         self.leases = LeaseTable(settings.state_dir)
         self.root = root
         set_extra_secret_names(settings.redact_env)
-        self.worker_id = worker_id
+        self.role = role or SingleProcessRole()
         self.states = StateManager(settings.state_dir, settings.store_url)
-        self.history = RunHistory(settings.state_dir, settings.store_url)
-        self.report = SessionReport(
-            run_id=run_id or new_run_id(),
-            started_at=utc_now(),
-            plugin_version=__version__,
-            owner_pid=os.getpid(),
-            owner_start_time=process_start_time(os.getpid()),
-        )
-        self.report_name = "report.json" if worker_id == "main" else f"report-{worker_id}.json"
-        self.report_path: Path | None = None
+        #: SIGINT/SIGTERM for the whole session; the plugin installs it.
+        self.interrupts = SessionInterrupts()
+        #: The run's report, baseline, gate and storage problems.
+        self.record = RunRecord(settings, self.role, self.states, self.interrupts, root)
         #: Lines for the terminal as the session starts (which filesystem Slurm jobs rely on).
         self.start_notes: list[str] = []
-        #: Problems that did not stop the session, for the terminal summary.
-        self.problems: list[str] = []
         self.idle = IdleBaselines(settings.baseline_s, settings.sample_interval_s)
-        self.baseline: SessionReport | None = None
-        #: An xdist worker's: the run its controller compares with (`repeats="auto"` needs it).
-        self._baseline_run_id = baseline_run_id
-        #: The comparison, budgets and failures, once `gate` has run.
-        self.gate_outcome = GateOutcome()
         self._experiments_started = 0
         #: Follows each experiment process as it runs (set by the plugin; None: nobody watches).
         self.progress: ProgressListener | None = None
-        #: SIGINT/SIGTERM for the whole session; the plugin installs it.
-        self.interrupts = SessionInterrupts()
-        self.finished = False
-        #: The state dir or the store could not be written (a full disk, a store gone): one line,
-        #: the session stops (exit 1).
-        self.storage_problem: str | None = None
-        #: A finished experiment's state could not reach done: `finish` tries again from the report.
-        self._states_behind = False
-        self.report_written = False
-        self.storage_problem_shown = False
-        #: xdist controller: each worker's latest report, and the workers that handed over.
-        self._workers: dict[str, SessionReport] = {}
-        self._final_workers: set[str] = set()
-        #: Foreign or broken files met in the state dir, by path, with why they were skipped.
-        self._skipped_files: dict[str, str] = {}
         #: The backends the collected cases name (set by the plugin): what `preload=auto` imports.
         self.collected_backends: set[str | None] = set()
         #: Modules of the workloads run so far, in order (auto preloads the safe ones).
@@ -247,145 +146,20 @@ class BenchmarkSession:
         if self._preloader is not None:
             self._preloader.close()
 
-    def full_disk_at_start(self, exc: LlemError) -> str | None:
-        """The line for a `start` that failed because the state dir's disk is full, which stops
-        the session with exit 1 as a disk that fills later does; None when it failed for another
-        reason (a usage error, exit 4). A store that cannot even be opened on a full disk says
-        "check the URL": the disk is what to fix, and the line says so."""
-        if isinstance(exc, DiskFull):
-            return str(exc)
-        if not disk_is_full(self.settings.state_dir):
-            return None
-        reason = str(exc).split("; ")[0]
-        return (
-            f"the disk of the state dir {self.settings.state_dir} is full, so the session cannot "
-            f"start ({reason}); free space there or choose another --llem-state-dir"
-        )
-
     @property
-    def entries(self) -> list[ReportEntry]:
-        return self.report.experiments
-
-    def summary_view(self) -> SummaryView:
-        """The results table as asked for; a smoke run's figures measure nothing: no figures."""
-        view = self.settings.summary_view()
-        if self.settings.smoke:
-            return SummaryView(("test", "status"), view.sort if view.sort in ("test", "status") else None)
-        return view
+    def problems(self) -> list[str]:
+        """Problems that did not stop the session, for the terminal summary (the record's)."""
+        return self.record.problems
 
     def start(self) -> None:
-        """Create the state dir, open the store (an unreachable one stops the session before
-        anything is measured), and fail states orphaned by a session that died."""
-        try:
-            self.states.ensure_dirs()
-        except StorageError:
-            raise
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot use state dir {self.settings.state_dir}: {exc.strerror or exc}; "
-                "choose another with --llem-state-dir or PYTEST_LLEM_STATE_DIR"
-            ) from None
-        self.history = RunHistory(self.settings.state_dir, store=self.states.store)
-        self.history.skipped.update(self.states.skipped)  # JSON files of the state dir, imported once
-        make_reserve(self.settings.state_dir)
+        """Open the store (an unreachable one stops the session before anything is measured),
+        and start the run's record: earlier runs repaired, states orphaned by a session that
+        died failed, the baseline found."""
+        self.record.open_store()
         if self.settings.launcher == "slurm":
             self.start_notes.append(check_slurm(self.settings.state_dir))
         reclaim_work_dirs()  # left by a pytest that was SIGKILLed
-        if self.worker_id == "main":
-            # Before stale cleanup: a run that lost its store kept its results in its report
-            # file, and they bring its experiments' states to done instead of stale.
-            repaired = self.history.repair(exclude_run_id=self.report.run_id)
-            if repaired:
-                self.problems.append(
-                    f"completed the report of {len(repaired)} earlier run(s) that a killed session, an "
-                    f"interrupted xdist session or a lost store left unfinished: {', '.join(repaired)}"
-                )
-        stale = self.states.cleanup_stale()
-        self.report.stale_experiments = [s.experiment_id for s in stale]
-        self._skipped_files.update(self.states.skipped)
-        self.report.machine = MachineInfo.current()
-        if self.settings.save_name:
-            self.report.name = self.settings.save_name
-        elif self.settings.autosave:
-            self.report.name = autosave_name(self.root)
-        if self.worker_id == "main":
-            # In the store from the start, so that a controller killed before its first
-            # checkpoint still leaves a run that the next session can complete.
-            self.history.save(self.report, self.root)
-        if self.worker_id == "main" and (self.settings.compare or self.settings.compare_fail):
-            self.baseline = self._find_baseline(self.settings.compare or "latest")
-        elif self._baseline_run_id is not None:
-            # The controller chose it and says what it found; a worker reads the same run so
-            # that `repeats="auto"` can tell when a case's comparison is settled.
-            try:
-                self.baseline = self.history.find(self._baseline_run_id)
-            except UnknownRun:
-                self.baseline = None
-
-    def _find_baseline(self, ref: str) -> SessionReport | None:
-        history = self.history
-        if ref != "latest":
-            try:
-                return history.find(ref)
-            except UnknownRun as exc:
-                raise ConfigError(f"--llem-compare: {exc}") from None
-        assert self.report.machine is not None
-        baseline = history.latest(self.report.machine.id, exclude_run_id=self.report.run_id)
-        newer_unreadable = [
-            item
-            for item in history.skipped_after(baseline.run_id if baseline else None)
-            if f"/{self.report.run_id}/" not in item
-        ]
-        if newer_unreadable:  # never a silent fall-back to an older baseline
-            self.problems.append(
-                f"the newest saved run(s) cannot be read, so the comparison uses "
-                f"{'run ' + baseline.run_id if baseline else 'nothing'}: {'; '.join(newer_unreadable)}"
-            )
-        self._skipped_files.update(history.skipped)
-        if baseline is None:
-            self.problems.append(
-                f"nothing to compare with: no earlier run on this machine (id {self.report.machine.id}) "
-                "finished uninterrupted with a measured experiment; this run can be the baseline of the next"
-            )
-        return baseline
-
-    def gate(self) -> bool:
-        """Compare with the baseline and check budgets; return whether that fails the session.
-
-        Only the session that holds every experiment gates (not an xdist worker).
-        """
-        if self.worker_id != "main" or self.settings.smoke:
-            return False
-        self.gate_outcome = run_gate(
-            self.report,
-            self.baseline,
-            self.settings.compare_fail,
-            self.settings.gate_flagged,
-            compare_requested=bool(self.settings.compare or self.settings.compare_fail),
-            across_machines=self.settings.compare_across_machines,
-        )
-        self.problems.extend(self.gate_outcome.notes)
-        return self.gate_outcome.failed
-
-    def test_failed(self, nodeid: str) -> None:
-        """pytest failed the test `nodeid`: its experiments' status says so, whatever they measured."""
-        for entry in self.entries:
-            if entry.nodeid == nodeid:
-                entry.test_failed = True
-
-    def skipped_files(self) -> list[str]:
-        """One line per file of the state dir skipped this session (each named once)."""
-        self._skipped_files.update(self.states.skipped)
-        return [skipped_line(what, why) for what, why in sorted(self._skipped_files.items())]
-
-    @property
-    def comparison(self) -> Comparison | None:
-        return self.gate_outcome.comparison
-
-    @property
-    def failures(self) -> list[MetricChange]:
-        """Regressions and exceeded budgets, once `gate` has run."""
-        return self.gate_outcome.failures
+        self.record.start()
 
     def run_experiment(
         self,
@@ -399,8 +173,8 @@ class BenchmarkSession:
         `case_key` identifies the case across runs (`store.cases.case_key`); the node id when None.
         Raises `LlemError` subclasses whose message is meant for the user as it is.
         """
-        entry = ReportEntry(nodeid=nodeid, case_key=case_key, worker_id=self.worker_id)
-        self.entries.append(entry)
+        entry = ReportEntry(nodeid=nodeid, case_key=case_key, worker_id=self.role.worker_id)
+        self.record.entries.append(entry)
         guard = InterruptGuard(self.interrupts)
         # The guard covers teardown *and* bookkeeping: a signal cannot leave a state half-done.
         with guard.installed():
@@ -413,7 +187,7 @@ class BenchmarkSession:
                 raise
             except StorageError as exc:
                 # Not the experiment's failure: what it measured stays in the entry.
-                self._storage_failed(exc)
+                self.record.storage_failed(exc)
                 entry.error = self._redact(str(exc))
                 raise
             except LlemError as exc:
@@ -422,7 +196,7 @@ class BenchmarkSession:
                 raise
             finally:
                 self._release_lease()
-                self._checkpoint()
+                self.record.checkpoint()
         if guard.received is not None:
             # The experiment finished just as the signal came: it is kept, the session stops.
             raise ExperimentInterrupted(signal_name(guard.received), result=result)
@@ -435,15 +209,15 @@ class BenchmarkSession:
         config_layers: list[Mapping[str, Any]],
         guard: InterruptGuard,
     ) -> ExperimentResult:
-        # The session's settings are the lowest layer: a marker's or a call's fields win.
+        # The session's settings are the lowest layer: a marker's or a call's fields win, and
+        # the settings' fields over every case (smoke mode's smallest workload) over them all.
         session_defaults = {
             "energy": self.settings.energy,
             "rounds": self.settings.rounds,
             "repeats": self.settings.repeats,
             "min_window_s": self.settings.min_window_s,
         }
-        smoke_layer = [SMOKE_FIELDS] if self.settings.smoke else []
-        config = build_config(session_defaults, *config_layers, *smoke_layer)
+        config = build_config(session_defaults, *config_layers, self.settings.fields_over_cases)
         if workload is None:
             workload = builtin_workload(config)
             if workload is None:
@@ -496,7 +270,7 @@ class BenchmarkSession:
         state = self.states.create(
             experiment_id,
             config_hash,
-            run_id=self.report.run_id,
+            run_id=self.record.report.run_id,
             nodeid=entry.nodeid,
             case_key=entry.case_key,
         )
@@ -521,7 +295,7 @@ class BenchmarkSession:
                 lambda process: self._run_process(
                     entry.nodeid, request, env, guard, timeout_s, process, plan.maximum
                 ),
-                partial(self._undecided, entry),
+                partial(self.record.undecided, entry),
             )
         except ExperimentInterrupted as exc:
             if exc.result is not None:
@@ -623,22 +397,6 @@ class BenchmarkSession:
         if lease is not None:
             lease.release()
             self._note_lease_problems()
-
-    def _undecided(self, entry: ReportEntry, result: ExperimentResult) -> bool:
-        """Whether one more process could decide `entry`'s comparison with its baseline case
-        (`repeats="auto"`); without a baseline, or a baseline on other hardware, nothing can."""
-        if self.baseline is None or self.settings.smoke:
-            return False
-        before = measured_by_case(self.baseline).get(entry.key)
-        if before is None:
-            return False
-        hardware = fingerprint_differences(self.baseline.machine, self.report.machine).hardware
-        if hardware and not self.settings.compare_across_machines:
-            return False
-        prompt_digest = entry.work.prompt_digest if entry.work else None
-        return needs_more_samples(
-            before, result, prompt_digest, self.settings.compare_fail, self.settings.gate_flagged
-        )
 
     def _run_process(
         self,
@@ -755,7 +513,7 @@ class BenchmarkSession:
             state = self.states.create(
                 entry.experiment_id,
                 entry.config_hash,
-                run_id=self.report.run_id,
+                run_id=self.record.report.run_id,
                 nodeid=entry.nodeid,
                 case_key=entry.case_key,
             )
@@ -780,7 +538,7 @@ class BenchmarkSession:
             state.result = result
             self.states.save(state)  # on a full disk: the reserve is given up for this write
         except StorageError:
-            self._states_behind = True
+            self.record.states_behind = True
             raise
         return result
 
@@ -799,107 +557,12 @@ class BenchmarkSession:
     def _redact(self, text: str) -> str:
         return redact_text(text, root=self.root)
 
-    def absorb(self, worker_id: str, worker_report: SessionReport) -> None:
-        """Take in a finished xdist worker's experiments (controller side)."""
-        self._workers[worker_id] = worker_report
-        self._final_workers.add(worker_id)
-        self._checkpoint()
-
-    def absorb_checkpoints(self) -> bool:
-        """Take in the workers' checkpoints on disk that never came back through xdist (a
-        worker killed, the controller interrupted first); True if the report changed."""
-        if self.worker_id != "main":
-            return False
-        run_dir = report_path(self.settings.state_dir, self.report.run_id).parent
-        changed = False
-        for wid, worker_report in read_worker_reports(run_dir).items():
-            if wid in self._final_workers or self._workers.get(wid) == worker_report:
-                continue
-            self._workers[wid] = worker_report
-            changed = True
-        return changed
-
-    def _checkpoint(self) -> None:
-        """Write the report; a full disk or a failed store is noted in `storage_problem`, never
-        raised. The file is written before the store's row, so a store that failed leaves it."""
-        if self._workers:
-            take_in_workers(self.report, self._workers)
-        try:
-            self.report_path = write_report(
-                self.report, self.settings.state_dir, self.root, self.report_name, self.states.store
-            )
-            self.report_written = True
-        except (StoreFailed, StoreBusy) as exc:
-            self.report_path = report_path(self.settings.state_dir, self.report.run_id, self.report_name)
-            self.report_written = True
-            self._storage_failed(exc)
-        except StorageError as exc:
-            self._storage_failed(exc)
-            self.report_written = False
-
-    def _storage_failed(self, exc: StorageError) -> None:
-        """Note the first storage problem as the session's one line."""
-        if self.storage_problem is not None:
-            return
-        line = str(exc)
-        if isinstance(exc, (StoreFailed, StoreBusy)):
-            kept = report_path(self.settings.state_dir, self.report.run_id, self.report_name)
-            line += (
-                f"; the results measured are kept in {kept}, and the next session on this state dir "
-                f"(or `pytest-llem import {self.settings.state_dir}`) takes them into the store"
-            )
-        self.storage_problem = line
-
-    def _catch_up_states(self) -> None:
-        """States whose `done` the store refused (busy, gone) are brought there from the
-        report, if the store works again; if not, the next session's repair does it."""
-        if not self._states_behind:
-            return
-        try:
-            self.states.restore_done(self.report)
-            self._states_behind = False
-        except StorageError:
-            pass
+    def finish(self, outcome: SessionOutcome, exit_code: int) -> Path | None:
+        """Stop the preloaded interpreter, then write the run's final report (`RunRecord.finish`)."""
+        self.close_preloaded()
+        return self.record.finish(outcome, exit_code)
 
     def complete_at_exit(self) -> None:
-        """The last word on the report: rewritten when a signal came after it was written (or
-        before there was one), or when xdist workers checkpointed after sessionfinish."""
-        self.interrupts.stop_raising()
-        workers_wrote_more = self.finished and self.absorb_checkpoints()
-        interrupted = self.interrupts.received is not None
-        if workers_wrote_more or (interrupted and self.report.outcome != "interrupted"):
-            self.finish(self.report.outcome, self.report.exit_code or 0)  # a signal: interrupted
-
-    def finish(self, outcome: SessionOutcome, exit_code: int) -> Path | None:
-        """Write the final report; signals arriving meanwhile are ignored (we are stopping anyway).
-
-        A session that received a signal at any point is "interrupted", whatever it was told.
-        A smoke session removes its throwaway state dir instead and returns None.
-        """
-        if self.interrupts.received is not None:
-            outcome, exit_code = "interrupted", INTERRUPTED_EXIT_CODE
-        self.report.outcome = outcome
-        self.report.exit_code = exit_code
-        self.report.finished_at = utc_now()
-        self.finished = True
+        """The preloaded interpreter stopped and the report's last word (`RunRecord.complete_at_exit`)."""
         self.close_preloaded()
-        self.absorb_checkpoints()
-        with InterruptGuard(self.interrupts).installed():
-            if self.smoke_dir is not None:
-                shutil.rmtree(self.smoke_dir, ignore_errors=True)
-                self.report_path = None
-                return None
-            self._catch_up_states()
-            self._checkpoint()
-            if self.worker_id == "main":
-                self.problems.extend(
-                    publish(
-                        self.report,
-                        self.comparison,
-                        self.failures,
-                        self.settings,
-                        self.root,
-                        refusal=self.gate_outcome.refusal,
-                    )
-                )
-        return self.report_path
+        self.record.complete_at_exit()

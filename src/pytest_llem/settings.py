@@ -14,11 +14,12 @@ platformdirs) import it when a value is actually given.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,14 @@ class LlemSettings:
     #: How experiments' groups start: "auto" (modules preloaded once, inferred from the cases),
     #: "none" (fresh interpreters each time, the cold start) or modules to preload, comma-separated.
     preload: str = PRELOAD_DEFAULT
+    #: Fields laid over every case's, above the session's, the marker's and the call's
+    #: (smoke mode's `SMOKE_FIELDS`); empty: the case's own fields.
+    fields_over_cases: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: The state dir is this session's alone and removed at its end: no history, no report.
+    throwaway_state_dir: bool = False
+    #: Whether the session's end compares with a baseline and checks budgets (a smoke
+    #: session measures nothing, so nothing it ran can pass or fail a limit).
+    gated: bool = True
 
     def summary_view(self) -> SummaryView:
         """The results table's columns, order and grouping (terminal, Markdown and HTML)."""
@@ -119,6 +128,53 @@ class LlemSettings:
             allow_estimated_energy=self.allow_estimated_energy,
             baseline_power_w=dict(baseline_power_w or {}),
         )
+
+
+#: The smallest workload every backend accepts, laid over each case's fields in smoke mode
+#: (`--llem-smoke`): it checks that a suite still runs, in seconds, and measures nothing.
+SMOKE_FIELDS: dict[str, Any] = {
+    "n_prompts": 1,
+    "max_new_tokens": 1,
+    "warmup_batches": 0,
+    "rounds": 1,
+    "repeats": 1,
+    "min_window_s": 0,
+    "energy": "none",
+}
+#: A smoke run's results table: which cases ran and how they ended, no figures (none were measured).
+SMOKE_COLUMNS = ("test", "status")
+
+
+def smoke_settings(settings: LlemSettings) -> LlemSettings:
+    """Settings for a smoke session: `SMOKE_FIELDS` over every case, a throwaway state dir
+    (made here, removed at the session's end), nothing resumed, gated, compared or published,
+    and a results table without figures."""
+    import tempfile
+
+    return dataclasses.replace(
+        settings,
+        state_dir=Path(tempfile.mkdtemp(prefix="pytest-llem-smoke-")),
+        throwaway_state_dir=True,
+        fields_over_cases=SMOKE_FIELDS,
+        gated=False,
+        resume=False,
+        save_name=None,
+        autosave=False,
+        compare=None,
+        compare_fail=(),
+        json_path=None,
+        store_url=None,
+        markdown_path=None,
+        html_path=None,
+        benchmark_json_path=None,
+        baseline_s=0.0,
+        cooldown_s=0.0,
+        cooldown_temp_c=None,
+        columns=SMOKE_COLUMNS,
+        # A figure column cannot order a table without figures.
+        sort=settings.sort if settings.sort in SMOKE_COLUMNS else None,
+        group_by=None,
+    )
 
 
 def _parser(check: Callable[[Any], Any]) -> Callable[[str, str], Any]:

@@ -65,7 +65,7 @@ def test_precision_and_prompt_sources(bench, tiny_model, tmp_path):
     assert from_list.input_tokens == from_txt.input_tokens == from_jsonl.input_tokens
     assert from_list.extra["output_digest"] == from_jsonl.extra["output_digest"]
     # The prompts' text is the prompt set, wherever it came from.
-    prompt_digests = [e.work.prompt_digest for e in bench.entries[-3:]]
+    prompt_digests = [e.work.prompt_digest for e in bench.record.entries[-3:]]
     assert prompt_digests[0] == prompt_digests[1] == prompt_digests[2] is not None
     bf16 = pytorch(bench, tiny_model, precision="bf16", n_prompts=2)
     assert bf16.output_tokens == 10 and bf16.extra["precision"] == "bf16"

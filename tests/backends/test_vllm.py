@@ -138,7 +138,7 @@ def test_vllm_digests_describe_the_work_and_catch_changed_outputs(bench, vllm_st
     assert len(digests) == 1 and None not in digests
     fewer = vllm(bench, vllm_stand_in, **{**fields, "max_new_tokens": 4})
     assert fewer.extra["request_tokens_digest"] != first.extra["request_tokens_digest"]
-    base, same, new = (e.work for e in bench.entries[:3])
+    base, same, new = (e.work for e in bench.record.entries[:3])
     assert work_differences(base, same) == [] and not outputs_changed(base, same)
     assert work_differences(base, new) == [] and outputs_changed(base, new)
 

@@ -47,7 +47,7 @@ def test_a_model_rebuilt_in_a_new_folder_resumes(tmp_path: Path):
     shutil.copytree(first, rebuilt)
     again = bench.run_experiment("t.py::case", "workloads:count_tokens", [{"model": str(rebuilt)}])
     assert again.resumed and again.experiment_id == result.experiment_id
-    assert bench.entries[0].model_fingerprint == bench.entries[1].model_fingerprint is not None
+    assert bench.record.entries[0].model_fingerprint == bench.record.entries[1].model_fingerprint is not None
     shutil.rmtree(rebuilt)
     make_model(rebuilt, hidden=8)
     changed = bench.run_experiment("t.py::case", "workloads:count_tokens", [{"model": str(rebuilt)}])

@@ -105,7 +105,7 @@ def test_the_session_goes_on_after_a_crash(bench: BenchmarkSession):
     with pytest.raises(ExperimentFailed):
         run(bench, workloads.exit_three)
     assert run(bench, workloads.count_tokens).output_tokens == 8
-    assert [e.status for e in bench.entries] == ["failed", "passed"]
+    assert [e.status for e in bench.record.entries] == ["failed", "passed"]
 
 
 @pytest.mark.parametrize("preload", START_METHODS)
@@ -181,7 +181,7 @@ def test_resume_reuses_a_finished_experiment(state_dir: Path):
     resumed = run(again, workloads.count_tokens, batch_size=2, timeout=99)  # timeout is not in the hash
     assert resumed.resumed and resumed.experiment_id == original.experiment_id
     assert resumed.model_dump(exclude={"resumed"}) == original.model_dump(exclude={"resumed"})
-    assert again.entries[0].status == "resumed"
+    assert again.record.entries[0].status == "resumed"
     assert len(again.states.all_states()) == 1
     fresh = run(again, workloads.count_tokens, batch_size=3)
     assert not fresh.resumed
@@ -220,7 +220,7 @@ def test_report_has_every_experiment_and_how_the_session_ended(bench: BenchmarkS
     with pytest.raises(ExperimentFailed):
         run(bench, workloads.exit_three)
     path = bench.finish("failed", 1)
-    assert path == bench.settings.state_dir / "runs" / bench.report.run_id / "report.json"
+    assert path == bench.settings.state_dir / "runs" / bench.record.report.run_id / "report.json"
     report = json.loads(path.read_text())
     assert report["outcome"] == "failed" and report["exit_code"] == 1
     assert report["plugin_version"] and report["python_version"] == ".".join(map(str, sys.version_info[:3]))
@@ -391,7 +391,7 @@ def test_a_config_that_cannot_run_fails_in_one_line_and_leaves_no_state(
     with pytest.raises(ConfigError) as excinfo:
         run(bench, workloads.count_tokens, **fields)
     assert "\n" not in str(excinfo.value)
-    (entry,) = bench.entries
+    (entry,) = bench.record.entries
     assert entry.failed and entry.error == str(excinfo.value)
     assert StateManager(state_dir).all_states() == []
 
@@ -417,9 +417,8 @@ def test_a_fixed_id_held_by_a_running_session_gets_a_unique_suffix(
 ):
     _held_by(bench.states, "fixed", other_live_session, ExperimentPhase.MEASURING)
     result = run(bench, workloads.count_tokens, experiment_id="fixed")
-    assert (
-        result.experiment_id.startswith("fixed-") and bench.entries[0].experiment_id == result.experiment_id
-    )
+    assert result.experiment_id.startswith("fixed-")
+    assert bench.record.entries[0].experiment_id == result.experiment_id
     assert bench.states.load(result.experiment_id).phase is ExperimentPhase.DONE
     assert bench.states.load("fixed").owner_pid == other_live_session  # theirs, untouched
     assert any("'fixed' is in use by a session still running" in p for p in bench.problems)

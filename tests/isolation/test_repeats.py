@@ -114,12 +114,12 @@ def test_a_clear_regression_stops_at_the_minimum(gated, tmp_path: Path):
     result = throughput(bench, tmp_path, "slow", [400])
     assert result.extra["repeats"] == 3 and result.extra["repeats_decided"] is True
     assert len({r.process for r in result.rounds}) == 3
-    assert bench.gate() is True
-    (failure,) = bench.failures
+    assert bench.record.gate() is True
+    (failure,) = bench.record.failures
     assert failure.metric == "tokens_per_s" and failure.status == "regression" and failure.p_value == 0.05
     assert (
         f"repeats=auto: processes each case needed to settle its comparison, of its maximum: {NODE} 3/5"
-        in (format_summary(bench.entries))
+        in (format_summary(bench.record.entries))
     )
 
 
@@ -127,7 +127,7 @@ def test_no_change_is_decided_at_the_minimum_too(gated, tmp_path: Path):
     bench = gated()
     result = throughput(bench, tmp_path, "same", [BASELINE_RATE])
     assert result.extra["repeats"] == 3 and result.extra["repeats_decided"] is True
-    assert bench.gate() is False
+    assert bench.record.gate() is False
 
 
 def test_an_unclear_shift_goes_to_the_maximum_and_says_so(gated, tmp_path: Path):
@@ -136,10 +136,10 @@ def test_an_unclear_shift_goes_to_the_maximum_and_says_so(gated, tmp_path: Path)
     bench = gated()
     result = throughput(bench, tmp_path, "unclear", [500, 500, 1500, 500, 1500])
     assert result.extra["repeats"] == 5 and result.extra["repeats_decided"] is False
-    assert bench.gate() is False
-    (change,) = [c for c in bench.comparison.changes if c.metric == "tokens_per_s"]
+    assert bench.record.gate() is False
+    (change,) = [c for c in bench.record.comparison.changes if c.metric == "tokens_per_s"]
     assert change.inconclusive and change.note.startswith("beyond the limit but not significant")
-    assert f"{NODE} 5/5 (still undecided)" in "\n".join(format_summary(bench.entries))
+    assert f"{NODE} 5/5 (still undecided)" in "\n".join(format_summary(bench.record.entries))
 
 
 def test_without_a_baseline_auto_runs_the_minimum(tmp_path: Path):

@@ -318,7 +318,7 @@ def test_a_result_the_busy_store_refused_reaches_done_at_the_end_and_is_resumed(
         release.set()
         holder.join()
     assert locked.is_set()
-    (entry,) = bench.entries
+    (entry,) = bench.record.entries
     assert entry.result is not None and entry.phase == "done"  # kept for the report file
 
     bench.finish("failed", 1)

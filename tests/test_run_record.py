@@ -1,0 +1,127 @@
+"""The run's record: the report's checkpoints, storage problems, its last word at the end."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from sample_reports import make_entry, make_result
+
+from pytest_llem.base.atomic import DiskFull
+from pytest_llem.errors import INTERRUPTED_EXIT_CODE, ConfigError
+from pytest_llem.isolation.signals import SessionInterrupts
+from pytest_llem.roles import SingleProcessRole
+from pytest_llem.run_record import RunRecord, new_run_id
+from pytest_llem.settings import LlemSettings
+from pytest_llem.store import report as report_module
+from pytest_llem.store.database import StoreFailed
+from pytest_llem.store.report import load_report
+from pytest_llem.store.state import StateManager
+
+NODE = "tests/test_x.py::case"
+
+
+def record_in(state_dir: Path, **settings) -> RunRecord:
+    llem = LlemSettings(enabled=True, state_dir=state_dir, energy="none", **settings)
+    record = RunRecord(llem, SingleProcessRole(), StateManager(state_dir), SessionInterrupts())
+    record.open_store()
+    record.start()
+    return record
+
+
+def test_run_ids_are_plain_names_that_sort_by_time():
+    first, second = new_run_id(), new_run_id()
+    assert first != second and first[:16] <= second[:16]
+    assert first.replace("-", "").isalnum()
+
+
+def test_a_state_dir_that_cannot_be_made_is_one_line_naming_the_option(tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    record = RunRecord(
+        LlemSettings(enabled=True, state_dir=blocker / "state"),
+        SingleProcessRole(),
+        StateManager(blocker / "state"),
+        SessionInterrupts(),
+    )
+    with pytest.raises(ConfigError, match="cannot use state dir .*; choose another with --llem-state-dir"):
+        record.open_store()
+
+
+def test_the_final_report_says_how_the_session_ended_and_where_it_is(state_dir: Path):
+    record = record_in(state_dir)
+    record.entries.append(make_entry(NODE, make_result([1.0])))
+    path = record.finish("failed", 1)
+    assert path is not None and record.report_written and record.finished
+    saved = load_report(path)
+    assert (saved.outcome, saved.exit_code, len(saved.experiments)) == ("failed", 1, 1)
+    assert record.closing_line() == f"report written to {path}"
+
+
+def test_a_session_that_received_a_signal_ends_interrupted_whatever_it_was_told(state_dir: Path):
+    record = record_in(state_dir)
+    record.interrupts.received = signal.SIGTERM
+    path = record.finish("passed", 0)
+    assert (load_report(path).outcome, load_report(path).exit_code) == ("interrupted", INTERRUPTED_EXIT_CODE)
+
+
+def test_a_signal_after_the_report_was_written_gets_the_last_word_at_exit(state_dir: Path):
+    record = record_in(state_dir)
+    path = record.finish("passed", 0)
+    record.complete_at_exit()
+    assert load_report(path).outcome == "passed"  # nothing new: left as it was
+    record.interrupts.received = signal.SIGINT
+    record.complete_at_exit()
+    assert load_report(path).outcome == "interrupted"
+
+
+def test_a_throwaway_state_dir_is_removed_at_the_end_with_its_report(tmp_path: Path):
+    state_dir = tmp_path / "throwaway"
+    record = record_in(state_dir, throwaway_state_dir=True)
+    record.checkpoint()
+    assert record.report_written
+    assert record.finish("passed", 0) is None
+    assert not state_dir.exists() and record.report_path is None
+    assert record.closing_line().startswith("smoke run: 0 case(s) ran once")
+
+
+def test_a_failed_store_keeps_the_report_file_and_is_one_line_naming_it(state_dir: Path, monkeypatch):
+    record = record_in(state_dir)
+    real_write = report_module.write_report
+
+    def write_then_fail(report, state_dir, root, name, store):
+        real_write(report, state_dir, root, name, store)  # the file first, as the real one does
+        raise StoreFailed("the results store failed: disk I/O error")
+
+    monkeypatch.setattr("pytest_llem.run_record.write_report", write_then_fail)
+    record.checkpoint()
+    record.storage_failed(StoreFailed("a second failure"))  # the first one is the line
+    assert record.report_written and record.report_path.is_file()
+    assert record.storage_problem == (
+        "the results store failed: disk I/O error; the results measured are kept in "
+        f"{record.report_path}, and the next session on this state dir "
+        f"(or `pytest-llem import {state_dir}`) takes them into the store"
+    )
+
+
+def test_a_full_disk_at_start_is_its_own_line_and_other_failures_are_not(state_dir: Path):
+    record = record_in(state_dir)
+    full = DiskFull(state_dir / "report.json", "no space left on device", written=False)
+    assert record.full_disk_at_start(full) == str(full)
+    assert record.full_disk_at_start(ConfigError("bad option")) is None
+
+
+def test_a_failed_test_marks_its_experiments_failed_in_the_summary(state_dir: Path):
+    record = record_in(state_dir)
+    record.entries.extend([make_entry(NODE, make_result([1.0])), make_entry(f"{NODE}2", make_result([1.0]))])
+    record.test_failed(NODE)
+    assert [e.test_failed for e in record.entries] == [True, False]
+
+
+def test_files_skipped_in_the_state_dir_are_each_named_once(state_dir: Path):
+    record = record_in(state_dir)
+    record.skipped["runs/x/report.json"] = "not a report"
+    record.skipped["runs/x/report.json"] = "not a report"
+    (line,) = record.skipped_files()
+    assert "runs/x/report.json" in line and "not a report" in line
