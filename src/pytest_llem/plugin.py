@@ -423,7 +423,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for line in record.gate_outcome.failure_lines():
         write(line, red=True, bold=True)
     workers = {entry.worker_id for entry in record.entries}
-    if len(workers) > 1 and bench.settings.launcher == "local":
+    if len(workers) > 1 and bench.launcher.shares_host:
         write(
             f"pytest-llem: experiments ran on {len(workers)} xdist workers at once; "
             "they shared this machine, so their time and energy figures affect each other "

@@ -27,41 +27,15 @@ from pytest_llem.config import (
     compute_config_hash,
     default_timeout_s,
 )
-from pytest_llem.energy.idle import SETTLE_S, IdleBaselines, with_baselines
-from pytest_llem.energy.meter import MeterOptions
 from pytest_llem.energy.uncertainty import energy_uncertainty
 from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted, LlemError, StorageError
-from pytest_llem.fingerprints.machine import GpuInfo
 from pytest_llem.fingerprints.model import model_fingerprint
 from pytest_llem.gating.work import describe_work
-from pytest_llem.isolation.launcher import (
-    GroupStarter,
-    ProgressCallback,
-    build_experiment_env,
-    cold_start,
-    model_files_to_preload,
-    reclaim_work_dirs,
-    run_in_child,
-)
-from pytest_llem.isolation.leases import (
-    Lease,
-    LeaseTable,
-    gpu_request,
-    host_gpus,
-    owned_gpus,
-    place_result,
-)
-from pytest_llem.isolation.preload import PRELOAD_AUTO, PRELOAD_NONE, Preloader, auto_modules
+from pytest_llem.isolation.launcher import build_experiment_env, reclaim_work_dirs
+from pytest_llem.isolation.launchers import make_launcher
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.repeats import RepeatPlan, run_repeats
-from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts, sleep_unless_interrupted
-from pytest_llem.isolation.slurm import (
-    NodeSettings,
-    SlurmOptions,
-    check_slurm,
-    run_in_slurm_job,
-    slurm_gpu_count,
-)
+from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts
 from pytest_llem.isolation.workload import Workload, describe_workload
 from pytest_llem.processes import process_start_time, signal_name
 from pytest_llem.progress import MEASURING, ProgressEvent, ProgressListener
@@ -85,14 +59,9 @@ class BenchmarkSession:
         root: Path | None = None,
         role: Role | None = None,
     ) -> None:
-        self._gpu_inventory: list[GpuInfo] | None = None
-        self._lease: Lease | None = None
         #: Lines for the user while a session waits (a GPU lease); the plugin writes them uncaptured.
         self.notify: Callable[[str], None] = lambda line: print(f"pytest-llem: {line}", file=sys.stderr)
         self.settings = settings
-        #: GPU leases, shared by every session that shares the state dir (a smoke session, which
-        #: measures nothing and leaves no trace, keeps its own).
-        self.leases = LeaseTable(settings.state_dir)
         self.root = root
         set_extra_secret_names(settings.redact_env)
         self.role = role or SingleProcessRole()
@@ -103,48 +72,34 @@ class BenchmarkSession:
         self.record = RunRecord(settings, self.role, self.states, self.interrupts, root)
         #: Lines for the terminal as the session starts (which filesystem Slurm jobs rely on).
         self.start_notes: list[str] = []
-        self.idle = IdleBaselines(settings.baseline_s, settings.sample_interval_s)
-        self._experiments_started = 0
         #: Follows each experiment process as it runs (set by the plugin; None: nobody watches).
         self.progress: ProgressListener | None = None
-        #: The backends the collected cases name (set by the plugin): what `preload=auto` imports.
-        self.collected_backends: set[str | None] = set()
-        #: Modules of the workloads run so far, in order (auto preloads the safe ones).
-        self._workload_modules: list[str] = []
-        self._preloader: Preloader | None = None
-        if settings.preload != PRELOAD_NONE:
-            self._preloader = Preloader(
-                self._preload_modules,
-                on_fallback=self.problems.append,
-                interrupted=lambda: self.interrupts.received is not None,
-            )
-        self.start_group: GroupStarter = self._preloader.start if self._preloader is not None else cold_start
+        #: Where and how experiments run (`--llem-launcher`): GPU leases, idle baselines and
+        #: the start method are its own; the problems it meets join the session's.
+        self.launcher = make_launcher(
+            settings,
+            note_problem=self.problems.append,
+            notify=lambda line: self.notify(line),
+            interrupted=lambda: self.interrupts.received is not None,
+        )
 
-    def _preload_modules(self) -> list[str]:
-        if self.settings.preload == PRELOAD_AUTO:
-            return auto_modules(self.collected_backends, self._workload_modules)
-        return self.settings.preload.split(",")
+    @property
+    def collected_backends(self) -> set[str | None]:
+        """The backends the collected cases name (`cases_collected`): what `preload=auto` imports."""
+        return self.launcher.collected_backends
+
+    @collected_backends.setter
+    def collected_backends(self, backends: set[str | None]) -> None:
+        self.launcher.collected_backends = backends
 
     def cases_collected(self, cases: list[ExperimentConfig], will_run: bool) -> None:
-        """Take in the selected cases' marker configs: their backends are what `auto`
-        preloads. When they will run and what to import is already known (modules named by
-        `--llem-preload`, or a backend among the cases), start the preloaded interpreter now,
-        without waiting for its imports. (Under `auto` without a backend the first workload's
-        own module is among them, so that start waits for the first experiment.) The first
-        case gives the children's environment; the model directories of cases with
-        `preload_model_files` are read after the imports."""
-        self.collected_backends = {case.backend for case in cases}
-        known = self.settings.preload != PRELOAD_AUTO or any(b is not None for b in self.collected_backends)
-        local = self._preloader is not None and self.settings.launcher != "slurm"
-        if will_run and cases and known and local:
-            model_dirs = dict.fromkeys(d for d in map(model_files_to_preload, cases) if d is not None)
-            env = build_experiment_env(cases[0], experiment_id="", store_url=self.settings.store_url)
-            self._preloader.prestart(env, read_files=model_dirs)
+        """Take in the selected cases' marker configs; a preloading launcher may start its
+        preloaded interpreter now (`launchers.LocalLauncher.cases_collected`)."""
+        self.launcher.cases_collected(cases, will_run)
 
     def close_preloaded(self) -> None:
-        """Stop the preloaded interpreter, if one runs (it would also exit with this process)."""
-        if self._preloader is not None:
-            self._preloader.close()
+        """Stop what the launcher started for the session (the preloaded interpreter)."""
+        self.launcher.close()
 
     @property
     def problems(self) -> list[str]:
@@ -156,8 +111,9 @@ class BenchmarkSession:
         and start the run's record: earlier runs repaired, states orphaned by a session that
         died failed, the baseline found."""
         self.record.open_store()
-        if self.settings.launcher == "slurm":
-            self.start_notes.append(check_slurm(self.settings.state_dir))
+        note = self.launcher.check()
+        if note is not None:
+            self.start_notes.append(note)
         reclaim_work_dirs()  # left by a pytest that was SIGKILLed
         self.record.start()
 
@@ -195,7 +151,7 @@ class BenchmarkSession:
                 entry.error = self._redact(str(exc))
                 raise
             finally:
-                self._release_lease()
+                self.launcher.release()
                 self.record.checkpoint()
         if guard.received is not None:
             # The experiment finished just as the signal came: it is kept, the session stops.
@@ -226,8 +182,7 @@ class BenchmarkSession:
                     "(or scenario='serving' with server=)"
                 )
         spec = describe_workload(workload)
-        if spec.ref.partition(":")[0] not in self._workload_modules:
-            self._workload_modules.append(spec.ref.partition(":")[0])
+        self.launcher.workload_named(spec.ref.partition(":")[0])
         entry.model_fingerprint = model_fingerprint(config.model)
         config_hash = compute_config_hash(config, spec.ref, entry.model_fingerprint)
         entry.config = config.model_dump(mode="json")
@@ -259,13 +214,7 @@ class BenchmarkSession:
             env[EXTRA_NAMES_ENV] = ",".join(self.settings.redact_env)
         # Before the experiment exists: a Ctrl-C while waiting for GPUs or during a long
         # cool-down leaves no state behind.
-        self._lease = self._take_lease(config, experiment_id, env, guard)
-        if self.settings.smoke or self.settings.launcher == "slurm":  # a job measures idle on its node
-            meter_options = self.settings.meter_options()
-        else:
-            # The meter reads exactly the GPUs this experiment owns (none for a CPU-only case).
-            owned = owned_gpus(self.settings.meter_options(), config, self._lease.gpus if self._lease else [])
-            meter_options = self._prepare_devices(config.energy, owned, env, guard)
+        meter_options = self.launcher.prepare(config, experiment_id, env, guard)
         entry.experiment_id = experiment_id
         state = self.states.create(
             experiment_id,
@@ -299,104 +248,14 @@ class BenchmarkSession:
             )
         except ExperimentInterrupted as exc:
             if exc.result is not None:
-                self._mark_done(entry, self._placed(exc.result))
+                self._mark_done(entry, self.launcher.placed(exc.result))
             else:
-                ended = (
-                    "Slurm job was cancelled"
-                    if self.settings.launcher == "slurm"
-                    else "process group was killed"
-                )
-                self._mark_failed(entry, f"interrupted by {exc.signal_name}; its {ended}")
+                self._mark_failed(entry, f"interrupted by {exc.signal_name}; its {self.launcher.how_stopped}")
             raise
         except ExperimentFailed as exc:
             self._mark_failed(entry, str(exc))
             raise
-        return self._mark_done(entry, self._placed(result))
-
-    def _launch(
-        self,
-        request: ExperimentRequest,
-        env: dict[str, str],
-        guard: InterruptGuard,
-        timeout_s: float | None,
-        on_progress: ProgressCallback | None = None,
-        on_start: Callable[[int], None] | None = None,
-    ) -> ExperimentResult:
-        """One process of the experiment: a local child group, or a Slurm job (`--llem-launcher`).
-        `on_start` gets a local group leader's pid; a Slurm job's processes live on its node, and
-        the job itself is cancelled by name (`isolation.slurm`)."""
-        if self.settings.launcher != "slurm":
-            return run_in_child(
-                request,
-                env=env,
-                guard=guard,
-                timeout_s=timeout_s,
-                on_progress=on_progress,
-                start=self.start_group,
-                on_start=on_start,
-            )
-        settings = self.settings
-        return run_in_slurm_job(
-            request,
-            env=env,
-            guard=guard,
-            options=SlurmOptions.from_settings(settings),
-            node=NodeSettings(
-                baseline_s=settings.baseline_s,
-                cooldown_s=settings.cooldown_s,
-                cooldown_temp_c=settings.cooldown_temp_c,
-            ),
-            gpus=slurm_gpu_count(request.config, settings.slurm_gpus_per_node),
-            timeout_s=timeout_s,
-            on_progress=on_progress,
-        )
-
-    def _take_lease(
-        self, config: ExperimentConfig, experiment_id: str, env: dict[str, str], guard: InterruptGuard
-    ) -> Lease | None:
-        """Wait for the GPUs `config` needs (isolation.leases); the child sees exactly those.
-        A Slurm job is given its GPUs by Slurm and registers on its node's table itself."""
-        if self.settings.launcher == "slurm":
-            return None
-        if self._gpu_inventory is None:
-            self._gpu_inventory = host_gpus()
-        lease = self.leases.acquire(
-            experiment_id,
-            gpu_request(config),
-            self._gpu_inventory,
-            sleep=partial(sleep_unless_interrupted, guard=guard),
-            notify=self.notify,
-        )
-        if lease.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = lease.cuda_visible_devices
-        self._note_lease_problems()
-        return lease
-
-    def _note_lease_problems(self) -> None:
-        for row in self.leases.reclaimed:
-            self.problems.append(
-                f"reclaimed the lease of {row['experiment_id']} ({len(row['gpus'])} GPU(s)): its pytest "
-                f"process (pid {row['pid']}) is gone"
-            )
-        for problem in self.leases.write_problems:
-            self.problems.append(
-                f"a GPU lease could not be released on disk ({problem}); it is freed when pytest ends"
-            )
-        self.leases.reclaimed.clear()
-        self.leases.write_problems.clear()
-
-    def _placed(self, result: ExperimentResult) -> ExperimentResult:
-        """Release the lease and record where the result was measured."""
-        lease, self._lease = self._lease, None
-        placed = result if lease is None else place_result(result, lease)
-        self._note_lease_problems()
-        return placed
-
-    def _release_lease(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            lease.release()
-            self._note_lease_problems()
+        return self._mark_done(entry, self.launcher.placed(result))
 
     def _run_process(
         self,
@@ -429,11 +288,11 @@ class BenchmarkSession:
 
         try:
             if listener is None:
-                return self._launch(request, env, guard, timeout_s, on_progress, on_start)
+                return self.launcher.launch(request, env, guard, timeout_s, on_progress, on_start)
             listener.started(nodeid, process + 1, processes)
             outcome = "failed"
             try:
-                result = self._launch(request, env, guard, timeout_s, on_progress, on_start)
+                result = self.launcher.launch(request, env, guard, timeout_s, on_progress, on_start)
                 outcome = "done"
                 return result
             except ExperimentInterrupted:
@@ -454,34 +313,6 @@ class BenchmarkSession:
                 self.states.advance(experiment_id, ExperimentPhase.MEASURING)
         except StorageError:
             pass  # a full disk, a store gone: the experiment goes on; its end says what was kept
-
-    def _prepare_devices(
-        self, meter: str, options: MeterOptions, env: dict[str, str], guard: InterruptGuard
-    ) -> MeterOptions:
-        """Cool down after the previous experiment, then take idle baselines for new devices
-        (those `options` and `env` say the experiment reads).
-
-        Both wait; a signal ends the wait at once (`ExperimentInterrupted`), not after it.
-        """
-        self.idle.sleep = partial(sleep_unless_interrupted, guard=guard)
-        if self._experiments_started:
-            problem = self.idle.cool_down(
-                meter, options, env, self.settings.cooldown_s, self.settings.cooldown_temp_c
-            )
-            if problem is not None:
-                self.problems.append(problem)
-        self._experiments_started += 1
-        # Nothing of the session may be starting meanwhile: a preloaded interpreter still
-        # importing torch or reading model files would be measured as idle power.
-        conditions, settle_s = "before the experiment's child started", 0.0
-        if self._preloader is not None and self._preloader.running:
-            self._preloader.wait_ready()
-            conditions += (
-                f", {SETTLE_S:g} s after the preloaded interpreter had finished its imports and model reads"
-            )
-            settle_s = SETTLE_S
-        idle = self.idle.measure(meter, options, env, conditions, settle_s)
-        return with_baselines(options, idle)
 
     def _experiment_id(self, nodeid: str, requested: str | None, config_hash: str) -> str:
         if requested is not None:

@@ -76,6 +76,10 @@ class IdleBaselines:
     readings: dict[str, IdleReading] = field(default_factory=dict)
     sleep: Callable[[float], None] = time.sleep
 
+    def measures(self, meter: str) -> bool:
+        """Whether `measure` reads anything for `meter` (not for an adapter, nor "none")."""
+        return self.duration_s > 0 and meter in BASELINE_METERS
+
     def measure(
         self,
         meter: str,
@@ -87,7 +91,7 @@ class IdleBaselines:
         """Idle readings for the devices `meter` would read under `environ`; {} if none apply.
         `conditions`: what the caller waited for first, recorded with each new reading;
         `settle_s`: how long to wait after it before measuring (only when something is measured)."""
-        if self.duration_s <= 0 or meter not in BASELINE_METERS:
+        if not self.measures(meter):
             return {}
         try:
             devices, _, closers = open_devices(meter, options, environ)

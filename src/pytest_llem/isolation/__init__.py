@@ -2,10 +2,12 @@
 
 Runs in several processes, and each module's docstring says which:
 
-- the pytest process: `launcher` (spawn, wait, timeout, teardown of the group), `preload`
-  (the preloaded interpreter's pytest side), `relay` (the child's output, secrets blanked),
+- the pytest process: `launchers` (the `Launcher` the session calls: local or Slurm, chosen
+  in `make_launcher`), `launcher` (spawn, wait, timeout, teardown of the group), `outcome`
+  (the phases and the outcome read back, locally and from a Slurm job), `preload` (the
+  preloaded interpreter's pytest side), `relay` (the child's output, secrets blanked),
   `leases` (GPU leases on the host), `signals` (Ctrl-C and SIGTERM held until cleanup is
-  done), `repeats` (one experiment in N fresh groups), `slurm` (an experiment as a Slurm job);
+  done), `repeats` (one experiment in N fresh groups), `slurm` (each experiment a Slurm job);
 - the preloaded interpreter: `forkserver` (imports once, forks each group);
 - a Slurm job: `slurm_job` (the job's side, on the compute node);
 - the child group: `supervisor` (group leader, dies with pytest, kills the group),

@@ -32,26 +32,18 @@ from pytest_llem.backends import BACKEND_ENV_DEFAULTS
 from pytest_llem.base.redaction import holds_url_password
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.errors import ExperimentFailed, ExperimentInterrupted
-from pytest_llem.isolation.files import OUTCOME_FILE, REQUEST_FILE, WORKER_STATUS_FILE
+from pytest_llem.isolation.files import REQUEST_FILE
 from pytest_llem.isolation.leases import cpu_only_reason
-from pytest_llem.isolation.protocol import (
-    ChildOutcome,
-    ExperimentRequest,
-    ProgressReader,
-    WorkerStatus,
-    read_model,
-    write_model,
-)
+from pytest_llem.isolation.outcome import ProgressCallback, ProgressRelay, read_outcome
+from pytest_llem.isolation.protocol import ExperimentRequest, write_model
 from pytest_llem.isolation.relay import OutputRelay
 from pytest_llem.isolation.signals import InterruptGuard
 from pytest_llem.processes import kill_group, live_group_members, process_is_alive, signal_name
-from pytest_llem.progress import ProgressEvent
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.urls import STORE_ENV
 
-#: Called at every poll with the phases reported since the last call (often none).
-ProgressCallback = Callable[[list[ProgressEvent]], None]
-
+#: How a local experiment that must end early (a signal, its timeout) is ended, as its failure says.
+GROUP_KILLED = "process group was killed"
 GRACE_PERIOD_S = 2.0
 POLL_INTERVAL_S = 0.05
 #: Work folders are `pytest-llem-<pytest pid>-<random>` in the temporary folder.
@@ -270,7 +262,7 @@ def run_in_child(
             output.close()
             raise
         proc = started.group
-        progress = _ProgressRelay(work_dir, on_progress)
+        progress = ProgressRelay(work_dir, on_progress)
         try:
             try:
                 if on_start is not None:
@@ -287,7 +279,7 @@ def run_in_child(
             output.close()
         progress.poll()  # the last phases, written just before the worker ended
         try:
-            result = _read_outcome(work_dir, supervisor_returncode, progress.last_phase)
+            result = read_outcome(work_dir, supervisor_returncode, progress.last_phase)
             result = result.model_copy(
                 update={
                     "start_method": started.method,
@@ -303,25 +295,6 @@ def run_in_child(
             # The experiment finished as the signal came: keep its result, still stop.
             raise ExperimentInterrupted(signal_name(guard.received), result=result)
         return result
-
-
-class _ProgressRelay:
-    """Reads the worker's new phases at each poll and passes them on; remembers the last one."""
-
-    def __init__(self, work_dir: Path, on_progress: ProgressCallback | None) -> None:
-        self._reader = ProgressReader(work_dir)
-        self._on_progress = on_progress
-        self.last_phase: str | None = None
-
-    def poll(self) -> None:
-        events = self._reader.read_new()
-        if events:
-            self.last_phase = events[-1].describe()
-        if self._on_progress is not None:
-            self._on_progress(events)
-
-    def during(self) -> str:
-        return f"last phase: {self.last_phase}; " if self.last_phase else ""
 
 
 class _LeaderExit:
@@ -364,7 +337,7 @@ def _wait_for_leader(
     proc: ChildGroup,
     guard: InterruptGuard,
     timeout_s: float | None,
-    progress: _ProgressRelay,
+    progress: ProgressRelay,
     config: ExperimentConfig,
 ) -> None:
     leader_exit = _LeaderExit(proc.pid)
@@ -378,7 +351,7 @@ def _poll_until_exit(
     proc: ChildGroup,
     guard: InterruptGuard,
     timeout_s: float | None,
-    progress: _ProgressRelay,
+    progress: ProgressRelay,
     leader_exit: _LeaderExit,
     config: ExperimentConfig,
 ) -> None:
@@ -390,12 +363,12 @@ def _poll_until_exit(
             raise ExperimentInterrupted(signal_name(guard.received))
         if deadline is not None and time.monotonic() > deadline:
             terminate_group(proc)
-            raise timed_out(timeout_s, config, "process group was killed", progress)
+            raise timed_out(timeout_s, config, GROUP_KILLED, progress)
         leader_exit.sleep()
 
 
 def timed_out(
-    timeout_s: float, config: ExperimentConfig, ended: str, progress: _ProgressRelay
+    timeout_s: float, config: ExperimentConfig, ended: str, progress: ProgressRelay
 ) -> ExperimentFailed:
     """The failure of an experiment that ran past its limit (the group or job `ended` already),
     naming the setting that set the limit: the case's `timeout=` field when it has one (it
@@ -405,31 +378,3 @@ def timed_out(
     else:
         how = "raise --llem-timeout (ini llem_timeout), or give the case a timeout= field"
     return ExperimentFailed(f"timed out after {timeout_s:g} s; its {ended} ({progress.during()}{how})")
-
-
-def _read_outcome(
-    work_dir: Path, supervisor_returncode: int, last_phase: str | None = None
-) -> ExperimentResult:
-    outcome = read_model(work_dir, OUTCOME_FILE, ChildOutcome)
-    if outcome is not None:
-        if outcome.result is not None:
-            return outcome.result
-        if outcome.failure is not None:
-            if outcome.failure.plain:
-                raise ExperimentFailed(outcome.failure.message)
-            raise ExperimentFailed(
-                f"workload raised {outcome.failure.exception_type}: {outcome.failure.message}\n"
-                f"{outcome.failure.traceback}"
-            )
-    status = read_model(work_dir, WORKER_STATUS_FILE, WorkerStatus)
-    returncode = status.returncode if status is not None else supervisor_returncode
-    during = f" (last phase: {last_phase})" if last_phase else ""
-    raise ExperimentFailed(describe_exit(returncode) + during)
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        name = signal_name(-returncode)
-        hint = " (the out-of-memory killer sends SIGKILL; see dmesg)" if -returncode == signal.SIGKILL else ""
-        return f"child was killed by {name}{hint} before reporting a result"
-    return f"child exited with code {returncode} before reporting a result"

@@ -34,28 +34,27 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.errors import ConfigError, ExperimentFailed, ExperimentInterrupted
 from pytest_llem.isolation.files import REQUEST_FILE
-from pytest_llem.isolation.launcher import (
-    POLL_INTERVAL_S,
-    ProgressCallback,
-    _ProgressRelay,
-    _read_outcome,
-    timed_out,
-)
+from pytest_llem.isolation.launcher import POLL_INTERVAL_S, timed_out
 from pytest_llem.isolation.leases import gpu_request
+from pytest_llem.isolation.outcome import ProgressCallback, ProgressRelay, read_outcome
 from pytest_llem.isolation.protocol import ExperimentRequest, read_model, write_model
 from pytest_llem.isolation.signals import InterruptGuard
 from pytest_llem.processes import set_parent_death_signal, signal_name
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
+
+if TYPE_CHECKING:
+    from pytest_llem.energy.meter import MeterOptions
 
 #: Work folders of Slurm jobs, under the state dir (which the compute nodes must share).
 JOBS_DIR = "slurm-jobs"
@@ -65,6 +64,8 @@ JOB_INFO_FILE = "job.json"
 NODE_SETTINGS_FILE = "node.json"
 #: srun's own output and the job's, kept with the work folder until the experiment ends.
 SRUN_LOG_FILE = "srun.log"
+#: How an experiment that must end early (a signal, its timeout) is ended, as its failure says.
+JOB_CANCELLED = "Slurm job was cancelled"
 #: After scancel, how long srun gets to return before it is killed.
 CANCEL_WAIT_S = 30.0
 #: Job states after which a job runs no more (`scontrol show job`).
@@ -229,7 +230,7 @@ def run_in_slurm_job(
                 preexec_fn=lambda: set_parent_death_signal(signal.SIGKILL),
                 start_new_session=True,
             )
-        progress = _ProgressRelay(work_dir, on_progress)
+        progress = ProgressRelay(work_dir, on_progress)
         try:
             _wait_for_srun(proc, guard, timeout_s, progress, job_name, request.config)
         except BaseException:
@@ -238,7 +239,7 @@ def run_in_slurm_job(
             raise
         progress.poll()
         try:
-            return _read_outcome(work_dir, proc.returncode, progress.last_phase)
+            return read_outcome(work_dir, proc.returncode, progress.last_phase)
         except ExperimentFailed:
             if guard.received is not None:
                 raise ExperimentInterrupted(signal_name(guard.received)) from None
@@ -255,7 +256,7 @@ def _wait_for_srun(
     proc: subprocess.Popen[bytes],
     guard: InterruptGuard,
     timeout_s: float | None,
-    progress: _ProgressRelay,
+    progress: ProgressRelay,
     job_name: str,
     config: ExperimentConfig,
 ) -> None:
@@ -267,7 +268,7 @@ def _wait_for_srun(
             raise ExperimentInterrupted(signal_name(guard.received))
         if deadline is not None and time.monotonic() > deadline:
             cancel_job(proc, job_name)
-            raise timed_out(timeout_s, config, "Slurm job was cancelled", progress)
+            raise timed_out(timeout_s, config, JOB_CANCELLED, progress)
         time.sleep(POLL_INTERVAL_S)
 
 
@@ -325,3 +326,68 @@ def _why_job_ended(work_dir: Path, srun_returncode: int) -> str | None:
     return f"srun exited with code {srun_returncode} before the job reported a result" + (
         f": {last}" if last else ""
     )
+
+
+class SlurmLauncher:
+    """`launchers.Launcher` for `--llem-launcher slurm`: each experiment is one job
+    (`run_in_slurm_job`). Slurm chooses its GPUs, and the job takes its lease, cools down and
+    measures the idle baseline on its node, so the pytest process holds no lease and measures
+    nothing; jobs start cold, whatever `--llem-preload` says."""
+
+    how_stopped = JOB_CANCELLED
+    #: Jobs run on compute nodes: experiments run at once share no host of this session's.
+    shares_host = False
+
+    def __init__(self, settings: LlemSettings) -> None:
+        self.settings = settings
+        self.collected_backends: set[str | None] = set()
+
+    def check(self) -> str | None:
+        return check_slurm(self.settings.state_dir)
+
+    def cases_collected(self, cases: list[ExperimentConfig], will_run: bool) -> None:
+        self.collected_backends = {case.backend for case in cases}
+
+    def workload_named(self, module: str) -> None:
+        pass
+
+    def prepare(
+        self, config: ExperimentConfig, experiment_id: str, env: dict[str, str], guard: InterruptGuard
+    ) -> MeterOptions:
+        return self.settings.meter_options()  # the job measures idle on its node
+
+    def launch(
+        self,
+        request: ExperimentRequest,
+        env: dict[str, str],
+        guard: InterruptGuard,
+        timeout_s: float | None,
+        on_progress: ProgressCallback | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> ExperimentResult:
+        """One process of the experiment as a job; its processes live on the node, so `on_start`
+        is never called (the job itself is cancelled by name)."""
+        settings = self.settings
+        return run_in_slurm_job(
+            request,
+            env=env,
+            guard=guard,
+            options=SlurmOptions.from_settings(settings),
+            node=NodeSettings(
+                baseline_s=settings.baseline_s,
+                cooldown_s=settings.cooldown_s,
+                cooldown_temp_c=settings.cooldown_temp_c,
+            ),
+            gpus=slurm_gpu_count(request.config, settings.slurm_gpus_per_node),
+            timeout_s=timeout_s,
+            on_progress=on_progress,
+        )
+
+    def placed(self, result: ExperimentResult) -> ExperimentResult:
+        return result  # the job placed it on its node
+
+    def release(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
