@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from pytest_llem.errors import LlemError
 from pytest_llem.store.database import CorruptRow, Store, as_utc, unpack
 from pytest_llem.store.names import is_plain_name, printable, run_folder
-from pytest_llem.store.opening import open_results_store
+from pytest_llem.store.opening import OpensStoreOnUse
 from pytest_llem.store.report import (
     SessionReport,
     invalid_reason,
@@ -73,7 +73,7 @@ class RunSummary:
         return self.name or self.run_id
 
 
-class RunHistory:
+class RunHistory(OpensStoreOnUse):
     """The saved runs of one store (by default, the state dir's own)."""
 
     def __init__(self, state_dir: Path, store_url: str | None = None, store: Store | None = None) -> None:
@@ -84,12 +84,6 @@ class RunHistory:
         #: Reports that were skipped, as `runs/<run>/report.json` (a file) or as the store's
         #: row (`STORE_ROW_OF_RUN` and its id), with the reason.
         self.skipped: dict[str, str] = {}
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = open_results_store(self.state_dir, self.store_url, self.skipped)
-        return self._store
 
     def save(self, report: SessionReport, root: Path | None = None) -> None:
         """Insert or replace the run, in one transaction (redacted as its file is)."""

@@ -38,7 +38,7 @@ from pytest_llem.store.experiments import (
     write_state_rows,
 )
 from pytest_llem.store.names import is_plain_name, printable
-from pytest_llem.store.opening import open_results_store
+from pytest_llem.store.opening import OpensStoreOnUse
 from pytest_llem.store.report import SessionReport, invalid_reason
 from pytest_llem.store.schema import experiment_parts, experiments
 
@@ -50,7 +50,7 @@ STORE_ROW_OF_EXPERIMENT = "the store's row of experiment "
 _UNREADABLE_ROWS_PASSED = 20
 
 
-class StateManager:
+class StateManager(OpensStoreOnUse):
     """Reads and writes the experiment states of one store (by default, the state dir's own)."""
 
     def __init__(self, state_dir: Path, store_url: str | None = None, store: Store | None = None) -> None:
@@ -62,12 +62,6 @@ class StateManager:
         #: Files (`experiments/<name>`) and store rows (`the store's row of experiment <id>`)
         #: that were skipped, with the reason (each reported once).
         self.skipped: dict[str, str] = {}
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = open_results_store(self.state_dir, self.store_url, self.skipped)
-        return self._store
 
     def ensure_dirs(self) -> None:
         """The state dir (reports and logs still go there) and the store, opened."""
