@@ -35,6 +35,12 @@ def on_files(files: Any, config: Any) -> Any:
 def reference_page() -> str:
     return "\n".join(
         [
+            # Material's front matter: no table of contents beside the page, so its tables are wider.
+            "---",
+            "hide:",
+            "  - toc",
+            "---",
+            "",
             "# Configuration reference",
             "",
             "Generated when the site is built, from the `SETTINGS` table in `pytest_llem/settings.py`",
@@ -53,16 +59,16 @@ def options_section() -> list[str]:
     defaults = resolve_settings({}, {}, environ={}, enabled=True)
     types_by_name = {f.name: f.type for f in dataclasses.fields(LlemSettings)}
     rows = [
-        "| option | ini key | value | default | meaning |",
-        "| --- | --- | --- | --- | --- |",
-        '| <span id="llem"></span>`--llem` | `llem = true` | switch | off | run the benchmarks; '
+        "| option<br>ini key | default | meaning |",
+        "| --- | --- | --- |",
+        '| <span id="llem"></span>`--llem`<br>`llem = true` | off | *switch*: run the benchmarks; '
         "without it, tests that use the `llem` fixture or marker are skipped with a reason |",
     ]
     for setting in SETTINGS:
         rows.append(
-            f'| <span id="{setting.option.lstrip("-")}"></span>`{_option_form(setting)}` '
-            f"| `{_ini_form(setting)}` | {_value_kind(setting, str(types_by_name[setting.name]))} "
-            f"| {_setting_default(setting, getattr(defaults, setting.name))} | {_cell(setting.help)} |"
+            f'| <span id="{setting.option.lstrip("-")}"></span>`{_option_form(setting)}`<br>'
+            f"`{_ini_form(setting)}` | {_setting_default(setting, getattr(defaults, setting.name))} "
+            f"| *{_value_kind(setting, str(types_by_name[setting.name]))}*: {_cell(setting.help)} |"
         )
     return [
         "## Options and ini keys",
@@ -104,7 +110,7 @@ def fields_section() -> list[str]:
 
 
 def _field_table(names: list[str]) -> list[str]:
-    rows = ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
+    rows = ["| field | default | meaning |", "| --- | --- | --- |"]
     for name in names:
         field = ExperimentConfig.model_fields[name]
         meaning = _cell(field.description or "")
@@ -115,8 +121,8 @@ def _field_table(names: list[str]) -> list[str]:
             meaning += " *not hashed*"
         default = _cell(repr(field.get_default(call_default_factory=True)))
         rows.append(
-            f'| <span id="field-{name}"></span>`{name}` | {_cell(_type_name(field.annotation))} '
-            f"| {default} | {meaning} |"
+            f'| <span id="field-{name}"></span>`{name}` | {default} '
+            f"| *{_cell(_type_name(field.annotation))}*: {meaning} |"
         )
     return rows
 
@@ -143,7 +149,7 @@ def _value_kind(setting: Setting, annotation: str) -> str:
     if setting.bare_value is not None:
         notes.append(f"bare: {_cell(setting.bare_value)}")
     if setting.env is not None:
-        notes.append(f"env `{setting.env}`")
+        notes.append(f"env {_cell(setting.env)}")
     return kind + (f" ({'; '.join(notes)})" if notes else "")
 
 

@@ -65,7 +65,7 @@ def test_the_reference_page_lists_every_option_ini_key_and_field():
     page = _reference_hook().reference_page()
     for setting in SETTINGS:
         assert f'<span id="{setting.option.lstrip("-")}"></span>`{setting.option}' in page, setting.name
-        assert f"| `{setting.ini_name}" in page, setting.name
+        assert f"<br>`{setting.ini_name}" in page, setting.name
         assert setting.help.split()[0] in page, setting.name
     for name, field in ExperimentConfig.model_fields.items():
         assert f'<span id="field-{name}"></span>`{name}`' in page, name
