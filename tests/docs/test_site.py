@@ -121,6 +121,14 @@ def test_the_readme_shows_the_first_benchmark_as_it_is_in_examples():
     assert '--8<-- "examples/first_benchmark/test_first_benchmark.py"' in getting_started
 
 
+def test_the_readme_links_to_files_that_exist():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if not urlsplit(t).scheme]
+    assert len(local) >= 10, local
+    assert [t for t in local if not (ROOT / t).exists()] == []
+
+
 def test_the_first_benchmark_runs(tmp_path: Path):
     # Smoke mode: every case of the example, one prompt and one token each, in real processes.
     proc = subprocess.run(
