@@ -1,5 +1,6 @@
 # Two entry points on a fresh machine: `make demo` (a real benchmark suite under
-# `pytest --llem`, CPU only) and `make test` (the project's tests). Both build .venv first.
+# `pytest --llem`, CPU only) and `make test` (the project's tests, the docs site built
+# strictly among them). Both build .venv first. `make docs` builds the site alone, into site/.
 PYTHON ?= python3
 # torch is pinned to 2.13.0; which build of it pip installs is the package index's choice.
 # PyPI's Linux x86_64 wheel is the CUDA build (a 502 MiB wheel that pulls in the NVIDIA
@@ -12,7 +13,7 @@ TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +26,18 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/pytest --llem examples/tiny_cpu
 
-test: lint
+test: lint docs
 	$(BIN)/pytest tests
 
+# Strict: a broken link or anchor, a page left out of the navigation or a missing snippet fails.
+# NO_MKDOCS_2_WARNING: Material's notice about MkDocs 2 otherwise opens every build's output.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples docs/hooks
+	$(BIN)/ruff format --check src tests benchmarks examples docs/hooks
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) site

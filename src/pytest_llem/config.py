@@ -81,12 +81,16 @@ class ExperimentConfig(BaseModel):
     # NaN or infinity in a number field would mean "no limit" or crash the child: refused.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    model: str | None = Field(default=None, description="model id or local directory")
+    model: str | None = Field(
+        default=None, description="model id (hub) or local directory, passed to the workload or backend"
+    )
     backend: BackendName | None = Field(
         default=None, description="built-in inference backend; a workload may be omitted when set"
     )
-    batch_size: int = Field(default=1, ge=1)
-    max_new_tokens: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=1, ge=1, description="prompts per generate call (vllm: max_num_seqs)")
+    max_new_tokens: int | None = Field(
+        default=None, ge=1, description="new tokens per prompt; None: the backends' default, 32"
+    )
     # Inference settings of the built-in backends (a custom workload may read them too).
     precision: Precision = Field(default="auto", description="weights' dtype; auto: the checkpoint's")
     device: DeviceName = Field(default="auto", description="auto: cuda when available, else cpu")
@@ -96,11 +100,13 @@ class ExperimentConfig(BaseModel):
         default=True, description="generate exactly max_new_tokens per prompt, so runs compare"
     )
     temperature: float = Field(default=0.0, ge=0, description="0: greedy decoding")
-    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling; 1: off")
     top_k: int = Field(default=0, ge=0, description="0: off")
     seed: int = Field(default=0, ge=0, description="seeds prompts and sampling")
     prompts: str | list[str] | None = Field(
-        default=None, description="None: seeded synthetic prompts; a list; or a .txt/.jsonl file"
+        default=None,
+        description="None: seeded synthetic prompts; a list of strings; or a .txt file (one prompt a "
+        "line) or a .jsonl file (a prompt or text field per line)",
     )
     warmup_batches: int = Field(default=1, ge=0, description="batches run before the measured window")
     rounds: Annotated[int, BeforeValidator(round_count)] = Field(
@@ -135,7 +141,7 @@ class ExperimentConfig(BaseModel):
     gpus: int | list[int] | None = Field(
         default=None,
         description="a number of whole GPUs to lease, or NVML indices; default: tensor_parallel_size "
-        "or num_processes GPUs (1) when the host has any",
+        "or num_processes GPUs (1) when the host has any; 0 (or device='cpu'): none",
     )
     # Serving benchmarks (scenario="serving"): a server under load, see pytest_llem.backends.serving.
     scenario: Scenario = Field(default="offline", description="serving: an OpenAI-compatible server")
@@ -166,17 +172,26 @@ class ExperimentConfig(BaseModel):
         default=0.0, ge=0, le=1, description="share of failed requests above which the case fails"
     )
     energy: Annotated[MeterName, BeforeValidator(meter_name)] = Field(
-        default="auto", description="energy meter to use in the child"
+        default="auto", description="energy meter to use in the child (overrides --llem-energy)"
     )
     timeout: Annotated[float, BeforeValidator(seconds_above_zero)] | None = Field(
-        default=None, description="seconds before the child is killed"
+        default=None,
+        description="seconds before the experiment's process group is killed (overrides --llem-timeout)",
     )
-    experiment_id: str | None = Field(default=None, min_length=1, max_length=128)
+    experiment_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="a fixed id instead of a generated one (letters, digits, '.', '_', '-'; starting with "
+        "a letter or digit); taken by a session still running here, the result gets a unique suffix",
+    )
     label: str | None = Field(
         default=None, min_length=1, max_length=80, description="the experiment's name in charts and reports"
     )
     env: dict[str, str] = Field(
-        default_factory=dict, description="extra environment for the child; overrides defaults"
+        default_factory=dict,
+        description="extra environment variables for the child; overrides defaults. Secrets (by name, "
+        "or a URL with a password) are refused: set those in pytest's environment",
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="free-form workload settings (JSON values)"

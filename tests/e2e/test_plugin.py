@@ -581,7 +581,7 @@ def test_a_disk_that_fills_mid_session_keeps_the_result_and_ends_in_one_line(
 
 
 def test_a_disk_already_full_at_the_start_ends_in_one_line_with_exit_1(tmp_path: Path, small_disk: Path):
-    """As a disk that fills mid-session (README's exit codes): exit 1, not 4 (no usage error)."""
+    """As a disk that fills mid-session (docs/reference/exit-codes.md): exit 1, not 4 (no usage error)."""
     with (small_disk / "filler").open("wb") as filler:
         with pytest.raises(OSError):  # until no space is left
             while True:

@@ -1,7 +1,9 @@
-"""Headless Chromium for the HTML report: rendering a page offline to its DOM or a screenshot.
+"""Headless Chromium for the HTML report and the docs site: rendering a page offline to its
+DOM or a screenshot.
 
-Used by the browser test of the report and by `report_screenshot.py`, which regenerates
-`docs/report-screenshot.png`. Chromium comes from the system (Debian's `chromium`).
+Used by the browser tests of the report and of the docs site, and by `report_screenshot.py`,
+which regenerates `docs/report-screenshot.png`. Chromium comes from the system (Debian's
+`chromium`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ def rendered_dom(browser: str, html: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "report.html"
         page.write_text(html, encoding="utf-8")
-        return _run(browser, page, "--dump-dom")
+        return file_dom(browser, page)
+
+
+def file_dom(browser: str, page: Path) -> str:
+    """The DOM of a page already on disk, loaded where it lies so its relative links and
+    assets resolve as they would on a web server."""
+    return _run(browser, page.resolve(), "--dump-dom")
 
 
 def screenshot(browser: str, html: str, target: Path, width: int = 1280, height: int = 2600) -> None:

@@ -1,9 +1,9 @@
 """Measurement-quality flags: when a figure should not be trusted, and why.
 
 Each flag is a `QualityWarning` with a stable code (for machines: reports, gating) and a
-sentence (for people). Every threshold is a named constant here, documented in README's
-"How energy is measured" section. Missing energy is not a quality flag: there is no figure
-to distrust, and the reason goes in `energy_notes`.
+sentence (for people). Every threshold is a named constant here, documented in the docs
+site's energy page (docs/guides/energy.md, "Quality flags"). Missing energy is not a quality
+flag: there is no figure to distrust, and the reason goes in `energy_notes`.
 """
 
 from __future__ import annotations

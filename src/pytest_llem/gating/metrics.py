@@ -42,7 +42,7 @@ def _serving_metric(name: str, unit: str, higher_is_better: bool) -> Metric:
     return Metric(name, unit, higher_is_better, of_result, of_round)
 
 
-# name, unit, higher is better: see ServingSummary.headline and the README's serving section.
+# name, unit, higher is better: see ServingSummary.headline and docs/guides/serving.md.
 SERVING_METRICS = (
     ("requests_per_s", "requests/s", True),
     ("output_tokens_per_s", "tokens/s", True),
