@@ -28,7 +28,10 @@ def _error_classes() -> list[type[BaseException]]:
     return [
         value
         for value in vars(errors).values()
-        if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == errors.__name__
+        if inspect.isclass(value)
+        and issubclass(value, BaseException)
+        and value.__module__ == errors.__name__
+        and value is not LlemError  # the family itself
     ]
 
 
