@@ -1,0 +1,166 @@
+"""The `pytest-llem` command's own behaviour (`cli.main`): what each subcommand's options do
+beyond the end-to-end runs in tests/e2e/test_cli.py (the newest N runs, keeping N per
+machine, the store from the environment, importing), usage errors, a reader that goes away
+(`| head`, a real pipe), and `export_text` and `parse_date` as functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sample_reports import EPYC, GPT2, make_entry, make_report, make_result
+
+from pytest_llem.cli import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_USAGE, export_text, main, parse_date
+from pytest_llem.errors import LlemError
+from pytest_llem.settings import STATE_DIR_ENV
+from pytest_llem.store.database import close_stores, default_store_url
+from pytest_llem.store.report import SessionReport, write_report
+from pytest_llem.store.urls import STORE_ENV
+
+
+@pytest.fixture(autouse=True)
+def plain_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No state dir or store from the environment this suite runs in; each test's stores closed."""
+    monkeypatch.delenv(STATE_DIR_ENV, raising=False)
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    yield
+    close_stores()
+
+
+def save(state_dir: Path, run_id: str, days: float, **fields) -> SessionReport:
+    report = make_report(run_id, [make_entry(GPT2, make_result([5.0, 5.1]))], days_after_t0=days, **fields)
+    write_report(report, state_dir)
+    return report
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], list[str]]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err.splitlines()
+
+
+def test_without_a_command_the_usage_says_one_is_needed(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == EXIT_USAGE
+    assert "error: the following arguments are required: COMMAND" in capsys.readouterr().err
+
+
+def test_list_limit_shows_only_the_newest_runs_oldest_first(tmp_path: Path, capsys):
+    for day, run_id in enumerate(["r-1", "r-2", "r-3", "r-4"]):
+        save(tmp_path, run_id, day)
+    code, out, _ = cli(capsys, "list", "--limit", "2", "--state-dir", str(tmp_path))
+    assert code == EXIT_OK
+    assert [line.split()[0] for line in out[1:]] == ["r-3", "r-4"]
+
+
+def test_the_store_comes_from_the_environment_when_not_given(tmp_path: Path, capsys, monkeypatch):
+    elsewhere = tmp_path / "shared"
+    save(elsewhere, "shared-run", 0)
+    empty = tmp_path / "empty"
+    code, out, _ = cli(capsys, "list", "--state-dir", str(empty))
+    assert out == [f"no saved runs in {empty}"]
+
+    monkeypatch.setenv(STORE_ENV, default_store_url(elsewhere))
+    code, out, _ = cli(capsys, "list", "--state-dir", str(empty))
+    assert code == EXIT_OK and [line.split()[0] for line in out[1:]] == ["shared-run"]
+
+
+def test_clean_keep_keeps_the_newest_runs_of_each_machine(tmp_path: Path, capsys):
+    for run_id, day, machine in [
+        ("h-old", 0, None),
+        ("h-new", 1, None),
+        ("e-old", 2, EPYC),
+        ("e-new", 3, EPYC),
+    ]:
+        save(tmp_path, run_id, day, **({"machine": machine} if machine else {}))
+    code, out, _ = cli(capsys, "clean", "--keep", "1", "--state-dir", str(tmp_path))
+    assert code == EXIT_OK
+    assert out == [
+        "removed h-old (started 2026-01-01 00:00:00 UTC)",
+        "removed e-old (started 2026-01-03 00:00:00 UTC)",
+        "removed 2 run(s) beyond the newest 1 per machine",
+    ]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["e-new", "h-new"]
+
+
+def test_clean_by_date_and_count_together_names_both_rules(tmp_path: Path, capsys):
+    save(tmp_path, "old", 0)
+    save(tmp_path, "new", 10)
+    code, out, _ = cli(
+        capsys, "clean", "--older-than", "2026-01-05", "--keep", "5", "--state-dir", str(tmp_path)
+    )
+    assert code == EXIT_OK
+    assert out[-1] == "removed 1 run(s) started before 2026-01-05 and beyond the newest 5 per machine"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("clean", "--keep", "-1"), "pytest-llem: --keep: -1 is not a number of runs; give 0 or more"),
+        (
+            ("list", "--limit", "-3"),
+            "pytest-llem: --limit: -3 is not a number of runs to show; give 1 or more",
+        ),
+    ],
+)
+def test_a_negative_count_is_one_line_naming_the_option(tmp_path: Path, capsys, argv, message):
+    code, out, err = cli(capsys, *argv, "--state-dir", str(tmp_path))
+    assert (code, out, err) == (EXIT_USAGE, [], [message])
+
+
+def test_import_needs_a_folder_and_says_what_it_imported(tmp_path: Path, capsys):
+    state_dir = tmp_path / "state"
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("")
+    code, _, err = cli(capsys, "import", str(not_a_folder), "--state-dir", str(state_dir))
+    assert (code, err) == (
+        EXIT_USAGE,
+        [
+            f"pytest-llem: import: {not_a_folder} is not a folder; "
+            "give a state dir (it holds experiments/ and runs/)"
+        ],
+    )
+    old = tmp_path / "old-state"
+    (old / "runs").mkdir(parents=True)
+    code, out, _ = cli(capsys, "import", str(old), "--state-dir", str(state_dir))
+    assert code == EXIT_OK
+    assert out == [f"imported 0 run(s) and 0 experiment state(s) into {default_store_url(state_dir)}"]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_sigpipes_code(tmp_path: Path):
+    # A table far larger than a pipe's buffer: the command is still writing when `head` leaves.
+    entries = [make_entry(f"t.py::test_{i}", make_result([5.0, 5.1, 5.2])) for i in range(1200)]
+    write_report(make_report("big", entries), tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in (STATE_DIR_ENV, STORE_ENV)}
+    command = subprocess.Popen(
+        [sys.executable, "-m", "pytest_llem.cli", "show", "big", "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert command.stdout.read(10) == b"big: passe"
+    command.stdout.close()
+    assert command.wait(timeout=60) == EXIT_BROKEN_PIPE
+    assert command.stderr.read() == b""  # no traceback, no "Exception ignored" at exit
+
+
+def test_export_text_gives_each_format_of_one_report():
+    report = make_report("r", [make_entry(GPT2, make_result([5.0, 5.1]))])
+    assert SessionReport.model_validate_json(export_text(report, "json")) == report
+    csv_header = export_text(report, "csv").splitlines()[0].split(",")
+    assert csv_header[:2] == ["nodeid", "status"] and "energy_j" in csv_header
+    assert GPT2 in export_text(report, "markdown")
+    assert json.loads(export_text(report, "json"))["run_id"] == "r"
+
+
+def test_a_date_is_midnight_utc_and_anything_else_is_one_line():
+    assert parse_date("2026-02-28") == datetime(2026, 2, 28, tzinfo=timezone.utc)
+    with pytest.raises(LlemError, match=r"^--older-than: '28/02/2026' is not a date; write YYYY-MM-DD$"):
+        parse_date("28/02/2026")
