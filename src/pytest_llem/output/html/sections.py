@@ -26,12 +26,19 @@ if TYPE_CHECKING:
 
 from pytest_llem.output.html.charts import (
     batch_size_chart,
+    budget_chart,
     change_chart,
     figure_element,
     power_chart,
     tradeoff_chart,
 )
-from pytest_llem.output.html.points import Point, group_colours, power_chart_points, unmeasured_reasons
+from pytest_llem.output.html.points import (
+    Point,
+    group_colours,
+    power_chart_points,
+    shorten,
+    unmeasured_reasons,
+)
 
 
 def header(report: SessionReport) -> str:
@@ -166,7 +173,9 @@ def _flag_details(entries: list[ReportEntry]) -> str:
     )
 
 
-def charts_section(figure_class: type[Figure], points: list[Point], power_tests: tuple[str, ...] = ()) -> str:
+def charts_section(
+    figure_class: type[Figure], report: SessionReport, points: list[Point], power_tests: tuple[str, ...] = ()
+) -> str:
     if not points:
         return (
             '<section id="charts">\n<h2>Charts</h2>\n'
@@ -187,12 +196,20 @@ def charts_section(figure_class: type[Figure], points: list[Point], power_tests:
     figure = batch_size_chart(figure_class, points, colours, with_energy)
     if figure is not None:
         caption = (
-            "Energy per output token and throughput against batch size, one line per model and precision."
-            if with_energy
-            else "Throughput against batch size, one line per model and precision."
-        ) + (
-            " Each point is the median of its samples; where there are several, "
-            "the bar spans their interquartile range."
+            (
+                "Energy per output token and throughput against batch size."
+                if with_energy
+                else "Throughput against batch size."
+            )
+            + (
+                " One line per set of settings: experiments that differ in anything but the batch size "
+                "(the model, precision, max_new_tokens, ...) are different lines, each named by its model "
+                "and the settings that tell it from the others."
+            )
+            + (
+                " Each point is the median of its samples; where there are several, "
+                "the bar spans their interquartile range."
+            )
         )
         parts.append(figure_element("chart-batch-size", figure, caption))
     figure = tradeoff_chart(figure_class, points, colours) if with_energy else None
@@ -203,6 +220,18 @@ def charts_section(figure_class: type[Figure], points: list[Point], power_tests:
                 figure,
                 "Throughput against energy per output token, one point per experiment: "
                 "the best configurations sit top left (fast and frugal).",
+            )
+        )
+    figure = budget_chart(figure_class, report, shorten([p.nodeid for p in points]))
+    if figure is not None:
+        parts.append(
+            figure_element(
+                "chart-budgets",
+                figure,
+                "Each test's figure against its budget (the dashed tick), one panel per metric a budget "
+                "is set on: the figure the results table shows, which the budget is checked on. "
+                "Red with a dark edge: over budget; orange: over budget on a result with a "
+                "measurement-quality flag; green: within budget. Every metric with a budget has its panel.",
             )
         )
     parts += _power_charts(figure_class, points, power_tests)
@@ -261,7 +290,8 @@ def comparison_section(figure_class: type[Figure], comparison: Comparison, names
                 "Change against the baseline per test. Red with a dark edge: a regression beyond its limit; "
                 "orange: beyond its limit but carrying a measurement-quality flag, so not gated; "
                 "pale red or green: worse or better, within the limits. A dashed tick marks a gated "
-                "metric's limit on the worse side. Every metric with a limit has its panel.",
+                "metric's limit on the worse side. Every metric with a limit has its panel; one "
+                "without a figure says why.",
             )
         )
     if comparison.changes:
