@@ -382,9 +382,16 @@ def test_compare_fails_on_an_exceeded_budget_without_any_limit(state_dir):
     compared = llem(state_dir, "compare", "run-a", "run-b")
 
     assert compared.returncode == 1
+    # The rounds' median (0.501 J; pooled, 0.502 J), as the comparison's row above shows it.
     assert compared.stdout.splitlines()[-1] == (
-        f"pytest-llem: OVER BUDGET {GPT2} energy_per_token_j 0.502 J (budget 0.450 J)"
+        f"pytest-llem: OVER BUDGET {GPT2} energy_per_token_j 0.501 J (budget 0.450 J)"
     )
+    (row,) = [
+        line
+        for line in compared.stdout.splitlines()
+        if line.startswith(GPT2) and "energy_per_token_j" in line
+    ]
+    assert row.split()[2:6] == ["0.500", "J", "0.501", "J"]
 
 
 def test_compare_lists_tests_found_in_one_run_only(state_dir):
