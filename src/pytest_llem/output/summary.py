@@ -4,9 +4,9 @@ Columns, sort order and grouping come from `--llem-columns`, `--llem-sort` and
 `--llem-group-by` (a `SummaryView`). A metric's cell is its `sample_summary`: for a case
 with several samples (rounds, or processes with `repeats`), the median and the
 interquartile range, `median [q1, q3]`; with one sample, the figure itself. That median is
-the figure the gate compares and checks budgets on (`gating.stats.gated_figure`), and every output
-(terminal, `pytest-llem show`, CSV, Markdown, HTML, charts) shows it. `n` says how many
-samples there are. A column no row has a value for is left out (`summary_columns`).
+the figure the gate compares and checks budgets on (`gating.stats.gated_figure`), and every
+output (terminal, `pytest-llem show`, CSV, Markdown, HTML, charts) shows it. `n` says how
+many samples there are. A column no row has a value for is left out (`summary_columns`).
 Renderers add their own markup (code spans, flag details).
 """
 
@@ -142,8 +142,12 @@ def summary_columns(entries: list[ReportEntry], view: SummaryView) -> tuple[str,
     return tuple(
         name
         for name in view.columns
-        if name == "status" or any(_cell(e, name, lambda e: e.status) != MISSING for e in entries)
+        if name == "status" or any(_cell(entry, name, _plain_status) != MISSING for entry in entries)
     )
+
+
+def _plain_status(entry: ReportEntry) -> str:
+    return entry.status
 
 
 def summary_header(columns: tuple[str, ...]) -> tuple[str, ...]:
