@@ -31,14 +31,17 @@ from pytest_llem.base.digests import DIGEST_LENGTH, canonical_json
 from pytest_llem.base.redaction import holds_url_password, is_secret_name
 from pytest_llem.energy import MeterName
 from pytest_llem.errors import ConfigError
-from pytest_llem.values import meter_name, parse_repeats, round_count, seconds_above_zero, seconds_from_zero
+from pytest_llem.values import (
+    NON_MEASUREMENT_FIELDS,
+    meter_name,
+    parse_repeats,
+    round_count,
+    seconds_above_zero,
+    seconds_from_zero,
+)
 
 #: An experiment id names a file in the state dir: nothing else may be in it.
 EXPERIMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-# Fields that change where or how long, not what is measured; left out of the hash.
-NON_MEASUREMENT_FIELDS = frozenset(
-    {"timeout", "experiment_id", "compare_fail", "budget", "label", "preload_model_files"}
-)
 CONFIG_HASH_LENGTH = DIGEST_LENGTH
 #: Fields whose values an error never repeats: the terminal, reports and JUnit keep errors,
 #: and `env` is where a token is most likely to be put.

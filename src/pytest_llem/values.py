@@ -7,6 +7,9 @@ value means the same and is refused in the same words on both sides. Each takes 
 sentence to show after the option's or field's name; each caller adds where the value came
 from and the value itself.
 
+Also the names of the case fields that are not measurement settings (`NON_MEASUREMENT_FIELDS`),
+which the config hash and the report's charts both read.
+
 Runs in the pytest process, the CLI and the experiment's child. Imported by `settings` at
 pytest start-up, `--llem` or not, so it imports only the standard library and `energy`'s names.
 """
@@ -18,6 +21,13 @@ import re
 from typing import Any
 
 from pytest_llem.energy import METER_NAMES
+
+#: Case fields that change where or how long it runs, or how it is named and gated, not what is
+#: measured: left out of the config hash (`config`), and never what tells one chart line from
+#: another (`output.html.points`).
+NON_MEASUREMENT_FIELDS = frozenset(
+    {"timeout", "experiment_id", "compare_fail", "budget", "label", "preload_model_files"}
+)
 
 
 def number_of_seconds(value: Any, minimum: float = 0.0, allow_equal: bool = True) -> float:

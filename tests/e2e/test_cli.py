@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import csv
+import html
 import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,11 @@ from pathlib import Path
 import pytest
 from sample_reports import CONFIG, EPYC, GPT2, OPT, SHORT_WINDOW, make_entry, make_report, make_result
 
+from pytest_llem.formatting import figure_or_missing
+from pytest_llem.gating.metrics import METRICS
+from pytest_llem.gating.stats import gated_figure
+from pytest_llem.output.summary import SummaryView
+from pytest_llem.output.terminal import format_summary
 from pytest_llem.store.history import RunHistory
 from pytest_llem.store.report import SessionReport, write_report
 from pytest_llem.store.state import StateManager
@@ -176,6 +183,66 @@ def test_export_markdown_html_and_csv_follow_the_chosen_view(state_dir):
         assert table_html.index(OPT) < table_html.index(GPT2)
 
 
+def cells_of(row: str, separator: str) -> list[str]:
+    return [cell.strip().strip("`") for cell in re.split(separator, row.strip().strip("|")) if cell.strip()]
+
+
+def html_results(page: str) -> list[list[str]]:
+    table = page[
+        page.index('<table id="results">') : page.index("</table>", page.index('<table id="results">'))
+    ]
+    rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
+    return [
+        [html.unescape(re.sub(r"<[^>]+>", "", cell)) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+        for row in rows
+    ]
+
+
+def test_every_output_prints_the_same_figure_for_the_same_case_and_metric(state_dir):
+    # Five rounds of 0.26 s, 257 tokens each: the table's figure is the rounds' median, which
+    # the gate compares; the pooled windows (1.3 s in all) must not show up anywhere.
+    rounds = make_result([4.9, 4.95, 5.1, 5.0, 5.05], tokens_per_round=257, round_s=0.26)
+    rounds.rounds[1].duration_s = 0.27  # one slower round: the median and the pooled rate part
+    rounds.duration_s = sum(r.duration_s for r in rounds.rounds)
+    report = make_report("run-a", [make_entry(GPT2, rounds), make_entry(OPT, make_result([3.0]))])
+    write_report(report, state_dir)
+    metrics = ("duration_s", "tokens_per_s", "energy_j", "energy_per_token_j")
+    view = ("--columns", ",".join(("test", *metrics)))
+
+    shown = llem(state_dir, "show", "run-a", *view)
+    exported = {
+        form: llem(state_dir, "export", "run-a", "--format", form, *view) for form in ("csv", "markdown")
+    }
+    terminal = format_summary(report.experiments, SummaryView(("test", *metrics)))
+
+    assert shown.returncode == 0 and all(e.returncode == 0 for e in exported.values()), shown.stderr
+    expected = {m: figure_or_missing(gated_figure(rounds, METRICS[m])) for m in metrics}
+    assert expected["duration_s"] == "0.260" != figure_or_missing(rounds.duration_s)
+    assert expected["tokens_per_s"] == "988" != figure_or_missing(rounds.tokens_per_s)  # pooled: 981
+    row_of = {
+        "show": next(
+            cells_of(line, r"\s{2,}") for line in shown.stdout.splitlines() if line.startswith(GPT2)
+        ),
+        "terminal": next(cells_of(line, r"\s{2,}") for line in terminal if line.startswith(GPT2)),
+        "markdown": next(
+            cells_of(line, r" \| ") for line in exported["markdown"].stdout.splitlines() if GPT2 in line
+        ),
+    }
+    if importlib.util.find_spec("matplotlib") is not None:
+        page = llem(state_dir, "export", "run-a", "--format", "html", *view).stdout
+        row_of["html"] = next(row for row in html_results(page) if row[:1] == [GPT2])
+    for output, row in row_of.items():
+        # A cell is the figure, then its [interquartile range] and the energy's ± uncertainty.
+        shown_figures = {
+            m: cell.split(" [")[0].split(" ±")[0] for m, cell in zip(metrics, row[1:], strict=False)
+        }
+        assert shown_figures == expected, output
+    (gpt2,) = [r for r in csv.DictReader(io.StringIO(exported["csv"].stdout)) if r["nodeid"] == GPT2]
+    # CSV keeps full precision, of the same figure.
+    assert {m: figure_or_missing(float(gpt2[m])) for m in metrics} == expected
+    assert float(gpt2["duration_s"]) == gated_figure(rounds, METRICS["duration_s"])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -315,9 +382,16 @@ def test_compare_fails_on_an_exceeded_budget_without_any_limit(state_dir):
     compared = llem(state_dir, "compare", "run-a", "run-b")
 
     assert compared.returncode == 1
+    # The rounds' median (0.501 J; pooled, 0.502 J), as the comparison's row above shows it.
     assert compared.stdout.splitlines()[-1] == (
-        f"pytest-llem: OVER BUDGET {GPT2} energy_per_token_j 0.502 J (budget 0.450 J)"
+        f"pytest-llem: OVER BUDGET {GPT2} energy_per_token_j 0.501 J (budget 0.450 J)"
     )
+    (row,) = [
+        line
+        for line in compared.stdout.splitlines()
+        if line.startswith(GPT2) and "energy_per_token_j" in line
+    ]
+    assert row.split()[2:6] == ["0.500", "J", "0.501", "J"]
 
 
 def test_compare_lists_tests_found_in_one_run_only(state_dir):

@@ -61,7 +61,7 @@ def test_with_llem_runs_each_case_and_reports_it(suite: pytest.Pytester, tmp_pat
     result.stdout.fnmatch_lines(
         [
             "*= pytest-llem =*",
-            "test*duration_s*tokens/s*energy_j*J/token*status",
+            "test*n*duration_s*tokens/s*status",
             "test_suite.py::test_tiny[[]1[]]*passed",
             "test_suite.py::test_tiny[[]4[]]*passed",
             f"pytest-llem: report written to {state_dir}/runs/*/report.json",

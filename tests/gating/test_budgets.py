@@ -36,3 +36,15 @@ def test_a_budget_on_a_metric_the_run_has_no_figure_for_is_named_with_the_reason
     (missing,) = unmeasured_budgets(report)
     assert (missing.nodeid, missing.metric, missing.limit) == (GPT2, "energy_per_token_j", "budget 0.200 J")
     assert missing.missing_in == ["this run"] and missing.reason == NOT_MEASURED.message
+
+
+def test_a_budget_checks_the_figure_the_results_table_shows_the_samples_median():
+    # Five rounds of 2 s: the table shows 2.00 s, the median; the pooled windows last 10 s.
+    result = make_result([1.0, 1.1, 1.2, 1.3, 1.4], config={"budget": {"duration_s": 3.0, "energy_j": 1.25}})
+    report = make_report("now", [make_entry(GPT2, result)])
+    checks = {c.metric: c for c in check_budgets(report)}
+    assert result.duration_s == 10.0 and checks["duration_s"].current == 2.0
+    assert checks["duration_s"].status == "ok"
+    assert (
+        checks["energy_j"].status == "ok" and checks["energy_j"].current == 1.2
+    )  # median, not the 6.0 J sum

@@ -97,6 +97,26 @@ def test_p_is_shown_only_where_it_decided_the_row():
     assert unlimited.p_value is not None and not unlimited.p_decides and unlimited.cells()[5:7] == ("-", "-")
 
 
+def test_p_is_shown_wherever_a_change_went_beyond_its_limit_and_nowhere_else():
+    def case(rounds, digest, **fields):
+        result = make_result(rounds, extra={"output_digest": digest}, **fields)
+        return make_entry(GPT2, result, work=describe_work(result.config, result, "p1"))
+
+    def change(before, after, gate_flagged=False):
+        base, now = make_report("base", [before]), make_report("now", [after])
+        return energy_change(compare_reports(base, now, [parse_limit("energy_per_token_j:5%")], gate_flagged))
+
+    # Within its limit, with other generated tokens: the note is about the outputs, not p.
+    within = change(case([1.0, 1.01, 0.99], "aaaa"), case([1.01, 1.02, 1.0], "bbbb"))
+    assert within.status == "ok" and within.note == "outputs changed" and within.p_value is not None
+    assert not within.p_decides and within.cells()[6] == "-"
+    # Beyond its limit and real, but a flag keeps it from the gate: p is what said it is real.
+    flagged = change(
+        case([1.0, 1.01, 0.99], "aaaa"), case([1.5, 1.51, 1.49], "aaaa", warnings=[SHORT_WINDOW])
+    )
+    assert flagged.status == "flagged" and flagged.p_decides and flagged.cells()[6] == "0.05"
+
+
 # --- what is not gated, and budgets ----------------------------------------------------------
 
 

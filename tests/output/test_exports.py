@@ -36,23 +36,30 @@ def report() -> SessionReport:
     )
 
 
-def test_csv_has_one_row_per_experiment_with_config_and_every_metric(report):
+def test_csv_has_one_row_per_experiment_with_config_n_and_every_metric_some_row_has(report):
     rows = list(csv.DictReader(io.StringIO(csv_text(report))))
 
     assert [r["nodeid"] for r in rows] == [GPT2, OPT, "tests/test_bench.py::test_broken"]
-    assert list(rows[0])[:7] == "nodeid status config_hash batch_size precision backend model".split()
-    assert list(rows[0])[7:] == list(METRICS)
+    assert list(rows[0])[:8] == "nodeid status config_hash batch_size precision backend model n".split()
+    measured = [name for name, metric in METRICS.items() if metric.of_result(report.experiments[0].result)]
+    # Every metric some row has a figure for, in the table's order; those no row has are left out.
+    assert list(rows[0])[8:] == measured
+    assert "ttft_p50_s" not in rows[0] and "requests_per_s" not in rows[0] and "backend" in rows[0]
     gpt2 = rows[0]
-    assert (gpt2["status"], gpt2["config_hash"], gpt2["batch_size"], gpt2["precision"]) == (
+    assert (gpt2["status"], gpt2["config_hash"], gpt2["batch_size"], gpt2["precision"], gpt2["n"]) == (
         "passed",
         "c0ffee0123456789",
         "4",
         "fp16",
+        "5",
     )
+    # The rounds' median, as the results table shows and the gate compares: not the pooled sum.
+    assert float(gpt2["energy_j"]) == pytest.approx(5.0) != report.experiments[0].result.energy_j
+    assert float(gpt2["duration_s"]) == pytest.approx(2.0)
     assert float(gpt2["energy_per_token_j"]) == pytest.approx(0.5)
     assert float(gpt2["tokens_per_s"]) == pytest.approx(5.0)
     assert float(gpt2["batch_latency_p50_s"]) == pytest.approx(0.5)
-    assert gpt2["ttft_p50_s"] == "" and gpt2["peak_memory_bytes"] == ""
+    assert rows[1]["n"] == "1"
 
 
 def test_csv_keeps_the_config_of_a_failed_experiment_and_leaves_its_metrics_empty(report):
@@ -60,7 +67,7 @@ def test_csv_keeps_the_config_of_a_failed_experiment_and_leaves_its_metrics_empt
 
     assert broken["status"] == "failed" and broken["model"] == "tiny-gpt2"
     assert broken["config_hash"] == "badc0ffee0123456"
-    assert all(broken[name] == "" for name in METRICS)
+    assert broken["n"] == "" and all(broken[name] == "" for name in METRICS if name in broken)
 
 
 def test_markdown_summary_has_a_heading_a_row_per_test_and_marks_flagged_rows(report):

@@ -255,7 +255,7 @@ def test_each_chart_is_an_inline_svg_and_the_comparison_lists_regressions(compar
     power = root.find("div", id="power-charts").find_all("figure")
     captions = [f.find("figcaption").all_text() for f in power]
     expected = [
-        f"{e.nodeid.split('::')[1]}, meta-llama/Llama-3.2-1B ({e.config['precision']}): "
+        f"{e.nodeid.split('::')[1]}, meta-llama/Llama-3.2-1B, precision={e.config['precision']}: "
         for e in report.experiments
     ]
     assert [c[: len(x)] for c, x in zip(captions, expected, strict=True)] == expected
@@ -267,7 +267,8 @@ def test_each_chart_is_an_inline_svg_and_the_comparison_lists_regressions(compar
     assert len(regressions) == 2 and all("REGRESSION" in line for line in regressions)
     rows = table_rows(root, "comparison")
     assert len(rows) == len(comparison.changes) == 12
-    statuses = {(r[0], r[1]): r[8] for r in rows}
+    # The terminal's columns: test, metric, baseline, current, change, limit, p, status.
+    statuses = {(r[0], r[1]): r[7] for r in rows}
     assert statuses[nodeid("bf16", 32), "energy_per_token_j"] == "regression"
     assert statuses[nodeid("fp32", 8), "tokens_per_s"] == "regression"
     assert statuses[nodeid("fp32", 1), "energy_per_token_j"] == "ok"
@@ -315,7 +316,9 @@ def test_a_run_without_energy_says_why_and_still_charts_throughput():
     figure = chart(root, "chart-batch-size")
     assert "Throughput against batch size" in figure.find("figcaption").all_text()
     assert not root.find_all("figure", id="chart-tradeoff") and not root.find_all("div", id="power-charts")
-    assert all(row[4:6] == ["-", "-"] for row in table_rows(root, "results"))  # energy_j, J/token
+    # No row has energy_j or J/token: those columns are left out, the note below says why.
+    head = [cell.all_text() for cell in root.find("table", id="results").find("thead").find_all("th")]
+    assert head == ["test", "n", "duration_s", "tokens/s", "status", "quality flags"]
     notes = " ".join(p.all_text() for p in root.find_all("p", **{"class": "note"}))
     assert "energy not measured: no NVIDIA GPU and RAPL is not readable [3 experiment(s)]" in notes
 
@@ -395,7 +398,9 @@ def test_chart_groups_name_a_local_model_by_its_directory_and_plot_the_tables_fi
     entry.result.config["model"] = "/tmp/pytest-of-ci/pytest-7/models0/tiny-gpt2"
     rounds = make_entry("bench/t.py::test_rounds", make_result([4.0, 5.0, 6.0, 7.0, 100.0]))
     one, several = chart_points([entry, rounds])
-    assert one.group == "tiny-gpt2 (fp32)"
+    # Named by the directory, then the settings the two differ in (the second has a backend).
+    assert one.group == "tiny-gpt2, precision=fp32, backend=none"
+    assert several.group == "tiny-gpt2, precision=fp16, backend=pytorch"
     assert several.energy_per_token_j == pytest.approx(0.6)  # the rounds' median, as the table shows
 
 
@@ -513,7 +518,7 @@ def test_a_power_chart_shades_every_other_round_and_its_caption_names_the_colour
     assert drawn is not None
     figure, caption = drawn
     assert caption == (
-        "chat, long prompts, tiny-gpt2 (fp32): power of gpu0 in blue, gpu1 in orange; "
+        "chat, long prompts, tiny-gpt2: power of gpu0 in blue, gpu1 in orange; "
         "dashed, in the device's colour: its idle power, measured before the model loaded; "
         "grey bands: every other round of the 3, drawn end to end."
     )
@@ -553,3 +558,103 @@ def test_a_serving_loads_steady_state_is_shaded_yellow():
     assert drawn[1].endswith(
         "; yellow band: the load's steady state, which its energy per request is measured over."
     )
+
+
+def with_config(entry: ReportEntry, **fields: object) -> ReportEntry:
+    """`entry` with `fields` set in its config (the result's, which the charts read, and the entry's)."""
+    assert entry.result is not None
+    config = {**entry.result.config, **fields}
+    result = entry.result.model_copy(update={"config": config})
+    return entry.model_copy(update={"config": config, "result": result})
+
+
+@needs_matplotlib
+def test_cases_that_differ_in_anything_but_the_batch_size_are_different_lines_named_by_it():
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.charts import batch_size_chart
+    from pytest_llem.output.html.points import group_colours
+
+    entries = [
+        # A label or a budget names or gates a case; it does not put it on another line.
+        with_config(
+            experiment("fp32", size), max_new_tokens=tokens, label=f"run {i}", budget={"duration_s": i}
+        )
+        for i, (tokens, size) in enumerate((t, s) for t in (16, 64) for s in (1, 8, 32))
+    ]
+    points = chart_points(entries)
+    short, long = "meta-llama/Llama-3.2-1B, max_new_tokens=16", "meta-llama/Llama-3.2-1B, max_new_tokens=64"
+    assert [p.group for p in points] == [short] * 3 + [long] * 3
+    figure = batch_size_chart(Figure, points, group_colours(points), with_energy=True)
+    assert figure is not None
+    for axes, attr in zip(figure.axes, ("energy_per_token_j", "tokens_per_s"), strict=True):
+        drawn = {
+            line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in axes.get_lines()
+        }
+        assert drawn == {
+            name: ([1, 8, 32], [getattr(p, attr) for p in points if p.group == name])
+            for name in (short, long)
+        }
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert legend == [short, long]
+    # Settings that differ only in some cases name each line by all of them.
+    mixed = [
+        entries[0],
+        with_config(entries[1], precision="bf16"),
+        with_config(entries[2], params={"topic": "x"}),
+    ]
+    assert [p.group for p in chart_points(mixed)] == [
+        "meta-llama/Llama-3.2-1B, precision=fp32, params.topic=none",
+        "meta-llama/Llama-3.2-1B, precision=bf16, params.topic=none",
+        "meta-llama/Llama-3.2-1B, precision=fp32, params.topic=x",
+    ]
+
+
+@needs_matplotlib
+def test_every_metric_with_a_limit_has_its_panel_even_where_no_side_measured_it():
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.charts import change_chart
+
+    base = session("base", [experiment("fp32", size, energy=False) for size in (1, 8)])
+    now = session("now", [experiment("fp32", size, energy=False, slower=1.2) for size in (1, 8)])
+    limits = [parse_limit("energy_per_token_j:5%"), parse_limit("duration_s:10%")]
+    comparison = compare_reports(base, now, limits)
+    figure = change_chart(Figure, comparison, {})
+    assert figure is not None
+    titles = [ax.get_title().split(":")[0] for ax in figure.axes]
+    assert titles == ["energy_per_token_j", "tokens_per_s", "duration_s"]
+    said = [t.get_text() for t in figure.axes[0].texts]
+    assert said == [f"no figure in this run or the baseline: {NOT_MEASURED.message}"]
+    assert len(figure.axes[2].patches) == 2  # duration_s: a bar per test
+
+
+@needs_matplotlib
+def test_every_metric_with_a_budget_has_its_panel_with_each_tests_figure_and_budget():
+    from matplotlib.figure import Figure
+
+    from pytest_llem.output.html.charts import budget_chart
+
+    budget = {"energy_per_token_j": 5.0, "duration_s": 100.0}
+    entries = [with_config(experiment("fp32", size), budget=budget) for size in (1, 8)]
+    unmeasured = with_config(experiment("bf16", 1, energy=False), budget={"energy_per_token_j": 5.0})
+    report = session("now", [*entries, unmeasured])
+    figure = budget_chart(Figure, report, {})
+    assert figure is not None
+    per_token, duration = figure.axes
+    assert per_token.get_title() == "energy_per_token_j (J) against its budget (lower is better)"
+    assert duration.get_title() == "duration_s (s) against its budget (lower is better)"
+    # Each bar is the figure the results table shows: per token, 181/31 J is over 5 J; 297/221 J is within.
+    widths = [bar.get_width() for bar in per_token.patches]
+    assert widths == [pytest.approx(181 / 31), pytest.approx(297 / 221)]
+    assert [bar.get_facecolor()[:3] for bar in per_token.patches][0] != per_token.patches[1].get_facecolor()[
+        :3
+    ]
+    ticks = [line.get_xdata()[0] for line in per_token.get_lines()]
+    assert ticks == [5.0, 5.0]
+    assert any("not measured: no NVIDIA GPU" in t.get_text() for t in per_token.texts)
+    legend = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert legend == ["over budget", "within budget", "budget (worse beyond it)"]
+    _, root = render(report)
+    assert "Every metric with a budget has its panel" in chart(root, "chart-budgets").all_text()
+    assert budget_chart(Figure, full_run(), {}) is None  # no budget, no chart

@@ -68,3 +68,26 @@ def test_a_bad_choice_is_one_line_naming_the_option_and_the_choices(cli, message
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")) as raised:
         resolve_settings(cli, {}, environ={})
     assert "\n" not in str(raised.value)
+
+
+def test_a_column_no_row_has_a_value_for_is_left_out_of_every_table():
+    from sample_reports import make_report, make_result
+
+    from pytest_llem.output.exports import markdown_summary
+    from pytest_llem.output.terminal import format_summary
+
+    unmeasured = make_result([1.0, 2.0], energy_j=None)
+    for r in unmeasured.rounds:
+        r.energy_j = None
+    entries = [make_entry("t.py::a", unmeasured), make_entry("t.py::broken", None, error="boom")]
+    view = SummaryView(("test", "model", "energy_j", "ttft_p50_s", "tokens_per_s", "status"))
+    (group,) = summary_groups(entries, view)
+    # Nothing measured energy or time to first token: those columns go; a failed row alone keeps none.
+    assert group.columns == ("test", "model", "tokens_per_s", "status")
+    assert group.header == ("test", "model", "tokens/s", "status")
+    assert format_summary(entries, view)[0].split() == ["test", "model", "tokens/s", "status"]
+    markdown = markdown_summary(make_report("r", entries), view=view).splitlines()
+    assert "| test | model | tokens/s | status |" in markdown
+    # Once one row has a figure, the column is back, with `-` for the others.
+    (group,) = summary_groups([*entries, entry("t.py::c", [3.0])], view)
+    assert group.columns == view.columns[:3] + view.columns[4:] and group.rows[1][2] == "-"

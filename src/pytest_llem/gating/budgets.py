@@ -1,6 +1,8 @@
 """Budgets: a test's absolute ceilings (or floors) per metric, `budget={metric: value}`,
-checked on the run itself with no baseline needed. A budget on a metric the run has no
-figure for checked nothing: `unmeasured_budgets` names it, and the gate fails on it."""
+checked on the run itself with no baseline needed, on the figure the results table shows
+and comparisons compare (`stats.gated_figure`: the samples' median). A budget on a metric
+the run has no figure for checked nothing: `unmeasured_budgets` names it, and the gate
+fails on it."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pytest_llem.formatting import figure
 from pytest_llem.gating.compare import MetricChange, UnmeasuredLimit
 from pytest_llem.gating.limits import lookup_metric
 from pytest_llem.gating.metrics import why_missing
+from pytest_llem.gating.stats import gated_figure
 from pytest_llem.store.report import SessionReport
 
 
@@ -19,7 +22,7 @@ def check_budgets(report: SessionReport, gate_flagged: bool = False) -> list[Met
         assert result is not None
         for name, budget in result.config.get("budget", {}).items():
             metric = lookup_metric(name, f"{nodeid}: budget")
-            value = metric.of_result(result)
+            value = gated_figure(result, metric)
             if value is None:
                 continue
             change = MetricChange(
@@ -43,7 +46,7 @@ def unmeasured_budgets(report: SessionReport) -> list[UnmeasuredLimit]:
         assert entry.result is not None
         for name, budget in entry.result.config.get("budget", {}).items():
             metric = lookup_metric(name, f"{entry.nodeid}: budget")
-            if metric.of_result(entry.result) is None:
+            if gated_figure(entry.result, metric) is None:
                 missing.append(
                     UnmeasuredLimit(
                         nodeid=entry.nodeid,

@@ -23,8 +23,8 @@ from pytest_llem.gating.metrics import METRICS, Metric, why_missing
 from pytest_llem.gating.stats import (
     MIN_ROUNDS_FOR_SIGNIFICANCE,
     SIGNIFICANCE_LEVEL,
+    gated_figure,
     p_worse,
-    sample_summary,
     sample_values,
 )
 from pytest_llem.gating.work import describe_work, outputs_changed, work_differences
@@ -52,6 +52,9 @@ class MetricChange(BaseModel):
     note: str | None = None
     #: Beyond its limit, but the rank test found it not significant: more samples could decide.
     inconclusive: bool = False
+    #: Worse than its limit allows: where the rank test (when both sides have the samples)
+    #: decides whether the change is real.
+    beyond_limit: bool = False
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "test",
@@ -66,10 +69,10 @@ class MetricChange(BaseModel):
 
     @property
     def p_decides(self) -> bool:
-        """Whether the rank test decided this row: the change went beyond its limit, and p then
-        said regression or not significant. Elsewhere p changes nothing and is not shown."""
-        beyond = self.status == "regression" or (self.status == "ok" and self.note is not None)
-        return self.p_value is not None and beyond
+        """Whether p is shown: the change went beyond its limit, where the rank test decides
+        whether it is real (a regression, or not significant; real but flagged, not gated).
+        Within its limit, without one, or between different work, p changes nothing."""
+        return self.p_value is not None and self.beyond_limit and self.status != "incomparable"
 
     def cells(self) -> tuple[str, ...]:
         """This change as a table row, in `COLUMNS` order (for text, Markdown and HTML)."""
@@ -161,14 +164,13 @@ def limits_of_test(result: ExperimentResult, nodeid: str) -> dict[str, Limit]:
 
 
 def _compared_values(metric: Metric, baseline: ExperimentResult, current: ExperimentResult):
-    """The figures compared are those summaries show (`sample_summary`: the samples' median);
+    """The figures compared are those summaries show (`gated_figure`: the samples' median);
     the samples themselves go to the rank test when both sides have enough."""
     before, after = sample_values(baseline.rounds, metric), sample_values(current.rounds, metric)
-    old, new = sample_summary(baseline, metric), sample_summary(current, metric)
     tested = min(len(before), len(after)) >= MIN_ROUNDS_FOR_SIGNIFICANCE
     return (
-        old.median if old else None,
-        new.median if new else None,
+        gated_figure(baseline, metric),
+        gated_figure(current, metric),
         before if tested else [],
         after if tested else [],
     )
@@ -237,7 +239,7 @@ def _unmeasured(
     sides = [
         (side, result)
         for side, result in (("this run", current), ("the baseline", baseline))
-        if sample_summary(result, metric) is None
+        if gated_figure(result, metric) is None
     ]
     return UnmeasuredLimit(
         nodeid=nodeid,
@@ -316,7 +318,8 @@ def _change(
         and change.change_pct is not None
         and abs(change.change_pct) <= change.uncertainty_pct
     )
-    if not limit.exceeded_by(old, new):
+    change.beyond_limit = limit.exceeded_by(old, new)
+    if not change.beyond_limit:
         # Improved only when better by more than the limit: a hair's difference is just "ok".
         change.status = "improved" if limit.exceeded_by(new, old) and not within else "ok"
     elif within:

@@ -123,6 +123,13 @@ def sample_summary(result: ExperimentResult, metric: Metric) -> SampleSummary | 
     return None if value is None else SampleSummary(1, value, value, value)
 
 
+def gated_figure(result: ExperimentResult, metric: Metric) -> float | None:
+    """The one figure of `metric` for `result`: the median of its samples (its own figure with
+    one sample). Comparisons and budgets gate on it, and every output shows it."""
+    summary = sample_summary(result, metric)
+    return None if summary is None else summary.median
+
+
 def sample_count(result: ExperimentResult) -> int:
     """How many independent samples an experiment has: its processes, else its rounds."""
     processes = {r.process for r in result.rounds}

@@ -18,7 +18,13 @@ from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.formatting import figure, markdown_cell, markdown_table
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.metrics import METRICS
-from pytest_llem.output.summary import SummaryView, numeric_columns, sample_notes, summary_groups
+from pytest_llem.gating.stats import gated_figure, sample_count
+from pytest_llem.output.summary import (
+    SummaryView,
+    numeric_columns,
+    sample_notes,
+    summary_groups,
+)
 from pytest_llem.output.terminal import energy_footnotes
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry, SessionReport
@@ -31,16 +37,24 @@ FLAG_MARK = "⚠"
 
 
 def csv_text(report: SessionReport, view: SummaryView | None = None) -> str:
-    """One row per experiment: identity, config columns, then every metric (empty when unmeasured).
+    """One row per experiment: identity, config columns, its number of samples `n`, then every
+    metric: the figure the results table shows and the gate compares (`gated_figure`: the
+    samples' median), at full precision.
 
     Rows come in the order of the results table `view` shows (its sort, then its groups);
-    every column stays, since a spreadsheet picks its own."""
+    every column stays, since a spreadsheet picks its own, but one empty in every row (the
+    serving metrics of an offline run, say) is left out."""
+    header = ["nodeid", "status", "config_hash", *CONFIG_COLUMNS, "n", *METRICS]
+    rows = [
+        _csv_row(entry)
+        for group in summary_groups(report.experiments, view or SummaryView())
+        for entry in group.entries
+    ]
+    kept = [i for i in range(len(header)) if not rows or any(row[i] != "" for row in rows)]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["nodeid", "status", "config_hash", *CONFIG_COLUMNS, *METRICS])
-    for group in summary_groups(report.experiments, view or SummaryView()):
-        for entry in group.entries:
-            writer.writerow(_csv_row(entry))
+    for row in [header, *rows]:
+        writer.writerow([row[i] for i in kept])
     return buffer.getvalue()
 
 
@@ -49,12 +63,13 @@ def _csv_row(entry: ReportEntry) -> list[Any]:
     # A failed experiment has no result, but the session still recorded what it was asked to run.
     config = entry.config or (result.config if result else {})
     config_hash = entry.config_hash or (result.config_hash if result else None)
-    metrics = [_blank_if_none(m.of_result(result) if result else None) for m in METRICS.values()]
+    metrics = [_blank_if_none(gated_figure(result, m) if result else None) for m in METRICS.values()]
     return [
         entry.nodeid,
         entry.status,
         _blank_if_none(config_hash),
         *(_blank_if_none(config.get(name)) for name in CONFIG_COLUMNS),
+        sample_count(result) if result else "",
         *metrics,
     ]
 
@@ -87,11 +102,11 @@ def markdown_summary(
         rows = [
             tuple(
                 _code(cell) if name == "test" else markdown_cell(cell)
-                for name, cell in zip(view.columns, row, strict=True)
+                for name, cell in zip(group.columns, row, strict=True)
             )
             for row in group.rows
         ]
-        lines += ["", *markdown_table(group.header, rows, right_aligned=numeric_columns(view.columns))]
+        lines += ["", *markdown_table(group.header, rows, right_aligned=numeric_columns(group.columns))]
     notes = energy_footnotes([e.result for e in report.experiments if e.result is not None], FLAG_MARK)
     notes[:0] = sample_notes(report.experiments)
     if notes:
@@ -157,7 +172,8 @@ def benchmark_action_json(report: SessionReport) -> tuple[list[dict], list[dict]
 
 def _benchmark_point(nodeid: str, name: str, result: ExperimentResult) -> dict | None:
     metric = METRICS[name]
-    value = metric.of_result(result)
+    # The figure the results table shows, so a chart of the history plots what the run printed.
+    value = gated_figure(result, metric)
     if value is None:
         return None
     point: dict[str, Any] = {"name": f"{nodeid} {name}", "unit": metric.unit, "value": value}

@@ -1,4 +1,6 @@
-"""The serving table of the terminal summary: one row per serving experiment.
+"""The serving table of the terminal summary: one row per serving experiment, each figure the
+one the gate compares and the results table would show (`gating.stats.gated_figure`), written
+as every table writes figures.
 
 Energy per request and per output token are the steady state's (the headline), with the
 whole load's energy per request beside them; `-` where no meter measured (the summary's
@@ -13,7 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_llem.energy.quality import IMPOSSIBLE_USAGE, TOKEN_MISMATCH
-from pytest_llem.formatting import aligned, number
+from pytest_llem.formatting import aligned, figure_or_missing
+from pytest_llem.gating.metrics import METRICS
+from pytest_llem.gating.stats import gated_figure
+from pytest_llem.results import ExperimentResult
+from pytest_llem.store.report import ReportEntry
 
 TOKEN_FLAGS = (TOKEN_MISMATCH, IMPOSSIBLE_USAGE)
 HEADER = (
@@ -40,30 +46,42 @@ def _rate(serving: Any) -> str:
     return f"c{serving.concurrency}"
 
 
-def format_serving_table(entries: Sequence[Any]) -> list[str]:
+#: The metric (`METRICS`) behind each figure column, after the test and its rate.
+FIGURE_COLUMNS = (
+    "requests_per_s",
+    "output_tokens_per_s",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "tpot_p50_s",
+    "e2e_p99_s",
+    "goodput",
+    "errors",
+    "energy_per_request_j",
+    "energy_per_output_token_j",
+    "energy_per_request_whole_j",
+)
+
+
+def _figure(result: ExperimentResult, name: str) -> str:
+    """The figure the gate compares (over rounds and processes, their median), as every table
+    writes figures; a share in %, a count of errors whole where it is."""
+    value = gated_figure(result, METRICS[name])
+    if value is not None and name == "goodput":
+        return f"{value:.0%}"
+    if value is not None and name == "errors" and value.is_integer():
+        return str(int(value))
+    return figure_or_missing(value)
+
+
+def format_serving_table(entries: Sequence[ReportEntry]) -> list[str]:
     """Rows for the entries whose result has serving figures; [] when there are none."""
     rows, notes = [], []
     for entry in entries:
-        serving = getattr(entry.result, "serving", None)
-        if serving is None:
+        result = entry.result
+        serving = result.serving if result is not None else None
+        if result is None or serving is None:
             continue
-        rows.append(
-            (
-                entry.nodeid,
-                _rate(serving),
-                number(serving.requests_per_s, ".2f"),
-                number(serving.output_tokens_per_s, ".1f"),
-                number(serving.ttft.p50_s if serving.ttft else None, ".3f"),
-                number(serving.ttft.p99_s if serving.ttft else None, ".3f"),
-                number(serving.tpot.p50_s if serving.tpot else None, ".4f"),
-                number(serving.e2e.p99_s if serving.e2e else None, ".3f"),
-                f"{serving.goodput:.0%}",
-                str(serving.errors),
-                number(serving.energy_per_request_j, ".3f"),
-                number(serving.energy_per_output_token_j, ".4f"),
-                number(serving.energy_per_request_whole_j, ".3f"),
-            )
-        )
+        rows.append((entry.nodeid, _rate(serving), *(_figure(result, name) for name in FIGURE_COLUMNS)))
         if serving.steady_note:
             notes.append(f"{entry.nodeid}: {serving.steady_note}")
         # Doubtful usage is said where the token figures are: the row's figures rest on it.

@@ -3,8 +3,11 @@
 Columns, sort order and grouping come from `--llem-columns`, `--llem-sort` and
 `--llem-group-by` (a `SummaryView`). A metric's cell is its `sample_summary`: for a case
 with several samples (rounds, or processes with `repeats`), the median and the
-interquartile range, `median [q1, q3]`; with one sample, the figure itself. `n` says how
-many samples there are. Renderers add their own markup (code spans, flag details).
+interquartile range, `median [q1, q3]`; with one sample, the figure itself. That median is
+the figure the gate compares and checks budgets on (`gating.stats.gated_figure`), and every
+output (terminal, `pytest-llem show`, CSV, Markdown, HTML, charts) shows it. `n` says how
+many samples there are. A column no row has a value for is left out (`summary_columns`).
+Renderers add their own markup (code spans, flag details).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from pytest_llem.errors import ConfigError
 from pytest_llem.formatting import MISSING, figure_or_missing
 from pytest_llem.gating.metrics import METRICS
-from pytest_llem.gating.stats import sample_count, sample_summary
+from pytest_llem.gating.stats import gated_figure, sample_count, sample_summary
 from pytest_llem.store.report import ReportEntry
 
 #: Columns read from the experiment's config (or its test id), in the order they are listed.
@@ -43,9 +46,10 @@ class SummaryView:
 
 @dataclass
 class SummaryGroup:
-    """One table: its title when grouped, its header, and rows of plain text cells."""
+    """One table: its title when grouped, its columns and header, and rows of plain text cells."""
 
     title: str | None
+    columns: tuple[str, ...]
     header: tuple[str, ...]
     rows: list[tuple[str, ...]] = field(default_factory=list)
     entries: list[ReportEntry] = field(default_factory=list)
@@ -112,8 +116,10 @@ def summary_groups(
     view: SummaryView = SummaryView(),
     status: Callable[[ReportEntry], str] = lambda entry: entry.status,
 ) -> list[SummaryGroup]:
-    """The tables to print: one, or one per group, each sorted as the view says."""
-    header = summary_header(view)
+    """The tables to print: one, or one per group, each sorted as the view says, every one
+    with the same columns (`summary_columns`)."""
+    columns = summary_columns(entries, view)
+    header = summary_header(columns)
     groups: dict[str, SummaryGroup] = {}
     for entry in _sorted(entries, view.sort):
         if view.group_by is None:
@@ -121,14 +127,31 @@ def summary_groups(
         else:
             key = _test_function(entry) if view.group_by == "test" else field_value(entry, view.group_by)
             title = f"{view.group_by}: {key}"
-        group = groups.setdefault(key, SummaryGroup(title or None, header))
+        group = groups.setdefault(key, SummaryGroup(title or None, columns, header))
         group.entries.append(entry)
-        group.rows.append(tuple(_cell(entry, name, status) for name in view.columns))
+        group.rows.append(tuple(_cell(entry, name, status) for name in columns))
     return list(groups.values())
 
 
-def summary_header(view: SummaryView) -> tuple[str, ...]:
-    return tuple(HEADERS.get(name, name) for name in view.columns)
+def summary_columns(entries: list[ReportEntry], view: SummaryView) -> tuple[str, ...]:
+    """The view's columns less those no entry has a value for (a serving metric in an offline
+    run, energy where no meter read): a column of dashes only pushes the others off screen.
+    With no entry at all, every column stays, as the table's header."""
+    if not entries:
+        return view.columns
+    return tuple(
+        name
+        for name in view.columns
+        if name == "status" or any(_cell(entry, name, _plain_status) != MISSING for entry in entries)
+    )
+
+
+def _plain_status(entry: ReportEntry) -> str:
+    return entry.status
+
+
+def summary_header(columns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(HEADERS.get(name, name) for name in columns)
 
 
 def has_spread(entries: list[ReportEntry]) -> bool:
@@ -180,8 +203,8 @@ def _sort_key(entry: ReportEntry, name: str) -> tuple[int, Any]:
     """Missing values last, whichever the direction."""
     result = entry.result
     if name in METRICS:
-        summary = sample_summary(result, METRICS[name]) if result else None
-        return (0, summary.median) if summary else (1, 0.0)
+        value = gated_figure(result, METRICS[name]) if result else None
+        return (0, value) if value is not None else (1, 0.0)
     if name == "n":
         return (0, sample_count(result)) if result else (1, 0)
     if name == "status":

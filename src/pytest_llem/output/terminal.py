@@ -29,7 +29,7 @@ def format_summary(entries: list[ReportEntry], view: SummaryView | None = None) 
     for group in summary_groups(entries, view, status):
         if group.title:
             lines.append(f"{group.title}:")
-        lines += aligned(group.header, group.rows, right_aligned=numeric_columns(view.columns))
+        lines += aligned(group.header, group.rows, right_aligned=numeric_columns(group.columns))
     lines.extend(format_serving_table(entries))
     lines.extend(sample_notes(entries))
     lines.extend(energy_footnotes([e.result for e in entries if e.result is not None]))

@@ -3,8 +3,9 @@
 Owns turning a `SessionReport`, and optionally its `Comparison` with a baseline run, into a
 single HTML document: the run's header, the results table with what energy_j covers, and
 the charts a benchmark run is read for (energy per token and throughput against batch
-size, throughput against energy per token, device power over each measured window, and
-the change against the baseline). Charts are drawn by matplotlib as SVG and inlined; the
+size, throughput against energy per token, each figure against its budget, device power
+over each measured window, and the change against the baseline, a panel for every metric
+a limit gates). Charts are drawn by matplotlib as SVG and inlined; the
 page loads no stylesheet, script or font from anywhere, so a CI artifact or an attachment
 reads the same with no network. matplotlib is the optional 'html' extra, imported only
 when a page is rendered.
@@ -54,7 +55,7 @@ def render_html(
             header(report),
             *([gate_refusal(refusal)] if refusal else []),
             results_section(report, view or SummaryView()),
-            charts_section(figure_class, points, power_tests),
+            charts_section(figure_class, report, points, power_tests),
         ]
         if comparison is not None:
             sections.append(comparison_section(figure_class, comparison, short_names(report, comparison)))

@@ -10,11 +10,14 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from pytest_llem.errors import ConfigError
+from pytest_llem.formatting import figure_or_missing
+from pytest_llem.gating.budgets import check_budgets, unmeasured_budgets
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.limits import parse_limit_value
 from pytest_llem.gating.metrics import METRICS
 from pytest_llem.output.html.points import COLOUR_NAMES, PALETTE, Point, power_series
 from pytest_llem.results import ExperimentResult
+from pytest_llem.store.report import SessionReport
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -25,6 +28,7 @@ CHARTED_CHANGES = ("energy_per_token_j", "tokens_per_s")
 # Beyond this many points the scatter's labels overlap into a blur; the table names them all.
 MAX_LABELLED_POINTS = 40
 LIMIT_LEGEND = "limit (worse beyond it)"
+BUDGET_LEGEND = "budget (worse beyond it)"
 #: A y axis turns logarithmic when its largest value is this many times its smallest.
 LOG_SCALE_RATIO = 20.0
 
@@ -226,22 +230,28 @@ def power_chart(
 
 
 def change_chart(figure_class: type[Figure], comparison: Comparison, names: dict[str, str]) -> Figure | None:
-    # The two headline metrics, and every metric a limit gates: each gets its panel.
+    """A panel per metric: the two headline metrics where measured, and every metric a limit
+    gates, measured or not (a panel without a figure says which side lacks it and why)."""
     gated = [c.metric for c in comparison.changes if c.limit is not None]
+    gated += [u.metric for u in comparison.unmeasured]
     wanted = list(dict.fromkeys([*CHARTED_CHANGES, *gated]))
     charted = [c for c in comparison.changes if c.metric in wanted and c.change_pct is not None]
-    metrics = [m for m in wanted if any(c.metric == m for c in charted)]
+    metrics = [m for m in wanted if m in gated or any(c.metric == m for c in charted)]
     if not metrics:
         return None
-    from matplotlib.patches import Patch
 
     tests = list(dict.fromkeys(c.nodeid for c in charted))
     row = {nodeid: index for index, nodeid in enumerate(tests)}
-    figure = figure_class(figsize=(4.6 * len(metrics) + 1.6, 1.3 + 0.3 * len(tests)), layout="constrained")
+    figure = figure_class(figsize=(4.6 * len(metrics) + 1.6, 1.6 + 0.3 * len(tests)), layout="constrained")
     axes = figure.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     used: dict[str, str] = {}
     for ax, name in zip(axes, metrics, strict=True):
         changes = [c for c in charted if c.metric == name]
+        direction = "higher" if METRICS[name].higher_is_better else "lower"
+        ax.set_title(f"{name}: change in % ({direction} is better)")
+        if not changes:
+            _no_figure(ax, _why_unmeasured(comparison, name))
+            continue
         styles = [_change_style(c) for c in changes]
         bars = ax.barh(
             [row[c.nodeid] for c in changes],
@@ -269,21 +279,121 @@ def change_chart(figure_class: type[Figure], comparison: Comparison, names: dict
                 used.setdefault(LIMIT_LEGEND, "#222222")
         ax.bar_label(bars, labels=[c.change_text() for c in changes], padding=3, fontsize=7)
         ax.axvline(0, color="#444444", linewidth=0.8, zorder=2)
-        direction = "higher" if METRICS[name].higher_is_better else "lower"
-        ax.set_title(f"{name}: change in % ({direction} is better)")
         ax.grid(axis="y", visible=False)
         # The % labels sit past the bar ends; keep them inside the axes on both sides.
         ax.margins(x=0.3)
     axes[0].set_yticks(range(len(tests)), [names.get(t, t) for t in tests])
     axes[0].invert_yaxis()
-    from matplotlib.lines import Line2D
-
-    order = ["regression", "flagged (not gated)", "incomparable (not gated)", "worse", "better"]
-    handles: list[Patch | Line2D] = [Patch(color=used[k], label=k) for k in order if k in used]
-    if LIMIT_LEGEND in used:
-        handles.append(Line2D([], [], color="#222222", linestyle=(0, (2, 1.5)), label=LIMIT_LEGEND))
-    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    _legend(
+        figure, used, ["regression", "flagged (not gated)", "incomparable (not gated)", "worse", "better"]
+    )
     return figure
+
+
+def _why_unmeasured(comparison: Comparison, metric: str) -> str:
+    missing = [u for u in comparison.unmeasured if u.metric == metric]
+    if not missing:
+        return "no test has a figure on both sides"
+    first = missing[0]
+    return f"no figure in {' or '.join(first.missing_in)}: {first.reason}"
+
+
+def _no_figure(ax: Axes, why: str) -> None:
+    """A panel with nothing to draw still stands, saying why (wrapped to the panel's width)."""
+    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, fontsize=8, transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.grid(visible=False)
+
+
+def _legend(figure: Figure, used: dict[str, str], order: list[str]) -> None:
+    """The colours drawn, in `order`, then the dashed tick (a limit's or a budget's)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles: list[Patch | Line2D] = [Patch(color=used[k], label=k) for k in order if k in used]
+    for tick in (LIMIT_LEGEND, BUDGET_LEGEND):
+        if tick in used:
+            handles.append(Line2D([], [], color="#222222", linestyle=(0, (2, 1.5)), label=tick))
+    if handles:
+        figure.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+
+
+def budget_chart(figure_class: type[Figure], report: SessionReport, names: dict[str, str]) -> Figure | None:
+    """A panel per metric a budget is set on: each test's figure (the one the table shows and
+    the budget is checked on) as a bar, its budget as a dashed tick; a test without the
+    figure is named with why, in the panel. Checked as the gate checks them (`check_budgets`;
+    flagged results as flagged, whether or not the session gated them)."""
+    checks, unmeasured = check_budgets(report), unmeasured_budgets(report)
+    budgets = {
+        (e.nodeid, name): float(value)
+        for e in report.measured
+        if e.result is not None
+        for name, value in e.result.config.get("budget", {}).items()
+    }
+    metrics = list(dict.fromkeys([*(c.metric for c in checks), *(u.metric for u in unmeasured)]))
+    if not metrics:
+        return None
+    tests = list(dict.fromkeys([*(c.nodeid for c in checks), *(u.nodeid for u in unmeasured)]))
+    row = {nodeid: index for index, nodeid in enumerate(tests)}
+    figure = figure_class(figsize=(4.6 * len(metrics) + 1.6, 1.6 + 0.3 * len(tests)), layout="constrained")
+    axes = figure.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    used: dict[str, str] = {}
+    for ax, name in zip(axes, metrics, strict=True):
+        metric = METRICS[name]
+        direction = "higher" if metric.higher_is_better else "lower"
+        ax.set_title(f"{name} ({metric.unit}) against its budget ({direction} is better)")
+        mine = [c for c in checks if c.metric == name]
+        for check in mine:
+            colour, edge, legend = _budget_style(check)
+            y = row[check.nodeid]
+            ax.barh([y], [check.current], height=0.62, color=colour, edgecolor=edge, zorder=3)
+            ax.annotate(
+                figure_or_missing(check.current),
+                (check.current, y),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+            used.setdefault(legend, colour)
+            budget = budgets.get((check.nodeid, name))
+            if budget is not None:
+                ax.plot(
+                    [budget, budget],
+                    [y - 0.42, y + 0.42],
+                    color="#222222",
+                    linewidth=1.2,
+                    linestyle=(0, (2, 1.5)),
+                    zorder=4,
+                )
+                used.setdefault(BUDGET_LEGEND, "#222222")
+        for missing in (u for u in unmeasured if u.metric == name):
+            ax.annotate(
+                f"not measured: {missing.reason}",
+                (0, row[missing.nodeid]),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+                color="#555555",
+            )
+        if not mine:
+            ax.set_xticks([])
+        ax.set_xlim(left=0)
+        ax.grid(axis="y", visible=False)
+        ax.margins(x=0.25)
+    axes[0].set_yticks(range(len(tests)), [names.get(t, t) for t in tests])
+    axes[0].invert_yaxis()
+    _legend(figure, used, ["over budget", "over budget, flagged", "within budget"])
+    return figure
+
+
+def _budget_style(check: MetricChange) -> tuple[str, str, str]:
+    if check.status == "over_budget":
+        return _REGRESSION, "#5c0000", "over budget"
+    if check.status == "flagged":
+        return _FLAGGED, "none", "over budget, flagged"
+    return _BETTER, "none", "within budget"
 
 
 def limit_percent(change: MetricChange) -> float | None:

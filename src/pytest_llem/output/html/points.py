@@ -1,4 +1,5 @@
-"""What the charts plot: one point per experiment, short names, a colour per group."""
+"""What the charts plot: one point per experiment, its line (the settings that tell it from
+the other lines), short names, a colour per line."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
+from pytest_llem.base.digests import canonical_json, json_digest
 from pytest_llem.energy.quality import UNMEASURED_CODES
 from pytest_llem.gating.compare import Comparison
 from pytest_llem.gating.metrics import METRICS
@@ -14,6 +16,7 @@ from pytest_llem.output import DEFAULT_POWER_CHARTS
 from pytest_llem.output.summary import model_name
 from pytest_llem.results import DeviceEnergy, ExperimentResult
 from pytest_llem.store.report import ReportEntry, SessionReport
+from pytest_llem.values import NON_MEASUREMENT_FIELDS
 
 FIGURES = ("tokens_per_s", "energy_per_token_j")
 #: A colour per group of points, in the order groups are met.
@@ -24,12 +27,17 @@ COLOUR_NAMES = dict(
 )
 
 
+#: The batch-size chart's x axis: points that differ in nothing else lie on one line.
+X_AXIS = "batch_size"
+
+
 @dataclass(frozen=True)
 class Point:
     """One experiment's result as the charts see it."""
 
     nodeid: str
     label: str
+    #: Its line (and colour): the settings that tell it from the other experiments' lines.
     group: str
     batch_size: int | None
     tokens_per_s: float | None
@@ -41,28 +49,24 @@ class Point:
 
 def chart_points(entries: list[ReportEntry]) -> list[Point]:
     names = shorten([e.nodeid for e in entries])
+    measured = [e for e in entries if e.result is not None]
+    lines = line_labels([line_settings(e) for e in measured])
     points = []
-    for entry in entries:
+    for entry, line in zip(measured, lines, strict=True):
         result = entry.result
-        if result is None:
-            continue
+        assert result is not None
         config = result.config or entry.config or {}
-        batch_size = config.get("batch_size")
+        batch_size = config.get(X_AXIS)
         # bool is an int; a flag that slipped into batch_size is not a size.
         if not isinstance(batch_size, int) or isinstance(batch_size, bool):
             batch_size = None
-        # A local model directory by its name: a temporary path would say nothing in a legend.
-        model = model_name(config["model"]) if config.get("model") else None
-        model = model or result.workload or entry.workload or "custom workload"
-        if entry.model_fingerprint:  # a local folder: its name and files, not where it was built
-            model = f"{model} [{entry.model_fingerprint[:8]}]"
         figures = {name: sample_summary(result, METRICS[name]) for name in FIGURES}
         tokens_per_s, per_token = figures["tokens_per_s"], figures["energy_per_token_j"]
         points.append(
             Point(
                 nodeid=entry.nodeid,
                 label=config.get("label") or names[entry.nodeid],
-                group=f"{model} ({config.get('precision') or 'auto'})",
+                group=line,
                 batch_size=batch_size,
                 # The figures the results table shows (the samples' median), so both agree.
                 tokens_per_s=tokens_per_s.median if tokens_per_s else None,
@@ -72,6 +76,48 @@ def chart_points(entries: list[ReportEntry]) -> list[Point]:
             )
         )
     return points
+
+
+def line_settings(entry: ReportEntry) -> dict[str, str]:
+    """What puts an experiment on its line: its model (a local directory by its name and
+    files, never where it was built), its workload, and every config field but the x axis
+    and those that do not change what is measured (`NON_MEASUREMENT_FIELDS`: a label, a
+    budget). A field holding a mapping (`params`, `env`) counts key by key."""
+    result = entry.result
+    assert result is not None
+    config = result.config or entry.config or {}
+    model = model_name(config["model"]) if config.get("model") else None
+    workload = result.workload or entry.workload
+    model = model or workload or "custom workload"
+    if entry.model_fingerprint:
+        model = f"{model} [{entry.model_fingerprint[:8]}]"
+    settings = {"model": model, "workload": workload.rsplit(":", 1)[-1] if workload else "none"}
+    for name, value in config.items():
+        if name in NON_MEASUREMENT_FIELDS or name in (X_AXIS, "model"):
+            continue
+        if isinstance(value, dict):
+            settings |= {f"{name}.{key}": _setting_text(name, item) for key, item in value.items()}
+        else:
+            settings[name] = _setting_text(name, value)
+    return settings
+
+
+def _setting_text(name: str, value: object) -> str:
+    if name == "env":
+        # An environment variable may hold a token: its value is told apart, never shown.
+        return "#" + json_digest(value)[:8]
+    return value if isinstance(value, str) else canonical_json(value)
+
+
+def line_labels(settings: list[dict[str, str]]) -> list[str]:
+    """Each experiment's line, named by its model and the settings whose values differ between
+    the experiments (`max_new_tokens=32, precision=bf16`): equal names, one line."""
+    names = dict.fromkeys(name for each in settings for name in each if name != "model")
+    differing = [name for name in names if len({each.get(name) for each in settings}) > 1]
+    return [
+        ", ".join([each["model"], *(f"{name}={each.get(name, 'none')}" for name in differing)])
+        for each in settings
+    ]
 
 
 def shorten(nodeids: list[str]) -> dict[str, str]:

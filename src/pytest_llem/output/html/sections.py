@@ -8,12 +8,12 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from pytest_llem.energy.quality import UNMEASURED_CODES
-from pytest_llem.formatting import figure_or_missing, number
 from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.output.summary import (
     SummaryView,
     numeric_columns,
     sample_notes,
+    summary_columns,
     summary_groups,
     summary_header,
 )
@@ -26,12 +26,19 @@ if TYPE_CHECKING:
 
 from pytest_llem.output.html.charts import (
     batch_size_chart,
+    budget_chart,
     change_chart,
     figure_element,
     power_chart,
     tradeoff_chart,
 )
-from pytest_llem.output.html.points import Point, group_colours, power_chart_points, unmeasured_reasons
+from pytest_llem.output.html.points import (
+    Point,
+    group_colours,
+    power_chart_points,
+    shorten,
+    unmeasured_reasons,
+)
 
 
 def header(report: SessionReport) -> str:
@@ -74,21 +81,25 @@ def _when(moment: datetime) -> str:
 
 
 def results_section(report: SessionReport, view: SummaryView) -> str:
-    numeric = numeric_columns(view.columns)
+    columns = summary_columns(report.experiments, view)
+    numeric = numeric_columns(columns)
     head = (
         "<tr>"
         + "".join(
             f"<th class='num'>{escape(h)}</th>" if i in numeric else f"<th>{escape(h)}</th>"
-            for i, h in enumerate(summary_header(view))
+            for i, h in enumerate(summary_header(columns))
         )
         + "<th>quality flags</th></tr>"
     )
-    width = len(view.columns) + 1
+    width = len(columns) + 1
     rows = []
     for group in summary_groups(report.experiments, view):
         if group.title:
             rows.append(f"<tr class='group'><th colspan='{width}'>{escape(group.title)}</th></tr>")
-        rows += [_result_row(entry, view, row) for entry, row in zip(group.entries, group.rows, strict=True)]
+        rows += [
+            _result_row(entry, group.columns, row)
+            for entry, row in zip(group.entries, group.rows, strict=True)
+        ]
     results = [e.result for e in report.experiments if e.result is not None]
     notes = "".join(
         f'<p class="note">{escape(line)}</p>'
@@ -114,16 +125,16 @@ def results_section(report: SessionReport, view: SummaryView) -> str:
     )
 
 
-def _result_row(entry: ReportEntry, view: SummaryView, cells: tuple[str, ...]) -> str:
+def _result_row(entry: ReportEntry, columns: tuple[str, ...], cells: tuple[str, ...]) -> str:
     result = entry.result
     flags = {w.code: w.message for w in (result.warnings if result else []) if w.code not in UNMEASURED_CODES}
     flag_cells = " ".join(
         f'<span class="flag" title="{escape(message)}">{escape(code)}</span>'
         for code, message in sorted(flags.items())
     )
-    numeric = numeric_columns(view.columns)
+    numeric = numeric_columns(columns)
     html_cells = []
-    for i, (name, cell) in enumerate(zip(view.columns, cells, strict=True)):
+    for i, (name, cell) in enumerate(zip(columns, cells, strict=True)):
         if name == "status":
             html_cells.append(f'<td><span class="badge status-{escape(cell)}">{escape(cell)}</span></td>')
         elif name == "test":
@@ -134,10 +145,6 @@ def _result_row(entry: ReportEntry, view: SummaryView, cells: tuple[str, ...]) -
             )
     html_cells.append(f"<td>{flag_cells}</td>")
     return "<tr>" + "".join(html_cells) + "</tr>"
-
-
-def _figure_text(value: float | None) -> str:
-    return escape(figure_or_missing(value))
 
 
 def _energy_lines(results: list[ExperimentResult]) -> list[str]:
@@ -166,7 +173,9 @@ def _flag_details(entries: list[ReportEntry]) -> str:
     )
 
 
-def charts_section(figure_class: type[Figure], points: list[Point], power_tests: tuple[str, ...] = ()) -> str:
+def charts_section(
+    figure_class: type[Figure], report: SessionReport, points: list[Point], power_tests: tuple[str, ...] = ()
+) -> str:
     if not points:
         return (
             '<section id="charts">\n<h2>Charts</h2>\n'
@@ -187,12 +196,20 @@ def charts_section(figure_class: type[Figure], points: list[Point], power_tests:
     figure = batch_size_chart(figure_class, points, colours, with_energy)
     if figure is not None:
         caption = (
-            "Energy per output token and throughput against batch size, one line per model and precision."
-            if with_energy
-            else "Throughput against batch size, one line per model and precision."
-        ) + (
-            " Each point is the median of its samples; where there are several, "
-            "the bar spans their interquartile range."
+            (
+                "Energy per output token and throughput against batch size."
+                if with_energy
+                else "Throughput against batch size."
+            )
+            + (
+                " One line per set of settings: experiments that differ in anything but the batch size "
+                "(the model, precision, max_new_tokens, ...) are different lines, each named by its model "
+                "and the settings that tell it from the others."
+            )
+            + (
+                " Each point is the median of its samples; where there are several, "
+                "the bar spans their interquartile range."
+            )
         )
         parts.append(figure_element("chart-batch-size", figure, caption))
     figure = tradeoff_chart(figure_class, points, colours) if with_energy else None
@@ -203,6 +220,18 @@ def charts_section(figure_class: type[Figure], points: list[Point], power_tests:
                 figure,
                 "Throughput against energy per output token, one point per experiment: "
                 "the best configurations sit top left (fast and frugal).",
+            )
+        )
+    figure = budget_chart(figure_class, report, shorten([p.nodeid for p in points]))
+    if figure is not None:
+        parts.append(
+            figure_element(
+                "chart-budgets",
+                figure,
+                "Each test's figure against its budget (the dashed tick), one panel per metric a budget "
+                "is set on: the figure the results table shows, which the budget is checked on. "
+                "Red with a dark edge: over budget; orange: over budget on a result with a "
+                "measurement-quality flag; green: within budget. Every metric with a budget has its panel.",
             )
         )
     parts += _power_charts(figure_class, points, power_tests)
@@ -261,7 +290,8 @@ def comparison_section(figure_class: type[Figure], comparison: Comparison, names
                 "Change against the baseline per test. Red with a dark edge: a regression beyond its limit; "
                 "orange: beyond its limit but carrying a measurement-quality flag, so not gated; "
                 "pale red or green: worse or better, within the limits. A dashed tick marks a gated "
-                "metric's limit on the worse side. Every metric with a limit has its panel.",
+                "metric's limit on the worse side. Every metric with a limit has its panel; one "
+                "without a figure says why.",
             )
         )
     if comparison.changes:
@@ -278,26 +308,33 @@ def comparison_section(figure_class: type[Figure], comparison: Comparison, names
 
 
 def _comparison_table(changes: list[MetricChange]) -> str:
+    """The terminal's and Markdown's comparison table (`MetricChange.cells`), the same cells,
+    with the status as a badge and its note beneath it."""
+    numeric = {"baseline", "current", "change", "p"}
     head = (
-        "<tr><th>test</th><th>metric</th><th class='num'>baseline</th><th class='num'>current</th>"
-        "<th>unit</th><th class='num'>change</th><th class='num'>p</th><th>limit</th><th>status</th></tr>"
+        "<tr>"
+        + "".join(
+            f"<th class='num'>{escape(c)}</th>" if c in numeric else f"<th>{escape(c)}</th>"
+            for c in MetricChange.COLUMNS
+        )
+        + "</tr>"
     )
     rows = []
     for change in changes:
-        pct = change.change_text()
-        status = f'<span class="badge status-{escape(change.status)}">{escape(change.status)}</span>'
-        note = f"<div class='note'>{escape(change.note)}</div>" if change.note else ""
-        cells = [
-            f'<td class="test">{escape(change.nodeid)}</td>',
-            f"<td>{escape(change.metric)}</td>",
-            f'<td class="num">{_figure_text(change.baseline)}</td>',
-            f'<td class="num">{_figure_text(change.current)}</td>',
-            f"<td>{escape(change.unit)}</td>",
-            f'<td class="num">{pct}</td>',
-            f'<td class="num">{number(change.p_value, ".3g")}</td>',
-            f"<td>{escape(change.limit or '-')}</td>",
-            f"<td>{status}{note}</td>",
-        ]
+        cells = []
+        for column, text in zip(MetricChange.COLUMNS, change.cells(), strict=True):
+            if column == "status":
+                note = f"<div class='note'>{escape(change.note)}</div>" if change.note else ""
+                badge = f'<span class="badge status-{escape(change.status)}">{escape(change.status)}</span>'
+                cells.append(f"<td>{badge}{note}</td>")
+            elif column == "test":
+                cells.append(f'<td class="test">{escape(text)}</td>')
+            else:
+                cells.append(
+                    f'<td class="num">{escape(text)}</td>'
+                    if column in numeric
+                    else f"<td>{escape(text)}</td>"
+                )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (
         f'<div class="scroll"><table id="comparison">\n<thead>{head}</thead>\n<tbody>\n'
