@@ -321,10 +321,12 @@ class LlemRunner:
             raise pytest.fail.Exception(_redacted(f"pytest-llem: {exc}"), pytrace=False) from None
         self._stop_if_the_disk_is_full()
         from pytest_llem.gating.metrics import METRICS
+        from pytest_llem.gating.stats import gated_figure
 
-        # Every metric with a value, so CI systems that read JUnit XML can show them.
+        # Every metric with a value, so CI systems that read JUnit XML can show them: the same
+        # figure the tables print and the gate compares.
         for metric in METRICS.values():
-            value = metric.of_result(result)
+            value = gated_figure(result, metric)
             if value is not None:
                 self._item.user_properties.append((f"llem_{metric.name}", value))
         return result

@@ -288,6 +288,25 @@ def test_metrics_reach_junit_xml_as_properties(suite: pytest.Pytester, tmp_path:
     )
     text = xml.read_text()
     assert 'name="llem_tokens_per_s"' in text and 'name="llem_duration_s"' in text
+    # The figure the tables print and the gate compares (the median of the samples), not
+    # the pooled one.
+    import xml.etree.ElementTree as ElementTree
+
+    from pytest_llem.gating.metrics import METRICS
+    from pytest_llem.gating.stats import gated_figure
+    from pytest_llem.results import ExperimentResult
+
+    shown = [
+        float(prop.get("value"))
+        for case in ElementTree.parse(xml).getroot().iter("testcase")
+        for prop in case.iter("property")
+        if prop.get("name") == "llem_tokens_per_s"
+    ]
+    results = [
+        ExperimentResult.model_validate(e["result"]) for e in reports(tmp_path / "state")[0]["experiments"]
+    ]
+    expected = sorted(gated_figure(r, METRICS["tokens_per_s"]) for r in results)
+    assert len(shown) == 2 and sorted(shown) == pytest.approx(expected)
 
 
 def test_stale_states_from_a_dead_session_are_marked_failed_at_start(suite: pytest.Pytester, tmp_path: Path):
