@@ -222,3 +222,34 @@ def test_an_energy_gate_where_no_meter_measured_fails_in_the_session_and_in_comp
     assert compared.returncode == 1, compared.stdout + compared.stderr
     (line,) = [line for line in compared.stdout.splitlines() if "GATE FAILED" in line]
     assert line.startswith(expected), line
+
+
+def test_a_limit_without_a_unit_is_one_usage_error_line_naming_where_it_came_from(
+    suite: Path, tmp_path: Path
+):
+    state = f"--llem-state-dir={tmp_path / 'state'}"
+    bare = pytest_in(suite, 400, state, "--llem-compare", "--llem-compare-fail=tokens_per_s:10")
+    assert bare.returncode == pytest.ExitCode.USAGE_ERROR
+    assert bare.stderr.strip() == (
+        "ERROR: pytest-llem: --llem-compare-fail tokens_per_s:10: a limit needs a unit: write "
+        "tokens_per_s:10% (relative) or tokens_per_s:10tokens/s (absolute, in the metric's unit)"
+    )
+    (suite / "pytest.ini").write_text("[pytest]\nllem_compare_fail = energy_per_token_j:0.5\n")
+    from_ini = pytest_in(suite, 400, state)
+    assert from_ini.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "ERROR: pytest-llem: ini llem_compare_fail energy_per_token_j:0.5: a limit needs a unit" in (
+        from_ini.stderr
+    )
+    (suite / "pytest.ini").unlink()
+    (suite / "test_x.py").write_text(
+        SUITE.replace("def test_case", '@pytest.mark.llem(compare_fail={"tokens_per_s": 10})\ndef test_case')
+    )
+    marker = pytest_in(suite, 400, state)
+    assert marker.returncode == pytest.ExitCode.USAGE_ERROR
+    assert (
+        "ERROR: pytest-llem: test_x.py::test_case[1]: @pytest.mark.llem: "
+        "compare_fail {'tokens_per_s': '10'}: a limit needs a unit: write {'tokens_per_s': '10%'} "
+        "(relative) or {'tokens_per_s': '10tokens/s'}"
+    ) in marker.stderr
+    assert "Traceback" not in bare.stderr + from_ini.stderr + marker.stderr
+
