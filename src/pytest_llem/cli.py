@@ -284,6 +284,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{PROG}: {note}")
     for line in outcome.failure_lines():
         print(line)
+    verdict = outcome.verdict()
+    if verdict is not None:
+        print(f"{PROG}: {verdict}")
     return EXIT_FAILURES if outcome.failed else EXIT_OK
 
 

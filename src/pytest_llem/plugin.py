@@ -386,7 +386,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """The last word on a session that a signal reached after its report was written, or
-    before there was a session to finish (pytest returns `exitstatus` after this hook)."""
+    before there was a session to finish (pytest returns `exitstatus` after this hook); and
+    the last line printed when the gate failed the session."""
     bench = config.stash.get(session_key, None)
     if bench is None:
         return
@@ -394,6 +395,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         bench.complete_at_exit()
     except (LlemError, OSError) as exc:
         config.get_terminal_writer().line(_redacted(f"pytest-llem: {exc}"))
+    verdict = bench.record.verdict()
+    if verdict is not None:  # after pytest's own "N passed" line, so a failed gate has the last word
+        config.get_terminal_writer().line(f"pytest-llem: {verdict}", red=True, bold=True)
     if bench.interrupts.received is not None:
         session = config.pluginmanager.get_plugin("session")
         if session is not None:
@@ -434,6 +438,5 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"pytest-llem: marked {len(record.report.stale_experiments)} stale experiment(s) from "
             "an earlier session as failed"
         )
-    closing_line = record.closing_line()
-    if closing_line is not None:
-        write(f"pytest-llem: {closing_line}")
+    for line in record.closing_lines():
+        write(f"pytest-llem: {line}")

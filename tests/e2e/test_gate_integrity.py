@@ -7,6 +7,7 @@ proportion to its window's length, so a 4x slowdown is 4x whatever the machine's
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -253,3 +254,24 @@ def test_a_limit_without_a_unit_is_one_usage_error_line_naming_where_it_came_fro
     ) in marker.stderr
     assert "Traceback" not in bare.stderr + from_ini.stderr + marker.stderr
 
+
+def test_a_failed_gate_has_the_last_line_and_each_output_written_has_its_own(suite: Path, tmp_path: Path):
+    state = f"--llem-state-dir={tmp_path / 'state'}"
+    baseline = pytest_in(suite, 400, state, "--llem-save=main")
+    assert baseline.returncode == 0, baseline.stdout
+    assert "pytest-llem: run saved as main (compare with it: --llem-compare=main)" in baseline.stdout
+    assert "gate failed" not in baseline.stdout
+
+    slower = pytest_in(
+        suite, 100, state, "--llem-compare=main", "--llem-compare-fail=tokens_per_s:100tokens/s",
+        "--llem-html=out/report.html", "-q",
+    )  # fmt: skip
+    assert slower.returncode == 1, slower.stdout
+    lines = slower.stdout.strip().splitlines()
+    assert lines[-1] == "pytest-llem: gate failed: 2 regressions (each named above)", slower.stdout
+    assert re.fullmatch(r"2 passed in .*", lines[-2]), slower.stdout
+    assert "pytest-llem: HTML report written to out/report.html" in lines
+    assert (suite / "out" / "report.html").is_file()
+    # Each regression line shows the limit with its unit.
+    regressions = regression_lines(slower.stdout)
+    assert len(regressions) == 2 and all(line.endswith(", limit 100 tokens/s)") for line in regressions)
