@@ -169,7 +169,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     for line in bench.start_notes if reporter is not None else ():
         reporter.write_line(_redacted(f"pytest-llem: {line}"))
     bench.progress = _live_progress(session.config)
-    bench.notify = _notice_writer(session.config)
+    # Through the live view where there is one: it clears its status line for the notice.
+    bench.notify = bench.progress.notice if bench.progress is not None else _notice_writer(session.config)
 
 
 def _notice_writer(config: pytest.Config) -> Any:
