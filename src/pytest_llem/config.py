@@ -117,10 +117,14 @@ class ExperimentConfig(BaseModel):
         "more while the comparison with the baseline is undecided, N at most (default 8)",
     )
     compare_fail: dict[str, str] = Field(
-        default_factory=dict, description="per-test regression limits, e.g. {'energy_per_token_j': '5%'}"
+        default_factory=dict,
+        description="per-test regression limits, each with its unit, e.g. {'energy_per_token_j': '5%'} "
+        "or {'tokens_per_s': '50tokens/s'}",
     )
     budget: dict[str, float] = Field(
-        default_factory=dict, description="absolute limits, e.g. {'energy_per_token_j': 0.05}"
+        default_factory=dict,
+        description="absolute limits in the metric's unit, e.g. {'energy_per_token_j': 0.05} or "
+        "{'energy_per_token_j': '0.05J'}",
     )
     preload_model_files: bool = Field(
         default=False,
