@@ -223,3 +223,19 @@ def test_a_label_names_the_experiment_without_changing_what_is_measured():
     assert compute_config_hash(build_config({"model": "m", "label": "tiny fp16"}), "bench:generate") == base
     with pytest.raises(ConfigError, match="label"):
         build_config({"label": ""})
+
+
+def test_a_budget_is_an_amount_a_number_or_a_text_with_the_metrics_unit_never_a_percentage():
+    assert build_config({"budget": {"energy_per_token_j": "0.05J", "tokens_per_s": 12}}).budget == {
+        "energy_per_token_j": 0.05,
+        "tokens_per_s": 12,
+    }
+    with pytest.raises(ConfigError) as raised:
+        build_config({"budget": {"energy_per_token_j": "5%"}})
+    assert str(raised.value) == (
+        "budget {'energy_per_token_j': '5%'}: a budget is an amount in the metric's unit, checked without "
+        "a baseline, so it cannot be a percentage; write an amount such as {'energy_per_token_j': 0.05} "
+        "(in J), or set a relative limit with compare_fail={'energy_per_token_j': '5%'}"
+    )
+    with pytest.raises(ConfigError, match=r"limit '5W': energy_per_token_j is measured in 'J', not 'W'"):
+        build_config({"budget": {"energy_per_token_j": "5W"}})

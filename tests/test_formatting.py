@@ -1,8 +1,17 @@
-"""How figures and tables are written for people: significant digits, missing values, columns."""
+"""How figures, tables and paths are written for people: significant digits, missing values,
+columns, paths relative to the working directory."""
 
 from __future__ import annotations
 
-from pytest_llem.formatting import MISSING, aligned, figure_or_missing, markdown_cell, markdown_table, number
+from pytest_llem.formatting import (
+    MISSING,
+    aligned,
+    figure_or_missing,
+    markdown_cell,
+    markdown_table,
+    number,
+    shown_path,
+)
 from pytest_llem.formatting import figure as fmt
 
 
@@ -29,3 +38,8 @@ def test_a_markdown_table_right_aligns_number_columns_and_escapes_pipes():
         "| --- | ---: |",
         "| t::x[a\\|b] | 1.0 |",
     ]
+
+
+def test_a_path_is_shown_relative_to_the_working_directory_only_when_inside_it(tmp_path):
+    assert shown_path(tmp_path / "out" / "report.html", cwd=tmp_path) == "out/report.html"
+    assert shown_path(tmp_path / "elsewhere.json", cwd=tmp_path / "out") == str(tmp_path / "elsewhere.json")

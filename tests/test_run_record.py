@@ -56,7 +56,35 @@ def test_the_final_report_says_how_the_session_ended_and_where_it_is(state_dir: 
     assert path is not None and record.report_written and record.finished
     saved = load_report(path)
     assert (saved.outcome, saved.exit_code, len(saved.experiments)) == ("failed", 1, 1)
-    assert record.closing_line() == f"report written to {path}"
+    assert record.closing_lines() == [f"report written to {path}"]
+
+
+def test_the_closing_lines_name_the_saved_run_each_output_written_and_the_report(
+    state_dir: Path, tmp_path: Path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    record = record_in(state_dir, save_name="main", html_path=Path("out/report.html"))
+    record.entries.append(make_entry(NODE, make_result([1.0])))
+    path = record.finish("passed", 0)
+    assert (tmp_path / "out" / "report.html").is_file()
+    assert record.closing_lines() == [
+        "run saved as main (compare with it: --llem-compare=main)",
+        "HTML report written to out/report.html",
+        f"report written to {path.relative_to(tmp_path)}",  # the state dir is inside the cwd here
+    ]
+
+
+def test_the_verdict_is_the_gates_once_the_session_finished_and_none_when_interrupted(state_dir: Path):
+    record = record_in(state_dir)
+    over = make_result([3.0], config={"budget": {"energy_per_token_j": 0.1}})
+    record.entries.append(make_entry(NODE, over))
+    assert record.gate() is True
+    assert record.verdict() is None  # not finished yet: the report's last word comes first
+    record.finish("failed", 1)
+    assert record.verdict() == "gate failed: 1 budget exceeded (each named above)"
+    record.interrupts.received = signal.SIGINT
+    record.finish("failed", 1)
+    assert record.verdict() is None
 
 
 def test_a_session_that_received_a_signal_ends_interrupted_whatever_it_was_told(state_dir: Path):
@@ -83,7 +111,8 @@ def test_a_throwaway_state_dir_is_removed_at_the_end_with_its_report(tmp_path: P
     assert record.report_written
     assert record.finish("passed", 0) is None
     assert not state_dir.exists() and record.report_path is None
-    assert record.closing_line().startswith("smoke run: 0 case(s) ran once")
+    (line,) = record.closing_lines()
+    assert line.startswith("smoke run: 0 case(s) ran once")
 
 
 def test_a_failed_store_keeps_the_report_file_and_is_one_line_naming_it(state_dir: Path, monkeypatch):

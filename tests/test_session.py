@@ -49,10 +49,10 @@ def test_a_smoke_session_runs_the_smallest_workload_and_leaves_no_history(tmp_pa
     assert not smoke_dir.exists()
     assert not state_dir.exists()  # nothing in the history, no states, no report
     assert not (tmp_path / "summary.md").exists()  # nothing published
-    assert bench.record.closing_line() == (
+    assert bench.record.closing_lines() == [
         "smoke run: 1 case(s) ran once with the smallest workload; "
         "nothing was measured, saved to the history or published"
-    )
+    ]
 
 
 def test_a_smoke_summary_shows_which_cases_ran_and_no_figures(tmp_path: Path):

@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC:LIMIT",
         action="append",
         default=[],
-        help="fail when METRIC got worse by more than LIMIT: a percentage (energy_per_token_j:5%%) "
-        "or an amount in the metric's unit (tokens_per_s:50tokens/s); repeatable",
+        help="fail when METRIC got worse by more than LIMIT, which carries its unit: a percentage "
+        "(energy_per_token_j:5%%) or an amount in the metric's unit (tokens_per_s:50tokens/s); repeatable",
     )
     compare.add_argument(
         "--gate-flagged",
@@ -284,6 +284,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{PROG}: {note}")
     for line in outcome.failure_lines():
         print(line)
+    verdict = outcome.verdict()
+    if verdict is not None:
+        print(f"{PROG}: {verdict}")
     return EXIT_FAILURES if outcome.failed else EXIT_OK
 
 

@@ -126,10 +126,14 @@ class ExperimentConfig(BaseModel):
         "more while the comparison with the baseline is undecided, N at most (default 8)",
     )
     compare_fail: dict[str, str] = Field(
-        default_factory=dict, description="per-test regression limits, e.g. {'energy_per_token_j': '5%'}"
+        default_factory=dict,
+        description="per-test regression limits, each with its unit, e.g. {'energy_per_token_j': '5%'} "
+        "or {'tokens_per_s': '50tokens/s'}",
     )
     budget: dict[str, float] = Field(
-        default_factory=dict, description="absolute limits, e.g. {'energy_per_token_j': 0.05}"
+        default_factory=dict,
+        description="absolute limits in the metric's unit, e.g. {'energy_per_token_j': 0.05} or "
+        "{'energy_per_token_j': '0.05J'}",
     )
     preload_model_files: bool = Field(
         default=False,
@@ -289,23 +293,43 @@ class ExperimentConfig(BaseModel):
             raise ValueError("backend: does not apply to scenario='serving'; the server runs the model")
         return self
 
-    @field_validator("compare_fail")
+    @field_validator("compare_fail", mode="before")
     @classmethod
-    def _limits_parse(cls, limits: dict[str, str]) -> dict[str, str]:
+    def _limits_parse(cls, limits: object) -> object:
         from pytest_llem.gating.limits import lookup_metric, parse_limit_value
 
+        if not isinstance(limits, dict):
+            return limits
         for name, text in limits.items():
-            parse_limit_value(lookup_metric(name, "compare_fail"), text, "compare_fail")
-        return limits
+            parse_limit_value(lookup_metric(name, "compare_fail"), text, "compare_fail", marker=True)
+        # A number reaches here only with its unit refused above; the limit is kept as written.
+        return {name: str(text).strip() for name, text in limits.items()}
 
-    @field_validator("budget")
+    @field_validator("budget", mode="before")
     @classmethod
-    def _budget_metrics_exist(cls, budget: dict[str, float]) -> dict[str, float]:
-        from pytest_llem.gating.limits import lookup_metric
+    def _budget_amounts(cls, budget: object) -> object:
+        """A budget is an amount in the metric's unit: a number, or a text with that unit
+        (`'0.05J'`); a percentage has no baseline to be taken of."""
+        from pytest_llem.gating.limits import lookup_metric, parse_limit_value
 
-        for name in budget:
-            lookup_metric(name, "budget")
-        return budget
+        if not isinstance(budget, dict):
+            return budget
+        amounts = {}
+        for name, value in budget.items():
+            metric = lookup_metric(name, "budget")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                amounts[name] = value
+                continue
+            limit = parse_limit_value(metric, value, "budget", marker=True, bare_is_amount=True)
+            if limit.absolute is None:
+                raise ConfigError(
+                    f"budget {{{name!r}: {value!r}}}: a budget is an amount in the metric's unit, checked "
+                    f"without a baseline, so it cannot be a percentage; write an amount such as "
+                    f"{{{name!r}: 0.05}} (in {metric.unit}), or set a relative limit with "
+                    f"compare_fail={{{name!r}: {value!r}}}"
+                )
+            amounts[name] = limit.absolute
+        return amounts
 
     @field_validator("env")
     @classmethod

@@ -1,12 +1,24 @@
-"""How numbers and tables are written for people: one set of formatters for the terminal,
-the `pytest-llem` command, Markdown and HTML, so a figure reads the same everywhere.
+"""How numbers, tables and paths are written for people: one set of formatters for the
+terminal, the `pytest-llem` command, Markdown and HTML, so a figure reads the same everywhere.
 
 Plain functions with no imports of the project; used in every process that prints.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 MISSING = "-"
+
+
+def shown_path(path: Path, cwd: Path | None = None) -> str:
+    """`path` relative to the working directory when it lies inside it, else as it is."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return str(absolute.relative_to(os.path.abspath(cwd or Path.cwd())))
+    except ValueError:
+        return str(path)
 
 
 def figure(value: float) -> str:

@@ -169,7 +169,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     for line in bench.start_notes if reporter is not None else ():
         reporter.write_line(_redacted(f"pytest-llem: {line}"))
     bench.progress = _live_progress(session.config)
-    bench.notify = _notice_writer(session.config)
+    # Through the live view where there is one: it clears its status line for the notice.
+    bench.notify = bench.progress.notice if bench.progress is not None else _notice_writer(session.config)
 
 
 def _notice_writer(config: pytest.Config) -> Any:
@@ -388,7 +389,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """The last word on a session that a signal reached after its report was written, or
-    before there was a session to finish (pytest returns `exitstatus` after this hook)."""
+    before there was a session to finish (pytest returns `exitstatus` after this hook); and
+    the last line printed when the gate failed the session."""
     bench = config.stash.get(session_key, None)
     if bench is None:
         return
@@ -396,6 +398,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         bench.complete_at_exit()
     except (LlemError, OSError) as exc:
         config.get_terminal_writer().line(_redacted(f"pytest-llem: {exc}"))
+    verdict = bench.record.verdict()
+    if verdict is not None:  # after pytest's own "N passed" line, so a failed gate has the last word
+        config.get_terminal_writer().line(f"pytest-llem: {verdict}", red=True, bold=True)
     if bench.interrupts.received is not None:
         session = config.pluginmanager.get_plugin("session")
         if session is not None:
@@ -436,6 +441,5 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"pytest-llem: marked {len(record.report.stale_experiments)} stale experiment(s) from "
             "an earlier session as failed"
         )
-    closing_line = record.closing_line()
-    if closing_line is not None:
-        write(f"pytest-llem: {closing_line}")
+    for line in record.closing_lines():
+        write(f"pytest-llem: {line}")

@@ -27,6 +27,9 @@ MEASURING = "measuring"
 TEARING_DOWN = "tearing down"
 
 MAX_PHASE_NAME = 60
+#: Where output is not a terminal (a CI log), the longest the session goes without a line while
+#: something runs or is awaited: a log that stays silent longer looks hung.
+LINE_INTERVAL_S = 10.0
 
 
 class ProgressEvent(BaseModel):
@@ -88,3 +91,8 @@ class ProgressListener(Protocol):
     def update(self, events: list[ProgressEvent]) -> None: ...
 
     def ended(self, outcome: str) -> None: ...
+
+    def notice(self, text: str) -> None:
+        """A line about the session itself (the preloaded interpreter starting, a wait for
+        GPUs), between experiments or in the middle of one."""
+        ...

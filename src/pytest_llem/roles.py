@@ -138,16 +138,16 @@ class SingleProcessRole(Role):
         return record.gate_outcome.failed
 
     def publish(self, record: RunRecord) -> None:
-        record.problems.extend(
-            publish(
-                record.report,
-                record.comparison,
-                record.failures,
-                record.settings,
-                record.root,
-                refusal=record.gate_outcome.refusal,
-            )
+        published = publish(
+            record.report,
+            record.comparison,
+            record.failures,
+            record.settings,
+            record.root,
+            refusal=record.gate_outcome.refusal,
         )
+        record.written.extend(published.written)
+        record.problems.extend(published.problems)
 
 
 class XdistControllerRole(SingleProcessRole):

@@ -22,6 +22,7 @@ from pytest_llem.base.atomic import DiskFull, disk_is_full, make_reserve
 from pytest_llem.errors import INTERRUPTED_EXIT_CODE, ConfigError, LlemError, StorageError
 from pytest_llem.fingerprints.differences import fingerprint_differences
 from pytest_llem.fingerprints.machine import MachineInfo
+from pytest_llem.formatting import shown_path
 from pytest_llem.gating.compare import Comparison, MetricChange, measured_by_case, needs_more_samples
 from pytest_llem.gating.gate import GateOutcome
 from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts
@@ -75,6 +76,8 @@ class RunRecord:
         self.report_path: Path | None = None
         #: Problems that did not stop the session, for the terminal summary.
         self.problems: list[str] = []
+        #: The optional outputs written at the end (`publish`), a line each naming where.
+        self.written: list[str] = []
         self.baseline: SessionReport | None = None
         #: The comparison, budgets and failures, once `gate` has run.
         self.gate_outcome = GateOutcome()
@@ -257,13 +260,27 @@ class RunRecord:
             self.role.publish(self)
         return self.report_path
 
-    def closing_line(self) -> str | None:
-        """The terminal summary's last line: where the report went, or that none was kept."""
+    def closing_lines(self) -> list[str]:
+        """The terminal summary's last lines: the name the run was saved under, each output
+        written, and where the report went (or that none was kept)."""
         if self.settings.throwaway_state_dir:
-            return (
+            return [
                 f"smoke run: {len(self.entries)} case(s) ran once with the smallest workload; "
                 "nothing was measured, saved to the history or published"
+            ]
+        lines = []
+        if self.report_written and self.report.name:
+            lines.append(
+                f"run saved as {self.report.name} (compare with it: --llem-compare={self.report.name})"
             )
-        if self.report_written:
-            return f"report written to {self.report_path}"
-        return None
+        lines += self.written
+        if self.report_written and self.report_path is not None:
+            lines.append(f"report written to {shown_path(self.report_path)}")
+        return lines
+
+    def verdict(self) -> str | None:
+        """The session's very last line when its gate failed it (None otherwise, or when a
+        signal stopped it: an interrupted run's gate decides nothing)."""
+        if not self.finished or self.report.outcome == "interrupted":
+            return None
+        return self.gate_outcome.verdict()

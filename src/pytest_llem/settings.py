@@ -423,8 +423,9 @@ SETTINGS = (
     Setting(
         "compare_fail",
         "compare-fail",
-        "fail the session when METRIC gets worse than LIMIT against the compared run; LIMIT is a "
-        "percentage or an amount in the metric's unit, as in tokens_per_s:50tokens/s (repeatable)",
+        "fail the session when METRIC gets worse than LIMIT against the compared run; LIMIT carries "
+        "its unit: a percentage (tokens_per_s:10%) or an amount in the metric's unit "
+        "(tokens_per_s:50tokens/s) (repeatable)",
         _limit,
         "METRIC:LIMIT",
         repeatable=True,

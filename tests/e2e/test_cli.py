@@ -327,9 +327,10 @@ def test_compare_exits_1_with_the_exact_regression_line(state_dir):
         "-",
         "ok",
     ]
-    assert lines[-1] == (
-        f"pytest-llem: REGRESSION {GPT2} energy_per_token_j 0.500 -> 0.600 J (+20.0%, limit 5%, p=0.00397)"
-    )
+    assert lines[-2:] == [
+        f"pytest-llem: REGRESSION {GPT2} energy_per_token_j 0.500 -> 0.600 J (+20.0%, limit 5%, p=0.00397)",
+        "pytest-llem: gate failed: 1 regression (each named above)",
+    ]
     assert compared.stderr == ""
 
 
@@ -371,7 +372,8 @@ def test_compare_gates_flagged_results_only_when_asked(state_dir):
 
     assert shown.returncode == 0 and "REGRESSION" not in shown.stdout
     assert "flagged (beyond the limit, but a measurement-quality flag is set: not gated)" in shown.stdout
-    assert gated.returncode == 1 and gated.stdout.splitlines()[-1].startswith("pytest-llem: REGRESSION")
+    assert gated.returncode == 1 and gated.stdout.splitlines()[-2].startswith("pytest-llem: REGRESSION")
+    assert gated.stdout.splitlines()[-1] == "pytest-llem: gate failed: 1 regression (each named above)"
 
 
 def test_compare_fails_on_an_exceeded_budget_without_any_limit(state_dir):
@@ -383,9 +385,10 @@ def test_compare_fails_on_an_exceeded_budget_without_any_limit(state_dir):
 
     assert compared.returncode == 1
     # The rounds' median (0.501 J; pooled, 0.502 J), as the comparison's row above shows it.
-    assert compared.stdout.splitlines()[-1] == (
-        f"pytest-llem: OVER BUDGET {GPT2} energy_per_token_j 0.501 J (budget 0.450 J)"
-    )
+    assert compared.stdout.splitlines()[-2:] == [
+        f"pytest-llem: OVER BUDGET {GPT2} energy_per_token_j 0.501 J (budget 0.450 J)",
+        "pytest-llem: gate failed: 1 budget exceeded (each named above)",
+    ]
     (row,) = [
         line
         for line in compared.stdout.splitlines()

@@ -7,6 +7,7 @@ proportion to its window's length, so a 4x slowdown is 4x whatever the machine's
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,55 @@ def test_an_energy_gate_where_no_meter_measured_fails_in_the_session_and_in_comp
     assert compared.returncode == 1, compared.stdout + compared.stderr
     (line,) = [line for line in compared.stdout.splitlines() if "GATE FAILED" in line]
     assert line.startswith(expected), line
+
+
+def test_a_limit_without_a_unit_is_one_usage_error_line_naming_where_it_came_from(
+    suite: Path, tmp_path: Path
+):
+    state = f"--llem-state-dir={tmp_path / 'state'}"
+    bare = pytest_in(suite, 400, state, "--llem-compare", "--llem-compare-fail=tokens_per_s:10")
+    assert bare.returncode == pytest.ExitCode.USAGE_ERROR
+    assert bare.stderr.strip() == (
+        "ERROR: pytest-llem: --llem-compare-fail tokens_per_s:10: a limit needs a unit: write "
+        "tokens_per_s:10% (relative) or tokens_per_s:10tokens/s (absolute, in the metric's unit)"
+    )
+    (suite / "pytest.ini").write_text("[pytest]\nllem_compare_fail = energy_per_token_j:0.5\n")
+    from_ini = pytest_in(suite, 400, state)
+    assert from_ini.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "ERROR: pytest-llem: ini llem_compare_fail energy_per_token_j:0.5: a limit needs a unit" in (
+        from_ini.stderr
+    )
+    (suite / "pytest.ini").unlink()
+    (suite / "test_x.py").write_text(
+        SUITE.replace("def test_case", '@pytest.mark.llem(compare_fail={"tokens_per_s": 10})\ndef test_case')
+    )
+    marker = pytest_in(suite, 400, state)
+    assert marker.returncode == pytest.ExitCode.USAGE_ERROR
+    assert (
+        "ERROR: pytest-llem: test_x.py::test_case[1]: @pytest.mark.llem: "
+        "compare_fail {'tokens_per_s': '10'}: a limit needs a unit: write {'tokens_per_s': '10%'} "
+        "(relative) or {'tokens_per_s': '10tokens/s'}"
+    ) in marker.stderr
+    assert "Traceback" not in bare.stderr + from_ini.stderr + marker.stderr
+
+
+def test_a_failed_gate_has_the_last_line_and_each_output_written_has_its_own(suite: Path, tmp_path: Path):
+    state = f"--llem-state-dir={tmp_path / 'state'}"
+    baseline = pytest_in(suite, 400, state, "--llem-save=main")
+    assert baseline.returncode == 0, baseline.stdout
+    assert "pytest-llem: run saved as main (compare with it: --llem-compare=main)" in baseline.stdout
+    assert "gate failed" not in baseline.stdout
+
+    slower = pytest_in(
+        suite, 100, state, "--llem-compare=main", "--llem-compare-fail=tokens_per_s:100tokens/s",
+        "--llem-html=out/report.html", "-q",
+    )  # fmt: skip
+    assert slower.returncode == 1, slower.stdout
+    lines = slower.stdout.strip().splitlines()
+    assert lines[-1] == "pytest-llem: gate failed: 2 regressions (each named above)", slower.stdout
+    assert re.fullmatch(r"2 passed in .*", lines[-2]), slower.stdout
+    assert "pytest-llem: HTML report written to out/report.html" in lines
+    assert (suite / "out" / "report.html").is_file()
+    # Each regression line shows the limit with its unit.
+    regressions = regression_lines(slower.stdout)
+    assert len(regressions) == 2 and all(line.endswith(", limit 100 tokens/s)") for line in regressions)

@@ -134,6 +134,15 @@ def test_per_test_limits_from_the_marker_override_the_session_limit():
     assert change.limit == "30%" and change.status == "ok"
 
 
+def test_a_saved_runs_bare_marker_limit_keeps_its_old_meaning_an_amount_shown_with_its_unit():
+    # A release before units were required read {"tokens_per_s": "30"} as 30 tokens/s.
+    config = {"compare_fail": {"energy_per_token_j": "0.03"}}  # 0.1 J a token in the baseline
+    comparison = compare([1.0], [1.2], config=config)
+    change = energy_change(comparison)
+    assert change.limit == "0.03 J" and change.status == "ok"
+    assert energy_change(compare([1.0], [1.4], config=config)).status == "regression"
+
+
 def test_a_different_machine_gives_a_warning_not_a_crash():
     baseline = make_report("base", [make_entry(GPT2, make_result([1.0]))], machine=EPYC)
     current = make_report(

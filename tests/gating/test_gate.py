@@ -93,3 +93,16 @@ def test_a_budget_on_an_unmeasured_metric_fails_the_gate():
     ]
     measured = make_result([1.0], config=config)
     assert not run_gate(report("now", make_entry(GPT2, measured)), None, compare_requested=False).failed
+
+
+def test_the_verdict_counts_each_kind_of_failure_and_a_passed_gate_has_none():
+    baseline = report("base", make_entry(GPT2, make_result([1.0])), make_entry(OPT, make_result([1.0])))
+    over = make_result([2.0], config={"budget": {"energy_per_token_j": 0.1}})
+    current = report("now", make_entry(GPT2, over), make_entry(OPT, make_result([2.0])))
+    outcome = run_gate(current, baseline, LIMIT)
+    assert [c.status for c in outcome.failures] == ["regression", "regression", "over_budget"]
+    assert outcome.verdict() == "gate failed: 2 regressions, 1 budget exceeded (each named above)"
+
+    nothing_to_compare = run_gate(report("now", make_entry(GPT2, make_result([1.0]))), None, LIMIT)
+    assert nothing_to_compare.verdict() == "gate failed: 1 check it could not make (each named above)"
+    assert run_gate(report("now", make_entry(GPT2, make_result([1.0]))), baseline, LIMIT).verdict() is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from pytest_llem.isolation.preload import (
     TRANSFORMERS_MODULES,
     Preloader,
     auto_modules,
+    describe_start,
     env_difference,
     is_library_module,
 )
@@ -233,6 +235,53 @@ def test_prestart_returns_at_once_and_close_stops_the_imports_at_once(tmp_path: 
     preloader.close()
     assert time.monotonic() - started < 5.0  # killed, not waited for
     assert wait_until_all_gone([server], 3.0) == []
+
+
+def test_the_start_says_what_it_imports_and_reads():
+    assert describe_start([*BASE_MODULES, *TRANSFORMERS_MODULES, "torch"]) == (
+        "starting the preloaded interpreter (importing transformers, torch) ..."
+    )
+    assert describe_start(BASE_MODULES, ["/models/a", "/models/b"]) == (
+        "starting the preloaded interpreter (then reading 2 model folder(s)) ..."
+    )
+    assert describe_start(BASE_MODULES) == "starting the preloaded interpreter ..."
+
+
+def test_the_preloaded_interpreter_says_it_starts_and_when_it_is_ready_with_the_time_it_took():
+    lines: list[str] = []
+    preloader = Preloader(lambda: [*BASE_MODULES, "json"], notify=lines.append)
+    try:
+        preloader.prestart(dict(os.environ))
+        assert lines == ["starting the preloaded interpreter (importing json) ..."]
+        time.sleep(1.5)  # ready meanwhile: the time it took is its own, not this wait's
+        preloader.wait_ready()
+        preloader.wait_ready()  # said once
+    finally:
+        preloader.close()
+    assert len(lines) == 2, lines
+    took_s = float(re.fullmatch(r"preloaded interpreter ready after (\d+\.\d) s", lines[1]).group(1))
+    assert took_s < 1.5
+
+
+def test_a_wait_for_the_preloaded_interpreter_says_so_every_line_interval(monkeypatch):
+    monkeypatch.setattr("pytest_llem.isolation.preload.LINE_INTERVAL_S", 0.3)
+    lines: list[str] = []
+    began = time.monotonic()
+    preloader = Preloader(
+        lambda: ["slow_import"], notify=lines.append, interrupted=lambda: time.monotonic() - began > 1.2
+    )
+    try:
+        preloader.prestart(dict(os.environ))
+        preloader.wait_ready()  # interrupted after 1.2 s of the module's 20
+    finally:
+        preloader.close()
+    assert lines[0] == "starting the preloaded interpreter (importing slow_import) ..."
+    waits = lines[1:]
+    assert len(waits) >= 3, lines
+    assert all(
+        re.fullmatch(r"still starting the preloaded interpreter \(\d+ s waited\)", line) for line in waits
+    )
+    assert preloader.disabled == "interrupted while the preloaded interpreter was importing slow_import"
 
 
 COLLECTION_CONFTEST = """

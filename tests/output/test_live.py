@@ -58,7 +58,8 @@ def test_verbose_shows_every_round_and_where_the_time_went():
     assert said[-1] == "done after 8.0 s: starting 1.0 s, loading model 2.0 s, measuring 5.0 s"
 
 
-def test_a_long_phase_gets_a_still_line_in_plain_output():
+def test_a_long_phase_gets_a_still_line_in_plain_output_at_most_ten_seconds_apart():
+    assert HEARTBEAT_S <= 10
     lines: list[str] = []
     clock = Clock()
     live = LiveProgress(lines.append, None, 0, clock)
@@ -69,7 +70,30 @@ def test_a_long_phase_gets_a_still_line_in_plain_output():
     assert len(lines) == 2
     clock.now += HEARTBEAT_S
     live.update([])
-    assert lines[-1].endswith("t.py::case: still loading model (45.0 s)")
+    assert lines[-1].endswith(f"t.py::case: still loading model ({1.5 * HEARTBEAT_S:.1f} s)")
+    for _ in range(5):  # polled every second: a line each HEARTBEAT_S, never longer apart
+        clock.now += 1
+        live.update([])
+    assert len(lines) == 3
+    clock.now += HEARTBEAT_S - 5
+    live.update([])
+    assert len(lines) == 4
+
+
+def test_a_notice_is_a_line_of_its_own_and_the_status_line_is_drawn_again_after_it():
+    lines: list[str] = []
+    plain = LiveProgress(lines.append, None, 0, Clock())
+    plain.notice("preloaded interpreter ready after 9.2 s")
+    assert re.fullmatch(r"\d\d:\d\d:\d\d pytest-llem: preloaded interpreter ready after 9\.2 s", lines[0])
+
+    lines, drawn = [], []
+    clock = Clock()
+    live = LiveProgress(lines.append, drawn.append, 0, clock)
+    live.started("t.py::case")
+    clock.now += 2
+    live.notice("preloaded interpreter ready after 9.2 s")
+    assert lines == ["pytest-llem: preloaded interpreter ready after 9.2 s"]
+    assert drawn[-2:] == ["", "pytest-llem case: starting 2.0 s (in all 2.0 s)"]
 
 
 def test_on_a_terminal_one_status_line_updates_and_is_cleared_at_the_end():

@@ -156,10 +156,13 @@ def measured_by_case(report: SessionReport) -> dict[str, ReportEntry]:
 
 
 def limits_of_test(result: ExperimentResult, nodeid: str) -> dict[str, Limit]:
+    """The case's own `compare_fail` limits. A result's config was checked when it was built,
+    so a bare number here is a saved run's from a release that read it as an amount."""
     source = f"{nodeid}: compare_fail"
     limits = {}
     for name, text in result.config.get("compare_fail", {}).items():
-        limits[name] = parse_limit_value(lookup_metric(name, source), text, source)
+        metric = lookup_metric(name, source)
+        limits[name] = parse_limit_value(metric, text, source, marker=True, bare_is_amount=True)
     return limits
 
 

@@ -48,6 +48,25 @@ class GateOutcome:
         """One line per reason the gate fails the run, refusal last."""
         return [c.line() for c in self.failures] + ([self.refusal] if self.refusal else [])
 
+    def verdict(self) -> str | None:
+        """The last word on a failed gate, after every line that says why (None: it passed):
+        `gate failed: 2 regressions, 1 budget exceeded (each named above)`."""
+        if not self.failed:
+            return None
+        regressions = sum(c.status == "regression" for c in self.failures)
+        over_budget = len(self.failures) - regressions
+        unchecked = len(self.refusal.splitlines()) if self.refusal else 0
+        counts = [
+            _counted(regressions, "regression", "regressions"),
+            _counted(over_budget, "budget exceeded", "budgets exceeded"),
+            _counted(unchecked, "check it could not make", "checks it could not make"),
+        ]
+        return f"gate failed: {', '.join(c for c in counts if c)} (each named above)"
+
+
+def _counted(count: int, one: str, many: str) -> str | None:
+    return None if not count else f"{count} {one if count == 1 else many}"
+
 
 def is_gated(current: SessionReport, limits: Iterable[Limit]) -> bool:
     """Limits apply to a comparison: given for the session, or a measured case's `compare_fail`."""

@@ -340,7 +340,8 @@ def _serve_after_imports(sock: socket.socket) -> int:
         path: {**read_into_page_cache(path), "read_at_start": True}
         for path in (hello.get("read_files", []) if problem is None else [])
     }
-    _send(sock, {"ready": problem is None, "problem": problem})
+    # Its readiness by the wall clock pytest shares: pytest may read this reply much later.
+    _send(sock, {"ready": problem is None, "problem": problem, "ready_at": time.time()})
     if problem is not None:
         return 0
     try:

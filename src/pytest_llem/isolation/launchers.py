@@ -109,8 +109,8 @@ def make_launcher(
     interrupted: Callable[[], bool],
 ) -> Launcher:
     """The launcher `--llem-launcher` names. `note_problem` takes what did not stop the session
-    (for its terminal summary), `notify` a line while it waits (for GPUs), `interrupted` says
-    whether a signal came."""
+    (for its terminal summary), `notify` a line while it waits (for GPUs, for the preloaded
+    interpreter), `interrupted` says whether a signal came."""
     if settings.launcher == "slurm":
         return SlurmLauncher(settings)
     return LocalLauncher(settings, note_problem=note_problem, notify=notify, interrupted=interrupted)
@@ -149,7 +149,7 @@ class LocalLauncher:
         self._preloader: Preloader | None = None
         if settings.preload != PRELOAD_NONE:
             self._preloader = Preloader(
-                self._preload_modules, on_fallback=note_problem, interrupted=interrupted
+                self._preload_modules, on_fallback=note_problem, interrupted=interrupted, notify=notify
             )
         self.start_group: GroupStarter = self._preloader.start if self._preloader is not None else cold_start
 

@@ -9,7 +9,9 @@ else when the first experiment needs it. Any
 reason a fork could be unsafe or could measure something else than a cold start would (an
 import that failed, a thread or CUDA in the preloaded interpreter, an environment that
 differs from the one its modules were imported under) makes that start a cold one, and the
-reason is said once (`on_fallback`) and recorded in the result (`start_note`).
+reason is said once (`on_fallback`) and recorded in the result (`start_note`). Its start, a
+wait for it (a line every `progress.LINE_INTERVAL_S`) and its readiness with the time it
+took are said too (`notify`): its imports take seconds in which nothing else happens.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from pytest_llem.backends import BACKEND_WORKLOADS
 from pytest_llem.isolation.launcher import MODEL_FILES_ENV, ChildOutput, StartedGroup, cold_start
 from pytest_llem.processes import kill_descendants, kill_process, proc_entry
+from pytest_llem.progress import LINE_INTERVAL_S
 
 #: `--llem-preload` values that are not module lists.
 PRELOAD_AUTO = "auto"
@@ -86,6 +89,18 @@ def is_library_module(name: str) -> bool:
     return not (stem.startswith("test_") or stem.endswith("_test") or stem == "conftest")
 
 
+def describe_start(modules: Iterable[str], read_files: Iterable[str] = ()) -> str:
+    """What a starting preloaded interpreter does, for people: the packages it imports (not
+    pytest-llem's own) and the model folders it reads."""
+    tops = (module.partition(".")[0] for module in modules)
+    packages = list(dict.fromkeys(top for top in tops if top != "pytest_llem"))
+    doing = [f"importing {', '.join(packages)}"] if packages else []
+    folders = len(list(read_files))
+    if folders:
+        doing.append(f"then reading {folders} model folder(s)")
+    return "starting the preloaded interpreter" + (f" ({', '.join(doing)})" if doing else "") + " ..."
+
+
 def env_difference(preloaded: Mapping[str, str], wanted: Mapping[str, str]) -> list[str]:
     """The variables (names only) whose values differ, besides the per-experiment ones."""
     names = set(preloaded) ^ set(wanted) | {
@@ -127,6 +142,9 @@ class _ForkServer:
         #: Reading model files: it answers nothing else meanwhile, not even end of file.
         self._reading = False
         self._launched = time.monotonic()
+        self._launched_at = time.time()
+        #: Seconds from its launch until its imports and reads were done, once `wait_ready` saw it.
+        self.took_s: float | None = None
         try:
             self.proc = subprocess.Popen(
                 [
@@ -149,11 +167,20 @@ class _ForkServer:
         hello = {"modules": modules, "sys_path": [p for p in sys.path if p], "read_files": list(read_files)}
         self.sock.send(json.dumps(hello).encode())
 
-    def _await_reply(self, interrupted: Callable[[], bool], deadline: float, doing: str) -> dict[str, Any]:
+    def _await_reply(
+        self,
+        interrupted: Callable[[], bool],
+        deadline: float,
+        doing: str,
+        waiting: Callable[[float], None] = lambda waited_s: None,
+    ) -> dict[str, Any]:
         """The reply to what the interpreter is `doing`, polled in short slices (a signal to
         pytest must not wait for imports or reads to finish); RuntimeError, the interpreter
-        closed, when it is interrupted, exits or passes `deadline`."""
+        closed, when it is interrupted, exits or passes `deadline`. `waiting` is called with
+        the seconds waited so far at each poll without a reply."""
+        began = time.monotonic()
         while (reply := self._receive(_IMPORT_POLL_S)) is None:
+            waiting(time.monotonic() - began)
             problem = None
             if interrupted():
                 problem = f"interrupted while the preloaded interpreter was {doing}"
@@ -168,16 +195,20 @@ class _ForkServer:
                 raise RuntimeError(problem)
         return reply
 
-    def wait_ready(self, interrupted: Callable[[], bool]) -> None:
+    def wait_ready(
+        self, interrupted: Callable[[], bool], waiting: Callable[[float], None] = lambda waited_s: None
+    ) -> None:
         """Wait until the imports are done; raise RuntimeError with the reason they failed."""
         if self.ready:
             return
         deadline = self._launched + _IMPORT_TIMEOUT_S
-        reply = self._await_reply(interrupted, deadline, f"importing {', '.join(self.modules)}")
+        reply = self._await_reply(interrupted, deadline, f"importing {', '.join(self.modules)}", waiting)
         if not reply.get("ready"):
             self.close()
             raise RuntimeError(str(reply.get("problem")))
         self.ready = True
+        # Its own clock's time of readiness: the reply may have waited here since.
+        self.took_s = max(0.0, float(reply.get("ready_at", time.time())) - self._launched_at)
 
     def read_files(self, path: str, interrupted: Callable[[], bool]) -> dict[str, Any]:
         """Have `path`'s files read into the page cache (once per directory); what was read."""
@@ -246,10 +277,12 @@ class Preloader:
         modules: Callable[[], list[str]],
         on_fallback: Callable[[str], None] = lambda line: None,
         interrupted: Callable[[], bool] = lambda: False,
+        notify: Callable[[str], None] = lambda line: None,
     ) -> None:
         self._modules = modules
         self._interrupted = interrupted
         self._on_fallback = on_fallback
+        self._notify = notify
         self._server: _ForkServer | None = None
         #: Why no start will be preloaded any more (the interpreter could not be used); None if it can.
         self.disabled: str | None = None
@@ -274,10 +307,13 @@ class Preloader:
         model directories `read_files` into the page cache (`preload_model_files`)."""
         if self.disabled is None and self._server is None:
             server_env = {k: v for k, v in env.items() if not k.startswith(PER_EXPERIMENT_ENV_PREFIXES)}
+            modules, read_files = self._modules(), list(read_files)
             try:
-                self._server = _ForkServer(self._modules(), server_env, read_files)
+                self._server = _ForkServer(modules, server_env, read_files)
             except OSError as exc:
                 self._disable(str(exc))
+                return
+            self._notify(describe_start(modules, read_files))
 
     @property
     def running(self) -> bool:
@@ -289,11 +325,22 @@ class Preloader:
         reads it was given (nothing to do when none runs); a failure disables it, with the
         reason said at the next start. The idle baseline waits here: a GPU or CPU busy with
         an import or a read is not at rest."""
-        if self._server is not None:
-            try:
-                self._server.wait_ready(self._interrupted)
-            except RuntimeError as exc:
-                self._disable(str(exc))
+        server = self._server
+        if server is None or server.ready:
+            return
+        said = [0]  # lines said while waiting
+
+        def waiting(waited_s: float) -> None:
+            if waited_s >= (said[0] + 1) * LINE_INTERVAL_S:
+                said[0] += 1
+                self._notify(f"still starting the preloaded interpreter ({waited_s:.0f} s waited)")
+
+        try:
+            server.wait_ready(self._interrupted, waiting)
+        except RuntimeError as exc:
+            self._disable(str(exc))
+            return
+        self._notify(f"preloaded interpreter ready after {server.took_s:.1f} s")
 
     def start(self, work_dir: Path, env: Mapping[str, str], output: ChildOutput) -> StartedGroup:
         self.prestart(env)

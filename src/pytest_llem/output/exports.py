@@ -185,11 +185,16 @@ def _benchmark_point(nodeid: str, name: str, result: ExperimentResult) -> dict |
     return point
 
 
-def write_benchmark_json(report: SessionReport, path: Path) -> list[Path]:
+def benchmark_json_paths(path: Path) -> list[Path]:
     """The smaller-is-better file at `path`, the bigger-is-better one beside it (`<stem>-bigger`)."""
+    return [path, path.with_name(f"{path.stem}-bigger{path.suffix}")]
+
+
+def write_benchmark_json(report: SessionReport, path: Path) -> list[Path]:
+    """Both files of `benchmark_json_paths`; returns their paths."""
     smaller, bigger = benchmark_action_json(report)
-    bigger_path = path.with_name(f"{path.stem}-bigger{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, points in ((path, smaller), (bigger_path, bigger)):
+    paths = benchmark_json_paths(path)
+    for target, points in zip(paths, (smaller, bigger), strict=True):
         target.write_text(json.dumps(points, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return [path, bigger_path]
+    return paths

@@ -4,7 +4,8 @@ On a terminal, one status line that updates in place (what the experiment does n
 long); elsewhere (CI logs), plain timestamped lines: one per phase, round lines at most every
 `ROUND_LINE_INTERVAL_S`, a "still ..." line after `HEARTBEAT_S` without one, and one when
 the process ends. With verbosity 1 or more every round gets its line, and each process ends
-with a line saying where its time went (on a terminal too).
+with a line saying where its time went (on a terminal too). Notices about the session
+(`notice`) are lines of their own in both, the status line cleared for them and drawn again.
 Every line and status has its secrets blanked out (`base.redaction`): a CI log keeps them.
 The plugin passes in how to write; this module knows nothing of pytest.
 """
@@ -15,9 +16,9 @@ import time
 from collections.abc import Callable
 
 from pytest_llem.base.redaction import secret_redactor
-from pytest_llem.progress import STARTING, ProgressEvent, phase_durations
+from pytest_llem.progress import LINE_INTERVAL_S, STARTING, ProgressEvent, phase_durations
 
-HEARTBEAT_S = 30.0
+HEARTBEAT_S = LINE_INTERVAL_S
 ROUND_LINE_INTERVAL_S = 10.0
 REDRAW_INTERVAL_S = 0.25
 
@@ -79,6 +80,17 @@ class LiveProgress:
                 text += ": " + ", ".join(f"{phase} {seconds(s)}" for phase, s in spent.items())
             self._write(now, text)
         self._events = []
+
+    def notice(self, text: str) -> None:
+        now = self._clock()
+        if self._status is not None:
+            self._status("")
+            self._line(self._redact(f"pytest-llem: {text}"))
+            self._draw(now)
+            return
+        stamp = time.strftime("%H:%M:%S", time.localtime(now))
+        self._line(self._redact(f"{stamp} pytest-llem: {text}"))
+        self._last_line_at = now
 
     def _on_event(self, event: ProgressEvent) -> None:
         self._events.append(event)
