@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING
 from pytest_llem.errors import ConfigError
 from pytest_llem.gating.gate import run_gate
 from pytest_llem.publish import publish
-from pytest_llem.store.history import UnknownRun
+from pytest_llem.store.history import RunHistory, UnknownRun
+from pytest_llem.store.names import printable
+from pytest_llem.store.projects import shown_project
 from pytest_llem.store.report import SessionReport, read_worker_reports, report_path, take_in_workers
 
 if TYPE_CHECKING:
@@ -96,14 +98,15 @@ class SingleProcessRole(Role):
             return None
         ref = settings.compare or "latest"
         history = record.history
-        if ref != "latest":
+        project = record.report.project
+        if ref != "latest":  # named: any project's run, this project's first
             try:
-                return history.find(ref)
+                return history.find(ref, project=project)
             except UnknownRun as exc:
                 raise ConfigError(f"--llem-compare: {exc}") from None
         run_id = record.report.run_id
-        assert record.report.machine is not None
-        baseline = history.latest(record.report.machine.id, exclude_run_id=run_id)
+        machine_id = record.report.machine.id if record.report.machine else None
+        baseline = history.latest(machine_id, exclude_run_id=run_id, project=project)
         newer_unreadable = [
             item
             for item in history.skipped_after(baseline.run_id if baseline else None)
@@ -116,10 +119,7 @@ class SingleProcessRole(Role):
             )
         record.skipped.update(history.skipped)
         if baseline is None:
-            record.problems.append(
-                f"nothing to compare with: no earlier run on this machine (id {record.report.machine.id}) "
-                "finished uninterrupted with a measured experiment; this run can be the baseline of the next"
-            )
+            record.problems.append(_nothing_to_compare_with(history, project, machine_id, run_id))
         return baseline
 
     def gate(self, record: RunRecord) -> bool:
@@ -148,6 +148,31 @@ class SingleProcessRole(Role):
                 refusal=record.gate_outcome.refusal,
             )
         )
+
+
+def _nothing_to_compare_with(
+    history: RunHistory, project: str | None, machine_id: str | None, run_id: str
+) -> str:
+    """The line for a bare `--llem-compare` that found no run of its project: it names the run
+    another project (or an earlier pytest-llem, without a project) left, which is compared with
+    only when named."""
+    mine = f"project {printable(shown_project(project))!r}"
+    line = (
+        f"nothing to compare with: no earlier run of {mine} on this machine (id {machine_id}) "
+        "finished uninterrupted with a measured experiment"
+    )
+    other = history.latest_elsewhere(machine_id, project, exclude_run_id=run_id) if project else None
+    if other is None:
+        return f"{line}; this run can be the baseline of the next"
+    whose = (
+        f"belongs to project {printable(other.project)!r}"
+        if other.project is not None
+        else "was saved without a project (by an earlier pytest-llem)"
+    )
+    return (
+        f"{line}; the newest run that did, {other.run_id}, {whose} and is compared with only when "
+        f"named: --llem-compare={other.run_id}"
+    )
 
 
 class XdistControllerRole(SingleProcessRole):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from pytest_llem import __version__
 from pytest_llem.base.atomic import DiskFull, disk_is_full, make_reserve
+from pytest_llem.base.redaction import redact_text
 from pytest_llem.errors import INTERRUPTED_EXIT_CODE, ConfigError, LlemError, StorageError
 from pytest_llem.fingerprints.differences import fingerprint_differences
 from pytest_llem.fingerprints.machine import MachineInfo
@@ -31,6 +32,7 @@ from pytest_llem.settings import LlemSettings
 from pytest_llem.store.database import StoreBusy, StoreFailed
 from pytest_llem.store.history import RunHistory, autosave_name
 from pytest_llem.store.names import skipped_line
+from pytest_llem.store.projects import project_key
 from pytest_llem.store.report import ReportEntry, SessionOutcome, SessionReport, report_path, write_report
 from pytest_llem.store.state import StateManager, utc_now
 
@@ -128,12 +130,20 @@ class RunRecord:
         self.report.stale_experiments = [s.experiment_id for s in stale]
         self.skipped.update(self.states.skipped)
         self.report.machine = MachineInfo.current()
+        self.report.project = self.project()
         if self.settings.save_name:
             self.report.name = self.settings.save_name
         elif self.settings.autosave:
             self.report.name = autosave_name(self.root)
         self.role.save_at_start(self)
         self.baseline = self.role.find_baseline(self)
+
+    def project(self) -> str:
+        """The run's project: `--llem-project`, else derived from pytest's rootdir (the
+        folder pytest was started from when there is none); redacted as the report is, so the
+        store's column and the report say the same."""
+        project = self.settings.project or project_key(self.root or Path.cwd())
+        return redact_text(project, root=self.root)
 
     def full_disk_at_start(self, exc: LlemError) -> str | None:
         """The line for a `start` that failed because the state dir's disk is full, which stops
