@@ -101,9 +101,16 @@ class SingleProcessRole(Role):
         project = record.report.project
         if ref != "latest":  # named: any project's run, this project's first
             try:
-                return history.find(ref, project=project)
+                named = history.find(ref, project=project)
             except UnknownRun as exc:
                 raise ConfigError(f"--llem-compare: {exc}") from None
+            if named.name == ref and named.project != project:  # a name this project never gave
+                mine = printable(shown_project(project))
+                record.problems.append(
+                    f"--llem-compare={printable(ref)}: no run of project {mine!r} has that name, so the "
+                    f"comparison uses the newest run that has: {named.run_id}, {_whose(named.project)}"
+                )
+            return named
         run_id = record.report.run_id
         machine_id = record.report.machine.id if record.report.machine else None
         baseline = history.latest(machine_id, exclude_run_id=run_id, project=project)
@@ -164,15 +171,17 @@ def _nothing_to_compare_with(
     other = history.latest_elsewhere(machine_id, project, exclude_run_id=run_id) if project else None
     if other is None:
         return f"{line}; this run can be the baseline of the next"
-    whose = (
-        f"belongs to project {printable(other.project)!r}"
-        if other.project is not None
-        else "was saved without a project (by an earlier pytest-llem)"
-    )
     return (
-        f"{line}; the newest run that did, {other.run_id}, {whose} and is compared with only when "
-        f"named: --llem-compare={other.run_id}"
+        f"{line}; the newest run that did is {other.run_id}, {_whose(other.project)}, compared with only "
+        f"when named: --llem-compare={other.run_id}"
     )
+
+
+def _whose(project: str | None) -> str:
+    """Whose a run of another project is, for a line that names it."""
+    if project is None:
+        return "saved without a project (by an earlier pytest-llem)"
+    return f"of project {printable(project)!r}"
 
 
 class XdistControllerRole(SingleProcessRole):

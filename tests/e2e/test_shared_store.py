@@ -392,8 +392,8 @@ def test_two_projects_sharing_a_state_dir_each_compare_with_their_own_runs(tmp_p
         f"pytest-llem: nothing to compare with: no earlier run of project {beta_first.project!r}"
     )
     assert nothing.endswith(
-        f"the newest run that did, {alpha_run.run_id}, belongs to project {alpha_run.project!r} and is "
-        f"compared with only when named: --llem-compare={alpha_run.run_id}"
+        f"the newest run that did is {alpha_run.run_id}, of project {alpha_run.project!r}, compared with "
+        f"only when named: --llem-compare={alpha_run.run_id}"
     )
     assert "pytest-llem: GATE FAILED: limits were set but there is no baseline to compare with" in output
 

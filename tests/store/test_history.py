@@ -165,6 +165,10 @@ def test_a_run_name_two_projects_share_finds_the_asking_projects_run_first(state
     assert history.find("main").run_id == "b1"  # no project: the newest of that name
     assert history.find("main", project="gamma").run_id == "b1"  # named: any project's, when not its own
     assert history.find("a1", project="beta").run_id == "a1"  # a run id is one run, whoever's
+    # A run saved before projects may be the asking project's own: it comes before another's.
+    saved_runs(history, [("old", None, "main", -1)])
+    assert history.find("main", project="gamma").run_id == "old"
+    assert history.find("main", project="alpha").run_id == "a1"
 
 
 def test_runs_are_listed_by_project_and_legacy_runs_have_none(state_dir, store_url):

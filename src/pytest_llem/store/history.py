@@ -235,8 +235,10 @@ class RunHistory(OpensStoreOnUse):
             return sorted(conn.execute(query).scalars())
 
     def find(self, ref: str, project: str | None = None) -> SessionReport:
-        """A run by name (the newest of that name: `project`'s own first, when given, so that
-        two projects that name runs alike each find theirs), run id, or path to a report file."""
+        """A run by name (the newest of that name; when `project` is given, its own first, then
+        one saved before runs recorded their project (maybe its own), then any project's, so
+        that two projects that name runs alike each find theirs), run id, or path to a report
+        file."""
         path = Path(ref).expanduser()
         if path.suffix == ".json" or path.is_file():
             try:
@@ -245,12 +247,15 @@ class RunHistory(OpensStoreOnUse):
                 raise UnknownRun(f"cannot read report {printable(ref)!r}: {exc.strerror or exc}") from None
             except ValueError as exc:  # pydantic's ValidationError too: never quote the file
                 raise UnknownRun(f"{printable(ref)!r} is not a report: {invalid_reason(exc)}") from None
-        found = None
-        if project is not None:
-            found = self._newest(sa.and_(runs.c.name == ref, runs.c.project == project))
-        found = found or self._newest(sa.or_(runs.c.name == ref, runs.c.run_id == ref))
-        if found is not None:
-            return found
+        named = runs.c.name == ref
+        preferred = [] if project is None else [runs.c.project == project, runs.c.project.is_(None)]
+        for condition in [
+            *(sa.and_(named, whose) for whose in preferred),
+            sa.or_(named, runs.c.run_id == ref),
+        ]:
+            found = self._newest(condition)
+            if found is not None:
+                return found
         known = ", ".join(printable(run.label) for run in self.summaries(limit=5)) or "none saved yet"
         raise UnknownRun(
             f"no saved run named {printable(ref)!r} (latest: {known}); `pytest-llem list` shows them all"
