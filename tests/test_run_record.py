@@ -23,9 +23,12 @@ from pytest_llem.store.state import StateManager
 NODE = "tests/test_x.py::case"
 
 
-def record_in(state_dir: Path, root: Path | None = None, **settings) -> RunRecord:
+def record_in(state_dir: Path, project_dir: Path | None = None, **settings) -> RunRecord:
     llem = LlemSettings(enabled=True, state_dir=state_dir, energy="none", **settings)
-    record = RunRecord(llem, SingleProcessRole(), StateManager(state_dir), SessionInterrupts(), root)
+    interrupts = SessionInterrupts()
+    record = RunRecord(
+        llem, SingleProcessRole(), StateManager(state_dir), interrupts, project_dir=project_dir
+    )
     record.open_store()
     record.start()
     return record
@@ -50,14 +53,16 @@ def test_a_state_dir_that_cannot_be_made_is_one_line_naming_the_option(tmp_path:
         record.open_store()
 
 
-def test_the_run_is_saved_under_its_rootdirs_project_unless_the_option_names_one(tmp_path: Path):
+def test_the_run_is_saved_under_its_suites_project_unless_the_option_names_one(tmp_path: Path):
     state_dir, alpha, beta = tmp_path / "state", tmp_path / "alpha", tmp_path / "beta"
     alpha.mkdir()
     beta.mkdir()
-    derived = record_in(state_dir, root=alpha)
+    derived = record_in(state_dir, project_dir=alpha)
     assert derived.report.project == project_key(alpha) and derived.report.project.startswith("alpha-")
-    assert record_in(state_dir, root=beta).report.project == project_key(beta) != derived.report.project
-    named = record_in(state_dir, root=beta, project="shared-bench")
+    assert (
+        record_in(state_dir, project_dir=beta).report.project == project_key(beta) != derived.report.project
+    )
+    named = record_in(state_dir, project_dir=beta, project="shared-bench")
     assert named.report.project == "shared-bench"
     assert named.history.find(named.report.run_id).project == "shared-bench"  # in the store from the start
 

@@ -60,12 +60,15 @@ class RunRecord:
         states: StateManager,
         interrupts: SessionInterrupts,
         root: Path | None = None,
+        project_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
         self.states = states
         self.interrupts = interrupts
         self.root = root
+        #: The suite's folder, whose project the run is saved under (`store.projects.project_folder`).
+        self.project_dir = project_dir
         self.history = RunHistory(settings.state_dir, settings.store_url)
         self.report = SessionReport(
             run_id=role.run_id or new_run_id(),
@@ -139,10 +142,10 @@ class RunRecord:
         self.baseline = self.role.find_baseline(self)
 
     def project(self) -> str:
-        """The run's project: `--llem-project`, else derived from pytest's rootdir (the
-        folder pytest was started from when there is none); redacted as the report is, so the
-        store's column and the report say the same."""
-        project = self.settings.project or project_key(self.root or Path.cwd())
+        """The run's project: `--llem-project`, else derived from the suite's folder (the
+        rootdir, then the folder pytest was started from, when none was given); redacted as the
+        report is, so the store's column and the report say the same."""
+        project = self.settings.project or project_key(self.project_dir or self.root or Path.cwd())
         return redact_text(project, root=self.root)
 
     def full_disk_at_start(self, exc: LlemError) -> str | None:

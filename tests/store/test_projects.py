@@ -1,5 +1,6 @@
-"""The project a run is saved under: from git's remote where there is one (the same for every
-clone, wherever it lies), else from the rootdir's path; names and remotes as users write them."""
+"""The project a run is saved under: the suite's folder (its config file's, not pytest's
+rootdir), known by git's remote where there is one (the same for every clone, wherever it
+lies), else by its path; names and remotes as users write them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llem.store.projects import PROJECT_DIGEST_LENGTH, normalised_remote, project_key
+from pytest_llem.store.projects import PROJECT_DIGEST_LENGTH, normalised_remote, project_folder, project_key
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -32,6 +33,21 @@ def digest_part(key: str) -> str:
     name, _, digest = key.rpartition("-")
     assert name and re.fullmatch(f"[0-9a-f]{{{PROJECT_DIGEST_LENGTH}}}", digest), key
     return digest
+
+
+def test_the_suites_folder_is_its_config_files_else_the_nearest_with_a_project_file(tmp_path):
+    suite = tmp_path / "suite"
+    (suite / "tests" / "deep").mkdir(parents=True)
+    (suite / "tox.ini").write_text("[tox]\n")
+    (suite / "tests" / "pytest.ini").write_text("[pytest]\n")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    # The config file pytest read wins, wherever pytest was started.
+    assert project_folder(suite / "tests" / "pytest.ini", bare) == suite / "tests"
+    # pytest read none (no config, or the rootdir moved off it): found from where it started.
+    assert project_folder(None, suite / "tests" / "deep") == suite / "tests"
+    assert project_folder(None, suite) == suite
+    assert project_folder(None, bare) == bare
 
 
 def test_outside_git_the_folder_names_the_project_and_its_path_tells_same_named_ones_apart(tmp_path):
