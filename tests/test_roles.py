@@ -31,10 +31,12 @@ def started(state_dir: Path, role: Role, **settings) -> RunRecord:
     return record
 
 
-def earlier_run(state_dir: Path, run_id: str = "earlier") -> SessionReport:
-    """A finished run on this machine with one measured case: the default baseline."""
+def earlier_run(state_dir: Path, run_id: str = "earlier", **settings) -> SessionReport:
+    """A finished run of this project on this machine with one measured case: the default baseline."""
+    record = started(state_dir, SingleProcessRole(), **settings)
     report = make_report(run_id, [make_entry(NODE, make_result([100.0]))], machine=MachineInfo.current())
-    started(state_dir, SingleProcessRole()).history.save(report)
+    report.project = record.report.project
+    record.history.save(report)
     return report
 
 
@@ -106,7 +108,62 @@ def test_the_baseline_is_found_from_compare_and_only_when_asked_for(state_dir: P
 def test_without_an_earlier_run_the_baseline_is_none_and_a_line_says_so(state_dir: Path):
     record = started(state_dir, SingleProcessRole(), compare="latest")
     assert record.baseline is None
-    assert record.problems[-1].startswith("nothing to compare with: no earlier run on this machine")
+    assert record.problems[-1].startswith(
+        f"nothing to compare with: no earlier run of project {record.report.project!r} on this machine"
+    )
+    assert record.problems[-1].endswith("; this run can be the baseline of the next")
+
+
+def test_a_bare_compare_never_takes_another_projects_run_and_names_it_in_one_line(state_dir: Path):
+    theirs = earlier_run(state_dir, "theirs", project="alpha")
+    record = started(state_dir, SingleProcessRole(), compare="latest", project="beta")
+    assert record.report.project == "beta"
+    assert record.baseline is None
+    (line,) = [problem for problem in record.problems if problem.startswith("nothing to compare with")]
+    assert line == (
+        f"nothing to compare with: no earlier run of project 'beta' on this machine (id "
+        f"{record.report.machine.id}) finished uninterrupted with a measured experiment; the newest run "
+        "that did is theirs, of project 'alpha', compared with only when named: --llem-compare=theirs"
+    )
+    named = started(state_dir, SingleProcessRole(), compare="theirs", project="beta")
+    assert named.baseline.run_id == theirs.run_id
+    assert not [problem for problem in named.problems if "compar" in problem]  # a run id names one run
+    ours = earlier_run(state_dir, "ours", project="beta")
+    assert (
+        started(state_dir, SingleProcessRole(), compare="latest", project="beta").baseline.run_id
+        == ours.run_id
+    )
+    assert (
+        started(state_dir, SingleProcessRole(), compare="latest", project="alpha").baseline.run_id == "theirs"
+    )
+
+
+def test_a_run_saved_before_projects_is_named_as_such_never_taken_by_a_bare_compare(state_dir: Path):
+    legacy = make_report("legacy", [make_entry(NODE, make_result([100.0]))], machine=MachineInfo.current())
+    started(state_dir, SingleProcessRole()).history.save(legacy)
+    record = started(state_dir, SingleProcessRole(), compare_fail=(parse_limit("energy_j:10%"),))
+    assert record.baseline is None
+    assert record.problems[-1].endswith(
+        "the newest run that did is legacy, saved without a project (by an earlier pytest-llem), "
+        "compared with only when named: --llem-compare=legacy"
+    )
+
+
+def test_a_run_name_is_this_projects_first_and_another_projects_with_a_line_that_says_so(state_dir: Path):
+    record = started(state_dir, SingleProcessRole(), project="alpha")
+    for run_id, project, day in [("ours", "alpha", 0), ("theirs", "beta", 1)]:
+        report = make_report(run_id, [make_entry(NODE, make_result([100.0]))], name="main", days_after_t0=day)
+        report.project = project
+        record.history.save(report)
+
+    mine = started(state_dir, SingleProcessRole(), compare="main", project="alpha")
+    assert mine.baseline.run_id == "ours" and not mine.problems
+    other = started(state_dir, SingleProcessRole(), compare="main", project="gamma")
+    assert other.baseline.run_id == "theirs"
+    assert other.problems == [
+        "--llem-compare=main: no run of project 'gamma' has that name, so the comparison uses the newest "
+        "run that has: theirs, of project 'beta'"
+    ]
 
 
 def test_a_worker_reads_the_baseline_its_controller_found_and_nothing_else(state_dir: Path):

@@ -16,15 +16,19 @@ from pytest_llem.run_record import RunRecord, new_run_id
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store import report as report_module
 from pytest_llem.store.database import StoreFailed
+from pytest_llem.store.projects import project_key
 from pytest_llem.store.report import load_report
 from pytest_llem.store.state import StateManager
 
 NODE = "tests/test_x.py::case"
 
 
-def record_in(state_dir: Path, **settings) -> RunRecord:
+def record_in(state_dir: Path, project_dir: Path | None = None, **settings) -> RunRecord:
     llem = LlemSettings(enabled=True, state_dir=state_dir, energy="none", **settings)
-    record = RunRecord(llem, SingleProcessRole(), StateManager(state_dir), SessionInterrupts())
+    interrupts = SessionInterrupts()
+    record = RunRecord(
+        llem, SingleProcessRole(), StateManager(state_dir), interrupts, project_dir=project_dir
+    )
     record.open_store()
     record.start()
     return record
@@ -47,6 +51,20 @@ def test_a_state_dir_that_cannot_be_made_is_one_line_naming_the_option(tmp_path:
     )
     with pytest.raises(ConfigError, match="cannot use state dir .*; choose another with --llem-state-dir"):
         record.open_store()
+
+
+def test_the_run_is_saved_under_its_suites_project_unless_the_option_names_one(tmp_path: Path):
+    state_dir, alpha, beta = tmp_path / "state", tmp_path / "alpha", tmp_path / "beta"
+    alpha.mkdir()
+    beta.mkdir()
+    derived = record_in(state_dir, project_dir=alpha)
+    assert derived.report.project == project_key(alpha) and derived.report.project.startswith("alpha-")
+    assert (
+        record_in(state_dir, project_dir=beta).report.project == project_key(beta) != derived.report.project
+    )
+    named = record_in(state_dir, project_dir=beta, project="shared-bench")
+    assert named.report.project == "shared-bench"
+    assert named.history.find(named.report.run_id).project == "shared-bench"  # in the store from the start
 
 
 def test_the_final_report_says_how_the_session_ended_and_where_it_is(state_dir: Path):

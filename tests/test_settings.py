@@ -18,6 +18,13 @@ from pytest_llem.settings import resolve_settings
         ("save_name", "a\0b", r"--llem-save: a NUL character cannot be part of a value; remove it"),
         ("redact_env", ["A=B"], r"--llem-redact-env: 'A=B' is not an environment variable name"),
         ("timeout_s", "0", r"^--llem-timeout: must be more than 0 seconds, got '0'$"),
+        ("project", "  ", r"^--llem-project: empty; give a value or leave the option out$"),
+        (
+            "project",
+            "a\x1b[31mb",
+            r"^--llem-project '.*' cannot name a project: give a non-blank name without control",
+        ),
+        ("project", "(legacy)", r"^--llem-project '\(legacy\)' cannot name a project"),
         ("rounds", "1.5", r"^--llem-rounds: expected a whole number, got '1.5'$"),
         ("slurm_gpus_per_node", "-1", r"^--llem-slurm-gpus-per-node: must be at least 0, got '-1'$"),
         (
@@ -36,3 +43,11 @@ def test_names_to_redact_come_from_the_option_or_one_per_ini_line():
     assert resolve_settings(cli={"redact_env": ["DSN"]}, ini={}, environ={}).redact_env == ("DSN",)
     settings = resolve_settings(cli={}, ini={"redact_env": ["DSN", "URL"]}, environ={})
     assert settings.redact_env == ("DSN", "URL")
+
+
+def test_the_project_comes_from_the_option_before_the_ini_key_and_is_none_by_default():
+    assert resolve_settings(cli={}, ini={}, environ={}).project is None
+    assert resolve_settings(cli={}, ini={"project": " acme/bench "}, environ={}).project == "acme/bench"
+    assert (
+        resolve_settings(cli={"project": "mine"}, ini={"project": "acme/bench"}, environ={}).project == "mine"
+    )

@@ -35,6 +35,7 @@ from pytest_llem.store.history import RunHistory
 from pytest_llem.store.legacy import import_state_dir
 from pytest_llem.store.names import printable, skipped_line
 from pytest_llem.store.opening import open_results_store
+from pytest_llem.store.projects import shown_project
 from pytest_llem.store.report import SessionReport
 from pytest_llem.store.state import StateManager
 from pytest_llem.store.urls import STORE_ENV, store_url_from
@@ -79,8 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    listing = command("list", cmd_list, "list saved runs, oldest first")
+    listing = command("list", cmd_list, "list saved runs of every project, oldest first")
     listing.add_argument("--machine", metavar="ID", help="only runs made on the machine with this id")
+    listing.add_argument(
+        "--project",
+        metavar="NAME",
+        help="only runs of this project (the project column's value; pytest --llem-project sets it)",
+    )
     listing.add_argument("--limit", metavar="N", type=int, help="only the newest N runs (1 or more)")
 
     show = command("show", cmd_show, "print a run's summary table")
@@ -136,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep",
         metavar="N",
         type=int,
-        help="delete all but the newest N runs of each machine; named runs are kept",
+        help="delete all but the newest N runs of each project on each machine; named runs are kept",
     )
     clean.add_argument(
         "--include-named", action="store_true", help="with --older-than or --keep: delete named runs too"
@@ -216,21 +222,26 @@ def cmd_list(args: argparse.Namespace) -> int:
         raise LlemError(f"--limit: {args.limit} is not a number of runs to show; give 1 or more")
     state_dir = state_dir_of(args)
     history = history_of(args)
-    runs = history.summaries(limit=args.limit, machine_id=args.machine)
+    runs = history.summaries(limit=args.limit, machine_id=args.machine, project=args.project)
     say_skipped(history)
     if not runs:
         where = (
             state_dir if history.store_url is None and history.store.is_sqlite else history.store.shown_url
         )
-        print(f"no saved runs in {where}" + (f" on machine {args.machine}" if args.machine else ""))
+        line = f"no saved runs in {where}"
+        if args.project is not None:
+            known = ", ".join(printable(project) for project in history.projects()) or "none"
+            line += f" of project {printable(args.project)!r} (projects with runs: {known})"
+        print(line + (f" on machine {args.machine}" if args.machine else ""))
         return EXIT_OK
-    header = ("run", "started", "outcome", "experiments", "machine")
+    header = ("run", "project", "started", "outcome", "experiments", "machine")
     # Whatever a row holds (a shared store's rows come from other machines) is shown escaped.
     rows = [
         tuple(
             printable(cell)
             for cell in (
                 run.label,
+                shown_project(run.project),
                 _when(run.started_at),
                 run.outcome,
                 str(run.experiment_count),
@@ -239,7 +250,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         for run in runs
     ]
-    print("\n".join(aligned(header, rows, right_aligned={3})))
+    print("\n".join(aligned(header, rows, right_aligned={4})))
     return EXIT_OK
 
 
@@ -355,7 +366,7 @@ def _clean_runs(history: RunHistory, cutoff: datetime | None, keep: int | None, 
         print(f"removed {printable(run.label)} (started {_when(run.started_at)})")
     rule = " and ".join(
         ([f"started before {cutoff:%Y-%m-%d}"] if cutoff else [])
-        + ([f"beyond the newest {keep} per machine"] if keep is not None else [])
+        + ([f"beyond the newest {keep} per project and machine"] if keep is not None else [])
     )
     print(f"removed {len(removed)} run(s) {rule}")
     if not include_named:

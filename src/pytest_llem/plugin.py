@@ -85,10 +85,14 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from pytest_llem.roles import SingleProcessRole, XdistControllerRole, XdistWorkerRole
     from pytest_llem.session import BenchmarkSession
+    from pytest_llem.store.projects import project_folder
 
     if settings.smoke:  # a throwaway session: settings say what it measures, keeps and compares
         settings = smoke_settings(settings)
         config.stash[settings_key] = settings
+    # The suite's folder names the run's project; not the rootdir, which an option's path
+    # value given after a space moves.
+    project_dir = project_folder(config.inipath, config.invocation_params.dir)
     # This process's part in the run, chosen once; only xdist's roles have xdist hooks.
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: report to the controller's run
@@ -97,14 +101,16 @@ def pytest_configure(config: pytest.Config) -> None:
             run_id=workerinput.get(RUN_ID_WORKERINPUT),
             baseline_run_id=workerinput.get(BASELINE_WORKERINPUT),
         )
-        bench = BenchmarkSession(settings, root=config.rootpath, role=worker)
+        bench = BenchmarkSession(settings, role=worker, root=config.rootpath, project_dir=project_dir)
         config.pluginmanager.register(XdistWorker(bench), "llem-xdist-worker")
     elif config.pluginmanager.hasplugin("xdist"):
         controller = XdistControllerRole()
-        bench = BenchmarkSession(settings, root=config.rootpath, role=controller)
+        bench = BenchmarkSession(settings, role=controller, root=config.rootpath, project_dir=project_dir)
         config.pluginmanager.register(XdistController(bench, controller), "llem-xdist-controller")
     else:
-        bench = BenchmarkSession(settings, root=config.rootpath, role=SingleProcessRole())
+        bench = BenchmarkSession(
+            settings, role=SingleProcessRole(), root=config.rootpath, project_dir=project_dir
+        )
     config.stash[session_key] = bench
     # From here on SIGINT and SIGTERM both stop the run once; more signals never raise.
     bench.interrupts.install()

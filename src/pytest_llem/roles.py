@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING
 from pytest_llem.errors import ConfigError
 from pytest_llem.gating.gate import run_gate
 from pytest_llem.publish import publish
-from pytest_llem.store.history import UnknownRun
+from pytest_llem.store.history import RunHistory, UnknownRun
+from pytest_llem.store.names import printable
+from pytest_llem.store.projects import shown_project
 from pytest_llem.store.report import SessionReport, read_worker_reports, report_path, take_in_workers
 
 if TYPE_CHECKING:
@@ -96,14 +98,22 @@ class SingleProcessRole(Role):
             return None
         ref = settings.compare or "latest"
         history = record.history
-        if ref != "latest":
+        project = record.report.project
+        if ref != "latest":  # named: any project's run, this project's first
             try:
-                return history.find(ref)
+                named = history.find(ref, project=project)
             except UnknownRun as exc:
                 raise ConfigError(f"--llem-compare: {exc}") from None
+            if named.name == ref and named.project != project:  # a name this project never gave
+                mine = printable(shown_project(project))
+                record.problems.append(
+                    f"--llem-compare={printable(ref)}: no run of project {mine!r} has that name, so the "
+                    f"comparison uses the newest run that has: {named.run_id}, {_whose(named.project)}"
+                )
+            return named
         run_id = record.report.run_id
-        assert record.report.machine is not None
-        baseline = history.latest(record.report.machine.id, exclude_run_id=run_id)
+        machine_id = record.report.machine.id if record.report.machine else None
+        baseline = history.latest(machine_id, exclude_run_id=run_id, project=project)
         newer_unreadable = [
             item
             for item in history.skipped_after(baseline.run_id if baseline else None)
@@ -116,10 +126,7 @@ class SingleProcessRole(Role):
             )
         record.skipped.update(history.skipped)
         if baseline is None:
-            record.problems.append(
-                f"nothing to compare with: no earlier run on this machine (id {record.report.machine.id}) "
-                "finished uninterrupted with a measured experiment; this run can be the baseline of the next"
-            )
+            record.problems.append(_nothing_to_compare_with(history, project, machine_id, run_id))
         return baseline
 
     def gate(self, record: RunRecord) -> bool:
@@ -148,6 +155,33 @@ class SingleProcessRole(Role):
         )
         record.written.extend(published.written)
         record.problems.extend(published.problems)
+
+
+def _nothing_to_compare_with(
+    history: RunHistory, project: str | None, machine_id: str | None, run_id: str
+) -> str:
+    """The line for a bare `--llem-compare` that found no run of its project: it names the run
+    another project (or an earlier pytest-llem, without a project) left, which is compared with
+    only when named."""
+    mine = f"project {printable(shown_project(project))!r}"
+    line = (
+        f"nothing to compare with: no earlier run of {mine} on this machine (id {machine_id}) "
+        "finished uninterrupted with a measured experiment"
+    )
+    other = history.latest_elsewhere(machine_id, project, exclude_run_id=run_id) if project else None
+    if other is None:
+        return f"{line}; this run can be the baseline of the next"
+    return (
+        f"{line}; the newest run that did is {other.run_id}, {_whose(other.project)}, compared with only "
+        f"when named: --llem-compare={other.run_id}"
+    )
+
+
+def _whose(project: str | None) -> str:
+    """Whose a run of another project is, for a line that names it."""
+    if project is None:
+        return "saved without a project (by an earlier pytest-llem)"
+    return f"of project {printable(project)!r}"
 
 
 class XdistControllerRole(SingleProcessRole):

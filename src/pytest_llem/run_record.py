@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from pytest_llem import __version__
 from pytest_llem.base.atomic import DiskFull, disk_is_full, make_reserve
+from pytest_llem.base.redaction import redact_text
 from pytest_llem.errors import INTERRUPTED_EXIT_CODE, ConfigError, LlemError, StorageError
 from pytest_llem.fingerprints.differences import fingerprint_differences
 from pytest_llem.fingerprints.machine import MachineInfo
@@ -32,6 +33,7 @@ from pytest_llem.settings import LlemSettings
 from pytest_llem.store.database import StoreBusy, StoreFailed
 from pytest_llem.store.history import RunHistory, autosave_name
 from pytest_llem.store.names import skipped_line
+from pytest_llem.store.projects import project_key
 from pytest_llem.store.report import ReportEntry, SessionOutcome, SessionReport, report_path, write_report
 from pytest_llem.store.state import StateManager, utc_now
 
@@ -59,12 +61,15 @@ class RunRecord:
         states: StateManager,
         interrupts: SessionInterrupts,
         root: Path | None = None,
+        project_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
         self.states = states
         self.interrupts = interrupts
         self.root = root
+        #: The suite's folder, whose project the run is saved under (`store.projects.project_folder`).
+        self.project_dir = project_dir
         self.history = RunHistory(settings.state_dir, settings.store_url)
         self.report = SessionReport(
             run_id=role.run_id or new_run_id(),
@@ -131,12 +136,20 @@ class RunRecord:
         self.report.stale_experiments = [s.experiment_id for s in stale]
         self.skipped.update(self.states.skipped)
         self.report.machine = MachineInfo.current()
+        self.report.project = self.project()
         if self.settings.save_name:
             self.report.name = self.settings.save_name
         elif self.settings.autosave:
             self.report.name = autosave_name(self.root)
         self.role.save_at_start(self)
         self.baseline = self.role.find_baseline(self)
+
+    def project(self) -> str:
+        """The run's project: `--llem-project`, else derived from the suite's folder (the
+        rootdir, then the folder pytest was started from, when none was given); redacted as the
+        report is, so the store's column and the report say the same."""
+        project = self.settings.project or project_key(self.project_dir or self.root or Path.cwd())
+        return redact_text(project, root=self.root)
 
     def full_disk_at_start(self, exc: LlemError) -> str | None:
         """The line for a `start` that failed because the state dir's disk is full, which stops

@@ -58,6 +58,7 @@ class BenchmarkSession:
         settings: LlemSettings,
         root: Path | None = None,
         role: Role | None = None,
+        project_dir: Path | None = None,
     ) -> None:
         #: Lines for the user while a session waits (a GPU lease); the plugin writes them uncaptured.
         self.notify: Callable[[str], None] = lambda line: print(f"pytest-llem: {line}", file=sys.stderr)
@@ -69,7 +70,7 @@ class BenchmarkSession:
         #: SIGINT/SIGTERM for the whole session; the plugin installs it.
         self.interrupts = SessionInterrupts()
         #: The run's report, baseline, gate and storage problems.
-        self.record = RunRecord(settings, self.role, self.states, self.interrupts, root)
+        self.record = RunRecord(settings, self.role, self.states, self.interrupts, root, project_dir)
         #: Lines for the terminal as the session starts (which filesystem Slurm jobs rely on).
         self.start_notes: list[str] = []
         #: Follows each experiment process as it runs (set by the plugin; None: nobody watches).

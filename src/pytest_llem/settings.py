@@ -78,7 +78,11 @@ class LlemSettings:
     repeats: int | str = 1
     save_name: str | None = None
     autosave: bool = False
-    #: "latest" (the newest earlier run on this machine), a run name or id, or a report path.
+    #: The project runs are saved under and a bare `--llem-compare` chooses among; None: from
+    #: pytest's rootdir (`store.projects.project_key`).
+    project: str | None = None
+    #: "latest" (the newest earlier run of this project on this machine), a run name or id, or a
+    #: report path.
     compare: str | None = None
     compare_fail: tuple[Limit, ...] = ()
     gate_flagged: bool = False
@@ -209,6 +213,15 @@ def _run_name(raw: str, source: str) -> str:
 
     try:
         return check_run_name(raw.strip(), source)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _project(raw: str, source: str) -> str:
+    from pytest_llem.store.names import check_project_name  # pydantic: loaded only when a name is given
+
+    try:
+        return check_project_name(_text(raw, source), source)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -413,9 +426,18 @@ SETTINGS = (
     Setting("save_name", "save", "name this run in the history", _run_name, "NAME"),
     Setting("autosave", "autosave", "name this run from the git commit, the time and a dirty flag"),
     Setting(
+        "project",
+        "project",
+        "the project this suite's runs are saved under, which a bare --llem-compare chooses among "
+        "(default: from the rootdir: its git remote and path inside the repository, else its path)",
+        _project,
+        "NAME",
+    ),
+    Setting(
         "compare",
         "compare",
-        "compare with a saved run: its name, id or report path; bare: the latest run on this machine",
+        "compare with a saved run: its name (this project's first), id or report path; bare: the "
+        "latest run of this project on this machine",
         lambda raw, _: raw,
         "RUN",
         bare_value="latest",

@@ -42,8 +42,11 @@ def llem(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def save(state_dir: Path, run_id: str, rounds_j: list[float], **report_fields) -> SessionReport:
+def save(
+    state_dir: Path, run_id: str, rounds_j: list[float], project: str | None = None, **report_fields
+) -> SessionReport:
     report = make_report(run_id, [make_entry(GPT2, make_result(rounds_j))], **report_fields)
+    report.project = project
     write_report(report, state_dir)
     return report
 
@@ -53,18 +56,21 @@ def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
 
 
-def test_list_shows_runs_oldest_first_with_their_machine(state_dir):
+def test_list_shows_runs_oldest_first_with_their_project_and_machine(state_dir):
     save(state_dir, "run-b", BASELINE_ROUNDS_J, name="second", days_after_t0=1)
     save(state_dir, "run-a", BASELINE_ROUNDS_J, days_after_t0=0)
     save(state_dir, "run-c", BASELINE_ROUNDS_J, machine=EPYC, days_after_t0=2)
+    save(state_dir, "run-d", BASELINE_ROUNDS_J, days_after_t0=3, project="acme/bench")
 
     listed = llem(state_dir, "list")
 
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
-    assert header.split() == ["run", "started", "outcome", "experiments", "machine"]
-    assert [row.split()[0] for row in rows] == ["run-a", "second", "run-c"]
-    assert rows[0].split()[1:6] == ["2026-01-01", "00:00:00", "UTC", "passed", "1"]
+    assert header.split() == ["run", "project", "started", "outcome", "experiments", "machine"]
+    assert [row.split()[0] for row in rows] == ["run-a", "second", "run-c", "run-d"]
+    # Runs saved before runs recorded their project show as legacy.
+    assert rows[0].split()[1:7] == ["(legacy)", "2026-01-01", "00:00:00", "UTC", "passed", "1"]
+    assert rows[3].split()[1] == "acme/bench"
     assert rows[0].endswith("h100x1 1 x NVIDIA H100 (driver 550.54)")
     assert rows[2].endswith("epyc AMD EPYC 7763")
 
@@ -78,6 +84,23 @@ def test_list_filters_by_machine_and_says_when_there_is_nothing(state_dir):
 
     assert [row.split()[0] for row in only_epyc[1:]] == ["run-c"]
     assert nothing.returncode == 0 and nothing.stdout.startswith("no saved runs in ")
+
+
+def test_list_filters_by_project_and_names_the_projects_when_none_matches(state_dir):
+    save(state_dir, "run-a", BASELINE_ROUNDS_J, project="alpha-1234abcd")
+    save(state_dir, "run-b", BASELINE_ROUNDS_J, days_after_t0=1, project="beta-5678abcd")
+    save(state_dir, "run-old", BASELINE_ROUNDS_J, days_after_t0=2)
+
+    only_beta = llem(state_dir, "list", "--project", "beta-5678abcd")
+    nothing = llem(state_dir, "list", "--project", "gamma")
+
+    assert only_beta.returncode == 0, only_beta.stderr
+    assert [row.split()[:2] for row in only_beta.stdout.splitlines()[1:]] == [["run-b", "beta-5678abcd"]]
+    assert nothing.returncode == 0
+    assert nothing.stdout == (
+        f"no saved runs in {state_dir} of project 'gamma' "
+        "(projects with runs: alpha-1234abcd, beta-5678abcd)\n"
+    )
 
 
 def test_state_dir_comes_from_the_environment_when_not_given(state_dir):
@@ -582,7 +605,7 @@ def test_a_store_row_with_a_path_for_a_run_id_is_never_deleted_on_disk(tmp_path,
     assert kept == (True, True)
     assert cleaned.stdout.splitlines() == [
         "removed fine (started 2026-01-01 00:00:00 UTC)",
-        "removed 1 run(s) beyond the newest 0 per machine",
+        "removed 1 run(s) beyond the newest 0 per project and machine",
     ]
     assert not (state_dir / "runs" / "fine").exists()
     assert "its run id is not a plain name" in cleaned.stderr

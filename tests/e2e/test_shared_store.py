@@ -351,3 +351,84 @@ def test_a_run_name_with_control_characters_is_refused_in_one_line(suite: Path, 
     assert "\x1b" not in output
     (line,) = [line for line in output.splitlines() if "pytest-llem:" in line]
     assert "cannot name a run: no '/', no control characters" in line
+
+
+def project_folder(parent: Path, name: str, suite_file: str, ini: str = "") -> Path:
+    """A project of its own: a folder with its pytest.ini (pytest's rootdir) and the suite."""
+    folder = parent / name
+    folder.mkdir()
+    (folder / "pytest.ini").write_text(f"[pytest]\n{ini}")
+    (folder / suite_file).write_text(SUITE)
+    return folder
+
+
+def compared_with(output: str) -> str | None:
+    """The baseline a session's comparison table names, or None when it compared nothing."""
+    found = [
+        line.removeprefix("compared with ")
+        for line in output.splitlines()
+        if line.startswith("compared with ")
+    ]
+    return found[0].removesuffix(":") if found else None
+
+
+def test_two_projects_sharing_a_state_dir_each_compare_with_their_own_runs(tmp_path: Path):
+    state = tmp_path / "state"
+    state_option = f"--llem-state-dir={state}"
+    alpha = project_folder(tmp_path, "alpha", "test_alpha.py")
+    beta = project_folder(tmp_path, "beta", "test_beta.py")
+    code, output = finished(llem_pytest(alpha, state_option))
+    assert code == 0, output
+    (alpha_run,) = RunHistory(state).summaries()
+
+    # Beta's first gated run: alpha's run is the newest in the store, and is not beta's baseline.
+    code, output = finished(llem_pytest(beta, state_option, "--llem-compare-fail=tokens_per_s:50%"))
+    assert code == 1, output
+    beta_first = RunHistory(state).summaries()[-1]
+    assert beta_first.project != alpha_run.project
+    assert compared_with(output) is None and "missing from this run" not in output
+    (nothing,) = [line for line in output.splitlines() if "nothing to compare with" in line]
+    assert nothing.startswith(
+        f"pytest-llem: nothing to compare with: no earlier run of project {beta_first.project!r}"
+    )
+    assert nothing.endswith(
+        f"the newest run that did is {alpha_run.run_id}, of project {alpha_run.project!r}, compared with "
+        f"only when named: --llem-compare={alpha_run.run_id}"
+    )
+    assert "pytest-llem: GATE FAILED: limits were set but there is no baseline to compare with" in output
+
+    # A bare --llem-compare in beta takes beta's own newest run, though alpha's is in the store.
+    code, output = finished(llem_pytest(beta, state_option, "--llem-compare"))
+    assert code == 0, output
+    assert compared_with(output) == beta_first.run_id
+    assert "missing from this run" not in output and "nothing to compare with" not in output
+
+    # Named, alpha's run is compared with from beta.
+    code, output = finished(llem_pytest(beta, state_option, f"--llem-compare={alpha_run.run_id}"))
+    assert code == 0, output
+    assert compared_with(output) == alpha_run.run_id
+    assert "missing from this run: test_alpha.py::test_case[1]" in output
+
+    # llem_project in another folder's ini makes it alpha's project: its bare compare takes alpha's run.
+    joined = project_folder(tmp_path, "alpha-copy", "test_alpha.py", f"llem_project = {alpha_run.project}\n")
+    code, output = finished(llem_pytest(joined, state_option, "--llem-compare"))
+    assert code == 0, output
+    assert compared_with(output) == alpha_run.run_id and "missing from this run" not in output
+
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_llem.cli",
+            "list",
+            "--state-dir",
+            str(state),
+            "--project",
+            beta_first.project,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [row.split()[1] for row in listed.stdout.splitlines()[1:]] == [beta_first.project] * 3

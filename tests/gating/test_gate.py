@@ -19,8 +19,8 @@ def test_limits_without_a_baseline_fail_with_one_line_saying_what_to_do():
     assert outcome.failed and not outcome.failures
     assert outcome.failure_lines() == [
         "pytest-llem: GATE FAILED: limits were set but there is no baseline to compare with (no earlier "
-        "run on this machine finished uninterrupted with a measured experiment); record one with a run "
-        "without --llem-compare-fail, or name one with --llem-compare=RUN"
+        "run of this project on this machine finished uninterrupted with a measured experiment); record one "
+        "with a run without --llem-compare-fail, or name one with --llem-compare=RUN"
     ]
 
 

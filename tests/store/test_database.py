@@ -62,6 +62,40 @@ def test_an_older_store_is_migrated_forward_keeping_its_runs(store_url: str):
     assert [tuple(link) for link in links] == [("old-run", "exp-1")]
 
 
+def test_a_store_without_projects_is_migrated_and_its_runs_stay_readable_as_legacy(state_dir, store_url):
+    create_at_revision(store_url, "0002")
+    old = make_report("old-run", [make_entry(GPT2, make_result([1.0]))])
+    engine = sa.create_engine(database._engine_url(store_url))
+    with engine.begin() as conn:  # a run as revision 0002 stored it: no project column, none in the report
+        assert "project" not in {column["name"] for column in sa.inspect(conn).get_columns("runs")}
+        conn.execute(
+            sa.text(
+                "INSERT INTO runs (run_id, name, machine_id, started_at, finished_at, outcome, "
+                "can_be_baseline, experiment_count, measured_count, failed_count, summary_json) VALUES "
+                "('old-run', 'main', 'h100x1', :at, :at, 'passed', TRUE, 1, 1, 0, :summary)"
+            ),
+            {"at": old.started_at, "summary": old.model_dump_json(exclude={"experiments", "project"})},
+        )
+        conn.execute(
+            sa.text("INSERT INTO run_reports (run_id, report_z) VALUES ('old-run', :blob)"),
+            {"blob": database.pack_text(old.model_dump_json(exclude={"project"}))},
+        )
+    engine.dispose()
+
+    history = RunHistory(state_dir, store_url)
+    assert revision_of(store_url) == SCHEMA_REVISION
+    (listed,) = history.summaries()
+    assert (listed.run_id, listed.project) == ("old-run", None)
+    assert history.find("main").project is None
+    assert history.latest("h100x1", project="beta") is None  # never a project's default baseline
+    assert history.latest_elsewhere("h100x1", "beta").run_id == "old-run"
+    history.save(make_report("new-run", [], days_after_t0=1).model_copy(update={"project": "beta"}))
+    assert [(run.run_id, run.project) for run in history.summaries()] == [
+        ("old-run", None),
+        ("new-run", "beta"),
+    ]
+
+
 def test_a_newer_store_is_refused_in_one_line(store_url: str):
     with open_store(store_url).write() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")

@@ -1,4 +1,5 @@
-"""Run names from git, finding runs by name, id or path, and the latest run per machine."""
+"""Run names from git, finding runs by name, id or path, the latest run per project and machine,
+and retention."""
 
 from __future__ import annotations
 
@@ -118,6 +119,94 @@ def test_a_run_repaired_after_its_controller_was_killed_never_becomes_the_baseli
     assert [e.nodeid for e in history.find("killed").measured] == [GPT2]
     assert history.latest("h100x1") is None
     assert history.find("killed").repaired
+
+
+def saved_runs(history: RunHistory, runs: list[tuple[str, str | None, str | None, float]]) -> None:
+    """Save finished runs, each `(run_id, project, name, day)`, with one measured case."""
+    for run_id, project, name, day in runs:
+        report = make_report(run_id, [make_entry(GPT2, make_result([1.0]))], name=name, days_after_t0=day)
+        report.project = project
+        history.save(report)
+
+
+def test_the_default_baseline_is_the_newest_run_of_its_own_project_never_anothers(state_dir, store_url):
+    history = RunHistory(state_dir, store_url)
+    saved_runs(
+        history,
+        [("a1", "alpha", None, 0), ("b1", "beta", None, 1), ("a2", "alpha", None, 2), ("old", None, None, 3)],
+    )
+    history.save(
+        make_report("b2", [make_entry(GPT2, make_result([1.0]))], days_after_t0=4).model_copy(
+            update={"project": "beta", "outcome": "interrupted"}
+        )
+    )
+
+    assert history.latest("h100x1", project="beta").run_id == "b1"  # b2 cannot be a baseline
+    assert history.latest("h100x1", project="alpha").run_id == "a2"
+    assert history.latest("h100x1", exclude_run_id="a2", project="alpha").run_id == "a1"
+    assert history.latest("h100x1", project="gamma") is None
+    assert history.latest("epyc", project="alpha") is None
+    assert history.latest("h100x1").run_id == "old"  # any project's: what the pytest process never asks
+    # What a project with no run of its own is told about: the newest of another or of none.
+    elsewhere = history.latest_elsewhere("h100x1", "gamma")
+    assert (elsewhere.run_id, elsewhere.project) == ("old", None)
+    elsewhere = history.latest_elsewhere("h100x1", "beta", exclude_run_id="old")
+    assert (elsewhere.run_id, elsewhere.project) == ("a2", "alpha")
+    assert history.latest_elsewhere("epyc", "beta") is None
+    assert history.find("a2").project == "alpha" and history.find("old").project is None
+
+
+def test_a_run_name_two_projects_share_finds_the_asking_projects_run_first(state_dir, store_url):
+    history = RunHistory(state_dir, store_url)
+    saved_runs(history, [("a1", "alpha", "main", 0), ("b1", "beta", "main", 1), ("a2", "alpha", None, 2)])
+
+    assert history.find("main", project="alpha").run_id == "a1"
+    assert history.find("main", project="beta").run_id == "b1"
+    assert history.find("main").run_id == "b1"  # no project: the newest of that name
+    assert history.find("main", project="gamma").run_id == "b1"  # named: any project's, when not its own
+    assert history.find("a1", project="beta").run_id == "a1"  # a run id is one run, whoever's
+    # A run saved before projects may be the asking project's own: it comes before another's.
+    saved_runs(history, [("old", None, "main", -1)])
+    assert history.find("main", project="gamma").run_id == "old"
+    assert history.find("main", project="alpha").run_id == "a1"
+
+
+def test_runs_are_listed_by_project_and_legacy_runs_have_none(state_dir, store_url):
+    history = RunHistory(state_dir, store_url)
+    saved_runs(history, [("a1", "alpha", None, 0), ("old", None, None, 1), ("b1", "beta", None, 2)])
+
+    assert [(run.run_id, run.project) for run in history.summaries()] == [
+        ("a1", "alpha"),
+        ("old", None),
+        ("b1", "beta"),
+    ]
+    assert [run.run_id for run in history.summaries(project="beta")] == ["b1"]
+    assert history.summaries(project="gamma") == []
+    assert history.projects() == ["alpha", "beta"]
+
+
+def test_retention_keeps_the_newest_runs_of_each_project_on_each_machine(state_dir, store_url):
+    history = RunHistory(state_dir, store_url)
+    saved_runs(
+        history,
+        [
+            ("b1", "beta", None, 0),
+            ("a1", "alpha", None, 1),
+            ("a2", "alpha", None, 2),
+            ("a3", "alpha", None, 3),
+        ],
+    )
+    history.save(
+        make_report(
+            "b-epyc", [make_entry(GPT2, make_result([1.0]))], machine=EPYC, days_after_t0=4
+        ).model_copy(update={"project": "beta"})
+    )
+
+    removed = history.clean(keep_newest=1)
+
+    # A busy project never deletes another's only run: beta's baseline outlives alpha's history.
+    assert [run.run_id for run in removed] == ["a1", "a2"]
+    assert [run.run_id for run in history.summaries()] == ["b1", "a3", "b-epyc"]
 
 
 def test_retention_deletes_runs_and_what_only_they_hold_never_a_resumed_experiment(state_dir, store_url):

@@ -120,8 +120,8 @@ def _comparison_refusal(
     if baseline is None or comparison is None:
         return (
             f"{GATE_FAILED} limits were set but there is no baseline to compare with (no earlier run "
-            "on this machine finished uninterrupted with a measured experiment); record one with a run "
-            "without --llem-compare-fail, or name one with --llem-compare=RUN"
+            "of this project on this machine finished uninterrupted with a measured experiment); record "
+            "one with a run without --llem-compare-fail, or name one with --llem-compare=RUN"
         )
     if comparison.hardware_differences and not across_machines:
         return (

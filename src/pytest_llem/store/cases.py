@@ -21,7 +21,12 @@ def project_anchor(test_file: Path) -> Path | None:
     for folder in folders:
         if (folder / ".git").exists():
             return folder
-    for folder in folders:
+    return nearest_project_folder(folders[0])
+
+
+def nearest_project_folder(start: Path) -> Path | None:
+    """`start` or the nearest folder above it that holds a project file (`INI_FILES`); None if none."""
+    for folder in [start, *start.parents]:
         if any((folder / name).is_file() for name in INI_FILES):
             return folder
     return None

@@ -3,9 +3,12 @@
 Every session's report is a row of the store's `runs` table (the figures queries use as
 columns, the whole report compressed beside it) and, for people and CI, a file,
 `<state_dir>/runs/<run_id>/report.json`. A run may carry a name (`--llem-save NAME`, or
-`--llem-autosave`: git commit, time, dirty flag). Runs are grouped by machine id (see
-`fingerprints.machine`). Finding a run by name or id, the default baseline of a machine and the
-newest runs are indexed queries: their cost does not grow with the history.
+`--llem-autosave`: git commit, time, dirty flag). Runs are grouped by project (see
+`store.projects`: every project of a user shares the default state dir and its store) and
+machine id (see `fingerprints.machine`): the default baseline is the newest run of the same
+project on the same machine, and retention keeps the newest runs of each. Finding a run by
+name or id, the default baseline and the newest runs are indexed queries: their cost does not
+grow with the history.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pytest_llem.errors import LlemError
 from pytest_llem.store.database import CorruptRow, Store, as_utc, unpack
 from pytest_llem.store.names import is_plain_name, printable, run_folder
 from pytest_llem.store.opening import OpensStoreOnUse
+from pytest_llem.store.projects import git_output
 from pytest_llem.store.report import (
     SessionReport,
     invalid_reason,
@@ -45,15 +49,11 @@ def autosave_name(cwd: Path | None = None, now: datetime | None = None) -> str:
     """`<commit>-<UTC time>[-dirty]`, or `nogit-<time>` outside a git work tree."""
     stamp = f"{now or datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     try:
-        commit = _git(cwd, "rev-parse", "--short=10", "HEAD")
-        dirty = bool(_git(cwd, "status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.CalledProcessError):
+        commit = git_output(cwd, "rev-parse", "--short=10", "HEAD")
+        dirty = bool(git_output(cwd, "status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
         return f"nogit-{stamp}"
     return f"{commit}-{stamp}" + ("-dirty" if dirty else "")
-
-
-def _git(cwd: Path | None, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ class RunSummary:
     name: str | None
     machine_id: str | None
     machine: str | None
+    #: None: saved before runs recorded their project (legacy).
+    project: str | None
     started_at: datetime
     outcome: str
     experiment_count: int
@@ -111,19 +113,32 @@ class RunHistory(OpensStoreOnUse):
     def _skip_row(self, run_id: str, reason: str) -> None:
         self.skipped.setdefault(f"{STORE_ROW_OF_RUN}{printable(str(run_id))[:140]}", reason)
 
-    def summaries(self, limit: int | None = None, machine_id: str | None = None) -> list[RunSummary]:
-        """The newest `limit` runs (all when None), oldest first, from the runs table alone."""
+    def summaries(
+        self, limit: int | None = None, machine_id: str | None = None, project: str | None = None
+    ) -> list[RunSummary]:
+        """The newest `limit` runs (all when None), oldest first, from the runs table alone;
+        only those of `machine_id` and of `project` when given."""
+        conditions = []
+        if machine_id is not None:
+            conditions.append(runs.c.machine_id == machine_id)
+        if project is not None:
+            conditions.append(runs.c.project == project)
+        return self._summaries(conditions, limit)
+
+    def _summaries(self, conditions: list[sa.ColumnElement[bool]], limit: int | None) -> list[RunSummary]:
+        """The newest `limit` runs that meet every condition, oldest first."""
         query = sa.select(
             runs.c.run_id,
             runs.c.name,
             runs.c.machine_id,
+            runs.c.project,
             runs.c.started_at,
             runs.c.outcome,
             runs.c.experiment_count,
             runs.c.summary_json,
         ).order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
-        if machine_id is not None:
-            query = query.where(runs.c.machine_id == machine_id)
+        if conditions:
+            query = query.where(sa.and_(*conditions))
         if limit is not None:
             query = query.limit(limit)
         with self.store.read() as conn:
@@ -144,6 +159,7 @@ class RunHistory(OpensStoreOnUse):
                     name=row.name,
                     machine_id=row.machine_id,
                     machine=machine if isinstance(machine, str) else None,
+                    project=row.project,
                     started_at=as_utc(row.started_at),
                     outcome=row.outcome,
                     experiment_count=row.experiment_count,
@@ -212,8 +228,17 @@ class RunHistory(OpensStoreOnUse):
             if (skipped_id := _skipped_run_id(key)) is not None and (run_id is None or skipped_id > run_id)
         ]
 
-    def find(self, ref: str) -> SessionReport:
-        """A run by name (the newest of that name), run id, or path to a report file."""
+    def projects(self) -> list[str]:
+        """Every project that has a saved run, sorted (legacy runs, which have none, left out)."""
+        with self.store.read() as conn:
+            query = sa.select(runs.c.project).where(runs.c.project.is_not(None)).distinct()
+            return sorted(conn.execute(query).scalars())
+
+    def find(self, ref: str, project: str | None = None) -> SessionReport:
+        """A run by name (the newest of that name; when `project` is given, its own first, then
+        one saved before runs recorded their project (maybe its own), then any project's, so
+        that two projects that name runs alike each find theirs), run id, or path to a report
+        file."""
         path = Path(ref).expanduser()
         if path.suffix == ".json" or path.is_file():
             try:
@@ -222,23 +247,52 @@ class RunHistory(OpensStoreOnUse):
                 raise UnknownRun(f"cannot read report {printable(ref)!r}: {exc.strerror or exc}") from None
             except ValueError as exc:  # pydantic's ValidationError too: never quote the file
                 raise UnknownRun(f"{printable(ref)!r} is not a report: {invalid_reason(exc)}") from None
-        found = self._newest(sa.or_(runs.c.name == ref, runs.c.run_id == ref))
-        if found is not None:
-            return found
+        named = runs.c.name == ref
+        preferred = [] if project is None else [runs.c.project == project, runs.c.project.is_(None)]
+        for condition in [
+            *(sa.and_(named, whose) for whose in preferred),
+            sa.or_(named, runs.c.run_id == ref),
+        ]:
+            found = self._newest(condition)
+            if found is not None:
+                return found
         known = ", ".join(printable(run.label) for run in self.summaries(limit=5)) or "none saved yet"
         raise UnknownRun(
             f"no saved run named {printable(ref)!r} (latest: {known}); `pytest-llem list` shows them all"
         )
 
-    def latest(self, machine_id: str | None, exclude_run_id: str | None = None) -> SessionReport | None:
-        """The default baseline: the newest run on `machine_id` (any machine when None), other than
-        `exclude_run_id`, that can be one (`SessionReport.can_be_baseline`)."""
+    def latest(
+        self, machine_id: str | None, exclude_run_id: str | None = None, project: str | None = None
+    ) -> SessionReport | None:
+        """The default baseline: the newest run of `project` on `machine_id` (any project, any
+        machine, when None), other than `exclude_run_id`, that can be one
+        (`SessionReport.can_be_baseline`)."""
+        conditions = self._baseline_conditions(machine_id, exclude_run_id)
+        if project is not None:
+            conditions.append(runs.c.project == project)
+        return self._newest(sa.and_(*conditions))
+
+    def latest_elsewhere(
+        self, machine_id: str | None, project: str, exclude_run_id: str | None = None
+    ) -> RunSummary | None:
+        """The run `latest` would have chosen but for its project: the newest that can be a
+        baseline on `machine_id` and belongs to another project or to none (legacy). Its row
+        only: it is named to the user, never compared with unless named back."""
+        conditions = self._baseline_conditions(machine_id, exclude_run_id)
+        conditions.append(sa.or_(runs.c.project.is_(None), runs.c.project != project))
+        found = self._summaries(conditions, limit=1)
+        return found[0] if found else None
+
+    @staticmethod
+    def _baseline_conditions(
+        machine_id: str | None, exclude_run_id: str | None
+    ) -> list[sa.ColumnElement[bool]]:
         conditions = [runs.c.can_be_baseline.is_(True)]
         if machine_id is not None:
             conditions.append(runs.c.machine_id == machine_id)
         if exclude_run_id is not None:
             conditions.append(runs.c.run_id != exclude_run_id)
-        return self._newest(sa.and_(*conditions))
+        return conditions
 
     def _newest(self, condition: sa.ColumnElement[bool]) -> SessionReport | None:
         """The newest readable run that meets `condition`; unreadable rows on the way are
@@ -265,13 +319,15 @@ class RunHistory(OpensStoreOnUse):
         keep_newest: int | None = None,
     ) -> list[RunSummary]:
         """Delete runs started before `older_than`, or beyond the newest `keep_newest` of each
-        machine (named ones kept unless asked), with the experiments, bulky parts and files that
-        belong only to them; return the deleted runs."""
+        project on each machine (so that a busy project never deletes another's baseline; named
+        ones kept unless asked), with the experiments, bulky parts and files that belong only to
+        them; return the deleted runs."""
         doomed = []
-        seen_per_machine: dict[str | None, int] = {}
+        seen_per_group: dict[tuple[str | None, str | None], int] = {}
         for run in reversed(self.summaries()):  # newest first
-            seen = seen_per_machine.get(run.machine_id, 0)
-            seen_per_machine[run.machine_id] = seen + 1
+            group = (run.project, run.machine_id)
+            seen = seen_per_group.get(group, 0)
+            seen_per_group[group] = seen + 1
             if keep_named and run.name:
                 continue
             too_old = older_than is not None and run.started_at < older_than

@@ -6,8 +6,8 @@ Run ids and experiment ids name folders and files under the state dir, so each m
 most `MAX_ID_LENGTH` characters; a run folder is also checked to lie inside `runs/` right
 before anything deletes it (`run_folder`). A run's name is never a path, so it may hold
 spaces, but never a '/' or a control character (an ANSI escape or a newline read from a
-shared store would otherwise reach a terminal as it is). Whatever a store row holds is
-shown through `printable`.
+shared store would otherwise reach a terminal as it is); a project's name may hold a '/',
+never a control character. Whatever a store row holds is shown through `printable`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator
+
+from pytest_llem.store.projects import LEGACY_PROJECT
 
 MAX_ID_LENGTH = 128
 MAX_NAME_LENGTH = 200
@@ -38,18 +40,28 @@ def check_plain_name(value: str, field: str = "id") -> str:
     return value
 
 
+def _is_shown_name(value: str) -> bool:
+    """Not blank, no control character, at most `MAX_NAME_LENGTH` characters: a name a table shows."""
+    return bool(value.strip()) and not _CONTROL_CHARS.search(value) and len(value) <= MAX_NAME_LENGTH
+
+
 def check_run_name(value: str, field: str = "name") -> str:
     """`value` if it can name a run: not blank, no '/', no control character, no .json ending."""
-    if (
-        not value.strip()
-        or "/" in value
-        or value.endswith(".json")
-        or _CONTROL_CHARS.search(value)
-        or len(value) > MAX_NAME_LENGTH
-    ):
+    if not _is_shown_name(value) or "/" in value or value.endswith(".json"):
         raise ValueError(
             f"{field} '{printable(value)[:80]}' cannot name a run: no '/', no control characters, "
             f"no .json ending, at most {MAX_NAME_LENGTH} characters"
+        )
+    return value
+
+
+def check_project_name(value: str, field: str = "project") -> str:
+    """`value` if it can name a project (`store.projects`): not blank, no control character,
+    not the legacy runs' label; '/' is fine (a project is never a path)."""
+    if not _is_shown_name(value) or value == LEGACY_PROJECT:
+        raise ValueError(
+            f"{field} '{printable(value)[:80]}' cannot name a project: give a non-blank name without "
+            f"control characters, at most {MAX_NAME_LENGTH} characters, other than {LEGACY_PROJECT}"
         )
     return value
 
@@ -58,6 +70,8 @@ def check_run_name(value: str, field: str = "name") -> str:
 PlainName = Annotated[str, AfterValidator(lambda value: check_plain_name(value, "id"))]
 #: A pydantic field type for run names.
 RunName = Annotated[str, AfterValidator(lambda value: check_run_name(value, "name"))]
+#: A pydantic field type for projects.
+ProjectName = Annotated[str, AfterValidator(lambda value: check_project_name(value, "project"))]
 
 
 def printable(text: str) -> str:

@@ -30,7 +30,7 @@ from pytest_llem.fingerprints.machine import MachineInfo
 from pytest_llem.processes import process_is_alive
 from pytest_llem.results import ExperimentResult, UtcDatetime
 from pytest_llem.store.database import Store, as_utc, open_default_store, pack_text, upsert
-from pytest_llem.store.names import PlainName, RunName
+from pytest_llem.store.names import PlainName, ProjectName, RunName
 from pytest_llem.store.schema import run_experiments, run_reports, runs
 
 REPORT_SCHEMA_VERSION = 1
@@ -119,6 +119,10 @@ class SessionReport(BaseModel):
     schema_version: int = REPORT_SCHEMA_VERSION
     run_id: PlainName
     name: RunName | None = Field(default=None, description="--llem-save NAME or --llem-autosave")
+    project: ProjectName | None = Field(
+        default=None,
+        description="the project whose suite ran (store.projects); none: saved before runs recorded one",
+    )
     machine: MachineInfo | None = Field(default=None, description="what the figures depend on")
     started_at: UtcDatetime
     finished_at: UtcDatetime | None = None
@@ -226,6 +230,7 @@ def _run_rows(report: SessionReport, root: Path | None, redacted: str | None = N
         run_id=report.run_id,
         name=summary.get("name"),  # redacted, as the report is
         machine_id=report.machine.id if report.machine else None,
+        project=summary.get("project"),  # redacted, as the report is
         started_at=as_utc(report.started_at),
         finished_at=as_utc(report.finished_at) if report.finished_at else None,
         outcome=report.outcome,

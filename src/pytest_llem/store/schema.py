@@ -32,6 +32,8 @@ runs = Table(
     Column("run_id", String(64), primary_key=True),
     Column("name", String(200), nullable=True),
     Column("machine_id", String(64), nullable=True),
+    # The project whose suite ran (`store.projects`); None: saved before runs recorded one.
+    Column("project", String(200), nullable=True),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("outcome", String(16), nullable=False),
@@ -43,6 +45,7 @@ runs = Table(
     # The report without its results' bulky parts (those are in run_reports, whole).
     Column("summary_json", Text, nullable=False),
     Index("ix_runs_machine_baseline", "machine_id", "can_be_baseline", "started_at"),
+    Index("ix_runs_project_baseline", "project", "machine_id", "can_be_baseline", "started_at"),
     Index("ix_runs_name_started", "name", "started_at"),
     Index("ix_runs_started", "started_at"),
 )
