@@ -59,7 +59,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             setting.option,
             default=None,
             dest=f"llem_{setting.name}",
-            help=f"{setting.help}. ini: {setting.ini_name}",
+            # argparse formats help with %: a literal one (a limit's "10%") must be doubled.
+            help=f"{setting.help}. ini: {setting.ini_name}".replace("%", "%%"),
             **kwargs,
         )
         ini_type = "bool" if switch else "linelist" if setting.repeatable else "string"
