@@ -50,9 +50,9 @@ def change(metric: str, baseline: float | None, limit: str | None, **fields) -> 
     ("metric", "baseline", "limit", "percent"),
     [
         ("energy_per_token_j", 2.0, "10%", 10.0),
-        ("energy_per_token_j", 2.0, "0.5", 25.0),  # an absolute limit, in % of the baseline
-        ("tokens_per_s", 1000.0, "50", -5.0),  # higher is better: the worse side is below zero
-        ("tokens_per_s", -1000.0, "50", -5.0),
+        ("energy_per_token_j", 2.0, "0.5J", 25.0),  # an absolute limit, in % of the baseline
+        ("tokens_per_s", 1000.0, "50tokens/s", -5.0),  # higher is better: the worse side is below zero
+        ("tokens_per_s", -1000.0, "50tokens/s", -5.0),
         ("energy_per_token_j", 2.0, None, None),
         ("energy_per_token_j", 0.0, "10%", None),  # no baseline to take a percentage of
         ("energy_per_token_j", None, "10%", None),

@@ -60,17 +60,17 @@ def test_experiments_without_a_result_have_no_point_and_the_rest_keep_their_orde
     assert [p.nodeid for p in chart_points(entries)] == [OPT, GPT2]
 
 
-def test_a_points_group_is_its_model_and_precision_and_its_label_the_short_name():
+def test_a_lone_points_line_is_its_model_and_its_label_the_short_name():
     (point,) = chart_points([with_config(GPT2, model="org/tiny-gpt2", precision="bf16")])
-    assert point.group == "org/tiny-gpt2 (bf16)"
+    assert point.group == "org/tiny-gpt2"  # nothing to tell it apart from"
     assert point.label == GPT2.split("::", 1)[1]
     assert point.batch_size == CONFIG["batch_size"]
 
 
-def test_a_config_label_names_the_point_and_a_missing_precision_is_auto():
-    (point,) = chart_points([with_config(GPT2, label="long prompts", precision=None)])
-    assert point.label == "long prompts"
-    assert point.group.endswith(" (auto)")
+def test_a_config_label_names_the_point_and_never_splits_a_line():
+    points = chart_points([with_config(GPT2, label="long prompts"), with_config(OPT, label="short prompts")])
+    assert [p.label for p in points] == ["long prompts", "short prompts"]
+    assert len({p.group for p in points}) == 1
 
 
 def test_without_a_model_the_group_is_the_workload_or_a_custom_workload():
@@ -78,14 +78,14 @@ def test_without_a_model_the_group_is_the_workload_or_a_custom_workload():
     named.result.workload = "bench.workloads:generate"
     anonymous = with_config("t.py::test_anonymous", model=None)
     groups = [p.group for p in chart_points([named, anonymous])]
-    assert groups == ["bench.workloads:generate (fp16)", "custom workload (fp16)"]
+    assert groups == ["bench.workloads:generate, workload=generate", "custom workload, workload=none"]
 
 
 def test_a_local_models_fingerprint_tells_two_folders_of_one_name_apart():
     entry = with_config(GPT2, model="/models/tiny-gpt2")
     entry.model_fingerprint = "0123456789abcdef"
     (point,) = chart_points([entry])
-    assert point.group == "tiny-gpt2 [01234567] (fp16)"
+    assert point.group == "tiny-gpt2 [01234567]"
 
 
 @pytest.mark.parametrize("batch_size", [True, "4", 2.0, None])

@@ -119,7 +119,8 @@ def test_nothing_to_chart_is_a_sentence_not_an_empty_section():
 
     from pytest_llem.output.html.sections import charts_section
 
-    html = well_formed(charts_section(Figure, chart_points([make_entry(GPT2, None)])))
+    entries = [make_entry(GPT2, None)]
+    html = well_formed(charts_section(Figure, make_report("r", entries), chart_points(entries)))
     assert "<p>No experiment produced a result to chart.</p>" in html and "<figure" not in html
 
 
@@ -130,7 +131,8 @@ def test_a_run_without_energy_says_why_in_one_sentence_and_charts_only_throughpu
     from pytest_llem.output.html.sections import charts_section
 
     unmeasured = make_result([1.0], energy_j=None, warnings=[NOT_MEASURED])
-    html = well_formed(charts_section(Figure, chart_points([make_entry(GPT2, unmeasured)])))
+    entries = [make_entry(GPT2, unmeasured)]
+    html = well_formed(charts_section(Figure, make_report("r", entries), chart_points(entries)))
     reason = NOT_MEASURED.message.removeprefix("energy not measured: ")
     assert (
         '<p class="warning" id="no-energy">Energy was not measured in this run, so there are no energy '
