@@ -72,7 +72,7 @@ def test_the_store_comes_from_the_environment_when_not_given(tmp_path: Path, cap
     assert code == EXIT_OK and [line.split()[0] for line in out[1:]] == ["shared-run"]
 
 
-def test_clean_keep_keeps_the_newest_runs_of_each_machine(tmp_path: Path, capsys):
+def test_clean_keep_keeps_the_newest_runs_of_each_project_and_machine(tmp_path: Path, capsys):
     for run_id, day, machine in [
         ("h-old", 0, None),
         ("h-new", 1, None),
@@ -85,7 +85,7 @@ def test_clean_keep_keeps_the_newest_runs_of_each_machine(tmp_path: Path, capsys
     assert out == [
         "removed h-old (started 2026-01-01 00:00:00 UTC)",
         "removed e-old (started 2026-01-03 00:00:00 UTC)",
-        "removed 2 run(s) beyond the newest 1 per machine",
+        "removed 2 run(s) beyond the newest 1 per project and machine",
     ]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["e-new", "h-new"]
 
@@ -97,7 +97,7 @@ def test_clean_by_date_and_count_together_names_both_rules(tmp_path: Path, capsy
         capsys, "clean", "--older-than", "2026-01-05", "--keep", "5", "--state-dir", str(tmp_path)
     )
     assert code == EXIT_OK
-    assert out[-1] == "removed 1 run(s) started before 2026-01-05 and beyond the newest 5 per machine"
+    assert out[-1] == "removed 1 run(s) started before 2026-01-05 and beyond the newest 5 per project and machine"
 
 
 @pytest.mark.parametrize(
