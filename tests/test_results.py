@@ -52,3 +52,6 @@ def test_the_prefill_and_decode_figures_are_derived_and_read_back_from_a_dump():
     # Without a split (any backend but pytorch), every figure is missing, never 0.
     plain = make_result([120.0])
     assert plain.prefill_decode is None and plain.prefill_energy_j is None and plain.decode_duration_s is None
+    # A workload's own figure under the same key is not taken for a split, nor fails the report.
+    own = make_result([120.0], extra={"prefill_decode": {"prefill_s": 1}})
+    assert own.prefill_decode is None and own.model_dump(mode="json")["prefill_energy_j"] is None

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     computed_field,
     field_serializer,
     model_validator,
@@ -597,7 +598,10 @@ class ExperimentResult(BaseModel):
     def prefill_decode(self) -> PrefillDecode | None:
         """Prefill and decode apart, where the workload measured them (backend='pytorch')."""
         recorded = self.extra.get(PREFILL_DECODE_KEY)
-        return PrefillDecode.model_validate(recorded) if isinstance(recorded, dict) else None
+        try:
+            return PrefillDecode.model_validate(recorded) if isinstance(recorded, dict) else None
+        except ValidationError:  # a workload's own figure under this key: not a split to read
+            return None
 
     def flagged_for(self, metric_name: str) -> bool:
         """Whether a quality flag doubts this metric's figure: the result's own flags, and for
