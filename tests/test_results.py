@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sample_reports import make_result
 
 from pytest_llem.results import DeviceEnergy, EnergyTotals
 
@@ -30,3 +31,27 @@ def test_totals_keep_gpu_and_cpu_apart_and_refuse_partial_sums():
     lost = gpu1.model_copy(update={"energy_j": None})
     assert EnergyTotals.of([gpu0, lost, cpu]).energy_j is None
     assert EnergyTotals.of([gpu0, lost, cpu]).cpu_energy_j == 5.0
+
+
+def test_the_prefill_and_decode_figures_are_derived_and_read_back_from_a_dump():
+    split = {
+        "calls": 2,
+        "prefill_duration_s": 0.5,
+        "decode_duration_s": 1.5,
+        "prefill_energy_j": 30.0,
+        "decode_energy_j": 90.0,
+        "input_tokens": 60,
+        "output_tokens": 45,
+    }
+    result = make_result([120.0], extra={"prefill_decode": split})
+    assert (result.prefill_energy_per_input_token_j, result.decode_energy_per_output_token_j) == (0.5, 2.0)
+    dumped = result.model_dump(mode="json")
+    assert dumped["prefill_duration_s"] == 0.5 and dumped["decode_energy_per_output_token_j"] == 2.0
+    again = type(result).model_validate(dumped)  # the derived figures are recomputed, never trusted
+    assert again.prefill_decode == result.prefill_decode and again.decode_energy_j == 90.0
+    # Without a split (any backend but pytorch), every figure is missing, never 0.
+    plain = make_result([120.0])
+    assert plain.prefill_decode is None and plain.prefill_energy_j is None and plain.decode_duration_s is None
+    # A workload's own figure under the same key is not taken for a split, nor fails the report.
+    own = make_result([120.0], extra={"prefill_decode": {"prefill_s": 1}})
+    assert own.prefill_decode is None and own.model_dump(mode="json")["prefill_energy_j"] is None

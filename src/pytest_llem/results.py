@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     computed_field,
     field_serializer,
     model_validator,
@@ -455,6 +456,52 @@ class ServingSummary(BaseModel):
         }
 
 
+#: Where a workload records its prefill/decode split (`PrefillDecode`) in `extra`: the child's
+#: context carries any JSON-able figure there, and the result reads it back typed.
+PREFILL_DECODE_KEY = "prefill_decode"
+
+
+class PrefillDecode(BaseModel):
+    """Generation measured in two parts, summed over every generate() call in the measured
+    windows (batches, passes and rounds): prefill from the call's start to the batch's first
+    new tokens, decode from there to the call's end (see `backends.generation`).
+
+    Each part is measured by the window's own meter, so each has its own quality flags: a
+    part shorter than the energy counter's update period is flagged `counter_resolution`
+    and its figures stay out of the gate (`ExperimentResult.flagged_for`). Energies are None
+    where the meter reads no energy (the result's `energy_not_measured` says why); the
+    durations are there whatever the meter.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    calls: int = Field(ge=0, description="generate() calls measured")
+    prefill_duration_s: float = Field(ge=0)
+    decode_duration_s: float = Field(ge=0)
+    prefill_energy_j: float | None = None
+    decode_energy_j: float | None = None
+    energy_scope: list[DeviceKind] = Field(default_factory=list)
+    input_tokens: int = Field(ge=0, le=MAX_TOKEN_COUNT, description="prompt tokens of the calls measured")
+    output_tokens: int = Field(ge=0, le=MAX_TOKEN_COUNT, description="new tokens of the calls measured")
+    prefill_warnings: list[QualityWarning] = Field(default_factory=list)
+    decode_warnings: list[QualityWarning] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def prefill_energy_per_input_token_j(self) -> float | None:
+        return _ratio(self.prefill_energy_j, self.input_tokens)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def decode_energy_per_output_token_j(self) -> float | None:
+        return _ratio(self.decode_energy_j, self.output_tokens)
+
+
+#: The result's figures read from its `PrefillDecode`, and which part's flags each rests on.
+PREFILL_METRICS = frozenset({"prefill_energy_j", "prefill_duration_s", "prefill_energy_per_input_token_j"})
+DECODE_METRICS = frozenset({"decode_energy_j", "decode_duration_s", "decode_energy_per_output_token_j"})
+
+
 class Placement(BaseModel):
     """Where an experiment ran: its host, the GPUs it held, the scheduler's job, who ran beside it."""
 
@@ -544,12 +591,35 @@ class ExperimentResult(BaseModel):
     def _drop_derived_fields(cls, data: Any) -> Any:
         # A dumped result carries its derived rates; they are recomputed, never trusted.
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if k not in ("tokens_per_s", "energy_per_token_j")}
+            return {k: v for k, v in data.items() if k not in _DERIVED_RESULT_FIELDS}
         return data
+
+    @property
+    def prefill_decode(self) -> PrefillDecode | None:
+        """Prefill and decode apart, where the workload measured them (backend='pytorch')."""
+        recorded = self.extra.get(PREFILL_DECODE_KEY)
+        try:
+            return PrefillDecode.model_validate(recorded) if isinstance(recorded, dict) else None
+        except ValidationError:  # a workload's own figure under this key: not a split to read
+            return None
+
+    def flagged_for(self, metric_name: str) -> bool:
+        """Whether a quality flag doubts this metric's figure: the result's own flags, and for
+        a prefill or decode figure the flags of that part too (a 20 ms prefill read through a
+        100 ms counter doubts the prefill's figures, not the whole window's)."""
+        split = self.prefill_decode
+        if split is not None and metric_name in PREFILL_METRICS | DECODE_METRICS:
+            part = split.prefill_warnings if metric_name in PREFILL_METRICS else split.decode_warnings
+            if any(w.doubts_a_figure for w in part):
+                return True
+        return self.flagged
 
     def uncertainty_of(self, metric_name: str) -> EnergyUncertainty | None:
         """The energy uncertainty behind a metric: the steady-state window's for the figures
-        computed from it, the whole measurement's for the others."""
+        computed from it, none for a prefill or decode part (no model covers a sum of short
+        parts), the whole measurement's for the others."""
+        if metric_name in PREFILL_METRICS | DECODE_METRICS:
+            return None
         if metric_name in STEADY_STATE_METRICS:
             steady = self.serving.steady if self.serving is not None else None
             return steady.energy_uncertainty if steady is not None else None
@@ -575,3 +645,43 @@ class ExperimentResult(BaseModel):
         if self.energy_j is None or not self.output_tokens:
             return None
         return self.energy_j / self.output_tokens
+
+    def _split_figure(self, name: str) -> float | None:
+        split = self.prefill_decode
+        return getattr(split, name) if split is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def prefill_energy_j(self) -> float | None:
+        return self._split_figure("prefill_energy_j")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def decode_energy_j(self) -> float | None:
+        return self._split_figure("decode_energy_j")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def prefill_duration_s(self) -> float | None:
+        return self._split_figure("prefill_duration_s")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def decode_duration_s(self) -> float | None:
+        return self._split_figure("decode_duration_s")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def prefill_energy_per_input_token_j(self) -> float | None:
+        """Prefill energy per prompt token of the calls measured (`PrefillDecode`)."""
+        return self._split_figure("prefill_energy_per_input_token_j")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def decode_energy_per_output_token_j(self) -> float | None:
+        """Decode energy per new token of the calls measured (`PrefillDecode`)."""
+        return self._split_figure("decode_energy_per_output_token_j")
+
+
+#: The result's computed fields: a dumped result carries them, and reading it back drops them.
+_DERIVED_RESULT_FIELDS = frozenset({"tokens_per_s", "energy_per_token_j", *PREFILL_METRICS, *DECODE_METRICS})

@@ -13,17 +13,22 @@ import time
 from pathlib import Path
 
 import pytest
+from simulated_windows import FAST, gpus
 
 from pytest_llem.backends.generation import (
     BatchOutcome,
     FirstTokenTimer,
+    PrefillDecodeParts,
     describe_outcomes,
     record_outcomes,
     token_digest,
 )
 from pytest_llem.config import build_config
 from pytest_llem.context import ExperimentContext
+from pytest_llem.energy import quality
 from pytest_llem.energy.factory import create_meter
+from pytest_llem.energy.meter import SampledMeter
+from pytest_llem.results import ExperimentResult
 
 
 def outcome(rows: list[list[int]], requests: list[list[int]], latency_s: float = 0.5) -> BatchOutcome:
@@ -56,6 +61,83 @@ def test_the_first_token_timer_ignores_the_prompt_and_keeps_the_first_new_tokens
     timer.put("second step")
     timer.end()
     assert timer.first_token_s == first
+
+
+def test_the_first_token_timer_calls_back_once_at_the_first_new_tokens():
+    calls = []
+    timer = FirstTokenTimer(lambda: calls.append(timer.first_token_s))
+    timer.put("prompt ids")
+    assert calls == []
+    timer.put("first step")
+    timer.put("second step")
+    assert calls == [timer.first_token_s] and calls[0] is not None
+
+
+def simulated_call(parts: PrefillDecodeParts, prefill_s: float, decode_s: float, first_token: bool = True):
+    """One generate() call as the parts see it: begun, first tokens after `prefill_s`, ended."""
+    parts.begin()
+    time.sleep(prefill_s)
+    if first_token:
+        parts.first_token()
+    time.sleep(decode_s)
+    parts.end()
+
+
+def test_a_prefill_shorter_than_the_counters_update_is_flagged_and_kept_out_of_the_gate(fake_nvml):
+    # The simulated counter steps every 100 ms, as a real GPU's: a 10 ms prefill reads 0 J or a
+    # whole step, so its figures carry counter_resolution; the 300 ms decode is not doubted.
+    session = gpus(fake_nvml, {"power_profile": [[0, 200.0]]})
+    meter = SampledMeter(session.visible_gpus(None), FAST)
+    ctx = ExperimentContext(build_config({"energy": "nvml"}), meter)
+    parts = PrefillDecodeParts(ctx)
+    try:
+        with ctx.window():
+            simulated_call(parts, prefill_s=0.01, decode_s=0.3)
+    finally:
+        meter.close()
+    parts.count([outcome([[1, 2, 3]], [[7, 3]])])
+    split = parts.summary()
+    assert quality.COUNTER_RESOLUTION in {w.code for w in split.prefill_warnings}
+    assert quality.COUNTER_RESOLUTION not in {w.code for w in split.decode_warnings}
+    # Each part's length flags are about one part, not the sum the figures rest on: not kept.
+    assert quality.SHORT_WINDOW not in {w.code for w in split.prefill_warnings + split.decode_warnings}
+    assert split.prefill_energy_j is not None and split.decode_energy_j is not None  # figures, flagged
+    assert split.decode_energy_j == pytest.approx(200.0 * split.decode_duration_s, abs=200.0 * 0.1)
+    assert (split.calls, split.input_tokens, split.output_tokens) == (1, 7, 3)
+    result = ExperimentResult.model_validate(
+        {**sample_result(), "extra": {"prefill_decode": split.model_dump(exclude=DERIVED)}}
+    )
+    assert result.flagged_for("prefill_energy_per_input_token_j")
+    assert not result.flagged_for("decode_energy_per_output_token_j") and not result.flagged
+
+
+DERIVED = {"prefill_energy_per_input_token_j", "decode_energy_per_output_token_j"}
+
+
+def sample_result() -> dict:
+    return {
+        "experiment_id": "e1",
+        "config_hash": "h",
+        "config": {},
+        "duration_s": 1.0,
+        "window_count": 1,
+        "started_at": "2026-01-01T00:00:00Z",
+        "finished_at": "2026-01-01T00:00:01Z",
+    }
+
+
+def test_without_a_meter_the_parts_keep_their_durations_and_no_energy():
+    ctx = ExperimentContext(build_config({"energy": "none"}), create_meter("none"))
+    parts = PrefillDecodeParts(ctx)
+    with ctx.window():
+        simulated_call(parts, prefill_s=0.02, decode_s=0.05)
+        simulated_call(parts, prefill_s=0.02, decode_s=0.0, first_token=False)  # no new token: all prefill
+    split = parts.summary()
+    assert split.calls == 2 and split.prefill_duration_s >= 0.04 and split.decode_duration_s >= 0.05
+    assert split.prefill_duration_s + split.decode_duration_s <= ctx.windows[0].duration_s
+    assert (split.prefill_energy_j, split.decode_energy_j) == (None, None)
+    assert [w.code for w in split.prefill_warnings] == [quality.ENERGY_NOT_MEASURED]
+    assert split.prefill_energy_per_input_token_j is None
 
 
 def test_the_request_counts_digest_does_not_depend_on_how_requests_were_batched():

@@ -7,6 +7,7 @@ Every experiment runs in a real isolated child; the model is loaded through the 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,91 @@ def test_cold_and_preloaded_children_generate_the_same_tokens(state_dir: Path, t
     assert cold.input_tokens == preloaded.input_tokens
     assert cold.extra["output_digest"] == preloaded.extra["output_digest"]
     assert cold.extra["request_tokens_digest"] == preloaded.extra["request_tokens_digest"]
+
+
+# --- prefill and decode apart, on simulated GPUs -----------------------------------------------
+
+SPLIT_SUITE = """
+import pytest
+
+@pytest.mark.llem(backend="pytorch", model=MODEL, gpus=[0], n_prompts=4, batch_size=2,
+                  max_new_tokens=8, min_window_s=0.5)
+def test_split(llem):
+    llem.run()
+"""
+
+
+def run_split_suite(pytester, tmp_path, monkeypatch, power_w: float, *args: str):
+    """SPLIT_SUITE on one simulated GPU drawing `power_w` throughout, its counter exact at every
+    instant (ideal mode: what is under test is the split, not the counter's 100 ms steps)."""
+    from fake_nvml import FAKE_NVML_DIR, load_fake_nvml
+
+    fake = load_fake_nvml()
+    scenario = tmp_path / "scenario.json"
+    fake.write_scenario(
+        str(scenario), [fake.FakeGpu(uuid="GPU-0000-sim", power_profile=[[0.0, power_w]])], ideal=True
+    )
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE_NVML_DIR), os.environ.get("PYTHONPATH", "")]))
+    state_dir = tmp_path / "state"
+    run = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--llem",
+        f"--llem-state-dir={state_dir}",
+        "--llem-energy=nvml",
+        "--llem-baseline=0",
+        "--llem-sample-interval=0.02",
+        *args,
+    )
+    return run, reports(state_dir)[-1]["experiments"][0]["result"]
+
+
+def test_prefill_and_decode_apart_add_up_to_the_window_and_gate(pytester, tiny_model, tmp_path, monkeypatch):
+    pytester.makepyfile(test_split_suite=SPLIT_SUITE.replace("MODEL", repr(str(tiny_model))))
+    columns = "--llem-columns=test,prefill_duration_s,decode_duration_s,decode_energy_per_output_token_j"
+    saved, result = run_split_suite(pytester, tmp_path, monkeypatch, 300.0, "--llem-save=main", columns)
+    saved.assert_outcomes(passed=1)
+    split = result["extra"]["prefill_decode"]
+    # Every generate() call, in every pass: 2 batches a pass.
+    assert split["calls"] == 2 * result["extra"]["passes"] > 0
+    assert (split["input_tokens"], split["output_tokens"]) == (
+        result["input_tokens"],
+        result["output_tokens"],
+    )
+    # A constant 300 W and an exact counter: each part's energy is 300 W x its own duration.
+    for part in ("prefill", "decode"):
+        assert result[f"{part}_energy_j"] == pytest.approx(300 * result[f"{part}_duration_s"], rel=0.02)
+        assert result[f"{part}_duration_s"] > 0
+    # The parts cover the generate() calls; outside them, inside the window: the meter's reads at
+    # each split, counting each batch's tokens and the passes loop. A small share of the window.
+    parts_j = result["prefill_energy_j"] + result["decode_energy_j"]
+    assert 0.8 * result["energy_j"] < parts_j <= result["energy_j"]
+    assert result["prefill_energy_per_input_token_j"] == pytest.approx(
+        result["prefill_energy_j"] / result["input_tokens"]
+    )
+    assert result["decode_energy_per_output_token_j"] == pytest.approx(
+        result["decode_energy_j"] / result["output_tokens"]
+    )
+    assert result["prefill_energy_per_input_token_j"] > 0 and result["decode_energy_per_output_token_j"] > 0
+    # The summary's first row (the placement table below it starts with the test too).
+    row = next(line.split() for line in saved.outlines if line.startswith("test_split_suite.py::test_split"))
+    assert float(row[1]) == pytest.approx(result["prefill_duration_s"], rel=0.01)
+
+    # Twenty times the power for the same work: both per-token figures regress, each in its unit
+    # (a factor no timing noise on a loaded machine reaches: per-token energy is power x time).
+    gate = [
+        f"--llem-compare-fail={m}:10%"
+        for m in ("prefill_energy_per_input_token_j", "decode_energy_per_output_token_j")
+    ]
+    regressed, _ = run_split_suite(
+        pytester, tmp_path, monkeypatch, 6000.0, "--llem-compare=main", *gate, "--llem-gate-flagged"
+    )
+    assert regressed.ret == 1
+    regressed.stdout.re_match_lines(
+        [
+            r"pytest-llem: REGRESSION .*::test_split prefill_energy_per_input_token_j .* J .*",
+            r"pytest-llem: REGRESSION .*::test_split decode_energy_per_output_token_j .* J .*",
+        ],
+        consecutive=False,
+    )

@@ -215,3 +215,45 @@ def test_more_samples_never_for_different_work_or_a_per_test_limit_decides():
         [1.5, 0.9, 1.6], config={**before.config, "compare_fail": {"energy_per_token_j": "5%"}}
     )
     assert needs_more_samples(make_entry(GPT2, make_result(base)), per_test, None) is True
+
+
+# --- prefill and decode apart ------------------------------------------------------------------
+
+COUNTER_RESOLUTION = {"code": "counter_resolution", "message": "gpu0: the window lasted 20 ms"}
+
+
+def split(energy_j: float, prefill_flags: list[dict]) -> dict:
+    """A `PrefillDecode` as the pytorch backend records it: `energy_j` per part, 100 tokens each way."""
+    return {
+        "prefill_decode": {
+            "calls": 5,
+            "prefill_duration_s": 0.1,
+            "decode_duration_s": 1.9,
+            "prefill_energy_j": energy_j,
+            "decode_energy_j": energy_j,
+            "energy_scope": ["gpu"],
+            "input_tokens": 100,
+            "output_tokens": 100,
+            "prefill_warnings": prefill_flags,
+        }
+    }
+
+
+def test_a_flagged_prefill_stays_out_of_the_gate_while_decode_is_gated():
+    limits = ["prefill_energy_per_input_token_j:5%", "decode_energy_per_output_token_j:5%"]
+    baseline = make_report("base", [make_entry(GPT2, make_result([1.0], extra=split(10.0, [])))])
+    current = make_report(
+        "now", [make_entry(GPT2, make_result([1.0], extra=split(20.0, [COUNTER_RESOLUTION])))]
+    )
+    comparison = compare_reports(baseline, current, [parse_limit(x) for x in limits])
+    status = {c.metric: (c.status, c.unit, c.current) for c in comparison.changes}
+    # Twice the energy on both parts: the prefill part is flagged (shorter than the counter's
+    # update), so not gated; the decode part is not, and regresses. The whole result is not flagged.
+    assert status["prefill_energy_per_input_token_j"] == ("flagged", "J", pytest.approx(0.2))
+    assert status["decode_energy_per_output_token_j"] == ("regression", "J", pytest.approx(0.2))
+    assert not current.experiments[0].result.flagged
+    gated = compare_reports(baseline, current, [parse_limit(x) for x in limits], gate_flagged=True)
+    assert {c.metric for c in gated.failures} == {
+        "prefill_energy_per_input_token_j",
+        "decode_energy_per_output_token_j",
+    }

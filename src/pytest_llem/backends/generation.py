@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,11 @@ from typing import Any
 from pytest_llem.backends import DEFAULT_MAX_NEW_TOKENS
 from pytest_llem.base.digests import json_digest
 from pytest_llem.config import ExperimentConfig
-from pytest_llem.context import ExperimentContext
+from pytest_llem.context import ExperimentContext, combine_windows
+from pytest_llem.energy import quality
 from pytest_llem.errors import ConfigError
 from pytest_llem.extras import import_extra
+from pytest_llem.results import PREFILL_DECODE_KEY, PrefillDecode, QualityWarning, WindowMeasurement
 
 PURPOSE = "backend='pytorch'"
 # What a checkpoint's generation_config may hold that is not a decoding choice: kept.
@@ -50,19 +53,21 @@ class FirstTokenTimer:
 
     generate() hands the prompt to the streamer first, then each step's new tokens. On CUDA,
     recent transformers may hand tokens over one step late to avoid a synchronisation, so
-    the time can include one decoding step.
+    the time can include one decoding step. `on_first_token` is called once, right then.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_first_token: Callable[[], None] = lambda: None) -> None:
         self.started = time.perf_counter()
         self.first_token_s: float | None = None
         self._prompt_seen = False
+        self._on_first_token = on_first_token
 
     def put(self, value: Any) -> None:
         if not self._prompt_seen:
             self._prompt_seen = True
         elif self.first_token_s is None:
             self.first_token_s = time.perf_counter() - self.started
+            self._on_first_token()
 
     def end(self) -> None:
         return None
@@ -136,12 +141,17 @@ class TorchGeneration:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
 
-    def generate(self, encoding: Any) -> BatchOutcome:
-        timer = FirstTokenTimer()
+    def generate(self, encoding: Any, parts: PrefillDecodeParts | None = None) -> BatchOutcome:
+        """One batch; with `parts` (inside an open window) its prefill and decode measured apart."""
+        if parts is not None:
+            parts.begin()
+        timer = FirstTokenTimer(parts.first_token if parts is not None else lambda: None)
         with self.torch.inference_mode():
             output = self.model.generate(**encoding, **self.generation_kwargs(), streamer=timer)
         self.synchronize()
         latency_s = time.perf_counter() - timer.started
+        if parts is not None:
+            parts.end()
         prompt_length = encoding["input_ids"].shape[1]
         inputs = [int(n) for n in encoding["attention_mask"].sum(dim=1).tolist()]
         outputs = self.new_tokens_per_row(output[:, prompt_length:])
@@ -181,6 +191,90 @@ class TorchGeneration:
             if name.endswith(("wpe", "embed_positions")):  # learned position embeddings
                 embeddings |= {id(p) for p in module.parameters()}
         return sum(p.numel() for p in self.model.parameters() if id(p) not in embeddings)
+
+
+class PrefillDecodeParts:
+    """Each generate() call's prefill and decode, measured as two parts of the open window.
+
+    The split is made with the window's own meter (`ctx.begin_part`/`ctx.end_part`), not by
+    cutting its power timeline afterwards: the energy counter is read at the split itself,
+    as at any window's edge, where a timeline sampled every `sample_interval_s` would have
+    to be interpolated across a prefill that often lasts less than one sample. The prefill
+    part begins just before generate() and ends in the streamer's first-token callback,
+    where the decode part begins; decode ends once generate() returned and the device is
+    synchronised. As with every window, a part's span starts just before its first counter
+    read, so each part holds its own starting read. What lies in the window but in neither
+    part: the closing read at each part's end, counting each batch's tokens, and the passes
+    loop. A call that never hands over a new token is all prefill. On CUDA, transformers may
+    hand the first tokens over one step late (`FirstTokenTimer`): the prefill then holds one
+    decoding step, and the meter's synchronisation at the split puts the edge where the work is.
+    """
+
+    def __init__(self, ctx: ExperimentContext) -> None:
+        self._ctx = ctx
+        self._prefill: list[WindowMeasurement] = []
+        self._decode: list[WindowMeasurement] = []
+        self._in_prefill = False
+        self._tokens = [0, 0]  # input, output
+
+    def begin(self) -> None:
+        self._ctx.begin_part(PREFILL_PART)
+        self._in_prefill = True
+
+    def first_token(self) -> None:
+        # In the streamer's callback, inside generate(), which waits for it: one window's
+        # edges (an end and a begin). benchmarks/meter_cost.py's "edges" column is their cost:
+        # 0.14 ms for one simulated GPU; the real driver adds ~0.8 ms a call (see there).
+        self._prefill.append(self._ctx.end_part(PREFILL_PART))
+        self._in_prefill = False
+        self._ctx.begin_part(DECODE_PART)
+
+    def end(self) -> None:
+        if self._in_prefill:
+            self._prefill.append(self._ctx.end_part(PREFILL_PART))
+            self._in_prefill = False
+        else:
+            self._decode.append(self._ctx.end_part(DECODE_PART))
+
+    def count(self, outcomes: list[BatchOutcome]) -> None:
+        """The tokens of the calls measured, for the per-token figures."""
+        for outcome in outcomes:
+            self._tokens[0] += outcome.input_tokens
+            self._tokens[1] += outcome.output_tokens
+
+    def summary(self) -> PrefillDecode:
+        prefill, decode = (
+            combine_windows(measured) if measured else WindowMeasurement(duration_s=0.0)
+            for measured in (self._prefill, self._decode)
+        )
+        return PrefillDecode(
+            calls=len(self._prefill),
+            prefill_duration_s=prefill.duration_s,
+            decode_duration_s=decode.duration_s,
+            prefill_energy_j=prefill.energy_j,
+            decode_energy_j=decode.energy_j if self._decode else None,
+            energy_scope=prefill.totals.energy_scope,
+            input_tokens=self._tokens[0],
+            output_tokens=self._tokens[1],
+            prefill_warnings=_part_flags(prefill),
+            decode_warnings=_part_flags(decode),
+        )
+
+    def record(self) -> None:
+        """Into the result (`ExperimentResult.prefill_decode`); the per-token figures are derived."""
+        self._ctx.record(**{PREFILL_DECODE_KEY: self.summary().model_dump(mode="json", exclude=_DERIVED)})
+
+
+PREFILL_PART, DECODE_PART = "prefill", "decode"
+_DERIVED = {"prefill_energy_per_input_token_j", "decode_energy_per_output_token_j"}
+# Flags about one window's length: every part is a fraction of a second by nature, and what
+# the figures rest on is the sum of many, so these would doubt every split. Each part's
+# counter resolution, zero readings, drift, throttling and the rest are kept.
+_PER_WINDOW_LENGTH_FLAGS = frozenset({quality.SHORT_WINDOW, quality.FEW_POWER_SAMPLES})
+
+
+def _part_flags(measured: WindowMeasurement) -> list[QualityWarning]:
+    return [w for w in measured.warnings if w.code not in _PER_WINDOW_LENGTH_FLAGS]
 
 
 def neutral_generation_config(transformers: Any, model: Any) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Everything up to the measured window happens outside it: loading the tokenizer a
 through `from_pretrained`, tokenising every batch, and `warmup_batches` of generation. The
 window covers generation only: every batch, again and again until the round has been
 measured for `min_window_s` (`ExperimentContext.passes`); tokens are counted per batch
-actually run, and `extra['passes']` says how many passes that took. With
+actually run, and `extra['passes']` says how many passes that took. Each generate() call's
+prefill and decode are measured apart as parts of the window (`PrefillDecodeParts`), summed
+into the result's `prefill_decode`. With
 `num_processes > 1` the work is spread over ranks started through accelerate (see
 `backends.distributed`), measured once for all of them.
 """
@@ -12,7 +14,12 @@ actually run, and `extra['passes']` says how many passes that took. With
 from __future__ import annotations
 
 from pytest_llem.backends.distributed import coordinate_ranks
-from pytest_llem.backends.generation import BatchOutcome, TorchGeneration, record_outcomes
+from pytest_llem.backends.generation import (
+    BatchOutcome,
+    PrefillDecodeParts,
+    TorchGeneration,
+    record_outcomes,
+)
 from pytest_llem.backends.prompts import batched, load_prompts
 from pytest_llem.context import ExperimentContext
 from pytest_llem.progress import LOADING_MODEL, WARM_UP
@@ -34,14 +41,17 @@ def run(ctx: ExperimentContext) -> None:
         engine.generate(encodings[index % len(encodings)])
     engine.reset_peak_memory()
     outcomes = []
+    parts = PrefillDecodeParts(ctx)
     for _ in ctx.rounds():
         engine.seed()  # every round draws the same samples, whatever ran before it
         round_outcomes: list[BatchOutcome] = []
         with ctx.window():
             for _ in ctx.passes():  # every batch again, until the round lasts min_window_s
-                round_outcomes.extend(engine.generate(encoding) for encoding in encodings)
+                round_outcomes.extend(engine.generate(encoding, parts) for encoding in encodings)
         record_outcomes(ctx, round_outcomes, one_pass=round_outcomes[: len(encodings)])
+        parts.count(round_outcomes)
         outcomes.extend(round_outcomes)
+    parts.record()
     processed = sum(o.input_tokens + o.output_tokens for o in outcomes)
     peak_bytes, kind = engine.peak_memory()
     ctx.record_resources(peak_bytes, kind, flops=2.0 * engine.non_embedding_parameters() * processed)

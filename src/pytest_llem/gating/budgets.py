@@ -33,7 +33,7 @@ def check_budgets(report: SessionReport, gate_flagged: bool = False) -> list[Met
                 limit=f"{figure(budget)} {metric.unit}",
             )
             if metric.worse_by(budget, value) > 0:
-                flagged = result.flagged and not gate_flagged
+                flagged = result.flagged_for(name) and not gate_flagged
                 change.status = "flagged" if flagged else "over_budget"
             changes.append(change)
     return changes

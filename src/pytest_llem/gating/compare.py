@@ -330,7 +330,7 @@ def _change(
     elif change.p_value is not None and change.p_value > SIGNIFICANCE_LEVEL:
         change.note = f"beyond the limit but not significant (p={change.p_value:.3g})"
         change.inconclusive = True
-    elif (baseline.flagged or current.flagged) and not gate_flagged:
+    elif (baseline.flagged_for(metric.name) or current.flagged_for(metric.name)) and not gate_flagged:
         change.status = "flagged"
         change.note = "beyond the limit, but a measurement-quality flag is set: not gated"
     else:

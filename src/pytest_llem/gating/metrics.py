@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pytest_llem.results import ENERGY_NOT_MEASURED, ExperimentResult, RoundResult
+from pytest_llem.results import (
+    DECODE_METRICS,
+    ENERGY_NOT_MEASURED,
+    PREFILL_METRICS,
+    ExperimentResult,
+    RoundResult,
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,14 @@ METRICS: dict[str, Metric] = {
         Metric("batch_latency_p99_s", "s", False, lambda r: getattr(r.batch_latency, "p99_s", None)),
         Metric("ttft_p50_s", "s", False, lambda r: _p50(r.time_to_first_token)),
         Metric("peak_memory_bytes", "B", False, lambda r: r.peak_memory_bytes),
+        # Prefill and decode apart (backend="pytorch"; results.PrefillDecode), summed over the
+        # whole measurement: no per-round figure.
+        Metric("prefill_energy_per_input_token_j", "J", False, lambda r: r.prefill_energy_per_input_token_j),
+        Metric("decode_energy_per_output_token_j", "J", False, lambda r: r.decode_energy_per_output_token_j),
+        Metric("prefill_energy_j", "J", False, lambda r: r.prefill_energy_j),
+        Metric("decode_energy_j", "J", False, lambda r: r.decode_energy_j),
+        Metric("prefill_duration_s", "s", False, lambda r: r.prefill_duration_s),
+        Metric("decode_duration_s", "s", False, lambda r: r.decode_duration_s),
         *(_serving_metric(*spec) for spec in SERVING_METRICS),
     )
 }
@@ -98,6 +112,8 @@ def round_values(rounds: list[RoundResult], metric: Metric) -> list[float]:
 
 def why_missing(metric: Metric, result: ExperimentResult) -> str:
     """Why `result` has no figure for `metric`, in a few words (the meter's own reason for energy)."""
+    if metric.name in PREFILL_METRICS | DECODE_METRICS and result.prefill_decode is None:
+        return "its workload did not measure prefill and decode apart (backend='pytorch' does)"
     if metric.unit == "J":
         if result.energy_j is None:
             reasons = [w.message for w in result.warnings if w.code == ENERGY_NOT_MEASURED]
