@@ -486,6 +486,30 @@ class PrefillDecode(BaseModel):
     prefill_warnings: list[QualityWarning] = Field(default_factory=list)
     decode_warnings: list[QualityWarning] = Field(default_factory=list)
 
+    @classmethod
+    def pooled(cls, splits: list[PrefillDecode]) -> PrefillDecode:
+        """The split of one experiment measured in several processes (`repeats`): every
+        call of every process, as one process's calls add up. An energy any process lacks
+        is unknown for all (a partial sum would pass for the whole)."""
+        return cls(
+            calls=sum(s.calls for s in splits),
+            prefill_duration_s=sum(s.prefill_duration_s for s in splits),
+            decode_duration_s=sum(s.decode_duration_s for s in splits),
+            prefill_energy_j=sum_or_none([s.prefill_energy_j for s in splits]),
+            decode_energy_j=sum_or_none([s.decode_energy_j for s in splits]),
+            energy_scope=list(dict.fromkeys(kind for s in splits for kind in s.energy_scope)),
+            input_tokens=sum(s.input_tokens for s in splits),
+            output_tokens=sum(s.output_tokens for s in splits),
+            prefill_warnings=_distinct([w for s in splits for w in s.prefill_warnings]),
+            decode_warnings=_distinct([w for s in splits for w in s.decode_warnings]),
+        )
+
+    def as_extra(self) -> dict[str, Any]:
+        """What a result's `extra` keeps: the measured parts; the per-token figures are derived
+        again when it is read."""
+        derived = {"prefill_energy_per_input_token_j", "decode_energy_per_output_token_j"}
+        return self.model_dump(mode="json", exclude=derived)
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def prefill_energy_per_input_token_j(self) -> float | None:
@@ -495,6 +519,10 @@ class PrefillDecode(BaseModel):
     @property
     def decode_energy_per_output_token_j(self) -> float | None:
         return _ratio(self.decode_energy_j, self.output_tokens)
+
+
+def _distinct(warnings: list[QualityWarning]) -> list[QualityWarning]:
+    return list({(w.code, w.message): w for w in warnings}.values())
 
 
 #: The result's figures read from its `PrefillDecode`, and which part's flags each rests on.

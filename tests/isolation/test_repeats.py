@@ -17,8 +17,9 @@ from sample_reports import make_result
 from pytest_llem.config import build_config
 from pytest_llem.errors import ConfigError
 from pytest_llem.gating.limits import parse_limit
-from pytest_llem.isolation.repeats import RepeatPlan, run_repeats
+from pytest_llem.isolation.repeats import RepeatPlan, pool_processes, run_repeats
 from pytest_llem.output.terminal import format_summary
+from pytest_llem.results import PREFILL_DECODE_KEY, PrefillDecode
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings, resolve_settings
 from pytest_llem.values import DEFAULT_AUTO_REPEATS, parse_repeats
@@ -80,6 +81,41 @@ def test_run_repeats_adds_processes_only_while_undecided():
     ran.clear()
     fixed = run_repeats(RepeatPlan(2, 2), run_process, lambda pooled: pytest.fail("a count never asks"))
     assert ran == [0, 1] and "repeats_max" not in fixed.extra
+
+
+def split(calls: int, prefill_j: float | None, decode_j: float, flagged: bool = False) -> dict:
+    warnings = [{"code": "counter_resolution", "message": "short"}] if flagged else []
+    return PrefillDecode(
+        calls=calls,
+        prefill_duration_s=0.1 * calls,
+        decode_duration_s=1.0 * calls,
+        prefill_energy_j=prefill_j,
+        decode_energy_j=decode_j,
+        input_tokens=10 * calls,
+        output_tokens=100 * calls,
+        prefill_warnings=warnings,
+    ).as_extra()
+
+
+def test_pooled_processes_add_up_every_processs_prefill_and_decode():
+    first, second = make_result([1.0]), make_result([1.0])
+    first.extra[PREFILL_DECODE_KEY] = split(2, 4.0, 40.0)
+    second.extra[PREFILL_DECODE_KEY] = split(1, 3.0, 30.0, flagged=True)
+    pooled = pool_processes([first, second]).prefill_decode
+    assert pooled is not None
+    assert (pooled.calls, pooled.input_tokens, pooled.output_tokens) == (3, 30, 300)
+    assert pooled.decode_energy_per_output_token_j == pytest.approx(70.0 / 300)
+    assert pooled.prefill_energy_per_input_token_j == pytest.approx(7.0 / 30)
+    assert [w.code for w in pooled.prefill_warnings] == ["counter_resolution"]  # one process's doubt stays
+
+
+def test_a_split_some_process_lacks_or_cannot_read_is_not_the_pooled_experiments():
+    first, second = make_result([1.0]), make_result([1.0])
+    first.extra[PREFILL_DECODE_KEY] = split(2, 4.0, 40.0)
+    assert pool_processes([first, second]).prefill_decode is None
+    second.extra[PREFILL_DECODE_KEY] = split(1, None, 30.0)
+    pooled = pool_processes([first, second]).prefill_decode
+    assert pooled is not None and pooled.prefill_energy_j is None and pooled.decode_energy_j == 70.0
 
 
 def session(state_dir: Path, **settings) -> BenchmarkSession:

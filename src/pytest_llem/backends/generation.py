@@ -262,11 +262,10 @@ class PrefillDecodeParts:
 
     def record(self) -> None:
         """Into the result (`ExperimentResult.prefill_decode`); the per-token figures are derived."""
-        self._ctx.record(**{PREFILL_DECODE_KEY: self.summary().model_dump(mode="json", exclude=_DERIVED)})
+        self._ctx.record(**{PREFILL_DECODE_KEY: self.summary().as_extra()})
 
 
 PREFILL_PART, DECODE_PART = "prefill", "decode"
-_DERIVED = {"prefill_energy_per_input_token_j", "decode_energy_per_output_token_j"}
 # Flags about one window's length: every part is a fraction of a second by nature, and what
 # the figures rest on is the sum of many, so these would doubt every split. Each part's
 # counter resolution, zero readings, drift, throttling and the rest are kept.

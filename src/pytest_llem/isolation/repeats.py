@@ -22,7 +22,15 @@ from pytest_llem.context import combine_windows
 from pytest_llem.gating.stats import MIN_ROUNDS_FOR_SIGNIFICANCE
 from pytest_llem.isolation.assembly import assemble_result
 from pytest_llem.progress import add_durations
-from pytest_llem.results import EnergyTotals, ExperimentResult, RoundResult, WindowMeasurement, sum_or_none
+from pytest_llem.results import (
+    PREFILL_DECODE_KEY,
+    EnergyTotals,
+    ExperimentResult,
+    PrefillDecode,
+    RoundResult,
+    WindowMeasurement,
+    sum_or_none,
+)
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,7 @@ def pool_processes(results: list[ExperimentResult]) -> ExperimentResult:
         flops_estimate=sum_or_none([r.flops_estimate for r in results]),
         rounds=rounds,
         phase_durations_s=add_durations(r.phase_durations_s for r in results),
-        extra={**first.extra, "repeats": len(results)},
+        extra=_pooled_extra(results),
         serving=first.serving,  # one load's figures; every process's headline is in its rounds
         started_at=first.started_at,
         finished_at=results[-1].finished_at,
@@ -131,3 +139,15 @@ def pool_processes(results: list[ExperimentResult]) -> ExperimentResult:
             "start_note": "; ".join(notes) or None,
         }
     )
+
+
+def _pooled_extra(results: list[ExperimentResult]) -> dict:
+    """The first process's extra figures, with the prefill/decode split of every process
+    added up (a split from one process would pass for the pooled experiment's); a split
+    some process lacks is left out."""
+    extra = {**results[0].extra, "repeats": len(results)}
+    splits = [r.prefill_decode for r in results]
+    extra.pop(PREFILL_DECODE_KEY, None)
+    if all(split is not None for split in splits):
+        extra[PREFILL_DECODE_KEY] = PrefillDecode.pooled([s for s in splits if s is not None]).as_extra()
+    return extra
