@@ -129,5 +129,12 @@ def pool_processes(results: list[ExperimentResult]) -> ExperimentResult:
         update={
             "start_method": methods.pop() if len(methods) == 1 else "mixed",
             "start_note": "; ".join(notes) or None,
+            "preloaded_modules": _union([r.preloaded_modules for r in results]),
         }
     )
+
+
+def _union(lists: list[list[str] | None]) -> list[str] | None:
+    """Every name of the lists, in order of first appearance; None if every one is None."""
+    present = [names for names in lists if names is not None]
+    return list(dict.fromkeys(name for names in present for name in names)) if present else None
