@@ -137,6 +137,8 @@ def test_only_installed_top_level_modules_are_learnable(tmp_path: Path):
     modules = {
         "installed": module_at(site / "installed" / "__init__.py"),
         "installed.sub": module_at(site / "installed" / "sub.py"),  # its package stands for it
+        # An extension a package registers under a top-level name it cannot be imported by.
+        "_registered": module_at(site / "installed" / "_registered.cpython-311-x86_64-linux-gnu.so"),
         "test_shipped": module_at(site / "test_shipped.py"),  # a test file, even installed
         "conftest": module_at(site / "conftest.py"),
         "project": module_at(tmp_path / "project" / "project.py"),  # the user's own
@@ -146,10 +148,10 @@ def test_only_installed_top_level_modules_are_learnable(tmp_path: Path):
         "sys": sys,  # built in: no file
         "gone": None,
     }
-    search_path = [str(site), str(tmp_path / "project")]
+    search_path = [str(site), str(tmp_path / "project"), *sys.path]
     assert forkserver.learnable_modules(modules, search_path) == ["installed", "json"]
     # Without the folder on the import path, its modules are no installed package's.
-    assert forkserver.learnable_modules(modules, [str(tmp_path / "project")]) == ["json"]
+    assert forkserver.learnable_modules(modules, search_path[1:]) == ["json"]
 
 
 LEARN_IN_A_FRESH_INTERPRETER = """
@@ -207,3 +209,18 @@ def test_learnt_imports_that_leave_forking_safe_say_no_problem(tmp_path: Path):
         "culprit": None,
         "untried": [],
     }
+
+
+def test_a_learnt_module_another_one_imported_first_counts_as_imported(tmp_path: Path):
+    (tmp_path / "imports_leaf.py").write_text("import leaf_module\n")
+    (tmp_path / "leaf_module.py").write_text("VALUE = 1\n")
+    script = (
+        "import json, sys\nsys.path.insert(0, sys.argv[1])\n"
+        "from pytest_llem.isolation.forkserver import import_learnt\n"
+        "print(json.dumps(import_learnt(['json', 'imports_leaf', 'leaf_module'])['imported']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["imports_leaf", "leaf_module"]

@@ -176,17 +176,24 @@ def is_test_file(path: str) -> bool:
 
 def learnable_modules(modules: Mapping[str, ModuleType | None], search_path: Iterable[str]) -> list[str]:
     """The top-level modules among `modules` (a worker's `sys.modules` at its end) that a
-    preloaded interpreter may import on its own: files of installed packages or the standard
-    library (`library_roots`), not test files, not on `DENIED_MODULES`. Built-in and namespace
-    modules (no file) are left out: there is nothing to import ahead for them."""
+    preloaded interpreter may import on its own: importable by that name (the module's file, or
+    its package's folder, directly in an import path entry), files of installed packages or the
+    standard library (`library_roots`), not test files, not on `DENIED_MODULES`. Built-in and
+    namespace modules (no file) are left out: there is nothing to import ahead for them; so are
+    extension modules a package registered under a top-level name they cannot be imported by."""
+    search_path = list(search_path)
     roots = library_roots(search_path)
+    entries = {Path(os.path.realpath(entry)) for entry in search_path if entry}
     found = []
     for name, module in list(modules.items()):
         path = getattr(module, "__file__", None)
         if "." in name or name in DENIED_MODULES or not isinstance(path, str) or is_test_file(path):
             continue
         resolved = Path(os.path.realpath(path))
-        if any(resolved.is_relative_to(root) for root in roots):
+        package = resolved.name.startswith("__init__.")
+        folder = resolved.parent.parent if package else resolved.parent
+        named = (resolved.parent.name if package else resolved.name.split(".")[0]) == name
+        if named and folder in entries and any(resolved.is_relative_to(root) for root in roots):
             found.append(name)
     return sorted(found)
 
@@ -208,9 +215,12 @@ def import_learnt(modules: Iterable[str]) -> dict[str, Any]:
     must not fork again."""
     imported: list[str] = []
     failed: dict[str, str] = {}
-    names = list(modules)
+    names = [name for name in dict.fromkeys(modules) if name not in DENIED_MODULES]
+    there_before = {name for name in names if name in sys.modules}
     for index, name in enumerate(names):
-        if name in DENIED_MODULES or name in sys.modules:
+        if name in sys.modules:
+            if name not in there_before:
+                imported.append(name)  # by an earlier one of the batch: `accelerate` imports torch
             continue
         before = _fork_safety_marks()
         failure = import_modules([name])

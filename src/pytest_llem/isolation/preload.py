@@ -65,6 +65,9 @@ BACKEND_MODULES: dict[str, tuple[str, ...]] = {
     "pytorch": ("torch", *TRANSFORMERS_MODULES),
     "vllm": ("torch", *TRANSFORMERS_MODULES, "vllm"),
 }
+#: Learnt packages that import their submodules lazily, on first use: learning one imports
+#: these too, as a backend's preload does (else each fork would still import them).
+LAZY_SUBMODULES: dict[str, tuple[str, ...]] = {"transformers": TRANSFORMERS_MODULES}
 #: Variables that may differ between the preloaded interpreter and a child: nothing reads them
 #: at import (pytest-llem's own per experiment, pytest's current test; CUDA's device list is
 #: read at CUDA's start, which only ever happens in the child).
@@ -360,7 +363,8 @@ class Preloader:
             return  # no report, nothing learnt: the outcome's own reading says what went wrong
         if report is None:
             return
-        new = [m for m in report.imported_modules if m not in self._tried]
+        reported = [sub for name in report.imported_modules for sub in (name, *LAZY_SUBMODULES.get(name, ()))]
+        new = [m for m in dict.fromkeys(reported) if m not in self._tried]
         if new:
             self._tried.update(new)
             server.learn(new)
