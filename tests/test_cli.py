@@ -97,7 +97,10 @@ def test_clean_by_date_and_count_together_names_both_rules(tmp_path: Path, capsy
         capsys, "clean", "--older-than", "2026-01-05", "--keep", "5", "--state-dir", str(tmp_path)
     )
     assert code == EXIT_OK
-    assert out[-1] == "removed 1 run(s) started before 2026-01-05 and beyond the newest 5 per project and machine"
+    assert (
+        out[-1]
+        == "removed 1 run(s) started before 2026-01-05 and beyond the newest 5 per project and machine"
+    )
 
 
 @pytest.mark.parametrize(

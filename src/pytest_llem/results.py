@@ -613,6 +613,12 @@ class ExperimentResult(BaseModel):
     start_note: str | None = Field(
         default=None, description="why a preloaded start was asked for but not used"
     )
+    preloaded_modules: list[str] | None = Field(
+        default=None,
+        description="the modules the preloaded interpreter had imported before it forked this "
+        "experiment's group: those --llem-preload named or auto chose, then those earlier "
+        "experiments' workers imported (auto); None on a cold start; over repeats, every process's",
+    )
 
     @model_validator(mode="before")
     @classmethod

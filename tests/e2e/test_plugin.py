@@ -616,3 +616,40 @@ def test_a_disk_already_full_at_the_start_ends_in_one_line_with_exit_1(tmp_path:
     (full_line,) = [line for line in output.splitlines() if "is full" in line]
     assert full_line.startswith(f"pytest-llem: the disk of the state dir {small_disk / 'state'} is full")
     assert "check the URL" not in output  # the disk is what to fix
+
+
+LEARNING_SUITE = """
+import sys
+import pytest
+
+def generate(ctx):
+    seen_before = "installed_inside" in sys.modules
+    import installed_inside  # inside the workload, as pytest's own process should stay light
+    with ctx.window():
+        pass
+    ctx.record(output_tokens=installed_inside.TOKENS, seen_before=seen_before)
+
+@pytest.mark.parametrize("case", [1, 2])
+def test_case(llem, case):
+    result = llem.run(generate)
+    assert result.output_tokens == 3
+"""
+
+
+def test_under_auto_the_second_case_starts_with_what_the_first_imported_inside_its_workload(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    site = tmp_path / "site-packages"  # where an installer would have put it
+    site.mkdir()
+    (site / "installed_inside.py").write_text("TOKENS = 3\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    pytester.makepyfile(test_learning=LEARNING_SUITE)
+    copy = tmp_path / "copy.json"
+    result = run(pytester, "--llem", f"--llem-state-dir={tmp_path / 'state'}", f"--llem-json={copy}")
+    result.assert_outcomes(passed=2)
+    first, second = (e["result"] for e in json.loads(copy.read_text())["experiments"])
+    assert first["start_method"] == second["start_method"] == "preloaded"
+    assert "installed_inside" not in first["preloaded_modules"]
+    assert "installed_inside" in second["preloaded_modules"]
+    assert (first["extra"]["seen_before"], second["extra"]["seen_before"]) == (False, True)
+    assert not any("test_learning" in m for m in second["preloaded_modules"])

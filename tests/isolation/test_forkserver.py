@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -121,3 +122,105 @@ def test_what_the_imports_started_is_killed_and_named():
     assert reason.startswith(f"{killed}: {pid} (")
     assert "time.sleep(600)" in reason
     assert still_there == "False"
+
+
+def module_at(path: Path) -> types.ModuleType:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    module = types.ModuleType(path.stem)
+    module.__file__ = str(path)
+    return module
+
+
+def test_only_installed_top_level_modules_are_learnable(tmp_path: Path):
+    site = tmp_path / "venv" / "site-packages"
+    modules = {
+        "installed": module_at(site / "installed" / "__init__.py"),
+        "installed.sub": module_at(site / "installed" / "sub.py"),  # its package stands for it
+        # An extension a package registers under a top-level name it cannot be imported by.
+        "_registered": module_at(site / "installed" / "_registered.cpython-311-x86_64-linux-gnu.so"),
+        "test_shipped": module_at(site / "test_shipped.py"),  # a test file, even installed
+        "conftest": module_at(site / "conftest.py"),
+        "project": module_at(tmp_path / "project" / "project.py"),  # the user's own
+        "__main__": module_at(site / "__main__.py"),
+        "json": sys.modules["json"],  # the standard library
+        "this": module_at(site / "this.py"),  # on the deny-list wherever it is
+        "sys": sys,  # built in: no file
+        "gone": None,
+    }
+    search_path = [str(site), str(tmp_path / "project"), *sys.path]
+    assert forkserver.learnable_modules(modules, search_path) == ["installed", "json"]
+    # Without the folder on the import path, its modules are no installed package's.
+    assert forkserver.learnable_modules(modules, search_path[1:]) == ["json"]
+
+
+LEARN_IN_A_FRESH_INTERPRETER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pytest_llem.isolation.forkserver import import_learnt, fork_hazard
+
+print(json.dumps(import_learnt(["plain_one", "this", "json", "missing_one", "ticks", "after_ticks"])))
+print("plain_one" in sys.modules, "this" in sys.modules, "after_ticks" in sys.modules)
+print(fork_hazard() is not None)
+"""
+
+
+def test_learnt_imports_stop_at_the_first_module_after_which_forking_is_unsafe(tmp_path: Path):
+    (tmp_path / "plain_one.py").write_text("VALUE = 1\n")
+    (tmp_path / "after_ticks.py").write_text("VALUE = 1\n")
+    (tmp_path / "ticks.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=lambda: time.sleep(3600), name='import-ticker', daemon=True).start()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", LEARN_IN_A_FRESH_INTERPRETER, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    reply_line, present, hazard = proc.stdout.splitlines()
+    reply = json.loads(reply_line)
+    assert reply["imported"] == ["plain_one", "ticks"]  # json was there already, `this` is denied
+    assert reply["failed"] == {
+        "missing_one": "importing missing_one failed (ModuleNotFoundError: No module named 'missing_one')"
+    }
+    assert reply["culprit"] == "ticks" and reply["untried"] == ["after_ticks"]
+    assert reply["problem"] == "1 Python thread(s) running in the preloaded interpreter (import-ticker)"
+    assert present == "True False False"
+    assert hazard == "True"
+
+
+def test_learnt_imports_that_leave_forking_safe_say_no_problem(tmp_path: Path):
+    (tmp_path / "plain_two.py").write_text("VALUE = 2\n")
+    script = (
+        "import json, sys\nsys.path.insert(0, sys.argv[1])\n"
+        "from pytest_llem.isolation.forkserver import import_learnt\n"
+        "print(json.dumps(import_learnt(['plain_two', 'plain_two'])))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "imported": ["plain_two"],
+        "failed": {},
+        "problem": None,
+        "culprit": None,
+        "untried": [],
+    }
+
+
+def test_a_learnt_module_another_one_imported_first_counts_as_imported(tmp_path: Path):
+    (tmp_path / "imports_leaf.py").write_text("import leaf_module\n")
+    (tmp_path / "leaf_module.py").write_text("VALUE = 1\n")
+    script = (
+        "import json, sys\nsys.path.insert(0, sys.argv[1])\n"
+        "from pytest_llem.isolation.forkserver import import_learnt\n"
+        "print(json.dumps(import_learnt(['json', 'imports_leaf', 'leaf_module'])['imported']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["imports_leaf", "leaf_module"]

@@ -516,3 +516,93 @@ def test_a_signal_while_a_module_that_forked_is_still_importing_leaves_nothing_b
     assert wait_until_all_gone([server, int(child)], 3.0) == []
     if sig == signal.SIGINT:
         assert proc.returncode == 130, output
+
+
+def install_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **sources: str) -> Path:
+    """Modules written into a folder named as an installer's (`site-packages`), put on the
+    import path that pytest and its children share, as an installed package would be."""
+    site = tmp_path / "site-packages"
+    site.mkdir(exist_ok=True)
+    for name, source in sources.items():
+        (site / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def rootdir_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """A module of the user's own project: on the import path, but installed nowhere."""
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    (project / f"{name}.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(project))
+
+
+@pytest.mark.parametrize("preload", START_METHODS)
+def test_the_second_case_finds_what_the_first_imported_inside_its_function_already_imported(
+    bench: BenchmarkSession, preload: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    install_modules(tmp_path, monkeypatch, learnt_inside="VALUE = 1\n")
+    rootdir_module(tmp_path, monkeypatch, "project_module")
+    modules = ["learnt_inside", "this", "project_module"]  # installed, denied, the user's own
+    first = run(bench, workloads.import_inside, params={"modules": modules})
+    second = run(bench, workloads.import_inside, params={"modules": modules})
+    assert first.output_tokens == second.output_tokens == 3
+    assert first.extra["seen_before"] == []
+    if preload == "none":
+        assert first.preloaded_modules is None and second.preloaded_modules is None
+        assert second.extra["seen_before"] == []
+        return
+    assert "learnt_inside" not in first.preloaded_modules
+    assert "learnt_inside" in second.preloaded_modules
+    assert second.extra["seen_before"] == ["learnt_inside"]
+    # The deny-list's module and the project's own are never imported ahead.
+    assert not {"this", "project_module"} & set(second.preloaded_modules)
+    assert set(BASE_MODULES) <= set(first.preloaded_modules)
+
+
+def test_a_named_module_list_learns_nothing(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    install_modules(tmp_path, monkeypatch, learnt_inside="VALUE = 1\n")
+    bench = BenchmarkSession(
+        LlemSettings(enabled=True, state_dir=state_dir, energy="none", preload="pytest_llem.isolation.worker")
+    )
+    bench.start()
+    try:
+        results = [
+            run(bench, workloads.import_inside, params={"modules": ["learnt_inside"]}) for _ in range(2)
+        ]
+    finally:
+        bench.close_preloaded()
+    assert [r.preloaded_modules for r in results] == [["pytest_llem.isolation.worker"]] * 2
+    assert results[1].extra["seen_before"] == []
+
+
+THREAD_AT_IMPORT = """
+import threading, time
+threading.Thread(target=lambda: time.sleep(3600), name="learnt-ticker", daemon=True).start()
+"""
+
+
+def test_a_learnt_module_that_starts_a_thread_makes_one_start_cold_and_is_never_imported_again(
+    bench: BenchmarkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    install_modules(tmp_path, monkeypatch, learnt_inside="VALUE = 1\n", ticks_inside=THREAD_AT_IMPORT)
+    modules = ["learnt_inside", "ticks_inside"]
+    first, second, third, fourth = (
+        run(bench, workloads.import_inside, params={"modules": modules}) for _ in range(4)
+    )
+    assert [r.output_tokens for r in (first, second, third, fourth)] == [2] * 4
+    assert first.start_method == "preloaded"
+    # The preloaded interpreter imported it and then had a thread: that start falls back, as
+    # any thread in the preloaded interpreter makes it, with the reason and the module named.
+    assert second.start_method == "cold" and second.preloaded_modules is None
+    assert "thread(s) running in the preloaded interpreter (learnt-ticker)" in second.start_note
+    assert second.start_note.endswith("after importing ticks_inside (it will not be preloaded)")
+    assert [p for p in bench.problems if "cold start instead" in p] == [
+        f"cold start instead of a preloaded one: {second.start_note}"
+    ]
+    # A fresh preloaded interpreter, with what was learnt safely and never that module.
+    for later in (third, fourth):
+        assert later.start_method == "preloaded" and later.start_note is None
+        assert "learnt_inside" in later.preloaded_modules
+        assert "ticks_inside" not in later.preloaded_modules
+        assert later.extra["seen_before"] == ["learnt_inside"]

@@ -102,3 +102,22 @@ def test_a_worker_whose_parent_is_not_its_supervisor_runs_nothing(tmp_path: Path
     assert run_worker(tmp_path, "workloads:count_tokens", supervisor_pid=os.getpid() + 1_000_000) == 1
     assert not (tmp_path / OUTCOME_FILE).exists()
     assert ProgressReader(tmp_path).read_new() == []
+
+
+def test_the_outcome_lists_the_installed_modules_the_workload_imported(tmp_path: Path):
+    # `import_inside` imports them inside the function: a stdlib module nothing else here
+    # imports, one on the deny-list, and one of the tests' own folder (installed nowhere).
+    modules = ["tabnanny", "this", "simulated_windows"]
+    assert run_worker(tmp_path, "workloads:import_inside", params={"modules": modules}) == 0
+    reported = outcome(tmp_path).imported_modules
+    assert "tabnanny" in reported and "pydantic" in reported
+    assert not {"this", "simulated_windows", "workloads", "__main__"} & set(reported)
+    assert reported == sorted(reported) and all("." not in name for name in reported)
+
+
+def test_a_failed_workload_still_lists_what_it_imported(tmp_path: Path):
+    assert (
+        run_worker(tmp_path, "workloads:import_inside", params={"modules": ["tabnanny", "no_such_mod"]}) == 1
+    )
+    read = outcome(tmp_path)
+    assert read.failure is not None and "tabnanny" in read.imported_modules

@@ -254,3 +254,20 @@ def report_start(ctx: ExperimentContext) -> None:
         gc_frozen_objects=gc.get_freeze_count(),
         gc_enabled=gc.isenabled(),
     )
+
+
+def import_inside(ctx: ExperimentContext) -> None:
+    """Import the modules `ctx.params["modules"]` names inside the function, as workloads that
+    keep pytest's own process light do; record which of them were imported before it began."""
+    import contextlib
+    import importlib
+    import io
+
+    names = ctx.params["modules"]
+    seen_before = sorted(name for name in names if name in sys.modules)
+    with contextlib.redirect_stdout(io.StringIO()):  # `this` prints as it is imported
+        for name in names:
+            importlib.import_module(name)
+    with ctx.window():
+        time.sleep(0.01)
+    ctx.record(output_tokens=len(names), seen_before=seen_before)

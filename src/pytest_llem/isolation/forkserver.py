@@ -11,6 +11,10 @@ own machinery), and then only answers requests on its socket, one at a time:
   so the workload runs with the modules already imported. The child gets pytest's stdout and
   stderr (passed with the request), the experiment's environment, cwd and `sys.argv`, and
   fresh random seeds: nothing of an earlier experiment, which ran in another fork.
+- `import`: import more modules between forks, those a finished worker had imported that
+  this interpreter lacked (`learnable_modules`, under `--llem-preload=auto`), one at a time:
+  the first one after which forking is no longer safe (a thread, CUDA, a process it started)
+  stops the batch and is named in the reply, and pytest then replaces this interpreter.
 - `read_files`: read a model directory's files into the page cache, once per directory
   (`preload_model_files`; those the collected cases name are read right after the imports).
 - `status`: whether a child has exited, without reaping it (its pid, which is its group's id,
@@ -37,15 +41,18 @@ import json
 import os
 import random
 import signal
+import site
 import socket
 import stat
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pytest_llem.isolation import supervisor
@@ -123,6 +130,122 @@ def import_modules(modules: list[str]) -> str | None:
             first_line = str(exc).splitlines()[0] if str(exc) else ""
             return f"importing {name} failed ({type(exc).__name__}: {first_line})"
     return None
+
+
+#: Top-level modules never learnt, whatever a worker imported: the running script, and modules
+#: whose import itself acts (prints, opens a browser or a display, changes the terminal).
+DENIED_MODULES = frozenset(
+    {
+        "__main__",
+        "__mp_main__",  # multiprocessing's name for the parent's script
+        "__hello__",  # prints
+        "__phello__",  # prints
+        "this",  # prints the Zen of Python
+        "antigravity",  # opens a web browser
+        "idlelib",  # a GUI
+        "tkinter",  # loads Tk, which may connect to a display
+        "turtle",  # imports tkinter
+        "readline",  # may write terminal control sequences and reads ~/.inputrc
+        "rlcompleter",  # imports readline
+        "site",  # runs at every start; its customisations too
+        "sitecustomize",
+        "usercustomize",
+    }
+)
+#: The folders installers put packages in, besides those the interpreter reports.
+_INSTALL_FOLDER_NAMES = ("site-packages", "dist-packages")
+
+
+def library_roots(search_path: Iterable[str]) -> list[Path]:
+    """Where installed packages and the standard library live: the interpreter's own folders
+    (standard library, site-packages, the user's) and any import path entry named like an
+    installer's folder (`site-packages`, `dist-packages`). A test's rootdir is none of them."""
+    paths = sysconfig.get_paths()
+    folders = [paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths]
+    folders += [*site.getsitepackages(), site.getusersitepackages()]
+    folders += [entry for entry in search_path if Path(entry).name in _INSTALL_FOLDER_NAMES]
+    return list(dict.fromkeys(Path(os.path.realpath(folder)) for folder in folders if folder))
+
+
+def is_test_file(path: str) -> bool:
+    """Whether a module's file is a test module or a conftest, whose import may do anything a
+    test session sets up."""
+    stem = Path(path).stem
+    return stem.startswith("test_") or stem.endswith("_test") or stem == "conftest"
+
+
+def learnable_modules(modules: Mapping[str, ModuleType | None], search_path: Iterable[str]) -> list[str]:
+    """The top-level modules among `modules` (a worker's `sys.modules` at its end) that a
+    preloaded interpreter may import on its own: importable by that name (the module's file, or
+    its package's folder, directly in an import path entry), files of installed packages or the
+    standard library (`library_roots`), not test files, not on `DENIED_MODULES`. Built-in and
+    namespace modules (no file) are left out: there is nothing to import ahead for them; so are
+    extension modules a package registered under a top-level name they cannot be imported by."""
+    search_path = list(search_path)
+    roots = library_roots(search_path)
+    entries = {Path(os.path.realpath(entry)) for entry in search_path if entry}
+    found = []
+    for name, module in list(modules.items()):
+        path = getattr(module, "__file__", None)
+        if "." in name or name in DENIED_MODULES or not isinstance(path, str) or is_test_file(path):
+            continue
+        resolved = Path(os.path.realpath(path))
+        package = resolved.name.startswith("__init__.")
+        folder = resolved.parent.parent if package else resolved.parent
+        named = (resolved.parent.name if package else resolved.name.split(".")[0]) == name
+        if named and folder in entries and any(resolved.is_relative_to(root) for root in roots):
+            found.append(name)
+    return sorted(found)
+
+
+def _fork_safety_marks() -> tuple[int, int, frozenset[int]]:
+    """Cheap marks of what `fork_hazard` and `kill_what_the_imports_started` look for: Python
+    threads, native threads, the processes below this one. An import that changes none of
+    them needs neither full check."""
+    task_dir = Path("/proc/self/task")
+    native = len(os.listdir(task_dir)) if task_dir.is_dir() else 0
+    return threading.active_count(), native, frozenset(entry.pid for entry in live_descendants())
+
+
+def import_learnt(modules: Iterable[str]) -> dict[str, Any]:
+    """Import `modules` one at a time (those not imported yet, never a denied one), checking
+    after each one that changed the marks that forking is still safe. Returns what was
+    `imported`, what `failed` (name to one line), and the `problem` with the module that
+    caused it (`culprit`): the batch stops there (the rest `untried`), and this interpreter
+    must not fork again."""
+    imported: list[str] = []
+    failed: dict[str, str] = {}
+    names = [name for name in dict.fromkeys(modules) if name not in DENIED_MODULES]
+    there_before = {name for name in names if name in sys.modules}
+    for index, name in enumerate(names):
+        if name in sys.modules:
+            if name not in there_before:
+                imported.append(name)  # by an earlier one of the batch: `accelerate` imports torch
+            continue
+        before = _fork_safety_marks()
+        failure = import_modules([name])
+        if failure is not None:
+            failed[name] = failure
+        else:
+            imported.append(name)
+        after = _fork_safety_marks()
+        if after != before:
+            # Only a process that appeared during this import is its doing: one of an earlier
+            # experiment's group may still be on its way out.
+            started = after[2] - before[2]
+            problem = (kill_what_the_imports_started() if started else None) or fork_hazard()
+            if problem is not None:
+                return {
+                    "imported": imported,
+                    "failed": failed,
+                    "problem": problem,
+                    "culprit": name,
+                    "untried": names[index + 1 :],
+                }
+    # What the new imports left is shared with every later fork too (see `_serve_after_imports`).
+    gc.collect()
+    gc.freeze()
+    return {"imported": imported, "failed": failed, "problem": None, "culprit": None, "untried": []}
 
 
 #: How much of a model file is read at a time, into one reused buffer: the page cache keeps
@@ -267,7 +390,7 @@ def _send(sock: socket.socket, reply: Mapping[str, Any]) -> None:
 
 
 def serve(sock: socket.socket, model_files: dict[str, dict[str, Any]]) -> None:
-    """Answer `read_files`, `fork`, `status` and `reap` until pytest closes the socket.
+    """Answer `import`, `read_files`, `fork`, `status` and `reap` until pytest closes the socket.
     `model_files`: the directories already read, by path."""
     server_pid = os.getpid()
     while True:
@@ -294,6 +417,8 @@ def serve(sock: socket.socket, model_files: dict[str, dict[str, Any]]) -> None:
             for fd in fds:
                 os.close(fd)
             _send(sock, {"pid": pid})
+        elif op == "import":
+            _send(sock, import_learnt(request["modules"]))
         elif op == "status":
             info = os.waitid(os.P_PID, request["pid"], os.WEXITED | os.WNOHANG | os.WNOWAIT)
             _send(sock, {"exited": info is not None and info.si_pid == request["pid"]})

@@ -181,6 +181,8 @@ class StartedGroup:
     note: str | None = None
     #: What the start did for the experiment that its result's `extra` records.
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The modules imported before the fork (a preloaded start), None on a cold one.
+    preloaded_modules: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,7 @@ def run_in_child(
                 update={
                     "start_method": started.method,
                     "start_note": started.note,
+                    "preloaded_modules": started.preloaded_modules,
                     "extra": {**result.extra, **started.extra},
                 }
             )

@@ -149,7 +149,11 @@ class LocalLauncher:
         self._preloader: Preloader | None = None
         if settings.preload != PRELOAD_NONE:
             self._preloader = Preloader(
-                self._preload_modules, on_fallback=note_problem, interrupted=interrupted, notify=notify
+                self._preload_modules,
+                on_fallback=note_problem,
+                interrupted=interrupted,
+                notify=notify,
+                learn=settings.preload == PRELOAD_AUTO,
             )
         self.start_group: GroupStarter = self._preloader.start if self._preloader is not None else cold_start
 

@@ -12,6 +12,16 @@ differs from the one its modules were imported under) makes that start a cold on
 reason is said once (`on_fallback`) and recorded in the result (`start_note`). Its start, a
 wait for it (a line every `progress.LINE_INTERVAL_S`) and its readiness with the time it
 took are said too (`notify`): its imports take seconds in which nothing else happens.
+
+Under `--llem-preload=auto` it also learns: each worker reports the installed modules it had
+imported by its end (`forkserver.learnable_modules`, in its outcome file), and the preloaded
+interpreter, alive between forks, imports those it lacks right after that group is reaped, so
+that a workload importing torch inside its function finds it imported from the second case
+on. The imports run while pytest records the experiment, never beside a measured window (the
+next start, and the idle baseline, wait for them). A module after whose import forking is no
+longer safe makes that start cold, with the reason, and is never imported again: the next
+start gets a fresh preloaded interpreter without it. Each result records the modules imported
+before its fork (`preloaded_modules`).
 """
 
 from __future__ import annotations
@@ -27,8 +37,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from pytest_llem.backends import BACKEND_WORKLOADS
+from pytest_llem.isolation.files import OUTCOME_FILE
+from pytest_llem.isolation.forkserver import is_test_file
 from pytest_llem.isolation.launcher import MODEL_FILES_ENV, ChildOutput, StartedGroup, cold_start
+from pytest_llem.isolation.protocol import OutcomeImports, read_model
 from pytest_llem.processes import kill_descendants, kill_process, proc_entry
 from pytest_llem.progress import LINE_INTERVAL_S
 
@@ -53,6 +68,9 @@ BACKEND_MODULES: dict[str, tuple[str, ...]] = {
     "pytorch": ("torch", *TRANSFORMERS_MODULES),
     "vllm": ("torch", *TRANSFORMERS_MODULES, "vllm"),
 }
+#: Learnt packages that import their submodules lazily, on first use: learning one imports
+#: these too, as a backend's preload does (else each fork would still import them).
+LAZY_SUBMODULES: dict[str, tuple[str, ...]] = {"transformers": TRANSFORMERS_MODULES}
 #: Variables that may differ between the preloaded interpreter and a child: nothing reads them
 #: at import (pytest-llem's own per experiment, pytest's current test; CUDA's device list is
 #: read at CUDA's start, which only ever happens in the child).
@@ -85,8 +103,7 @@ def is_library_module(name: str) -> bool:
     path = getattr(module, "__file__", None)
     if module is None or path is None:
         return False
-    stem = Path(path).stem
-    return not (stem.startswith("test_") or stem.endswith("_test") or stem == "conftest")
+    return not is_test_file(path)
 
 
 def describe_start(modules: Iterable[str], read_files: Iterable[str] = ()) -> str:
@@ -111,12 +128,14 @@ def env_difference(preloaded: Mapping[str, str], wanted: Mapping[str, str]) -> l
 
 class PreloadedGroup:
     """A group forked by the preloaded interpreter, which is the leader's parent: it answers
-    whether the leader exited (unreaped, as `launcher._leader_exited`) and reaps it."""
+    whether the leader exited (unreaped, as `launcher._leader_exited`) and reaps it, then
+    calls `on_reaped` (the worker's outcome is in its work folder by then)."""
 
-    def __init__(self, server: _ForkServer, pid: int) -> None:
+    def __init__(self, server: _ForkServer, pid: int, on_reaped: Callable[[], None] = lambda: None) -> None:
         self._server = server
         self.pid = pid
         self.returncode: int | None = None
+        self._on_reaped = on_reaped
 
     def exited(self) -> bool:
         reply = self._server.ask({"op": "status", "pid": self.pid})
@@ -127,6 +146,7 @@ class PreloadedGroup:
             reply = self._server.ask({"op": "reap", "pid": self.pid}, timeout_s=None)
             # The preloaded interpreter died meanwhile: the leader's parent-death signal killed it.
             self.returncode = int(reply["returncode"]) if reply is not None else -9
+            self._on_reaped()
         return self.returncode
 
 
@@ -138,7 +158,12 @@ class _ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.env = dict(env)
         self.modules = modules
+        #: Imported since, between forks (`learn`), in order.
+        self.learnt: list[str] = []
         self.ready = False
+        #: What `learn` sent, being imported: the next reply is `finish_learning`'s, and no
+        #: other request is sent before it (one request, one reply).
+        self._learning: list[str] | None = None
         #: Reading model files: it answers nothing else meanwhile, not even end of file.
         self._reading = False
         self._launched = time.monotonic()
@@ -221,6 +246,25 @@ class _ForkServer:
         self._reading = False
         return reply
 
+    def learn(self, modules: list[str]) -> None:
+        """Have `modules` imported now, without waiting (`finish_learning` does)."""
+        try:
+            self.sock.send(json.dumps({"op": "import", "modules": modules}).encode())
+        except OSError:
+            return  # gone: the next request says so
+        self._learning = modules
+
+    def finish_learning(self, interrupted: Callable[[], bool]) -> dict[str, Any] | None:
+        """The reply to `learn` once its imports are done (None if none was sent); raises
+        RuntimeError, the interpreter closed, as `wait_ready`."""
+        if self._learning is None:
+            return None
+        doing = f"importing {', '.join(self._learning)}"
+        reply = self._await_reply(interrupted, time.monotonic() + _IMPORT_TIMEOUT_S, doing)
+        self._learning = None
+        self.learnt += reply.get("imported", [])
+        return reply
+
     def _receive(self, timeout_s: float | None) -> dict[str, Any] | None:
         """The next reply; None on a timeout or once the preloaded interpreter is gone."""
         self.sock.settimeout(timeout_s)
@@ -245,7 +289,8 @@ class _ForkServer:
 
     def close(self) -> None:
         """Stop it; closing again does nothing more."""
-        if not self.ready or self._reading:  # busy: it would see the socket's end only once done
+        # Busy: it would see the socket's end only once done.
+        if not self.ready or self._reading or self._learning is not None:
             self._kill()
         self.sock.close()  # it exits on end of file, killing whatever is below it
         try:
@@ -270,7 +315,8 @@ class _ForkServer:
 
 class Preloader:
     """`launcher.GroupStarter` for `--llem-preload`: forks from the preloaded interpreter, or
-    starts cold with the reason. `modules` is called once, when the interpreter starts."""
+    starts cold with the reason. `modules` is called when an interpreter starts. With `learn`
+    (`auto`), what each forked worker imported is imported before the next fork."""
 
     def __init__(
         self,
@@ -278,6 +324,7 @@ class Preloader:
         on_fallback: Callable[[str], None] = lambda line: None,
         interrupted: Callable[[], bool] = lambda: False,
         notify: Callable[[str], None] = lambda line: None,
+        learn: bool = False,
     ) -> None:
         self._modules = modules
         self._interrupted = interrupted
@@ -287,6 +334,13 @@ class Preloader:
         #: Why no start will be preloaded any more (the interpreter could not be used); None if it can.
         self.disabled: str | None = None
         self._said: set[str] = set()
+        self._learn = learn
+        #: Learnt and imported safely: a replacement interpreter imports them at its start.
+        self._learnt: list[str] = []
+        #: Modules never sent again: tried (imported, failed or refused), by name.
+        self._tried: set[str] = set()
+        #: Why the next start is cold (a learnt import made forking unsafe); said once.
+        self._refused: str | None = None
 
     def _cold(self, work_dir: Path, env: Mapping[str, str], output: ChildOutput, reason: str) -> StartedGroup:
         if reason not in self._said:
@@ -307,7 +361,7 @@ class Preloader:
         model directories `read_files` into the page cache (`preload_model_files`)."""
         if self.disabled is None and self._server is None:
             server_env = {k: v for k, v in env.items() if not k.startswith(PER_EXPERIMENT_ENV_PREFIXES)}
-            modules, read_files = self._modules(), list(read_files)
+            modules, read_files = list(dict.fromkeys([*self._modules(), *self._learnt])), list(read_files)
             try:
                 self._server = _ForkServer(modules, server_env, read_files)
             except OSError as exc:
@@ -326,23 +380,67 @@ class Preloader:
         reason said at the next start. The idle baseline waits here: a GPU or CPU busy with
         an import or a read is not at rest."""
         server = self._server
-        if server is None or server.ready:
+        if server is None:
             return
-        said = [0]  # lines said while waiting
+        if not server.ready:
+            said = [0]  # lines said while waiting
 
-        def waiting(waited_s: float) -> None:
-            if waited_s >= (said[0] + 1) * LINE_INTERVAL_S:
-                said[0] += 1
-                self._notify(f"still starting the preloaded interpreter ({waited_s:.0f} s waited)")
+            def waiting(waited_s: float) -> None:
+                if waited_s >= (said[0] + 1) * LINE_INTERVAL_S:
+                    said[0] += 1
+                    self._notify(f"still starting the preloaded interpreter ({waited_s:.0f} s waited)")
 
+            try:
+                server.wait_ready(self._interrupted, waiting)
+            except RuntimeError as exc:
+                self._disable(str(exc))
+                return
+            self._notify(f"preloaded interpreter ready after {server.took_s:.1f} s")
         try:
-            server.wait_ready(self._interrupted, waiting)
+            self._finish_learning()
         except RuntimeError as exc:
             self._disable(str(exc))
+
+    def _learn_from(self, work_dir: Path) -> None:
+        """After a forked group is reaped: have the preloaded interpreter import what its worker
+        imported and it lacks (nothing already tried), without waiting for it."""
+        server = self._server
+        if not self._learn or server is None:
             return
-        self._notify(f"preloaded interpreter ready after {server.took_s:.1f} s")
+        try:
+            report = read_model(work_dir, OUTCOME_FILE, OutcomeImports)
+        except (OSError, ValidationError):
+            return  # no report, nothing learnt: the outcome's own reading says what went wrong
+        if report is None:
+            return
+        reported = [sub for name in report.imported_modules for sub in (name, *LAZY_SUBMODULES.get(name, ()))]
+        new = [m for m in dict.fromkeys(reported) if m not in self._tried]
+        if new:
+            self._tried.update(new)
+            server.learn(new)
+
+    def _finish_learning(self) -> None:
+        """Wait for the imports `_learn_from` asked for. A module after which forking is unsafe
+        retires this interpreter (its replacement imports what was learnt safely, not that
+        module) and makes the next start cold, with the reason."""
+        if self._server is None:
+            return
+        reply = self._server.finish_learning(self._interrupted)
+        if reply is None:
+            return
+        self._learnt += [m for m in reply.get("imported", []) if m != reply.get("culprit")]
+        if reply.get("problem"):
+            self._tried.difference_update(reply.get("untried", []))  # the next worker reports them again
+            culprit = reply["culprit"]
+            self._refused = f"{reply['problem']}, after importing {culprit} (it will not be preloaded)"
+            self._server.close()
+            self._server = None
 
     def start(self, work_dir: Path, env: Mapping[str, str], output: ChildOutput) -> StartedGroup:
+        self.wait_ready()  # what was learnt from the last group, first
+        if self._refused is not None:
+            reason, self._refused = self._refused, None
+            return self._cold(work_dir, env, output, reason)
         self.prestart(env)
         self.wait_ready()
         if self.disabled is not None or self._server is None:
@@ -375,7 +473,10 @@ class Preloader:
                 else "the preloaded interpreter stopped answering"
             )
             return self._cold(work_dir, env, output, self.disabled or "")
-        return StartedGroup(PreloadedGroup(self._server, int(reply["pid"])), "preloaded", extra=extra)
+        server = self._server
+        group = PreloadedGroup(server, int(reply["pid"]), on_reaped=lambda: self._learn_from(work_dir))
+        preloaded = list(dict.fromkeys([*server.modules, *server.learnt]))
+        return StartedGroup(group, "preloaded", extra=extra, preloaded_modules=preloaded)
 
     def close(self) -> None:
         if self._server is not None:

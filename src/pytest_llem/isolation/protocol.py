@@ -46,7 +46,15 @@ class WorkloadFailure(BaseModel):
     plain: bool = False
 
 
-class ChildOutcome(BaseModel):
+class OutcomeImports(BaseModel):
+    """The part of the outcome the preloaded start method reads (`preload.Preloader`), without
+    validating the rest: the installed top-level modules the worker had imported by its end
+    (`forkserver.learnable_modules`), which `--llem-preload=auto` imports before later forks."""
+
+    imported_modules: list[str] = Field(default_factory=list)
+
+
+class ChildOutcome(OutcomeImports):
     """A result, or the failure that prevented one."""
 
     result: ExperimentResult | None = None

@@ -137,6 +137,7 @@ def pool_processes(results: list[ExperimentResult]) -> ExperimentResult:
         update={
             "start_method": methods.pop() if len(methods) == 1 else "mixed",
             "start_note": "; ".join(notes) or None,
+            "preloaded_modules": _union([r.preloaded_modules for r in results]),
         }
     )
 
@@ -151,3 +152,9 @@ def _pooled_extra(results: list[ExperimentResult]) -> dict:
     if all(split is not None for split in splits):
         extra[PREFILL_DECODE_KEY] = PrefillDecode.pooled([s for s in splits if s is not None]).as_extra()
     return extra
+
+
+def _union(lists: list[list[str] | None]) -> list[str] | None:
+    """Every name of the lists, in order of first appearance; None if every one is None."""
+    present = [names for names in lists if names is not None]
+    return list(dict.fromkeys(name for names in present for name in names)) if present else None

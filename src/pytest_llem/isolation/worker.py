@@ -21,6 +21,7 @@ from pytest_llem.energy.factory import create_meter
 from pytest_llem.errors import ConfigError, LlemError
 from pytest_llem.isolation.assembly import assemble_result
 from pytest_llem.isolation.files import OUTCOME_FILE, REQUEST_FILE
+from pytest_llem.isolation.forkserver import learnable_modules
 from pytest_llem.isolation.protocol import (
     ChildOutcome,
     ExperimentRequest,
@@ -155,10 +156,16 @@ def main(work_dir: Path) -> int:
             traceback=format_workload_traceback(exc),
             plain=isinstance(exc, LlemError),
         )
-        write_model(work_dir, OUTCOME_FILE, ChildOutcome(failure=failure))
+        write_model(work_dir, OUTCOME_FILE, ChildOutcome(failure=failure, imported_modules=_imported()))
         return 1
-    write_model(work_dir, OUTCOME_FILE, ChildOutcome(result=result))
+    write_model(work_dir, OUTCOME_FILE, ChildOutcome(result=result, imported_modules=_imported()))
     return 0
+
+
+def _imported() -> list[str]:
+    """What this process imported that a preloaded interpreter could import ahead for the next
+    experiment (read at the end: a workload imports inside its function too)."""
+    return learnable_modules(sys.modules, sys.path)
 
 
 if __name__ == "__main__":
