@@ -17,8 +17,9 @@ from sample_reports import make_result
 from pytest_llem.config import build_config
 from pytest_llem.errors import ConfigError
 from pytest_llem.gating.limits import parse_limit
-from pytest_llem.isolation.repeats import RepeatPlan, run_repeats
+from pytest_llem.isolation.repeats import RepeatPlan, pool_processes, run_repeats
 from pytest_llem.output.terminal import format_summary
+from pytest_llem.results import QualityWarning
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings, resolve_settings
 from pytest_llem.values import DEFAULT_AUTO_REPEATS, parse_repeats
@@ -82,8 +83,20 @@ def test_run_repeats_adds_processes_only_while_undecided():
     assert ran == [0, 1] and "repeats_max" not in fixed.extra
 
 
+def test_pooled_processes_keep_the_time_weighted_share_others_took_and_each_ones_flag():
+    busy = QualityWarning(code="host_busy", message="other processes took 60% of the host's CPU time")
+    quiet = make_result([1.0], round_s=3.0, host_other_cpu_share=0.0)
+    loaded = make_result([1.0], round_s=1.0, host_other_cpu_share=0.6, warnings=[busy])
+    pooled = pool_processes([quiet, loaded])
+    assert pooled.host_other_cpu_share == pytest.approx(0.15)
+    assert [w.code for w in pooled.warnings] == ["host_busy"] and pooled.flagged
+
+
 def session(state_dir: Path, **settings) -> BenchmarkSession:
-    bench = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, energy="none", **settings))
+    # The workload sets its own throughput in a short window: no minimum window or host_busy
+    # limit, so no flag keeps its figures out of the gate, whatever else runs on this machine.
+    quiet = {"energy": "none", "min_window_s": 0.0, "host_busy_share": 1.0}
+    bench = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, **quiet, **settings))
     bench.start()
     return bench
 

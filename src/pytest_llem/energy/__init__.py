@@ -16,3 +16,12 @@ MeterName = Literal["auto", "nvml", "rapl", "zeus", "codecarbon", "none"]
 METER_NAMES: tuple[str, ...] = get_args(MeterName)
 DEFAULT_SAMPLE_INTERVAL_S = 0.1
 DEFAULT_BASELINE_S = 5.0
+#: The shortest measured round, by default, when the meter reads a GPU: NVML's counters
+#: update every ~10-100 ms and GPU windows under ~5 s vary widely.
+GPU_MIN_WINDOW_S = 5.0
+#: The same on the CPU (RAPL's counters update every ~1 ms; what varies is the timing):
+#: measured on `examples/tiny_cpu`, see `quality.CPU_MIN_WINDOW_S`.
+CPU_MIN_WINDOW_S = 2.0
+#: Above this share of the host's CPU capacity taken by others during the measured window,
+#: a result is flagged `host_busy` (`--llem-host-busy-share`; see `quality.HOST_BUSY`).
+DEFAULT_HOST_BUSY_SHARE = 0.1
