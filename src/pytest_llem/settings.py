@@ -429,8 +429,8 @@ SETTINGS = (
         "host_busy_share",
         "host-busy-share",
         "flag a result host_busy (kept out of the gate) when other processes took more than this share "
-        "of the host's CPU time during a measured round: a number from 0 to 1, or a percentage "
-        f"(default {DEFAULT_HOST_BUSY_SHARE:g}, i.e. {DEFAULT_HOST_BUSY_SHARE:.0%}; 1 turns it off)",
+        "of the host's CPU time during a measured round: a number from 0 to 1, or a percentage with "
+        f"a percent sign (default {DEFAULT_HOST_BUSY_SHARE:g}; 1 turns it off)",
         _share,
         "SHARE",
     ),
