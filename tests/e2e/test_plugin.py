@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import reports, start_llem_pytest
+from helpers import SIMULATED_RUN, reports, start_llem_pytest
 
 from pytest_llem.store.database import close_stores
 from pytest_llem.store.state import StateManager
@@ -44,7 +44,9 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    # The suite's windows last microseconds and measure nothing: the plugin's plumbing is under
+    # test here, not the figures, so neither their length nor this machine's load flags them.
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *SIMULATED_RUN, *args)
 
 
 def test_without_llem_benchmarks_skip_with_a_reason_and_the_rest_runs(suite: pytest.Pytester):
