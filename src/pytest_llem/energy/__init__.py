@@ -22,8 +22,8 @@ GPU_MIN_WINDOW_S = 5.0
 #: The same on the CPU, where RAPL's counters update every ~1 ms and what varies is the
 #: timing: 2 s spans hundreds of scheduler ticks and, where `examples/tiny_cpu` runs a pass in
 #: 0.05-0.4 s, 5 to 40 passes, for at most ~2 s more per case. Contention it cannot average
-#: out: on a 2-core VM whose other jobs took 60-85% of the CPU, tokens/s over 6 rounds of that
-#: model varied by 23-79% (coefficient of variation) at every minimum from 0 to 4 s; the
+#: out: on a 2-core VM whose other jobs took 36-84% of the CPU, tokens/s over 6 rounds of that
+#: model varied by 23-126% (coefficient of variation) at every minimum from 0 to 4 s; the
 #: `host_busy` flag says so instead.
 CPU_MIN_WINDOW_S = 2.0
 #: Above this share of the host's CPU capacity taken by others during a measured round, a
