@@ -332,7 +332,9 @@ def test_the_workload_comes_from_the_test_file_even_when_its_name_is_shadowed(
     shadow.joinpath("suite", "bench.py").write_text(
         "def work(ctx):\n    ctx.record(output_tokens=1, where='shadow')\n"
     )
-    monkeypatch.setenv("PYTHONPATH", str(shadow))  # pytest names the test module suite.bench
+    # pytest names the test module suite.bench; the shadow comes first, before the code under test.
+    paths = [str(shadow), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     pytester.mkdir("suite").joinpath("bench.py").write_text(
         "def work(ctx):\n    ctx.record(output_tokens=1, where='suite')\n"
         "def test_where(llem):\n    assert llem.run(work).extra['where'] == 'suite'\n"
