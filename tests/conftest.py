@@ -44,9 +44,18 @@ def preload() -> str:
 @pytest.fixture
 def bench(state_dir: Path, preload: str) -> Iterator[BenchmarkSession]:
     """A started benchmark session, as the plugin would create it, with no pytest around it."""
-    # energy="none": the spine's tests must not depend on which meters this machine can read.
+    # energy="none": the spine's tests must not depend on which meters this machine can read;
+    # no minimum window and no host_busy limit: nor on how long their workloads last or what
+    # else runs on this machine (tests/isolation/test_worker.py checks both).
     session = BenchmarkSession(
-        LlemSettings(enabled=True, state_dir=state_dir, energy="none", preload=preload)
+        LlemSettings(
+            enabled=True,
+            state_dir=state_dir,
+            energy="none",
+            preload=preload,
+            min_window_s=0.0,
+            host_busy_share=1.0,
+        )
     )
     session.start()
     yield session

@@ -21,11 +21,14 @@ class GpuMeter(NoEnergyMeter):
     measures_gpus = True
 
 
-def test_the_minimum_defaults_to_five_seconds_only_when_a_gpu_is_measured():
-    assert ExperimentContext(build_config({}), NoEnergyMeter()).min_window_s == 0.0
+def test_the_minimum_defaults_to_five_seconds_with_a_gpu_and_to_the_cpus_minimum_without():
+    cpu_default = ExperimentContext(build_config({}), NoEnergyMeter()).min_window_s
+    assert cpu_default == quality.MIN_CPU_WINDOW_S > 0
     assert ExperimentContext(build_config({}), GpuMeter()).min_window_s == quality.MIN_WINDOW_S == 5.0
     asked = build_config({"min_window_s": 0.5})
     assert ExperimentContext(asked, GpuMeter()).min_window_s == 0.5
+    assert ExperimentContext(asked, NoEnergyMeter()).min_window_s == 0.5
+    assert ExperimentContext(build_config({"min_window_s": 0}), NoEnergyMeter()).min_window_s == 0.0
     assert ExperimentContext(build_config({"min_window_s": 0}), GpuMeter()).min_window_s == 0.0
 
 

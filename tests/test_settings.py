@@ -32,6 +32,14 @@ from pytest_llem.settings import resolve_settings
             "0.001",
             r"^--llem-sample-interval: must be at least 0.01 seconds, got '0.001'$",
         ),
+        (
+            "host_busy_share",
+            "25",
+            r"^--llem-host-busy-share: expected a share from 0 to 1 \(e.g. 0.1\) or a percentage \(10%\), "
+            r"got '25'$",
+        ),
+        ("host_busy_share", "nan", r"^--llem-host-busy-share: expected a share from 0 to 1"),
+        ("host_busy_share", "lots", r"^--llem-host-busy-share: expected a share from 0 to 1"),
     ],
 )
 def test_a_value_that_cannot_work_is_refused_naming_the_option(name: str, raw: object, expected: str):
@@ -51,3 +59,17 @@ def test_the_project_comes_from_the_option_before_the_ini_key_and_is_none_by_def
     assert (
         resolve_settings(cli={"project": "mine"}, ini={"project": "acme/bench"}, environ={}).project == "mine"
     )
+
+
+def test_the_host_busy_limit_is_a_share_or_a_percentage_and_reaches_the_meter():
+    from pytest_llem.energy import DEFAULT_HOST_BUSY_SHARE
+
+    default = resolve_settings(cli={}, ini={}, environ={})
+    assert default.meter_options().host_busy_share == DEFAULT_HOST_BUSY_SHARE
+    assert resolve_settings(cli={"host_busy_share": "0.25"}, ini={}, environ={}).host_busy_share == 0.25
+    from_ini = resolve_settings(cli={}, ini={"host_busy_share": "40%"}, environ={})
+    assert from_ini.host_busy_share == pytest.approx(0.4)
+    assert from_ini.meter_options().host_busy_share == pytest.approx(0.4)
+    # The command line wins over the ini file.
+    both = resolve_settings(cli={"host_busy_share": "1"}, ini={"host_busy_share": "0.2"}, environ={})
+    assert both.host_busy_share == 1.0

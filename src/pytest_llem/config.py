@@ -29,7 +29,7 @@ from pydantic import (
 
 from pytest_llem.base.digests import DIGEST_LENGTH, canonical_json
 from pytest_llem.base.redaction import holds_url_password, is_secret_name
-from pytest_llem.energy import MeterName
+from pytest_llem.energy import CPU_MIN_WINDOW_S, GPU_MIN_WINDOW_S, MeterName
 from pytest_llem.errors import ConfigError
 from pytest_llem.values import (
     NON_MEASUREMENT_FIELDS,
@@ -117,8 +117,9 @@ class ExperimentConfig(BaseModel):
     )
     min_window_s: Annotated[float, BeforeValidator(seconds_from_zero)] | None = Field(
         default=None,
-        description="built-in backends repeat their batches until each round is measured this long; "
-        "None: 5 s when a GPU's energy is measured, else 0 (off)",
+        description="built-in backends repeat their batches until each round is measured this long, "
+        f"and a shorter round is flagged short_window; None: {GPU_MIN_WINDOW_S:g} s when a GPU's energy "
+        f"is measured, else {CPU_MIN_WINDOW_S:g} s; 0: off",
     )
     repeats: Annotated[int | str, BeforeValidator(parse_repeats)] = Field(
         default=1,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem.config import ExperimentConfig
-from pytest_llem.energy import quality
+from pytest_llem.energy import host_load, quality
 from pytest_llem.energy.devices import thin_timeline
 from pytest_llem.energy.meter import EnergyMeter
 from pytest_llem.errors import InvalidRecord
@@ -108,10 +108,11 @@ class ExperimentContext:
     def min_window_s(self) -> float:
         """The shortest measured time per round (per experiment without rounds) that `passes()`
         keeps the work running for: the config's `min_window_s`, else `quality.MIN_WINDOW_S` when
-        the meter reads a GPU (a GPU's power reading needs seconds to be trusted), else 0."""
+        the meter reads a GPU (a GPU's power reading needs seconds to be trusted), else
+        `quality.MIN_CPU_WINDOW_S` (shorter rounds time scheduling noise as much as the work)."""
         if self.config.min_window_s is not None:
             return self.config.min_window_s
-        return quality.MIN_WINDOW_S if self._meter.measures_gpus else 0.0
+        return quality.default_min_window_s(self._meter.measures_gpus)
 
     def measured_s(self) -> float:
         """Time measured so far in this round (in the experiment, outside rounds), open window included."""
@@ -314,6 +315,9 @@ def combine_windows(windows: list[WindowMeasurement]) -> WindowMeasurement:
         warnings=quality.merge_flags(warnings),
         notes=notes,
         estimated_energy_j=sum_or_none(estimates) if any(e is not None for e in estimates) else None,
+        host_other_cpu_share=host_load.combined_share(
+            [(w.host_other_cpu_share, w.duration_s) for w in windows]
+        ),
     )
 
 

@@ -165,6 +165,9 @@ class WindowMeasurement(BaseModel):
     notes: list[str] = Field(default_factory=list)
     #: A meter's estimate of what `devices` leave out, kept only when asked for (never energy).
     estimated_energy_j: float | None = None
+    #: The share of the host's CPU capacity (0 to 1) that others took meanwhile
+    #: (`energy.host_load`); None where it could not be read.
+    host_other_cpu_share: float | None = Field(default=None, ge=0, le=1)
 
     @property
     def totals(self) -> EnergyTotals:
@@ -579,6 +582,13 @@ class ExperimentResult(BaseModel):
         default=None, description="how sure energy_j is, part by part (energy.uncertainty)"
     )
     warnings: list[QualityWarning] = Field(default_factory=list)
+    host_other_cpu_share: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="share of the host's CPU capacity (0 to 1) that processes other than the "
+        "experiment's took during its measured windows; above --llem-host-busy-share: flagged host_busy",
+    )
     batch_latencies_s: list[LatencySeconds] = Field(default_factory=list, description="raw, for pooling")
     first_token_latencies_s: list[LatencySeconds] = Field(default_factory=list)
     inter_token_latencies_s: list[LatencySeconds] = Field(default_factory=list)

@@ -24,7 +24,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_llem.energy import DEFAULT_BASELINE_S, DEFAULT_SAMPLE_INTERVAL_S, METER_NAMES
+from pytest_llem.energy import (
+    CPU_MIN_WINDOW_S,
+    DEFAULT_BASELINE_S,
+    DEFAULT_HOST_BUSY_SHARE,
+    DEFAULT_SAMPLE_INTERVAL_S,
+    GPU_MIN_WINDOW_S,
+    METER_NAMES,
+)
 from pytest_llem.errors import ConfigError
 from pytest_llem.output import DEFAULT_POWER_CHARTS
 from pytest_llem.store.urls import STORE_ENV, checked_store_url
@@ -72,8 +79,10 @@ class LlemSettings:
     rapl_dram: bool = False
     allow_estimated_energy: bool = False
     rounds: int = 1
-    #: None: the field's default (5 s when a GPU's energy is measured, else off).
+    #: None: the field's default (5 s when a GPU's energy is measured, else 2 s).
     min_window_s: float | None = None
+    #: Above this share of the host's CPU taken by others in a round, its result is flagged.
+    host_busy_share: float = DEFAULT_HOST_BUSY_SHARE
     #: A count of processes, or "auto:N" (`values.parse_repeats`).
     repeats: int | str = 1
     save_name: str | None = None
@@ -131,6 +140,7 @@ class LlemSettings:
             rapl_dram=self.rapl_dram,
             allow_estimated_energy=self.allow_estimated_energy,
             baseline_power_w=dict(baseline_power_w or {}),
+            host_busy_share=self.host_busy_share,
         )
 
 
@@ -201,6 +211,20 @@ def _degrees(raw: str, source: str) -> float:
         raise ConfigError(f"{source}: expected a number of degrees Celsius, got {raw!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{source}: must be a finite number of degrees, 0 or more, got {raw!r}")
+    return value
+
+
+def _share(raw: str, source: str) -> float:
+    text = raw.strip()
+    percent = text.endswith("%")
+    try:
+        value = float(text[:-1] if percent else text) / (100 if percent else 1)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # NaN fails too
+        raise ConfigError(
+            f"{source}: expected a share from 0 to 1 (e.g. 0.1) or a percentage (10%), got {raw!r}"
+        )
     return value
 
 
@@ -409,9 +433,19 @@ SETTINGS = (
         "min_window_s",
         "min-window-s",
         "built-in backends repeat their batches until each round is measured at least this long "
-        "(marker field min_window_s= wins; default 5 when a GPU's energy is measured, else 0: off)",
+        f"(marker field min_window_s= wins; default {GPU_MIN_WINDOW_S:g} when a GPU's energy is measured, "
+        f"else {CPU_MIN_WINDOW_S:g}; 0: off); a shorter round is flagged short_window",
         _parser(seconds_from_zero),
         "SECONDS",
+    ),
+    Setting(
+        "host_busy_share",
+        "host-busy-share",
+        "flag a result host_busy (kept out of the gate) when other processes took more than this share "
+        "of the host's CPU time during a measured round: a number from 0 to 1, or a percentage with "
+        f"a percent sign (default {DEFAULT_HOST_BUSY_SHARE:g}; 1 turns it off)",
+        _share,
+        "SHARE",
     ),
     Setting(
         "repeats",

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import reports
+from helpers import SIMULATED_RUN, reports
 
 SUITE = """
 import os, time
@@ -39,7 +39,17 @@ def pytest_in(cwd: Path, tokens_per_s: int, *args: str, **env: str) -> subproces
     """`pytest --llem ARGS` started in `cwd`, as a user would type it there."""
     env = dict(os.environ, SIM_TOKENS_PER_S=str(tokens_per_s), **env)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem", "--llem-baseline=0", *args],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--llem",
+            "--llem-baseline=0",
+            *SIMULATED_RUN,
+            *args,
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,

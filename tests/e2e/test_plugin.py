@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import reports, start_llem_pytest
+from helpers import SIMULATED_RUN, reports, start_llem_pytest
 
 from pytest_llem.store.database import close_stores
 from pytest_llem.store.state import StateManager
@@ -44,7 +44,9 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    # The suite's windows last microseconds and measure nothing: the plugin's plumbing is under
+    # test here, not the figures, so neither their length nor this machine's load flags them.
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *SIMULATED_RUN, *args)
 
 
 def test_without_llem_benchmarks_skip_with_a_reason_and_the_rest_runs(suite: pytest.Pytester):
@@ -349,7 +351,9 @@ def test_the_workload_comes_from_the_test_file_even_when_its_name_is_shadowed(
     shadow.joinpath("suite", "bench.py").write_text(
         "def work(ctx):\n    ctx.record(output_tokens=1, where='shadow')\n"
     )
-    monkeypatch.setenv("PYTHONPATH", str(shadow))  # pytest names the test module suite.bench
+    # pytest names the test module suite.bench; the shadow comes first, before the code under test.
+    paths = [str(shadow), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     pytester.mkdir("suite").joinpath("bench.py").write_text(
         "def work(ctx):\n    ctx.record(output_tokens=1, where='suite')\n"
         "def test_where(llem):\n    assert llem.run(work).extra['where'] == 'suite'\n"

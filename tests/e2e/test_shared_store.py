@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import SIMULATED_RUN
 from postgres_server import free_port
 
 from pytest_llem.store.history import RunHistory
@@ -36,7 +37,17 @@ def test_case(llem, batch_size):
 
 def llem_pytest(cwd: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem", "--llem-baseline=0", *args],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--llem",
+            "--llem-baseline=0",
+            *SIMULATED_RUN,
+            *args,
+        ],
         cwd=cwd,
         env=dict(os.environ, **env),
         stdout=subprocess.PIPE,

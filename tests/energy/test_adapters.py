@@ -538,8 +538,11 @@ def test_real_codecarbon_estimating_the_cpu_reports_no_energy_and_why(bench):
 @pytest.fixture
 def estimates_allowed(state_dir: Path):
     """A started session run with --llem-allow-estimated-energy."""
+    # No host_busy limit: the flags checked are the estimate's, whatever else runs on this machine.
     session = BenchmarkSession(
-        LlemSettings(enabled=True, state_dir=state_dir, energy="none", allow_estimated_energy=True)
+        LlemSettings(
+            enabled=True, state_dir=state_dir, energy="none", allow_estimated_energy=True, host_busy_share=1.0
+        )
     )
     session.start()
     yield session

@@ -64,3 +64,38 @@ def test_merged_flags_quote_a_few_sentences_then_count_the_rest():
     many = [quality.flag(quality.SHORT_WINDOW, f"window {i}") for i in range(5)]
     (merged,) = quality.merge_flags(many)
     assert merged.message == "window 0; window 1; window 2; and 2 more like these"
+
+
+def test_the_default_minimum_window_is_the_gpus_with_a_gpu_else_the_cpus():
+    assert quality.default_min_window_s(measures_gpus=True) == quality.MIN_WINDOW_S
+    assert quality.default_min_window_s(measures_gpus=False) == quality.MIN_CPU_WINDOW_S
+    assert 0 < quality.MIN_CPU_WINDOW_S < quality.MIN_WINDOW_S
+
+
+def test_a_cpu_only_window_is_short_under_the_cpus_minimum_a_gpu_window_under_the_gpus():
+    between_s = (quality.MIN_CPU_WINDOW_S + quality.MIN_WINDOW_S) / 2
+    cpu = DeviceEnergy(device="cpu0", kind="cpu", energy_j=50.0, duration_s=between_s)
+    gpu = DeviceEnergy(device="gpu0", energy_j=600.0, duration_s=between_s, power_samples=60)
+    assert quality.assess_window(between_s, [cpu]) == []
+    (short,) = quality.assess_window(between_s, [cpu, gpu])
+    assert short.code == quality.SHORT_WINDOW and f"under {quality.MIN_WINDOW_S:g} s" in short.message
+    below_s = quality.MIN_CPU_WINDOW_S / 2
+    (short,) = quality.assess_window(below_s, [cpu.model_copy(update={"duration_s": below_s})])
+    assert short.code == quality.SHORT_WINDOW and f"under {quality.MIN_CPU_WINDOW_S:g} s" in short.message
+
+
+def test_host_busy_names_the_share_others_took_and_the_limit():
+    (busy,) = quality.assess_host_load([0.43], limit=0.1)
+    assert busy.code == quality.HOST_BUSY
+    assert busy.message.startswith(
+        "other processes took 43% of the host's CPU time during the measured window"
+    )
+    assert "(limit 10%, --llem-host-busy-share)" in busy.message
+    # At the limit, unknown, or below it: no flag.
+    assert quality.assess_host_load([0.1, None, 0.02], limit=0.1) == []
+
+
+def test_host_busy_says_which_rounds_were_measured_on_a_busy_host():
+    (busy,) = quality.assess_host_load([0.05, 0.6, 0.3], limit=0.25)
+    assert "during round 2 " in busy.message and "during round 3 " in busy.message
+    assert "round 1 " not in busy.message

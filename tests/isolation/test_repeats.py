@@ -19,7 +19,7 @@ from pytest_llem.errors import ConfigError
 from pytest_llem.gating.limits import parse_limit
 from pytest_llem.isolation.repeats import RepeatPlan, pool_processes, run_repeats
 from pytest_llem.output.terminal import format_summary
-from pytest_llem.results import PREFILL_DECODE_KEY, PrefillDecode
+from pytest_llem.results import PREFILL_DECODE_KEY, PrefillDecode, QualityWarning
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings, resolve_settings
 from pytest_llem.values import DEFAULT_AUTO_REPEATS, parse_repeats
@@ -118,8 +118,20 @@ def test_a_split_some_process_lacks_or_cannot_read_is_not_the_pooled_experiments
     assert pooled is not None and pooled.prefill_energy_j is None and pooled.decode_energy_j == 70.0
 
 
+def test_pooled_processes_keep_the_time_weighted_share_others_took_and_each_ones_flag():
+    busy = QualityWarning(code="host_busy", message="other processes took 60% of the host's CPU time")
+    quiet = make_result([1.0], round_s=3.0, host_other_cpu_share=0.0)
+    loaded = make_result([1.0], round_s=1.0, host_other_cpu_share=0.6, warnings=[busy])
+    pooled = pool_processes([quiet, loaded])
+    assert pooled.host_other_cpu_share == pytest.approx(0.15)
+    assert [w.code for w in pooled.warnings] == ["host_busy"] and pooled.flagged
+
+
 def session(state_dir: Path, **settings) -> BenchmarkSession:
-    bench = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, energy="none", **settings))
+    # The workload sets its own throughput in a short window: no minimum window or host_busy
+    # limit, so no flag keeps its figures out of the gate, whatever else runs on this machine.
+    quiet = {"energy": "none", "min_window_s": 0.0, "host_busy_share": 1.0}
+    bench = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, **quiet, **settings))
     bench.start()
     return bench
 

@@ -12,6 +12,10 @@ from pathlib import Path
 SUPPORT_DIR = Path(__file__).parent
 #: `--llem-preload` values for the two start methods: cold (fresh interpreters) and preloaded forks.
 START_METHODS = ("none", "auto")
+#: Options for a run whose workload sets its own throughput in a short window: no minimum
+#: window and no host_busy limit, so neither the window's length nor this machine's other jobs
+#: flag its figures and keep them out of the gate.
+SIMULATED_RUN = ("--llem-min-window-s=0", "--llem-host-busy-share=1")
 #: How the preloaded interpreter shows in a process listing.
 PRELOADED_INTERPRETER_MODULE = "pytest_llem.isolation.forkserver"
 

@@ -271,3 +271,23 @@ def import_inside(ctx: ExperimentContext) -> None:
     with ctx.window():
         time.sleep(0.01)
     ctx.record(output_tokens=len(names), seen_before=seen_before)
+
+
+# A process that keeps one CPU busy for a number of wall-clock seconds (argv[1]), then exits.
+SPIN_FOR = (
+    "import sys, time\nend = time.perf_counter() + float(sys.argv[1])\nwhile time.perf_counter() < end: pass"
+)
+
+
+def spinning_children(ctx: ExperimentContext) -> None:
+    """Inside the window, `processes` children (in the experiment's group) each keep a CPU busy
+    for `spin_s`, then exit and are reaped before the window closes: all of it is the
+    experiment's own CPU time."""
+    with ctx.window():
+        children = [
+            subprocess.Popen([sys.executable, "-c", SPIN_FOR, str(ctx.params["spin_s"])])
+            for _ in range(int(ctx.params["processes"]))
+        ]
+        for child in children:
+            child.wait()
+    ctx.record(output_tokens=1)

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, Field
 
-from pytest_llem.energy import DEFAULT_SAMPLE_INTERVAL_S, quality
+from pytest_llem.energy import DEFAULT_HOST_BUSY_SHARE, DEFAULT_SAMPLE_INTERVAL_S, host_load, quality
 from pytest_llem.energy.devices import DeviceTally, MeasuredDevice, take_reading
 from pytest_llem.results import QualityWarning, WindowMeasurement
 
@@ -57,6 +57,9 @@ class MeterOptions(BaseModel):
     gpu_uuids: list[str] | None = None
     #: Why the experiment owns no GPU (`gpu_uuids == []`), for the note that replaces a figure.
     no_gpu_reason: str | None = None
+    #: Above this share of the host's CPU taken by others in a round, the result is flagged
+    #: `host_busy` (`--llem-host-busy-share`).
+    host_busy_share: float = Field(default=DEFAULT_HOST_BUSY_SHARE, ge=0, le=1)
 
 
 def synchronize_accelerators() -> None:
@@ -77,17 +80,21 @@ class EnergyMeter(ABC):
 
     def __init__(self) -> None:
         self._window_starts: dict[str, float] = {}
+        self._host_cpu_starts: dict[str, host_load.CpuSnapshot | None] = {}
 
     @property
     def measures_gpus(self) -> bool:
-        """Whether the meter reads a GPU: then a round is measured for `MIN_WINDOW_S` at least
-        unless the config says otherwise (see `ExperimentContext.min_window_s`)."""
+        """Whether the meter reads a GPU: then a round is measured for `MIN_WINDOW_S` at least,
+        else for `MIN_CPU_WINDOW_S`, unless the config says otherwise (see
+        `ExperimentContext.min_window_s`)."""
         return False
 
     def begin_window(self, name: str) -> None:
         if name in self._window_starts:
             raise ValueError(f"window {name!r} is already open")
         synchronize_accelerators()
+        # Every meter, `none` included: others' CPU time skews the timing whatever is metered.
+        self._host_cpu_starts[name] = host_load.snapshot()
         self._begin_readings(name)
         self._window_starts[name] = time.perf_counter()
 
@@ -96,7 +103,9 @@ class EnergyMeter(ABC):
             raise ValueError(f"window {name!r} was never opened")
         synchronize_accelerators()
         duration_s = time.perf_counter() - self._window_starts.pop(name)
-        return self._end_readings(name, duration_s)
+        measured = self._end_readings(name, duration_s)
+        share = host_load.other_cpu_share(self._host_cpu_starts.pop(name), host_load.snapshot())
+        return measured.model_copy(update={"host_other_cpu_share": share})
 
     @abstractmethod
     def _begin_readings(self, name: str) -> None:

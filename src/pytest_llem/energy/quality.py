@@ -8,10 +8,13 @@ flag: there is no figure to distrust, and the reason goes in `energy_notes`.
 
 from __future__ import annotations
 
+from pytest_llem.energy import CPU_MIN_WINDOW_S, GPU_MIN_WINDOW_S
 from pytest_llem.results import ENERGY_NOT_MEASURED, DeviceEnergy, QualityWarning
 
-# NVML's energy counter updates every ~10-100 ms and windows under ~5 s vary widely.
-MIN_WINDOW_S = 5.0
+# The shortest window trusted by default: with a GPU's energy measured (NVML's counter updates
+# every ~10-100 ms and windows under ~5 s vary widely), and otherwise (timing noise on the CPU).
+MIN_WINDOW_S = GPU_MIN_WINDOW_S
+MIN_CPU_WINDOW_S = CPU_MIN_WINDOW_S
 # Fewer power samples than this cannot describe the window's power (and integrate poorly).
 MIN_POWER_SAMPLES = 10
 # Energy depends on temperature (leakage power); more drift than this biases the figure.
@@ -43,6 +46,8 @@ ESTIMATED_ENERGY = "estimated_energy"
 #: hold (`backends.serving.tokens`): the token figures rest on doubtful counts.
 TOKEN_MISMATCH = "token_mismatch"
 IMPOSSIBLE_USAGE = "impossible_usage"
+#: Others took more than `--llem-host-busy-share` of the host's CPU during the measured window.
+HOST_BUSY = "host_busy"
 #: Devices every experiment on a host draws on at once: their energy cannot be split by case.
 HOST_DEVICE_KINDS = frozenset({"cpu", "dram"})
 
@@ -52,6 +57,11 @@ UNMEASURED_CODES = frozenset({ENERGY_NOT_MEASURED})
 
 # A merged flag quotes at most this many of its distinct sentences.
 MAX_MESSAGES_PER_FLAG = 3
+
+
+def default_min_window_s(measures_gpus: bool) -> float:
+    """The shortest measured round trusted when the config names no `min_window_s`."""
+    return MIN_WINDOW_S if measures_gpus else MIN_CPU_WINDOW_S
 
 
 def flag(code: str, message: str) -> QualityWarning:
@@ -89,12 +99,13 @@ def assess_window(
     """The flags that apply to one measured window. `coarse_counters`: devices whose counter
     gave the energy but updates less often than the window lasted (label: update period, s)."""
     warnings: list[QualityWarning] = []
-    if devices and duration_s < MIN_WINDOW_S:
+    minimum_s = default_min_window_s(any(device.kind == "gpu" for device in devices))
+    if devices and duration_s < minimum_s:
         warnings.append(
             flag(
                 SHORT_WINDOW,
-                f"measured window lasted {duration_s:.2f} s, under {MIN_WINDOW_S:g} s: energy counters "
-                "update every 10-100 ms and short windows vary widely; measure more work per window",
+                f"measured window lasted {duration_s:.2f} s, under {minimum_s:g} s: energy counters "
+                "update every 1-100 ms and short windows vary widely; measure more work per window",
             )
         )
     for label, update_s in sorted((coarse_counters or {}).items()):
@@ -147,6 +158,26 @@ def assess_length(round_durations_s: list[float], min_window_s: float) -> list[Q
             )
             for index, duration_s in enumerate(round_durations_s)
             if duration_s < min_window_s
+        ]
+    )
+
+
+def assess_host_load(round_shares: list[float | None], limit: float) -> list[QualityWarning]:
+    """`host_busy` for each round (or the whole measurement) in which others took more than
+    `limit` of the host's CPU capacity (`energy.host_load`): the figures were measured while
+    the experiment shared its CPUs, and tokens/s falls with that share."""
+    numbered = len(round_shares) > 1
+    return merge_flags(
+        [
+            flag(
+                HOST_BUSY,
+                f"other processes took {share:.0%} of the host's CPU time during "
+                f"{f'round {index + 1}' if numbered else 'the measured window'} (limit {limit:.0%}, "
+                "--llem-host-busy-share); figures measured on a busy host vary with its load: run on a "
+                "quiet host, or raise the limit if that load is part of what you measure",
+            )
+            for index, share in enumerate(round_shares)
+            if share is not None and share > limit
         ]
     )
 

@@ -58,6 +58,7 @@ def assemble_result(
         # A serving load's flags (its steady-state window's, doubtful usage) doubt the result's
         # figures as much as the whole window's do: the summary and the gate see them all.
         warnings=merge_flags([*measured.warnings, *(serving.warnings if serving is not None else [])]),
+        host_other_cpu_share=measured.host_other_cpu_share,
         batch_latencies_s=batch_latencies_s,
         first_token_latencies_s=first_token_latencies_s,
         inter_token_latencies_s=inter_token_latencies_s,

@@ -105,7 +105,11 @@ def pool_processes(results: list[ExperimentResult]) -> ExperimentResult:
     measured = combine_windows(
         [
             WindowMeasurement(
-                duration_s=r.duration_s, devices=r.energy_by_device, warnings=r.warnings, notes=r.energy_notes
+                duration_s=r.duration_s,
+                devices=r.energy_by_device,
+                warnings=r.warnings,
+                notes=r.energy_notes,
+                host_other_cpu_share=r.host_other_cpu_share,
             )
             for r in results
         ]

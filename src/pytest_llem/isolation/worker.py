@@ -82,10 +82,16 @@ def run_request(
             "loop `for _ in ctx.rounds():` around its measured windows"
         )
     rounds = [summarise_round(index, record) for index, record in enumerate(ctx.round_records)]
+    flags = []
     if ctx.min_window_s > 0:
         lengths = [r.duration_s for r in rounds] or [measured.duration_s]
-        short = quality.assess_length(lengths, ctx.min_window_s)
-        measured = measured.model_copy(update={"warnings": quality.merge_flags([*measured.warnings, *short])})
+        flags += quality.assess_length(lengths, ctx.min_window_s)
+    # Each round is a sample of its own: one measured while others took the CPU is flagged.
+    round_windows = [combine_windows(record.windows) for record in ctx.round_records if record.windows]
+    shares = [w.host_other_cpu_share for w in round_windows] or [measured.host_other_cpu_share]
+    flags += quality.assess_host_load(shares, request.meter.host_busy_share)
+    if flags:
+        measured = measured.model_copy(update={"warnings": quality.merge_flags([*measured.warnings, *flags])})
     return assemble_result(
         identity={
             "experiment_id": request.experiment_id,
