@@ -148,10 +148,62 @@ def test_only_installed_top_level_modules_are_learnable(tmp_path: Path):
         "sys": sys,  # built in: no file
         "gone": None,
     }
+    modules["_private"] = module_at(site / "_private.py")  # a package's own half, never alone
     search_path = [str(site), str(tmp_path / "project"), *sys.path]
     assert forkserver.learnable_modules(modules, search_path) == ["installed", "json"]
     # Without the folder on the import path, its modules are no installed package's.
     assert forkserver.learnable_modules(modules, search_path[1:]) == ["json"]
+
+
+ASYNC_LOAD_THEN_LEARN = """
+import asyncio, sys
+from pytest_llem.isolation.forkserver import learnable_modules
+
+async def in_a_task():
+    return asyncio.current_task() is not None
+
+asyncio.run(in_a_task())  # a worker that ran an async load: asyncio and _asyncio imported
+print(" ".join(learnable_modules(dict(sys.modules), sys.path)))
+"""
+# The preloaded interpreter's part: import what was learnt, in that order, freeze, fork; the
+# fork runs the next case's async load.
+IMPORT_THEN_FORK = """
+import gc, importlib, os, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+gc.freeze()
+pid = os.fork()
+if pid == 0:
+    import asyncio
+
+    async def in_a_task():
+        return asyncio.current_task() is not None
+    print(asyncio.run(in_a_task()))
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_what_an_async_load_teaches_keeps_asyncio_working_in_the_next_fork():
+    # `_asyncio` imported on its own before `asyncio` left forks without a current task
+    # inside asyncio.run (httpx and anyio then fail with AsyncLibraryNotFoundError).
+    learnt = subprocess.run(
+        [sys.executable, "-c", ASYNC_LOAD_THEN_LEARN], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split()
+    assert "asyncio" in learnt and not any(name.startswith("_") for name in learnt)
+    forked = subprocess.run(
+        [sys.executable, "-c", IMPORT_THEN_FORK, *learnt], capture_output=True, text=True, timeout=120
+    )
+    assert forked.stdout.split() == ["True"], forked.stderr
+    # What it guards against: the private half first, as learning once did.
+    broken = subprocess.run(
+        [sys.executable, "-c", IMPORT_THEN_FORK, "_asyncio", *learnt],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert broken.stdout.split() == ["False"]
 
 
 LEARN_IN_A_FRESH_INTERPRETER = """

@@ -178,7 +178,10 @@ def learnable_modules(modules: Mapping[str, ModuleType | None], search_path: Ite
     """The top-level modules among `modules` (a worker's `sys.modules` at its end) that a
     preloaded interpreter may import on its own: importable by that name (the module's file, or
     its package's folder, directly in an import path entry), files of installed packages or the
-    standard library (`library_roots`), not test files, not on `DENIED_MODULES`. Built-in and
+    standard library (`library_roots`), not test files, not on `DENIED_MODULES`, not private
+    (`_asyncio`, `_ssl`: an accelerator imported on its own, before the package that wraps it,
+    leaves the package with the wrong half: `asyncio.current_task()` in a fork then finds no
+    task inside `asyncio.run`, and anyio and httpx stop working). Built-in and
     namespace modules (no file) are left out: there is nothing to import ahead for them; so are
     extension modules a package registered under a top-level name they cannot be imported by."""
     search_path = list(search_path)
@@ -187,7 +190,13 @@ def learnable_modules(modules: Mapping[str, ModuleType | None], search_path: Ite
     found = []
     for name, module in list(modules.items()):
         path = getattr(module, "__file__", None)
-        if "." in name or name in DENIED_MODULES or not isinstance(path, str) or is_test_file(path):
+        if (
+            "." in name
+            or name.startswith("_")  # private: imported by its public package, in that package's order
+            or name in DENIED_MODULES
+            or not isinstance(path, str)
+            or is_test_file(path)
+        ):
             continue
         resolved = Path(os.path.realpath(path))
         package = resolved.name.startswith("__init__.")
