@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from llem_runs import pytest_llem_command
+
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_NVML_DIR = ROOT / "tests" / "support" / "fake_nvml"
 GPUS = 4
@@ -71,21 +73,14 @@ def run_suite(folder: Path, workers: int) -> tuple[float, list[str], int]:
         PYTHONPATH=os.pathsep.join([str(FAKE_NVML_DIR), os.environ.get("PYTHONPATH", "")]),
     )
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--llem",
-        f"--llem-state-dir={state_dir}",
+    command = pytest_llem_command(
+        state_dir,
         "--llem-energy=nvml",
         "--llem-baseline=0",
         "-n",
         str(workers),
         "test_bench_suite.py",
-    ]
+    )
     started = time.perf_counter()
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     wall_s = time.perf_counter() - started

@@ -56,6 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "support")]
 
+from llem_runs import pytest_llem_command  # noqa: E402
 from meter_cost import CountingNvml, edge_cost, sampling_cost  # noqa: E402
 
 from pytest_llem.energy.devices import integrate_power_j  # noqa: E402
@@ -321,18 +322,11 @@ def part_sampler_cost(options: Options, probe: Probe, work: Path) -> list[str]:
 
 
 def pytest_command(state_dir: Path, test_file: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--llem",
-        f"--llem-state-dir={state_dir}",
+    return pytest_llem_command(
+        state_dir,
         "--llem-energy=nvml",
         str(test_file),
-    ]
+    )
 
 
 def read_report(state_dir: Path) -> SessionReport:

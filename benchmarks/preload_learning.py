@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from llem_runs import pytest_llem_command
+
 from pytest_llem.testing import build_tiny_model
 
 METHODS = ("none", "auto")
@@ -71,19 +73,12 @@ def run_suite(suite_dir: Path, preload: str, model_dir: Path) -> tuple[float, li
     """One `pytest --llem` run of the suite: its wall time and its results."""
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "report.json"
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--llem",
-            f"--llem-state-dir={tmp}/state",
+        command = pytest_llem_command(
+            f"{tmp}/state",
             f"--llem-json={report_path}",
             f"--llem-preload={preload}",
             str(suite_dir),
-        ]
+        )
         env = dict(os.environ, **{MODEL_ENV: str(model_dir)})
         started = time.perf_counter()
         proc = subprocess.run(command, cwd=suite_dir, env=env, capture_output=True, text=True)

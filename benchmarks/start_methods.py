@@ -32,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from llem_runs import pytest_llem_command
 from overhead_workloads import trivial  # noqa: E402
 
 from pytest_llem.gating.metrics import METRICS  # noqa: E402
@@ -89,19 +90,12 @@ def demo_suite() -> None:
     for preload in METHODS:
         with tempfile.TemporaryDirectory() as tmp:
             report_path = Path(tmp) / "report.json"
-            command = [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--llem",
-                f"--llem-state-dir={tmp}/state",
+            command = pytest_llem_command(
+                f"{tmp}/state",
                 f"--llem-json={report_path}",
                 f"--llem-preload={preload}",
                 "examples/tiny_cpu",
-            ]
+            )
             wall, proc = _timed(subprocess.run, command, cwd=REPO, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"   {preload}: the suite failed:\n{proc.stdout[-2000:]}")
