@@ -22,9 +22,10 @@ pytestmark = pytest.mark.llem(
 def test_generate(llem, tiny_model_dir, batch_size, precision):
     result = llem.run(model=tiny_model_dir, batch_size=batch_size, precision=precision)
     # Read the sizes back from the result's config: --llem-smoke shrinks them to one prompt and
-    # one token, and --llem-rounds N measures N rounds whose figures add up.
+    # one token. Each round runs the batches again until it lasts min_window_s (2 s on a CPU),
+    # and --llem-rounds N measures N rounds whose figures add up: extra["passes"] counts them all.
     config = result.config
-    rounds = len(result.rounds) or 1
+    passes = result.extra["passes"]
     batches = -(-config["n_prompts"] // batch_size)
-    assert result.output_tokens == config["n_prompts"] * config["max_new_tokens"] * rounds
-    assert result.batch_latency is not None and result.batch_latency.count == batches * rounds
+    assert result.output_tokens == config["n_prompts"] * config["max_new_tokens"] * passes
+    assert result.batch_latency is not None and result.batch_latency.count == batches * passes

@@ -129,15 +129,17 @@ def test_the_readme_links_to_files_that_exist():
     assert [t for t in local if not (ROOT / t).exists()] == []
 
 
-def test_the_first_benchmark_runs(tmp_path: Path):
-    # Smoke mode: every case of the example, one prompt and one token each, in real processes.
+@pytest.mark.parametrize("mode", [[], ["--llem-smoke"]], ids=["measured", "smoke"])
+def test_the_first_benchmark_runs(tmp_path: Path, mode: list[str]):
+    # As the README runs it (each case measured for its minimum window, its own assertions on
+    # the passes that took) and in smoke mode (one prompt and one token each), in real processes.
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "pytest",
             "--llem",
-            "--llem-smoke",
+            *mode,
             "-p",
             "no:cacheprovider",
             str(FIRST_BENCHMARK),
