@@ -63,6 +63,7 @@ from pytest_llem.energy.devices import integrate_power_j  # noqa: E402
 from pytest_llem.energy.meter import MeterOptions, SampledMeter  # noqa: E402
 from pytest_llem.energy.nvml import NvmlSession  # noqa: E402
 from pytest_llem.energy.quality import MIN_WINDOW_S  # noqa: E402  (the backends' window on a GPU)
+from pytest_llem.extras import install_hint  # noqa: E402
 from pytest_llem.fingerprints.machine import MachineInfo  # noqa: E402
 from pytest_llem.formatting import figure_or_missing, number  # noqa: E402
 from pytest_llem.results import ExperimentResult  # noqa: E402
@@ -135,7 +136,7 @@ class Probe:
     @property
     def cuda_skip_reason(self) -> str | None:
         if self.torch_version is None:
-            return f"torch cannot be imported ({self.torch_error}); pip install 'pytest-llem[torch]'"
+            return f"torch cannot be imported ({self.torch_error}); {install_hint('torch')}"
         if not self.cuda_available:
             return f"torch {self.torch_version} cannot use CUDA here (torch.cuda.is_available() is False)"
         return None
@@ -527,7 +528,7 @@ def print_case(label: str, result: ExperimentResult) -> None:
 
 def part_pytorch_backend(options: Options, probe: Probe, work: Path) -> list[str]:
     if importlib.util.find_spec("transformers") is None:
-        raise Skipped("transformers is not installed; pip install 'pytest-llem[torch]'")
+        raise Skipped(f"transformers is not installed; {install_hint('torch')}")
     batch_size, n_prompts, new_tokens = 8, 64, 64
     result = run_backend_case(
         work,
@@ -554,7 +555,7 @@ def part_pytorch_backend(options: Options, probe: Probe, work: Path) -> list[str
 
 def part_vllm_backend(options: Options, probe: Probe, work: Path) -> list[str]:
     if importlib.util.find_spec("vllm") is None:
-        raise Skipped("vLLM is not installed (pip install 'pytest-llem[vllm]'): backend='vllm' did not run")
+        raise Skipped(f"vLLM is not installed ({install_hint('vllm')}): backend='vllm' did not run")
     n_prompts, new_tokens = 64, 32
     result = run_backend_case(
         work,

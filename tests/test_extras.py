@@ -18,7 +18,12 @@ def test_a_missing_module_names_the_pip_command_of_its_extra():
     with pytest.raises(ConfigError) as caught:
         import_extra("no_such_module_anywhere", "torch", "backend='pytorch'")
     message = str(caught.value)
-    assert message.startswith("backend='pytorch' needs the 'torch' extra: pip install 'pytest-llem[torch]' (")
+    assert message.startswith("backend='pytorch' needs the 'torch' extra (")
+    # Not on PyPI: the hint names installing from where pytest-llem came from, never a bare name.
+    assert message.endswith(
+        "reinstall pytest-llem with it from where you installed it, e.g. "
+        "pip install 'path/to/pytest-llem[torch]' or 'pytest-llem[torch] @ git+URL'"
+    )
     assert "no_such_module_anywhere" in message
     with pytest.raises(MeterUnavailable, match=r"^energy='zeus' needs the 'zeus' extra"):
         import_extra("no_such_module_anywhere", "zeus", "energy='zeus'", error=MeterUnavailable)

@@ -95,7 +95,5 @@ def test_without_the_torch_extra_the_build_names_it(tmp_path: Path):
     )
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m")], capture_output=True, text=True)
     assert done.returncode == 2
-    assert done.stderr.startswith(
-        "the tiny model needs the 'torch' extra: pip install 'pytest-llem[torch]' ("
-    )
+    assert done.stderr.startswith("the tiny model needs the 'torch' extra (")
     assert "Traceback" not in done.stderr and not (tmp_path / "m").exists()

@@ -214,7 +214,7 @@ def test_a_missing_library_names_the_extra_to_install(pytester, simulated_gpus, 
     result = run(pytester, tmp_path / "state", "--llem-energy=zeus", "-k", "second")
     result.assert_outcomes(failed=1, deselected=1)
     result.stdout.fnmatch_lines(
-        ["*pytest-llem: energy='zeus' needs the 'zeus' extra: pip install 'pytest-llem[[]zeus[]]'*"]
+        ["*pytest-llem: energy='zeus' needs the 'zeus' extra (*): reinstall pytest-llem with it*"]
     )
 
 

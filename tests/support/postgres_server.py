@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_llem.extras import install_hint
+
 POSTGRES_USER = "postgres"
 
 
@@ -90,7 +92,7 @@ def started_postgres() -> Iterator[PostgresServer]:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg is not installed: pip install 'pytest-llem[postgres]'")
+        pytest.skip(f"psycopg is not installed: {install_hint('postgres')}")
     bin_dir = _binaries()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from pytest_llem.extras import install_hint
+
 Architecture = Literal["gpt2", "llama"]
 
 # Text to train the tokenizer on: plain English about the subject at hand, enough for a few
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             args.max_positions,
         )
     except ImportError as exc:
-        parser.exit(2, f"the tiny model needs the 'torch' extra: pip install 'pytest-llem[torch]' ({exc})\n")
+        parser.exit(2, f"the tiny model needs the 'torch' extra ({exc}): {install_hint('torch')}\n")
     return 0
 
 
