@@ -215,6 +215,7 @@ def test_the_stand_in_rejects_what_vllm_0_33_rejects(monkeypatch, tmp_path):
 
 def test_vllm_missing_names_the_extra(bench):
     with pytest.raises(
-        ExperimentFailed, match=r"^backend='vllm' needs the 'vllm' extra: pip install 'pytest-llem\[vllm\]'"
+        ExperimentFailed,
+        match=r"^backend='vllm' needs the 'vllm' extra \(.*\): reinstall pytest-llem with it",
     ):
         run(bench, backend="vllm", model="m")

@@ -347,7 +347,10 @@ def test_without_matplotlib_the_error_names_the_extra(monkeypatch: pytest.Monkey
     from pytest_llem.output.html import render_html
 
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes the import fail
-    with pytest.raises(ConfigError, match=r"needs the 'html' extra: pip install 'pytest-llem\[html\]'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"needs the 'html' extra \(.*\): reinstall pytest-llem with it.*'path/to/pytest-llem\[html\]'",
+    ):
         render_html(full_run())
 
 
