@@ -267,16 +267,8 @@ def change_chart(figure_class: type[Figure], comparison: Comparison, names: dict
         for change in changes:
             limit_pct = limit_percent(change)
             if limit_pct is not None:
-                y = row[change.nodeid]
-                ax.plot(
-                    [limit_pct, limit_pct],
-                    [y - 0.42, y + 0.42],
-                    color="#222222",
-                    linewidth=1.2,
-                    linestyle=(0, (2, 1.5)),
-                    zorder=4,
-                )
-                used.setdefault(LIMIT_LEGEND, "#222222")
+                _threshold_mark(ax, limit_pct, row[change.nodeid])
+                used.setdefault(LIMIT_LEGEND, THRESHOLD_COLOUR)
         ax.bar_label(bars, labels=[c.change_text() for c in changes], padding=3, fontsize=7)
         ax.axvline(0, color="#444444", linewidth=0.8, zorder=2)
         ax.grid(axis="y", visible=False)
@@ -358,15 +350,8 @@ def budget_chart(figure_class: type[Figure], report: SessionReport, names: dict[
             used.setdefault(legend, colour)
             budget = budgets.get((check.nodeid, name))
             if budget is not None:
-                ax.plot(
-                    [budget, budget],
-                    [y - 0.42, y + 0.42],
-                    color="#222222",
-                    linewidth=1.2,
-                    linestyle=(0, (2, 1.5)),
-                    zorder=4,
-                )
-                used.setdefault(BUDGET_LEGEND, "#222222")
+                _threshold_mark(ax, budget, y)
+                used.setdefault(BUDGET_LEGEND, THRESHOLD_COLOUR)
         for missing in (u for u in unmeasured if u.metric == name):
             ax.annotate(
                 f"not measured: {missing.reason}",
@@ -394,6 +379,17 @@ def _budget_style(check: MetricChange) -> tuple[str, str, str]:
     if check.status == "flagged":
         return _FLAGGED, "none", "over budget, flagged"
     return _BETTER, "none", "within budget"
+
+
+#: The dashed tick that marks a limit or a budget across a bar.
+THRESHOLD_COLOUR = "#222222"
+
+
+def _threshold_mark(ax: Axes, x: float, y: float) -> None:
+    """A limit's or a budget's place on a horizontal bar's row: a short dashed vertical tick."""
+    ax.plot(
+        [x, x], [y - 0.42, y + 0.42], color=THRESHOLD_COLOUR, linewidth=1.2, linestyle=(0, (2, 1.5)), zorder=4
+    )
 
 
 def limit_percent(change: MetricChange) -> float | None:
