@@ -21,6 +21,16 @@ def test_an_idle_baseline_shorter_than_the_counter_step_uses_the_power_readings(
     assert idle["GPU-0000-sim"].power_w == pytest.approx(60.0, rel=0.01)
 
 
+@pytest.mark.parametrize("duration_s", [0.3, 0.45])
+def test_an_idle_baseline_of_a_few_counter_steps_uses_the_power_readings(fake_nvml, monkeypatch, duration_s):
+    # 0.3 s of a counter stepping every 100 ms holds 2 to 4 steps: 70 W read as up to 91 W.
+    monkeypatch.delenv(fake_nvml.IDEAL_ENV, raising=False)
+    gpus(fake_nvml, {"power_profile": [[0, 70.0]]})
+    time.sleep(0.03)
+    idle = IdleBaselines(duration_s=duration_s, sample_interval_s=0.02).measure("nvml", FAST, {})
+    assert idle["GPU-0000-sim"].power_w == pytest.approx(70.0, rel=0.01)
+
+
 def test_baseline_is_measured_once_per_device_and_reaches_the_window(fake_nvml):
     gpus(fake_nvml, {"power_profile": [[0, 60.0]]}, {"power_profile": [[0, 80.0]]})
     slept = []

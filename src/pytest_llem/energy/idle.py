@@ -42,11 +42,18 @@ class IdleReading:
     conditions: str | None = None
 
 
+# A counter read over a span is off by up to one update's worth of energy: over this many
+# updates that is at most 5%; over fewer (a short `--llem-baseline`) the power readings are
+# the better figure.
+MIN_COUNTER_UPDATES = 20
+
+
 def _idle_power_w(device: MeasuredDevice, figures: DeviceEnergy, duration_s: float) -> float | None:
-    """The device's power at rest: its energy over the span, unless the span was shorter than
-    its counter's update period (the counter then read 0 J or a whole update's worth): then the
-    mean of its power readings, which at rest is the idle power."""
-    if device.counter_update_s is None or duration_s >= device.counter_update_s:
+    """The device's power at rest: its energy over the span, unless the span held fewer than
+    `MIN_COUNTER_UPDATES` of its counter's updates (0.3 s of a counter that steps every 100 ms
+    reads 2 to 4 steps: 70 W idle read as 91 W): then the mean of its power readings, which at
+    rest is the idle power."""
+    if device.counter_update_s is None or duration_s >= MIN_COUNTER_UPDATES * device.counter_update_s:
         return figures.avg_power_w
     powers = [s.power_w for s in figures.timeline if s.power_w is not None]
     return sum(powers) / len(powers) if powers else None
