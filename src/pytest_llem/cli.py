@@ -207,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"N at most (default {DEFAULT_AUTO_REPEATS}; pytest --llem-repeats=auto:N)",
     )
     bisect.add_argument(
-        "--show-output", action="store_true", help="show each run's pytest output (default: a failed run's end)"
+        "--show-output",
+        action="store_true",
+        help="show each run's pytest output (default: a failed run's end)",
     )
 
     importing = command(
@@ -441,7 +443,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         limit = parse_limit(limit_spec, "--fail")
         if args.metric is not None and args.metric != limit.metric.name:
             raise LlemError(
-                f"--metric {args.metric} and --fail {args.fail} name two metrics; bisect one (--fail's alone will do)"
+                f"--metric {args.metric} and --fail {args.fail} name two metrics; bisect one "
+                "(--fail's alone will do)"
             )
     else:
         limit_spec = f"{args.metric or DEFAULT_BISECT_METRIC}:{DEFAULT_LIMIT}"
@@ -469,9 +472,13 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         store_url=store_url_from(getattr(args, "store", None), "--store"),
         show_output=args.show_output,
     )
-    history = history_of(args)
-    say_skipped(history)
-    return run_bisection(request, history)
+
+    def open_history() -> RunHistory:
+        history = history_of(args)
+        say_skipped(history)
+        return history
+
+    return run_bisection(request, open_history)
 
 
 def cmd_import(args: argparse.Namespace) -> int:

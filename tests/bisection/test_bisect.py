@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 from helpers import SIMULATED_RUN, SUPPORT_DIR
 from workloads import seeded_rate
 

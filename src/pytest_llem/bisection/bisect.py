@@ -62,12 +62,13 @@ class Bisector:
     def __init__(
         self,
         request: BisectRequest,
-        history: RunHistory,
+        open_history: Callable[[], RunHistory],
         say: Callable[[str], None] = print,
         warn: Callable[[str], None] | None = None,
     ) -> None:
+        """Checks GOOD, BAD and the repository (`git.BisectError`) before the store is opened
+        by `open_history`, so a user error leaves no state dir behind."""
         self.request = request
-        self.history = history
         self.say = say
         self.warn = warn or (lambda line: print(line, file=sys.stderr))
         self.top = repository_top(request.cwd)
@@ -87,6 +88,7 @@ class Bisector:
         #: Commits whose benchmark this bisection ran (the others were judged from saved runs).
         self.ran: list[Commit] = []
         self.worktree: Worktree | None = None
+        self.history = open_history()
 
     def bisect(self) -> int:
         """Run the bisection; its exit code. `Interrupted` ends it with the worktree removed."""
@@ -124,17 +126,20 @@ class Bisector:
         result = search.result()
         if result is None:
             if search.verdicts[len(self.commits) - 1] == "good":
-                self.say(f"BAD {bad.short} is not worse than GOOD {good.short} beyond the limit: nothing to bisect")
+                self.say(
+                    f"BAD {bad.short} is not worse than GOOD {good.short} beyond the limit: nothing to bisect"
+                )
             else:
-                self.say(f"BAD {bad.short} is undecided against GOOD {good.short}: the regression is not shown")
+                self.say(
+                    f"BAD {bad.short} is undecided against GOOD {good.short}: the regression is not shown"
+                )
             return EXIT_NOT_FOUND
         if result.found:
             first = self.commits[result.first_bad]
             self.say(f"first bad commit: {first.sha} {first.subject}")
             return EXIT_FOUND
-        self.say(
-            f"undecided commits block the search: the first bad commit is one of these {len(result.candidates)}:"
-        )
+        count = len(result.candidates)
+        self.say(f"undecided commits block the search: the first bad commit is one of these {count}:")
         for index in result.candidates:
             verdict = search.verdicts.get(index, "not judged")
             self.say(f"  {self.commits[index]} ({verdict})")
@@ -151,7 +156,9 @@ class Bisector:
                 return verdict
         report = self._run(commit, run_name(self.commits[0]), saved)
         if report is None:
-            verdict = CommitVerdict("undecided", f"{request.limit.metric.name} -", reason="pytest saved no run")
+            verdict = CommitVerdict(
+                "undecided", f"{request.limit.metric.name} -", reason="pytest saved no run"
+            )
         else:
             verdict = judge(baseline, report, request.limit, request.alpha)
         self.say(f"{label}  {commit}  {verdict.text()}")
@@ -166,7 +173,9 @@ class Bisector:
         # A run of that name in another project (another repository) is not this commit's.
         return report if report.project == self.project else None
 
-    def _run(self, commit: Commit, baseline: str | None, before: SessionReport | None) -> SessionReport | None:
+    def _run(
+        self, commit: Commit, baseline: str | None, before: SessionReport | None
+    ) -> SessionReport | None:
         """Check `commit` out, run its benchmark, and read back the run it saved (not `before`,
         the one saved earlier)."""
         worktree = self.worktree
@@ -196,7 +205,11 @@ class Bisector:
 def _allowed_processes(report: SessionReport) -> int:
     """The most processes any case of `report` was allowed (`repeats="auto:N"`'s N)."""
     return min(
-        (int(e.result.extra.get("repeats_max", e.result.extra.get("repeats", 1))) for e in report.measured if e.result),
+        (
+            int(e.result.extra.get("repeats_max", e.result.extra.get("repeats", 1)))
+            for e in report.measured
+            if e.result
+        ),
         default=0,
     )
 
@@ -208,7 +221,10 @@ def _show_tail(log: Path, warn: Callable[[str], None]) -> None:
 
 
 def run_bisection(
-    request: BisectRequest, history: RunHistory, out: TextIO | None = None, err: TextIO | None = None
+    request: BisectRequest,
+    open_history: Callable[[], RunHistory],
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """`pytest-llem bisect`: the transcript on `out`, warnings on `err`; the exit code."""
     out, err = out or sys.stdout, err or sys.stderr
@@ -216,7 +232,7 @@ def run_bisection(
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    bisector = Bisector(request, history, say, lambda line: print(line, file=err, flush=True))
+    bisector = Bisector(request, open_history, say, lambda line: print(line, file=err, flush=True))
     try:
         return bisector.bisect()
     except Interrupted as interrupted:

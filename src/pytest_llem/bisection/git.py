@@ -81,7 +81,13 @@ def commits_between(top: Path, good: Commit, bad: Commit) -> list[Commit]:
             "commit that BAD's history contains (swapped?)"
         ) from None
     listed = git_output(
-        top, "log", "--reverse", "--topo-order", "--ancestry-path", "--format=%H%x1f%s", f"{good.sha}..{bad.sha}"
+        top,
+        "log",
+        "--reverse",
+        "--topo-order",
+        "--ancestry-path",
+        "--format=%H%x1f%s",
+        f"{good.sha}..{bad.sha}",
     )
     return [Commit(*line.split("\x1f", 1)) for line in listed.splitlines()]
 

@@ -119,9 +119,12 @@ class Interrupted(Exception):
 
 @contextmanager
 def signals_as_exceptions() -> Iterator[None]:
-    """SIGINT and SIGTERM raise `Interrupted` in the main thread while the block runs."""
+    """SIGINT and SIGTERM raise `Interrupted` in the main thread while the block runs; after
+    the first, both are ignored until the block ends, so that a second Ctrl-C cannot cut the
+    cleanup short (the worktree's removal, pytest's own stop)."""
 
     def raise_interrupted(signum: int, _frame: object) -> None:
+        _ignore_signals()
         raise Interrupted(signum)
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -134,8 +137,7 @@ def signals_as_exceptions() -> Iterator[None]:
             set_signal_handler(sig, handler if handler is not None else signal.SIG_DFL)
 
 
-def ignore_signals() -> None:
-    """Once a bisection is stopping, later signals must not cut its cleanup short."""
+def _ignore_signals() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         set_signal_handler(sig, signal.SIG_IGN)
 
@@ -163,7 +165,6 @@ def run_pytest(command: list[str], cwd: Path, output: TextIO) -> int:
     try:
         return proc.wait()
     except Interrupted as interrupted:
-        ignore_signals()
         _stop(proc, interrupted.signum)
         raise
 

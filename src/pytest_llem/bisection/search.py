@@ -59,7 +59,9 @@ def judge(baseline: SessionReport, current: SessionReport, limit: Limit, alpha: 
     comparison = compare_reports(baseline, current, [limit])
     changes = [c for c in comparison.changes if c.metric == limit.metric.name]
     if not current.measured:
-        return CommitVerdict("undecided", f"{limit.metric.name} -", reason="no case was measured at this commit")
+        return CommitVerdict(
+            "undecided", f"{limit.metric.name} -", reason="no case was measured at this commit"
+        )
     if not changes:
         why = "; ".join(f"{item.nodeid}: {item.reason}" for item in comparison.unmeasured)
         missing = why or "no case measured here is in GOOD's run"
