@@ -9,6 +9,7 @@ per commit, no statistics, picks a wrong commit for these draws (shown first).
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -18,10 +19,16 @@ from pathlib import Path
 
 import psutil
 from helpers import SIMULATED_RUN, SUPPORT_DIR
+from sample_reports import GPT2, make_entry, make_report, make_result
 from workloads import seeded_rate
 
+from pytest_llem.bisection.bisect import BisectRequest, run_bisection
+from pytest_llem.bisection.runner import PROJECT_SUFFIX
 from pytest_llem.bisection.search import Bisection
+from pytest_llem.gating.limits import parse_limit
 from pytest_llem.store.history import RunHistory
+from pytest_llem.store.projects import project_key
+from pytest_llem.store.report import write_report
 
 COMMITS = 16
 #: The first commit whose benchmark is slower (0 is GOOD, 15 BAD).
@@ -221,3 +228,88 @@ def test_ctrl_c_stops_the_run_removes_the_worktree_and_exits_130(tmp_path: Path)
     assert checkout_state(repo) == before
     assert list((tmp_path / "tmp").iterdir()) == []
     assert bisect_processes() == []
+
+
+# --- judged from saved runs alone: the answers that are not a first bad commit --------------
+
+
+def saved_run_repository(tmp_path: Path, runs_j: list[list[float]]) -> tuple[Path, list[str]]:
+    """A repository of one commit per entry of `runs_j`, each with a saved bisect run whose
+    case measured those energies (3 processes of 3 allowed: an undecided run is final)."""
+    repo = tmp_path / "saved-repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "Bisect Test")
+    git(repo, "config", "user.email", "bisect@example.invalid")
+    project = project_key(repo) + PROJECT_SUFFIX
+    shas = []
+    for number, energies in enumerate(runs_j):
+        (repo / "file.txt").write_text(str(number))
+        git(repo, "add", "file.txt")
+        git(repo, "commit", "-q", "-m", f"commit {number}")
+        sha = git(repo, "rev-parse", "HEAD")
+        shas.append(sha)
+        result = make_result(energies, extra={"repeats": 3, "repeats_max": 3})
+        report = make_report(
+            f"run-{number}", [make_entry(GPT2, result)], name=f"bisect-{sha}", days_after_t0=number
+        )
+        report.project = project
+        write_report(report, tmp_path / "state")
+    return repo, shas
+
+
+def bisect_saved(tmp_path: Path, repo: Path, good: str) -> tuple[int, list[str], list[str]]:
+    out, err = io.StringIO(), io.StringIO()
+    request = BisectRequest(
+        good=good,
+        bad="main",
+        pytest_args=("test_bench.py",),
+        limit=parse_limit("energy_j:5%"),
+        limit_spec="energy_j:5%",
+        alpha=0.05,
+        max_runs=3,
+        cwd=repo,
+        state_dir=tmp_path / "state",
+        store_url=None,
+    )
+    code = run_bisection(request, lambda: RunHistory(tmp_path / "state"), out, err)
+    return code, out.getvalue().splitlines(), err.getvalue().splitlines()
+
+
+GOOD_J, BAD_J, UNCLEAR_J = [5.0, 5.05, 4.95], [6.0, 6.1, 6.05], [4.9, 6.0, 6.1]
+
+
+def test_an_undecided_commit_before_the_first_bad_leaves_the_range_and_exits_1(tmp_path: Path):
+    repo, shas = saved_run_repository(tmp_path, [GOOD_J, UNCLEAR_J, BAD_J, BAD_J])
+    code, lines, err = bisect_saved(tmp_path, repo, shas[0])
+    assert (code, err) == (1, [])
+    assert lines[-3:] == [
+        "undecided commits block the search: the first bad commit is one of these 2:",
+        f"  {shas[1][:10]} commit 1 (undecided)",
+        f"  {shas[2][:10]} commit 2 (bad)",
+    ]
+    assert lines[3].startswith(
+        f"   1  {shas[1][:10]} commit 1  energy_j 6.00 [5.45, 6.05] J (n=3) +20.0% p=0.35 undecided"
+    )
+    assert "undecided (beyond the limit but not significant" in lines[3]
+    assert all(line.endswith("(saved run reused)") for line in lines[1:-3])
+
+
+def test_bad_no_worse_than_good_is_said_and_exits_1(tmp_path: Path):
+    repo, shas = saved_run_repository(tmp_path, [GOOD_J, GOOD_J, [5.01, 5.02, 4.99]])
+    code, lines, _ = bisect_saved(tmp_path, repo, shas[0])
+    assert code == 1
+    assert (
+        lines[-1]
+        == f"BAD {shas[2][:10]} is not worse than GOOD {shas[0][:10]} beyond the limit: nothing to bisect"
+    )
+
+
+def test_an_undecided_bad_is_said_and_exits_1(tmp_path: Path):
+    repo, shas = saved_run_repository(tmp_path, [GOOD_J, UNCLEAR_J])
+    code, lines, _ = bisect_saved(tmp_path, repo, shas[0])
+    assert code == 1
+    assert (
+        lines[-1]
+        == f"BAD {shas[1][:10]} is undecided against GOOD {shas[0][:10]}: the regression is not shown"
+    )
