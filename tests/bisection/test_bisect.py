@@ -23,7 +23,7 @@ from sample_reports import GPT2, make_entry, make_report, make_result
 from workloads import seeded_rate
 
 from pytest_llem.bisection.bisect import BisectRequest, run_bisection
-from pytest_llem.bisection.runner import PROJECT_SUFFIX
+from pytest_llem.bisection.runner import bisect_project
 from pytest_llem.bisection.search import Bisection
 from pytest_llem.gating.limits import parse_limit
 from pytest_llem.store.history import RunHistory
@@ -241,7 +241,7 @@ def saved_run_repository(tmp_path: Path, runs_j: list[list[float]]) -> tuple[Pat
     git(repo, "init", "-q", "-b", "main")
     git(repo, "config", "user.name", "Bisect Test")
     git(repo, "config", "user.email", "bisect@example.invalid")
-    project = project_key(repo) + PROJECT_SUFFIX
+    project = bisect_project(project_key(repo), ["test_bench.py"])
     shas = []
     for number, energies in enumerate(runs_j):
         (repo / "file.txt").write_text(str(number))
@@ -313,3 +313,25 @@ def test_an_undecided_bad_is_said_and_exits_1(tmp_path: Path):
         lines[-1]
         == f"BAD {shas[1][:10]} is undecided against GOOD {shas[0][:10]}: the regression is not shown"
     )
+
+
+def test_a_commit_whose_benchmark_breaks_is_undecided_with_pytests_last_lines(tmp_path: Path):
+    repo, shas = saved_run_repository(tmp_path, [GOOD_J])
+    (repo / "test_bench.py").write_text("raise RuntimeError('the benchmark broke at import')\n")
+    git(repo, "add", "test_bench.py")
+    git(repo, "commit", "-q", "-m", "break the benchmark")
+    code, lines, err = bisect_saved(tmp_path, repo, shas[0])
+    assert code == 1
+    # pytest stops at a collection error as if interrupted: the plugin's exit code then is 130.
+    assert lines[2] == (
+        f"BAD   {git(repo, 'rev-parse', 'HEAD')[:10]} break the benchmark  energy_j - undecided "
+        "(its benchmark measured nothing: pytest exited 130)"
+    )
+    assert (
+        lines[3]
+        == f"BAD {lines[2].split()[1]} is undecided against GOOD {shas[0][:10]}: the regression is not shown"
+    )
+    assert err[0].endswith(", its benchmark measured nothing: pytest exited 130:")
+    assert any("RuntimeError: the benchmark broke at import" in line for line in err[1:])
+    assert all(line.startswith("  | ") for line in err[1:])
+    assert git(repo, "worktree", "list").count("\n") == 0

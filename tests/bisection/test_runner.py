@@ -16,6 +16,7 @@ from pytest_llem.bisection.git import BisectError, Commit
 from pytest_llem.bisection.runner import (
     CommitRun,
     Interrupted,
+    bisect_project,
     checked_pytest_args,
     run_name,
     run_pytest,
@@ -23,6 +24,12 @@ from pytest_llem.bisection.runner import (
 )
 
 COMMIT = Commit("a" * 40, "subject")
+
+
+def test_each_benchmark_bisected_has_a_project_of_its_own():
+    tests, other = bisect_project("proj-1234", ["tests"]), bisect_project("proj-1234", ["tests", "-k", "x"])
+    assert tests.startswith("proj-1234/bisect-") and len(tests) == len("proj-1234/bisect-") + 8
+    assert tests == bisect_project("proj-1234", ("tests",)) and tests != other
 
 
 def test_pytest_args_are_kept_with_llem_left_out():
@@ -51,14 +58,14 @@ def test_an_option_bisect_sets_itself_is_refused_by_name(arg: str):
 
 
 def test_good_runs_every_process_and_the_others_compare_with_it(tmp_path: Path):
-    run = CommitRun(("tests",), tmp_path, None, "proj-1234/bisect", 6, "tokens_per_s:15%")
+    run = CommitRun(("tests",), tmp_path, None, "proj-1234/bisect-0a1b2c3d", 6, "tokens_per_s:15%")
     assert run_name(COMMIT) == "bisect-" + "a" * 40
     good = run.command(COMMIT, None)
     assert good[:5] == [sys.executable, "-m", "pytest", "--llem", "tests"]
     assert good[5:] == [
         f"--llem-save=bisect-{'a' * 40}",
         f"--llem-state-dir={tmp_path}",
-        "--llem-project=proj-1234/bisect",
+        "--llem-project=proj-1234/bisect-0a1b2c3d",
         "--llem-repeats=6",
     ]
     other = run.command(COMMIT, "bisect-good")

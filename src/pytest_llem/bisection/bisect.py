@@ -19,9 +19,9 @@ from typing import TextIO
 
 from pytest_llem.bisection.git import Commit, Worktree, commits_between, repository_top, resolve_commit
 from pytest_llem.bisection.runner import (
-    PROJECT_SUFFIX,
     CommitRun,
     Interrupted,
+    bisect_project,
     run_name,
     run_pytest,
     signals_as_exceptions,
@@ -76,7 +76,7 @@ class Bisector:
         bad = resolve_commit(self.top, request.bad, "BAD")
         self.commits = [good, *commits_between(self.top, good, bad)]
         self.inside = request.cwd.resolve().relative_to(self.top)
-        self.project = project_key(project_folder(None, request.cwd)) + PROJECT_SUFFIX
+        self.project = bisect_project(project_key(project_folder(None, request.cwd)), request.pytest_args)
         self.run = CommitRun(
             pytest_args=request.pytest_args,
             state_dir=request.state_dir.resolve(),
@@ -87,6 +87,8 @@ class Bisector:
         )
         #: Commits whose benchmark this bisection ran (the others were judged from saved runs).
         self.ran: list[Commit] = []
+        #: Why the last run gave nothing to judge.
+        self.failure = ""
         self.worktree: Worktree | None = None
         self.history = open_history()
 
@@ -113,7 +115,8 @@ class Bisector:
         if not reused:
             baseline = self._run(good, None, baseline)
         if baseline is None or not baseline.can_be_baseline:
-            self.say(f"GOOD  {good}  measured nothing: no baseline to judge the other commits by")
+            why = self.failure or "its run did not finish"
+            self.say(f"GOOD  {good}  {why}: no baseline to judge the other commits by")
             return EXIT_NOT_FOUND
         self.say(
             f"GOOD  {good}  {figure_with_spread(baseline, self.request.limit.metric)} baseline"
@@ -156,9 +159,7 @@ class Bisector:
                 return verdict
         report = self._run(commit, run_name(self.commits[0]), saved)
         if report is None:
-            verdict = CommitVerdict(
-                "undecided", f"{request.limit.metric.name} -", reason="pytest saved no run"
-            )
+            verdict = CommitVerdict("undecided", f"{request.limit.metric.name} -", reason=self.failure)
         else:
             verdict = judge(baseline, report, request.limit, request.alpha)
         self.say(f"{label}  {commit}  {verdict.text()}")
@@ -182,7 +183,7 @@ class Bisector:
         assert worktree is not None and worktree.folder is not None
         cwd = worktree.checkout(commit) / self.inside
         if not cwd.is_dir():
-            self.warn(f"pytest-llem: bisect: {commit.short} has no folder {self.inside}: not run")
+            self.failure = f"the commit has no folder {self.inside}: not run"
             return None
         command = self.run.command(commit, baseline)
         self.ran.append(commit)
@@ -195,7 +196,8 @@ class Bisector:
                 code = run_pytest(command, cwd, output)
         saved = self._saved(commit)
         if saved is None or not saved.measured or saved.run_id == getattr(before, "run_id", None):
-            self.warn(f"pytest-llem: bisect: pytest at {commit.short} exited {code} and measured nothing")
+            self.failure = f"its benchmark measured nothing: pytest exited {code}"
+            self.warn(f"pytest-llem: bisect: at {commit.short}, {self.failure}" + (":" if log else ""))
             if log is not None:
                 _show_tail(log, self.warn)
             return None

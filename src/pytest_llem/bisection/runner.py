@@ -2,9 +2,12 @@
 that process, stopped cleanly when the bisection gets SIGINT or SIGTERM.
 
 The run is saved under the name `bisect-<full sha>` (a run's name holds no '/', see
-`store.names`) in the project `<the user's project>/bisect`, so a later bisection finds it
-and a bare `--llem-compare` in the user's own runs never takes an old commit's run for its
-baseline. GOOD's run, the baseline of every verdict, runs the most processes a commit may
+`store.names`) in the project `<the user's project>/bisect-<digest of the pytest arguments>`
+(`bisect_project`): a later bisection of the same benchmark finds it, one of other tests (other
+arguments) does not take it for theirs, and a bare `--llem-compare` in the user's own runs
+never takes an old commit's run for its baseline.
+
+GOOD's run, the baseline of every verdict, runs the most processes a commit may
 (`--llem-repeats=N`), so that a commit's few can reach a small p; every other commit's run
 adds processes with `--llem-repeats=auto:N` while its comparison with GOOD's run, on the
 bisected limit, is undecided (`isolation.repeats`).
@@ -22,14 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from pytest_llem.base.digests import json_digest
 from pytest_llem.bisection.git import BisectError, Commit
 from pytest_llem.processes import set_parent_death_signal, set_signal_handler
 from pytest_llem.settings import setting_named
 
 #: A bisection's runs are saved as `bisect-<sha>`.
 RUN_NAME_PREFIX = "bisect-"
-#: ... under the user's project with this after it.
-PROJECT_SUFFIX = "/bisect"
+#: ... under the user's project with this and a digest of the pytest arguments after it.
+PROJECT_SUFFIX = "/bisect-"
+#: Hex digits of that digest.
+ARGS_DIGEST_LENGTH = 8
 #: The settings bisect gives every commit's run itself; in the user's pytest arguments they
 #: would fight its own.
 OWN_SETTINGS = (
@@ -50,6 +56,11 @@ STOP_TIMEOUT_S = 60.0
 
 def run_name(commit: Commit) -> str:
     return f"{RUN_NAME_PREFIX}{commit.sha}"
+
+
+def bisect_project(user_project: str, pytest_args: tuple[str, ...] | list[str]) -> str:
+    """The project a bisection's runs are saved under (see the module docstring)."""
+    return f"{user_project}{PROJECT_SUFFIX}{json_digest(list(pytest_args))[:ARGS_DIGEST_LENGTH]}"
 
 
 def checked_pytest_args(args: list[str]) -> list[str]:
