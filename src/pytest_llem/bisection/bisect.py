@@ -11,6 +11,7 @@ when GOOD's benchmark measured nothing; 2 for a user error (one line, from `git`
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,8 +86,6 @@ class Bisector:
             repeats_max=request.max_runs,
             limit_spec=request.limit_spec,
         )
-        #: Commits whose benchmark this bisection ran (the others were judged from saved runs).
-        self.ran: list[Commit] = []
         #: Why the last run gave nothing to judge.
         self.failure = ""
         self.worktree: Worktree | None = None
@@ -186,7 +185,6 @@ class Bisector:
             self.failure = f"the commit has no folder {self.inside}: not run"
             return None
         command = self.run.command(commit, baseline)
-        self.ran.append(commit)
         if self.request.show_output:
             code = run_pytest(command, cwd, sys.stderr)
             log = None
@@ -234,7 +232,11 @@ def run_bisection(
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    bisector = Bisector(request, open_history, say, lambda line: print(line, file=err, flush=True))
+    try:
+        bisector = Bisector(request, open_history, say, lambda line: print(line, file=err, flush=True))
+    except KeyboardInterrupt:  # Ctrl-C while git resolved the commits: nothing made yet
+        print("pytest-llem: bisect stopped by SIGINT before it began", file=err, flush=True)
+        return Interrupted(signal.SIGINT).exit_code
     try:
         return bisector.bisect()
     except Interrupted as interrupted:
