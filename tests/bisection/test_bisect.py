@@ -335,3 +335,53 @@ def test_a_commit_whose_benchmark_breaks_is_undecided_with_pytests_last_lines(tm
     assert any("RuntimeError: the benchmark broke at import" in line for line in err[1:])
     assert all(line.startswith("  | ") for line in err[1:])
     assert git(repo, "worktree", "list").count("\n") == 0
+
+
+SCHEDULED = """
+from workloads import scheduled_throughput
+
+
+def test_throughput(llem):
+    llem.run(scheduled_throughput, params={"counter": %r, "rates": %r})
+"""
+
+
+def test_an_unclear_commit_gets_more_processes_then_stays_undecided_and_the_range_is_the_answer(
+    tmp_path: Path,
+):
+    # Commit 1's processes alternate between far slower and far faster than GOOD's: beyond the
+    # limit by its median, never significant. Its run adds processes up to the maximum (4).
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "Bisect Test")
+    git(repo, "config", "user.email", "bisect@example.invalid")
+    schedules = [[10_000], [5_000, 15_000, 5_000, 5_000], [5_000]]
+    shas = []
+    for number, rates in enumerate(schedules):
+        suite = SCHEDULED % (str(tmp_path / f"c{number}.count"), rates)
+        (repo / "test_bench.py").write_text(suite)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", f"commit {number}")
+        shas.append(git(repo, "rev-parse", "HEAD"))
+    command = bisect_command(tmp_path / "state", shas[0], "main")
+    command[command.index("--max-runs-per-commit") + 1] = "4"
+    done = subprocess.run(
+        command, cwd=repo, env=bisect_env(tmp_path), capture_output=True, text=True, timeout=600
+    )
+    print(done.stdout, done.stderr)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert (
+        lines[1].startswith(f"GOOD  {shas[0][:10]} commit 0  tokens_per_s ") and "(n=4) baseline" in lines[1]
+    )
+    assert lines[2].startswith(f"BAD   {shas[2][:10]} commit 2  tokens_per_s ") and lines[2].endswith(" bad")
+    assert " (n=3) " in lines[2]  # decided at the fewest processes
+    assert lines[3].startswith(f"   1  {shas[1][:10]} commit 1  tokens_per_s ") and " (n=4) -" in lines[3]
+    assert " undecided (beyond the limit but not significant (p=" in lines[3]
+    assert (tmp_path / "c1.count").read_text() == "4"  # the maximum, then no more
+    assert lines[4:] == [
+        "undecided commits block the search: the first bad commit is one of these 2:",
+        f"  {shas[1][:10]} commit 1 (undecided)",
+        f"  {shas[2][:10]} commit 2 (bad)",
+    ]
