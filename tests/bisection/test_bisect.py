@@ -19,12 +19,13 @@ from pathlib import Path
 
 import psutil
 from helpers import SIMULATED_RUN, SUPPORT_DIR
-from sample_reports import GPT2, make_entry, make_report, make_result
+from sample_reports import EPYC, GPT2, make_entry, make_report, make_result
 from workloads import seeded_rate
 
 from pytest_llem.bisection.bisect import BisectRequest, run_bisection
 from pytest_llem.bisection.runner import bisect_project
 from pytest_llem.bisection.search import Bisection
+from pytest_llem.fingerprints.machine import MachineInfo
 from pytest_llem.gating.limits import parse_limit
 from pytest_llem.store.history import RunHistory
 from pytest_llem.store.projects import project_key
@@ -251,7 +252,11 @@ def saved_run_repository(tmp_path: Path, runs_j: list[list[float]]) -> tuple[Pat
         shas.append(sha)
         result = make_result(energies, extra={"repeats": 3, "repeats_max": 3})
         report = make_report(
-            f"run-{number}", [make_entry(GPT2, result)], name=f"bisect-{sha}", days_after_t0=number
+            f"run-{number}",
+            [make_entry(GPT2, result)],
+            name=f"bisect-{sha}",
+            machine=MachineInfo.current(),
+            days_after_t0=number,
         )
         report.project = project
         write_report(report, tmp_path / "state")
@@ -385,3 +390,19 @@ def test_an_unclear_commit_gets_more_processes_then_stays_undecided_and_the_rang
         f"  {shas[1][:10]} commit 1 (undecided)",
         f"  {shas[2][:10]} commit 2 (bad)",
     ]
+
+
+def test_a_run_another_machine_saved_is_not_reused(tmp_path: Path):
+    repo, shas = saved_run_repository(tmp_path, [GOOD_J, BAD_J])
+    history = RunHistory(tmp_path / "state")
+    good = history.find(f"bisect-{shas[0]}")
+    good.machine = EPYC  # as if another host had saved GOOD's run to a shared store
+    history.save(good)
+    code, lines, err = bisect_saved(tmp_path, repo, shas[0])
+    # So GOOD is run here: these commits hold no benchmark, so there is no baseline.
+    assert code == 1
+    assert lines[1].startswith(
+        f"GOOD  {shas[0][:10]} commit 0  its benchmark measured nothing: pytest exited "
+    )
+    assert lines[1].endswith(": no baseline to judge the other commits by")
+    assert err[0].startswith(f"pytest-llem: bisect: at {shas[0][:10]}, its benchmark measured nothing")

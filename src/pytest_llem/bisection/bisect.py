@@ -1,12 +1,13 @@
 """The whole bisection: GOOD's run first (the baseline), then BAD's, then the binary search,
 one transcript line per commit judged, and the answer.
 
-A commit whose run `bisect-<sha>` is already saved (by an earlier bisection, with the same
-store and project) is judged from it without running anything, unless it was undecided and
-this bisection allows more processes than that run did. Exit codes: 0 when the first bad
-commit is found; 1 when undecided commits leave a range, when BAD is not worse than GOOD, or
-when GOOD's benchmark measured nothing; 2 for a user error (one line, from `git` and
-`runner`); 128 + the signal when SIGINT or SIGTERM stopped it.
+A commit whose run `bisect-<sha>` is already saved (by an earlier bisection of the same
+benchmark, in the same store, on this machine) is judged from it without running anything,
+unless it was undecided and this bisection allows more processes than that run did.
+
+Exit codes: 0 when the first bad commit is found; 1 when undecided commits leave a range,
+when BAD is not worse than GOOD, or when GOOD's benchmark measured nothing; 2 for a user
+error (one line, from `git` and `runner`); 128 + the signal when SIGINT or SIGTERM stopped it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from pytest_llem.bisection.runner import (
     signals_as_exceptions,
 )
 from pytest_llem.bisection.search import Bisection, CommitVerdict, figure_with_spread, judge
+from pytest_llem.fingerprints.machine import MachineInfo
 from pytest_llem.gating.limits import Limit
 from pytest_llem.store.history import RunHistory, UnknownRun
+from pytest_llem.store.names import printable
 from pytest_llem.store.projects import project_folder, project_key
 from pytest_llem.store.report import SessionReport
 
@@ -89,6 +92,7 @@ class Bisector:
         #: Why the last run gave nothing to judge.
         self.failure = ""
         self.worktree: Worktree | None = None
+        self._machine_id: str | None = None
         self.history = open_history()
 
     def bisect(self) -> int:
@@ -138,7 +142,7 @@ class Bisector:
             return EXIT_NOT_FOUND
         if result.found:
             first = self.commits[result.first_bad]
-            self.say(f"first bad commit: {first.sha} {first.subject}")
+            self.say(f"first bad commit: {first.sha} {printable(first.subject)}")
             return EXIT_FOUND
         count = len(result.candidates)
         self.say(f"undecided commits block the search: the first bad commit is one of these {count}:")
@@ -165,13 +169,19 @@ class Bisector:
         return verdict
 
     def _saved(self, commit: Commit) -> SessionReport | None:
-        """The newest run of `commit` saved by a bisection of this project, if any."""
+        """The newest run of `commit` saved by a bisection of this project on this machine, if
+        any. A run of that name in another project (another repository, other tests) is not
+        this commit's, and one another machine saved to a shared store does not judge this
+        machine's figures."""
         try:
             report = self.history.find(run_name(commit), project=self.project)
         except UnknownRun:
             return None
-        # A run of that name in another project (another repository) is not this commit's.
-        return report if report.project == self.project else None
+        if report.project != self.project or report.machine is None:
+            return None
+        if self._machine_id is None:
+            self._machine_id = MachineInfo.current().id
+        return report if report.machine.id == self._machine_id else None
 
     def _run(
         self, commit: Commit, baseline: str | None, before: SessionReport | None
@@ -203,7 +213,8 @@ class Bisector:
 
 
 def _allowed_processes(report: SessionReport) -> int:
-    """The most processes any case of `report` was allowed (`repeats="auto:N"`'s N)."""
+    """How many processes each case of `report` was allowed at least (`repeats="auto:N"`'s N;
+    a run without repeats: the processes it had)."""
     return min(
         (
             int(e.result.extra.get("repeats_max", e.result.extra.get("repeats", 1)))
