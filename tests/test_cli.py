@@ -167,3 +167,75 @@ def test_a_date_is_midnight_utc_and_anything_else_is_one_line():
     assert parse_date("2026-02-28") == datetime(2026, 2, 28, tzinfo=timezone.utc)
     with pytest.raises(LlemError, match=r"^--older-than: '28/02/2026' is not a date; write YYYY-MM-DD$"):
         parse_date("28/02/2026")
+
+
+def test_bisects_pytest_args_are_what_follows_the_first_double_dash():
+    from pytest_llem.cli import split_pytest_args
+
+    argv = ["bisect", "A", "B", "--metric", "energy_j", "--", "tests", "--", "-k", "x"]
+    assert split_pytest_args(argv) == (
+        ["bisect", "A", "B", "--metric", "energy_j"],
+        ["tests", "--", "-k", "x"],
+    )
+    assert split_pytest_args(["show", "--", "-odd-name"]) == (["show", "--", "-odd-name"], [])
+
+
+@pytest.fixture
+def two_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git repository of two commits, `first` and `second`, as the working directory."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.name", "Bisect Test")
+    git("config", "user.email", "bisect@example.invalid")
+    for subject in ("first", "second"):
+        (repo / "file.txt").write_text(subject)
+        git("add", "file.txt")
+        git("commit", "-q", "-m", subject)
+    monkeypatch.chdir(repo)
+    return repo
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["main~1", "nope", "--", "t.py"], "bisect: BAD 'nope' is not a commit of this repository; give a"),
+        (["main", "main~1", "--", "t.py"], "bisect: GOOD "),
+        (["main~1", "main"], "bisect: give the benchmark's pytest arguments after `--`"),
+        (["main~1", "main", "--", "t.py", "--llem-save=x"], "bisect: --llem-save in the pytest arguments"),
+        (["main~1", "main", "--alpha", "0.2", "--", "t.py"], "--alpha: 0.2 is not a significance level"),
+        (
+            ["main~1", "main", "--max-runs-per-commit", "2", "--", "t.py"],
+            "--max-runs-per-commit: 2 is too few",
+        ),
+        (
+            ["main~1", "main", "--metric", "joules", "--", "t.py"],
+            "--metric: unknown metric 'joules' (known: ",
+        ),
+        (["main~1", "main", "--fail", "energy_j:5", "--", "t.py"], "--fail energy_j:5: a limit needs a unit"),
+        (
+            ["main~1", "main", "--metric", "energy_j", "--fail", "tokens_per_s:5%", "--", "t.py"],
+            "--metric energy_j and --fail tokens_per_s:5% name two metrics",
+        ),
+    ],
+)
+def test_bisect_user_errors_are_one_line_and_exit_2(two_commits: Path, tmp_path: Path, capsys, argv, message):
+    code, out, err = cli(capsys, "bisect", *argv[:2], "--state-dir", str(tmp_path / "state"), *argv[2:])
+    assert code == EXIT_USAGE and out == []
+    assert len(err) == 1 and err[0].startswith(f"pytest-llem: {message}"), err
+    assert not (tmp_path / "state").exists()  # nothing opened, nothing written
+    assert "is not an ancestor of BAD" in err[0] or argv[:2] != ["main", "main~1"]
+
+
+def test_bisect_outside_a_checkout_is_one_line(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "bisect", "a", "b", "--state-dir", str(tmp_path / "state"), "--", "t.py")
+    assert (code, out) == (EXIT_USAGE, [])
+    assert err == [
+        f"pytest-llem: bisect: {tmp_path} is not inside a git checkout; run it in the repository "
+        "whose commits it bisects"
+    ]

@@ -1,5 +1,5 @@
 """The `pytest-llem` command: saved runs outside pytest (list, show, compare, export, clean,
-import).
+import), and the bisection of a regression to its first bad commit (bisect).
 
 Every user error (an unknown run, a bad limit or date, an unwritable file) ends as one
 `pytest-llem: <message>` line on stderr and exit code 2; a comparison with a regression or an
@@ -15,10 +15,13 @@ from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+from pytest_llem.bisection.bisect import DEFAULT_LIMIT, BisectRequest, run_bisection
+from pytest_llem.bisection.runner import checked_pytest_args
 from pytest_llem.errors import LlemError
 from pytest_llem.formatting import aligned
 from pytest_llem.gating.gate import run_gate
 from pytest_llem.gating.limits import parse_limit
+from pytest_llem.gating.stats import MIN_ROUNDS_FOR_SIGNIFICANCE, SIGNIFICANCE_LEVEL
 from pytest_llem.output.exports import csv_text, markdown_summary
 from pytest_llem.output.summary import SummaryView
 from pytest_llem.output.terminal import format_comparison, format_summary
@@ -39,16 +42,21 @@ from pytest_llem.store.projects import shown_project
 from pytest_llem.store.report import SessionReport
 from pytest_llem.store.state import StateManager
 from pytest_llem.store.urls import STORE_ENV, store_url_from
+from pytest_llem.values import DEFAULT_AUTO_REPEATS
 
 PROG = "pytest-llem"
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 #: What a shell reports for a process ended by SIGPIPE.
 EXIT_BROKEN_PIPE = 128 + 13
 EXPORT_FORMATS = ("json", "csv", "markdown", "html")
+#: The metric `bisect` follows without --metric or --fail.
+DEFAULT_BISECT_METRIC = "energy_per_token_j"
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv, pytest_args = split_pytest_args(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(argv)
+    args.pytest_args = pytest_args
     try:
         return args.handler(args)
     except BrokenPipeError:
@@ -60,10 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def split_pytest_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`bisect ... -- PYTEST ARGS`: what comes after the first `--` is pytest's, untouched
+    (argparse would read its options as the command's); other commands keep their `--`."""
+    if "--" not in argv or "bisect" not in argv[: argv.index("--")]:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="List, show, compare, export and clean the runs pytest --llem saved.",
+        description="List, show, compare, export and clean the runs pytest --llem saved; bisect a "
+        "regression to its first bad commit.",
         epilog="RUN is a run's name (the newest run of that name), its run id, or a path to a report.json.",
     )
     # Accepted before and after the subcommand; SUPPRESS keeps the subcommand's copy from
@@ -151,6 +169,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--stale",
         action="store_true",
         help="mark failed the unfinished experiments of this host whose processes are gone",
+    )
+
+    bisect = command(
+        "bisect",
+        cmd_bisect,
+        "find the first commit after GOOD whose benchmark is worse than GOOD's, up to BAD; "
+        "pytest's arguments follow `--`",
+    )
+    bisect.add_argument("good", metavar="GOOD", help="a commit whose benchmark is good (an ancestor of BAD)")
+    bisect.add_argument("bad", metavar="BAD", help="a later commit whose benchmark is worse")
+    bisect.add_argument(
+        "--metric",
+        metavar="METRIC",
+        help=f"the metric bisected (default {DEFAULT_BISECT_METRIC}; with --fail, its metric)",
+    )
+    bisect.add_argument(
+        "--fail",
+        metavar="METRIC:LIMIT",
+        help="a commit is bad when METRIC is worse than GOOD's by more than LIMIT (with its unit, as in "
+        f"compare --fail) and the rank test says so (default: METRIC:{DEFAULT_LIMIT})",
+    )
+    bisect.add_argument(
+        "--alpha",
+        metavar="P",
+        type=float,
+        default=SIGNIFICANCE_LEVEL,
+        help=f"worse by more than the limit counts as bad only with p at most this (default and most "
+        f"{SIGNIFICANCE_LEVEL:g}, the gate's)",
+    )
+    bisect.add_argument(
+        "--max-runs-per-commit",
+        metavar="N",
+        type=int,
+        default=DEFAULT_AUTO_REPEATS,
+        help="each commit's benchmark runs in 3 processes, then one more while its verdict is undecided, "
+        f"N at most (default {DEFAULT_AUTO_REPEATS}; pytest --llem-repeats=auto:N)",
+    )
+    bisect.add_argument(
+        "--show-output",
+        action="store_true",
+        help="show each run's pytest output (default: a failed run's end)",
     )
 
     importing = command(
@@ -376,6 +435,50 @@ def _clean_runs(history: RunHistory, cutoff: datetime | None, keep: int | None, 
         if kept and cutoff is not None:
             before = f"started before {cutoff:%Y-%m-%d}"
             print(f"kept {len(kept)} named run(s) {before}; --include-named deletes them")
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    if args.fail is not None:
+        limit_spec = args.fail
+        limit = parse_limit(limit_spec, "--fail")
+        if args.metric is not None and args.metric != limit.metric.name:
+            raise LlemError(
+                f"--metric {args.metric} and --fail {args.fail} name two metrics; bisect one "
+                "(--fail's alone will do)"
+            )
+    else:
+        limit_spec = f"{args.metric or DEFAULT_BISECT_METRIC}:{DEFAULT_LIMIT}"
+        limit = parse_limit(limit_spec, "--metric")
+    if not 0 < args.alpha <= SIGNIFICANCE_LEVEL:
+        raise LlemError(
+            f"--alpha: {args.alpha:g} is not a significance level bisect can use; give one above 0 and at "
+            f"most {SIGNIFICANCE_LEVEL:g} (the level at which each run adds processes while undecided)"
+        )
+    if args.max_runs_per_commit < MIN_ROUNDS_FOR_SIGNIFICANCE:
+        raise LlemError(
+            f"--max-runs-per-commit: {args.max_runs_per_commit} is too few processes for the rank test, "
+            f"which needs {MIN_ROUNDS_FOR_SIGNIFICANCE}; give {MIN_ROUNDS_FOR_SIGNIFICANCE} or more"
+        )
+    request = BisectRequest(
+        good=args.good,
+        bad=args.bad,
+        pytest_args=tuple(checked_pytest_args(args.pytest_args)),
+        limit=limit,
+        limit_spec=limit_spec,
+        alpha=args.alpha,
+        max_runs=args.max_runs_per_commit,
+        cwd=Path.cwd(),
+        state_dir=state_dir_of(args),
+        store_url=store_url_from(getattr(args, "store", None), "--store"),
+        show_output=args.show_output,
+    )
+
+    def open_history() -> RunHistory:
+        history = history_of(args)
+        say_skipped(history)
+        return history
+
+    return run_bisection(request, open_history)
 
 
 def cmd_import(args: argparse.Namespace) -> int:

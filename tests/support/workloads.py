@@ -291,3 +291,25 @@ def spinning_children(ctx: ExperimentContext) -> None:
         for child in children:
             child.wait()
     ctx.record(output_tokens=1)
+
+
+def seeded_rate(rate: float, noise: float, seed: str, index: int) -> float:
+    """The throughput `seeded_throughput`'s `index`-th process reports: `rate` times a factor
+    drawn uniformly within ±`noise` from a generator seeded by `seed` and `index`."""
+    import random
+
+    return rate * (1 + noise * random.Random(f"{seed}:{index}").uniform(-1, 1))
+
+
+def seeded_throughput(ctx: ExperimentContext) -> None:
+    """Throughput with seeded noise, process by process (`seeded_rate`; a counter file numbers
+    the processes, as in `scheduled_throughput`). The tokens are counted from the measured
+    window's own duration, so the figure is the drawn rate whatever this machine's load."""
+    counter = ctx.params["counter"]
+    index = int(open(counter).read()) if os.path.exists(counter) else 0
+    with open(counter, "w") as fh:
+        fh.write(str(index + 1))
+    rate = seeded_rate(ctx.params["rate"], ctx.params["noise"], ctx.params["seed"], index)
+    with ctx.window():
+        time.sleep(0.05)
+    ctx.record(output_tokens=max(1, round(rate * ctx.windows[-1].duration_s)))

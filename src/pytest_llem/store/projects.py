@@ -43,10 +43,11 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP_LIKE = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.*)$")
 
 
-def git_output(cwd: Path | None, *args: str) -> str:
-    """`git <args>`'s output in `cwd`, stripped; OSError or SubprocessError when it fails."""
+def git_output(cwd: Path | None, *args: str, timeout_s: float = GIT_TIMEOUT_S) -> str:
+    """`git <args>`'s output in `cwd`, stripped; OSError or SubprocessError when it fails
+    (`CalledProcessError` carries git's exit status and stderr)."""
     done = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=GIT_TIMEOUT_S
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=timeout_s
     )
     return done.stdout.strip()
 
