@@ -234,7 +234,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             line += f" of project {printable(args.project)!r} (projects with runs: {known})"
         print(line + (f" on machine {args.machine}" if args.machine else ""))
         return EXIT_OK
-    header = ("run", "project", "started", "outcome", "experiments", "machine")
+    header = ("run", "project", "commit", "started", "outcome", "experiments", "machine")
     # Whatever a row holds (a shared store's rows come from other machines) is shown escaped.
     rows = [
         tuple(
@@ -242,6 +242,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             for cell in (
                 run.label,
                 shown_project(run.project),
+                run.commit or "-",
                 _when(run.started_at),
                 run.outcome,
                 str(run.experiment_count),
@@ -250,7 +251,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         for run in runs
     ]
-    print("\n".join(aligned(header, rows, right_aligned={4})))
+    print("\n".join(aligned(header, rows, right_aligned={5})))
     return EXIT_OK
 
 

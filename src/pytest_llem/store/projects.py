@@ -30,25 +30,16 @@ import subprocess
 from pathlib import Path
 
 from pytest_llem.base.digests import json_digest
+from pytest_llem.fingerprints.source import git_output
 from pytest_llem.store.cases import nearest_project_folder
 
 #: Hex digits of the digest beside a project's name: enough to tell a user's projects apart.
 PROJECT_DIGEST_LENGTH = 8
 #: How a run saved before runs recorded their project is shown.
 LEGACY_PROJECT = "(legacy)"
-#: How long a git command may take before the project falls back to the folder's path.
-GIT_TIMEOUT_S = 10.0
 _NOT_A_NAME = re.compile(r"[^\w.-]+")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP_LIKE = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.*)$")
-
-
-def git_output(cwd: Path | None, *args: str) -> str:
-    """`git <args>`'s output in `cwd`, stripped; OSError or SubprocessError when it fails."""
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=GIT_TIMEOUT_S
-    )
-    return done.stdout.strip()
 
 
 def project_folder(config_file: Path | None, invocation_dir: Path) -> Path:
