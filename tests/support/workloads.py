@@ -291,3 +291,14 @@ def spinning_children(ctx: ExperimentContext) -> None:
         for child in children:
             child.wait()
     ctx.record(output_tokens=1)
+
+
+def paced_rounds(ctx: ExperimentContext) -> None:
+    """Rounds at the throughput the test sets: each round's short window yields
+    `params["rate"]` tokens per second of its sleep, whatever the machine's load."""
+    rate = float(ctx.params["rate"])
+    for _ in ctx.rounds():
+        with ctx.window():
+            started = time.perf_counter()
+            time.sleep(0.03)
+            ctx.record(output_tokens=max(1, round(rate * (time.perf_counter() - started))))
