@@ -20,7 +20,8 @@ the project must not move with it (as case keys do not, `store.cases`).
 
 `--llem-project` / `llem_project` names the project outright (to share one across remotes,
 or keep one when a repository without a remote moves). Runs saved before projects were
-recorded have none (`None`): shown as legacy and never a default baseline.
+recorded have none (`None`): shown as legacy and never a default baseline. Git is called
+through `fingerprints.source.git_output`.
 """
 
 from __future__ import annotations
