@@ -126,4 +126,6 @@ def test_non_finite_figures_are_shown_as_missing_steps_and_never_crash(bad):
     runs = levels((5.0, 6), (6.0, 6))
     runs[4] = [bad]  # one round: the whole experiment's figure
     (case,) = case_histories(sample_history(runs))
-    assert [m.step.index for m in metric(case, "energy_j").steps] == [6]
+    energy = metric(case, "energy_j")
+    assert energy.figures[4].value is None
+    assert [m.step.index for m in energy.steps] == [6]

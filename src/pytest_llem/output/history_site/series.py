@@ -11,6 +11,7 @@ machine's own series, and the differences to the machine before are marked inste
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -169,8 +170,8 @@ def _metric_history(metric: Metric, runs: list[CaseRun]) -> MetricHistory:
 
 def _figure(result: ExperimentResult, metric: Metric) -> RunFigure:
     summary = sample_summary(result, metric)
-    if summary is None:
-        return RunFigure(None)
+    if summary is None or not math.isfinite(summary.median):
+        return RunFigure(None)  # a NaN or infinite figure is no point on a chart: shown as missing
     spread = (summary.q1, summary.q3) if summary.n > 1 else (None, None)
     return RunFigure(summary.median, *spread, n=summary.n, flagged=result.flagged_for(metric.name))
 
