@@ -11,7 +11,7 @@ from sample_reports import H100, sample_history
 
 from pytest_llem.output.history_site.plots import MAX_AXIS_LABELS, history_chart, machine_colours
 from pytest_llem.output.history_site.series import case_histories
-from pytest_llem.output.html.charts import FLAGGED_COLOUR, REGRESSION_COLOUR, figure_element
+from pytest_llem.output.html.charts import REGRESSION_COLOUR, figure_element
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="the html extra (matplotlib) is not installed"
@@ -27,6 +27,10 @@ def figure_class():
 
     with matplotlib.rc_context(CHART_STYLE):  # as publish_site draws them
         yield Figure
+
+
+def rgb(colour: str) -> tuple[float, float, float]:
+    return tuple(int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
 
 
 def stepped_case(runs: int = 16, step_at: int = 8, flagged: frozenset[int] = frozenset(), machines=None):
@@ -63,10 +67,15 @@ def test_flagged_figures_are_hollow_and_the_caption_says_they_are_left_out(figur
 
     hollow = [c for c in figure.axes[0].collections if list(c.get_offsets()[:, 0]) == [3.0, 4.0]]
     assert len(hollow) == 1
-    assert tuple(hollow[0].get_edgecolor()[0][:3]) == pytest.approx(
-        tuple(int(FLAGGED_COLOUR[i : i + 2], 16) / 255 for i in (1, 3, 5))
-    )
-    assert "flagged figures, shown but left out of step detection" in caption
+    machine = machine_colours(case)["h100x1"]
+    assert tuple(hollow[0].get_edgecolor()[0][:3]) == pytest.approx(rgb(machine))  # its machine's colour
+    assert tuple(hollow[0].get_facecolor()[0][:3]) == (1.0, 1.0, 1.0)
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "machine h100x1",
+        "flagged (left out of step detection)",
+    ]
+    assert "hollow circles, in their machine's colour: flagged figures, shown but left out of step" in caption
 
 
 def test_a_machine_change_is_a_dotted_line_and_each_machine_its_own_colour(figure_class):

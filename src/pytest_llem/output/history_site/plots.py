@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pytest_llem.formatting import figure_or_missing
 from pytest_llem.output.history_site.series import CaseHistory, MetricHistory
-from pytest_llem.output.html.charts import FLAGGED_COLOUR, REGRESSION_COLOUR
+from pytest_llem.output.html.charts import REGRESSION_COLOUR
 from pytest_llem.output.html.points import COLOUR_NAMES, PALETTE
 
 if TYPE_CHECKING:
@@ -52,15 +52,15 @@ def history_chart(
             ax.scatter(plain, ys, s=22, color=colour, zorder=4, label=label)
             _spread(ax, history, plain, colour)
         if flagged:
+            # Hollow, in the machine's colour: which machine it ran on stays readable.
             ax.scatter(
                 flagged,
                 [history.figures[i].value for i in flagged],
                 s=34,
-                facecolors="none",
-                edgecolors=FLAGGED_COLOUR,
+                facecolors="white",
+                edgecolors=colour,
                 linewidths=1.4,
                 zorder=5,
-                label="flagged (left out of step detection)" if "flagged" not in said else None,
             )
             said.append("flagged")
         if measured:
@@ -101,9 +101,31 @@ def history_chart(
     ax.set_title(f"{metric.name} ({metric.unit}), {direction} is better")
     ax.set_ylabel(f"{metric.name} ({metric.unit})")
     ax.margins(x=0.02, y=0.15)
-    if len(colours) > 1 or any(f.flagged for f in history.figures):
-        ax.legend(loc="lower left", fontsize=7)
+    _legend(figure, ax, "flagged" in said)
     return figure, _caption(case, history, said)
+
+
+def _legend(figure: Figure, ax: Axes, flagged: bool) -> None:
+    """Below the chart, off its points: each machine's colour, and the hollow mark of a
+    flagged figure (grey: it takes its machine's colour)."""
+    from matplotlib.lines import Line2D
+
+    handles, _ = ax.get_legend_handles_labels()
+    if flagged:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markerfacecolor="white",
+                markeredgecolor=LEVEL_COLOUR,
+                markeredgewidth=1.4,
+                label="flagged (left out of step detection)",
+            )
+        )
+    if len(handles) > 1 or flagged:
+        figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=7.5)
 
 
 def _spread(ax: Axes, history: MetricHistory, positions: list[int], colour: str) -> None:
@@ -160,7 +182,9 @@ def _caption(case: CaseHistory, history: MetricHistory, said: list[str]) -> str:
     if any(f.q1 is not None for f in history.figures):
         sentences.append("bars: the interquartile range of a run's samples (rounds or processes)")
     if "flagged" in said:
-        sentences.append("hollow orange circles: flagged figures, shown but left out of step detection")
+        sentences.append(
+            "hollow circles, in their machine's colour: flagged figures, shown but left out of step detection"
+        )
     sentences.append("dashed: the level between steps")
     for marked in history.steps:
         step = marked.step
