@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 import pytest
 
@@ -127,3 +128,21 @@ def test_the_noise_estimate_hardly_moves_with_a_step():
     stepped = flat[:20] + [v + 50.0 for v in flat[20:]]
     assert noise_sigma(stepped) == pytest.approx(noise_sigma(flat), rel=0.1)
     assert 0.6 < noise_sigma(flat) < 1.4
+
+
+def test_figures_on_a_few_levels_are_judged_quickly_and_give_no_false_step():
+    # A memory peak that flips between two values: most differences are zero, and the noise
+    # estimate must not be, or every run would be a candidate (each tested with ties).
+    rng = random.Random(8)
+    figures = [float(rng.choice([1000, 1000, 1000, 1024])) for _ in range(300)]
+    started = time.perf_counter()
+    steps = find_steps(figures)
+    assert time.perf_counter() - started < 20.0
+    assert steps == []
+    assert noise_sigma(figures) > 0
+
+
+def test_a_step_between_two_levels_is_still_found_when_most_differences_are_zero():
+    figures = [1000.0] * 10 + [1024.0] * 10
+    (step,) = find_steps(figures)
+    assert (step.index, step.before, step.after) == (10, 1000.0, 1024.0)

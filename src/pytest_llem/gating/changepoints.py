@@ -100,12 +100,16 @@ def find_steps(
 def noise_sigma(values: Sequence[float]) -> float:
     """σ of the noise around a piecewise-constant series: the median absolute deviation of its
     successive differences, scaled to a normal σ and divided by √2 (a difference holds two
-    noises). A step moves one difference, so it hardly moves the estimate."""
+    noises). A step moves one difference, so it hardly moves the estimate. Where more than
+    half the differences are equal, their standard deviation instead."""
     if len(values) < 3:
         return 0.0
     diffs = [b - a for a, b in zip(values, values[1:], strict=False)]
     centre = statistics.median(diffs)
-    return statistics.median(abs(d - centre) for d in diffs) * _MAD_TO_SIGMA / math.sqrt(2)
+    robust = statistics.median(abs(d - centre) for d in diffs) * _MAD_TO_SIGMA
+    # Figures on a few levels (a count, a memory peak) can leave most differences at zero, and
+    # a zero penalty would cut everywhere: their standard deviation is the estimate then.
+    return (robust or statistics.pstdev(diffs)) / math.sqrt(2)
 
 
 def _segmentation(values: list[float], min_size: int) -> list[int]:
@@ -142,18 +146,24 @@ def _segmentation(values: list[float], min_size: int) -> list[int]:
 
 
 def _confirmed(values: list[float], cuts: list[int], alpha: float) -> list[int]:
-    """The cuts whose rank test holds, the least significant dropped one at a time."""
+    """The cuts whose rank test holds, the least significant dropped one at a time. Dropping a
+    cut changes only its neighbours' segments, so only they are tested again."""
     cuts = list(cuts)
+
+    def p_of(i: int) -> float:
+        low = cuts[i - 1] if i > 0 else 0
+        high = cuts[i + 1] if i + 1 < len(cuts) else len(values)
+        return _p_two_sided(values[low : cuts[i]], values[cuts[i] : high])
+
+    p_values = [p_of(i) for i in range(len(cuts))]
     while cuts:
-        bounds = [0, *cuts, len(values)]
-        p_values = [
-            _p_two_sided(values[bounds[i] : bounds[i + 1]], values[bounds[i + 1] : bounds[i + 2]])
-            for i in range(len(cuts))
-        ]
         weakest = max(range(len(cuts)), key=p_values.__getitem__)
         if p_values[weakest] <= alpha:
             break
-        del cuts[weakest]
+        del cuts[weakest], p_values[weakest]
+        for neighbour in (weakest - 1, weakest):
+            if 0 <= neighbour < len(cuts):
+                p_values[neighbour] = p_of(neighbour)
     return cuts
 
 
