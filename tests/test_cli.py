@@ -1,10 +1,12 @@
 """The `pytest-llem` command's own behaviour (`cli.main`): what each subcommand's options do
 beyond the end-to-end runs in tests/e2e/test_cli.py (the newest N runs, keeping N per
-machine, the store from the environment, importing), usage errors, a reader that goes away
-(`| head`, a real pipe), and `export_text` and `parse_date` as functions."""
+machine, the store from the environment, importing, publishing the chosen runs), usage
+errors, a reader that goes away (`| head`, a real pipe), and `export_text` and `parse_date`
+as functions."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from sample_reports import EPYC, GPT2, make_entry, make_report, make_result
+from sample_reports import EPYC, GPT2, make_entry, make_report, make_result, sample_history
 
 from pytest_llem.cli import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_USAGE, export_text, main, parse_date
 from pytest_llem.errors import LlemError
@@ -22,6 +24,10 @@ from pytest_llem.settings import STATE_DIR_ENV
 from pytest_llem.store.database import close_stores, default_store_url
 from pytest_llem.store.report import SessionReport, write_report
 from pytest_llem.store.urls import STORE_ENV
+
+needs_matplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None, reason="the html extra (matplotlib) is not installed"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -200,6 +206,44 @@ def two_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return repo
 
 
+def save_history(state_dir: Path, project: str, machines=None, days: float = 0) -> None:
+    energies = [[5.0 + 0.01 * (i % 3), 5.02, 4.98] for i in range(6)]
+    for report in sample_history(energies, machines, project=project):
+        report.run_id = f"{project}-{report.run_id}"
+        report.started_at = report.started_at.replace(hour=int(days))
+        write_report(report, state_dir)
+
+
+@needs_matplotlib
+def test_publish_writes_the_chosen_projects_and_machines_runs_only(tmp_path: Path, capsys):
+    state_dir = tmp_path / "state"
+    save_history(state_dir, "alpha")
+    save_history(state_dir, "beta", machines=[EPYC] * 6, days=1)
+
+    code, out, err = cli(
+        capsys,
+        "publish",
+        str(tmp_path / "site"),
+        "--project",
+        "beta",
+        "--machine",
+        "epyc",
+        "--state-dir",
+        str(state_dir),
+        "--metric",
+        "energy_j",
+    )
+
+    assert (code, err) == (EXIT_OK, [])
+    assert out == [
+        f"published 1 case(s) from 6 run(s) to {tmp_path / 'site' / 'index.html'} (0 regression(s) found)"
+    ]
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "project(s): beta; machine(s): epyc" in index
+    (page,) = (tmp_path / "site" / "cases").iterdir()
+    assert page.read_text().count("<svg") == 1  # energy_j alone
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -239,3 +283,32 @@ def test_bisect_outside_a_checkout_is_one_line(tmp_path: Path, capsys, monkeypat
         f"pytest-llem: bisect: {tmp_path} is not inside a git checkout; run it in the repository "
         "whose commits it bisects"
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--metric", "joules"],
+            "pytest-llem: --metric: unknown metric 'joules'; choose among energy_per_token_j, ",
+        ),
+        (
+            ["--project", "gamma"],
+            "pytest-llem: publish: no measured runs to publish in {state} of project 'gamma' "
+            "(projects with runs: alpha); run pytest --llem first",
+        ),
+        (
+            ["--machine", "nope"],
+            "pytest-llem: publish: no measured runs to publish in {state} on machine nope; "
+            "run pytest --llem first",
+        ),
+    ],
+    ids=["metric", "project", "machine"],
+)
+def test_publish_refuses_what_matches_nothing_in_one_line(tmp_path: Path, capsys, argv, message):
+    state_dir = tmp_path / "state"
+    save_history(state_dir, "alpha")
+    code, out, err = cli(capsys, "publish", str(tmp_path / "site"), "--state-dir", str(state_dir), *argv)
+    assert (code, out, len(err)) == (EXIT_USAGE, [], 1)
+    assert err[0].startswith(message.format(state=state_dir))
+    assert not (tmp_path / "site").exists()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,53 @@ def test_the_run_is_saved_under_its_suites_project_unless_the_option_names_one(t
     named = record_in(state_dir, project_dir=beta, project="shared-bench")
     assert named.report.project == "shared-bench"
     assert named.history.find(named.report.run_id).project == "shared-bench"  # in the store from the start
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_the_run_records_the_commit_of_the_checkout_its_rootdir_is_in(tmp_path: Path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (
+        ["init", "-q"],
+        [
+            "-c",
+            "user.email=b@example.com",
+            "-c",
+            "user.name=B",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "first",
+        ],
+    ):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
+
+    record = RunRecord(
+        LlemSettings(enabled=True, state_dir=tmp_path / "state", energy="none"),
+        SingleProcessRole(),
+        StateManager(tmp_path / "state"),
+        SessionInterrupts(),
+        root=repo,
+    )
+    record.open_store()
+    record.start()
+
+    assert record.report.source is not None and record.report.source.commit == head.strip()
+    saved = record.history.find(record.report.run_id)
+    assert saved.source == record.report.source
+    (listed,) = record.history.summaries()
+    assert listed.commit == head[:8]
+
+
+def test_a_rootdir_outside_any_checkout_records_no_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    record = record_in(tmp_path / "state", project_dir=plain)  # no rootdir given: the suite's folder
+    assert record.report.source is None
+    assert [run.commit for run in record.history.summaries()] == [None]
 
 
 def test_the_final_report_says_how_the_session_ended_and_where_it_is(state_dir: Path):

@@ -1,5 +1,5 @@
 """The `pytest-llem` command: saved runs outside pytest (list, show, compare, export, clean,
-import), and the bisection of a regression to its first bad commit (bisect).
+import, publish), and the bisection of a regression to its first bad commit (bisect).
 
 Every user error (an unknown run, a bad limit or date, an unwritable file) ends as one
 `pytest-llem: <message>` line on stderr and exit code 2; a comparison with a regression or an
@@ -18,9 +18,10 @@ from pathlib import Path
 from pytest_llem.bisection.bisect import DEFAULT_LIMIT, BisectRequest, run_bisection
 from pytest_llem.bisection.runner import checked_pytest_args
 from pytest_llem.errors import LlemError
-from pytest_llem.formatting import aligned
+from pytest_llem.formatting import aligned, figure_or_missing
 from pytest_llem.gating.gate import run_gate
 from pytest_llem.gating.limits import parse_limit
+from pytest_llem.gating.metrics import METRICS
 from pytest_llem.gating.stats import MIN_ROUNDS_FOR_SIGNIFICANCE, SIGNIFICANCE_LEVEL
 from pytest_llem.output.exports import csv_text, markdown_summary
 from pytest_llem.output.summary import SummaryView
@@ -80,8 +81,8 @@ def split_pytest_args(argv: list[str]) -> tuple[list[str], list[str]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="List, show, compare, export and clean the runs pytest --llem saved; bisect a "
-        "regression to its first bad commit.",
+        description="List, show, compare, export, clean and publish the runs pytest --llem saved; "
+        "bisect a regression to its first bad commit.",
         epilog="RUN is a run's name (the newest run of that name), its run id, or a path to a report.json.",
     )
     # Accepted before and after the subcommand; SUPPRESS keeps the subcommand's copy from
@@ -212,6 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="show each run's pytest output (default: a failed run's end)",
     )
 
+    publish = command(
+        "publish",
+        cmd_publish,
+        "write a static site of the saved runs: a chart per case and metric, steps marked by commit",
+    )
+    publish.add_argument("dir", metavar="DIR", type=Path, help="the site's folder (made if missing)")
+    publish.add_argument("--project", metavar="NAME", help="only runs of this project (as list shows it)")
+    publish.add_argument("--machine", metavar="ID", help="only runs made on the machine with this id")
+    publish.add_argument(
+        "--metric",
+        metavar="M",
+        action="append",
+        default=[],
+        help="chart only this metric (repeatable; default: every metric that has figures)",
+    )
+
     importing = command(
         "import", cmd_import, "import the JSON states and reports of a state dir into the store"
     )
@@ -284,16 +301,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     runs = history.summaries(limit=args.limit, machine_id=args.machine, project=args.project)
     say_skipped(history)
     if not runs:
-        where = (
-            state_dir if history.store_url is None and history.store.is_sqlite else history.store.shown_url
-        )
-        line = f"no saved runs in {where}"
-        if args.project is not None:
-            known = ", ".join(printable(project) for project in history.projects()) or "none"
-            line += f" of project {printable(args.project)!r} (projects with runs: {known})"
-        print(line + (f" on machine {args.machine}" if args.machine else ""))
+        print(f"no saved runs in {_where_runs(history, state_dir, args.project, args.machine)}")
         return EXIT_OK
-    header = ("run", "project", "started", "outcome", "experiments", "machine")
+    header = ("run", "project", "commit", "started", "outcome", "experiments", "machine")
     # Whatever a row holds (a shared store's rows come from other machines) is shown escaped.
     rows = [
         tuple(
@@ -301,6 +311,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             for cell in (
                 run.label,
                 shown_project(run.project),
+                run.commit or "-",
                 _when(run.started_at),
                 run.outcome,
                 str(run.experiment_count),
@@ -309,8 +320,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         for run in runs
     ]
-    print("\n".join(aligned(header, rows, right_aligned={4})))
+    print("\n".join(aligned(header, rows, right_aligned={5})))
     return EXIT_OK
+
+
+def _where_runs(history: RunHistory, state_dir: Path, project: str | None, machine: str | None) -> str:
+    """Where runs were looked for, as a line about finding none names it: the state dir (or the
+    store's URL), the project (with the projects that have runs) and the machine asked for."""
+    local = history.store_url is None and history.store.is_sqlite
+    where = str(state_dir if local else history.store.shown_url)
+    if project is not None:
+        known = ", ".join(printable(name) for name in history.projects()) or "none"
+        where += f" of project {printable(project)!r} (projects with runs: {known})"
+    return where + (f" on machine {printable(machine)}" if machine else "")
 
 
 def say_skipped(history: RunHistory) -> None:
@@ -479,6 +501,46 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         return history
 
     return run_bisection(request, open_history)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    unknown = [name for name in args.metric if name not in METRICS]
+    if unknown:
+        raise LlemError(
+            f"--metric: unknown metric {printable(unknown[0])!r}; choose among {', '.join(METRICS)}"
+        )
+    state_dir = state_dir_of(args)
+    history = history_of(args)
+    reports = [
+        run
+        for run in history.runs()
+        if run.outcome != "running"
+        and (args.project is None or run.project == args.project)
+        and (args.machine is None or (run.machine is not None and run.machine.id == args.machine))
+    ]
+    say_skipped(history)
+    if not any(run.measured for run in reports):
+        where = _where_runs(history, state_dir, args.project, args.machine)
+        raise LlemError(f"publish: no measured runs to publish in {where}; run pytest --llem first")
+    # Imported here: the site needs matplotlib, the optional 'html' extra; no other command does.
+    from pytest_llem.output.history_site import publish_site
+
+    site = publish_site(reports, args.dir, args.metric)
+    for case, metric, marked in site.regressions:
+        step = marked.step
+        change = "" if step.change_pct is None else f" ({step.change_pct:+.1f}%)"
+        print(
+            printable(
+                f"{PROG}: worse since {case.runs[step.index].label}: {case.key} {metric} "
+                f"{figure_or_missing(step.before)} -> {figure_or_missing(step.after)}{change}, "
+                f"p = {step.p_value:.2g} (machine {marked.machine_id})"
+            )
+        )
+    print(
+        f"published {len(site.cases)} case(s) from {len(reports)} run(s) to {site.index} "
+        f"({len(site.regressions)} regression(s) found)"
+    )
+    return EXIT_OK
 
 
 def cmd_import(args: argparse.Namespace) -> int:

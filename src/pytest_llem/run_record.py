@@ -23,6 +23,7 @@ from pytest_llem.base.redaction import redact_text
 from pytest_llem.errors import INTERRUPTED_EXIT_CODE, ConfigError, LlemError, StorageError
 from pytest_llem.fingerprints.differences import fingerprint_differences
 from pytest_llem.fingerprints.machine import MachineInfo
+from pytest_llem.fingerprints.source import source_info
 from pytest_llem.formatting import shown_path
 from pytest_llem.gating.compare import Comparison, MetricChange, measured_by_case, needs_more_samples
 from pytest_llem.gating.gate import GateOutcome
@@ -136,6 +137,8 @@ class RunRecord:
         self.report.stale_experiments = [s.experiment_id for s in stale]
         self.skipped.update(self.states.skipped)
         self.report.machine = MachineInfo.current()
+        # The checkout pytest's rootdir lies in; none outside git, never an error.
+        self.report.source = source_info(self.root or self.project_dir or Path.cwd())
         self.report.project = self.project()
         if self.settings.save_name:
             self.report.name = self.settings.save_name

@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
-from browser import file_dom, find_browser
+from browser import ELEMENT_ID, broken_links, file_dom, find_browser
 
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.settings import SETTINGS
@@ -29,8 +29,6 @@ needs_mkdocs = pytest.mark.skipif(
 )
 # Material's main content; its text is the page's own, without the navigation.
 ARTICLE = re.compile(r'<article class="md-content__inner[^"]*">(.*?)</article>', re.S)
-HREF = re.compile(r'<a\b[^>]*\bhref="([^"]*)"')
-ID = re.compile(r'\bid="([^"]*)"')
 
 
 def _reference_hook() -> ModuleType:
@@ -75,7 +73,7 @@ def test_the_reference_page_lists_every_option_ini_key_and_field():
 @needs_mkdocs
 def test_the_built_reference_lists_every_option_and_field(site: Path):
     page = (site / "reference" / "configuration" / "index.html").read_text(encoding="utf-8")
-    ids = set(ID.findall(page))
+    ids = set(ELEMENT_ID.findall(page))
     for setting in SETTINGS:
         assert setting.option.lstrip("-") in ids and f"<code>{setting.option}" in page, setting.name
         assert f"<code>{setting.ini_name}" in page, setting.name
@@ -96,20 +94,7 @@ def test_every_page_renders_with_content_and_every_internal_link_resolves(site: 
         assert article, f"{page.relative_to(site)}: no main content"
         text = html.unescape(re.sub(r"<[^>]+>", " ", article.group(1)))
         assert len(text.split()) >= 40, f"{page.relative_to(site)}: main content nearly empty: {text!r}"
-        for href in HREF.findall(dom):
-            link = urlsplit(html.unescape(href))
-            if link.scheme or link.netloc or href.startswith(("mailto:", "javascript:")):
-                continue  # an outside address: not the site's to check
-            target = (page.parent / unquote(link.path)).resolve() if link.path else page
-            if target.is_dir():
-                target = target / "index.html"
-            if not target.is_file():
-                broken.append(f"{page.relative_to(site)}: {href} (no such page)")
-                continue
-            if link.fragment and target.suffix == ".html":
-                target_dom = doms.get(target) or target.read_text(encoding="utf-8")
-                if unquote(link.fragment) not in set(ID.findall(target_dom)):
-                    broken.append(f"{page.relative_to(site)}: {href} (no such anchor)")
+        broken += [f"{page.relative_to(site)}: {link}" for link in broken_links(page, dom, doms)]
     assert not broken, "\n".join(broken)
 
 

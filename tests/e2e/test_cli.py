@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sample_reports import CONFIG, EPYC, GPT2, OPT, SHORT_WINDOW, make_entry, make_report, make_result
 
+from pytest_llem.fingerprints.source import SourceInfo
 from pytest_llem.formatting import figure_or_missing
 from pytest_llem.gating.metrics import METRICS
 from pytest_llem.gating.stats import gated_figure
@@ -43,10 +44,16 @@ def llem(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def save(
-    state_dir: Path, run_id: str, rounds_j: list[float], project: str | None = None, **report_fields
+    state_dir: Path,
+    run_id: str,
+    rounds_j: list[float],
+    project: str | None = None,
+    source: SourceInfo | None = None,
+    **report_fields,
 ) -> SessionReport:
     report = make_report(run_id, [make_entry(GPT2, make_result(rounds_j))], **report_fields)
     report.project = project
+    report.source = source
     write_report(report, state_dir)
     return report
 
@@ -60,17 +67,24 @@ def test_list_shows_runs_oldest_first_with_their_project_and_machine(state_dir):
     save(state_dir, "run-b", BASELINE_ROUNDS_J, name="second", days_after_t0=1)
     save(state_dir, "run-a", BASELINE_ROUNDS_J, days_after_t0=0)
     save(state_dir, "run-c", BASELINE_ROUNDS_J, machine=EPYC, days_after_t0=2)
-    save(state_dir, "run-d", BASELINE_ROUNDS_J, days_after_t0=3, project="acme/bench")
+    save(
+        state_dir,
+        "run-d",
+        BASELINE_ROUNDS_J,
+        days_after_t0=3,
+        project="acme/bench",
+        source=SourceInfo(commit="c0ffee12" * 5, branch="main", dirty=True),
+    )
 
     listed = llem(state_dir, "list")
 
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
-    assert header.split() == ["run", "project", "started", "outcome", "experiments", "machine"]
+    assert header.split() == ["run", "project", "commit", "started", "outcome", "experiments", "machine"]
     assert [row.split()[0] for row in rows] == ["run-a", "second", "run-c", "run-d"]
-    # Runs saved before runs recorded their project show as legacy.
-    assert rows[0].split()[1:7] == ["(legacy)", "2026-01-01", "00:00:00", "UTC", "passed", "1"]
-    assert rows[3].split()[1] == "acme/bench"
+    # Runs saved before runs recorded their project show as legacy, without a commit: as "-".
+    assert rows[0].split()[1:8] == ["(legacy)", "-", "2026-01-01", "00:00:00", "UTC", "passed", "1"]
+    assert rows[3].split()[1:3] == ["acme/bench", "c0ffee12+"]
     assert rows[0].endswith("h100x1 1 x NVIDIA H100 (driver 550.54)")
     assert rows[2].endswith("epyc AMD EPYC 7763")
 

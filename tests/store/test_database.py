@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from postgres_server import free_port
 from sample_reports import GPT2, make_entry, make_report, make_result
 
+from pytest_llem.fingerprints.source import SourceInfo
 from pytest_llem.store import database
 from pytest_llem.store.database import (
     SCHEMA_REVISION,
@@ -94,6 +95,41 @@ def test_a_store_without_projects_is_migrated_and_its_runs_stay_readable_as_lega
         ("old-run", None),
         ("new-run", "beta"),
     ]
+
+
+def test_a_store_without_commits_is_migrated_and_its_runs_read_without_one(state_dir, store_url):
+    create_at_revision(store_url, "0003")
+    old = make_report("old-run", [make_entry(GPT2, make_result([1.0]))], name="main")
+    engine = sa.create_engine(database._engine_url(store_url))
+    with engine.begin() as conn:  # a run as revision 0003 stored it: no commit column, none in the report
+        assert "git_commit" not in {column["name"] for column in sa.inspect(conn).get_columns("runs")}
+        conn.execute(
+            sa.text(
+                "INSERT INTO runs (run_id, name, machine_id, project, started_at, finished_at, outcome, "
+                "can_be_baseline, experiment_count, measured_count, failed_count, summary_json) VALUES "
+                "('old-run', 'main', 'h100x1', 'alpha', :at, :at, 'passed', TRUE, 1, 1, 0, :summary)"
+            ),
+            {"at": old.started_at, "summary": old.model_dump_json(exclude={"experiments", "source"})},
+        )
+        conn.execute(
+            sa.text("INSERT INTO run_reports (run_id, report_z) VALUES ('old-run', :blob)"),
+            {"blob": database.pack_text(old.model_dump_json(exclude={"source"}))},
+        )
+    engine.dispose()
+
+    history = RunHistory(state_dir, store_url)
+    assert revision_of(store_url) == SCHEMA_REVISION
+    (listed,) = history.summaries()
+    assert (listed.run_id, listed.commit) == ("old-run", None)
+    assert history.find("main").source is None
+    newer = make_report("new-run", [], days_after_t0=1).model_copy(
+        update={"source": SourceInfo(commit="0123456789abcdef" * 2 + "01234567", dirty=True)}
+    )
+    history.save(newer)
+    assert [run.commit for run in history.summaries()] == [None, "01234567+"]
+    with open_store(store_url).read() as conn:
+        stored = conn.exec_driver_sql("SELECT git_commit FROM runs WHERE run_id = 'new-run'").scalar()
+    assert stored == newer.source.commit
 
 
 def test_a_newer_store_is_refused_in_one_line(store_url: str):

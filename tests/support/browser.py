@@ -8,12 +8,18 @@ which regenerates `docs/report-screenshot.png`. Chromium comes from the system (
 
 from __future__ import annotations
 
+import html
+import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
+HREF = re.compile(r'<a\b[^>]*\bhref="([^"]*)"')
+ELEMENT_ID = re.compile(r'\bid="([^"]*)"')
 TIMEOUT_S = 180
 
 
@@ -52,3 +58,25 @@ def screenshot(browser: str, html: str, target: Path, width: int = 1280, height:
         page = Path(tmp) / "report.html"
         page.write_text(html, encoding="utf-8")
         _run(browser, page, f"--window-size={width},{height}", f"--screenshot={target.resolve()}")
+
+
+def broken_links(page: Path, dom: str, doms: Mapping[Path, str] | None = None) -> list[str]:
+    """The links in `page`'s rendered `dom` that lead nowhere, each as `href (why)`: to no file
+    (a folder means its index.html), or to an anchor the target page lacks (its DOM from `doms`
+    where rendered, else its file's text). Outside addresses are not the page's to check."""
+    broken = []
+    for href in HREF.findall(dom):
+        link = urlsplit(html.unescape(href))
+        if link.scheme or link.netloc or href.startswith(("mailto:", "javascript:")):
+            continue
+        target = (page.parent / unquote(link.path)).resolve() if link.path else page.resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            broken.append(f"{href} (no such page)")
+            continue
+        if link.fragment and target.suffix == ".html":
+            target_dom = (doms or {}).get(target) or target.read_text(encoding="utf-8")
+            if unquote(link.fragment) not in set(ELEMENT_ID.findall(target_dom)):
+                broken.append(f"{href} (no such anchor)")
+    return broken

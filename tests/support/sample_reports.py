@@ -86,3 +86,30 @@ def entry(nodeid: str, energies: list[float], **config):
     result = make_result(energies)
     result.config = {**CONFIG, **config}
     return make_entry(nodeid, result)
+
+
+def sample_history(
+    round_energies_j: list[list[float]],
+    machines: list[MachineInfo] | None = None,
+    flagged: frozenset[int] = frozenset(),
+    nodeid: str = GPT2,
+    project: str | None = "bench",
+) -> list[SessionReport]:
+    """One run a day per list of round energies, oldest first, each at its own commit
+    (`c0000000...`, `c0000001...`), on `machines[i]` (default: the H100); runs whose index is
+    in `flagged` carry a short-window flag."""
+    from pytest_llem.fingerprints.source import SourceInfo
+
+    reports = []
+    for index, energies in enumerate(round_energies_j):
+        result = make_result(energies, warnings=[SHORT_WINDOW] if index in flagged else [])
+        report = make_report(
+            f"run-{index:03d}",
+            [make_entry(nodeid, result)],
+            machine=machines[index] if machines else H100,
+            days_after_t0=index,
+        )
+        report.project = project
+        report.source = SourceInfo(commit=f"c{index:07d}" + "0" * 32, branch="main", dirty=False)
+        reports.append(report)
+    return reports

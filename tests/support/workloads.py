@@ -313,3 +313,14 @@ def seeded_throughput(ctx: ExperimentContext) -> None:
     with ctx.window():
         time.sleep(0.05)
     ctx.record(output_tokens=max(1, round(rate * ctx.windows[-1].duration_s)))
+
+
+def paced_rounds(ctx: ExperimentContext) -> None:
+    """Rounds at the throughput the test sets: each round's short window yields
+    `params["rate"]` tokens per second of its sleep, whatever the machine's load."""
+    rate = float(ctx.params["rate"])
+    for _ in ctx.rounds():
+        with ctx.window():
+            started = time.perf_counter()
+            time.sleep(0.03)
+            ctx.record(output_tokens=max(1, round(rate * (time.perf_counter() - started))))

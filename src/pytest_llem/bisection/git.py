@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_llem.errors import LlemError
+from pytest_llem.fingerprints.source import git_output
 from pytest_llem.store.names import printable
-from pytest_llem.store.projects import git_output
 
 #: How long a checkout (`worktree add`, `checkout`, `clean`) may take: a large repository's
 #: files are written, not only read.

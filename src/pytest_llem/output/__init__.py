@@ -1,5 +1,6 @@
 """What people read: terminal text, exports (CSV, Markdown, benchmark JSON), the HTML
-report, and publishing them at the end of a session.
+report, and publishing them at the end of a session; the history site of all saved runs
+(`history_site`, `pytest-llem publish`).
 
 Runs in the pytest process and the `pytest-llem` command. Never imports `isolation`, nor
 `settings` (which names the options that choose what is written, and imports this package's

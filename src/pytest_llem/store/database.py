@@ -46,7 +46,7 @@ from pytest_llem.results import as_utc as timestamp_as_utc
 #: The store's file in the state dir when no URL is given.
 DEFAULT_STORE_FILE = "llem.sqlite3"
 #: The newest migration (`store/migrations/versions/`); a store at another revision is migrated.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 #: How long a SQLite writer waits for another one before it gives up with one line.
 SQLITE_BUSY_TIMEOUT_S = 30.0
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")

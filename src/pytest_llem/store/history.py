@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from pytest_llem.errors import LlemError
+from pytest_llem.fingerprints.source import SourceInfo, git_output
 from pytest_llem.store.database import CorruptRow, Store, as_utc, unpack
 from pytest_llem.store.names import is_plain_name, printable, run_folder
 from pytest_llem.store.opening import OpensStoreOnUse
-from pytest_llem.store.projects import git_output
 from pytest_llem.store.report import (
     SessionReport,
     invalid_reason,
@@ -69,6 +69,8 @@ class RunSummary:
     started_at: datetime
     outcome: str
     experiment_count: int
+    #: The git commit as tables show it (`SourceInfo.label`); None: not recorded.
+    commit: str | None = None
 
     @property
     def label(self) -> str:
@@ -132,6 +134,7 @@ class RunHistory(OpensStoreOnUse):
             runs.c.name,
             runs.c.machine_id,
             runs.c.project,
+            runs.c.git_commit,
             runs.c.started_at,
             runs.c.outcome,
             runs.c.experiment_count,
@@ -150,9 +153,12 @@ class RunHistory(OpensStoreOnUse):
                 self._skip_row(row.run_id, "its run id is not a plain name; left alone")
                 continue
             try:
-                machine = json.loads(row.summary_json).get("machine_description")
+                summary = json.loads(row.summary_json)
+                machine = summary.get("machine_description")
+                source = summary.get("source") or {}
+                dirty = source.get("dirty") is True
             except (TypeError, ValueError, AttributeError):
-                machine = None
+                machine, dirty = None, False
             summaries.append(
                 RunSummary(
                     run_id=row.run_id,
@@ -163,6 +169,7 @@ class RunHistory(OpensStoreOnUse):
                     started_at=as_utc(row.started_at),
                     outcome=row.outcome,
                     experiment_count=row.experiment_count,
+                    commit=_commit_label(row.git_commit, dirty),
                 )
             )
         return summaries
@@ -357,6 +364,12 @@ def _skipped_run_id(key: str) -> str | None:
     if key.startswith(STORE_ROW_OF_RUN):
         return key.removeprefix(STORE_ROW_OF_RUN)
     return key.split("/")[1] if key.startswith("runs/") else None
+
+
+def _commit_label(commit: str | None, dirty: bool) -> str | None:
+    if not isinstance(commit, str) or not commit:
+        return None
+    return SourceInfo(commit=commit, dirty=dirty).label
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

@@ -20,7 +20,8 @@ the project must not move with it (as case keys do not, `store.cases`).
 
 `--llem-project` / `llem_project` names the project outright (to share one across remotes,
 or keep one when a repository without a remote moves). Runs saved before projects were
-recorded have none (`None`): shown as legacy and never a default baseline.
+recorded have none (`None`): shown as legacy and never a default baseline. Git is called
+through `fingerprints.source.git_output`.
 """
 
 from __future__ import annotations
@@ -30,26 +31,16 @@ import subprocess
 from pathlib import Path
 
 from pytest_llem.base.digests import json_digest
+from pytest_llem.fingerprints.source import git_output
 from pytest_llem.store.cases import nearest_project_folder
 
 #: Hex digits of the digest beside a project's name: enough to tell a user's projects apart.
 PROJECT_DIGEST_LENGTH = 8
 #: How a run saved before runs recorded their project is shown.
 LEGACY_PROJECT = "(legacy)"
-#: How long a git command may take before the project falls back to the folder's path.
-GIT_TIMEOUT_S = 10.0
 _NOT_A_NAME = re.compile(r"[^\w.-]+")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP_LIKE = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.*)$")
-
-
-def git_output(cwd: Path | None, *args: str, timeout_s: float = GIT_TIMEOUT_S) -> str:
-    """`git <args>`'s output in `cwd`, stripped; OSError or SubprocessError when it fails
-    (`CalledProcessError` carries git's exit status and stderr)."""
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=timeout_s
-    )
-    return done.stdout.strip()
 
 
 def project_folder(config_file: Path | None, invocation_dir: Path) -> Path:

@@ -27,6 +27,7 @@ from pytest_llem.base.atomic import (
 )
 from pytest_llem.base.redaction import redact_json, redact_json_compact, redact_json_document
 from pytest_llem.fingerprints.machine import MachineInfo
+from pytest_llem.fingerprints.source import SourceInfo
 from pytest_llem.processes import process_is_alive
 from pytest_llem.results import ExperimentResult, UtcDatetime
 from pytest_llem.store.database import Store, as_utc, open_default_store, pack_text, upsert
@@ -124,6 +125,11 @@ class SessionReport(BaseModel):
         description="the project whose suite ran (store.projects); none: saved before runs recorded one",
     )
     machine: MachineInfo | None = Field(default=None, description="what the figures depend on")
+    source: SourceInfo | None = Field(
+        default=None,
+        description="the git commit the suite's checkout was at (fingerprints.source); none: not a "
+        "git checkout, git unavailable, or saved before runs recorded it",
+    )
     started_at: UtcDatetime
     finished_at: UtcDatetime | None = None
     outcome: SessionOutcome = "running"
@@ -231,6 +237,7 @@ def _run_rows(report: SessionReport, root: Path | None, redacted: str | None = N
         name=summary.get("name"),  # redacted, as the report is
         machine_id=report.machine.id if report.machine else None,
         project=summary.get("project"),  # redacted, as the report is
+        git_commit=report.source.commit if report.source else None,
         started_at=as_utc(report.started_at),
         finished_at=as_utc(report.finished_at) if report.finished_at else None,
         outcome=report.outcome,

@@ -34,6 +34,8 @@ runs = Table(
     Column("machine_id", String(64), nullable=True),
     # The project whose suite ran (`store.projects`); None: saved before runs recorded one.
     Column("project", String(200), nullable=True),
+    # The git commit the suite was at (`fingerprints.source`); None: not known.
+    Column("git_commit", String(64), nullable=True),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("outcome", String(16), nullable=False),

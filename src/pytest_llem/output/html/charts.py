@@ -50,8 +50,8 @@ CHART_STYLE = {
 }
 # No creator or date in the SVG: they would make two renderings of one report differ.
 _SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
-_WORSE, _BETTER = "#e8a5a5", "#9fd3a8"
-_REGRESSION, _FLAGGED = "#c62828", "#ef8f00"
+WORSE_COLOUR, BETTER_COLOUR = "#e8a5a5", "#9fd3a8"
+REGRESSION_COLOUR, FLAGGED_COLOUR = "#c62828", "#ef8f00"
 #: Shading of spans on the power timeline: colour, opacity, legend entry (named in captions).
 _SPAN_STYLE = {"round": ("#000000", 0.08, "every other round"), "steady": ("#f2c14e", 0.35, "steady state")}
 _SVG_ID = re.compile(r'\bid="([^"]+)"')
@@ -375,10 +375,10 @@ def budget_chart(figure_class: type[Figure], report: SessionReport, names: dict[
 
 def _budget_style(check: MetricChange) -> tuple[str, str, str]:
     if check.status == "over_budget":
-        return _REGRESSION, "#5c0000", "over budget"
+        return REGRESSION_COLOUR, "#5c0000", "over budget"
     if check.status == "flagged":
-        return _FLAGGED, "none", "over budget, flagged"
-    return _BETTER, "none", "within budget"
+        return FLAGGED_COLOUR, "none", "over budget, flagged"
+    return BETTER_COLOUR, "none", "within budget"
 
 
 #: The dashed tick that marks a limit or a budget across a bar.
@@ -413,14 +413,14 @@ def limit_percent(change: MetricChange) -> float | None:
 def _change_style(change: MetricChange) -> tuple[str, str, str]:
     """Fill, edge and legend entry of one bar: gated outcomes first, then plain direction."""
     if change.status in ("regression", "over_budget"):
-        return _REGRESSION, "#5c0000", "regression"
+        return REGRESSION_COLOUR, "#5c0000", "regression"
     if change.status == "flagged":
-        return _FLAGGED, "none", "flagged (not gated)"
+        return FLAGGED_COLOUR, "none", "flagged (not gated)"
     if change.status == "incomparable":
-        return _FLAGGED, "none", "incomparable (not gated)"
+        return FLAGGED_COLOUR, "none", "incomparable (not gated)"
     assert change.baseline is not None
     worse = METRICS[change.metric].worse_by(change.baseline, change.current) > 0
-    return (_WORSE, "none", "worse") if worse else (_BETTER, "none", "better")
+    return (WORSE_COLOUR, "none", "worse") if worse else (BETTER_COLOUR, "none", "better")
 
 
 def figure_element(element_id: str, figure: Figure, caption: str, css_class: str = "chart") -> str:
