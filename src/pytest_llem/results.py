@@ -336,6 +336,51 @@ class ServingWindow(BaseModel):
         return _ratio(self.energy_j, self.output_tokens)
 
 
+class ServerMetricsSample(BaseModel):
+    """One scrape of the server's Prometheus `/metrics`, `t_s` seconds on the power timeline
+    (the measured windows end to end, as `PowerSample.t_s`); a figure is None where the
+    server did not report it (or reported a value that is not a finite number)."""
+
+    t_s: float
+    kv_cache_usage: float | None = Field(default=None, description="share of the KV cache in use, 0 to 1")
+    requests_running: float | None = None
+    requests_waiting: float | None = None
+    preemptions: float | None = Field(
+        default=None, description="the preemption counter as read: cumulative since the server started"
+    )
+
+
+class ServerMetrics(BaseModel):
+    """What the server said about itself during one load (scenario="serving"): its Prometheus
+    `/metrics` scraped on the power sampler's clock (`backends.serving.metrics`), and the
+    figures the `server_saturated` and `server_preempted` flags are decided on
+    (`energy.quality.assess_server_metrics`)."""
+
+    exposed: bool = Field(description="whether the server answered /metrics with metrics pytest-llem reads")
+    note: str | None = Field(
+        default=None, description="why there is no series: 'server exposes no metrics: ...'"
+    )
+    names: list[str] = Field(default_factory=list, description="the metric names read")
+    scrapes: int = Field(0, ge=0, description="scrapes that gave a sample")
+    failed_scrapes: int = Field(0, ge=0, description="scrapes that timed out or failed during the load")
+    interval_s: float | None = None
+    timeline: list[ServerMetricsSample] = Field(default_factory=list)
+    judged_over: Literal["steady", "whole"] | None = Field(
+        default=None, description="the span saturation is judged over: the steady state, else the whole load"
+    )
+    judged_samples: int = Field(0, ge=0, description="the scrapes inside that span")
+    waiting_share: float | None = Field(
+        default=None, description="share of those scrapes with requests waiting in the server's queue"
+    )
+    kv_cache_full_share: float | None = Field(
+        default=None, description="share of those scrapes with the KV cache at least KV_CACHE_FULL in use"
+    )
+    peak_kv_cache_usage: float | None = None
+    preemptions: float | None = Field(
+        default=None, description="preemptions during the load: the counter's increase (resets counted)"
+    )
+
+
 #: The serving figures computed from the steady-state window alone.
 STEADY_STATE_METRICS = frozenset({"energy_per_request_j", "energy_per_output_token_j"})
 
@@ -384,7 +429,10 @@ class ServingSummary(BaseModel):
     warnings: list[QualityWarning] = Field(
         default_factory=list,
         description="quality flags of the figures: the steady-state window's own, usage that disagrees "
-        "with the stream; the result carries them too",
+        "with the stream, a saturated or preempting server; the result carries them too",
+    )
+    server_metrics: ServerMetrics | None = Field(
+        default=None, description="the server's own metrics during the load (None: not scraped)"
     )
 
     @field_serializer("request_rate", when_used="json")

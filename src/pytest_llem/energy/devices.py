@@ -16,8 +16,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from pytest_llem.results import DeviceEnergy, DeviceKind, PowerSample
+
+Sample = TypeVar("Sample")
 
 # A stored timeline keeps at most this many points (evenly thinned); statistics use them all.
 MAX_TIMELINE_POINTS = 1000
@@ -105,7 +108,8 @@ def integrate_power_j(samples: list[PowerSample]) -> float | None:
     return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(points, points[1:], strict=False))
 
 
-def thin_timeline(samples: list[PowerSample], limit: int = MAX_TIMELINE_POINTS) -> list[PowerSample]:
+def thin_timeline(samples: list[Sample], limit: int = MAX_TIMELINE_POINTS) -> list[Sample]:
+    """At most `limit` of `samples` (a power timeline, a server's metrics), evenly spaced."""
     if len(samples) <= limit:
         return list(samples)
     step = (len(samples) - 1) / (limit - 1)

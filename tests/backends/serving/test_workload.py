@@ -108,6 +108,73 @@ def test_transformers_serve_at_two_rates(bench, tiny_model):
         assert 0 <= serving.steady.start_s < serving.steady.end_s <= serving.duration_s == result.duration_s
         assert 0 < serving.steady.output_tokens <= serving.output_tokens
         assert Path(serving.server_log).is_file() and Path(serving.server_log).parent.name == "servers"
+        # `transformers serve` has no Prometheus endpoint: said once, not an error.
+        assert serving.server_metrics.note == "server exposes no metrics: /metrics answered HTTP 404"
+        assert not serving.server_metrics.exposed and not result.flagged
+
+
+def test_a_server_past_its_batch_size_is_scraped_flagged_saturated_and_preempting(bench):
+    """The stub runs 2 requests at once in a KV cache of 90 tokens; 6 are kept in flight, so 4
+    wait throughout the steady state and the cache overflows: its own metrics say so."""
+    stub = stub_server("--batch-size", "2", "--kv-tokens", "90", "--token-delay", "0.05")
+    fields = {**SERVING, "server": stub, "concurrency": 6, "n_requests": 14, "max_new_tokens": 20}
+    result = bench.run_experiment("tests/test_serving.py::saturated", None, [{**fields, "warmup_requests": 1}])
+    metrics = result.serving.server_metrics
+    assert metrics.exposed and metrics.note is None
+    assert metrics.names == [
+        "vllm:kv_cache_usage_perc",
+        "vllm:num_preemptions_total",
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+    ]
+    assert metrics.judged_over == "steady" and metrics.judged_samples >= 3
+    assert metrics.waiting_share > 0.5 and metrics.preemptions >= 1
+    # On the power timeline's clock: inside the measured window, in order, a few per second.
+    times = [s.t_s for s in metrics.timeline]
+    assert times == sorted(times) and 0 <= times[0] < 1.0 and times[-1] <= result.duration_s
+    assert len(times) == metrics.scrapes <= result.duration_s / metrics.interval_s + 1
+    # Gauges that move with the load: never more running than the batch size, the rest of the
+    # 6 in flight waiting (a preempted request waits again too).
+    assert max(s.requests_running for s in metrics.timeline) == 2
+    assert max(s.requests_running + s.requests_waiting for s in metrics.timeline) == 6
+    assert max(s.requests_waiting for s in metrics.timeline) >= 4
+    assert 0 < metrics.peak_kv_cache_usage <= 1
+    # The counter steps up (never down) across the series.
+    counts = [s.preemptions for s in metrics.timeline]
+    assert counts == sorted(counts) and counts[-1] - counts[0] == metrics.preemptions
+    codes = {w.code for w in result.warnings}
+    assert {"server_saturated", "server_preempted"} <= codes and result.flagged
+    (saturated,) = [w for w in result.warnings if w.code == "server_saturated"]
+    assert "requests waited in its queue in " in saturated.message and "of the steady state" in saturated.message
+
+
+def test_a_server_within_its_batch_size_is_scraped_under_vllms_old_names_and_not_flagged(bench):
+    fields = {**SERVING, "server": stub_server("--metrics", "old", "--token-delay", "0.02")}
+    fields.update(concurrency=2, n_requests=20, max_new_tokens=20, warmup_requests=1)
+    result = bench.run_experiment("tests/test_serving.py::within", None, [fields])
+    metrics = result.serving.server_metrics
+    assert metrics.exposed and "vllm:gpu_cache_usage_perc" in metrics.names
+    assert metrics.waiting_share == 0 and metrics.preemptions == 0
+    assert {s.requests_running for s in metrics.timeline} <= {0.0, 1.0, 2.0}
+    assert not {"server_saturated", "server_preempted"} & {w.code for w in result.warnings}
+
+
+@pytest.mark.parametrize(
+    ("switch", "note"),
+    [
+        ("none", "server exposes no metrics: /metrics answered HTTP 404"),
+        ("garbage", "server exposes no metrics: /metrics is not Prometheus text (ValueError)"),
+    ],
+)
+def test_a_server_without_metrics_is_said_to_expose_none_once_and_the_load_runs(bench, switch, note):
+    fields = {**SERVING, "server": stub_server("--metrics", switch), "concurrency": 2, "n_requests": 6}
+    result = bench.run_experiment(f"tests/test_serving.py::{switch}", None, [fields])
+    assert result.serving.completed == 6
+    metrics = result.serving.server_metrics
+    assert (metrics.exposed, metrics.note, metrics.timeline, metrics.scrapes) == (False, note, [], 0)
+    # Asked once, before the load: the stub's log shows a single GET /metrics.
+    log = Path(result.serving.server_log).read_text()
+    assert log.count("GET /metrics") == 1
 
 
 def test_a_server_that_never_becomes_healthy_fails_naming_the_startup_timeout(bench):
