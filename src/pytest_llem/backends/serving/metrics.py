@@ -110,12 +110,12 @@ def counter_increase(values: list[float]) -> float | None:
     return total
 
 
-def _describe_failure(exc: Exception) -> str:
+def _describe_failure(exc: Exception, timeout_s: float) -> str:
     """A failed scrape in a few words: its kind, never a header or a body."""
     import httpx
 
     if isinstance(exc, httpx.TimeoutException):
-        return f"no answer within {SCRAPE_TIMEOUT_S:g} s"
+        return f"no answer within {timeout_s:g} s"
     if isinstance(exc, httpx.ConnectError):
         return "connection refused"
     if isinstance(exc, (NotPrometheus, _NotOk)):
@@ -150,12 +150,12 @@ def probe(base_url: str, headers: Mapping[str, str] | None = None) -> str | None
             try:
                 reading = scrape_once(client, url)
             except httpx.TimeoutException as exc:
-                why = _describe_failure(exc)
+                why = _describe_failure(exc, SCRAPE_TIMEOUT_S)
                 continue
             except _NotOk as exc:
                 return f"{NO_METRICS}: {exc}"
             except (httpx.HTTPError, NotPrometheus) as exc:
-                return f"{NO_METRICS}: {_describe_failure(exc)}"
+                return f"{NO_METRICS}: {_describe_failure(exc, SCRAPE_TIMEOUT_S)}"
             if reading.empty:
                 return f"{NO_METRICS}: {METRICS_PATH} has none of {', '.join(_all_names())}"
             return None
@@ -209,7 +209,7 @@ class Scraper:
                 try:
                     reading = scrape_once(client, url)
                 except Exception as exc:  # a missed scrape is a gap in the series, never a failed load
-                    self.failures.append(_describe_failure(exc))
+                    self.failures.append(_describe_failure(exc, self.timeout_s))
                 else:
                     self.scrapes.append(Scrape((sent + self.clock()) / 2, reading))
                 self._stop.wait(max(0.0, self.interval_s - (self.clock() - sent)))
