@@ -381,6 +381,14 @@ class ServerMetrics(BaseModel):
     )
 
 
+#: Why a serving load has no prefill/decode split (`ServingSummary.prefill_decode`).
+NO_SERVING_SPLIT = (
+    "continuous batching runs prefills and decoding steps of different requests in the same "
+    "engine steps, so no span of the load is one or the other; energy per output token and per "
+    "request over the steady state are its figures, and input_len= with max_new_tokens= makes a "
+    "load prefill-heavy or decode-heavy"
+)
+
 #: The serving figures computed from the steady-state window alone.
 STEADY_STATE_METRICS = frozenset({"energy_per_request_j", "energy_per_output_token_j"})
 
@@ -486,6 +494,12 @@ class ServingSummary(BaseModel):
         """The headline per output token: the steady-state window's."""
         return self.steady.energy_per_output_token_j if self.steady else None
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def prefill_decode(self) -> str:
+        """No split, and why (`NO_SERVING_SPLIT`): said in the result, not left to be guessed."""
+        return f"not split: {NO_SERVING_SPLIT}"
+
     def headline(self) -> dict[str, float | None]:
         """The figures a round keeps, so that repeats and rounds give samples to compare."""
         return {
@@ -515,7 +529,8 @@ PREFILL_DECODE_KEY = "prefill_decode"
 class PrefillDecode(BaseModel):
     """Generation measured in two parts, summed over every generate() call in the measured
     windows (batches, passes and rounds): prefill from the call's start to the batch's first
-    new tokens, decode from there to the call's end (see `backends.generation`).
+    new tokens, decode from there to the call's end (see `backends.generation`; vLLM's split,
+    made after each call from its request metrics: `backends.vllm.FirstTokenSplit`).
 
     Each part is measured by the window's own meter, so each has its own quality flags: a
     part shorter than the energy counter's update period is flagged `counter_resolution`
@@ -688,7 +703,7 @@ class ExperimentResult(BaseModel):
 
     @property
     def prefill_decode(self) -> PrefillDecode | None:
-        """Prefill and decode apart, where the workload measured them (backend='pytorch')."""
+        """Prefill and decode apart, where the workload measured them (backend='pytorch' or 'vllm')."""
         recorded = self.extra.get(PREFILL_DECODE_KEY)
         try:
             return PrefillDecode.model_validate(recorded) if isinstance(recorded, dict) else None

@@ -66,6 +66,25 @@ def test_an_infinite_rate_survives_the_trip_to_the_child_and_offline_hashes_are_
     assert compute_config_hash(build_config({}), "a:b") == "d3ba6425f293b3e5"
 
 
+def test_input_len_is_a_serving_field_checked_in_one_line_and_absent_from_hashes_without_it():
+    cases = [
+        ({"input_len": 8}, "input_len: only for scenario='serving'; add scenario='serving'"),
+        ({**SERVING, "input_len": 0}, "input_len: Input should be greater than or equal to 1 (got 0)"),
+        (
+            {**SERVING, "input_len": 8, "prompts": ["a b"]},
+            "input_len: sets the length of synthetic prompts, and prompts= gives your own; drop one",
+        ),
+    ]
+    for fields, line in cases:
+        with pytest.raises(ConfigError) as caught:
+            build_config(fields)
+        assert str(caught.value) == line
+    plain = build_config({**SERVING, "request_rate": 2.0})
+    assert "input_len" not in canonical_config_json(plain, "m:f")  # serving hashes made before stay
+    sized = build_config({**SERVING, "request_rate": 2.0, "input_len": 8})
+    assert compute_config_hash(sized, "m:f") != compute_config_hash(plain, "m:f")
+
+
 # --- real servers in real experiments --------------------------------------------------------
 
 
@@ -75,7 +94,7 @@ def test_transformers_serve_at_two_rates(bench, tiny_model):
     At 4 requests/s at most 2 are in flight, so the third is sent only after an answer: the
     steady state is reached however slow the machine is (as it is with all sent at once).
     """
-    for rate, concurrency in ((4.0, 2), (math.inf, None)):
+    for rate, concurrency, input_len in ((4.0, 2, 16), (math.inf, None, None)):
         result = bench.run_experiment(
             f"tests/test_serving.py::transformers[{rate}]",
             None,
@@ -89,6 +108,7 @@ def test_transformers_serve_at_two_rates(bench, tiny_model):
                     "concurrency": concurrency,
                     "n_requests": 6,
                     "max_new_tokens": 8,
+                    "input_len": input_len,
                     "warmup_requests": 1,
                     "server_startup_timeout": 300,
                 }
@@ -101,6 +121,10 @@ def test_transformers_serve_at_two_rates(bench, tiny_model):
         # the model's tokenizer: the server puts several tokens in a chunk under load.
         assert serving.impossible_usage == 0 and serving.token_source == "tokenizer"
         assert serving.input_tokens == result.input_tokens > 0
+        if input_len is not None:
+            # Prompts fitted by the model's tokenizer: the server counted what was asked for.
+            assert result.extra["input_len_counted_by"] == "tokenizer"
+            assert serving.input_tokens == 6 * input_len
         for stats in (serving.ttft, serving.tpot, serving.itl, serving.e2e):
             assert stats.min_s <= stats.p50_s <= stats.p90_s <= stats.p99_s <= stats.max_s
         assert serving.ttft.max_s <= serving.e2e.max_s
@@ -177,6 +201,22 @@ def test_a_server_without_metrics_is_said_to_expose_none_once_and_the_load_runs(
     # Asked once, before the load: the stub's log shows a single GET /metrics.
     log = Path(result.serving.server_log).read_text()
     assert log.count("GET /metrics") == 1
+
+
+def test_input_len_and_max_new_tokens_shape_a_prefill_heavy_or_decode_heavy_load(bench):
+    """The stub counts a prompt's words as its tokens, as a server without our tokenizer would."""
+    base = {**SERVING, "server": stub_server(), "concurrency": 2, "n_requests": 6, "warmup_requests": 0}
+    shapes = {"prefill": (48, 2), "decode": (2, 48)}
+    results = {}
+    for name, (input_len, output_len) in shapes.items():
+        fields = {**base, "input_len": input_len, "max_new_tokens": output_len}
+        results[name] = result = bench.run_experiment(f"tests/test_serving.py::{name}", None, [fields])
+        assert result.serving.input_tokens == result.input_tokens == 6 * input_len
+        assert result.output_tokens == 6 * output_len
+        assert result.extra["input_len_counted_by"] == "words"
+        assert result.serving.prefill_decode.startswith("not split: continuous batching runs prefills")
+        assert result.prefill_decode is None
+    assert results["prefill"].config_hash != results["decode"].config_hash
 
 
 def test_a_server_that_never_becomes_healthy_fails_naming_the_startup_timeout(bench):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem.backends import DEFAULT_MAX_NEW_TOKENS, server_log_path
-from pytest_llem.backends.prompts import load_prompts
+from pytest_llem.backends.prompts import load_prompts, sized_prompts
 from pytest_llem.backends.serving import metrics as server_metrics
 from pytest_llem.backends.serving import server as servers
 from pytest_llem.backends.serving.loadgen import LoadPlan, RequestRecord, SteadyState, run_load
@@ -134,7 +134,12 @@ def run(ctx: ExperimentContext) -> None:
     import_extra("httpx", "serving", PURPOSE)
     import_extra("prometheus_client", "serving", PURPOSE)
     n_requests = config.n_requests or DEFAULT_N_REQUESTS
-    prompts = load_prompts(config.model_copy(update={"n_prompts": n_requests}))
+    count_text = text_counter(config.model)
+    if config.input_len is not None:
+        prompts, counted_by = sized_prompts(n_requests, config.seed, config.input_len, count_text)
+        ctx.record(input_len_counted_by=counted_by)
+    else:
+        prompts = load_prompts(config.model_copy(update={"n_prompts": n_requests}))
     experiment_id = os.environ.get("PYTEST_LLEM_EXPERIMENT_ID", "server")
     log = server_log_path(ctx.state_dir or Path.cwd(), experiment_id)
     port = servers.free_port()
@@ -144,7 +149,6 @@ def run(ctx: ExperimentContext) -> None:
     try:
         ctx.record(server_log=str(log), server_command=server.command)
         server.wait_healthy(config.server_startup_timeout)
-        count_text = text_counter(config.model)
         if config.warmup_requests:
             warmup = load_plan(config, server.base_url, prompts[: config.warmup_requests], warmup=True)
             records, _ = run_load(warmup, check_alive=server.check_alive)
