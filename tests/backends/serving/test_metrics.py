@@ -131,6 +131,9 @@ def test_a_loads_scrapes_land_on_the_timeline_and_saturation_is_judged_over_the_
     assert summary.exposed and summary.note is None
     whole = summarise_scrapes(scrapes, [], lambda m: m, None)
     assert (whole.judged_over, whole.judged_samples, whole.waiting_share) == ("whole", 5, 0.4)
+    # A scrape that ended after the window closed is not the load's.
+    cut = summarise_scrapes(scrapes, [], lambda m: 10.0 + m - 99.9, None, until_s=11.7)
+    assert [round(s.t_s, 6) for s in cut.timeline] == [10.1, 10.6, 11.1, 11.6] and cut.scrapes == 4
 
 
 def test_no_scrape_answered_says_why_once():

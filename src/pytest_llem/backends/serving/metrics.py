@@ -194,8 +194,14 @@ class Scraper:
         self._thread = threading.Thread(target=self._loop, name="pytest-llem-server-metrics", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Ask the thread to stop, without waiting for a scrape in flight (the measured window
+        closes at once: it must not wait up to `timeout_s` for the server)."""
         self._stop.set()
+
+    def stop(self) -> None:
+        """Halt, and wait for the thread to end."""
+        self.halt()
         if self._thread is not None:
             self._thread.join()
 
@@ -221,10 +227,13 @@ def summarise_scrapes(
     on_timeline: Callable[[float], float],
     steady: tuple[float, float] | None,
     interval_s: float = SCRAPE_INTERVAL_S,
+    until_s: float | None = None,
 ) -> ServerMetrics:
     """One load's samples as a `ServerMetrics`: the series on the power timeline (`on_timeline`
     maps a `time.perf_counter` moment onto it), and the shares saturation is judged on, over
-    `steady` (its opening and closing moments) when the load had a steady state."""
+    `steady` (its opening and closing moments) when the load had a steady state. Samples past
+    `until_s` on the timeline (the measured window's end) are left out: not the load's."""
+    scrapes = [s for s in scrapes if until_s is None or on_timeline(s.moment) <= until_s]
     in_span = [s.reading for s in scrapes if steady is None or steady[0] <= s.moment <= steady[1]]
     waiting = [r.requests_waiting for r in in_span if r.requests_waiting is not None]
     kv = [r.kv_cache_usage for r in in_span if r.kv_cache_usage is not None]

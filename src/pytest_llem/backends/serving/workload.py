@@ -200,11 +200,12 @@ def _measure_round(
             )
         finally:
             if scraper is not None:
-                scraper.stop()
+                scraper.halt()  # a scrape in flight must not hold the window open
     whole = ctx.windows[-1]
     if scraper is None:
         seen = server_metrics.absent(metrics_note or "")
     else:
+        scraper.stop()
         opened, closed = steady.opened_at, steady.closed_at
         seen = server_metrics.summarise_scrapes(
             scraper.scrapes,
@@ -212,6 +213,8 @@ def _measure_round(
             on_timeline,
             (opened, closed) if opened is not None and closed is not None else None,
             scraper.interval_s,
+            # The window's end on the timeline: every window so far, end to end.
+            until_s=sum(w.duration_s for w in ctx.windows),
         )
     span = None
     if steady.opened_at is not None and steady.closed_at is not None:
