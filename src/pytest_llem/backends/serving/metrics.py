@@ -110,6 +110,13 @@ def counter_increase(values: list[float]) -> float | None:
     return total
 
 
+class _NotOk(Exception):
+    """The server answered, with a status other than 200."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"{METRICS_PATH} answered HTTP {status}")
+
+
 def _describe_failure(exc: Exception, timeout_s: float) -> str:
     """A failed scrape in a few words: its kind, never a header or a body."""
     import httpx
@@ -118,15 +125,11 @@ def _describe_failure(exc: Exception, timeout_s: float) -> str:
         return f"no answer within {timeout_s:g} s"
     if isinstance(exc, httpx.ConnectError):
         return "connection refused"
-    if isinstance(exc, (NotPrometheus, _NotOk)):
-        return f"{METRICS_PATH} is {exc}" if isinstance(exc, NotPrometheus) else str(exc)
+    if isinstance(exc, NotPrometheus):
+        return f"{METRICS_PATH} is {exc}"
+    if isinstance(exc, _NotOk):
+        return str(exc)
     return type(exc).__name__
-
-
-class _NotOk(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(f"{METRICS_PATH} answered HTTP {status}")
-        self.status = status
 
 
 def scrape_once(client: httpx.Client, url: str) -> Reading:
@@ -152,9 +155,7 @@ def probe(base_url: str, headers: Mapping[str, str] | None = None) -> str | None
             except httpx.TimeoutException as exc:
                 why = _describe_failure(exc, SCRAPE_TIMEOUT_S)
                 continue
-            except _NotOk as exc:
-                return f"{NO_METRICS}: {exc}"
-            except (httpx.HTTPError, NotPrometheus) as exc:
+            except (httpx.HTTPError, NotPrometheus, _NotOk) as exc:
                 return f"{NO_METRICS}: {_describe_failure(exc, SCRAPE_TIMEOUT_S)}"
             if reading.empty:
                 return f"{NO_METRICS}: {METRICS_PATH} has none of {', '.join(_all_names())}"
@@ -187,8 +188,13 @@ class Scraper:
     failures: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        import httpx
+
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Made here, before the measured window: a client takes a while to set up (its TLS
+        # context, even for plain HTTP), which the first scrape would otherwise wait for.
+        self._client = httpx.Client(timeout=self.timeout_s, trust_env=False, headers=dict(self.headers))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="pytest-llem-server-metrics", daemon=True)
@@ -200,25 +206,23 @@ class Scraper:
         self._stop.set()
 
     def stop(self) -> None:
-        """Halt, and wait for the thread to end."""
+        """Halt, wait for the thread to end, and close the client."""
         self.halt()
         if self._thread is not None:
             self._thread.join()
+        self._client.close()
 
     def _loop(self) -> None:
-        import httpx
-
         url = self.base_url + METRICS_PATH
-        with httpx.Client(timeout=self.timeout_s, trust_env=False, headers=dict(self.headers)) as client:
-            while not self._stop.is_set():
-                sent = self.clock()
-                try:
-                    reading = scrape_once(client, url)
-                except Exception as exc:  # a missed scrape is a gap in the series, never a failed load
-                    self.failures.append(_describe_failure(exc, self.timeout_s))
-                else:
-                    self.scrapes.append(Scrape((sent + self.clock()) / 2, reading))
-                self._stop.wait(max(0.0, self.interval_s - (self.clock() - sent)))
+        while not self._stop.is_set():
+            sent = self.clock()
+            try:
+                reading = scrape_once(self._client, url)
+            except Exception as exc:  # a missed scrape is a gap in the series, never a failed load
+                self.failures.append(_describe_failure(exc, self.timeout_s))
+            else:
+                self.scrapes.append(Scrape((sent + self.clock()) / 2, reading))
+            self._stop.wait(max(0.0, self.interval_s - (self.clock() - sent)))
 
 
 def summarise_scrapes(

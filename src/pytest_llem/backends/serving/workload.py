@@ -190,22 +190,25 @@ def _measure_round(
         on_close=lambda: steady_parts.append(ctx.end_part(STEADY_PART)),
     )
     scraper = None if metrics_note is not None else server_metrics.Scraper(server.base_url)
-    with ctx.window():
-        on_timeline = ctx.on_timeline()
-        if scraper is not None:
-            scraper.start()
-        try:
-            records, start = run_load(
-                load_plan(config, server.base_url, prompts), steady, check_alive=server.check_alive
-            )
-        finally:
+    try:
+        with ctx.window():
+            on_timeline = ctx.on_timeline()
             if scraper is not None:
-                scraper.halt()  # a scrape in flight must not hold the window open
+                scraper.start()
+            try:
+                records, start = run_load(
+                    load_plan(config, server.base_url, prompts), steady, check_alive=server.check_alive
+                )
+            finally:
+                if scraper is not None:
+                    scraper.halt()  # a scrape in flight must not hold the window open
+    finally:
+        if scraper is not None:
+            scraper.stop()
     whole = ctx.windows[-1]
     if scraper is None:
         seen = server_metrics.absent(metrics_note or "")
     else:
-        scraper.stop()
         opened, closed = steady.opened_at, steady.closed_at
         seen = server_metrics.summarise_scrapes(
             scraper.scrapes,
