@@ -185,6 +185,21 @@ def test_a_server_within_its_batch_size_is_scraped_under_vllms_old_names_and_not
     assert not {"server_saturated", "server_preempted"} & {w.code for w in result.warnings}
 
 
+def test_a_flag_an_earlier_rounds_server_raised_stays_on_the_result_marked_with_its_round(bench):
+    # One request at a time, 0.3 s each, 4 in flight: about 3 s of steady state, 6 scrapes.
+    stub = stub_server("--batch-size", "1", "--token-delay", "0.03")
+    fields = {**SERVING, "server": stub, "concurrency": 4, "n_requests": 12, "max_new_tokens": 10}
+    fields.update(warmup_requests=0, rounds=2)
+    result = bench.run_experiment("tests/test_serving.py::rounds", None, [fields])
+    (saturated,) = [w for w in result.warnings if w.code == "server_saturated"]
+    # The last round's own sentence, then the first round's, marked.
+    last, first = saturated.message.split("; round 1: ")
+    assert last.startswith("the server was saturated: requests waited in its queue")
+    assert first.startswith("the server was saturated: requests waited in its queue")
+    # result.serving is the last round's load; its series sits after the first round's window.
+    assert result.serving.server_metrics.timeline[0].t_s >= result.rounds[0].duration_s
+
+
 @pytest.mark.parametrize(
     ("switch", "note"),
     [
