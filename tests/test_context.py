@@ -155,3 +155,20 @@ def test_negative_or_nan_latencies_are_refused_in_one_line():
             == f"ctx.record_latency(first_token_s=...) takes a finite number of seconds >= 0, got {bad!r}"
         )
     assert ctx.first_token_latencies_s == []
+
+
+def test_on_timeline_puts_a_moment_on_the_power_timeline_with_earlier_windows_end_to_end():
+    ctx = ExperimentContext(build_config({}), NoEnergyMeter())
+    with pytest.raises(RuntimeError, match="needs an open ctx.window"):
+        ctx.on_timeline()
+    with ctx.window():
+        first = ctx.on_timeline()
+        start = time.perf_counter()
+        time.sleep(0.02)
+    with ctx.window():
+        second = ctx.on_timeline()
+        moment = time.perf_counter()
+    one, _ = ctx.windows
+    assert 0 <= first(start) < 0.01
+    # The second window's moments come after the whole first window, as its timeline does.
+    assert one.duration_s <= second(moment) < one.duration_s + 0.01

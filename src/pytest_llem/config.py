@@ -68,6 +68,7 @@ SERVING_FIELDS = frozenset(
         "warmup_requests",
         "max_error_rate",
         "endpoint",
+        "input_len",
     }
 )
 Endpoint = Literal["completions", "chat"]
@@ -178,6 +179,13 @@ class ExperimentConfig(BaseModel):
     )
     max_error_rate: float = Field(
         default=0.0, ge=0, le=1, description="share of failed requests above which the case fails"
+    )
+    input_len: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="tokens of each synthetic prompt (the model's tokenizer where it is local, else "
+        "words); with max_new_tokens, a prefill-heavy or decode-heavy load",
     )
     energy: Annotated[MeterName, BeforeValidator(meter_name)] = Field(
         default="auto", description="energy meter to use in the child (overrides --llem-energy)"
@@ -292,6 +300,10 @@ class ExperimentConfig(BaseModel):
             return self
         if self.backend is not None:
             raise ValueError("backend: does not apply to scenario='serving'; the server runs the model")
+        if self.input_len is not None and self.prompts is not None:
+            raise ValueError(
+                "input_len: sets the length of synthetic prompts, and prompts= gives your own; drop one"
+            )
         return self
 
     @field_validator("compare_fail", mode="before")
@@ -465,6 +477,8 @@ def canonical_config_json(config: ExperimentConfig, workload: str | None) -> str
         excluded.add("min_window_s")
     if config.endpoint == "completions":  # likewise
         excluded.add("endpoint")
+    if config.input_len is None:  # likewise
+        excluded.add("input_len")
     view = config.model_dump(exclude=excluded)
     view["workload"] = workload
     return canonical_json(view)

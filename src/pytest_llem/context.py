@@ -188,6 +188,16 @@ class ExperimentContext:
                 self._round.windows.append(measured)
             self._window_open = False
 
+    def on_timeline(self) -> Callable[[float], float]:
+        """Inside an open window: a function from a moment on `time.perf_counter` (the meter's
+        clock) to seconds on the result's power timeline (`PowerSample.t_s`: the measured windows
+        end to end), for a series timed alongside the meter's (a server's own metrics, say)."""
+        if not self._window_open:
+            raise RuntimeError("ctx.on_timeline() needs an open ctx.window(): the timeline is its")
+        origin = self._meter.window_origin("llem.window")
+        before_s = sum(w.duration_s for w in self.windows)
+        return lambda moment: before_s + moment - origin
+
     def begin_part(self, name: str) -> None:
         """Start measuring a named part of the open window (a serving load's steady state, say).
 

@@ -336,6 +336,59 @@ class ServingWindow(BaseModel):
         return _ratio(self.energy_j, self.output_tokens)
 
 
+class ServerMetricsSample(BaseModel):
+    """One scrape of the server's Prometheus `/metrics`, `t_s` seconds on the power timeline
+    (the measured windows end to end, as `PowerSample.t_s`); a figure is None where the
+    server did not report it (or reported a value that is not a finite number)."""
+
+    t_s: float
+    kv_cache_usage: float | None = Field(default=None, description="share of the KV cache in use, 0 to 1")
+    requests_running: float | None = None
+    requests_waiting: float | None = None
+    preemptions: float | None = Field(
+        default=None, description="the preemption counter as read: cumulative since the server started"
+    )
+
+
+class ServerMetrics(BaseModel):
+    """What the server said about itself during one load (scenario="serving"): its Prometheus
+    `/metrics` scraped on the power sampler's clock (`backends.serving.metrics`), and the
+    figures the `server_saturated` and `server_preempted` flags are decided on
+    (`energy.quality.assess_server_metrics`)."""
+
+    exposed: bool = Field(description="whether the server answered /metrics with metrics pytest-llem reads")
+    note: str | None = Field(
+        default=None, description="why there is no series: 'server exposes no metrics: ...'"
+    )
+    names: list[str] = Field(default_factory=list, description="the metric names read")
+    scrapes: int = Field(0, ge=0, description="scrapes that gave a sample")
+    failed_scrapes: int = Field(0, ge=0, description="scrapes that timed out or failed during the load")
+    interval_s: float | None = None
+    timeline: list[ServerMetricsSample] = Field(default_factory=list)
+    judged_over: Literal["steady", "whole"] | None = Field(
+        default=None, description="the span saturation is judged over: the steady state, else the whole load"
+    )
+    judged_samples: int = Field(0, ge=0, description="the scrapes inside that span")
+    waiting_share: float | None = Field(
+        default=None, description="share of those scrapes with requests waiting in the server's queue"
+    )
+    kv_cache_full_share: float | None = Field(
+        default=None, description="share of those scrapes with the KV cache at least KV_CACHE_FULL in use"
+    )
+    peak_kv_cache_usage: float | None = None
+    preemptions: float | None = Field(
+        default=None, description="preemptions during the load: the counter's increase (resets counted)"
+    )
+
+
+#: Why a serving load has no prefill/decode split (`ServingSummary.prefill_decode`).
+NO_SERVING_SPLIT = (
+    "continuous batching runs prefills and decoding steps of different requests in the same "
+    "engine steps, so no span of the load is one or the other; energy per output token and per "
+    "request over the steady state are its figures, and input_len= with max_new_tokens= makes a "
+    "load prefill-heavy or decode-heavy"
+)
+
 #: The serving figures computed from the steady-state window alone.
 STEADY_STATE_METRICS = frozenset({"energy_per_request_j", "energy_per_output_token_j"})
 
@@ -384,7 +437,10 @@ class ServingSummary(BaseModel):
     warnings: list[QualityWarning] = Field(
         default_factory=list,
         description="quality flags of the figures: the steady-state window's own, usage that disagrees "
-        "with the stream; the result carries them too",
+        "with the stream, a saturated or preempting server; the result carries them too",
+    )
+    server_metrics: ServerMetrics | None = Field(
+        default=None, description="the server's own metrics during the load (None: not scraped)"
     )
 
     @field_serializer("request_rate", when_used="json")
@@ -438,6 +494,12 @@ class ServingSummary(BaseModel):
         """The headline per output token: the steady-state window's."""
         return self.steady.energy_per_output_token_j if self.steady else None
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def prefill_decode(self) -> str:
+        """No split, and why (`NO_SERVING_SPLIT`): said in the result, not left to be guessed."""
+        return f"not split: {NO_SERVING_SPLIT}"
+
     def headline(self) -> dict[str, float | None]:
         """The figures a round keeps, so that repeats and rounds give samples to compare."""
         return {
@@ -467,7 +529,8 @@ PREFILL_DECODE_KEY = "prefill_decode"
 class PrefillDecode(BaseModel):
     """Generation measured in two parts, summed over every generate() call in the measured
     windows (batches, passes and rounds): prefill from the call's start to the batch's first
-    new tokens, decode from there to the call's end (see `backends.generation`).
+    new tokens, decode from there to the call's end (see `backends.generation`; vLLM's split,
+    made after each call from its request metrics: `backends.vllm.FirstTokenSplit`).
 
     Each part is measured by the window's own meter, so each has its own quality flags: a
     part shorter than the energy counter's update period is flagged `counter_resolution`
@@ -640,7 +703,7 @@ class ExperimentResult(BaseModel):
 
     @property
     def prefill_decode(self) -> PrefillDecode | None:
-        """Prefill and decode apart, where the workload measured them (backend='pytorch')."""
+        """Prefill and decode apart, where the workload measured them (backend='pytorch' or 'vllm')."""
         recorded = self.extra.get(PREFILL_DECODE_KEY)
         try:
             return PrefillDecode.model_validate(recorded) if isinstance(recorded, dict) else None

@@ -55,3 +55,33 @@ def test_prompt_files_are_lines_or_json_objects(tmp_path):
 def test_batches_keep_the_order_and_the_last_one_holds_the_rest():
     assert batched(["a", "b", "c", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
     assert batched([], 4) == []
+
+
+def test_sized_prompts_count_words_without_a_tokenizer_and_are_the_same_for_a_seed():
+    from pytest_llem.backends.prompts import sized_prompts
+
+    prompts, counted_by = sized_prompts(5, seed=3, length=17, count_tokens=None)
+    assert counted_by == "words" and [len(p.split()) for p in prompts] == [17] * 5
+    assert sized_prompts(5, 3, 17, None)[0] == prompts != sized_prompts(5, 4, 17, None)[0]
+
+
+def test_sized_prompts_land_on_the_tokenizers_count_or_the_nearest_below():
+    from pytest_llem.backends.prompts import sized_prompts
+
+    # A tokenizer as awkward as a real one: a word of more than 5 letters is two tokens.
+    def count(text: str) -> int:
+        return sum(2 if len(word) > 5 else 1 for word in text.split())
+
+    prompts, counted_by = sized_prompts(20, seed=0, length=33, count_tokens=count)
+    assert counted_by == "tokenizer"
+    counts = [count(p) for p in prompts]
+    # Exactly: a prompt one token short of a whole word ends with a one-token filler.
+    assert counts == [33] * 20
+    assert [count(p) for p in sized_prompts(3, 0, 1, count)[0]] == [1, 1, 1]
+
+    # A vocabulary where nothing is one token: the nearest count below, never an empty prompt.
+    def coarse(text: str) -> int:
+        return 2 * len(text.split())
+
+    assert [coarse(p) for p in sized_prompts(3, 0, 7, coarse)[0]] == [6, 6, 6]
+    assert [coarse(p) for p in sized_prompts(2, 0, 1, coarse)[0]] == [2, 2]

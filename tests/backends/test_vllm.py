@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from bench_runs import run
 from fake_vllm import FAKE_VLLM_DIR, load_fake_vllm
+from helpers import reports
 
 from pytest_llem.errors import ConfigError, ExperimentFailed
 
@@ -149,8 +150,9 @@ def test_vllm_latencies_come_from_the_v1_metrics_on_one_clock_each(bench, vllm_s
 
     result = vllm(bench, vllm_stand_in, model="m", n_prompts=4, batch_size=2, max_new_tokens=6)
     ttft, itl = result.time_to_first_token, result.inter_token_latency
-    # The engine's own first-token latency, not a wall-clock arrival minus a monotonic stamp.
-    assert ttft.count == 4 and ttft.min_s == ttft.max_s == FIRST_TOKEN_S
+    # The engine's own first-token latency, not a wall-clock arrival minus a monotonic stamp
+    # (which would be about -1.7e9 s).
+    assert ttft.count == 4 and FIRST_TOKEN_S <= ttft.min_s <= ttft.max_s < FIRST_TOKEN_S + 1.0
     assert itl.count == 4 and itl.p50_s == pytest.approx(TOKEN_S, rel=1e-6)
 
 
@@ -219,3 +221,97 @@ def test_vllm_missing_names_the_extra(bench):
         match=r"^backend='vllm' needs the 'vllm' extra \(.*\): reinstall pytest-llem with it",
     ):
         run(bench, backend="vllm", model="m")
+
+
+# --- prefill and decode apart ------------------------------------------------------------------
+
+
+def test_vllm_splits_each_call_at_the_batchs_first_token_time_from_its_metrics(bench, vllm_stand_in):
+    stand_in = load_fake_vllm()
+    fields = {"model": "m", "n_prompts": 6, "batch_size": 3, "max_new_tokens": 11, "min_window_s": 0.3}
+    result = vllm(bench, vllm_stand_in, **fields)
+    split = result.prefill_decode
+    # Every generate() call of every pass: 2 batches a pass, the tokens of all of them.
+    assert split.calls == 2 * result.extra["passes"] > 0
+    assert (split.input_tokens, split.output_tokens) == (result.input_tokens, result.output_tokens)
+    # The stand-in's prefill step lasts FIRST_TOKEN_S, its 10 further tokens TOKEN_S each: the
+    # split sits where its engine stamped the first tokens, on the meter's clock.
+    prefill_s, decode_s = split.prefill_duration_s / split.calls, split.decode_duration_s / split.calls
+    assert stand_in.FIRST_TOKEN_S <= prefill_s < stand_in.FIRST_TOKEN_S + 0.5
+    assert 10 * stand_in.TOKEN_S <= decode_s < 10 * stand_in.TOKEN_S + 0.5
+    assert split.prefill_duration_s + split.decode_duration_s <= result.duration_s
+    # energy="none": durations, but no energy to split and nothing to flag.
+    assert (result.prefill_energy_j, result.decode_energy_j) == (None, None)
+    assert split.prefill_warnings == split.decode_warnings == []
+
+
+def test_without_request_metrics_there_is_no_split():
+    from types import SimpleNamespace
+
+    from pytest_llem.backends.vllm import batch_first_token_at
+
+    def output(**metrics):
+        return SimpleNamespace(metrics=SimpleNamespace(**metrics) if metrics else None)
+
+    assert batch_first_token_at([output(), output(first_token_ts=5.0)]) is None
+    assert batch_first_token_at([output(first_token_ts=0.0)]) is None  # no token yet
+    assert batch_first_token_at([]) is None
+    # V1: the engine core's monotonic clock; the batch ends its prefill at its last first token.
+    import time
+
+    now_mono, now_perf = time.monotonic(), time.perf_counter()
+    at = batch_first_token_at([output(first_token_ts=now_mono - 0.2), output(first_token_ts=now_mono - 0.1)])
+    assert at == pytest.approx(now_perf - 0.1, abs=0.01)
+    # V0: the wall clock.
+    wall = time.time()
+    at = batch_first_token_at([output(arrival_time=wall - 1, first_token_time=wall - 0.5)])
+    assert at == pytest.approx(time.perf_counter() - 0.5, abs=0.01)
+
+
+VLLM_SPLIT_SUITE = """
+import pytest
+
+@pytest.mark.llem(backend="vllm", model="m", gpus=[0], n_prompts=6, batch_size=3,
+                  max_new_tokens=40, min_window_s=1.0)
+def test_split(llem):
+    llem.run()
+"""
+
+
+def test_vllm_prefill_and_decode_share_the_windows_measured_energy_by_power(
+    pytester, tmp_path, monkeypatch, vllm_stand_in
+):
+    """One simulated GPU at a constant 300 W, its counter exact: each part's energy is 300 W
+    times its duration, and the parts add up to the calls' share of the window."""
+    from fake_nvml import FAKE_NVML_DIR, load_fake_nvml
+
+    fake = load_fake_nvml()
+    scenario = tmp_path / "scenario.json"
+    fake.write_scenario(
+        str(scenario), [fake.FakeGpu(uuid="GPU-0000-sim", power_profile=[[0.0, 300.0]])], ideal=True
+    )
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
+    path = [str(FAKE_NVML_DIR), str(FAKE_VLLM_DIR), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
+    pytester.makepyfile(test_vllm_split=VLLM_SPLIT_SUITE)
+    state_dir = tmp_path / "state"
+    outcome = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--llem",
+        f"--llem-state-dir={state_dir}",
+        "--llem-energy=nvml",
+        "--llem-baseline=0",
+        "--llem-sample-interval=0.02",
+    )
+    outcome.assert_outcomes(passed=1)
+    (report,) = reports(state_dir)
+    result = report["experiments"][0]["result"]
+    for part in ("prefill", "decode"):
+        assert result[f"{part}_energy_j"] == pytest.approx(300 * result[f"{part}_duration_s"], rel=0.05)
+    parts_j = result["prefill_energy_j"] + result["decode_energy_j"]
+    assert 0.5 * result["energy_j"] < parts_j <= result["energy_j"]
+    split = result["extra"]["prefill_decode"]
+    # Each prefill lasts ~25 ms, sampled every 20 ms: over ~10 calls, enough readings to share by.
+    assert split["calls"] >= 6
+    assert split["decode_warnings"] == []

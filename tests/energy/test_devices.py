@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pytest_llem.energy.devices import (
     DeviceTally,
     MeasuredDevice,
@@ -10,7 +12,7 @@ from pytest_llem.energy.devices import (
     take_reading,
     thin_timeline,
 )
-from pytest_llem.results import PowerSample
+from pytest_llem.results import DeviceEnergy, PowerSample
 
 # --- figures that agree with each other -----------------------------------------------------------
 
@@ -92,3 +94,34 @@ def test_a_counter_that_wraps_adds_its_range_and_one_that_goes_back_without_a_ra
     # Without a trustworthy counter the power samples are integrated instead: 1 s at 10 W.
     assert device.energy_j == 10.0 and device.energy_source == "counter-power"
     assert notes[0].startswith("gpu0: energy counter went backwards (driver reloaded?)")
+
+
+def _timeline(*points: tuple[float, float | None]) -> list[PowerSample]:
+    return [PowerSample(t_s=t, power_w=p) for t, p in points]
+
+
+def test_power_between_two_moments_is_interpolated_at_its_edges_and_held_beyond_the_ends():
+    from pytest_llem.energy.devices import power_between_j
+
+    timeline = _timeline((0.0, 100.0), (1.0, 300.0), (2.0, 300.0), (2.5, None))
+    assert power_between_j(timeline, 0.0, 2.0) == 200.0 + 300.0
+    # 0.5 s at 200-300 W: (200 + 300) / 2 x 0.5, then 1 s at 300 W.
+    assert power_between_j(timeline, 0.5, 2.0) == 125.0 + 300.0
+    assert power_between_j(timeline, 1.9, 3.0) == pytest.approx(300.0 * 1.1)  # held past the end
+    assert power_between_j(timeline, 1.5, 1.5) == 0.0
+    assert power_between_j(_timeline((0.0, 100.0)), 0.0, 1.0) is None
+
+
+def test_energy_within_spans_is_the_measured_energy_shared_out_by_power():
+    from pytest_llem.energy.devices import energy_within_j, samples_within
+
+    # 1 s at 100 W then 1 s at 300 W by the power readings; the counter measured 440 J in all.
+    timeline = _timeline((0.0, 100.0), (0.5, 100.0), (1.0, 100.0), (1.001, 300.0), (1.5, 300.0), (2.0, 300.0))
+    device = DeviceEnergy(device="gpu0", energy_j=440.0, duration_s=2.0, timeline=timeline)
+    low, high = energy_within_j(device, [(0.0, 1.0)]), energy_within_j(device, [(1.001, 2.0)])
+    # The total stays the counter's; the readings only divide it: 1 to 3.
+    assert low == pytest.approx(110.0, rel=0.01) and high == pytest.approx(330.0, rel=0.01)
+    assert energy_within_j(device, [(0.0, 0.5), (1.5, 2.0)]) == pytest.approx(220.0, rel=0.01)
+    assert samples_within(timeline, [(0.0, 0.5), (1.5, 2.0)]) == 4
+    assert energy_within_j(device.model_copy(update={"energy_j": None}), [(0.0, 1.0)]) is None
+    assert energy_within_j(device.model_copy(update={"timeline": []}), [(0.0, 1.0)]) is None

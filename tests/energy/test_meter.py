@@ -192,3 +192,33 @@ def test_a_baseline_much_older_than_the_window_is_flagged_with_its_age(fake_nvml
     window = measure(SampledMeter(session.visible_gpus(None), fresh), 0.05)
     assert quality.STALE_BASELINE not in codes(window)
     assert 0 <= window.devices[0].baseline_age_s < quality.MAX_BASELINE_AGE_S
+
+
+def test_a_series_timed_from_the_window_origin_lines_up_with_its_power_timeline(fake_nvml):
+    """The origin is where the timeline's t_s is zero: the moment before its first reading."""
+    session = gpus(fake_nvml, {"power_profile": [[0, 100.0]]})
+    meter = SampledMeter(session.visible_gpus(None), FAST)
+    before = time.perf_counter()
+    meter.begin_window("w")
+    origin = meter.window_origin("w")
+    time.sleep(0.2)
+    inside = time.perf_counter()
+    window = meter.end_window("w")
+    meter.close()
+    with pytest.raises(ValueError, match="is not open"):
+        meter.window_origin("w")
+    assert before <= origin <= inside
+    (device,) = window.devices
+    # The first sample is the reading at the origin; the last, the closing one at its end.
+    assert device.timeline[0].t_s == 0.0
+    assert device.timeline[-1].t_s == pytest.approx(window.duration_s)
+    assert inside - origin < window.duration_s
+
+
+def test_a_meter_without_samples_counts_its_window_from_its_own_start():
+    meter = NoEnergyMeter()
+    meter.begin_window("w")
+    origin = meter.window_origin("w")
+    time.sleep(0.05)
+    window = meter.end_window("w")
+    assert 0.05 <= window.duration_s and origin <= time.perf_counter() - window.duration_s

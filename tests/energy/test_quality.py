@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytest_llem.energy import quality
-from pytest_llem.results import DeviceEnergy
+from pytest_llem.results import DeviceEnergy, ServerMetrics
 
 # --- quality flags -----------------------------------------------------------------------------
 
@@ -99,3 +99,39 @@ def test_host_busy_says_which_rounds_were_measured_on_a_busy_host():
     (busy,) = quality.assess_host_load([0.05, 0.6, 0.3], limit=0.25)
     assert "during round 2 " in busy.message and "during round 3 " in busy.message
     assert "round 1 " not in busy.message
+
+
+def _server(**figures) -> ServerMetrics:
+    return ServerMetrics(exposed=True, judged_over="steady", judged_samples=10, **figures)
+
+
+def test_a_server_is_saturated_when_requests_wait_in_most_of_the_steady_state_or_its_kv_cache_is_full():
+    assert quality.SATURATED_SHARE == 0.5 and quality.KV_CACHE_FULL == 0.95
+    assert quality.assess_server_metrics(_server(waiting_share=0.5, kv_cache_full_share=0.5)) == []
+    (waiting,) = quality.assess_server_metrics(_server(waiting_share=0.6, kv_cache_full_share=0.1))
+    assert waiting.code == quality.SERVER_SATURATED
+    assert waiting.message.startswith(
+        "the server was saturated: requests waited in its queue in 60% of the 10 scrapes of the steady "
+        "state (limit 50%); "
+    )
+    (full,) = quality.assess_server_metrics(_server(waiting_share=None, kv_cache_full_share=0.7))
+    assert "its KV cache was at least 95% full in 70% of the 10 scrapes of the steady state" in full.message
+    both = quality.assess_server_metrics(_server(waiting_share=1.0, kv_cache_full_share=1.0))
+    assert [w.code for w in both] == [quality.SERVER_SATURATED] and " and its KV cache" in both[0].message
+
+
+def test_saturation_needs_enough_scrapes_and_says_which_span_it_was_judged_over():
+    few = ServerMetrics(exposed=True, judged_over="steady", judged_samples=2, waiting_share=1.0)
+    assert quality.assess_server_metrics(few) == []
+    whole = ServerMetrics(exposed=True, judged_over="whole", judged_samples=3, waiting_share=1.0)
+    (flag,) = quality.assess_server_metrics(whole)
+    assert "of the 3 scrapes of the load" in flag.message
+
+
+def test_any_preemption_during_the_load_flags_it_and_none_or_no_counter_does_not():
+    (preempted,) = quality.assess_server_metrics(_server(preemptions=3.0))
+    assert preempted.code == quality.SERVER_PREEMPTED and preempted.doubts_a_figure
+    assert preempted.message.startswith("the server preempted requests 3 times during the load")
+    assert quality.assess_server_metrics(_server(preemptions=0.0)) == []
+    assert quality.assess_server_metrics(_server(preemptions=None)) == []
+    assert quality.assess_server_metrics(ServerMetrics(exposed=False, note="server exposes no metrics")) == []

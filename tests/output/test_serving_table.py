@@ -74,3 +74,35 @@ def test_each_figure_is_the_one_the_gate_compares_written_as_every_table_writes_
     for header, name in zip(HEADER[2:], FIGURE_COLUMNS, strict=True):
         if name not in ("goodput", "errors"):
             assert cells[header] == figure_or_missing(gated_figure(result, METRICS[name])), name
+
+
+def test_a_saturated_or_preempting_server_is_said_under_the_table():
+    from pytest_llem.output.serving_table import format_serving_table
+    from pytest_llem.results import ServerMetrics
+
+    records = [record(i, 0.0, [0.1, 0.2], 2) for i in range(3)]
+    seen = ServerMetrics(
+        exposed=True, judged_over="steady", judged_samples=8, waiting_share=0.75, preemptions=4.0
+    )
+    summary = summarise(
+        records,
+        server="stub",
+        server_log=None,
+        request_rate=None,
+        concurrency=3,
+        slo={},
+        whole=WindowMeasurement(duration_s=1.0),
+        steady_span=(0.0, 1.0),
+        steady_measured=WindowMeasurement(duration_s=1.0),
+        steady_note=None,
+        server_metrics=seen,
+    )
+    assert summary.server_metrics == seen
+    result = make_result([1.0], serving=summary, warnings=summary.warnings)
+    lines = format_serving_table([make_entry("t::serve", result)])
+    saturated, preempted = lines[-2:]
+    assert saturated.startswith(
+        "t::serve: server_saturated: the server was saturated: requests waited in its queue in 75% of the 8 "
+        "scrapes of the steady state (limit 50%)"
+    )
+    assert preempted.startswith("t::serve: server_preempted: the server preempted requests 4 times")

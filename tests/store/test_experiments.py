@@ -103,3 +103,22 @@ def test_save_states_refuses_the_whole_batch_for_one_unsanitised_id(store_url):
         # As a state copied with another id is: model_copy validates nothing.
         save_states(store, [a_state("good"), a_state("good").model_copy(update={"experiment_id": "../bad"})])
     assert StateManager(Path("unused"), store=store).all_states() == []
+
+
+def test_a_servers_metrics_are_kept_apart_like_a_power_timeline_and_read_back_whole(state_dir: Path):
+    """No column of their own (no migration): the series rides in the result, compressed apart."""
+    from serving_loads import serving_result
+
+    from pytest_llem.results import ServerMetrics, ServerMetricsSample
+
+    result = serving_result(4)
+    samples = [ServerMetricsSample(t_s=0.5 * i, requests_running=2.0, kv_cache_usage=0.5) for i in range(50)]
+    result.serving.server_metrics = ServerMetrics(exposed=True, scrapes=50, timeline=samples, preemptions=1.0)
+    light, parts = split_bulky(result.model_dump(mode="json"))
+    assert light["serving"]["server_metrics"]["timeline"] == []
+    assert [path for path, _ in parts] == [["serving", "server_metrics", "timeline"]]
+    manager = StateManager(state_dir)
+    state = a_state("served", phase=ExperimentPhase.DONE, result=result)
+    manager.save(state)
+    read = manager.load("served")
+    assert read.result.serving.server_metrics == result.serving.server_metrics

@@ -3,6 +3,8 @@
     python fake_openai_server.py --port P [--token-delay S] [--tokens-per-chunk K] [--claim-tokens N]
                            [--usage-as-string] [--trickle S] [--never-healthy] [--die-after N]
                            [--fail-every N] [--ignore-term --children K --pid-file F]
+                           [--batch-size B] [--kv-tokens T] [--metrics new|old|both|none|garbage]
+                           [--metrics-delay S]
 
 It answers `/health` and streams `/v1/completions` and `/v1/chat/completions` as real servers
 do: K tokens per chunk (` t0 t1` for K=2; the last chunk may hold fewer), the finish reason in
@@ -14,11 +16,24 @@ keep-alive bytes for S seconds before answering, never be healthy, exit with sta
 N requests have arrived, answer every Nth request with HTTP 500, or ignore SIGTERM with K
 children that ignore it too (their PIDs and its own go to the pid file). It listens on
 127.0.0.1 only.
+
+It schedules like vLLM: at most B requests run at once (`--batch-size`) and the others wait
+in a queue, first come first served; a running request holds its prompt's and its streamed
+tokens in a KV cache of T tokens (`--kv-tokens`), and when the next token does not fit, the
+newest running request is preempted: back to the queue's front, its tokens freed, its stream
+paused until it is admitted again (recomputed, as vLLM's default does). `/metrics` answers
+Prometheus text as vLLM's does: HELP and TYPE lines, `engine` and `model_name` labels,
+floats written `3.0`, the counter as `vllm:num_preemptions_total` beside its `_created`
+sample, a histogram's buckets and the process's own metrics around the ones read; with the
+KV cache's current name (`new`), its name before vLLM 0.10 (`old`), or both as vLLM 0.10
+did; `none` answers 404 (as `transformers serve` does), `garbage` an HTML page with 200;
+`--metrics-delay` makes each answer that slow.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import signal
@@ -46,7 +61,13 @@ def main() -> None:
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--children", type=int, default=0)
     parser.add_argument("--pid-file")
+    parser.add_argument("--batch-size", type=int, default=0, help="requests running at once (0: no limit)")
+    parser.add_argument("--kv-tokens", type=int, default=0, help="KV cache size in tokens (0: no limit)")
+    parser.add_argument("--metrics", choices=("new", "old", "both", "none", "garbage"), default="new")
+    parser.add_argument("--metrics-delay", type=float, default=0.0)
     args = parser.parse_args()
+    scheduler = Scheduler(args.batch_size, args.kv_tokens)
+    started = time.time()
 
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -66,8 +87,21 @@ def main() -> None:
             sys.stderr.write("stub: " + (format % values) + "\n")
 
         def do_GET(self) -> None:
+            if self.path == "/metrics" and args.metrics != "none":
+                time.sleep(args.metrics_delay)
+                page = "<html><body><h1>Dashboard</h1></body></html>"
+                text = page if args.metrics == "garbage" else scheduler.exposition(args.metrics, started)
+                data = text.encode()
+                self.send_response(200)
+                prometheus = "text/plain; version=0.0.4; charset=utf-8"
+                self.send_header("Content-Type", "text/html" if args.metrics == "garbage" else prometheus)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             healthy = self.path == "/health" and not args.never_healthy
-            self.send_response(200 if healthy else 503)
+            known = self.path in ("/health", "/v1/models")
+            self.send_response(200 if healthy else 503 if known else 404)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -103,17 +137,22 @@ def main() -> None:
             claimed = args.claim_tokens or tokens
             completion: object = str(claimed) if args.usage_as_string else claimed
             sent = 0
-            while sent < tokens:
-                time.sleep(args.token_delay)
-                batch = range(sent, min(sent + args.tokens_per_chunk, tokens))
-                sent = batch[-1] + 1
-                text = "".join(f" t{index}" for index in batch)
-                choice: dict = {"index": 0, "finish_reason": "length" if sent == tokens else None}
-                choice.update({"delta": {"content": text}} if chat else {"text": text})
-                payload: dict = {"choices": [choice]}
-                if continuous:
-                    payload["usage"] = {"prompt_tokens": 1, "completion_tokens": sent}
-                self._chunk(payload)
+            request = scheduler.arrive(len(prompt.split()))
+            try:
+                while sent < tokens:
+                    batch = range(sent, min(sent + args.tokens_per_chunk, tokens))
+                    scheduler.step(request, len(batch))
+                    time.sleep(args.token_delay)
+                    sent = batch[-1] + 1
+                    text = "".join(f" t{index}" for index in batch)
+                    choice: dict = {"index": 0, "finish_reason": "length" if sent == tokens else None}
+                    choice.update({"delta": {"content": text}} if chat else {"text": text})
+                    payload: dict = {"choices": [choice]}
+                    if continuous:
+                        payload["usage"] = {"prompt_tokens": 1, "completion_tokens": sent}
+                    self._chunk(payload)
+            finally:
+                scheduler.leave(request)
             if options.get("include_usage"):
                 usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": completion}
                 self._chunk({"choices": [], "usage": usage})
@@ -131,6 +170,123 @@ def main() -> None:
     server.daemon_threads = True
     sys.stderr.write(f"stub: listening on 127.0.0.1:{args.port}\n")
     server.serve_forever()
+
+
+class Request:
+    def __init__(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.streamed = 0
+        self.preempted = False
+
+    @property
+    def held(self) -> int:
+        return self.prompt_tokens + self.streamed
+
+
+class Scheduler:
+    """vLLM's scheduling in miniature: a batch limit, a queue, a KV cache, preemption."""
+
+    def __init__(self, batch_size: int, kv_tokens: int) -> None:
+        self.batch_size = batch_size
+        self.kv_tokens = kv_tokens
+        self.cond = threading.Condition()
+        self.running: list[Request] = []
+        self.waiting: collections.deque[Request] = collections.deque()
+        self.preemptions = 0
+        self.finished = 0
+
+    def _used(self) -> int:
+        return sum(r.held for r in self.running)
+
+    def _fits(self, request: Request, extra: int) -> bool:
+        if not self.kv_tokens or not self.running:
+            return True
+        return self._used() + request.held + extra <= self.kv_tokens
+
+    def _admit(self, request: Request, extra: int) -> None:
+        # Held lock. First come, first served: only the queue's head may enter.
+        while not (
+            self.waiting[0] is request
+            and (not self.batch_size or len(self.running) < self.batch_size)
+            and self._fits(request, extra)
+        ):
+            self.cond.wait()
+        self.waiting.popleft()
+        request.preempted = False
+        self.running.append(request)
+        self.cond.notify_all()
+
+    def arrive(self, prompt_tokens: int) -> Request:
+        request = Request(prompt_tokens)
+        with self.cond:
+            self.waiting.append(request)
+            self._admit(request, 1)
+        return request
+
+    def step(self, request: Request, new_tokens: int) -> None:
+        """Before `new_tokens` more are streamed: room in the KV cache, or a preemption."""
+        with self.cond:
+            if request.preempted:
+                self._admit(request, new_tokens)
+            while self.kv_tokens and self._used() + new_tokens > self.kv_tokens and len(self.running) > 1:
+                victim = self.running.pop()  # the newest, as vLLM preempts
+                victim.preempted = True
+                self.preemptions += 1
+                self.waiting.appendleft(victim)
+                self.cond.notify_all()
+                if victim is request:
+                    self._admit(request, new_tokens)
+            request.streamed += new_tokens
+
+    def leave(self, request: Request) -> None:
+        with self.cond:
+            if request in self.running:
+                self.running.remove(request)
+            if request in self.waiting:
+                self.waiting.remove(request)
+            self.finished += 1
+            self.cond.notify_all()
+
+    def exposition(self, names: str, started: float) -> str:
+        with self.cond:
+            running, waiting = len(self.running), len(self.waiting)
+            usage = min(1.0, self._used() / self.kv_tokens) if self.kv_tokens else 0.0
+            preemptions, finished = self.preemptions, self.finished
+        labels = 'engine="0",model_name="stub"'
+        lines = [
+            "# HELP python_gc_objects_collected_total Objects collected during gc",
+            "# TYPE python_gc_objects_collected_total counter",
+            'python_gc_objects_collected_total{generation="0"} 1234.0',
+            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{{{labels}}} {float(running)!r}",
+            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{{{labels}}} {float(waiting)!r}",
+        ]
+        kv_names = {"new": ["vllm:kv_cache_usage_perc"], "old": ["vllm:gpu_cache_usage_perc"]}
+        for name in kv_names.get(names, ["vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc"]):
+            lines += [
+                f"# HELP {name} KV-cache usage. 1 means 100 percent usage.",
+                f"# TYPE {name} gauge",
+                f"{name}{{{labels}}} {usage!r}",
+            ]
+        lines += [
+            "# HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.",
+            "# TYPE vllm:num_preemptions_total counter",
+            f"vllm:num_preemptions_total{{{labels}}} {float(preemptions)!r}",
+            f"vllm:num_preemptions_created{{{labels}}} {started!r}",
+            "# HELP vllm:e2e_request_latency_seconds Histogram of e2e request latency in seconds.",
+            "# TYPE vllm:e2e_request_latency_seconds histogram",
+        ]
+        for bound in ("0.3", "1.0", "+Inf"):
+            bucket = f'vllm:e2e_request_latency_seconds_bucket{{{labels},le="{bound}"}}'
+            lines.append(f"{bucket} {float(finished)!r}")
+        lines += [
+            f"vllm:e2e_request_latency_seconds_count{{{labels}}} {float(finished)!r}",
+            f"vllm:e2e_request_latency_seconds_sum{{{labels}}} {finished * 0.1!r}",
+        ]
+        return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -16,8 +16,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from pytest_llem.results import DeviceEnergy, DeviceKind, PowerSample
+
+Sample = TypeVar("Sample")
 
 # A stored timeline keeps at most this many points (evenly thinned); statistics use them all.
 MAX_TIMELINE_POINTS = 1000
@@ -105,7 +108,51 @@ def integrate_power_j(samples: list[PowerSample]) -> float | None:
     return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(points, points[1:], strict=False))
 
 
-def thin_timeline(samples: list[PowerSample], limit: int = MAX_TIMELINE_POINTS) -> list[PowerSample]:
+def power_between_j(samples: list[PowerSample], start_s: float, end_s: float) -> float | None:
+    """Trapezoid integral of the timeline's power over [start_s, end_s] (seconds on it), with
+    power interpolated linearly at the edges and held at the first or last reading beyond
+    them; None with fewer than two usable points."""
+    points = sorted((s.t_s, s.power_w) for s in samples if s.power_w is not None)
+    if len(points) < 2 or end_s <= start_s:
+        return None if len(points) < 2 else 0.0
+
+    def power_at(t_s: float) -> float:
+        if t_s <= points[0][0]:
+            return points[0][1]
+        for (t0, p0), (t1, p1) in zip(points, points[1:], strict=False):
+            if t_s <= t1:
+                return p0 + (p1 - p0) * (t_s - t0) / (t1 - t0) if t1 > t0 else p1
+        return points[-1][1]
+
+    inside = [(start_s, power_at(start_s)), *((t, p) for t, p in points if start_s < t < end_s)]
+    inside.append((end_s, power_at(end_s)))
+    return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(inside, inside[1:], strict=False))
+
+
+def energy_within_j(device: DeviceEnergy, spans: list[tuple[float, float]]) -> float | None:
+    """A device's energy over `spans` of its window (seconds on its timeline), when the spans
+    are known only after the fact: its measured energy shared out by the power integrated
+    over the spans against that over the whole timeline. The total stays the measured one
+    (its counter's, where it has one); the power readings only say how it divides, so the
+    split is as sharp as they are. None without energy or a usable timeline."""
+    whole = integrate_power_j(device.timeline)
+    if device.energy_j is None or not whole:
+        return None
+    parts = [power_between_j(device.timeline, start_s, end_s) for start_s, end_s in spans]
+    if any(part is None for part in parts):
+        return None
+    return device.energy_j * sum(p for p in parts if p is not None) / whole
+
+
+def samples_within(samples: list[PowerSample], spans: list[tuple[float, float]]) -> int:
+    """How many power readings of the timeline lie inside `spans`."""
+    return sum(
+        1 for s in samples if s.power_w is not None and any(start <= s.t_s <= end for start, end in spans)
+    )
+
+
+def thin_timeline(samples: list[Sample], limit: int = MAX_TIMELINE_POINTS) -> list[Sample]:
+    """At most `limit` of `samples` (a power timeline, a server's metrics), evenly spaced."""
     if len(samples) <= limit:
         return list(samples)
     step = (len(samples) - 1) / (limit - 1)

@@ -107,6 +107,13 @@ class EnergyMeter(ABC):
         share = host_load.other_cpu_share(self._host_cpu_starts.pop(name), host_load.snapshot())
         return measured.model_copy(update={"host_other_cpu_share": share})
 
+    def window_origin(self, name: str) -> float:
+        """The moment (`time.perf_counter`) from which open window `name` counts its time: its
+        timeline's `t_s` is zero there, so other series timed on the same clock line up with it."""
+        if name not in self._window_starts:
+            raise ValueError(f"window {name!r} is not open")
+        return self._window_starts[name]
+
     @abstractmethod
     def _begin_readings(self, name: str) -> None:
         """Take the starting readings for window `name`."""
@@ -229,6 +236,11 @@ class SampledMeter(EnergyMeter):
         if self._thread is None:
             self._thread = threading.Thread(target=self._sample_loop, name="pytest-llem-sampler", daemon=True)
             self._thread.start()
+
+    def window_origin(self, name: str) -> float:
+        # The window's duration and timeline run from just before its first counter read.
+        super().window_origin(name)
+        return self._windows[name].started
 
     def _end_readings(self, name: str, duration_s: float) -> WindowMeasurement:
         with self._lock:

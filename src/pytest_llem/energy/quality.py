@@ -9,7 +9,7 @@ flag: there is no figure to distrust, and the reason goes in `energy_notes`.
 from __future__ import annotations
 
 from pytest_llem.energy import CPU_MIN_WINDOW_S, GPU_MIN_WINDOW_S
-from pytest_llem.results import ENERGY_NOT_MEASURED, DeviceEnergy, QualityWarning
+from pytest_llem.results import ENERGY_NOT_MEASURED, DeviceEnergy, QualityWarning, ServerMetrics
 
 # The shortest window trusted by default: with a GPU's energy measured (NVML's counter updates
 # every ~10-100 ms and windows under ~5 s vary widely), and otherwise (timing noise on the CPU).
@@ -46,6 +46,22 @@ ESTIMATED_ENERGY = "estimated_energy"
 #: hold (`backends.serving.tokens`): the token figures rest on doubtful counts.
 TOKEN_MISMATCH = "token_mismatch"
 IMPOSSIBLE_USAGE = "impossible_usage"
+#: A serving load the server could not keep up with (`assess_server_metrics`): requests queued
+#: for most of the steady state, or its KV cache full. The figures then measure the queue as
+#: much as the work, and move steeply with a small change in load or speed.
+SERVER_SATURATED = "server_saturated"
+#: The server preempted requests during the load (vLLM's `vllm:num_preemptions_total` rose): a
+#: preempted request's tokens are computed again, so its energy is partly work done twice.
+SERVER_PREEMPTED = "server_preempted"
+# "Most of the steady state": more than this share of its scrapes. A Poisson load queues a
+# request now and then at any rate; queueing in most scrapes means arrivals outpace the server.
+SATURATED_SHARE = 0.5
+# vLLM admits a waiting request only when KV-cache blocks are free, and preempts running ones
+# when they are not: from about this share in use, the cache, not the compute, sets the pace.
+KV_CACHE_FULL = 0.95
+# Fewer scrapes than this in the judged span (two seconds at the default interval) cannot
+# say what "most of" it was.
+MIN_SATURATION_SAMPLES = 3
 #: Others took more than `--llem-host-busy-share` of the host's CPU during the measured window.
 HOST_BUSY = "host_busy"
 #: Devices every experiment on a host draws on at once: their energy cannot be split by case.
@@ -224,6 +240,47 @@ def _device_flags(device: DeviceEnergy) -> list[QualityWarning]:
     if throttled:
         warnings.append(
             flag(THROTTLED, f"{label}: clocks were limited during the window ({', '.join(throttled)})")
+        )
+    return warnings
+
+
+def assess_server_metrics(metrics: ServerMetrics) -> list[QualityWarning]:
+    """`server_saturated` and `server_preempted` from what the server said during one load.
+
+    Saturation is judged over the steady state (the whole load where there is none): more
+    than `SATURATED_SHARE` of its scrapes with requests waiting, or with the KV cache at least
+    `KV_CACHE_FULL` in use. Any preemption during the load flags it: a counter that rose."""
+    warnings = []
+    span = "the steady state" if metrics.judged_over == "steady" else "the load"
+    n = metrics.judged_samples
+    if n >= MIN_SATURATION_SAMPLES:
+        reasons = []
+        if metrics.waiting_share is not None and metrics.waiting_share > SATURATED_SHARE:
+            reasons.append(
+                f"requests waited in its queue in {metrics.waiting_share:.0%} of the {n} scrapes of {span}"
+            )
+        if metrics.kv_cache_full_share is not None and metrics.kv_cache_full_share > SATURATED_SHARE:
+            reasons.append(
+                f"its KV cache was at least {KV_CACHE_FULL:.0%} full in {metrics.kv_cache_full_share:.0%} "
+                f"of the {n} scrapes of {span}"
+            )
+        if reasons:
+            warnings.append(
+                flag(
+                    SERVER_SATURATED,
+                    f"the server was saturated: {' and '.join(reasons)} (limit {SATURATED_SHARE:.0%}); the "
+                    "figures measure its queue as much as its work and move steeply with load: lower "
+                    "request_rate= or concurrency=, or give the server more capacity",
+                )
+            )
+    if metrics.preemptions:
+        warnings.append(
+            flag(
+                SERVER_PREEMPTED,
+                f"the server preempted requests {metrics.preemptions:g} times during the load: their "
+                "tokens were computed again, so the energy includes work done twice; lower the load "
+                "or give the KV cache more memory",
+            )
         )
     return warnings
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pytest_llem.results import (
     DECODE_METRICS,
     ENERGY_NOT_MEASURED,
+    NO_SERVING_SPLIT,
     PREFILL_METRICS,
     ExperimentResult,
     RoundResult,
@@ -113,7 +114,9 @@ def round_values(rounds: list[RoundResult], metric: Metric) -> list[float]:
 def why_missing(metric: Metric, result: ExperimentResult) -> str:
     """Why `result` has no figure for `metric`, in a few words (the meter's own reason for energy)."""
     if metric.name in PREFILL_METRICS | DECODE_METRICS and result.prefill_decode is None:
-        return "its workload did not measure prefill and decode apart (backend='pytorch' does)"
+        if result.serving is not None:
+            return f"a serving load has no prefill/decode split: {NO_SERVING_SPLIT}"
+        return "its workload did not measure prefill and decode apart (backend='pytorch' and 'vllm' do)"
     if metric.unit == "J":
         if result.energy_j is None:
             reasons = [w.message for w in result.warnings if w.code == ENERGY_NOT_MEASURED]

@@ -5,7 +5,8 @@ as every table writes figures.
 Energy per request and per output token are the steady state's (the headline), with the
 whole load's energy per request beside them; `-` where no meter measured (the summary's
 footnote says why) or where the load never reached a steady state (a line says why). Usage
-that disagrees with the stream, or that the stream cannot hold, gets a line of its own.
+that disagrees with the stream, or that the stream cannot hold, and a server saturated or
+preempting by its own metrics, get a line of their own.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_llem.energy.quality import IMPOSSIBLE_USAGE, TOKEN_MISMATCH
+from pytest_llem.energy.quality import IMPOSSIBLE_USAGE, SERVER_PREEMPTED, SERVER_SATURATED, TOKEN_MISMATCH
 from pytest_llem.formatting import aligned, figure_or_missing
 from pytest_llem.gating.metrics import METRICS
 from pytest_llem.gating.stats import gated_figure
 from pytest_llem.results import ExperimentResult
 from pytest_llem.store.report import ReportEntry
 
-TOKEN_FLAGS = (TOKEN_MISMATCH, IMPOSSIBLE_USAGE)
+#: The flags said under the table, where the figures they doubt are: doubtful usage, and a
+#: server that its own metrics show saturated or preempting.
+SERVING_FLAGS = (TOKEN_MISMATCH, IMPOSSIBLE_USAGE, SERVER_SATURATED, SERVER_PREEMPTED)
 HEADER = (
     "serving test",
     "rate",
@@ -84,9 +87,10 @@ def format_serving_table(entries: Sequence[ReportEntry]) -> list[str]:
         rows.append((entry.nodeid, _rate(serving), *(_figure(result, name) for name in FIGURE_COLUMNS)))
         if serving.steady_note:
             notes.append(f"{entry.nodeid}: {serving.steady_note}")
-        # Doubtful usage is said where the token figures are: the row's figures rest on it.
+        # Doubtful usage, or a server that could not keep up, is said where the figures are:
+        # the row's figures rest on it.
         notes.extend(
-            f"{entry.nodeid}: {w.code}: {w.message}" for w in serving.warnings if w.code in TOKEN_FLAGS
+            f"{entry.nodeid}: {w.code}: {w.message}" for w in serving.warnings if w.code in SERVING_FLAGS
         )
     if not rows:
         return []

@@ -66,6 +66,25 @@ def test_an_infinite_rate_survives_the_trip_to_the_child_and_offline_hashes_are_
     assert compute_config_hash(build_config({}), "a:b") == "d3ba6425f293b3e5"
 
 
+def test_input_len_is_a_serving_field_checked_in_one_line_and_absent_from_hashes_without_it():
+    cases = [
+        ({"input_len": 8}, "input_len: only for scenario='serving'; add scenario='serving'"),
+        ({**SERVING, "input_len": 0}, "input_len: Input should be greater than or equal to 1 (got 0)"),
+        (
+            {**SERVING, "input_len": 8, "prompts": ["a b"]},
+            "input_len: sets the length of synthetic prompts, and prompts= gives your own; drop one",
+        ),
+    ]
+    for fields, line in cases:
+        with pytest.raises(ConfigError) as caught:
+            build_config(fields)
+        assert str(caught.value) == line
+    plain = build_config({**SERVING, "request_rate": 2.0})
+    assert "input_len" not in canonical_config_json(plain, "m:f")  # serving hashes made before stay
+    sized = build_config({**SERVING, "request_rate": 2.0, "input_len": 8})
+    assert compute_config_hash(sized, "m:f") != compute_config_hash(plain, "m:f")
+
+
 # --- real servers in real experiments --------------------------------------------------------
 
 
@@ -75,7 +94,7 @@ def test_transformers_serve_at_two_rates(bench, tiny_model):
     At 4 requests/s at most 2 are in flight, so the third is sent only after an answer: the
     steady state is reached however slow the machine is (as it is with all sent at once).
     """
-    for rate, concurrency in ((4.0, 2), (math.inf, None)):
+    for rate, concurrency, input_len in ((4.0, 2, 16), (math.inf, None, None)):
         result = bench.run_experiment(
             f"tests/test_serving.py::transformers[{rate}]",
             None,
@@ -89,6 +108,7 @@ def test_transformers_serve_at_two_rates(bench, tiny_model):
                     "concurrency": concurrency,
                     "n_requests": 6,
                     "max_new_tokens": 8,
+                    "input_len": input_len,
                     "warmup_requests": 1,
                     "server_startup_timeout": 300,
                 }
@@ -101,6 +121,10 @@ def test_transformers_serve_at_two_rates(bench, tiny_model):
         # the model's tokenizer: the server puts several tokens in a chunk under load.
         assert serving.impossible_usage == 0 and serving.token_source == "tokenizer"
         assert serving.input_tokens == result.input_tokens > 0
+        if input_len is not None:
+            # Prompts fitted by the model's tokenizer: the server counted what was asked for.
+            assert result.extra["input_len_counted_by"] == "tokenizer"
+            assert serving.input_tokens == 6 * input_len
         for stats in (serving.ttft, serving.tpot, serving.itl, serving.e2e):
             assert stats.min_s <= stats.p50_s <= stats.p90_s <= stats.p99_s <= stats.max_s
         assert serving.ttft.max_s <= serving.e2e.max_s
@@ -108,6 +132,106 @@ def test_transformers_serve_at_two_rates(bench, tiny_model):
         assert 0 <= serving.steady.start_s < serving.steady.end_s <= serving.duration_s == result.duration_s
         assert 0 < serving.steady.output_tokens <= serving.output_tokens
         assert Path(serving.server_log).is_file() and Path(serving.server_log).parent.name == "servers"
+        # `transformers serve` has no Prometheus endpoint: said once, not an error.
+        assert serving.server_metrics.note == "server exposes no metrics: /metrics answered HTTP 404"
+        assert not serving.server_metrics.exposed and not result.flagged
+
+
+def test_a_server_past_its_batch_size_is_scraped_flagged_saturated_and_preempting(bench):
+    """The stub runs 2 requests at once in a KV cache of 90 tokens; 6 are kept in flight, so 4
+    wait throughout the steady state and the cache overflows: its own metrics say so."""
+    stub = stub_server("--batch-size", "2", "--kv-tokens", "90", "--token-delay", "0.05")
+    fields = {**SERVING, "server": stub, "concurrency": 6, "n_requests": 14, "max_new_tokens": 20}
+    fields["warmup_requests"] = 1
+    result = bench.run_experiment("tests/test_serving.py::saturated", None, [fields])
+    metrics = result.serving.server_metrics
+    assert metrics.exposed and metrics.note is None
+    assert metrics.names == [
+        "vllm:kv_cache_usage_perc",
+        "vllm:num_preemptions_total",
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+    ]
+    assert metrics.judged_over == "steady" and metrics.judged_samples >= 3
+    assert metrics.waiting_share > 0.5 and metrics.preemptions >= 1
+    # On the power timeline's clock: inside the measured window, in order, a few per second.
+    times = [s.t_s for s in metrics.timeline]
+    assert times == sorted(times) and 0 <= times[0] < 1.0 and times[-1] <= result.duration_s
+    assert len(times) == metrics.scrapes <= result.duration_s / metrics.interval_s + 1
+    # Gauges that move with the load: never more running than the batch size, the rest of the
+    # 6 in flight waiting (a preempted request waits again too).
+    assert max(s.requests_running for s in metrics.timeline) == 2
+    assert max(s.requests_running + s.requests_waiting for s in metrics.timeline) == 6
+    assert max(s.requests_waiting for s in metrics.timeline) >= 4
+    assert 0 < metrics.peak_kv_cache_usage <= 1
+    # The counter steps up (never down) across the series.
+    counts = [s.preemptions for s in metrics.timeline]
+    assert counts == sorted(counts) and counts[-1] - counts[0] == metrics.preemptions
+    codes = {w.code for w in result.warnings}
+    assert {"server_saturated", "server_preempted"} <= codes and result.flagged
+    (saturated,) = [w for w in result.warnings if w.code == "server_saturated"]
+    assert "requests waited in its queue in " in saturated.message
+    assert "scrapes of the steady state" in saturated.message
+
+
+def test_a_server_within_its_batch_size_is_scraped_under_vllms_old_names_and_not_flagged(bench):
+    fields = {**SERVING, "server": stub_server("--metrics", "old", "--token-delay", "0.02")}
+    fields.update(concurrency=2, n_requests=20, max_new_tokens=20, warmup_requests=1)
+    result = bench.run_experiment("tests/test_serving.py::within", None, [fields])
+    metrics = result.serving.server_metrics
+    assert metrics.exposed and "vllm:gpu_cache_usage_perc" in metrics.names
+    assert metrics.waiting_share == 0 and metrics.preemptions == 0
+    assert {s.requests_running for s in metrics.timeline} <= {0.0, 1.0, 2.0}
+    assert not {"server_saturated", "server_preempted"} & {w.code for w in result.warnings}
+
+
+def test_a_flag_an_earlier_rounds_server_raised_stays_on_the_result_marked_with_its_round(bench):
+    # One request at a time, 0.3 s each, 4 in flight: about 3 s of steady state, 6 scrapes.
+    stub = stub_server("--batch-size", "1", "--token-delay", "0.03")
+    fields = {**SERVING, "server": stub, "concurrency": 4, "n_requests": 12, "max_new_tokens": 10}
+    fields.update(warmup_requests=0, rounds=2)
+    result = bench.run_experiment("tests/test_serving.py::rounds", None, [fields])
+    (saturated,) = [w for w in result.warnings if w.code == "server_saturated"]
+    # The last round's own sentence, then the first round's, marked.
+    last, first = saturated.message.split("; round 1: ")
+    assert last.startswith("the server was saturated: requests waited in its queue")
+    assert first.startswith("the server was saturated: requests waited in its queue")
+    # result.serving is the last round's load; its series sits after the first round's window.
+    assert result.serving.server_metrics.timeline[0].t_s >= result.rounds[0].duration_s
+
+
+@pytest.mark.parametrize(
+    ("switch", "note"),
+    [
+        ("none", "server exposes no metrics: /metrics answered HTTP 404"),
+        ("garbage", "server exposes no metrics: /metrics is not Prometheus text (ValueError)"),
+    ],
+)
+def test_a_server_without_metrics_is_said_to_expose_none_once_and_the_load_runs(bench, switch, note):
+    fields = {**SERVING, "server": stub_server("--metrics", switch), "concurrency": 2, "n_requests": 6}
+    result = bench.run_experiment(f"tests/test_serving.py::{switch}", None, [fields])
+    assert result.serving.completed == 6
+    metrics = result.serving.server_metrics
+    assert (metrics.exposed, metrics.note, metrics.timeline, metrics.scrapes) == (False, note, [], 0)
+    # Asked once, before the load: the stub's log shows a single GET /metrics.
+    log = Path(result.serving.server_log).read_text()
+    assert log.count("GET /metrics") == 1
+
+
+def test_input_len_and_max_new_tokens_shape_a_prefill_heavy_or_decode_heavy_load(bench):
+    """The stub counts a prompt's words as its tokens, as a server without our tokenizer would."""
+    base = {**SERVING, "server": stub_server(), "concurrency": 2, "n_requests": 6, "warmup_requests": 0}
+    shapes = {"prefill": (48, 2), "decode": (2, 48)}
+    results = {}
+    for name, (input_len, output_len) in shapes.items():
+        fields = {**base, "input_len": input_len, "max_new_tokens": output_len}
+        results[name] = result = bench.run_experiment(f"tests/test_serving.py::{name}", None, [fields])
+        assert result.serving.input_tokens == result.input_tokens == 6 * input_len
+        assert result.output_tokens == 6 * output_len
+        assert result.extra["input_len_counted_by"] == "words"
+        assert result.serving.prefill_decode.startswith("not split: continuous batching runs prefills")
+        assert result.prefill_decode is None
+    assert results["prefill"].config_hash != results["decode"].config_hash
 
 
 def test_a_server_that_never_becomes_healthy_fails_naming_the_startup_timeout(bench):

@@ -126,6 +126,54 @@ def test_no_power_timeline_draws_no_power_chart_and_several_windows_are_said_to_
     assert figure.axes[0].get_xlabel() == "time in the measured windows (s)"
 
 
+def test_a_servers_own_metrics_get_a_panel_under_the_power_chart_on_its_time_axis(figure_class):
+    from serving_loads import serving_result
+
+    from pytest_llem.output.html.charts import power_chart
+    from pytest_llem.results import ServerMetrics, ServerMetricsSample
+
+    result = serving_result(8)
+    timeline = [PowerSample(t_s=float(i), power_w=100.0) for i in range(6)]
+    result.energy_by_device = [DeviceEnergy(device="gpu0", energy_j=1.0, timeline=timeline)]
+    samples = [
+        ServerMetricsSample(t_s=0.5 * i, kv_cache_usage=0.2 * i, requests_running=2, requests_waiting=i % 3)
+        for i in range(1, 6)
+    ]
+    result.serving.server_metrics = ServerMetrics(
+        exposed=True, interval_s=0.5, scrapes=5, timeline=samples, preemptions=2.0
+    )
+    figure, caption = power_chart(figure_class, result, "t")
+    power, below, kv = figure.axes
+    assert power.get_xlabel() == "" and below.get_xlabel() == "time in the measured windows (s)"
+    assert power.get_shared_x_axes().joined(power, below)  # one time axis for both panels
+    assert (below.get_ylabel(), kv.get_ylabel()) == ("requests", "KV cache (%)")
+    running, waiting = below.get_lines()
+    assert list(running.get_xdata()) == [0.5, 1.0, 1.5, 2.0, 2.5]
+    assert list(waiting.get_ydata()) == [1, 2, 0, 1, 2]
+    assert [round(y) for y in kv.get_lines()[0].get_ydata()] == [20, 40, 60, 80, 100]
+    assert caption == (
+        "t: power of gpu0 in blue; below, the server's own metrics (its /metrics, scraped every 0.5 s): "
+        "running requests in green, waiting requests in red (dashed), the KV cache's share in use in ochre "
+        "(right axis, dotted at 95%, where the load counts as saturated), 2 preemptions during the load."
+    )
+
+
+def test_a_server_without_metrics_draws_no_panel_and_the_caption_says_why(figure_class):
+    from serving_loads import serving_result
+
+    from pytest_llem.output.html.charts import power_chart
+    from pytest_llem.results import ServerMetrics
+
+    result = serving_result(8)
+    timeline = [PowerSample(t_s=float(i), power_w=100.0) for i in range(4)]
+    result.energy_by_device = [DeviceEnergy(device="gpu0", energy_j=1.0, timeline=timeline)]
+    note = "server exposes no metrics: /metrics answered HTTP 404"
+    result.serving.server_metrics = ServerMetrics(exposed=False, note=note)
+    figure, caption = power_chart(figure_class, result, "t")
+    assert len(figure.axes) == 1
+    assert caption == f"t: power of gpu0 in blue; {note}."
+
+
 def test_changes_without_a_percentage_draw_no_change_chart(figure_class):
     from pytest_llem.output.html.charts import change_chart
 

@@ -2,7 +2,8 @@
 
 Every token figure counts tokens, not chunks (`tokens.account_tokens` first). The
 steady-state window's quality flags and uncertainty go with the figures computed from it;
-usage that disagrees with the stream, or that it cannot hold, is a flag with its counts.
+usage that disagrees with the stream, or that it cannot hold, is a flag with its counts; so
+is a server that its own metrics show saturated or preempting (`energy.quality.assess_server_metrics`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,18 @@ from collections import Counter
 
 from pytest_llem.backends.serving.loadgen import RequestRecord
 from pytest_llem.backends.serving.tokens import TextCounter, TokenCheck, account_tokens
-from pytest_llem.energy.quality import IMPOSSIBLE_USAGE, TOKEN_MISMATCH, flag, merge_flags
+from pytest_llem.energy.quality import (
+    IMPOSSIBLE_USAGE,
+    TOKEN_MISMATCH,
+    assess_server_metrics,
+    flag,
+    merge_flags,
+)
 from pytest_llem.energy.uncertainty import window_uncertainty
 from pytest_llem.results import (
     LatencyStats,
     QualityWarning,
+    ServerMetrics,
     ServingSummary,
     ServingWindow,
     WindowMeasurement,
@@ -84,11 +92,15 @@ def summarise(
     steady_measured: WindowMeasurement | None,
     steady_note: str | None,
     count_text: TextCounter | None = None,
+    server_metrics: ServerMetrics | None = None,
+    earlier_flags: list[QualityWarning] | None = None,
 ) -> ServingSummary:
     """`whole` covers the load; `steady_span` (seconds from the load's start) its steady part.
 
     `count_text` counts a chunk's tokens from its text (the model's tokenizer) for answers
-    whose chunks carry no usage of their own."""
+    whose chunks carry no usage of their own. `server_metrics` (what the server said about
+    itself) adds its `server_saturated` and `server_preempted` flags; `earlier_flags` are
+    those of earlier rounds' loads, which the result keeps too."""
     ok = [r for r in records if r.ok]
     failed = [r for r in records if not r.ok]
     checks = [account_tokens(r, count_text) for r in ok]
@@ -109,6 +121,9 @@ def summarise(
         warnings += [
             flag(w.code, STEADY_PREFIX + w.message) for w in steady_measured.warnings if w.doubts_a_figure
         ]
+    if server_metrics is not None:
+        warnings += assess_server_metrics(server_metrics)
+    warnings += earlier_flags or []
     return ServingSummary(
         server=server,
         server_log=server_log,
@@ -134,4 +149,5 @@ def summarise(
         steady=steady,
         steady_note=steady_note,
         warnings=merge_flags(warnings),
+        server_metrics=server_metrics,
     )

@@ -4,10 +4,12 @@
    model's tokenizer where there is one, to count the tokens of chunks that carry no usage
    of their own (`tokens`): not measured.
 2. Send `warmup_requests` requests one at a time: not measured.
-3. For each round: open the measured window, send `n_requests` requests at `request_rate`
-   or `concurrency` while the steady-state part is measured alongside, close the window when
-   the last answer is in; then summarise (`summary.summarise`) and record.
-4. Stop the server. Whatever it left running dies with the experiment's process group.
+3. Ask the server once whether it has Prometheus metrics (`metrics.probe`): not measured.
+4. For each round: open the measured window, send `n_requests` requests at `request_rate`
+   or `concurrency` while the steady-state part is measured alongside (and the server's
+   metrics scraped, where it has them), close the window when the last answer is in; then
+   summarise (`summary.summarise`) and record.
+5. Stop the server. Whatever it left running dies with the experiment's process group.
 
 Request errors are counted; above `max_error_rate` they fail the case, so a server that
 answers few requests never yields a flattering figure. A server that dies fails the case
@@ -24,20 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem.backends import DEFAULT_MAX_NEW_TOKENS, server_log_path
-from pytest_llem.backends.prompts import load_prompts
+from pytest_llem.backends.prompts import load_prompts, sized_prompts
+from pytest_llem.backends.serving import metrics as server_metrics
 from pytest_llem.backends.serving import server as servers
 from pytest_llem.backends.serving.loadgen import LoadPlan, RequestRecord, SteadyState, run_load
 from pytest_llem.backends.serving.summary import summarise
 from pytest_llem.backends.serving.tokens import TextCounter
 from pytest_llem.config import ExperimentConfig, check_serving_complete
 from pytest_llem.context import ExperimentContext
+from pytest_llem.energy.quality import SERVER_PREEMPTED, SERVER_SATURATED, flag
 from pytest_llem.errors import LlemError
 from pytest_llem.extras import import_extra
-from pytest_llem.results import WindowMeasurement
+from pytest_llem.results import QualityWarning, WindowMeasurement
 
 PURPOSE = "scenario='serving'"
 DEFAULT_N_REQUESTS = 64
 STEADY_PART = "steady-state"
+#: The flags a round's server metrics raise: kept for the result whichever round raised them.
+SERVER_FLAGS = (SERVER_SATURATED, SERVER_PREEMPTED)
 
 
 class ServingFailed(LlemError):
@@ -126,8 +132,14 @@ def run(ctx: ExperimentContext) -> None:
     config = ctx.config
     check_serving_complete(config)
     import_extra("httpx", "serving", PURPOSE)
+    import_extra("prometheus_client", "serving", PURPOSE)
     n_requests = config.n_requests or DEFAULT_N_REQUESTS
-    prompts = load_prompts(config.model_copy(update={"n_prompts": n_requests}))
+    count_text = text_counter(config.model)
+    if config.input_len is not None:
+        prompts, counted_by = sized_prompts(n_requests, config.seed, config.input_len, count_text)
+        ctx.record(input_len_counted_by=counted_by)
+    else:
+        prompts = load_prompts(config.model_copy(update={"n_prompts": n_requests}))
     experiment_id = os.environ.get("PYTEST_LLEM_EXPERIMENT_ID", "server")
     log = server_log_path(ctx.state_dir or Path.cwd(), experiment_id)
     port = servers.free_port()
@@ -137,7 +149,6 @@ def run(ctx: ExperimentContext) -> None:
     try:
         ctx.record(server_log=str(log), server_command=server.command)
         server.wait_healthy(config.server_startup_timeout)
-        count_text = text_counter(config.model)
         if config.warmup_requests:
             warmup = load_plan(config, server.base_url, prompts[: config.warmup_requests], warmup=True)
             records, _ = run_load(warmup, check_alive=server.check_alive)
@@ -146,8 +157,16 @@ def run(ctx: ExperimentContext) -> None:
                 raise ServingFailed(
                     f"warm-up request failed, so the load would fail too: {failed[0].error}; server log {log}"
                 )
-        for _ in ctx.rounds():
-            _measure_round(ctx, config, server, prompts, str(log), count_text)
+        # Asked once: a server without metrics gets no scraper at all during the load.
+        metrics_note = server_metrics.probe(server.base_url)
+        earlier_flags: list[QualityWarning] = []
+        for index in ctx.rounds():
+            _measure_round(ctx, config, server, prompts, str(log), count_text, metrics_note, earlier_flags)
+            if config.rounds > 1:
+                flags = ctx.serving.warnings if ctx.serving is not None else []
+                earlier_flags += [
+                    flag(w.code, f"round {index + 1}: {w.message}") for w in flags if w.code in SERVER_FLAGS
+                ]
     finally:
         server.stop()
 
@@ -159,6 +178,8 @@ def _measure_round(
     prompts: list[str],
     log: str,
     count_text: TextCounter | None,
+    metrics_note: str | None,
+    earlier_flags: list[QualityWarning],
 ) -> None:
     steady_parts: list[WindowMeasurement] = []
     steady = SteadyState(
@@ -168,11 +189,36 @@ def _measure_round(
         on_open=lambda: ctx.begin_part(STEADY_PART),
         on_close=lambda: steady_parts.append(ctx.end_part(STEADY_PART)),
     )
-    with ctx.window():
-        records, start = run_load(
-            load_plan(config, server.base_url, prompts), steady, check_alive=server.check_alive
-        )
+    scraper = None if metrics_note is not None else server_metrics.Scraper(server.base_url)
+    try:
+        with ctx.window():
+            on_timeline = ctx.on_timeline()
+            if scraper is not None:
+                scraper.start()
+            try:
+                records, start = run_load(
+                    load_plan(config, server.base_url, prompts), steady, check_alive=server.check_alive
+                )
+            finally:
+                if scraper is not None:
+                    scraper.halt()  # a scrape in flight must not hold the window open
+    finally:
+        if scraper is not None:
+            scraper.stop()
     whole = ctx.windows[-1]
+    if scraper is None:
+        seen = server_metrics.absent(metrics_note or "")
+    else:
+        opened, closed = steady.opened_at, steady.closed_at
+        seen = server_metrics.summarise_scrapes(
+            scraper.scrapes,
+            scraper.failures,
+            on_timeline,
+            (opened, closed) if opened is not None and closed is not None else None,
+            scraper.interval_s,
+            # The window's end on the timeline: every window so far, end to end.
+            until_s=sum(w.duration_s for w in ctx.windows),
+        )
     span = None
     if steady.opened_at is not None and steady.closed_at is not None:
         span = (steady.opened_at - start, steady.closed_at - start)
@@ -188,6 +234,8 @@ def _measure_round(
         steady_measured=steady_parts[0] if steady_parts else None,
         steady_note=steady.note,
         count_text=count_text,
+        server_metrics=seen,
+        earlier_flags=earlier_flags,
     )
     _record(ctx, records, summary.input_tokens, summary.output_tokens)
     ctx.record_serving(summary)

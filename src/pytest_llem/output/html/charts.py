@@ -9,6 +9,7 @@ from collections import defaultdict
 from html import escape
 from typing import TYPE_CHECKING
 
+from pytest_llem.energy.quality import KV_CACHE_FULL
 from pytest_llem.errors import ConfigError
 from pytest_llem.formatting import figure_or_missing
 from pytest_llem.gating.budgets import check_budgets, unmeasured_budgets
@@ -16,7 +17,7 @@ from pytest_llem.gating.compare import Comparison, MetricChange
 from pytest_llem.gating.limits import parse_limit_value
 from pytest_llem.gating.metrics import METRICS
 from pytest_llem.output.html.points import COLOUR_NAMES, PALETTE, Point, power_series
-from pytest_llem.results import ExperimentResult
+from pytest_llem.results import ExperimentResult, ServerMetrics
 from pytest_llem.store.report import SessionReport
 
 if TYPE_CHECKING:
@@ -187,12 +188,20 @@ def power_chart(
     figure_class: type[Figure], result: ExperimentResult, title: str
 ) -> tuple[Figure, str] | None:
     """Device power over the measured windows, one line per device, with the spans of
-    `power_spans` shaded; and a caption that names each colour as drawn."""
+    `power_spans` shaded; under it, for a serving load whose server has metrics, a panel of
+    what the server said about itself on the same time axis (`server_panel`); and a caption
+    that names each colour as drawn."""
     series = power_series(result.energy_by_device)
     if not series:
         return None
-    figure = figure_class(figsize=(5.2, 2.9), layout="constrained")
-    ax = figure.subplots()
+    server = result.serving.server_metrics if result.serving is not None else None
+    samples = server.timeline if server is not None else []
+    if samples:
+        figure = figure_class(figsize=(5.2, 4.3), layout="constrained")
+        ax, below = figure.subplots(2, 1, sharex=True, height_ratios=[2, 1])
+    else:
+        figure = figure_class(figsize=(5.2, 2.9), layout="constrained")
+        ax, below = figure.subplots(), None
     said = []
     for index, (device, samples) in enumerate(series):
         colour = PALETTE[index % len(PALETTE)]
@@ -221,12 +230,59 @@ def power_chart(
             "yellow band: the load's steady state, which its energy per request is measured over"
         )
     ax.set_title(title)
-    ax.set_xlabel("time in the measured windows (s)")
     ax.set_ylabel("power (W)")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.legend(loc="lower right")
+    if below is not None and server is not None:
+        sentences.append(server_panel(below, server))
+        below.set_xlabel("time in the measured windows (s)")
+    else:
+        ax.set_xlabel("time in the measured windows (s)")
+        if server is not None and server.note:
+            sentences.append(server.note)
     return figure, "; ".join(sentences) + "."
+
+
+def server_panel(ax: Axes, server: ServerMetrics) -> str:
+    """What the server said about itself during the load, on the power chart's time axis:
+    requests running and waiting (left axis), the KV cache's share in use (right axis, %).
+    The sentence of the caption that names each line."""
+    samples = server.timeline
+    times = [s.t_s for s in samples]
+    said = []
+    for attr, name, colour, style in (
+        ("requests_running", "running requests", PALETTE[2], "-"),
+        ("requests_waiting", "waiting requests", PALETTE[4], "--"),
+    ):
+        values = [getattr(s, attr) for s in samples]
+        if any(v is not None for v in values):
+            ys = [float("nan") if v is None else v for v in values]
+            ax.step(times, ys, where="mid", color=colour, linestyle=style, linewidth=1.1, label=name)
+            said.append(f"{name} in {COLOUR_NAMES[colour]}{' (dashed)' if style == '--' else ''}")
+    ax.set_ylabel("requests")
+    ax.set_ylim(bottom=0)
+    kv = [s.kv_cache_usage for s in samples]
+    if any(v is not None for v in kv):
+        right = ax.twinx()
+        right.plot(
+            times,
+            [float("nan") if v is None else v * 100 for v in kv],
+            color=PALETTE[6],
+            linewidth=1.1,
+            label="KV cache in use",
+        )
+        right.axhline(KV_CACHE_FULL * 100, color=PALETTE[6], linestyle=":", linewidth=0.8)
+        right.set_ylim(0, 105)
+        right.set_ylabel("KV cache (%)")
+        right.grid(visible=False)
+        said.append(
+            f"the KV cache's share in use in {COLOUR_NAMES[PALETTE[6]]} (right axis, dotted at "
+            f"{KV_CACHE_FULL:.0%}, where the load counts as saturated)"
+        )
+    interval = f" every {server.interval_s:g} s" if server.interval_s else ""
+    preempted = f", {server.preemptions:g} preemptions during the load" if server.preemptions else ""
+    return f"below, the server's own metrics (its /metrics, scraped{interval}): {', '.join(said)}{preempted}"
 
 
 def change_chart(figure_class: type[Figure], comparison: Comparison, names: dict[str, str]) -> Figure | None:

@@ -27,9 +27,14 @@ Put this folder first on PYTHONPATH. Each call is appended as a JSON line to the
 by `VLLM_STAND_IN_LOG`, so a test can check what the adapter asked for. Behaviour it models:
 a prompt is one token per word; without `ignore_eos` a request stops early (at half of
 `max_tokens`), as if the model wrote its end-of-sequence token; the tokens written depend on
-the prompt and on `VLLM_STAND_IN_WEIGHTS` (a number standing for the model's weights). Times
-are simulated (no sleeping): the first token comes `FIRST_TOKEN_S` after arrival, then one
-every `TOKEN_S`.
+the prompt and on `VLLM_STAND_IN_WEIGHTS` (a number standing for the model's weights).
+
+A `generate` call takes time as the V1 engine's does: every prompt of the batch is prefilled
+in its first step, which lasts `FIRST_TOKEN_S`; that step's end on the monotonic clock is
+each request's `first_token_ts` (the V1 engine stamps every request of a step with the
+step's time), and `first_token_latency` is the wall clock then minus `arrival_time`. The
+decoding steps follow, one token each `TOKEN_S` (slept at once, as one span), and a
+request's `last_token_ts` is its first plus `TOKEN_S` per further token.
 """
 
 from __future__ import annotations
@@ -221,20 +226,23 @@ class LLM:
         params = sampling_params or SamplingParams()
         _log("generate", prompts=len(prompts), use_tqdm=use_tqdm)
         outputs = []
-        for prompt in prompts:
-            generated = (
-                params.max_tokens if params.ignore_eos else max(params.min_tokens, params.max_tokens // 2)
-            )
-            arrival = time.time()
-            first_ts = time.monotonic() + FIRST_TOKEN_S
+        arrival, queued = time.time(), time.monotonic()
+        lengths = [
+            params.max_tokens if params.ignore_eos else max(params.min_tokens, params.max_tokens // 2)
+            for _ in prompts
+        ]
+        time.sleep(FIRST_TOKEN_S)  # the prefill step: every prompt of the batch
+        first_ts, first_wall = time.monotonic(), time.time()
+        time.sleep(TOKEN_S * (max(lengths, default=1) - 1))  # the decoding steps
+        for prompt, generated in zip(prompts, lengths, strict=True):
             metrics = RequestStateStats(
                 num_generation_tokens=generated,
                 arrival_time=arrival,
-                queued_ts=first_ts - FIRST_TOKEN_S,
-                scheduled_ts=first_ts - FIRST_TOKEN_S,
+                queued_ts=queued,
+                scheduled_ts=queued,
                 first_token_ts=first_ts,
                 last_token_ts=first_ts + TOKEN_S * (generated - 1),
-                first_token_latency=FIRST_TOKEN_S,
+                first_token_latency=first_wall - arrival,
             )
             self._requests += 1
             outputs.append(
