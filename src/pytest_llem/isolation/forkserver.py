@@ -1,9 +1,11 @@
 """The preloaded interpreter: imports a session's heavy modules once, then forks experiments.
 
-`python -m pytest_llem.isolation.forkserver SOCKET_FD PYTEST_PID`, started by the pytest
-process (`isolation.preload`) in its own session the first time an experiment needs it. It
-imports the modules pytest names (torch, transformers, the built-in backends, the worker's
-own machinery), and then only answers requests on its socket, one at a time:
+`python -m pytest_llem.isolation.forkserver SOCKET_FD PYTEST_PID [LISTEN_FD]`, started by the
+pytest process (`isolation.preload`) in its own session the first time an experiment needs it,
+or by an xdist controller for all its workers, with a listening Unix socket (LISTEN_FD) they
+connect to. It imports the modules pytest names (torch, transformers, the built-in backends,
+the worker's own machinery), and then only answers requests, one at a time, whichever
+connection they come on (`attach` gives a worker its environment and modules):
 
 - `fork`: if forking is safe (one thread, no CUDA context), fork a child that becomes exactly
   what `python -m pytest_llem.isolation.supervisor` is on a cold start: its own session and
@@ -24,9 +26,12 @@ own machinery), and then only answers requests on its socket, one at a time:
 It never initialises CUDA and never runs a workload. It is a child subreaper from before its
 imports: a process an import started (a module that forks, or spawns a helper, when it is
 imported) stays below it however it detached, is killed once the imports are done, and makes
-every start a cold one, with the reason. It exits when pytest closes the socket or dies
-(parent-death signal, SIGKILL of pytest included), killing whatever is still below it; each
-forked supervisor's own parent-death signal also kills that experiment's group.
+every start a cold one, with the reason. Each forked group belongs to the connection that
+asked for it: when that connection closes (an xdist worker ended, or was SIGKILLed), the
+group is killed and reaped here. It exits when the pytest process that started it has closed
+its socket and no one else is connected, or when that process dies (parent-death signal,
+SIGKILL included), killing whatever is still below it; each forked supervisor's own
+parent-death signal also kills that experiment's group.
 
 `processes` and `supervisor` are imported here, before any workload module, so their teardown
 keeps the `os` and `signal` functions of a fresh interpreter whatever those modules replace.

@@ -3,9 +3,13 @@ that starts the preloaded interpreter (`isolation.forkserver`) and asks it for e
 
 Start methods are the launcher's swappable axis: `launcher.cold_start` spawns fresh
 interpreters; `Preloader.start` forks the group from a preloaded interpreter started once per
-pytest process (so once per xdist worker): at the end of collection when the collected cases
-say what to import (`Preloader.prestart`, so its imports run beside the session's fixtures),
-else when the first experiment needs it. Any
+pytest process: at the end of collection when the collected cases say what to import
+(`Preloader.prestart`, so its imports run beside the session's fixtures), else when the first
+experiment needs it. Under pytest-xdist the controller starts one for all its workers
+(`Preloader.share`, as the workers start), listening on a Unix socket in a private folder;
+each worker attaches to it (`Preloader.shared`) and has it import what its own cases need
+before its first fork, or starts its own when its environment differs or those imports fail
+there. Any
 reason a fork could be unsafe or could measure something else than a cold start would (an
 import that failed, a thread or CUDA in the preloaded interpreter, an environment that
 differs from the one its modules were imported under) makes that start a cold one, and the
