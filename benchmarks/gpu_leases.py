@@ -4,10 +4,12 @@
 
 Each case leases one GPU (the default) and sleeps in its measured window, as a GPU-bound
 experiment waits on its card. With four xdist workers, four cases hold four different GPUs
-at once, so the suite should take close to a quarter of the time; what is left is each
-experiment's fixed cost (a fresh interpreter per worker, the child group, state and report),
-which is CPU-bound: on a machine with fewer free cores than workers it does not overlap, and
-the speed-up falls short of 4x. "most at once" shows whether the leases let four run together.
+at once, so the suite should take close to a quarter of the time; what is left is the fixed
+cost of the session and of each experiment (each xdist worker's own interpreter and its
+imports, the child group, state and report; the preloaded interpreter, which the workers
+share, starts once), which is CPU-bound: on a machine with fewer free cores than workers it
+does not overlap, and the speed-up falls short of 4x. "most at once" shows whether the
+leases let four run together.
 GPUs are simulated by tests/support/fake_nvml, first on the PYTHONPATH of every process.
 """
 
