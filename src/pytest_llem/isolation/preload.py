@@ -588,11 +588,12 @@ class Preloader:
                     self._disable(str(exc))
                     return
                 problem = str(exc)
-            if problem is not None and wanted is not None:
+            if problem is not None:
                 self._leave_shared(problem)
-                env, _modules, read_files = wanted
-                self.prestart(env, read_files)
-                self.wait_ready()
+                if wanted is not None:  # this worker's own, for what it wanted of the shared one
+                    env, _modules, read_files = wanted
+                    self.prestart(env, read_files)
+                    self.wait_ready()
                 return
             if server.shared:
                 self._notify(
