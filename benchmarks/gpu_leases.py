@@ -4,10 +4,13 @@
 
 Each case leases one GPU (the default) and sleeps in its measured window, as a GPU-bound
 experiment waits on its card. With four xdist workers, four cases hold four different GPUs
-at once, so the suite should take close to a quarter of the time; what is left is each
-experiment's fixed cost (a fresh interpreter per worker, the child group, state and report),
-which is CPU-bound: on a machine with fewer free cores than workers it does not overlap, and
-the speed-up falls short of 4x. "most at once" shows whether the leases let four run together.
+at once, so the suite should take close to a quarter of the time; what is left is the fixed
+cost of the session and of each experiment (each xdist worker's own interpreter and its
+imports, the child group, state and report; the preloaded interpreter, which the workers
+share, starts once), which is CPU-bound: on a machine with fewer free cores than workers it
+does not overlap, and the speed-up falls short of 4x. "most at once" shows whether the
+leases let four run together; "CPU s" is what the run's processes took (what two busy
+cores must share), steadier than the wall time on a machine others use too.
 GPUs are simulated by tests/support/fake_nvml, first on the PYTHONPATH of every process.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -63,9 +67,10 @@ def most_at_once(report: dict) -> int:
     return peak
 
 
-def run_suite(folder: Path, workers: int) -> tuple[float, list[str], int]:
-    """Wall time of the suite with `workers` xdist workers, the GPUs each case held, and how
-    many ran at once at most."""
+def run_suite(folder: Path, workers: int) -> tuple[float, float, list[str], int]:
+    """Wall time of the suite with `workers` xdist workers, the CPU time its processes took
+    (user and system, every process pytest and its children reaped), the GPUs each case held,
+    and how many ran at once at most."""
     state_dir = folder / f"state-n{workers}"
     env = dict(
         os.environ,
@@ -81,15 +86,18 @@ def run_suite(folder: Path, workers: int) -> tuple[float, list[str], int]:
         str(workers),
         "test_bench_suite.py",
     )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     wall_s = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode != 0:
         raise SystemExit(f"the suite failed with -n {workers}:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
     (report_file,) = state_dir.glob("runs/*/report.json")
     report = json.loads(report_file.read_text())
     held = [",".join(map(str, e["result"]["placement"]["gpu_indices"])) for e in report["experiments"]]
-    return wall_s, held, most_at_once(report)
+    return wall_s, cpu_s, held, most_at_once(report)
 
 
 def main() -> None:
@@ -101,13 +109,18 @@ def main() -> None:
         folder = Path(tmp)
         write_scenario(folder / "scenario.json")
         (folder / "test_bench_suite.py").write_text(SUITE.format(sleep_s=args.sleep_s, cases=args.cases))
-        one_s, one_gpus, one_peak = run_suite(folder, 1)
-        four_s, four_gpus, four_peak = run_suite(folder, 4)
+        one_s, one_cpu_s, one_gpus, one_peak = run_suite(folder, 1)
+        four_s, four_cpu_s, four_gpus, four_peak = run_suite(folder, 4)
     ideal_s = args.cases * args.sleep_s
     print(f"{args.cases} cases, each sleeping {args.sleep_s:g} s on one of {GPUS} simulated GPUs")
-    print(f"{'workers':>8} {'wall s':>8} {'sleep s / wall s':>17} {'GPUs used':>10} {'most at once':>13}")
-    print(f"{'-n 1':>8} {one_s:8.1f} {ideal_s / one_s:17.2f} {len(set(one_gpus)):>10} {one_peak:>13}")
-    print(f"{'-n 4':>8} {four_s:8.1f} {ideal_s / four_s:17.2f} {len(set(four_gpus)):>10} {four_peak:>13}")
+    header = ("workers", 8), ("wall s", 8), ("CPU s", 7), ("sleep s / wall s", 17), ("GPUs used", 10)
+    print(" ".join(f"{name:>{width}}" for name, width in header), f"{'most at once':>13}")
+    for name, wall_s, cpu_s, gpus, peak in (
+        ("-n 1", one_s, one_cpu_s, one_gpus, one_peak),
+        ("-n 4", four_s, four_cpu_s, four_gpus, four_peak),
+    ):
+        used = len(set(gpus))
+        print(f"{name:>8} {wall_s:8.1f} {cpu_s:7.1f} {ideal_s / wall_s:17.2f} {used:>10} {peak:>13}")
     print(f"speed-up of -n 4 over -n 1: {one_s / four_s:.2f}x (at most {GPUS}x)")
 
 

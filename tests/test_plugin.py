@@ -116,3 +116,26 @@ def test_the_fixture_asked_for_at_run_time_without_llem_skips_with_the_reason(py
     result = run(pytester, "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*LLM energy benchmark: run with --llem*"])
+
+
+FREEZE_PROBE = """
+import atexit, gc, os
+
+# Registered before the plugin's own handler, so it runs after it, as the interpreter's
+# last collection would.
+atexit.register(lambda: open(os.environ["FREEZE_PROBE"], "w").write(str(gc.get_freeze_count())))
+"""
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["llem", "without"])
+def test_a_llem_session_leaves_its_objects_out_of_the_last_collection_at_exit(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enabled: bool
+):
+    probe = tmp_path / "frozen.txt"
+    monkeypatch.setenv("FREEZE_PROBE", str(probe))
+    pytester.makeconftest(FREEZE_PROBE)
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    args = ["--llem", f"--llem-state-dir={tmp_path / 'state'}"] if enabled else []
+    assert run(pytester, *args).ret == 0
+    frozen = int(probe.read_text())
+    assert frozen > 10_000 if enabled else frozen == 0

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 RUN_ID_WORKERINPUT = "llem_run_id"
 BASELINE_WORKERINPUT = "llem_baseline_run_id"
+PRELOADED_WORKERINPUT = "llem_preloaded_interpreter"
 REPORT_WORKEROUTPUT = "llem_report"
 MARKER = "llem"
 FIXTURE = "llem"
@@ -103,6 +104,7 @@ def pytest_configure(config: pytest.Config) -> None:
             baseline_run_id=workerinput.get(BASELINE_WORKERINPUT),
         )
         bench = BenchmarkSession(settings, role=worker, root=config.rootpath, project_dir=project_dir)
+        bench.launcher.attach_preloaded(workerinput.get(PRELOADED_WORKERINPUT))
         config.pluginmanager.register(XdistWorker(bench), "llem-xdist-worker")
     elif config.pluginmanager.hasplugin("xdist"):
         controller = XdistControllerRole()
@@ -120,7 +122,8 @@ def pytest_configure(config: pytest.Config) -> None:
 class XdistController:
     """Controller-side xdist hooks (pytest-cov's pattern), registered only for the controller's
     role: hand out the run id and the baseline's (nodes are configured after
-    `pytest_sessionstart` found it), take in each worker's report as it goes down."""
+    `pytest_sessionstart` found it) and the preloaded interpreter the workers share (started
+    with the first node), take in each worker's report as it goes down."""
 
     def __init__(self, bench: BenchmarkSession, role: XdistControllerRole) -> None:
         self.bench = bench
@@ -131,6 +134,7 @@ class XdistController:
         node.workerinput[RUN_ID_WORKERINPUT] = record.report.run_id
         baseline = record.baseline
         node.workerinput[BASELINE_WORKERINPUT] = baseline.run_id if baseline is not None else None
+        node.workerinput[PRELOADED_WORKERINPUT] = self.bench.launcher.share_preloaded()
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         payload = getattr(node, "workeroutput", {}).get(REPORT_WORKEROUTPUT)
@@ -413,6 +417,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         if session is not None:
             session.exitstatus = INTERRUPTED_EXIT_CODE
     bench.interrupts.uninstall()
+    # The interpreter's last collection at exit visits every object the session's imports made
+    # (a third of a second of CPU in each pytest process, xdist's workers included, which the
+    # controller waits for): left out, as Python never promised `__del__` at exit. Refcounting
+    # still frees what it frees, and atexit handlers registered before this one still run.
+    import atexit
+    import gc
+
+    atexit.register(gc.freeze)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -124,6 +124,50 @@ def test_what_the_imports_started_is_killed_and_named():
     assert still_there == "False"
 
 
+WHILE_GROUPS_RUN = """
+import os, subprocess, sys
+from pytest_llem.isolation.forkserver import kill_what_the_imports_started
+
+# A forked group's leader with a child of its own, as a shared interpreter has while it imports
+# for another pytest process; then a helper an import started.
+leader = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"])
+import time; time.sleep(1.0)
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(helper.pid)
+print(kill_what_the_imports_started(groups=[leader.pid]))
+print(os.path.exists(f"/proc/{helper.pid}"), leader.poll())
+import psutil
+below = psutil.Process(leader.pid).children()
+print(len(below))
+for process in [*below, psutil.Process(leader.pid)]:
+    process.kill()
+"""
+
+
+def test_what_the_imports_started_is_killed_but_the_running_groups_are_spared():
+    pid, reason, helper_and_leader, below = run_script(WHILE_GROUPS_RUN)
+    assert reason.startswith(
+        f"1 process(es) started by the imports in the preloaded interpreter, killed: {pid} ("
+    )
+    assert helper_and_leader == "False None"  # the helper killed and reaped, the leader running
+    assert below == "1"  # and its own child too
+
+
+def test_the_groups_and_what_runs_below_them_are_left_out():
+    from pytest_llem.processes import ProcEntry
+
+    entries = [
+        ProcEntry(10, 1, "S", 0),  # a group's leader
+        ProcEntry(11, 1, "S", 0),  # something an import started
+        ProcEntry(20, 10, "S", 0),  # the leader's worker
+        ProcEntry(21, 11, "S", 0),  # the import's helper's child
+        ProcEntry(30, 20, "S", 0),  # the worker's child
+    ]
+    assert [e.pid for e in forkserver.outside_groups(entries, [10])] == [11, 21]
+    assert [e.pid for e in forkserver.outside_groups(entries, [])] == [10, 11, 20, 21, 30]
+
+
 def module_at(path: Path) -> types.ModuleType:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("")

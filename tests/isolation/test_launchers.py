@@ -172,3 +172,36 @@ def test_a_session_runs_its_experiment_as_a_slurm_job(
     assert result.output_tokens > 0 and result.start_method == "cold"
     assert result.placement is not None and result.placement.job_id is not None
     assert bench.problems == []
+
+
+def test_an_xdist_controllers_launcher_shares_one_preloaded_interpreter_that_workers_fork_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from helpers import preloaded_interpreters
+
+    monkeypatch.delenv("PYTEST_LLEM_STORE", raising=False)
+    controller = _made(_settings(tmp_path, preload="auto"))
+    address = controller.share_preloaded()
+    assert address is not None and controller.share_preloaded() == address  # one, however asked
+    (server,) = preloaded_interpreters(os.getpid())
+    sessions = [BenchmarkSession(_settings(tmp_path, preload="auto")) for _ in range(2)]
+    try:
+        for bench in sessions:
+            bench.start()
+            bench.launcher.attach_preloaded(address)
+        results = [bench.run_experiment(NODEID, workloads.report_start, [{}]) for bench in sessions]
+        assert [r.start_method for r in results] == ["preloaded", "preloaded"], [
+            r.start_note for r in results
+        ]
+        assert [r.extra["starter_pid"] for r in results] == [server, server]
+        assert preloaded_interpreters(os.getpid()) == [server]
+    finally:
+        for bench in sessions:
+            bench.close_preloaded()
+        controller.close()
+    assert preloaded_interpreters(os.getpid()) == []
+
+
+def test_no_preloaded_interpreter_is_shared_without_preloading_or_under_slurm(tmp_path: Path):
+    assert _made(_settings(tmp_path, preload="none")).share_preloaded() is None
+    assert _made(_settings(tmp_path, launcher="slurm")).share_preloaded() is None

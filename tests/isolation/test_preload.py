@@ -7,6 +7,9 @@ import json
 import os
 import re
 import signal
+import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +17,8 @@ import pytest
 import workloads
 from helpers import (
     START_METHODS,
+    SUPPORT_DIR,
+    is_live,
     preloaded_interpreters,
     read_pids,
     reports,
@@ -22,7 +27,8 @@ from helpers import (
     wait_until_all_gone,
 )
 
-from pytest_llem.isolation.launcher import ChildOutput, terminate_group
+from pytest_llem.config import build_config
+from pytest_llem.isolation.launcher import ChildOutput, run_in_child, terminate_group
 from pytest_llem.isolation.preload import (
     BASE_MODULES,
     TRANSFORMERS_MODULES,
@@ -32,6 +38,10 @@ from pytest_llem.isolation.preload import (
     env_difference,
     is_library_module,
 )
+from pytest_llem.isolation.protocol import ExperimentRequest
+from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts
+from pytest_llem.isolation.workload import WorkloadSpec
+from pytest_llem.processes import proc_entry
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
 
@@ -65,6 +75,15 @@ def test_env_difference_ignores_what_is_set_per_experiment():
     base = {"PATH": "/bin", "HF_HUB_OFFLINE": "0"}
     same = {**base, "PYTEST_LLEM_EXPERIMENT_ID": "x", "CUDA_VISIBLE_DEVICES": "1", "PYTEST_CURRENT_TEST": "t"}
     assert env_difference(base, same) == []
+    # What differs between the xdist workers that share one preloaded interpreter.
+    worker = {
+        **base,
+        "PYTEST_XDIST_WORKER": "gw1",
+        "PYTEST_XDIST_WORKER_COUNT": "2",
+        "COLUMNS": "80",
+        "LINES": "24",
+    }
+    assert env_difference(base, worker) == []
     assert env_difference(base, {**base, "HF_HUB_OFFLINE": "1", "EXTRA": ""}) == ["EXTRA", "HF_HUB_OFFLINE"]
 
 
@@ -169,41 +188,226 @@ def test_sigkill_of_pytest_leaves_neither_the_preloaded_interpreter_nor_its_grou
     proc.communicate(timeout=30)
 
 
-def test_each_xdist_worker_forks_from_its_own_preloaded_interpreter(tmp_path: Path):
+XDIST_SUITE = """
+import os
+import pytest
+from workloads import report_env
+
+@pytest.mark.parametrize('n', range(4))
+def test_start(llem, n):
+    result = llem.run(report_env, params={"names": ["PYTEST_XDIST_WORKER", "PYTEST_LLEM_EXPERIMENT_ID"]})
+    assert result.start_method == 'preloaded', result.start_note
+    assert result.extra["env"]["PYTEST_XDIST_WORKER"] == os.environ["PYTEST_XDIST_WORKER"]
+    print('STARTER', result.extra['starter_pid'])
+"""
+
+
+def test_xdist_workers_fork_from_the_one_preloaded_interpreter_their_controller_started(tmp_path: Path):
     pytest.importorskip("xdist")
-    (tmp_path / "test_x.py").write_text(
-        "import pytest\n"
-        "from workloads import report_start\n"
-        "@pytest.mark.parametrize('n', range(4))\n"
-        "def test_start(llem, n):\n"
-        "    result = llem.run(report_start)\n"
-        "    assert result.start_method == 'preloaded', result.start_note\n"
-        "    print('STARTER', result.extra['starter_pid'], result.extra['starter_parent_pid'])\n"
-    )
+    (tmp_path / "test_x.py").write_text(XDIST_SUITE)
     proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_x.py", "-n", "2", "-s", "--llem-energy=none")
     output, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, output
     (report,) = reports(tmp_path / "state")
-    by_worker: dict[str, set[tuple[int, int]]] = {}
-    for entry in report["experiments"]:
-        extra = entry["result"]["extra"]
-        by_worker.setdefault(entry["worker_id"], set()).add(
-            (extra["starter_pid"], extra["starter_parent_pid"])
-        )
-    assert len(by_worker) == 2, by_worker
-    starters = [next(iter(s)) for s in by_worker.values()]
-    assert all(len(s) == 1 for s in by_worker.values()), by_worker  # one interpreter per worker
-    assert starters[0][0] != starters[1][0] and starters[0][1] != starters[1][1]
-    deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid, _ in starters) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(pid) for pid, _ in starters)  # gone with their workers
+    starters = {entry["result"]["extra"]["starter_pid"] for entry in report["experiments"]}
+    workers = {entry["worker_id"] for entry in report["experiments"]}
+    ids = {entry["result"]["extra"]["env"]["PYTEST_LLEM_EXPERIMENT_ID"] for entry in report["experiments"]}
+    assert len(workers) == 2 and len(ids) == 4, report["experiments"]
+    assert len(starters) == 1, starters  # one interpreter for both workers
+    (starter,) = starters
+    assert starter not in {proc.pid, os.getpid()}
+    assert "the preloaded interpreter the xdist workers share" in output
+    assert wait_until_all_gone([starter], 5.0) == []  # gone with the controller's session
+
+
+KILLED_XDIST_WORKER_SUITE = """
+import os
+from pathlib import Path
+from workloads import report_env
+
+def test_sleeps(llem):
+    Path({worker_file!r}).write_text(str(os.getpid()))
+    llem.run(report_env, params={{"names": [], "pid_file": {pid_file!r}, "sleep_s": 120}})
+
+def test_runs_on_beside(llem):
+    llem.run(report_env, params={{"names": [], "sleep_s": 120}})
+"""
+
+
+def test_a_killed_xdist_worker_leaves_nothing_and_the_shared_interpreter_dies_with_the_controller(
+    tmp_path: Path,
+):
+    pytest.importorskip("xdist")
+    worker_file, pid_file = tmp_path / "worker.pid", tmp_path / "group.json"
+    (tmp_path / "test_x.py").write_text(
+        KILLED_XDIST_WORKER_SUITE.format(worker_file=str(worker_file), pid_file=str(pid_file))
+    )
+    proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_x.py", "-n", "2", "--llem-energy=none")
+    try:
+        wait_for_file(pid_file, timeout_s=120)
+        time.sleep(0.2)  # written, not half-written
+        group = read_pids(pid_file)
+        (server,) = preloaded_interpreters(proc.pid)  # the controller's child
+        assert proc_entry(group[0]).parent_pid == server
+        os.kill(int(worker_file.read_text()), signal.SIGKILL)  # mid-experiment
+        # Gone at once, while the session goes on (the other worker's case still runs).
+        assert wait_until_all_gone(group, 2.0) == []
+        assert is_live(server)  # the other worker may still fork from it
+        os.kill(proc.pid, signal.SIGKILL)
+        assert wait_until_all_gone([server], 5.0) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=60)
 
 
 def _alive(pid: int) -> bool:
     from pytest_llem.processes import process_is_alive
 
     return process_is_alive(pid)
+
+
+def shared_request(tmp_path: Path, name: str, **params) -> ExperimentRequest:
+    """A request for `workloads.report_env` that reports `names` (and more, `params`)."""
+    return ExperimentRequest(
+        experiment_id=name,
+        config=build_config({"energy": "none", "min_window_s": 0.0, "params": params}),
+        config_hash="h" * 16,
+        workload=WorkloadSpec(ref="workloads:report_env"),
+        state_dir=str(tmp_path / "state"),
+        sys_path=[str(SUPPORT_DIR)],
+    )
+
+
+def run_started_by(preloader: Preloader, request: ExperimentRequest, **env: str):
+    guard = InterruptGuard(SessionInterrupts())
+    return run_in_child(request, env=dict(os.environ, **env), guard=guard, start=preloader.start)
+
+
+def test_workers_fork_from_the_shared_interpreter_each_fork_with_its_own_environment(tmp_path: Path):
+    owner = Preloader(lambda: list(BASE_MODULES))
+    address = owner.share(dict(os.environ))
+    assert address is not None
+    folder = Path(address).parent
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and stat.S_ISSOCK(Path(address).stat().st_mode)
+    (server,) = preloaded_interpreters(os.getpid())
+    lines: list[str] = []
+    workers = [Preloader(lambda: list(BASE_MODULES), notify=lines.append, shared=address) for _ in range(2)]
+    names = ["CUDA_VISIBLE_DEVICES", "PYTEST_XDIST_WORKER", "PYTEST_LLEM_EXPERIMENT_ID"]
+    try:
+        results = [
+            run_started_by(
+                worker,
+                shared_request(tmp_path, f"exp-{n}", names=names),
+                CUDA_VISIBLE_DEVICES=str(n),
+                PYTEST_XDIST_WORKER=f"gw{n}",
+                PYTEST_LLEM_EXPERIMENT_ID=f"exp-{n}",
+            )
+            for n, worker in enumerate(workers)
+        ]
+        assert [r.start_method for r in results] == ["preloaded", "preloaded"], [
+            r.start_note for r in results
+        ]
+        assert [r.extra["starter_pid"] for r in results] == [server, server]
+        assert [r.extra["env"] for r in results] == [
+            {
+                "CUDA_VISIBLE_DEVICES": str(n),
+                "PYTEST_XDIST_WORKER": f"gw{n}",
+                "PYTEST_LLEM_EXPERIMENT_ID": f"exp-{n}",
+            }
+            for n in range(2)
+        ]
+        assert all(r.preloaded_modules == list(BASE_MODULES) for r in results)
+        assert preloaded_interpreters(os.getpid()) == [server]  # neither worker started its own
+        assert not any("not using" in line for line in lines), lines
+    finally:
+        for worker in workers:
+            worker.close()
+        owner.close()
+    assert wait_until_all_gone([server], 5.0) == []
+    assert not folder.exists()
+
+
+def test_a_worker_whose_environment_differs_starts_its_own_preloaded_interpreter(tmp_path: Path):
+    owner = Preloader(lambda: list(BASE_MODULES))
+    address = owner.share(dict(os.environ))
+    (server,) = preloaded_interpreters(os.getpid())
+    lines: list[str] = []
+    worker = Preloader(lambda: list(BASE_MODULES), notify=lines.append, shared=address)
+    try:
+        result = run_started_by(worker, shared_request(tmp_path, "exp", names=[]), HF_HUB_OFFLINE="1")
+        assert result.start_method == "preloaded", result.start_note
+        assert result.extra["starter_pid"] != server
+        assert sorted(preloaded_interpreters(os.getpid())) == sorted([server, result.extra["starter_pid"]])
+        said = "not using the preloaded interpreter the xdist workers share: its environment differs in"
+        assert f"{said} HF_HUB_OFFLINE" in lines
+    finally:
+        worker.close()
+        owner.close()
+
+
+KILLED_WORKER = """
+import os
+from pytest_llem.config import build_config
+from pytest_llem.isolation.launcher import run_in_child
+from pytest_llem.isolation.preload import BASE_MODULES, Preloader
+from pytest_llem.isolation.protocol import ExperimentRequest
+from pytest_llem.isolation.signals import InterruptGuard, SessionInterrupts
+from pytest_llem.isolation.workload import WorkloadSpec
+
+params = {{"names": [], "pid_file": {pid_file!r}, "sleep_s": 120}}
+request = ExperimentRequest(
+    experiment_id="doomed",
+    config=build_config({{"energy": "none", "min_window_s": 0.0, "params": params}}),
+    config_hash="h" * 16,
+    workload=WorkloadSpec(ref="workloads:report_env"),
+    state_dir={state!r},
+    sys_path=[{support!r}],
+)
+worker = Preloader(lambda: list(BASE_MODULES), notify=print, on_fallback=print, shared={address!r})
+run_in_child(request, env=dict(os.environ), guard=InterruptGuard(SessionInterrupts()), start=worker.start)
+"""
+
+
+def test_a_killed_worker_leaves_nothing_of_its_experiment_and_the_others_fork_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The worker process imports `workloads` as xdist workers find a suite's modules; the same
+    # environment here, so that nobody's environment differs from the shared interpreter's.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(SUPPORT_DIR), os.environ.get("PYTHONPATH", "")]))
+    owner = Preloader(lambda: list(BASE_MODULES))
+    address = owner.share(dict(os.environ))
+    assert address is not None
+    (server,) = preloaded_interpreters(os.getpid())
+    pid_file = tmp_path / "group.json"
+    script = KILLED_WORKER.format(
+        support=str(SUPPORT_DIR), address=address, state=str(tmp_path / "state"), pid_file=str(pid_file)
+    )
+    said = tmp_path / "said.txt"
+    with said.open("w") as out:
+        doomed = subprocess.Popen([sys.executable, "-u", "-c", script], stdout=out, start_new_session=True)
+    try:
+        wait_for_file(pid_file, timeout_s=120)
+        time.sleep(0.2)  # written, not half-written
+        group = read_pids(pid_file)
+        assert all(is_live(pid) for pid in group)
+        # Forked by the shared interpreter (what it said, if not).
+        assert proc_entry(group[0]).parent_pid == server, said.read_text()
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=30)
+        assert wait_until_all_gone(group, 5.0) == []  # the supervisor and the worker that slept
+        assert is_live(server)
+        survivor = Preloader(lambda: list(BASE_MODULES), shared=address)
+        try:
+            result = run_started_by(survivor, shared_request(tmp_path, "after", names=[]))
+        finally:
+            survivor.close()
+        assert (result.start_method, result.extra["starter_pid"]) == ("preloaded", server)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+        owner.close()
+    assert wait_until_all_gone([server], 5.0) == []
 
 
 def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_imports(tmp_path: Path):

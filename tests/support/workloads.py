@@ -256,6 +256,25 @@ def report_start(ctx: ExperimentContext) -> None:
     )
 
 
+def report_env(ctx: ExperimentContext) -> None:
+    """Record the variables `ctx.params["names"]` names as this experiment's worker sees them,
+    the process that forked its group (its supervisor's parent), and its own pid; then, with
+    `ctx.params["pid_file"]`, write the group's pids there and sleep `ctx.params["sleep_s"]`."""
+    import psutil
+
+    supervisor = psutil.Process(int(os.environ["PYTEST_LLEM_SUPERVISOR_PID"]))
+    pid_file = ctx.params.get("pid_file")
+    if pid_file is not None:
+        with open(pid_file, "w") as fh:
+            json.dump([supervisor.pid, os.getpid()], fh)
+    time.sleep(float(ctx.params.get("sleep_s", 0)))
+    ctx.record(
+        output_tokens=1,
+        starter_pid=supervisor.parent().pid,
+        env={name: os.environ.get(name) for name in ctx.params["names"]},
+    )
+
+
 def import_inside(ctx: ExperimentContext) -> None:
     """Import the modules `ctx.params["modules"]` names inside the function, as workloads that
     keep pytest's own process light do; record which of them were imported before it began."""

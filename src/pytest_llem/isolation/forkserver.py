@@ -1,9 +1,11 @@
 """The preloaded interpreter: imports a session's heavy modules once, then forks experiments.
 
-`python -m pytest_llem.isolation.forkserver SOCKET_FD PYTEST_PID`, started by the pytest
-process (`isolation.preload`) in its own session the first time an experiment needs it. It
-imports the modules pytest names (torch, transformers, the built-in backends, the worker's
-own machinery), and then only answers requests on its socket, one at a time:
+`python -m pytest_llem.isolation.forkserver SOCKET_FD PYTEST_PID [LISTEN_FD]`, started by the
+pytest process (`isolation.preload`) in its own session the first time an experiment needs it,
+or by an xdist controller for all its workers, with a listening Unix socket (LISTEN_FD) they
+connect to. It imports the modules pytest names (torch, transformers, the built-in backends,
+the worker's own machinery), and then only answers requests, one at a time, whichever
+connection they come on (`attach` gives a worker its environment and modules):
 
 - `fork`: if forking is safe (one thread, no CUDA context), fork a child that becomes exactly
   what `python -m pytest_llem.isolation.supervisor` is on a cold start: its own session and
@@ -24,9 +26,12 @@ own machinery), and then only answers requests on its socket, one at a time:
 It never initialises CUDA and never runs a workload. It is a child subreaper from before its
 imports: a process an import started (a module that forks, or spawns a helper, when it is
 imported) stays below it however it detached, is killed once the imports are done, and makes
-every start a cold one, with the reason. It exits when pytest closes the socket or dies
-(parent-death signal, SIGKILL of pytest included), killing whatever is still below it; each
-forked supervisor's own parent-death signal also kills that experiment's group.
+every start a cold one, with the reason. Each forked group belongs to the connection that
+asked for it: when that connection closes (an xdist worker ended, or was SIGKILLed), the
+group is killed and reaped here. It exits when the pytest process that started it has closed
+its socket and no one else is connected, or when that process dies (parent-death signal,
+SIGKILL included), killing whatever is still below it; each forked supervisor's own
+parent-death signal also kills that experiment's group.
 
 `processes` and `supervisor` are imported here, before any workload module, so their teardown
 keeps the `os` and `signal` functions of a fresh interpreter whatever those modules replace.
@@ -40,27 +45,33 @@ import io
 import json
 import os
 import random
+import select
 import signal
 import site
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import sysconfig
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from pytest_llem.isolation import supervisor
 from pytest_llem.processes import (
+    ProcEntry,
     become_child_subreaper,
     command_line,
     kill_descendants,
+    kill_group,
+    kill_process,
     live_descendants,
+    proc_entry,
     set_parent_death_signal,
 )
 
@@ -107,14 +118,53 @@ def openblas_server_threads() -> int:
     )
 
 
-def kill_what_the_imports_started() -> str | None:
-    """Kill every process still running below this one (whatever the imports started: this
-    runs before any fork), and say why that rules out forking, or None if there was none.
+def outside_groups(entries: Iterable[ProcEntry], leaders: Collection[int]) -> list[ProcEntry]:
+    """`entries` (parents before their children, as `processes.descendants` lists them) less
+    the forked groups' leaders and everything below them: the experiments other pytest
+    processes run from this interpreter while it imports for one of them."""
+    spared = set(leaders)
+    kept = []
+    for entry in entries:
+        if entry.pid in spared or entry.parent_pid in spared:
+            spared.add(entry.pid)
+        else:
+            kept.append(entry)
+    return kept
+
+
+#: Rounds of killing what imports started (one may fork meanwhile), as `processes.kill_descendants`.
+_KILL_ROUNDS = 200
+_KILL_ROUND_PAUSE_S = 0.01
+
+
+def kill_what_the_imports_started(groups: Collection[int] = ()) -> str | None:
+    """Kill every process still running below this one (whatever the imports started) but
+    the forked `groups` (their leaders' pids) and what runs below them, and say why that rules
+    out forking, or None if there was none.
 
     A fork would not copy such a process, so children would not run beside what a cold
     start's worker runs beside; and left alone it would outlive pytest."""
-    started = {entry.pid: command_line(entry.pid) for entry in live_descendants()}
-    started.update((entry.pid, "") for entry in kill_descendants() if entry.pid not in started)
+    if not groups:  # nothing forked yet (the first imports): sweep all, reaping as it goes
+        found = [(entry.pid, command_line(entry.pid)) for entry in live_descendants()]
+        found += [(entry.pid, "") for entry in kill_descendants()]
+    else:
+        found = []
+        for _ in range(_KILL_ROUNDS):
+            live = outside_groups(live_descendants(), groups)
+            if not live:
+                break
+            found += [(entry.pid, command_line(entry.pid)) for entry in live]
+            for entry in live:
+                kill_process(entry)
+            time.sleep(_KILL_ROUND_PAUSE_S)
+            for entry in live:  # only these: the groups' leaders stay unreaped for their pytest
+                try:
+                    os.waitpid(entry.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+    started: dict[int, str] = {}
+    for pid, line in found:
+        started.setdefault(pid, line)  # the first line read of each
     if not started:
         return None
     named = ", ".join(f"{pid} ({line or '?'})" for pid, line in list(started.items())[:3])
@@ -207,21 +257,23 @@ def learnable_modules(modules: Mapping[str, ModuleType | None], search_path: Ite
     return sorted(found)
 
 
-def _fork_safety_marks() -> tuple[int, int, frozenset[int]]:
+def _fork_safety_marks(groups: Collection[int]) -> tuple[int, int, frozenset[int]]:
     """Cheap marks of what `fork_hazard` and `kill_what_the_imports_started` look for: Python
-    threads, native threads, the processes below this one. An import that changes none of
-    them needs neither full check."""
+    threads, native threads, the processes below this one (not in the forked `groups`). An
+    import that changes none of them needs neither full check."""
     task_dir = Path("/proc/self/task")
     native = len(os.listdir(task_dir)) if task_dir.is_dir() else 0
-    return threading.active_count(), native, frozenset(entry.pid for entry in live_descendants())
+    below = outside_groups(live_descendants(), groups)
+    return threading.active_count(), native, frozenset(entry.pid for entry in below)
 
 
-def import_learnt(modules: Iterable[str]) -> dict[str, Any]:
+def import_learnt(modules: Iterable[str], groups: Collection[int] = ()) -> dict[str, Any]:
     """Import `modules` one at a time (those not imported yet, never a denied one), checking
     after each one that changed the marks that forking is still safe. Returns what was
     `imported`, what `failed` (name to one line), and the `problem` with the module that
     caused it (`culprit`): the batch stops there (the rest `untried`), and this interpreter
-    must not fork again."""
+    must not fork again. `groups`: the leaders of forked groups still running (a shared
+    interpreter imports for one pytest process while others' experiments run), spared."""
     imported: list[str] = []
     failed: dict[str, str] = {}
     names = [name for name in dict.fromkeys(modules) if name not in DENIED_MODULES]
@@ -231,18 +283,18 @@ def import_learnt(modules: Iterable[str]) -> dict[str, Any]:
             if name not in there_before:
                 imported.append(name)  # by an earlier one of the batch: `accelerate` imports torch
             continue
-        before = _fork_safety_marks()
+        before = _fork_safety_marks(groups)
         failure = import_modules([name])
         if failure is not None:
             failed[name] = failure
         else:
             imported.append(name)
-        after = _fork_safety_marks()
+        after = _fork_safety_marks(groups)
         if after != before:
             # Only a process that appeared during this import is its doing: one of an earlier
             # experiment's group may still be on its way out.
             started = after[2] - before[2]
-            problem = (kill_what_the_imports_started() if started else None) or fork_hazard()
+            problem = (kill_what_the_imports_started(groups) if started else None) or fork_hazard()
             if problem is not None:
                 return {
                     "imported": imported,
@@ -370,12 +422,15 @@ def fork_worker(work_dir: Path, env: Mapping[str, str]) -> ForkedWorker:
     raise AssertionError("unreachable")
 
 
-def _run_group(request: dict[str, Any], fds: list[int], server_pid: int, server_sock: socket.socket) -> None:
+def _run_group(
+    request: dict[str, Any], fds: list[int], server_pid: int, server_socks: Iterable[socket.socket]
+) -> None:
     """In the forked child: become the experiment's supervisor, as a cold start would."""
     returncode = 1
     try:
         os.setsid()
-        server_sock.close()
+        for sock in server_socks:  # no experiment holds another pytest's connection, nor the listener
+            sock.close()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -398,47 +453,193 @@ def _send(sock: socket.socket, reply: Mapping[str, Any]) -> None:
     sock.send(json.dumps(reply).encode())
 
 
-def serve(sock: socket.socket, model_files: dict[str, dict[str, Any]]) -> None:
-    """Answer `import`, `read_files`, `fork`, `status` and `reap` until pytest closes the socket.
-    `model_files`: the directories already read, by path."""
-    server_pid = os.getpid()
+def _extend_sys_path(entries: Iterable[str]) -> None:
+    """Put pytest's import path entries this interpreter lacks first, in pytest's order."""
+    for entry in reversed(list(entries)):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+
+#: How long a `reap` request waits for a leader on its way out before saying it is not yet.
+_REAP_WAIT_S = 0.1
+
+
+def _reap(pid: int) -> dict[str, Any]:
+    """Reap a leader that has exited (or is about to: it was just SIGKILLed), not waiting long:
+    one pytest process's leader stuck on its way out must not hold up the others' requests."""
+    deadline = _monotonic() + _REAP_WAIT_S
     while True:
-        data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE_BYTES, 2)
-        if not data:
+        try:
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return {"error": f"{pid} is not a group this interpreter forked"}
+        if reaped == pid:
+            return {"returncode": os.waitstatus_to_exitcode(status)}
+        if _monotonic() >= deadline:
+            return {"pending": True}
+        _sleep(_WAIT_POLL_S)
+
+
+def end_group(pid: int) -> None:
+    """Kill a forked group whose pytest process is gone (its connection closed) and reap its
+    leader, as its parent-death signal would after a cold start: the leader stopped first, so
+    that everything below it (it is a child subreaper) stays there while it is killed, then
+    whatever is left in its process group."""
+    entry = proc_entry(pid)
+    if entry is not None and entry.state != "Z":
+        kill_process(entry, signal.SIGSTOP)
+        kill_descendants(root=pid)
+        kill_process(entry, signal.SIGKILL)
+    kill_group(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return uid
+
+
+class _Server:
+    """The requests of every pytest process connected to this interpreter, one at a time: the
+    one that started it (`owner`, through the socket pair it was started with) and, for a
+    shared interpreter, the xdist workers that connected to `listener`. Each forked group
+    belongs to the connection that asked for it: when that connection closes (its pytest
+    process ended, or died), the group is killed. The owner's end closing stops new
+    connections; the interpreter exits once no connection is left."""
+
+    def __init__(
+        self,
+        owner: socket.socket,
+        model_files: dict[str, dict[str, Any]],
+        listener: socket.socket | None,
+        env: Mapping[str, str],
+        modules: list[str],
+    ) -> None:
+        self.pid = os.getpid()
+        self.model_files = model_files
+        self.listener = listener
+        #: The environment it was started with (imports may have changed `os.environ` since).
+        self.env = dict(env)
+        #: Every module imported so far, at its start and since (`import`), in order.
+        self.preloaded = list(modules)
+        self.owner: socket.socket | None = owner
+        self.connections: dict[int, socket.socket] = {owner.fileno(): owner}
+        #: Forked groups not reaped yet: leader pid -> the connection (fd) that asked for it.
+        self.groups: dict[int, int] = {}
+        self.poller = select.poll()
+        self.poller.register(owner, select.POLLIN)
+        if listener is not None:
+            self.poller.register(listener, select.POLLIN)
+
+    def run(self) -> None:
+        while self.connections:
+            for fd, _events in self.poller.poll():
+                if self.listener is not None and fd == self.listener.fileno():
+                    self._accept()
+                elif fd in self.connections:
+                    self._answer(self.connections[fd])
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            conn, _addr = self.listener.accept()
+        except OSError:
             return
-        request = json.loads(data)
-        op = request["op"]
+        if _peer_uid(conn) != os.getuid():  # the folder is private; never fork for another user
+            conn.close()
+            return
+        self.connections[conn.fileno()] = conn
+        self.poller.register(conn, select.POLLIN)
+
+    def _close(self, conn: socket.socket) -> None:
+        fd = conn.fileno()
+        for pid in [pid for pid, holder in self.groups.items() if holder == fd]:
+            del self.groups[pid]
+            end_group(pid)
+        self.poller.unregister(fd)
+        del self.connections[fd]
+        conn.close()
+        if conn is self.owner:
+            self.owner = None
+            if self.listener is not None:  # the pytest process that started it is done: no new worker
+                self.poller.unregister(self.listener)
+                self.listener.close()
+                self.listener = None
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(conn, MAX_MESSAGE_BYTES, 2)
+        except OSError:  # its pytest process died mid-request
+            data, fds = b"", []
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            self._close(conn)
+            return
+        reply = self._handle(json.loads(data), fds, conn)
+        try:
+            _send(conn, reply)
+        except OSError:
+            pass  # gone meanwhile: its end of file comes next
+
+    def _handle(self, request: dict[str, Any], fds: list[int], conn: socket.socket) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "attach":
+            return {"ready": True, "ready_at": time.time(), "env": self.env, "modules": self.preloaded}
         if op == "read_files":
             path = request["path"]
-            if path not in model_files:
-                model_files[path] = {**read_into_page_cache(path), "read_at_start": False}
-            _send(sock, model_files[path])
-        elif op == "fork":
+            if path not in self.model_files:
+                self.model_files[path] = {**read_into_page_cache(path), "read_at_start": False}
+            return self.model_files[path]
+        if op == "fork":
             hazard = fork_hazard()
             if hazard is not None or len(fds) != 2:
                 for fd in fds:
                     os.close(fd)
-                _send(sock, {"refused": hazard or "stdout and stderr were not passed"})
-                continue
+                return {"refused": hazard or "stdout and stderr were not passed"}
             pid = os.fork()
             if pid == 0:
-                _run_group(request, fds, server_pid, sock)
+                socks = [*self.connections.values(), *([self.listener] if self.listener else [])]
+                _run_group(request, fds, self.pid, socks)
             for fd in fds:
                 os.close(fd)
-            _send(sock, {"pid": pid})
-        elif op == "import":
-            _send(sock, import_learnt(request["modules"]))
-        elif op == "status":
+            self.groups[pid] = conn.fileno()
+            return {"pid": pid, "preloaded": self.preloaded}
+        if op == "import":
+            _extend_sys_path(request.get("sys_path", []))
+            reply = import_learnt(request["modules"], self.groups)
+            self.preloaded += [m for m in reply["imported"] if m not in self.preloaded]
+            return reply
+        if op == "status":
             info = os.waitid(os.P_PID, request["pid"], os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            _send(sock, {"exited": info is not None and info.si_pid == request["pid"]})
-        elif op == "reap":
-            _pid, status = os.waitpid(request["pid"], 0)
-            _send(sock, {"returncode": os.waitstatus_to_exitcode(status)})
-        else:
-            _send(sock, {"error": f"unknown request {op!r}"})
+            return {"exited": info is not None and info.si_pid == request["pid"]}
+        if op == "reap":
+            reply = _reap(request["pid"])
+            if "pending" not in reply:
+                self.groups.pop(request["pid"], None)
+            return reply
+        return {"error": f"unknown request {op!r}"}
 
 
-def main(sock_fd: int, pytest_pid: int) -> int:
+def serve(
+    sock: socket.socket,
+    model_files: dict[str, dict[str, Any]],
+    listener: socket.socket | None = None,
+    env: Mapping[str, str] | None = None,
+    modules: Iterable[str] = (),
+) -> None:
+    """Answer `attach`, `import`, `read_files`, `fork`, `status` and `reap` until the owner
+    (pytest, through `sock`) and every process connected to `listener` have closed their
+    connections. `model_files`: the directories already read, by path."""
+    _Server(sock, model_files, listener, os.environ if env is None else env, list(modules)).run()
+
+
+def main(sock_fd: int, pytest_pid: int, listen_fd: int | None = None) -> int:
+    started_env = dict(os.environ)
+
     def on_parent_death_signal(signum: int, frame: object) -> None:
         # PR_SET_PDEATHSIG follows the parent *thread*; act only once pytest itself is gone.
         if os.getppid() != pytest_pid:
@@ -451,18 +652,20 @@ def main(sock_fd: int, pytest_pid: int) -> int:
     become_child_subreaper()
     if os.getppid() != pytest_pid:
         return 0
+    listener = socket.socket(fileno=listen_fd) if listen_fd is not None else None
     try:
-        return _serve_after_imports(socket.socket(fileno=sock_fd))
+        return _serve_after_imports(socket.socket(fileno=sock_fd), listener, started_env)
     finally:
         kill_descendants()  # nothing below this process outlives it
 
 
-def _serve_after_imports(sock: socket.socket) -> int:
+def _serve_after_imports(
+    sock: socket.socket, listener: socket.socket | None = None, env: Mapping[str, str] | None = None
+) -> int:
     hello = json.loads(sock.recv(MAX_MESSAGE_BYTES) or b"{}")
-    for entry in reversed(hello.get("sys_path", [])):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-    problem = import_modules(hello.get("modules", []))
+    _extend_sys_path(hello.get("sys_path", []))
+    modules = hello.get("modules", [])
+    problem = import_modules(modules)
     problem = kill_what_the_imports_started() or problem or fork_hazard()
     # What the imports left is shared with every fork; keep the children's collections off it
     # (CPython's advice for forking servers): a collection writes to each object it visits,
@@ -479,11 +682,11 @@ def _serve_after_imports(sock: socket.socket) -> int:
     if problem is not None:
         return 0
     try:
-        serve(sock, model_files)
+        serve(sock, model_files, listener, env, modules)
     except (ConnectionError, OSError):
         pass  # pytest is gone: its end of the socket closed mid-request
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]), int(sys.argv[2])))
+    sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else None))

@@ -68,6 +68,16 @@ class Launcher(Protocol):
         """The module of a workload the session runs (or resumes)."""
         ...
 
+    def share_preloaded(self) -> str | None:
+        """In an xdist controller: start the preloaded interpreter its workers share; where they
+        find it (passed on to `attach_preloaded`), or None when they start their own or none."""
+        ...
+
+    def attach_preloaded(self, address: str | None) -> None:
+        """In an xdist worker: fork from the preloaded interpreter the controller shares at
+        `address` (None: it shares none)."""
+        ...
+
     def prepare(
         self, config: ExperimentConfig, experiment_id: str, env: dict[str, str], guard: InterruptGuard
     ) -> MeterOptions:
@@ -182,6 +192,20 @@ class LocalLauncher:
     def workload_named(self, module: str) -> None:
         if module not in self._workload_modules:
             self._workload_modules.append(module)
+
+    def share_preloaded(self) -> str | None:
+        """The controller of xdist workers on this host starts one preloaded interpreter for them
+        all (it does not collect: its modules are `--llem-preload`'s, or under `auto` the base
+        ones; each worker has it import what its cases need), as the workers' processes start.
+        Its environment is the one the workers inherit, without a case's fields."""
+        if self._preloader is None:
+            return None
+        env = build_experiment_env(ExperimentConfig(), experiment_id="", store_url=self.settings.store_url)
+        return self._preloader.share(env)
+
+    def attach_preloaded(self, address: str | None) -> None:
+        if self._preloader is not None:
+            self._preloader.shared = address
 
     def prepare(
         self, config: ExperimentConfig, experiment_id: str, env: dict[str, str], guard: InterruptGuard

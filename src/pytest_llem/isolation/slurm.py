@@ -351,6 +351,12 @@ class SlurmLauncher:
     def workload_named(self, module: str) -> None:
         pass
 
+    def share_preloaded(self) -> str | None:
+        return None  # jobs start cold
+
+    def attach_preloaded(self, address: str | None) -> None:
+        pass
+
     def prepare(
         self, config: ExperimentConfig, experiment_id: str, env: dict[str, str], guard: InterruptGuard
     ) -> MeterOptions:
