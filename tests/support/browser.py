@@ -23,6 +23,27 @@ ELEMENT_ID = re.compile(r'\bid="([^"]*)"')
 TIMEOUT_S = 180
 
 
+#: Where the pages pytest-llem writes (the HTML report, the history site) start their body:
+#: a sample banner goes first inside it.
+PAGE_START = "<body>\n<main>\n"
+
+
+def sample_banner(label: str, text: str, font_px: int) -> str:
+    """A banner that marks a screenshot's page as sample data, in words on the page itself."""
+    return (
+        '<div role="note" id="sample-data" style="background: #fff3cd; border: 2px solid #c98a00; '
+        f'border-radius: 8px; padding: 12px 16px; margin: 0 0 16px; font-size: {font_px}px; color: #4a3200;">'
+        f"<strong>{label}</strong>{text}</div>\n"
+    )
+
+
+def with_banner(page_html: str, banner: str) -> str:
+    """The page with `banner` above everything else in it, where no crop of the top loses it."""
+    if PAGE_START not in page_html:
+        raise ValueError(f"the page no longer starts its body with {PAGE_START!r}: update PAGE_START")
+    return page_html.replace(PAGE_START, PAGE_START + banner, 1)
+
+
 def find_browser() -> str | None:
     return next((path for name in BROWSER_NAMES if (path := shutil.which(name))), None)
 

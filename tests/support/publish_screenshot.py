@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests" / "support")]
 
-from browser import find_browser, screenshot  # noqa: E402
+from browser import find_browser, sample_banner, screenshot, with_banner  # noqa: E402
 from scratch_history import RATE_AFTER, RATE_BEFORE, build_history  # noqa: E402
 
 from pytest_llem.cli import main as pytest_llem  # noqa: E402
@@ -29,20 +29,13 @@ SAMPLE_TEXT = (
     f"tokens/s, halved to {RATE_AFTER:g} at the 7th of {COMMITS} commits of a scratch repository), "
     "to show the page's layout; not a model's measurement."
 )
-BANNER = (
-    '<div role="note" id="sample-data" style="background: #fff3cd; border: 2px solid #c98a00; '
-    'border-radius: 8px; padding: 12px 16px; margin: 0 0 16px; font-size: 16px; color: #4a3200;">'
-    f"<strong>SAMPLE HISTORY</strong>: {SAMPLE_TEXT}</div>\n"
-)
-PAGE_START = "<body>\n<main>\n"
+BANNER = sample_banner("SAMPLE HISTORY", f": {SAMPLE_TEXT}", font_px=16)
 PAGE_HEIGHT_PX = 1500
 
 
 def mark_as_sample(html: str) -> str:
     """The page with the sample banner above everything else in it."""
-    if PAGE_START not in html:
-        raise ValueError(f"the pages no longer start their body with {PAGE_START!r}: update PAGE_START")
-    return html.replace(PAGE_START, PAGE_START + BANNER, 1)
+    return with_banner(html, BANNER)
 
 
 def main(target: Path) -> int:

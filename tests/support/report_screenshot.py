@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT / "tests" / "output")]
 
-from browser import find_browser, screenshot  # noqa: E402
+from browser import find_browser, sample_banner, screenshot, with_banner  # noqa: E402
 from test_html import baseline_and_comparison  # noqa: E402
 
 from pytest_llem.output.html import render_html  # noqa: E402
@@ -26,13 +26,7 @@ SAMPLE_DATA_TEXT = (
     "are made up (the sample report the project's HTML tests render), to show the page's layout. "
     "Runs on real GPUs are recorded in docs/gpu-validation.md."
 )
-SAMPLE_DATA_BANNER = (
-    '<div role="note" id="sample-data" style="background: #fff3cd; border: 2px solid #c98a00; '
-    'border-radius: 8px; padding: 12px 16px; margin: 0 0 16px; font-size: 17px; color: #4a3200;">'
-    f"<strong>SAMPLE DATA</strong>, {SAMPLE_DATA_TEXT}</div>\n"
-)
-# The report's body starts with this; the banner goes first inside it.
-PAGE_START = "<body>\n<main>\n"
+SAMPLE_DATA_BANNER = sample_banner("SAMPLE DATA", f", {SAMPLE_DATA_TEXT}", font_px=17)
 #: Tall enough for the whole sample page at 1280 px wide (it ends near 3,090 px), so the
 #: comparison's table is not cut off.
 PAGE_HEIGHT_PX = 3140
@@ -40,9 +34,7 @@ PAGE_HEIGHT_PX = 3140
 
 def mark_as_sample(html: str) -> str:
     """The page with the sample-data banner above everything else in it."""
-    if PAGE_START not in html:
-        raise ValueError(f"the report page no longer starts its body with {PAGE_START!r}: update PAGE_START")
-    return html.replace(PAGE_START, PAGE_START + SAMPLE_DATA_BANNER, 1)
+    return with_banner(html, SAMPLE_DATA_BANNER)
 
 
 def sample_page() -> str:
