@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,18 @@ from pytest_llem.isolation.preload import (
 )
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
+
+
+@pytest.fixture
+def started_here() -> Callable[[], list[int]]:
+    """This process's preloaded interpreters that were not running when the test began.
+
+    Under pytest-xdist a worker runs other files' tests first; one that never closed its
+    session leaves its interpreter until the session is garbage-collected, which is not
+    this test's to check.
+    """
+    before = set(preloaded_interpreters(os.getpid()))
+    return lambda: [pid for pid in preloaded_interpreters(os.getpid()) if pid not in before]
 
 
 def run(bench: BenchmarkSession, workload, **fields):
@@ -69,7 +82,9 @@ def test_env_difference_ignores_what_is_set_per_experiment():
 
 
 @pytest.mark.parametrize("preload", START_METHODS)
-def test_the_result_records_how_its_group_started(bench: BenchmarkSession, preload: str):
+def test_the_result_records_how_its_group_started(
+    started_here: Callable[[], list[int]], bench: BenchmarkSession, preload: str
+):
     first = run(bench, workloads.report_start)
     second = run(bench, workloads.report_start)
     expected = "cold" if preload == "none" else "preloaded"
@@ -78,7 +93,7 @@ def test_the_result_records_how_its_group_started(bench: BenchmarkSession, prelo
     starter = first.extra
     if preload == "none":
         assert starter["starter_pid"] == os.getpid()
-        assert preloaded_interpreters(os.getpid()) == []
+        assert started_here() == []
         assert starter["gc_frozen_objects"] == 0
     else:
         # Both forked from one preloaded interpreter, a child of this process in its own session.
@@ -98,7 +113,9 @@ def test_the_result_records_how_its_group_started(bench: BenchmarkSession, prelo
     assert starter["random_draw"] != second.extra["random_draw"]
 
 
-def test_a_module_that_starts_a_thread_at_import_forces_a_cold_start_with_the_reason(state_dir: Path):
+def test_a_module_that_starts_a_thread_at_import_forces_a_cold_start_with_the_reason(
+    state_dir: Path, started_here: Callable[[], list[int]]
+):
     bench = BenchmarkSession(
         LlemSettings(
             enabled=True,
@@ -121,7 +138,7 @@ def test_a_module_that_starts_a_thread_at_import_forces_a_cold_start_with_the_re
     assert [p for p in bench.problems if "cold start instead of a preloaded one" in p] == [
         f"cold start instead of a preloaded one: {result.start_note}"
     ]
-    assert preloaded_interpreters(os.getpid()) == []
+    assert started_here() == []
 
 
 def test_a_module_that_fails_to_import_forces_a_cold_start_with_the_reason(state_dir: Path):
@@ -206,7 +223,9 @@ def _alive(pid: int) -> bool:
     return process_is_alive(pid)
 
 
-def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_imports(tmp_path: Path):
+def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_imports(
+    tmp_path: Path, started_here: Callable[[], list[int]]
+):
     lines: list[str] = []
     preloader = Preloader(lambda: ["slow_import"], on_fallback=lines.append, interrupted=lambda: True)
     started = time.monotonic()
@@ -223,14 +242,16 @@ def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_
         "interrupted while the preloaded interpreter was importing slow_import",
     )
     assert lines == [f"cold start instead of a preloaded one: {group.note}"]
-    assert preloaded_interpreters(os.getpid()) == []
+    assert started_here() == []
 
 
-def test_prestart_returns_at_once_and_close_stops_the_imports_at_once(tmp_path: Path):
+def test_prestart_returns_at_once_and_close_stops_the_imports_at_once(
+    tmp_path: Path, started_here: Callable[[], list[int]]
+):
     preloader = Preloader(lambda: ["slow_import"])
     started = time.monotonic()
     preloader.prestart(dict(os.environ))
-    (server,) = preloaded_interpreters(os.getpid())
+    (server,) = started_here()
     assert time.monotonic() - started < 5.0  # the module's import takes 20 s
     preloader.close()
     assert time.monotonic() - started < 5.0  # killed, not waited for
