@@ -26,8 +26,13 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/pytest --llem examples/tiny_cpu
 
+# The tests run in TEST_WORKERS processes (pytest-xdist, from the dev extra), more than a
+# small machine's cores: most tests wait on child processes. --dist loadgroup keeps the
+# groups tests/conftest.py gives (a file's module-scoped fixture, the Slurm cluster) on one
+# worker each; docs/development.md says how a test that must run alone is marked.
+TEST_WORKERS ?= 4
 test: lint docs
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests -n $(TEST_WORKERS) --dist loadgroup
 
 # Strict: a broken link or anchor, a page left out of the navigation or a missing snippet fails.
 # NO_MKDOCS_2_WARNING: Material's notice about MkDocs 2 otherwise opens every build's output.

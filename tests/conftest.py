@@ -7,6 +7,16 @@ from types import ModuleType
 
 import pytest
 from fake_nvml import load_fake_nvml
+from parallel import (
+    ALONE_MARK,
+    SHARED_DIR_KEY,
+    built_once,
+    make_shared_dir,
+    remove_shared_dir,
+    run_gate,
+    shared_dir,
+    xdist_group_of,
+)
 from slurm_cluster import slurm_cluster  # noqa: F401 - the session's Slurm cluster, a fixture
 
 from pytest_llem.config import build_config
@@ -17,6 +27,43 @@ from pytest_llem.testing import build_tiny_model
 
 #: A real PostgreSQL server for the store's tests (started once, when first asked for).
 pytest_plugins = ["postgres_server"]
+
+
+# How the tests share the machine under pytest-xdist (`make test`): tests/support/parallel.py.
+_SHARED_DIR = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # noqa: ANN001 - xdist's WorkerController
+    """Each worker is told the folder the run's workers share (made here, in the controller)."""
+    stash = node.config.stash
+    if _SHARED_DIR not in stash:
+        stash[_SHARED_DIR] = make_shared_dir()
+    node.workerinput[SHARED_DIR_KEY] = str(stash[_SHARED_DIR])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SHARED_DIR in config.stash:
+        remove_shared_dir(config.stash[_SHARED_DIR])
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (loadgroup)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return  # no xdist_group marker to add (and none needed)
+    for item in items:
+        group = xdist_group_of(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  # noqa: ANN201
+    folder = shared_dir(item.config)
+    if folder is None:
+        return (yield)
+    with run_gate(folder, alone=item.get_closest_marker(ALONE_MARK) is not None):
+        return (yield)
 
 
 @pytest.fixture
@@ -76,8 +123,14 @@ def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GPT-2 built locally once per session (needs the torch extra; skips without it)."""
     if importlib.util.find_spec("transformers") is None:  # find, not import: keep torch out of here
         pytest.skip("the torch extra (torch, transformers) is not installed")
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-gpt2", arch="gpt2", seed=0)
+    # Built once for all of an xdist run's workers: a fresh interpreter importing torch is slow.
+    return built_once(
+        request.config,
+        "tiny-gpt2",
+        lambda path: build_tiny_model(path, arch="gpt2", seed=0),
+        tmp_path_factory.mktemp("models") / "tiny-gpt2",
+    )

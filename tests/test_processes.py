@@ -29,6 +29,11 @@ def test_a_live_process_is_alive_only_as_the_process_that_started_then():
         assert started is not None and process_is_alive(child.pid)
         assert process_is_alive(child.pid, started)
         assert not process_is_alive(child.pid, started - 60)  # another process that had the PID
+        # Popen returns once the exec is under way; the kernel shows the new command line
+        # (empty until then) a moment later, a moment that grows with the machine's load.
+        deadline = time.monotonic() + 10
+        while command_line(child.pid) == "" and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert "time.sleep(60)" in command_line(child.pid)
     finally:
         child.kill()

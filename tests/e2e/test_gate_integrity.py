@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SIMULATED_RUN, reports
+from helpers import SIMULATED_RUN, reports, run_llem_pytest
 
 SUITE = """
 import os, time
@@ -37,24 +37,15 @@ GATE = ("--llem-compare", "--llem-compare-fail=tokens_per_s:30%")
 
 def pytest_in(cwd: Path, tokens_per_s: int, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`pytest --llem ARGS` started in `cwd`, as a user would type it there."""
-    env = dict(os.environ, SIM_TOKENS_PER_S=str(tokens_per_s), **env)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--llem",
-            "--llem-baseline=0",
-            *SIMULATED_RUN,
-            *args,
-        ],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return run_llem_pytest(
+        cwd,
+        None,
+        "--llem-baseline=0",
+        *SIMULATED_RUN,
+        *args,
+        merge_stderr=False,
+        SIM_TOKENS_PER_S=str(tokens_per_s),
+        **env,
     )
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SIMULATED_RUN
+from helpers import SIMULATED_RUN, start_llem_pytest
 from postgres_server import free_port
 
 from pytest_llem.store.history import RunHistory
@@ -36,24 +36,7 @@ def test_case(llem, batch_size):
 
 
 def llem_pytest(cwd: Path, *args: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--llem",
-            "--llem-baseline=0",
-            *SIMULATED_RUN,
-            *args,
-        ],
-        cwd=cwd,
-        env=dict(os.environ, **env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_llem_pytest(cwd, None, "--llem-baseline=0", *SIMULATED_RUN, *args, **env)
 
 
 def finished(proc: subprocess.Popen[str], timeout_s: float = 300) -> tuple[int, str]:

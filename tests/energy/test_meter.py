@@ -81,6 +81,9 @@ def test_a_gpu_lost_mid_window_has_no_energy_and_the_total_is_not_a_partial_sum(
     )
 
 
+# Its two windows' figures come from reads a sampling thread makes as the sleeps end: another
+# test's load beside it delays them past the 5% this allows.
+@pytest.mark.alone
 def test_overlapping_windows_each_get_their_own_figures(fake_nvml):
     session = gpus(fake_nvml, {"power_profile": [[0, 100.0]]})
     meter = SampledMeter(session.visible_gpus(None), FAST)

@@ -130,8 +130,11 @@ def test_timeout_kills_the_whole_group(bench: BenchmarkSession, tmp_path: Path):
 
 def test_settings_timeout_applies_when_the_config_sets_none(state_dir: Path, tmp_path: Path):
     bench = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, timeout_s=8.0))
-    with pytest.raises(ExperimentFailed, match="timed out after 8 s") as failed:
-        run(bench, workloads.hang_with_stubborn_children, params={"pid_file": str(tmp_path / "p.json")})
+    try:
+        with pytest.raises(ExperimentFailed, match="timed out after 8 s") as failed:
+            run(bench, workloads.hang_with_stubborn_children, params={"pid_file": str(tmp_path / "p.json")})
+    finally:
+        bench.close_preloaded()  # its preloaded interpreter is not left to the next test
     assert "raise --llem-timeout (ini llem_timeout), or give the case a timeout= field" in str(failed.value)
     assert wait_until_all_gone(read_pids(tmp_path / "p.json"), timeout_s=0.5) == []
 
@@ -177,23 +180,31 @@ def test_no_workload_and_no_backend_is_a_clear_config_error(bench: BenchmarkSess
 def test_resume_reuses_a_finished_experiment(state_dir: Path):
     first = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir))
     original = run(first, workloads.count_tokens, batch_size=2)
+    first.close_preloaded()
     again = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, resume=True))
-    resumed = run(again, workloads.count_tokens, batch_size=2, timeout=99)  # timeout is not in the hash
-    assert resumed.resumed and resumed.experiment_id == original.experiment_id
-    assert resumed.model_dump(exclude={"resumed"}) == original.model_dump(exclude={"resumed"})
-    assert again.record.entries[0].status == "resumed"
-    assert len(again.states.all_states()) == 1
-    fresh = run(again, workloads.count_tokens, batch_size=3)
-    assert not fresh.resumed
+    try:
+        resumed = run(again, workloads.count_tokens, batch_size=2, timeout=99)  # timeout is not in the hash
+        assert resumed.resumed and resumed.experiment_id == original.experiment_id
+        assert resumed.model_dump(exclude={"resumed"}) == original.model_dump(exclude={"resumed"})
+        assert again.record.entries[0].status == "resumed"
+        assert len(again.states.all_states()) == 1
+        fresh = run(again, workloads.count_tokens, batch_size=3)
+        assert not fresh.resumed
+    finally:
+        again.close_preloaded()
 
 
 def test_resume_skips_failed_experiments(state_dir: Path):
     first = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir))
     with pytest.raises(ExperimentFailed):
         run(first, workloads.exit_three)
+    first.close_preloaded()
     again = BenchmarkSession(LlemSettings(enabled=True, state_dir=state_dir, resume=True))
-    with pytest.raises(ExperimentFailed):
-        run(again, workloads.exit_three)
+    try:
+        with pytest.raises(ExperimentFailed):
+            run(again, workloads.exit_three)
+    finally:
+        again.close_preloaded()
 
 
 def test_no_secret_reaches_any_file(bench: BenchmarkSession, monkeypatch, state_dir: Path):

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,18 @@ from pytest_llem.isolation.workload import WorkloadSpec
 from pytest_llem.processes import proc_entry
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
+
+
+@pytest.fixture
+def started_here() -> Callable[[], list[int]]:
+    """This process's preloaded interpreters that were not running when the test began.
+
+    Under pytest-xdist a worker runs other files' tests first; one that never closed its
+    session leaves its interpreter until the session is garbage-collected, which is not
+    this test's to check.
+    """
+    before = set(preloaded_interpreters(os.getpid()))
+    return lambda: [pid for pid in preloaded_interpreters(os.getpid()) if pid not in before]
 
 
 def run(bench: BenchmarkSession, workload, **fields):
@@ -88,7 +101,9 @@ def test_env_difference_ignores_what_is_set_per_experiment():
 
 
 @pytest.mark.parametrize("preload", START_METHODS)
-def test_the_result_records_how_its_group_started(bench: BenchmarkSession, preload: str):
+def test_the_result_records_how_its_group_started(
+    started_here: Callable[[], list[int]], bench: BenchmarkSession, preload: str
+):
     first = run(bench, workloads.report_start)
     second = run(bench, workloads.report_start)
     expected = "cold" if preload == "none" else "preloaded"
@@ -97,7 +112,7 @@ def test_the_result_records_how_its_group_started(bench: BenchmarkSession, prelo
     starter = first.extra
     if preload == "none":
         assert starter["starter_pid"] == os.getpid()
-        assert preloaded_interpreters(os.getpid()) == []
+        assert started_here() == []
         assert starter["gc_frozen_objects"] == 0
     else:
         # Both forked from one preloaded interpreter, a child of this process in its own session.
@@ -117,7 +132,9 @@ def test_the_result_records_how_its_group_started(bench: BenchmarkSession, prelo
     assert starter["random_draw"] != second.extra["random_draw"]
 
 
-def test_a_module_that_starts_a_thread_at_import_forces_a_cold_start_with_the_reason(state_dir: Path):
+def test_a_module_that_starts_a_thread_at_import_forces_a_cold_start_with_the_reason(
+    state_dir: Path, started_here: Callable[[], list[int]]
+):
     bench = BenchmarkSession(
         LlemSettings(
             enabled=True,
@@ -140,7 +157,7 @@ def test_a_module_that_starts_a_thread_at_import_forces_a_cold_start_with_the_re
     assert [p for p in bench.problems if "cold start instead of a preloaded one" in p] == [
         f"cold start instead of a preloaded one: {result.start_note}"
     ]
-    assert preloaded_interpreters(os.getpid()) == []
+    assert started_here() == []
 
 
 def test_a_module_that_fails_to_import_forces_a_cold_start_with_the_reason(state_dir: Path):
@@ -284,13 +301,15 @@ def run_started_by(preloader: Preloader, request: ExperimentRequest, **env: str)
     return run_in_child(request, env=dict(os.environ, **env), guard=guard, start=preloader.start)
 
 
-def test_workers_fork_from_the_shared_interpreter_each_fork_with_its_own_environment(tmp_path: Path):
+def test_workers_fork_from_the_shared_interpreter_each_fork_with_its_own_environment(
+    tmp_path: Path, started_here: Callable[[], list[int]]
+):
     owner = Preloader(lambda: list(BASE_MODULES))
     address = owner.share(dict(os.environ))
     assert address is not None
     folder = Path(address).parent
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and stat.S_ISSOCK(Path(address).stat().st_mode)
-    (server,) = preloaded_interpreters(os.getpid())
+    (server,) = started_here()
     lines: list[str] = []
     workers = [Preloader(lambda: list(BASE_MODULES), notify=lines.append, shared=address) for _ in range(2)]
     names = ["CUDA_VISIBLE_DEVICES", "PYTEST_XDIST_WORKER", "PYTEST_LLEM_EXPERIMENT_ID"]
@@ -318,7 +337,7 @@ def test_workers_fork_from_the_shared_interpreter_each_fork_with_its_own_environ
             for n in range(2)
         ]
         assert all(r.preloaded_modules == list(BASE_MODULES) for r in results)
-        assert preloaded_interpreters(os.getpid()) == [server]  # neither worker started its own
+        assert started_here() == [server]  # neither worker started its own
         assert not any("not using" in line for line in lines), lines
     finally:
         for worker in workers:
@@ -328,17 +347,19 @@ def test_workers_fork_from_the_shared_interpreter_each_fork_with_its_own_environ
     assert not folder.exists()
 
 
-def test_a_worker_whose_environment_differs_starts_its_own_preloaded_interpreter(tmp_path: Path):
+def test_a_worker_whose_environment_differs_starts_its_own_preloaded_interpreter(
+    tmp_path: Path, started_here: Callable[[], list[int]]
+):
     owner = Preloader(lambda: list(BASE_MODULES))
     address = owner.share(dict(os.environ))
-    (server,) = preloaded_interpreters(os.getpid())
+    (server,) = started_here()
     lines: list[str] = []
     worker = Preloader(lambda: list(BASE_MODULES), notify=lines.append, shared=address)
     try:
         result = run_started_by(worker, shared_request(tmp_path, "exp", names=[]), HF_HUB_OFFLINE="1")
         assert result.start_method == "preloaded", result.start_note
         assert result.extra["starter_pid"] != server
-        assert sorted(preloaded_interpreters(os.getpid())) == sorted([server, result.extra["starter_pid"]])
+        assert sorted(started_here()) == sorted([server, result.extra["starter_pid"]])
         said = "not using the preloaded interpreter the xdist workers share: its environment differs in"
         assert f"{said} HF_HUB_OFFLINE" in lines
     finally:
@@ -370,7 +391,7 @@ run_in_child(request, env=dict(os.environ), guard=InterruptGuard(SessionInterrup
 
 
 def test_a_killed_worker_leaves_nothing_of_its_experiment_and_the_others_fork_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started_here: Callable[[], list[int]]
 ):
     # The worker process imports `workloads` as xdist workers find a suite's modules; the same
     # environment here, so that nobody's environment differs from the shared interpreter's.
@@ -378,7 +399,7 @@ def test_a_killed_worker_leaves_nothing_of_its_experiment_and_the_others_fork_on
     owner = Preloader(lambda: list(BASE_MODULES))
     address = owner.share(dict(os.environ))
     assert address is not None
-    (server,) = preloaded_interpreters(os.getpid())
+    (server,) = started_here()
     pid_file = tmp_path / "group.json"
     script = KILLED_WORKER.format(
         support=str(SUPPORT_DIR), address=address, state=str(tmp_path / "state"), pid_file=str(pid_file)
@@ -410,7 +431,9 @@ def test_a_killed_worker_leaves_nothing_of_its_experiment_and_the_others_fork_on
     assert wait_until_all_gone([server], 5.0) == []
 
 
-def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_imports(tmp_path: Path):
+def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_imports(
+    tmp_path: Path, started_here: Callable[[], list[int]]
+):
     lines: list[str] = []
     preloader = Preloader(lambda: ["slow_import"], on_fallback=lines.append, interrupted=lambda: True)
     started = time.monotonic()
@@ -427,14 +450,16 @@ def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_
         "interrupted while the preloaded interpreter was importing slow_import",
     )
     assert lines == [f"cold start instead of a preloaded one: {group.note}"]
-    assert preloaded_interpreters(os.getpid()) == []
+    assert started_here() == []
 
 
-def test_prestart_returns_at_once_and_close_stops_the_imports_at_once(tmp_path: Path):
+def test_prestart_returns_at_once_and_close_stops_the_imports_at_once(
+    tmp_path: Path, started_here: Callable[[], list[int]]
+):
     preloader = Preloader(lambda: ["slow_import"])
     started = time.monotonic()
     preloader.prestart(dict(os.environ))
-    (server,) = preloaded_interpreters(os.getpid())
+    (server,) = started_here()
     assert time.monotonic() - started < 5.0  # the module's import takes 20 s
     preloader.close()
     assert time.monotonic() - started < 5.0  # killed, not waited for

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,31 +38,47 @@ def preloaded_interpreters(pytest_pid: int | None = None) -> list[int]:
     return found
 
 
-def start_llem_pytest(cwd: Path, state_dir: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+def start_llem_pytest(
+    cwd: Path, state_dir: Path | None, *args: str, merge_stderr: bool = True, **env: str
+) -> subprocess.Popen[str]:
     """`pytest --llem` in its own session (so a signal reaches it alone, as `kill PID` would).
 
-    tests/support is on PYTHONPATH so suites can import `workloads`; output is merged.
+    The one place the tests build a `pytest --llem` command. `state_dir` None leaves the
+    state dir to `args` or the environment (a test of how it is given). tests/support is on
+    PYTHONPATH (after any PYTHONPATH in `env`) so suites can import `workloads`; output is
+    merged unless `merge_stderr` is false.
     """
     environ = dict(os.environ, **env)
-    environ["PYTHONPATH"] = os.pathsep.join([str(SUPPORT_DIR), os.environ.get("PYTHONPATH", "")])
+    environ["PYTHONPATH"] = os.pathsep.join([str(SUPPORT_DIR), environ.get("PYTHONPATH", "")])
+    state = [] if state_dir is None else [f"--llem-state-dir={state_dir}"]
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--llem",
-            f"--llem-state-dir={state_dir}",
-            *args,
-        ],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llem", *state, *args],
         cwd=cwd,
         env=environ,
         start_new_session=True,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
         text=True,
     )
+
+
+def run_llem_pytest(
+    cwd: Path,
+    state_dir: Path | None,
+    *args: str,
+    timeout_s: float = 300,
+    merge_stderr: bool = True,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """`start_llem_pytest`, waited for; past `timeout_s` its whole session is killed."""
+    proc = start_llem_pytest(cwd, state_dir, *args, merge_stderr=merge_stderr, **env)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def reports(state_dir: Path) -> list[dict]:
