@@ -189,8 +189,10 @@ def test_a_case_run_beside_a_busy_process_is_flagged_host_busy_with_the_share(tm
 @pytest.mark.alone
 def test_a_case_without_the_planted_load_measures_less_of_others_and_is_not_flagged(tmp_path: Path):
     # The limit is what the planted load took: this machine may run other jobs, so the quiet
-    # run is compared with the busy one, not with zero.
-    with planted_load(SPINNERS_PER_CPU * (os.cpu_count() or 1)):
+    # run is compared with the busy one, not with zero. Three spinners outside for each one
+    # inside: the loaded run's share is some 3/4 however busy the machine is, and the quiet
+    # run's stays below it unless others run three times as many busy processes as the case.
+    with planted_load(3 * SPINNERS_PER_CPU * (os.cpu_count() or 1)):
         loaded = spinning_case(tmp_path / "loaded")
     assert loaded.host_other_cpu_share is not None
     quiet = spinning_case(tmp_path / "quiet", host_busy_share=loaded.host_other_cpu_share)
