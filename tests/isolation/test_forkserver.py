@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -152,6 +154,17 @@ def test_what_the_imports_started_is_killed_but_the_running_groups_are_spared():
     )
     assert helper_and_leader == "False None"  # the helper killed and reaped, the leader running
     assert below == "1"  # and its own child too
+
+
+def test_the_processes_killed_are_reaped_even_when_they_are_slow_to_die():
+    # Killed 0.3 s into the wait: as a SIGKILLed process on a busy machine, it is not gone the
+    # moment the signal is sent, and a single look would leave it a zombie.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    time.sleep(0.3)
+    threading.Timer(0.3, os.kill, (child.pid, signal.SIGKILL)).start()
+    assert forkserver.reap_killed({child.pid, os.getppid()}, timeout_s=10.0) == set()  # the parent: not ours
+    assert not Path(f"/proc/{child.pid}").exists()  # reaped: no zombie left
+    child.returncode = -signal.SIGKILL  # reaped above, not by Popen
 
 
 def test_the_groups_and_what_runs_below_them_are_left_out():

@@ -135,6 +135,27 @@ def outside_groups(entries: Iterable[ProcEntry], leaders: Collection[int]) -> li
 #: Rounds of killing what imports started (one may fork meanwhile), as `processes.kill_descendants`.
 _KILL_ROUNDS = 200
 _KILL_ROUND_PAUSE_S = 0.01
+#: How long the processes killed may take to exit before they are left unreaped (zombies).
+_REAP_TIMEOUT_S = 5.0
+
+
+def reap_killed(pids: set[int], timeout_s: float = _REAP_TIMEOUT_S) -> set[int]:
+    """Reap those of `pids` that are this process's children, waiting up to `timeout_s` for
+    them to die; the ones still unreaped. A SIGKILLed process takes a moment to exit on a busy
+    machine, and one not reaped then would stay a zombie for as long as this interpreter."""
+    pending = set(pids)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        for pid in list(pending):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    pending.discard(pid)
+            except ChildProcessError:  # not ours (it was reaped, or another process's child)
+                pending.discard(pid)
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(_KILL_ROUND_PAUSE_S)
+    return pending
 
 
 def kill_what_the_imports_started(groups: Collection[int] = ()) -> str | None:
@@ -157,11 +178,8 @@ def kill_what_the_imports_started(groups: Collection[int] = ()) -> str | None:
             for entry in live:
                 kill_process(entry)
             time.sleep(_KILL_ROUND_PAUSE_S)
-            for entry in live:  # only these: the groups' leaders stay unreaped for their pytest
-                try:
-                    os.waitpid(entry.pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
+        # Only these: the groups' leaders stay unreaped for their pytest.
+        reap_killed({pid for pid, _ in found})
     started: dict[int, str] = {}
     for pid, line in found:
         started.setdefault(pid, line)  # the first line read of each
