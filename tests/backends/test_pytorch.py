@@ -7,12 +7,11 @@ Every experiment runs in a real isolated child; the model is loaded through the 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 from bench_runs import run
-from helpers import reports
+from helpers import reports, run_on_one_simulated_gpu
 
 from pytest_llem.errors import ConfigError, ExperimentFailed
 from pytest_llem.session import BenchmarkSession
@@ -263,26 +262,7 @@ def test_split(llem):
 def run_split_suite(pytester, tmp_path, monkeypatch, power_w: float, *args: str):
     """SPLIT_SUITE on one simulated GPU drawing `power_w` throughout, its counter exact at every
     instant (ideal mode: what is under test is the split, not the counter's 100 ms steps)."""
-    from fake_nvml import FAKE_NVML_DIR, load_fake_nvml
-
-    fake = load_fake_nvml()
-    scenario = tmp_path / "scenario.json"
-    fake.write_scenario(
-        str(scenario), [fake.FakeGpu(uuid="GPU-0000-sim", power_profile=[[0.0, power_w]])], ideal=True
-    )
-    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE_NVML_DIR), os.environ.get("PYTHONPATH", "")]))
-    state_dir = tmp_path / "state"
-    run = pytester.runpytest_subprocess(
-        "-p",
-        "no:cacheprovider",
-        "--llem",
-        f"--llem-state-dir={state_dir}",
-        "--llem-energy=nvml",
-        "--llem-baseline=0",
-        "--llem-sample-interval=0.02",
-        *args,
-    )
+    run, state_dir = run_on_one_simulated_gpu(pytester, tmp_path, monkeypatch, power_w, *args, ideal=True)
     return run, reports(state_dir)[-1]["experiments"][0]["result"]
 
 

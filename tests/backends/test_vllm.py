@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from bench_runs import run
 from fake_vllm import FAKE_VLLM_DIR, load_fake_vllm
-from helpers import reports
+from helpers import reports, run_on_one_simulated_gpu
 
 from pytest_llem.errors import ConfigError, ExperimentFailed
 
@@ -283,26 +283,9 @@ def test_vllm_prefill_and_decode_share_the_windows_measured_energy_by_power(
 ):
     """One simulated GPU at a constant 300 W, its counter exact: each part's energy is 300 W
     times its duration, and the parts add up to the calls' share of the window."""
-    from fake_nvml import FAKE_NVML_DIR, load_fake_nvml
-
-    fake = load_fake_nvml()
-    scenario = tmp_path / "scenario.json"
-    fake.write_scenario(
-        str(scenario), [fake.FakeGpu(uuid="GPU-0000-sim", power_profile=[[0.0, 300.0]])], ideal=True
-    )
-    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
-    path = [str(FAKE_NVML_DIR), str(FAKE_VLLM_DIR), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
     pytester.makepyfile(test_vllm_split=VLLM_SPLIT_SUITE)
-    state_dir = tmp_path / "state"
-    outcome = pytester.runpytest_subprocess(
-        "-p",
-        "no:cacheprovider",
-        "--llem",
-        f"--llem-state-dir={state_dir}",
-        "--llem-energy=nvml",
-        "--llem-baseline=0",
-        "--llem-sample-interval=0.02",
+    outcome, state_dir = run_on_one_simulated_gpu(
+        pytester, tmp_path, monkeypatch, 300.0, ideal=True, paths=(str(FAKE_VLLM_DIR),)
     )
     outcome.assert_outcomes(passed=1)
     (report,) = reports(state_dir)

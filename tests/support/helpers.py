@@ -81,6 +81,44 @@ def run_llem_pytest(
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+def run_on_one_simulated_gpu(
+    pytester,
+    tmp_path: Path,
+    monkeypatch,
+    power_w: float,
+    *args: str,
+    ideal: bool = False,
+    paths: tuple[str, ...] = (),
+):
+    """The pytester suite under `pytest --llem` on one simulated GPU (`fake_nvml`) drawing
+    `power_w` throughout, read every 20 ms with no idle baseline, so every window's energy is
+    `power_w` times its duration; `ideal`: the counter exact at every instant instead of in its
+    100 ms steps. `paths` go first on the children's PYTHONPATH after the fake NVML (another
+    stand-in). Returns the run and the state dir."""
+    from fake_nvml import FAKE_NVML_DIR, load_fake_nvml
+
+    fake = load_fake_nvml()
+    scenario = tmp_path / "scenario.json"
+    fake.write_scenario(
+        str(scenario), [fake.FakeGpu(uuid="GPU-0000-sim", power_profile=[[0.0, power_w]])], ideal=ideal
+    )
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
+    path = [str(FAKE_NVML_DIR), *paths, os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
+    state_dir = tmp_path / "state"
+    run = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--llem",
+        f"--llem-state-dir={state_dir}",
+        "--llem-energy=nvml",
+        "--llem-baseline=0",
+        "--llem-sample-interval=0.02",
+        *args,
+    )
+    return run, state_dir
+
+
 def reports(state_dir: Path) -> list[dict]:
     """Every session report in the state dir, oldest run first."""
     return [json.loads(p.read_text()) for p in sorted(state_dir.glob("runs/*/report.json"))]

@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SIMULATED_RUN, read_pids, reports, start_llem_pytest, wait_for_file, wait_until_all_gone
+from helpers import (
+    SIMULATED_RUN,
+    read_pids,
+    reports,
+    run_on_one_simulated_gpu,
+    start_llem_pytest,
+    wait_for_file,
+    wait_until_all_gone,
+)
 from sample_reports import make_entry, make_report
 from serving_loads import (
     SERVING,
@@ -393,25 +401,9 @@ def test_serve(llem):
 def run_energy_suite(pytester, tmp_path, monkeypatch, *switches: str):
     """ENERGY_SUITE on simulated GPUs at a constant 300 W: every window's energy is 300 W x its
     duration. The pytest run and the experiment's result as its report holds it."""
-    from fake_nvml import FAKE_NVML_DIR, load_fake_nvml
-
-    fake = load_fake_nvml()
-    scenario = tmp_path / "scenario.json"
-    fake.write_scenario(str(scenario), [fake.FakeGpu(uuid="GPU-0000-sim", power_profile=[[0.0, 300.0]])])
-    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE_NVML_DIR), os.environ.get("PYTHONPATH", "")]))
     suite = ENERGY_SUITE.replace("STUB", repr(STUB)).replace("SWITCHES", repr(list(switches)))
     pytester.makepyfile(test_energy_serving=suite)
-    state_dir = tmp_path / "state"
-    run = pytester.runpytest_subprocess(
-        "-p",
-        "no:cacheprovider",
-        "--llem",
-        f"--llem-state-dir={state_dir}",
-        "--llem-energy=nvml",
-        "--llem-baseline=0",
-        "--llem-sample-interval=0.02",
-    )
+    run, state_dir = run_on_one_simulated_gpu(pytester, tmp_path, monkeypatch, 300.0)
     run.assert_outcomes(passed=1)
     (report,) = reports(state_dir)
     return run, report["experiments"][0]["result"]
