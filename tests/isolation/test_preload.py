@@ -20,6 +20,7 @@ from helpers import (
     START_METHODS,
     SUPPORT_DIR,
     is_live,
+    new_preloaded_interpreters,
     preloaded_interpreters,
     read_pids,
     reports,
@@ -48,15 +49,20 @@ from pytest_llem.settings import LlemSettings
 
 
 @pytest.fixture
-def started_here() -> Callable[[], list[int]]:
+def started_here() -> Callable[..., list[int]]:
     """This process's preloaded interpreters that were not running when the test began.
 
     Under pytest-xdist a worker runs other files' tests first; one that never closed its
     session leaves its interpreter until the session is garbage-collected, which is not
     this test's to check.
     """
-    before = set(preloaded_interpreters(os.getpid()))
-    return lambda: [pid for pid in preloaded_interpreters(os.getpid()) if pid not in before]
+    before = preloaded_interpreters(os.getpid())
+
+    def started(wait_for: int = 0) -> list[int]:
+        # `wait_for`: as many to show first, as one just started may not show at once.
+        return new_preloaded_interpreters(before, os.getpid(), wait_for)
+
+    return started
 
 
 def run(bench: BenchmarkSession, workload, **fields):
@@ -102,7 +108,7 @@ def test_env_difference_ignores_what_is_set_per_experiment():
 
 @pytest.mark.parametrize("preload", START_METHODS)
 def test_the_result_records_how_its_group_started(
-    started_here: Callable[[], list[int]], bench: BenchmarkSession, preload: str
+    started_here: Callable[..., list[int]], bench: BenchmarkSession, preload: str
 ):
     first = run(bench, workloads.report_start)
     second = run(bench, workloads.report_start)
@@ -133,7 +139,7 @@ def test_the_result_records_how_its_group_started(
 
 
 def test_a_module_that_starts_a_thread_at_import_forces_a_cold_start_with_the_reason(
-    state_dir: Path, started_here: Callable[[], list[int]]
+    state_dir: Path, started_here: Callable[..., list[int]]
 ):
     bench = BenchmarkSession(
         LlemSettings(
@@ -302,14 +308,14 @@ def run_started_by(preloader: Preloader, request: ExperimentRequest, **env: str)
 
 
 def test_workers_fork_from_the_shared_interpreter_each_fork_with_its_own_environment(
-    tmp_path: Path, started_here: Callable[[], list[int]]
+    tmp_path: Path, started_here: Callable[..., list[int]]
 ):
     owner = Preloader(lambda: list(BASE_MODULES))
     address = owner.share(dict(os.environ))
     assert address is not None
     folder = Path(address).parent
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and stat.S_ISSOCK(Path(address).stat().st_mode)
-    (server,) = started_here()
+    (server,) = started_here(1)
     lines: list[str] = []
     workers = [Preloader(lambda: list(BASE_MODULES), notify=lines.append, shared=address) for _ in range(2)]
     names = ["CUDA_VISIBLE_DEVICES", "PYTEST_XDIST_WORKER", "PYTEST_LLEM_EXPERIMENT_ID"]
@@ -348,11 +354,11 @@ def test_workers_fork_from_the_shared_interpreter_each_fork_with_its_own_environ
 
 
 def test_a_worker_whose_environment_differs_starts_its_own_preloaded_interpreter(
-    tmp_path: Path, started_here: Callable[[], list[int]]
+    tmp_path: Path, started_here: Callable[..., list[int]]
 ):
     owner = Preloader(lambda: list(BASE_MODULES))
     address = owner.share(dict(os.environ))
-    (server,) = started_here()
+    (server,) = started_here(1)
     lines: list[str] = []
     worker = Preloader(lambda: list(BASE_MODULES), notify=lines.append, shared=address)
     try:
@@ -391,7 +397,7 @@ run_in_child(request, env=dict(os.environ), guard=InterruptGuard(SessionInterrup
 
 
 def test_a_killed_worker_leaves_nothing_of_its_experiment_and_the_others_fork_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started_here: Callable[[], list[int]]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started_here: Callable[..., list[int]]
 ):
     # The worker process imports `workloads` as xdist workers find a suite's modules; the same
     # environment here, so that nobody's environment differs from the shared interpreter's.
@@ -399,7 +405,7 @@ def test_a_killed_worker_leaves_nothing_of_its_experiment_and_the_others_fork_on
     owner = Preloader(lambda: list(BASE_MODULES))
     address = owner.share(dict(os.environ))
     assert address is not None
-    (server,) = started_here()
+    (server,) = started_here(1)
     pid_file = tmp_path / "group.json"
     script = KILLED_WORKER.format(
         support=str(SUPPORT_DIR), address=address, state=str(tmp_path / "state"), pid_file=str(pid_file)
@@ -432,7 +438,7 @@ def test_a_killed_worker_leaves_nothing_of_its_experiment_and_the_others_fork_on
 
 
 def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_imports(
-    tmp_path: Path, started_here: Callable[[], list[int]]
+    tmp_path: Path, started_here: Callable[..., list[int]]
 ):
     lines: list[str] = []
     preloader = Preloader(lambda: ["slow_import"], on_fallback=lines.append, interrupted=lambda: True)
@@ -454,12 +460,12 @@ def test_a_signal_while_the_preloaded_interpreter_imports_does_not_wait_for_the_
 
 
 def test_prestart_returns_at_once_and_close_stops_the_imports_at_once(
-    tmp_path: Path, started_here: Callable[[], list[int]]
+    tmp_path: Path, started_here: Callable[..., list[int]]
 ):
     preloader = Preloader(lambda: ["slow_import"])
     started = time.monotonic()
     preloader.prestart(dict(os.environ))
-    (server,) = started_here()
+    (server,) = started_here(1)
     assert time.monotonic() - started < 5.0  # the module's import takes 20 s
     preloader.close()
     assert time.monotonic() - started < 5.0  # killed, not waited for

@@ -38,6 +38,20 @@ def preloaded_interpreters(pytest_pid: int | None = None) -> list[int]:
     return found
 
 
+def new_preloaded_interpreters(
+    before: list[int], pytest_pid: int, count: int, timeout_s: float = 10.0
+) -> list[int]:
+    """The `count` preloaded interpreters of `pytest_pid` not among `before`, waited for: just
+    after one is started, its /proc entry may not show its command line yet (the exec has not
+    happened, or /proc reads it empty on a busy machine). Fewer if they never show."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [pid for pid in preloaded_interpreters(pytest_pid) if pid not in before]
+        if len(found) >= count or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.05)
+
+
 def start_llem_pytest(
     cwd: Path, state_dir: Path | None, *args: str, merge_stderr: bool = True, **env: str
 ) -> subprocess.Popen[str]:
