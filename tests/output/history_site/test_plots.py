@@ -18,17 +18,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def figure_class():
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    from pytest_llem.output.html.charts import CHART_STYLE
-
-    with matplotlib.rc_context(CHART_STYLE):  # as publish_site draws them
-        yield Figure
-
-
 def rgb(colour: str) -> tuple[float, float, float]:
     return tuple(int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
 

@@ -19,17 +19,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def figure_class():
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    from pytest_llem.output.html.charts import CHART_STYLE
-
-    with matplotlib.rc_context(CHART_STYLE):  # as render_html draws them
-        yield Figure
-
-
 def sized(nodeid: str, batch_size: int | None, energies: list[float], tokens: int = 10):
     result = make_result(energies, tokens_per_round=tokens)
     result.config = {**CONFIG, "batch_size": batch_size}
