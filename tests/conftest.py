@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +25,13 @@ from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.database import close_stores, default_store_url
 from pytest_llem.testing import build_tiny_model
+
+# torch takes a thread per core by default. With four test workers on two cores its threads
+# spin waiting for partners that are not running: under such load the README's first benchmark
+# ran 13 times slower (50 tokens/s against 656 with one thread, twice the CPU time). The tests
+# check what is computed and counted, not how fast, so every torch child they start gets one
+# thread unless the environment says otherwise; a test of the default count unsets it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 #: A real PostgreSQL server for the store's tests (started once, when first asked for).
 pytest_plugins = ["postgres_server"]
