@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,7 +51,11 @@ def test_never_reached(llem):
 
 class Session:
     def __init__(
-        self, tmp_path: Path, hang_workload: str = "hang_with_stubborn_children", preload: str = "auto"
+        self,
+        tmp_path: Path,
+        hang_workload: str = "hang_with_stubborn_children",
+        preload: str = "auto",
+        **env: str,
     ) -> None:
         self.tmp_path = tmp_path
         self.state_dir = tmp_path / "state"
@@ -63,6 +68,7 @@ class Session:
             f"--llem-preload={preload}",
             PID_FILE=str(self.pid_file),
             HANG_WORKLOAD=hang_workload,
+            **env,
         )
 
     def wait_until_hanging(self) -> list[int]:
@@ -134,7 +140,10 @@ def test_a_second_signal_does_not_abort_cleanup(tmp_path: Path):
 def test_sigkill_to_pytest_leaves_no_descendant_and_the_next_session_marks_it_stale(
     tmp_path: Path, hang_workload: str, preload: str
 ):
-    session = Session(tmp_path, hang_workload, preload)
+    # Its own temporary folder: any pytest-llem session reclaims the work folders of dead
+    # pytest processes it finds, and another test's session would take this one's first.
+    own_tmp = Path(tempfile.mkdtemp(prefix="llem-"))  # short: a socket's path must fit 108 bytes
+    session = Session(tmp_path, hang_workload, preload, TMPDIR=str(own_tmp))
     pids = session.wait_until_hanging() + session.preloaded  # it must die with pytest too
     os.kill(session.proc.pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -153,11 +162,13 @@ def test_sigkill_to_pytest_leaves_no_descendant_and_the_next_session_marks_it_st
 
     # Its work folder (request.json) was left behind: the next session reclaims it.
     work_dirs = f"pytest-llem-{session.proc.pid}-*"
-    assert list(Path(tempfile.gettempdir()).glob(work_dirs))
+    assert list(own_tmp.glob(work_dirs))
     (tmp_path / "test_suite.py").write_text("def test_nothing(llem):\n    pass\n")
-    rerun_output, _ = start_llem_pytest(tmp_path, session.state_dir).communicate(timeout=60)
+    rerun = start_llem_pytest(tmp_path, session.state_dir, TMPDIR=str(own_tmp))
+    rerun_output, _ = rerun.communicate(timeout=60)
     assert "marked 1 stale experiment(s)" in rerun_output, rerun_output
-    assert not list(Path(tempfile.gettempdir()).glob(work_dirs))
+    assert not list(own_tmp.glob(work_dirs))
+    shutil.rmtree(own_tmp)
     stale = states.load(orphan.experiment_id)
     assert stale.failed and stale.error_message.startswith("stale: its process is gone")
 
