@@ -38,7 +38,6 @@ from pytest_llem.isolation.outcome import ProgressCallback
 from pytest_llem.isolation.preload import PRELOAD_AUTO, PRELOAD_NONE, Preloader, auto_modules
 from pytest_llem.isolation.protocol import ExperimentRequest
 from pytest_llem.isolation.signals import InterruptGuard, sleep_unless_interrupted
-from pytest_llem.isolation.slurm import SlurmLauncher
 from pytest_llem.results import ExperimentResult
 from pytest_llem.settings import LlemSettings
 
@@ -122,6 +121,9 @@ def make_launcher(
     (for its terminal summary), `notify` a line while it waits (for GPUs, for the preloaded
     interpreter), `interrupted` says whether a signal came."""
     if settings.launcher == "slurm":
+        # Imported here: its job models cost every local session and xdist worker ~40 ms to build.
+        from pytest_llem.isolation.slurm import SlurmLauncher
+
         return SlurmLauncher(settings)
     return LocalLauncher(settings, note_problem=note_problem, notify=notify, interrupted=interrupted)
 
