@@ -30,9 +30,12 @@ demo: $(BIN)/.installed
 # small machine's cores: most tests wait on child processes. --dist loadgroup keeps the
 # groups tests/conftest.py gives (a file's module-scoped fixture, the Slurm cluster) on one
 # worker each; docs/development.md says how a test that must run alone is marked.
+# Python's bytecode caches stay on (a machine's environment may turn them off with
+# PYTHONDONTWRITEBYTECODE): without them every process the tests start
+# compiles pytest-llem's modules from source, and pytest rewrites them again.
 TEST_WORKERS ?= 4
 test: lint docs
-	$(BIN)/pytest tests -n $(TEST_WORKERS) --dist loadgroup
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest tests -n $(TEST_WORKERS) --dist loadgroup
 
 # Strict: a broken link or anchor, a page left out of the navigation or a missing snippet fails.
 # NO_MKDOCS_2_WARNING: Material's notice about MkDocs 2 otherwise opens every build's output.
