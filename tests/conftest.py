@@ -18,9 +18,11 @@ from parallel import (
     shared_dir,
     xdist_group_of,
 )
+from shared_preload import shared_preloaded_interpreter as start_shared_interpreter
 from slurm_cluster import slurm_cluster  # noqa: F401 - the session's Slurm cluster, a fixture
 
 from pytest_llem.config import build_config
+from pytest_llem.isolation.preload import PRELOAD_AUTO
 from pytest_llem.session import BenchmarkSession
 from pytest_llem.settings import LlemSettings
 from pytest_llem.store.database import close_stores, default_store_url
@@ -96,9 +98,27 @@ def preload() -> str:
     return "auto"
 
 
+#: A test whose meaning depends on its `bench` owning a fresh preloaded interpreter (what it
+#: imported, learnt or refused, how many started, its environment, its death, the processes it
+#: leaves) is marked with it: its session starts its own instead of sharing this process's.
+OWN_PRELOAD_MARK = "own_preloaded_interpreter"
+
+
+@pytest.fixture(scope="session")
+def shared_preloaded_interpreter() -> Iterator[str | None]:
+    """The address of one preloaded interpreter for every `bench` session of this test process
+    (so of each xdist worker; tests/support/shared_preload.py): what one test's children
+    imported (torch, transformers) stays imported for the next test's forks."""
+    with start_shared_interpreter() as address:
+        yield address
+
+
 @pytest.fixture
-def bench(state_dir: Path, preload: str) -> Iterator[BenchmarkSession]:
-    """A started benchmark session, as the plugin would create it, with no pytest around it."""
+def bench(request: pytest.FixtureRequest, state_dir: Path, preload: str) -> Iterator[BenchmarkSession]:
+    """A started benchmark session, as the plugin would create it, with no pytest around it.
+    Under `preload="auto"` it forks from this test process's shared preloaded interpreter, as
+    an xdist worker's session does from its controller's (unless the test is marked
+    `own_preloaded_interpreter`)."""
     # energy="none": the spine's tests must not depend on which meters this machine can read;
     # no minimum window and no host_busy limit: nor on how long their workloads last or what
     # else runs on this machine (tests/isolation/test_worker.py checks both).
@@ -112,6 +132,8 @@ def bench(state_dir: Path, preload: str) -> Iterator[BenchmarkSession]:
             host_busy_share=1.0,
         )
     )
+    if preload == PRELOAD_AUTO and request.node.get_closest_marker(OWN_PRELOAD_MARK) is None:
+        session.launcher.attach_preloaded(request.getfixturevalue("shared_preloaded_interpreter"))
     session.start()
     yield session
     session.close_preloaded()

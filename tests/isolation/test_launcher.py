@@ -31,6 +31,8 @@ def run(bench: BenchmarkSession, workload, **fields):
     return bench.run_experiment("tests/test_runner.py::case", workload, [fields])
 
 
+# A fresh preloaded interpreter has not imported torch (a shared one may have learnt it).
+@pytest.mark.own_preloaded_interpreter
 @pytest.mark.parametrize("preload", START_METHODS)
 def test_child_runs_in_its_own_session_and_process_group(bench: BenchmarkSession, preload: str):
     result = run(bench, workloads.report_identity)

@@ -176,6 +176,8 @@ def test_a_module_that_fails_to_import_forces_a_cold_start_with_the_reason(state
     assert result.start_note.startswith("importing no_such_module_x failed (ModuleNotFoundError")
 
 
+# Its environment against the one its own interpreter started with.
+@pytest.mark.own_preloaded_interpreter
 def test_an_experiment_whose_environment_differs_starts_cold(bench: BenchmarkSession):
     assert run(bench, workloads.count_tokens).start_method == "preloaded"
     result = run(bench, workloads.report_identity, env={"HF_HUB_OFFLINE": "1"})
@@ -772,6 +774,8 @@ def rootdir_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -
     monkeypatch.syspath_prepend(str(project))
 
 
+# Learning from nothing: a shared interpreter may have learnt these modules already.
+@pytest.mark.own_preloaded_interpreter
 @pytest.mark.parametrize("preload", START_METHODS)
 def test_the_second_case_finds_what_the_first_imported_inside_its_function_already_imported(
     bench: BenchmarkSession, preload: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -817,6 +821,8 @@ threading.Thread(target=lambda: time.sleep(3600), name="learnt-ticker", daemon=T
 """
 
 
+# The refused import retires the interpreter it was learnt into: its own, not the shared one.
+@pytest.mark.own_preloaded_interpreter
 def test_a_learnt_module_that_starts_a_thread_makes_one_start_cold_and_is_never_imported_again(
     bench: BenchmarkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
