@@ -1,6 +1,6 @@
 """A sleep-bound suite on four simulated GPUs, with `-n 4` against `-n 1`, side by side in one run.
 
-    python benchmarks/gpu_leases.py [--cases 8] [--sleep-s 3]
+    python benchmarks/gpu_leases.py [--cases 8] [--sleep-s 10]
 
 Each case leases one GPU (the default) and sleeps in its measured window, as a GPU-bound
 experiment waits on its card. With four xdist workers, four cases hold four different GPUs
@@ -10,7 +10,8 @@ imports, the child group, state and report; the preloaded interpreter, which the
 share, starts once), which is CPU-bound: on a machine with fewer free cores than workers it
 does not overlap, and the speed-up falls short of 4x. "most at once" shows whether the
 leases let four run together; "CPU s" is what the run's processes took (what two busy
-cores must share), steadier than the wall time on a machine others use too.
+cores must share), steadier than the wall time on a machine others use too. Cases of 10 s
+by default: with shorter ones the fixed cost is more of the run, and the speed-up lower.
 GPUs are simulated by tests/support/fake_nvml, first on the PYTHONPATH of every process.
 """
 
@@ -67,17 +68,35 @@ def most_at_once(report: dict) -> int:
     return peak
 
 
-def run_suite(folder: Path, workers: int) -> tuple[float, float, list[str], int]:
-    """Wall time of the suite with `workers` xdist workers, the CPU time its processes took
-    (user and system, every process pytest and its children reaped), the GPUs each case held,
-    and how many ran at once at most."""
-    state_dir = folder / f"state-n{workers}"
+def suite_env(folder: Path) -> dict[str, str]:
     env = dict(
         os.environ,
         FAKE_NVML_SCENARIO=str(folder / "scenario.json"),
         PYTHONPATH=os.pathsep.join([str(FAKE_NVML_DIR), os.environ.get("PYTHONPATH", "")]),
     )
     env.pop("CUDA_VISIBLE_DEVICES", None)
+    # Python's default: bytecode cached. Where the environment turns caching off, every xdist
+    # worker compiles pytest-llem's modules again at its start (and pytest rewrites them),
+    # which a pip-installed pytest-llem, compiled at install, never does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def warm_up(folder: Path) -> None:
+    """Collect the suite once in an xdist worker, untimed: the bytecode caches are then
+    written before either timed run, so neither pays for compiling."""
+    command = pytest_llem_command(
+        folder / "state-warm-up", "--collect-only", "-n", "1", "test_bench_suite.py"
+    )
+    subprocess.run(command, cwd=folder, env=suite_env(folder), capture_output=True, check=True)
+
+
+def run_suite(folder: Path, workers: int) -> tuple[float, float, list[str], int]:
+    """Wall time of the suite with `workers` xdist workers, the CPU time its processes took
+    (user and system, every process pytest and its children reaped), the GPUs each case held,
+    and how many ran at once at most."""
+    state_dir = folder / f"state-n{workers}"
+    env = suite_env(folder)
     command = pytest_llem_command(
         state_dir,
         "--llem-energy=nvml",
@@ -103,12 +122,13 @@ def run_suite(folder: Path, workers: int) -> tuple[float, float, list[str], int]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=8)
-    parser.add_argument("--sleep-s", type=float, default=3.0)
+    parser.add_argument("--sleep-s", type=float, default=10.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_scenario(folder / "scenario.json")
         (folder / "test_bench_suite.py").write_text(SUITE.format(sleep_s=args.sleep_s, cases=args.cases))
+        warm_up(folder)
         one_s, one_cpu_s, one_gpus, one_peak = run_suite(folder, 1)
         four_s, four_cpu_s, four_gpus, four_peak = run_suite(folder, 4)
     ideal_s = args.cases * args.sleep_s
