@@ -150,8 +150,16 @@ def run_in_session(state_dir: Path, workload, fields: dict, **settings) -> Exper
 
 @contextmanager
 def planted_load(processes: int) -> Iterator[None]:
-    """Processes outside the experiment's tree (children of this pytest process) spinning on the CPUs."""
-    spinners = [subprocess.Popen([sys.executable, "-c", workloads.SPIN_FOR, "600"]) for _ in range(processes)]
+    """Processes outside the experiment's tree (children of this pytest process) spinning on the CPUs.
+
+    Each in a session of its own: where the kernel groups the scheduling by session
+    (autogroup), CPU time is shared between sessions before processes, so spinners in one
+    session would together get no more than the experiment's session, and a single busy
+    process elsewhere on the machine would get as much as either."""
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", workloads.SPIN_FOR, "600"], start_new_session=True)
+        for _ in range(processes)
+    ]
     try:
         time.sleep(0.5)  # all of them started and spinning before the window opens
         yield
@@ -190,8 +198,11 @@ def test_a_case_run_beside_a_busy_process_is_flagged_host_busy_with_the_share(tm
 def test_a_case_without_the_planted_load_measures_less_of_others_and_is_not_flagged(tmp_path: Path):
     # The limit is what the planted load took: this machine may run other jobs, so the quiet
     # run is compared with the busy one, not with zero. Three spinners outside for each one
-    # inside: the loaded run's share is some 3/4 however busy the machine is, and the quiet
-    # run's stays below it unless others run three times as many busy processes as the case.
+    # inside, each in a session of its own: the loaded run's share is 3/4 or more however busy
+    # the machine is, and the quiet run's stays below it unless others run three times as
+    # many busy sessions as the case has spinners. (Failed when the planted spinners shared
+    # one session and a single busy process ran beside the tests: with the kernel's
+    # autogroup scheduling that process alone took as much CPU as the experiment.)
     with planted_load(3 * SPINNERS_PER_CPU * (os.cpu_count() or 1)):
         loaded = spinning_case(tmp_path / "loaded")
     assert loaded.host_other_cpu_share is not None
