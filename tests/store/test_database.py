@@ -33,6 +33,33 @@ def revision_of(url: str) -> str:
         return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
+def store_run_as_an_older_revision(store_url: str, report, lacking: str, field: str, **columns: str) -> None:
+    """Write `report` as an older schema revision stored it: its `runs` table has no `lacking`
+    column and the report's JSON no `field`; `columns` are values of the other optional columns."""
+    values = {"run_id": report.run_id, "name": report.name, "machine_id": "h100x1", **columns}
+    engine = sa.create_engine(database._engine_url(store_url))
+    with engine.begin() as conn:
+        assert lacking not in {column["name"] for column in sa.inspect(conn).get_columns("runs")}
+        names = [*values, "started_at", "finished_at", "outcome", "can_be_baseline"]
+        names += ["experiment_count", "measured_count", "failed_count", "summary_json"]
+        conn.execute(
+            sa.text(
+                f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join(f':{n}' for n in values)}, "
+                ":at, :at, 'passed', TRUE, 1, 1, 0, :summary)"
+            ),
+            {
+                **values,
+                "at": report.started_at,
+                "summary": report.model_dump_json(exclude={"experiments", field}),
+            },
+        )
+        conn.execute(
+            sa.text("INSERT INTO run_reports (run_id, report_z) VALUES (:run_id, :blob)"),
+            {"run_id": report.run_id, "blob": database.pack_text(report.model_dump_json(exclude={field}))},
+        )
+    engine.dispose()
+
+
 def test_a_new_store_gets_the_newest_schema(store_url: str):
     assert revision_of(store_url) == SCHEMA_REVISION
     with open_store(store_url).read() as conn:
@@ -65,23 +92,8 @@ def test_an_older_store_is_migrated_forward_keeping_its_runs(store_url: str):
 
 def test_a_store_without_projects_is_migrated_and_its_runs_stay_readable_as_legacy(state_dir, store_url):
     create_at_revision(store_url, "0002")
-    old = make_report("old-run", [make_entry(GPT2, make_result([1.0]))])
-    engine = sa.create_engine(database._engine_url(store_url))
-    with engine.begin() as conn:  # a run as revision 0002 stored it: no project column, none in the report
-        assert "project" not in {column["name"] for column in sa.inspect(conn).get_columns("runs")}
-        conn.execute(
-            sa.text(
-                "INSERT INTO runs (run_id, name, machine_id, started_at, finished_at, outcome, "
-                "can_be_baseline, experiment_count, measured_count, failed_count, summary_json) VALUES "
-                "('old-run', 'main', 'h100x1', :at, :at, 'passed', TRUE, 1, 1, 0, :summary)"
-            ),
-            {"at": old.started_at, "summary": old.model_dump_json(exclude={"experiments", "project"})},
-        )
-        conn.execute(
-            sa.text("INSERT INTO run_reports (run_id, report_z) VALUES ('old-run', :blob)"),
-            {"blob": database.pack_text(old.model_dump_json(exclude={"project"}))},
-        )
-    engine.dispose()
+    old = make_report("old-run", [make_entry(GPT2, make_result([1.0]))], name="main")
+    store_run_as_an_older_revision(store_url, old, lacking="project", field="project")
 
     history = RunHistory(state_dir, store_url)
     assert revision_of(store_url) == SCHEMA_REVISION
@@ -100,22 +112,7 @@ def test_a_store_without_projects_is_migrated_and_its_runs_stay_readable_as_lega
 def test_a_store_without_commits_is_migrated_and_its_runs_read_without_one(state_dir, store_url):
     create_at_revision(store_url, "0003")
     old = make_report("old-run", [make_entry(GPT2, make_result([1.0]))], name="main")
-    engine = sa.create_engine(database._engine_url(store_url))
-    with engine.begin() as conn:  # a run as revision 0003 stored it: no commit column, none in the report
-        assert "git_commit" not in {column["name"] for column in sa.inspect(conn).get_columns("runs")}
-        conn.execute(
-            sa.text(
-                "INSERT INTO runs (run_id, name, machine_id, project, started_at, finished_at, outcome, "
-                "can_be_baseline, experiment_count, measured_count, failed_count, summary_json) VALUES "
-                "('old-run', 'main', 'h100x1', 'alpha', :at, :at, 'passed', TRUE, 1, 1, 0, :summary)"
-            ),
-            {"at": old.started_at, "summary": old.model_dump_json(exclude={"experiments", "source"})},
-        )
-        conn.execute(
-            sa.text("INSERT INTO run_reports (run_id, report_z) VALUES ('old-run', :blob)"),
-            {"blob": database.pack_text(old.model_dump_json(exclude={"source"}))},
-        )
-    engine.dispose()
+    store_run_as_an_older_revision(store_url, old, lacking="git_commit", field="source", project="alpha")
 
     history = RunHistory(state_dir, store_url)
     assert revision_of(store_url) == SCHEMA_REVISION
