@@ -32,7 +32,7 @@ from pytest_llem.testing import build_tiny_model
 # spin waiting for partners that are not running: under such load the README's first benchmark
 # ran 13 times slower (50 tokens/s against 656 with one thread, twice the CPU time). The tests
 # check what is computed and counted, not how fast, so every torch child they start gets one
-# thread unless the environment says otherwise; a test of the default count unsets it.
+# thread unless the environment says otherwise; a test that needs the default count must unset it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 #: A real PostgreSQL server for the store's tests (started once, when first asked for).

@@ -100,12 +100,17 @@ class MeasuredDevice(ABC):
         return False
 
 
+def _trapezoid_j(points: list[tuple[float, float]]) -> float:
+    """Trapezoid rule over (t_s, power_w) points, in order."""
+    return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(points, points[1:], strict=False))
+
+
 def integrate_power_j(samples: list[PowerSample]) -> float | None:
     """Trapezoid rule over (t_s, power_w) points; None with fewer than two usable points."""
     points = [(s.t_s, s.power_w) for s in samples if s.power_w is not None]
     if len(points) < 2:
         return None
-    return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(points, points[1:], strict=False))
+    return _trapezoid_j(points)
 
 
 def power_between_j(samples: list[PowerSample], start_s: float, end_s: float) -> float | None:
@@ -126,7 +131,7 @@ def power_between_j(samples: list[PowerSample], start_s: float, end_s: float) ->
 
     inside = [(start_s, power_at(start_s)), *((t, p) for t, p in points if start_s < t < end_s)]
     inside.append((end_s, power_at(end_s)))
-    return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(inside, inside[1:], strict=False))
+    return _trapezoid_j(inside)
 
 
 def energy_within_j(device: DeviceEnergy, spans: list[tuple[float, float]]) -> float | None:

@@ -53,6 +53,8 @@ _FIGURES = {
     "requests_waiting": WAITING_NAMES,
     "preemptions": PREEMPTION_NAMES,
 }
+#: Every metric name read, in `_FIGURES`' order.
+_ALL_NAMES = tuple(name for names in _FIGURES.values() for name in names)
 
 
 class NotPrometheus(ValueError):
@@ -78,7 +80,7 @@ def parse_metrics(text: str) -> Reading:
     """The figures pytest-llem reads from Prometheus text; `NotPrometheus` when it is not that."""
     parser = import_extra("prometheus_client.parser", "serving", PURPOSE)
     values: dict[str, list[float]] = {}
-    wanted = {name for names in _FIGURES.values() for name in names}
+    wanted = set(_ALL_NAMES)
     try:
         for family in parser.text_string_to_metric_families(text):
             for sample in family.samples:
@@ -158,13 +160,9 @@ def probe(base_url: str, headers: Mapping[str, str] | None = None) -> str | None
             except (httpx.HTTPError, NotPrometheus, _NotOk) as exc:
                 return f"{NO_METRICS}: {_describe_failure(exc, SCRAPE_TIMEOUT_S)}"
             if reading.empty:
-                return f"{NO_METRICS}: {METRICS_PATH} has none of {', '.join(_all_names())}"
+                return f"{NO_METRICS}: {METRICS_PATH} has none of {', '.join(_ALL_NAMES)}"
             return None
         return f"{NO_METRICS}: {METRICS_PATH}: {why}, three times"
-
-
-def _all_names() -> list[str]:
-    return [name for names in _FIGURES.values() for name in names]
 
 
 @dataclass

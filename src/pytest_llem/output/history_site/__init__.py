@@ -26,7 +26,7 @@ from pytest_llem.base.atomic import atomic_write_text
 from pytest_llem.errors import LlemError
 from pytest_llem.extras import import_extra
 from pytest_llem.output.history_site.pages import CASES_FOLDER, INDEX_PAGE, case_page, case_path, index_page
-from pytest_llem.output.history_site.series import CaseHistory, MarkedStep, case_histories
+from pytest_llem.output.history_site.series import CaseHistory, MarkedStep, case_histories, regressions
 from pytest_llem.store.report import SessionReport
 
 #: Pages are for reading by anyone the folder is served to, unlike the state dir's files.
@@ -42,12 +42,7 @@ class PublishedSite:
     @property
     def regressions(self) -> list[tuple[CaseHistory, str, MarkedStep]]:
         """Each case, metric and latest step that made the metric worse (per machine)."""
-        return [
-            (case, history.metric.name, marked)
-            for case in self.cases
-            for history in case.metrics
-            for marked in history.regressions
-        ]
+        return regressions(self.cases)
 
 
 def publish_site(

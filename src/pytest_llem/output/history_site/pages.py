@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from pytest_llem.formatting import figure_or_missing
 from pytest_llem.gating.stats import SIGNIFICANCE_LEVEL
 from pytest_llem.output.history_site.plots import history_chart
-from pytest_llem.output.history_site.series import CaseHistory, MarkedStep
+from pytest_llem.output.history_site.series import CaseHistory, MarkedStep, regressions
 from pytest_llem.output.html import STYLESHEET
 from pytest_llem.output.html.charts import figure_element
 from pytest_llem.store.projects import shown_project
@@ -43,20 +43,15 @@ def metric_anchor(name: str) -> str:
 
 def index_page(cases: list[CaseHistory], run_count: int) -> str:
     projects = sorted({shown_project(case.project) for case in cases})
-    regressions = [
-        (case, history.metric.name, marked)
-        for case in cases
-        for history in case.metrics
-        for marked in history.regressions
-    ]
+    regressed = regressions(cases)
     machines = sorted({run.machine_id for case in cases for run in case.runs})
     header = (
         "<header><h1>pytest-llem history</h1>"
         f'<p class="subtitle">{run_count} run(s), {len(cases)} case(s); project(s): '
         f"{escape(', '.join(projects))}; machine(s): {escape(', '.join(machines))}</p></header>"
     )
-    if regressions:
-        rows = "".join(_regression_row(case, metric, marked) for case, metric, marked in regressions)
+    if regressed:
+        rows = "".join(_regression_row(case, metric, marked) for case, metric, marked in regressed)
         found = (
             '<div class="scroll"><table><thead><tr><th>case</th><th>metric</th><th>machine</th>'
             '<th>step at</th><th class="num">before</th><th class="num">after</th>'

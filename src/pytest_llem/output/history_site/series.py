@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from pytest_llem.base.digests import json_digest
@@ -115,6 +115,16 @@ class CaseHistory:
         return f"{readable}-{json_digest([self.project, self.key])[:8]}"
 
 
+def regressions(cases: Sequence[CaseHistory]) -> list[tuple[CaseHistory, str, MarkedStep]]:
+    """Each case, metric and latest step that made the metric worse (per machine)."""
+    return [
+        (case, history.metric.name, marked)
+        for case in cases
+        for history in case.metrics
+        for marked in history.regressions
+    ]
+
+
 def case_histories(reports: Sequence[SessionReport], metric_names: Sequence[str] = ()) -> list[CaseHistory]:
     """Every case measured in `reports` (taken in the order given: oldest run first), with a
     history per metric that has a figure in some run (only `metric_names` when given)."""
@@ -155,14 +165,7 @@ def _metric_history(metric: Metric, runs: list[CaseRun]) -> MetricHistory:
         positions = [i for i, run in enumerate(runs) if run.machine_id == machine_id]
         found = find_steps([figures[i].value for i in positions], [figures[i].flagged for i in positions])
         for step in found:
-            moved = Step(
-                index=positions[step.index],
-                before=step.before,
-                after=step.after,
-                p_value=step.p_value,
-                runs_before=step.runs_before,
-                runs_after=step.runs_after,
-            )
+            moved = replace(step, index=positions[step.index])
             history.steps.append(MarkedStep(moved, machine_id, metric.worse_by(step.before, step.after) > 0))
     history.steps.sort(key=lambda marked: marked.step.index)
     return history
