@@ -195,10 +195,15 @@ def test_bisect_names_the_planted_commit_leaves_the_checkout_alone_and_reuses_it
     assert checkout_state(repo) == before
 
 
-def bisect_processes() -> list[psutil.Process]:
+def bisect_processes(state_dir: Path) -> list[psutil.Process]:
+    """The benchmark runs of the bisection that keeps its runs in `state_dir` (not another
+    test's, which may run beside it)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
-        if any(arg.startswith("--llem-save=bisect-") for arg in proc.info["cmdline"] or []):
+        args = proc.info["cmdline"] or []
+        if any(arg.startswith("--llem-save=bisect-") for arg in args) and any(
+            str(state_dir) in arg for arg in args
+        ):
             found.append(proc)
     return found
 
@@ -228,7 +233,7 @@ def test_ctrl_c_stops_the_run_removes_the_worktree_and_exits_130(tmp_path: Path)
     assert "pytest-llem: bisect stopped by SIGINT; its worktree was removed" in err
     assert checkout_state(repo) == before
     assert list((tmp_path / "tmp").iterdir()) == []
-    assert bisect_processes() == []
+    assert bisect_processes(tmp_path / "state") == []
 
 
 # --- judged from saved runs alone: the answers that are not a first bad commit --------------
