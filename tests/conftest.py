@@ -8,16 +8,6 @@ from types import ModuleType
 
 import pytest
 from fake_nvml import load_fake_nvml
-from parallel import (
-    ALONE_MARK,
-    SHARED_DIR_KEY,
-    built_once,
-    make_shared_dir,
-    remove_shared_dir,
-    run_gate,
-    shared_dir,
-    xdist_group_of,
-)
 from shared_preload import shared_preloaded_interpreter as start_shared_interpreter
 from slurm_cluster import slurm_cluster  # noqa: F401 - the session's Slurm cluster, a fixture
 
@@ -35,45 +25,9 @@ from pytest_llem.testing import build_tiny_model
 # thread unless the environment says otherwise; a test that needs the default count must unset it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-#: A real PostgreSQL server for the store's tests (started once, when first asked for).
-pytest_plugins = ["postgres_server"]
-
-
-# How the tests share the machine under pytest-xdist (`make test`): tests/support/parallel.py.
-_SHARED_DIR = pytest.StashKey[Path]()
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node) -> None:  # noqa: ANN001 - xdist's WorkerController
-    """Each worker is told the folder the run's workers share (made here, in the controller)."""
-    stash = node.config.stash
-    if _SHARED_DIR not in stash:
-        stash[_SHARED_DIR] = make_shared_dir()
-    node.workerinput[SHARED_DIR_KEY] = str(stash[_SHARED_DIR])
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if _SHARED_DIR in config.stash:
-        remove_shared_dir(config.stash[_SHARED_DIR])
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (loadgroup)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return  # no xdist_group marker to add (and none needed)
-    for item in items:
-        group = xdist_group_of(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  # noqa: ANN201
-    folder = shared_dir(item.config)
-    if folder is None:
-        return (yield)
-    with run_gate(folder, alone=item.get_closest_marker(ALONE_MARK) is not None):
-        return (yield)
+#: A real PostgreSQL server for the store's tests (started once, when first asked for), and
+#: how the tests share the machine under pytest-xdist (`make test`).
+pytest_plugins = ["postgres_server", "parallel"]
 
 
 @pytest.fixture
@@ -158,6 +112,9 @@ def tiny_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     if importlib.util.find_spec("transformers") is None:  # find, not import: keep torch out of here
         pytest.skip("the torch extra (torch, transformers) is not installed")
     # Built once for all of an xdist run's workers: a fresh interpreter importing torch is slow.
+    # (Imported here: `parallel` is a plugin of this conftest's, loaded after it is imported.)
+    from parallel import built_once
+
     return built_once(
         request.config,
         "tiny-gpt2",

@@ -1,6 +1,6 @@
 """How the project's own tests share the machine when pytest-xdist runs them (`make test`).
 
-Three rules, applied by tests/conftest.py to every test, so a new test follows them without
+Three rules, applied by the hooks below to every test, so a new test follows them without
 being listed anywhere:
 
 - a test marked `alone` runs with no other test running: it takes the run's gate exclusively
@@ -14,11 +14,21 @@ being listed anywhere:
 Session-scoped fixtures that only build files (a tiny model) are built once for all workers
 with `built_once`, in a folder the controller makes and removes (`SHARED_DIR_KEY` in each
 worker's input). Without xdist none of this does anything: one process runs one test at a time.
+
+The hooks make this module a pytest plugin (tests/conftest.py names it in `pytest_plugins`),
+so a suite the tests write can load the same rules. The groups do not travel as
+`xdist_group` marks: xdist's loadgroup appends a mark's group to the test's node id, which
+pytest 9.2 no longer lets a plugin change, so every test became a group of its own and
+module fixtures were built once per worker, with nothing failing (pytest-xdist issue 1386).
+Each worker writes its tests' groups to the shared folder when its collection is done, and
+the controller's scheduler (`pytest_xdist_make_scheduler`, for `--dist loadgroup`) reads
+them from there.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -38,6 +48,9 @@ GROUPED_FIXTURES = ("slurm_cluster",)
 # and the tests under way drain. With the gate alone, shared holders on three other workers
 # could keep it held for good.
 _TURNSTILE, _GATE = "turnstile.lock", "gate.lock"
+#: Each worker's {node id: group} for its grouped tests, in the run's shared folder.
+_GROUPS_GLOB = "groups-*.json"
+_SHARED_DIR = pytest.StashKey[Path]()
 
 
 def make_shared_dir() -> Path:
@@ -117,3 +130,80 @@ def built_once(config: pytest.Config, name: str, build: Callable[[Path], object]
             build(target)
             done.touch()
     return target
+
+
+def write_groups(folder: Path, worker: str, groups: dict[str, str]) -> None:
+    """This worker's grouped tests ({node id: group}), whole or not at all (renamed into place)."""
+    part = folder / f"groups-{worker}.json.part"
+    part.write_text(json.dumps(groups), encoding="utf-8")
+    part.replace(folder / f"groups-{worker}.json")
+
+
+def read_groups(folder: Path) -> dict[str, str]:
+    """Every worker's grouped tests. Workers collect the same tests (xdist checks it), so they
+    agree; a worker that replaced a crashed one wrote the same again."""
+    groups: dict[str, str] = {}
+    for path in sorted(folder.glob(_GROUPS_GLOB)):
+        groups.update(json.loads(path.read_text(encoding="utf-8")))
+    return groups
+
+
+def group_scheduler(config: pytest.Config, log, folder: Path):  # noqa: ANN001, ANN201 - xdist's types
+    """xdist's scope scheduling with a test's scope its group from `read_groups` (read once,
+    when the scheduler first asks: by then every worker has sent its collection, which it
+    does after writing its groups), or the test itself if it has none. Imported here: only
+    an xdist controller asks for it."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                self.groups = read_groups(folder)
+            return self.groups.get(nodeid, nodeid)
+
+    return GroupScheduling(config, log)
+
+
+# The hooks: the controller makes the shared folder and schedules by group; each worker writes
+# its groups and takes the gate around each test.
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # noqa: ANN001 - xdist's WorkerController
+    """Each worker is told the folder the run's workers share (made here, in the controller)."""
+    stash = node.config.stash
+    if _SHARED_DIR not in stash:
+        stash[_SHARED_DIR] = make_shared_dir()
+    node.workerinput[SHARED_DIR_KEY] = str(stash[_SHARED_DIR])
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own scheduler for loadgroup
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201
+    if config.getvalue("dist") != "loadgroup" or _SHARED_DIR not in config.stash:
+        return None
+    return group_scheduler(config, log, config.stash[_SHARED_DIR])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SHARED_DIR in config.stash:
+        remove_shared_dir(config.stash[_SHARED_DIR])
+
+
+@pytest.hookimpl(tryfirst=True)  # before the worker sends its collection to the controller
+def pytest_collection_finish(session: pytest.Session) -> None:
+    folder = shared_dir(session.config)
+    if folder is None:
+        return
+    groups = {item.nodeid: group for item in session.items if (group := xdist_group_of(item)) is not None}
+    write_groups(folder, session.config.workerinput["workerid"], groups)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  # noqa: ANN201
+    folder = shared_dir(item.config)
+    if folder is None:
+        return (yield)
+    with run_gate(folder, alone=item.get_closest_marker(ALONE_MARK) is not None):
+        return (yield)

@@ -105,6 +105,62 @@ def test_groups_follow_module_fixtures_and_services(pytester: pytest.Pytester):
     }
 
 
+# Tests of a module-scoped fixture, of a service and plain ones, each logging which worker ran
+# it; every test sleeps a little, so both workers take plain tests.
+GROUPED_SUITE = """
+import json, os, time
+import pytest
+
+def log(kind):
+    with open(os.environ["GROUPS_LOG"], "a") as f:
+        f.write(json.dumps([kind, os.environ["PYTEST_XDIST_WORKER"]]) + "\\n")
+
+@pytest.fixture(scope="module")
+def built_once_a_module():
+    log("built")
+
+@pytest.fixture(scope="session")
+def SERVICE():
+    return None
+
+@pytest.mark.parametrize("i", range(4))
+def test_module_fixture(built_once_a_module, i):
+    time.sleep(0.1)
+    log("module")
+
+@pytest.mark.parametrize("i", range(4))
+def test_service(SERVICE, i):
+    time.sleep(0.1)
+    log("service")
+
+@pytest.mark.parametrize("i", range(8))
+def test_plain(i):
+    time.sleep(0.1)
+    log("plain")
+"""
+
+
+def test_xdist_runs_each_group_on_one_worker_and_builds_its_module_fixture_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+):
+    # What `make test` runs: --dist loadgroup, with this module as the plugin that says the groups.
+    (service,) = GROUPED_FIXTURES
+    pytester.makeconftest('pytest_plugins = ["parallel"]')
+    pytester.makepyfile(test_grouped=GROUPED_SUITE.replace("SERVICE", service))
+    log = pytester.path / "groups.log"
+    monkeypatch.setenv("GROUPS_LOG", str(log))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(SUPPORT_DIR), os.environ.get("PYTHONPATH", "")]))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup")
+    result.assert_outcomes(passed=16)
+    workers: dict[str, list[str]] = {}
+    for kind, worker in (json.loads(line) for line in log.read_text().splitlines()):
+        workers.setdefault(kind, []).append(worker)
+    assert len(workers["built"]) == 1
+    assert len(set(workers["module"])) == 1 and len(workers["module"]) == 4
+    assert len(set(workers["service"])) == 1 and len(workers["service"]) == 4
+    assert set(workers["plain"]) == {"gw0", "gw1"}  # the run was shared: the groups could have split
+
+
 BUILDER = """
 import os, sys, time
 from pathlib import Path
