@@ -149,29 +149,39 @@ def run_in_session(state_dir: Path, workload, fields: dict, **settings) -> Exper
 
 
 @contextmanager
-def planted_load(processes: int) -> Iterator[None]:
-    """Processes outside the experiment's tree (children of this pytest process) spinning on the CPUs.
+def planted_load(processes: int, folder: Path) -> Iterator[str]:
+    """Processes outside the experiment's tree (children of this pytest process) that spin on
+    the CPUs while the window of `spinning_case` is open; yields the flag file that case
+    holds meanwhile. They spin only then: the share is measured over the window, and a load
+    before it would only slow the experiment's start (most of this test's time, it was).
 
     Each in a session of its own: where the kernel groups the scheduling by session
     (autogroup), CPU time is shared between sessions before processes, so spinners in one
     session would together get no more than the experiment's session, and a single busy
     process elsewhere on the machine would get as much as either."""
+    folder.mkdir(parents=True, exist_ok=True)
+    flag = folder / "window-open"
     spinners = [
-        subprocess.Popen([sys.executable, "-c", workloads.SPIN_FOR, "600"], start_new_session=True)
+        subprocess.Popen(
+            [sys.executable, "-c", workloads.SPIN_WHILE_FLAGGED, str(flag)], start_new_session=True
+        )
         for _ in range(processes)
     ]
     try:
-        time.sleep(0.5)  # all of them started and spinning before the window opens
-        yield
+        deadline = time.monotonic() + 60
+        while len(list(folder.glob("window-open.ready-*"))) < processes:  # all waiting for the flag
+            assert time.monotonic() < deadline, "the planted load did not start within 60 s"
+            time.sleep(0.01)
+        yield str(flag)
     finally:
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
 
 
-def spinning_case(state_dir: Path, **settings) -> ExperimentResult:
+def spinning_case(state_dir: Path, flag: str | None = None, **settings) -> ExperimentResult:
     spinners = SPINNERS_PER_CPU * (os.cpu_count() or 1)
-    fields = {"min_window_s": 0, "params": {"processes": spinners, "spin_s": 1.5}}
+    fields = {"min_window_s": 0, "params": {"processes": spinners, "spin_s": 1.5, "flag": flag}}
     return run_in_session(state_dir, workloads.spinning_children, fields, **settings)
 
 
@@ -180,8 +190,8 @@ def host_busy(result: ExperimentResult) -> list[str]:
 
 
 def test_a_case_run_beside_a_busy_process_is_flagged_host_busy_with_the_share(tmp_path: Path):
-    with planted_load(SPINNERS_PER_CPU * (os.cpu_count() or 1)):
-        result = spinning_case(tmp_path / "state", host_busy_share=0.25)
+    with planted_load(SPINNERS_PER_CPU * (os.cpu_count() or 1), tmp_path / "load") as flag:
+        result = spinning_case(tmp_path / "state", flag, host_busy_share=0.25)
     share = result.host_other_cpu_share
     # As many spinners outside as inside: about half the CPUs' time is others', more if the
     # machine is busy besides.
@@ -203,8 +213,8 @@ def test_a_case_without_the_planted_load_measures_less_of_others_and_is_not_flag
     # many busy sessions as the case has spinners. (Failed when the planted spinners shared
     # one session and a single busy process ran beside the tests: with the kernel's
     # autogroup scheduling that process alone took as much CPU as the experiment.)
-    with planted_load(3 * SPINNERS_PER_CPU * (os.cpu_count() or 1)):
-        loaded = spinning_case(tmp_path / "loaded")
+    with planted_load(3 * SPINNERS_PER_CPU * (os.cpu_count() or 1), tmp_path / "load") as flag:
+        loaded = spinning_case(tmp_path / "loaded", flag)
     assert loaded.host_other_cpu_share is not None
     quiet = spinning_case(tmp_path / "quiet", host_busy_share=loaded.host_other_cpu_share)
     assert quiet.host_other_cpu_share is not None
@@ -228,7 +238,7 @@ def test_a_short_cpu_window_is_flagged_short_window_with_no_energy_meter(tmp_pat
 
 
 def test_a_limit_of_one_never_flags_host_busy(tmp_path: Path):
-    with planted_load(os.cpu_count() or 1):
-        result = spinning_case(tmp_path / "state", host_busy_share=1.0)
+    with planted_load(os.cpu_count() or 1, tmp_path / "load") as flag:
+        result = spinning_case(tmp_path / "state", flag, host_busy_share=1.0)
     assert result.host_other_cpu_share is not None and result.host_other_cpu_share > 0
     assert host_busy(result) == []

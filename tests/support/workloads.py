@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from pytest_llem import ExperimentContext
 
@@ -296,19 +297,37 @@ def import_inside(ctx: ExperimentContext) -> None:
 SPIN_FOR = (
     "import sys, time\nend = time.perf_counter() + float(sys.argv[1])\nwhile time.perf_counter() < end: pass"
 )
+# A process that says it is ready (a file of its own beside the flag file argv[1]), waits for
+# the flag file, keeps one CPU busy while it is there, and exits once it is gone.
+SPIN_WHILE_FLAGGED = """
+import os, sys, time
+flag = sys.argv[1]
+open(f"{flag}.ready-{os.getpid()}", "w").close()
+while not os.path.exists(flag):
+    time.sleep(0.005)
+spun = 0
+while spun % 4096 or os.path.exists(flag):
+    spun += 1
+"""
 
 
 def spinning_children(ctx: ExperimentContext) -> None:
     """Inside the window, `processes` children (in the experiment's group) each keep a CPU busy
     for `spin_s`, then exit and are reaped before the window closes: all of it is the
-    experiment's own CPU time."""
+    experiment's own CPU time. With `flag`, that file exists while the window is open: the
+    planted load outside the experiment (`SPIN_WHILE_FLAGGED`) spins then and only then."""
+    flag = ctx.params.get("flag")
     with ctx.window():
+        if flag:
+            Path(flag).touch()
         children = [
             subprocess.Popen([sys.executable, "-c", SPIN_FOR, str(ctx.params["spin_s"])])
             for _ in range(int(ctx.params["processes"]))
         ]
         for child in children:
             child.wait()
+        if flag:
+            os.unlink(flag)
     ctx.record(output_tokens=1)
 
 
