@@ -224,9 +224,9 @@ class LLM:
         self, prompts: list[str], sampling_params: SamplingParams | None = None, *, use_tqdm: bool = True
     ) -> list[RequestOutput]:
         params = sampling_params or SamplingParams()
-        _log("generate", prompts=len(prompts), use_tqdm=use_tqdm)
-        outputs = []
         arrival, queued = time.time(), time.monotonic()
+        _log("generate", prompts=len(prompts), use_tqdm=use_tqdm, started_s=queued)
+        outputs = []
         lengths = [
             params.max_tokens if params.ignore_eos else max(params.min_tokens, params.max_tokens // 2)
             for _ in prompts
