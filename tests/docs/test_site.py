@@ -15,7 +15,7 @@ from types import ModuleType
 from urllib.parse import urlsplit
 
 import pytest
-from browser import ELEMENT_ID, broken_links, file_dom, find_browser
+from browser import ELEMENT_ID, broken_links, file_doms, find_browser
 
 from pytest_llem.config import ExperimentConfig
 from pytest_llem.settings import SETTINGS
@@ -87,7 +87,7 @@ def test_every_page_renders_with_content_and_every_internal_link_resolves(site: 
     assert BROWSER is not None
     pages = sorted(p for p in site.rglob("index.html"))
     assert len(pages) >= 15, [str(p.relative_to(site)) for p in pages]
-    doms = {page: file_dom(BROWSER, page) for page in pages}
+    doms = file_doms(BROWSER, pages)
     broken = []
     for page, dom in doms.items():
         article = ARTICLE.search(dom)
