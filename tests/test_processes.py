@@ -53,16 +53,21 @@ def test_an_unreaped_child_is_a_zombie_and_counts_as_gone():
 
 
 def test_descendants_are_found_parents_first_and_killed_unless_the_pid_was_reused():
-    grandchild_code = "import subprocess, sys, time; subprocess.Popen(SLEEPER); time.sleep(60)"
+    # The child says when its Popen has returned and keeps the Popen: killed earlier (it is in
+    # /proc from its fork), the grandchild was reaped by the child's Popen, no zombie left.
+    grandchild_code = (
+        "import subprocess, time; p = subprocess.Popen(SLEEPER); print(p.pid, flush=True); time.sleep(60)"
+    )
     child = subprocess.Popen(
-        [sys.executable, "-c", grandchild_code.replace("SLEEPER", repr(SLEEPER))], stdout=subprocess.DEVNULL
+        [sys.executable, "-c", grandchild_code.replace("SLEEPER", repr(SLEEPER))],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
-        for _ in range(500):
-            found = descendants()
-            if any(e.parent_pid == child.pid for e in found):  # the grandchild has started
-                break
-            time.sleep(0.01)
+        assert child.stdout is not None
+        grandchild_pid = int(child.stdout.readline())
+        found = descendants()
+        assert grandchild_pid in [e.pid for e in found]
         ours = [e for e in found if e.pid == child.pid]
         assert ours and ours[0].parent_pid == os.getpid()
         below = [e for e in found if e.parent_pid == child.pid]
