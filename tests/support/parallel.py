@@ -163,14 +163,6 @@ def group_scheduler(config: pytest.Config, log, folder: Path):  # noqa: ANN001, 
                 self.groups = read_groups(folder)
             return self.groups.get(nodeid, nodeid)
 
-        def _reschedule(self, node) -> None:  # noqa: ANN001 - xdist's WorkerController
-            # xdist tops a worker up once it has two tests or fewer left, so each holds the one
-            # it runs and up to two more; at the end of a run the last slow tests then queue
-            # behind one another on one worker while the others have nothing left. One more is
-            # enough: a worker starts a test once it knows the next (pytest's `nextitem`).
-            if node.shutting_down or not self.workqueue or self._pending_of(self.assigned_work[node]) <= 1:
-                super()._reschedule(node)
-
     return GroupScheduling(config, log)
 
 
