@@ -14,6 +14,7 @@ import pytest
 from simulated_windows import FAST, codes, gpus, measure
 
 from pytest_llem.energy import quality
+from pytest_llem.energy.devices import MeasuredDevice
 from pytest_llem.energy.meter import MeterOptions, NoEnergyMeter, SampledMeter
 
 # --- energy: counter, integrated power, failures ---------------------------------------------------
@@ -79,6 +80,64 @@ def test_a_gpu_lost_mid_window_has_no_energy_and_the_total_is_not_a_partial_sum(
         "gpu1: device lost during the window (nvmlDeviceGetFieldValues: GPU is lost)" in n
         for n in window.notes
     )
+
+
+class StallingCounter(MeasuredDevice):
+    """A 100 W device whose counter is exact at the moment it is read. Each read first sleeps for
+    the next of `stalls_s`, if any: a thread preempted between an edge's timestamp and the
+    driver call, as a busy host does for a time slice at a time."""
+
+    kind = "gpu"
+    label = "gpu0"
+    power_w = 100.0
+
+    def __init__(self) -> None:
+        self.stalls_s: list[float] = []
+        self.reads = 0
+
+    def read_energy_j(self) -> float:
+        self.reads += 1
+        if self.stalls_s:
+            time.sleep(self.stalls_s.pop(0))
+        return self.power_w * time.perf_counter()
+
+
+def stalling_meter() -> tuple[StallingCounter, SampledMeter]:
+    """A meter over one stalling counter that has measured one window (its first edge learns how
+    long a read takes), its sampling thread too slow to read inside the windows that follow."""
+    device = StallingCounter()
+    meter = SampledMeter([device], MeterOptions(sample_interval_s=600))
+    meter.begin_window("learning")
+    meter.end_window("learning")
+    return device, meter
+
+
+@pytest.mark.parametrize("edge", ["begin", "end"])
+def test_an_edge_whose_counter_read_stalled_is_read_again(edge):
+    device, meter = stalling_meter()
+    stall = [0.05]  # 5 J at 100 W: a tenth of the window, were the stalled read kept
+    device.stalls_s = stall if edge == "begin" else []
+    meter.begin_window("w")
+    time.sleep(0.05)
+    device.stalls_s = stall if edge == "end" else []
+    reads_before_end = device.reads
+    window = meter.end_window("w")
+    meter.close()
+    assert window.energy_j == pytest.approx(device.power_w * window.duration_s, abs=0.2)  # 2 ms at 100 W
+    assert not any("stalled" in note for note in window.notes)
+    if edge == "end":
+        assert device.reads - reads_before_end == 2  # the stalled read and the one kept
+
+
+def test_an_edge_that_stalls_in_every_attempt_says_so_in_the_window_notes():
+    device, meter = stalling_meter()
+    meter.begin_window("w")
+    device.stalls_s = [0.02, 0.03, 0.02]
+    window = meter.end_window("w")
+    meter.close()
+    assert device.reads >= 3 + 3 and not device.stalls_s  # learning (2), begin (1), three attempts
+    (note,) = [note for note in window.notes if "stalled" in note]
+    assert "stalled for up to 20." in note and "energy and duration may span times that differ" in note
 
 
 # Its two windows' figures come from reads a sampling thread makes as the sleeps end: another

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
 
@@ -196,34 +196,35 @@ class Reading:
 
 def take_reading(device: MeasuredDevice, slow: bool = True) -> Reading:
     """Read the fast fields, and the slow ones too when `slow`; only a lost device stops a read."""
+    reading = _read_fast_fields(device)
+    return with_slow_fields(device, reading) if slow else reading
+
+
+def _read_fast_fields(device: MeasuredDevice) -> Reading:
     try:
-        counter_j: float | None = None
-        counter_error: str | None = None
         try:
             counter_j, power_w = device.read_energy_and_power()
         except DeviceReadError as exc:
             if exc.lost:
                 raise
-            counter_error = f"energy counter read failed: {exc}"
             power_w = _unless_failed(device.read_power_w)
-        status, status_error = None, None
-        if slow:
-            try:
-                status = device.read_slow_status()
-            except DeviceReadError as exc:
-                if exc.lost:
-                    raise
-                status_error = str(exc)
-        return Reading(
-            counter_j=counter_j,
-            has_counter=counter_error is not None or counter_j is not None,
-            counter_error=counter_error,
-            power_w=power_w,
-            status=status,
-            status_error=status_error,
-        )
+            return Reading(counter_error=f"energy counter read failed: {exc}", power_w=power_w)
+        return Reading(counter_j=counter_j, has_counter=counter_j is not None, power_w=power_w)
     except DeviceReadError as exc:
         return Reading(lost=str(exc))
+
+
+def with_slow_fields(device: MeasuredDevice, reading: Reading) -> Reading:
+    """`reading` with the device's slow fields (temperature, clocks, clock-limiting reasons) read
+    now; a device lost on this read is lost, whatever the fast read found."""
+    if reading.lost is not None:
+        return reading
+    try:
+        return replace(reading, status=device.read_slow_status())
+    except DeviceReadError as exc:
+        if exc.lost:
+            return Reading(lost=str(exc))
+        return replace(reading, status_error=str(exc))
 
 
 def _unless_failed(read: Callable[[], float | None]) -> float | None:

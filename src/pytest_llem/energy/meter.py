@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, Field
 
 from pytest_llem.energy import DEFAULT_HOST_BUSY_SHARE, DEFAULT_SAMPLE_INTERVAL_S, host_load, quality
-from pytest_llem.energy.devices import DeviceTally, MeasuredDevice, take_reading
+from pytest_llem.energy.devices import DeviceTally, MeasuredDevice, Reading, take_reading, with_slow_fields
 from pytest_llem.results import QualityWarning, WindowMeasurement
 
 # Every pass reads what changes fast (energy counter, power). Temperature, clocks and clock-
@@ -35,6 +35,16 @@ from pytest_llem.results import QualityWarning, WindowMeasurement
 SLOW_READ_INTERVAL_S = 1.0
 # Process lists cost milliseconds per call and serialise in the driver: check them rarely.
 PROCESS_CHECK_INTERVAL_S = 1.0
+# A window's edge is the moment just before its counter reads. A thread that stalls between
+# that moment and the reads (preempted for a time slice on a busy host: milliseconds) makes
+# the energy cover a span longer or shorter than the duration by the stall; for a part as
+# short as a prefill, a few milliseconds, that is as much as the part. So an edge whose reads
+# took longer than EDGE_STALL_FACTOR times the quickest edge this meter has read (plus
+# EDGE_STALL_SLACK_S) is read again, EDGE_READ_ATTEMPTS times at most, and the quickest
+# attempt is kept. The meter's first edge reads twice, to learn how long its reads take.
+EDGE_READ_ATTEMPTS = 3
+EDGE_STALL_FACTOR = 2.0
+EDGE_STALL_SLACK_S = 0.0005
 
 
 class MeterOptions(BaseModel):
@@ -157,6 +167,8 @@ class _OpenWindow:
     started: float
     tallies: list[DeviceTally]
     persistence_off: list[str] = field(default_factory=list)
+    #: How long each edge's kept reads took where even the quickest attempt was slow.
+    stalled_edges_s: list[float] = field(default_factory=list)
 
 
 class SampledMeter(EnergyMeter):
@@ -186,6 +198,7 @@ class SampledMeter(EnergyMeter):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._process_group = os.getpgrp()
+        self._quickest_edge_s: float | None = None
 
     @property
     def measures_gpus(self) -> bool:
@@ -194,8 +207,12 @@ class SampledMeter(EnergyMeter):
     def _read_all(
         self, windows: list[_OpenWindow], now: float, check_processes: bool, slow: bool = True
     ) -> None:
-        for index, device in enumerate(self.devices):
-            reading = take_reading(device, slow=slow)
+        self._add(windows, now, [take_reading(device, slow=slow) for device in self.devices], check_processes)
+
+    def _add(
+        self, windows: list[_OpenWindow], now: float, readings: list[Reading], check_processes: bool
+    ) -> None:
+        for index, (device, reading) in enumerate(zip(self.devices, readings, strict=True)):
             for window in windows:
                 window.tallies[index].add(now - window.started, reading)
             if check_processes:
@@ -205,6 +222,26 @@ class SampledMeter(EnergyMeter):
                     continue
                 for window in windows:
                     window.tallies[index].other_pids |= pids
+
+    def _read_edge(self, window: _OpenWindow) -> tuple[float, list[Reading]]:
+        """Every device's readings at one of `window`'s edges, and the edge's moment
+        (`time.perf_counter`, just before the counter reads kept): see EDGE_READ_ATTEMPTS."""
+        kept: tuple[float, float, list[Reading]] | None = None
+        for _ in range(EDGE_READ_ATTEMPTS):
+            moment = time.perf_counter()
+            readings = [take_reading(device, slow=False) for device in self.devices]
+            took_s = time.perf_counter() - moment
+            if kept is None or took_s < kept[1]:
+                kept = (moment, took_s, readings)
+            quickest_s = self._quickest_edge_s
+            self._quickest_edge_s = took_s if quickest_s is None else min(quickest_s, took_s)
+            if quickest_s is not None and took_s <= _stall_limit_s(quickest_s):
+                break
+        assert kept is not None  # EDGE_READ_ATTEMPTS >= 1
+        moment, took_s, readings = kept
+        if took_s > _stall_limit_s(self._quickest_edge_s or took_s):
+            window.stalled_edges_s.append(took_s)
+        return moment, [with_slow_fields(d, r) for d, r in zip(self.devices, readings, strict=True)]
 
     def _begin_readings(self, name: str) -> None:
         now_unix = time.time()
@@ -230,8 +267,8 @@ class SampledMeter(EnergyMeter):
         with self._lock:
             # The window's duration runs from just before the first counter read to just before
             # the last, so energy and duration cover the same span (no edge-time bias).
-            window.started = time.perf_counter()
-            self._read_all([window], window.started, check_processes=True)
+            window.started, readings = self._read_edge(window)
+            self._add([window], window.started, readings, check_processes=True)
             self._windows[name] = window
         if self._thread is None:
             self._thread = threading.Thread(target=self._sample_loop, name="pytest-llem-sampler", daemon=True)
@@ -245,11 +282,17 @@ class SampledMeter(EnergyMeter):
     def _end_readings(self, name: str, duration_s: float) -> WindowMeasurement:
         with self._lock:
             window = self._windows.pop(name)
-            ended = time.perf_counter()
-            self._read_all([window], ended, check_processes=True)
+            ended, readings = self._read_edge(window)
+            self._add([window], ended, readings, check_processes=True)
         duration_s = ended - window.started
         devices = []
         notes = list(self.notes)
+        if window.stalled_edges_s:
+            notes.append(
+                "the counter reads at an edge of this window stalled for up to "
+                f"{max(window.stalled_edges_s) * 1000:.1f} ms in every attempt (a busy host?): "
+                "energy and duration may span times that differ by as much"
+            )
         coarse_counters: dict[str, float] = {}
         for tally in window.tallies:
             device_energy, device_notes = tally.result(duration_s)
@@ -305,3 +348,8 @@ class SampledMeter(EnergyMeter):
         closers, self._on_close = self._on_close, []  # closing twice must not shut NVML down twice
         for close in closers:
             close()
+
+
+def _stall_limit_s(quickest_s: float) -> float:
+    """How long an edge's reads may take before they count as stalled (EDGE_READ_ATTEMPTS)."""
+    return quickest_s * EDGE_STALL_FACTOR + EDGE_STALL_SLACK_S
