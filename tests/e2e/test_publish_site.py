@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser import broken_links, file_dom, find_browser
+from browser import broken_links, file_doms, find_browser
 from scratch_history import CASE_KEY, build_history
 
 from pytest_llem.fingerprints.source import SHORT_COMMIT_LENGTH
@@ -64,7 +64,7 @@ def test_the_site_marks_the_planted_step_at_its_commit_and_every_page_loads(hist
 
     index = site / "index.html"
     (case_page,) = [p for p in (site / "cases").glob("*.html") if p.name != "older.html"]
-    doms = {index.resolve(): file_dom(BROWSER, index), case_page.resolve(): file_dom(BROWSER, case_page)}
+    doms = file_doms(BROWSER, [index.resolve(), case_page.resolve()])  # one Chromium for both
     for page, dom in doms.items():
         assert "<main>" in dom, page
         assert broken_links(page, dom, doms) == [], page

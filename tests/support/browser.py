@@ -114,15 +114,20 @@ def file_doms(browser: str, pages: list[Path]) -> dict[Path, str]:
             target = devtools.call("Target.createTarget", url="about:blank")["targetId"]
             session = devtools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
             devtools.call("Page.enable", session=session)
-            devtools.call("Page.navigate", session=session, url=page.resolve().as_uri())
-            devtools.wait_for("Page.loadEventFired", session)
-            outer = devtools.call(
-                "Runtime.evaluate",
-                session=session,
-                expression="document.documentElement.outerHTML",
-                returnByValue=True,
-            )
-            doms[page] = outer["result"]["value"]
+            address = page.resolve().as_uri()
+            devtools.call("Page.navigate", session=session, url=address)
+            while True:  # a load event of the blank page the tab opened with is not the page's
+                devtools.wait_for("Page.loadEventFired", session)
+                loaded = devtools.call(
+                    "Runtime.evaluate",
+                    session=session,
+                    expression="[location.href, document.readyState, document.documentElement.outerHTML]",
+                    returnByValue=True,
+                )
+                href, ready, dom = loaded["result"]["value"]
+                if (href, ready) == (address, "complete"):
+                    break
+            doms[page] = dom
             devtools.call("Target.closeTarget", targetId=target)
         devtools.call("Browser.close")
         proc.wait(timeout=TIMEOUT_S)
