@@ -6,6 +6,7 @@ from __future__ import annotations
 from pytest_llem.formatting import (
     MISSING,
     aligned,
+    change_or_missing,
     figure_or_missing,
     markdown_cell,
     markdown_table,
@@ -24,6 +25,17 @@ def test_a_missing_value_is_a_dash_and_a_figure_has_no_trailing_point():
     assert figure_or_missing(221.4) == "221"
     assert figure_or_missing(0.5) == "0.500"
     assert number(None, ".3f") == "-" and number(1 / 3, ".3f") == "0.333"
+
+
+def test_a_change_is_signed_and_one_that_rounds_to_zero_is_never_negative():
+    assert [change_or_missing(v) for v in (16.66, -4.0, 0.0, -0.04, 0.04)] == [
+        "+16.7%",
+        "-4.0%",
+        "+0.0%",
+        "+0.0%",
+        "+0.0%",
+    ]
+    assert change_or_missing(None) == MISSING
 
 
 def test_columns_are_padded_to_their_widest_cell_and_numbers_right_aligned():

@@ -18,7 +18,7 @@ from pathlib import Path
 from pytest_llem.bisection.bisect import DEFAULT_LIMIT, BisectRequest, run_bisection
 from pytest_llem.bisection.runner import checked_pytest_args
 from pytest_llem.errors import LlemError
-from pytest_llem.formatting import aligned, figure_or_missing
+from pytest_llem.formatting import aligned, change_or_missing, figure_or_missing
 from pytest_llem.gating.gate import run_gate
 from pytest_llem.gating.limits import parse_limit
 from pytest_llem.gating.metrics import METRICS
@@ -528,7 +528,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     site = publish_site(reports, args.dir, args.metric)
     for case, metric, marked in site.regressions:
         step = marked.step
-        change = "" if step.change_pct is None else f" ({step.change_pct:+.1f}%)"
+        change = "" if step.change_pct is None else f" ({change_or_missing(step.change_pct)})"
         print(
             printable(
                 f"{PROG}: worse since {case.runs[step.index].label}: {case.key} {metric} "

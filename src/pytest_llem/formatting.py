@@ -31,6 +31,14 @@ def figure_or_missing(value: float | None) -> str:
     return MISSING if value is None else figure(value).rstrip(".")
 
 
+def change_or_missing(change_pct: float | None) -> str:
+    """A relative change as `+16.7%`, `-` where there is none; one that rounds to zero reads
+    `+0.0%`, never `-0.0%`."""
+    if change_pct is None:
+        return MISSING
+    return f"{change_pct if round(change_pct, 1) else 0.0:+.1f}%"
+
+
 def number(value: float | None, spec: str) -> str:
     """`value` in a fixed format spec (".3f", ...), or `-` where there is no value."""
     return MISSING if value is None else format(value, spec)

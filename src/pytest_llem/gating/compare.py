@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from pytest_llem.energy.uncertainty import change_uncertainty
 from pytest_llem.fingerprints.differences import fingerprint_differences
-from pytest_llem.formatting import figure
+from pytest_llem.formatting import change_or_missing, figure
 from pytest_llem.gating.limits import Limit, lookup_metric, parse_limit_value
 from pytest_llem.gating.metrics import METRICS, Metric, why_missing
 from pytest_llem.gating.stats import (
@@ -89,11 +89,7 @@ class MetricChange(BaseModel):
         )
 
     def change_text(self) -> str:
-        """`+16.7%`; a change that rounds to zero reads `+0.0%`, never `-0.0%`."""
-        if self.change_pct is None:
-            return "-"
-        shown = self.change_pct if round(self.change_pct, 1) else 0.0
-        return f"{shown:+.1f}%"
+        return change_or_missing(self.change_pct)
 
     def line(self) -> str:
         """The one line printed for a regression or an exceeded budget."""

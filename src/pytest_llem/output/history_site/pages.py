@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from pytest_llem.formatting import figure_or_missing
+from pytest_llem.formatting import change_or_missing, figure_or_missing
 from pytest_llem.gating.stats import SIGNIFICANCE_LEVEL
 from pytest_llem.output.history_site.plots import history_chart
 from pytest_llem.output.history_site.series import CaseHistory, MarkedStep, regressions
@@ -84,14 +84,13 @@ def index_page(cases: list[CaseHistory], run_count: int) -> str:
 def _regression_row(case: CaseHistory, metric: str, marked: MarkedStep) -> str:
     step = marked.step
     link = f"{case_path(case)}#{metric_anchor(metric)}"
-    change = step.change_pct
     return (
         f'<tr><td class="test"><a href="{escape(link)}">{escape(case.key)}</a></td>'
         f"<td><code>{escape(metric)}</code></td><td>{escape(marked.machine_id)}</td>"
         f"<td><code>{escape(case.runs[step.index].label)}</code></td>"
         f'<td class="num">{figure_or_missing(step.before)}</td>'
         f'<td class="num">{figure_or_missing(step.after)}</td>'
-        f'<td class="num worse">{"-" if change is None else f"{change:+.1f}%"}</td>'
+        f'<td class="num worse">{change_or_missing(step.change_pct)}</td>'
         f'<td class="num">{step.p_value:.2g}</td></tr>'
     )
 
@@ -136,7 +135,6 @@ def _steps_section(case: CaseHistory) -> str:
     for history in case.metrics:
         for marked in history.steps:
             step = marked.step
-            change = step.change_pct
             verdict = "worse" if marked.worse else "better"
             rows.append(
                 f'<tr><td><a href="#{metric_anchor(history.metric.name)}"><code>'
@@ -144,7 +142,7 @@ def _steps_section(case: CaseHistory) -> str:
                 f"<td><code>{escape(case.runs[step.index].label)}</code></td>"
                 f'<td class="num">{figure_or_missing(step.before)}</td>'
                 f'<td class="num">{figure_or_missing(step.after)}</td>'
-                f'<td class="num {verdict}">{"-" if change is None else f"{change:+.1f}%"} ({verdict})</td>'
+                f'<td class="num {verdict}">{change_or_missing(step.change_pct)} ({verdict})</td>'
                 f'<td class="num">{step.p_value:.2g}</td></tr>'
             )
     if not rows:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import TYPE_CHECKING
 
-from pytest_llem.formatting import figure_or_missing
+from pytest_llem.formatting import change_or_missing, figure_or_missing
 from pytest_llem.output.history_site.series import CaseHistory, MetricHistory
 from pytest_llem.output.html.charts import REGRESSION_COLOUR
 from pytest_llem.output.html.points import COLOUR_NAMES, PALETTE
@@ -83,8 +83,8 @@ def history_chart(
         colour = REGRESSION_COLOUR if marked.worse else IMPROVEMENT_COLOUR
         x = step.index - 0.5
         ax.axvline(x, color=colour, linewidth=1.8, zorder=3)
-        change = step.change_pct
-        text = f"{'worse' if marked.worse else 'better'} {change:+.1f}%" if change is not None else "step"
+        verdict = "worse" if marked.worse else "better"
+        text = f"{verdict} {change_or_missing(step.change_pct)}" if step.change_pct is not None else "step"
         ax.annotate(
             f"{text} at {case.runs[step.index].label}",
             (x, 0.98),
