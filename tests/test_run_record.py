@@ -12,6 +12,7 @@ from sample_reports import make_entry, make_result
 
 from pytest_llem.base.atomic import DiskFull
 from pytest_llem.errors import INTERRUPTED_EXIT_CODE, ConfigError
+from pytest_llem.fingerprints.source import SHORT_COMMIT_LENGTH
 from pytest_llem.isolation.signals import SessionInterrupts
 from pytest_llem.roles import SingleProcessRole
 from pytest_llem.run_record import RunRecord, new_run_id
@@ -104,7 +105,7 @@ def test_the_run_records_the_commit_of_the_checkout_its_rootdir_is_in(tmp_path: 
     saved = record.history.find(record.report.run_id)
     assert saved.source == record.report.source
     (listed,) = record.history.summaries()
-    assert listed.commit == head[:8]
+    assert listed.commit == head[:SHORT_COMMIT_LENGTH]
 
 
 def test_a_rootdir_outside_any_checkout_records_no_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

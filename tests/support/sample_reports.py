@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from pytest_llem.fingerprints.machine import GpuInfo, MachineInfo
+from pytest_llem.fingerprints.source import SHORT_COMMIT_LENGTH
 from pytest_llem.gating.stats import round_statistics
 from pytest_llem.results import ExperimentResult, LatencyStats, QualityWarning, RoundResult
 from pytest_llem.store.report import ReportEntry, SessionReport
@@ -88,6 +89,11 @@ def entry(nodeid: str, energies: list[float], **config):
     return make_entry(nodeid, result)
 
 
+def sample_commit_label(index: int) -> str:
+    """The short commit of `sample_history`'s `index`-th run, as tables and charts show it."""
+    return f"c{index:0{SHORT_COMMIT_LENGTH - 1}d}"
+
+
 def sample_history(
     round_energies_j: list[list[float]],
     machines: list[MachineInfo] | None = None,
@@ -110,6 +116,7 @@ def sample_history(
             days_after_t0=index,
         )
         report.project = project
-        report.source = SourceInfo(commit=f"c{index:07d}" + "0" * 32, branch="main", dirty=False)
+        commit = sample_commit_label(index).ljust(40, "0")
+        report.source = SourceInfo(commit=commit, branch="main", dirty=False)
         reports.append(report)
     return reports

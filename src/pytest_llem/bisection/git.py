@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_llem.errors import LlemError
-from pytest_llem.fingerprints.source import git_output
+from pytest_llem.fingerprints.source import SHORT_COMMIT_LENGTH, git_output
 from pytest_llem.store.names import printable
 
 #: How long a checkout (`worktree add`, `checkout`, `clean`) may take: a large repository's
 #: files are written, not only read.
 CHECKOUT_TIMEOUT_S = 300.0
-#: How a commit is shown in a transcript line: enough hex digits to be unambiguous in practice.
-SHORT_SHA_LENGTH = 10
 
 
 class BisectError(LlemError):
@@ -37,7 +35,7 @@ class Commit:
 
     @property
     def short(self) -> str:
-        return self.sha[:SHORT_SHA_LENGTH]
+        return self.sha[:SHORT_COMMIT_LENGTH]
 
     def __str__(self) -> str:
         return f"{self.short} {printable(self.subject)}"

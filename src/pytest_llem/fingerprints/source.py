@@ -21,8 +21,9 @@ from pytest_llem.results import UtcDatetime
 
 #: How long one git command may take before its facts are given up.
 GIT_TIMEOUT_S = 10.0
-#: Hex digits of a commit as tables and charts show it.
-SHORT_COMMIT_LENGTH = 8
+#: Hex digits of a commit wherever one is shown short: tables, charts, run names, bisection
+#: transcripts (one length, so a commit reads the same in each).
+SHORT_COMMIT_LENGTH = 10
 
 
 def git_output(cwd: Path | None, *args: str, timeout_s: float | None = None) -> str:

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from pytest_llem.errors import LlemError
-from pytest_llem.fingerprints.source import SourceInfo, git_output
+from pytest_llem.fingerprints.source import SHORT_COMMIT_LENGTH, SourceInfo, git_output
 from pytest_llem.store.database import CorruptRow, Store, as_utc, unpack
 from pytest_llem.store.names import is_plain_name, printable, run_folder
 from pytest_llem.store.opening import OpensStoreOnUse
@@ -49,7 +49,7 @@ def autosave_name(cwd: Path | None = None, now: datetime | None = None) -> str:
     """`<commit>-<UTC time>[-dirty]`, or `nogit-<time>` outside a git work tree."""
     stamp = f"{now or datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     try:
-        commit = git_output(cwd, "rev-parse", "--short=10", "HEAD")
+        commit = git_output(cwd, "rev-parse", f"--short={SHORT_COMMIT_LENGTH}", "HEAD")
         dirty = bool(git_output(cwd, "status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         return f"nogit-{stamp}"

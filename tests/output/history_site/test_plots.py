@@ -7,7 +7,7 @@ import importlib.util
 import random
 
 import pytest
-from sample_reports import H100, sample_history
+from sample_reports import H100, sample_commit_label, sample_history
 
 from pytest_llem.output.history_site.plots import MAX_AXIS_LABELS, history_chart, machine_colours
 from pytest_llem.output.history_site.series import case_histories
@@ -40,12 +40,12 @@ def test_the_chart_draws_each_run_its_spread_and_the_step_at_its_commit(figure_c
     assert labels == [run.label for run in case.runs]
     step_lines = [line for line in ax.get_lines() if line.get_color() == REGRESSION_COLOUR]
     assert [list(line.get_xdata()) for line in step_lines] == [[7.5, 7.5]]
-    assert [text.get_text() for text in ax.texts] == ["worse +20.0% at c0000008"]
+    assert [text.get_text() for text in ax.texts] == [f"worse +20.0% at {sample_commit_label(8)}"]
     assert len(ax.containers) == 16  # an error bar (quartiles of five rounds) per run
-    assert "a step at c0000008" in caption and "Mann-Whitney U over 8 and 8 runs" in caption
+    assert f"a step at {sample_commit_label(8)}" in caption and "Mann-Whitney U over 8 and 8 runs" in caption
     assert ax.get_title() == "energy_j (J), lower is better"
     svg = figure_element("chart-0", figure, caption)
-    assert svg.count("<svg") == 1 and "a step at c0000008" in svg
+    assert svg.count("<svg") == 1 and f"a step at {sample_commit_label(8)}" in svg
 
 
 def test_flagged_figures_are_hollow_and_the_caption_says_they_are_left_out(figure_class):
@@ -85,4 +85,4 @@ def test_a_long_history_labels_only_some_runs(figure_class):
     history = case.metrics[0]
     figure, _ = history_chart(figure_class, case, history)
     labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
-    assert 10 < len(labels) <= MAX_AXIS_LABELS and labels[0] == "c0000000"
+    assert 10 < len(labels) <= MAX_AXIS_LABELS and labels[0] == sample_commit_label(0)

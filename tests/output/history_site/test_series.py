@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from sample_reports import EPYC, GPT2, H100, OPT, make_entry, make_result, sample_history
+from sample_reports import EPYC, GPT2, H100, OPT, make_entry, make_result, sample_commit_label, sample_history
 
 from pytest_llem.fingerprints.machine import GpuInfo, MachineInfo
 from pytest_llem.output.history_site.series import case_histories
@@ -31,7 +31,7 @@ def test_each_run_gives_its_median_its_quartiles_and_its_commit():
 
     energy = metric(case, "energy_j")
 
-    assert [run.label for run in case.runs] == ["c0000000", "c0000001"]
+    assert [run.label for run in case.runs] == [sample_commit_label(0), sample_commit_label(1)]
     assert energy.figures[0].value == 3.0 and (energy.figures[0].q1, energy.figures[0].q3) == (2.0, 4.0)
     assert energy.figures[0].n == 5 and not energy.figures[0].flagged
     assert case.key == GPT2 and case.project == "bench" and case.nodeid == GPT2
