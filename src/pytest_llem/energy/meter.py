@@ -15,10 +15,12 @@ never a guess dressed as a measurement.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,12 +41,14 @@ PROCESS_CHECK_INTERVAL_S = 1.0
 # that moment and the reads (preempted for a time slice on a busy host: milliseconds) makes
 # the energy cover a span longer or shorter than the duration by the stall; for a part as
 # short as a prefill, a few milliseconds, that is as much as the part. So an edge whose reads
-# took longer than EDGE_STALL_FACTOR times the quickest edge this meter has read (plus
-# EDGE_STALL_SLACK_S) is read again, EDGE_READ_ATTEMPTS times at most, and the quickest
+# took longer than EDGE_STALL_FACTOR times what the meter's recent edges took (the median of
+# the last EDGE_HISTORY; a driver whose reads slow down for good moves it within a few edges)
+# plus EDGE_STALL_SLACK_S is read again, EDGE_READ_ATTEMPTS times at most, and the quickest
 # attempt is kept. The meter's first edge reads twice, to learn how long its reads take.
 EDGE_READ_ATTEMPTS = 3
 EDGE_STALL_FACTOR = 2.0
 EDGE_STALL_SLACK_S = 0.0005
+EDGE_HISTORY = 15
 
 
 class MeterOptions(BaseModel):
@@ -198,7 +202,7 @@ class SampledMeter(EnergyMeter):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._process_group = os.getpgrp()
-        self._quickest_edge_s: float | None = None
+        self._recent_edges_s: deque[float] = deque(maxlen=EDGE_HISTORY)
 
     @property
     def measures_gpus(self) -> bool:
@@ -226,6 +230,7 @@ class SampledMeter(EnergyMeter):
     def _read_edge(self, window: _OpenWindow) -> tuple[float, list[Reading]]:
         """Every device's readings at one of `window`'s edges, and the edge's moment
         (`time.perf_counter`, just before the counter reads kept): see EDGE_READ_ATTEMPTS."""
+        usual_s = statistics.median(self._recent_edges_s) if self._recent_edges_s else None
         kept: tuple[float, float, list[Reading]] | None = None
         for _ in range(EDGE_READ_ATTEMPTS):
             moment = time.perf_counter()
@@ -233,13 +238,14 @@ class SampledMeter(EnergyMeter):
             took_s = time.perf_counter() - moment
             if kept is None or took_s < kept[1]:
                 kept = (moment, took_s, readings)
-            quickest_s = self._quickest_edge_s
-            self._quickest_edge_s = took_s if quickest_s is None else min(quickest_s, took_s)
-            if quickest_s is not None and took_s <= _stall_limit_s(quickest_s):
+            if usual_s is None:  # the meter's first edge: its first attempt is all there is to go by
+                usual_s = took_s
+            elif took_s <= _stall_limit_s(usual_s):
                 break
-        assert kept is not None  # EDGE_READ_ATTEMPTS >= 1
+        assert kept is not None and usual_s is not None  # EDGE_READ_ATTEMPTS >= 1
         moment, took_s, readings = kept
-        if took_s > _stall_limit_s(self._quickest_edge_s or took_s):
+        self._recent_edges_s.append(took_s)
+        if took_s > _stall_limit_s(usual_s):
             window.stalled_edges_s.append(took_s)
         return moment, [with_slow_fields(d, r) for d, r in zip(self.devices, readings, strict=True)]
 
@@ -350,6 +356,6 @@ class SampledMeter(EnergyMeter):
             close()
 
 
-def _stall_limit_s(quickest_s: float) -> float:
+def _stall_limit_s(usual_s: float) -> float:
     """How long an edge's reads may take before they count as stalled (EDGE_READ_ATTEMPTS)."""
-    return quickest_s * EDGE_STALL_FACTOR + EDGE_STALL_SLACK_S
+    return usual_s * EDGE_STALL_FACTOR + EDGE_STALL_SLACK_S
