@@ -84,7 +84,7 @@ def test_list_shows_runs_oldest_first_with_their_project_and_machine(state_dir):
     assert [row.split()[0] for row in rows] == ["run-a", "second", "run-c", "run-d"]
     # Runs saved before runs recorded their project show as legacy, without a commit: as "-".
     assert rows[0].split()[1:8] == ["(legacy)", "-", "2026-01-01", "00:00:00", "UTC", "passed", "1"]
-    assert rows[3].split()[1:3] == ["acme/bench", "c0ffee12+"]
+    assert rows[3].split()[1:3] == ["acme/bench", "c0ffee12c0+"]
     assert rows[0].endswith("h100x1 1 x NVIDIA H100 (driver 550.54)")
     assert rows[2].endswith("epyc AMD EPYC 7763")
 

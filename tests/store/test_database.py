@@ -123,7 +123,7 @@ def test_a_store_without_commits_is_migrated_and_its_runs_read_without_one(state
         update={"source": SourceInfo(commit="0123456789abcdef" * 2 + "01234567", dirty=True)}
     )
     history.save(newer)
-    assert [run.commit for run in history.summaries()] == [None, "01234567+"]
+    assert [run.commit for run in history.summaries()] == [None, "0123456789+"]
     with open_store(store_url).read() as conn:
         stored = conn.exec_driver_sql("SELECT git_commit FROM runs WHERE run_id = 'new-run'").scalar()
     assert stored == newer.source.commit
