@@ -224,7 +224,7 @@ class PrefillDecodeParts:
     def first_token(self) -> None:
         # In the streamer's callback, inside generate(), which waits for it: one window's
         # edges (an end and a begin). benchmarks/meter_cost.py's "edges" column is their cost:
-        # 0.83 ms for one simulated GPU (0.79 ms with no meter); the real driver adds ~0.8 ms a call.
+        # 0.85 ms for one simulated GPU (0.74 ms with no meter); the real driver adds ~0.8 ms a call.
         self._prefill.append(self._ctx.end_part(PREFILL_PART))
         self._in_prefill = False
         self._ctx.begin_part(DECODE_PART)
