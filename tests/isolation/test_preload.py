@@ -270,7 +270,6 @@ def test_a_killed_xdist_worker_leaves_nothing_and_the_shared_interpreter_dies_wi
     proc = start_llem_pytest(tmp_path, tmp_path / "state", "test_x.py", "-n", "2", "--llem-energy=none")
     try:
         wait_for_file(pid_file, timeout_s=120)
-        time.sleep(0.2)  # written, not half-written
         group = read_pids(pid_file)
         (server,) = preloaded_interpreters(proc.pid)  # the controller's child
         assert proc_entry(group[0]).parent_pid == server
@@ -417,7 +416,6 @@ def test_a_killed_worker_leaves_nothing_of_its_experiment_and_the_others_fork_on
         doomed = subprocess.Popen([sys.executable, "-u", "-c", script], stdout=out, start_new_session=True)
     try:
         wait_for_file(pid_file, timeout_s=120)
-        time.sleep(0.2)  # written, not half-written
         group = read_pids(pid_file)
         assert all(is_live(pid) for pid in group)
         # Forked by the shared interpreter (what it said, if not).
@@ -623,7 +621,7 @@ def test_a_signal_while_the_prestarted_interpreter_imports_leaves_nothing_behind
         tmp_path, tmp_path / "state", "test_suite.py", "--llem-energy=none", "--llem-preload=slow_import"
     )
     wait_for_file(started, timeout_s=60)
-    (server,) = json.loads(started.read_text())  # importing slow_import (20 s) meanwhile
+    (server,) = read_pids(started)  # importing slow_import (20 s) meanwhile
     signalled = time.monotonic()
     os.kill(proc.pid, sig)
     output, _ = proc.communicate(timeout=30)
@@ -757,7 +755,7 @@ def test_a_signal_while_a_module_that_forked_is_still_importing_leaves_nothing_b
         FORK_AT_IMPORT_SLOW_S="20",
     )
     wait_for_file(started, timeout_s=60)
-    (server,) = json.loads(started.read_text())
+    (server,) = read_pids(started)
     deadline = time.monotonic() + 30
     while not list(forked.iterdir()):  # it forked, and goes on importing
         assert time.monotonic() < deadline, "the module never forked"

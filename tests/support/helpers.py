@@ -155,8 +155,17 @@ def wait_for_file(path: Path, timeout_s: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def read_pids(path: Path) -> list[int]:
-    return json.loads(path.read_text())
+def read_pids(path: Path, timeout_s: float = 30.0) -> list[int]:
+    """The pids listed in the JSON file `path` once it is written whole: a writer's `write_text`
+    creates the file before it writes, so one that `wait_for_file` found may still be empty."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{path.name} held no whole JSON within {timeout_s} s") from None
+            time.sleep(0.02)
 
 
 def wait_until_all_gone(pids: list[int], timeout_s: float) -> list[int]:
